@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test of pika-ttl-proxy: formatting, lints, unit/property/integration tests.
+# Installs what the tests need when missing (Debian packages, as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need_pkgs+=(redis-tools)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "== installing ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  # Debian starts a redis-server service on 6379; tests use their own ports, stop it.
+  (service redis-server stop || true) >/dev/null 2>&1
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --locked "$@"

@@ -1,0 +1,392 @@
+//! The expiry table: what the proxy knows about each key's absolute expiry.
+//!
+//! Keys are `(db, key)`; values are absolute deadlines in milliseconds since the Unix epoch, or a
+//! marker that the key is known to exist without a TTL (or known to be absent). A key with no
+//! entry means whatever the table's [`Baseline`] says: after a full sync whose snapshot the proxy
+//! scanned, "not volatile"; for a DB known to start empty, "absent"; otherwise "unknown", which is
+//! not the same as "no TTL".
+//!
+//! The map is a sharded [`DashMap`] so the relay tasks of several replicas and the metrics
+//! reader can use it at once. Each entry is a boxed `db ‖ key` byte string and one `i64`, which
+//! keeps the per-key cost close to the key's own length.
+
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// What an absent entry means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    /// Nothing is known about keys that have no entry (the proxy joined mid-stream).
+    Unknown,
+    /// Keys without an entry have no TTL (they may or may not exist): a snapshot or a warm-up
+    /// scan listed every volatile key.
+    NotVolatile,
+    /// Keys without an entry do not exist (the data set started empty and every write since was
+    /// seen).
+    Absent,
+}
+
+impl Baseline {
+    fn to_u8(self) -> u8 {
+        match self {
+            Baseline::Unknown => 0,
+            Baseline::NotVolatile => 1,
+            Baseline::Absent => 2,
+        }
+    }
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Baseline::NotVolatile,
+            2 => Baseline::Absent,
+            _ => Baseline::Unknown,
+        }
+    }
+}
+
+/// What the table knows about one key at one instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKnowledge {
+    /// The key has a TTL and is alive until the deadline (exclusive), in ms.
+    Volatile(i64),
+    /// The key had a TTL whose deadline (ms) is at or before the instant asked about: it is gone.
+    Expired(i64),
+    /// The key exists and has no TTL.
+    Persistent,
+    /// The key is known not to exist.
+    Absent,
+    /// The key has no TTL, but whether it exists is not tracked.
+    NotVolatile,
+    /// Nothing is known.
+    Unknown,
+}
+
+impl KeyKnowledge {
+    /// True when the proxy knows whether the key is volatile at this instant.
+    pub fn is_known(self) -> bool {
+        !matches!(self, KeyKnowledge::Unknown)
+    }
+}
+
+const PERSISTENT: i64 = i64::MIN;
+const ABSENT: i64 = i64::MIN + 1;
+const NOT_VOLATILE: i64 = i64::MIN + 2;
+
+fn is_marker(v: i64) -> bool {
+    v == PERSISTENT || v == ABSENT || v == NOT_VOLATILE
+}
+
+/// Concurrent `(db, key) → expiry` map with a completeness baseline.
+#[derive(Debug)]
+pub struct ExpiryTable {
+    map: DashMap<Box<[u8]>, i64>,
+    baseline: AtomicU8,
+}
+
+impl Default for ExpiryTable {
+    fn default() -> Self {
+        Self::new(Baseline::Unknown)
+    }
+}
+
+fn table_key(db: u32, key: &[u8]) -> Box<[u8]> {
+    let mut k = Vec::with_capacity(4 + key.len());
+    k.extend_from_slice(&db.to_be_bytes());
+    k.extend_from_slice(key);
+    k.into_boxed_slice()
+}
+
+fn split_key(k: &[u8]) -> (u32, &[u8]) {
+    let mut db = [0u8; 4];
+    db.copy_from_slice(&k[..4]);
+    (u32::from_be_bytes(db), &k[4..])
+}
+
+impl ExpiryTable {
+    /// An empty table whose absent entries mean `baseline`.
+    pub fn new(baseline: Baseline) -> Self {
+        ExpiryTable {
+            map: DashMap::new(),
+            baseline: AtomicU8::new(baseline.to_u8()),
+        }
+    }
+
+    /// What keys without an entry mean.
+    pub fn baseline(&self) -> Baseline {
+        Baseline::from_u8(self.baseline.load(Ordering::Acquire))
+    }
+
+    /// True when every key's volatility is known (the baseline is not `Unknown`).
+    pub fn is_complete(&self) -> bool {
+        self.baseline() != Baseline::Unknown
+    }
+
+    /// Forget everything and start over with `baseline` (a full sync begins).
+    pub fn reset(&self, baseline: Baseline) {
+        self.map.clear();
+        self.baseline.store(baseline.to_u8(), Ordering::Release);
+    }
+
+    /// Change what absent entries mean without touching entries (a scan finished).
+    pub fn set_baseline(&self, baseline: Baseline) {
+        self.baseline.store(baseline.to_u8(), Ordering::Release);
+    }
+
+    /// Number of entries (volatile keys plus existence markers).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when the table holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// What is known about `key` in `db` at `now_ms`.
+    pub fn lookup(&self, db: u32, key: &[u8], now_ms: i64) -> KeyKnowledge {
+        let k = table_key(db, key);
+        match self.map.get(&k).map(|v| *v) {
+            Some(PERSISTENT) => KeyKnowledge::Persistent,
+            Some(ABSENT) => KeyKnowledge::Absent,
+            Some(NOT_VOLATILE) => KeyKnowledge::NotVolatile,
+            Some(deadline) if deadline <= now_ms => KeyKnowledge::Expired(deadline),
+            Some(deadline) => KeyKnowledge::Volatile(deadline),
+            None => match self.baseline() {
+                Baseline::Unknown => KeyKnowledge::Unknown,
+                Baseline::NotVolatile => KeyKnowledge::NotVolatile,
+                Baseline::Absent => KeyKnowledge::Absent,
+            },
+        }
+    }
+
+    /// The key has a TTL ending at `deadline_ms`.
+    pub fn set_deadline(&self, db: u32, key: &[u8], deadline_ms: i64) {
+        // Deadlines ≤ 0 mean "delete" on every server; keep the markers out of the deadline range.
+        let deadline = deadline_ms.max(NOT_VOLATILE + 1);
+        self.map.insert(table_key(db, key), deadline);
+    }
+
+    /// Store a marker, or drop the entry when the baseline already implies it.
+    fn put_marker(&self, db: u32, key: &[u8], marker: i64, track_existence: bool) {
+        let base = self.baseline();
+        let marker = if !track_existence
+            && base != Baseline::Absent
+            && (marker == PERSISTENT || marker == ABSENT)
+        {
+            NOT_VOLATILE
+        } else {
+            marker
+        };
+        let implied = match base {
+            Baseline::Absent => Some(ABSENT),
+            Baseline::NotVolatile => Some(NOT_VOLATILE),
+            Baseline::Unknown => None,
+        };
+        let k = table_key(db, key);
+        if implied == Some(marker) {
+            self.map.remove(&k);
+        } else {
+            self.map.insert(k, marker);
+        }
+    }
+
+    /// The key exists and has no TTL. Whether it exists is only recorded when
+    /// `track_existence` is set (or the baseline is "absent", where it must be).
+    pub fn mark_persistent(&self, db: u32, key: &[u8], track_existence: bool) {
+        self.put_marker(db, key, PERSISTENT, track_existence);
+    }
+
+    /// The key is gone (DEL, expiry, …).
+    pub fn mark_absent(&self, db: u32, key: &[u8], track_existence: bool) {
+        self.put_marker(db, key, ABSENT, track_existence);
+    }
+
+    /// The key has no TTL; whether it exists is not known.
+    pub fn mark_not_volatile(&self, db: u32, key: &[u8]) {
+        self.put_marker(db, key, NOT_VOLATILE, false);
+    }
+
+    /// The raw entry, for moves between keys.
+    fn take(&self, db: u32, key: &[u8]) -> Option<i64> {
+        self.map.remove(&table_key(db, key)).map(|(_, v)| v)
+    }
+
+    /// RENAME src dst: dst takes src's TTL state; src is gone.
+    pub fn rename(&self, db: u32, src: &[u8], dst: &[u8], track_existence: bool) {
+        self.move_between(db, src, db, dst, track_existence, true);
+    }
+
+    /// MOVE key to another db (or COPY when `remove_source` is false).
+    pub fn move_between(
+        &self,
+        src_db: u32,
+        src: &[u8],
+        dst_db: u32,
+        dst: &[u8],
+        track_existence: bool,
+        remove_source: bool,
+    ) {
+        let state = if remove_source {
+            self.take(src_db, src)
+        } else {
+            self.map.get(&table_key(src_db, src)).map(|v| *v)
+        };
+        if remove_source {
+            self.mark_absent(src_db, src, track_existence);
+        }
+        match state {
+            Some(v) => {
+                self.map.insert(table_key(dst_db, dst), v);
+            }
+            // No entry: dst becomes whatever the baseline says the source was.
+            None => {
+                self.map.remove(&table_key(dst_db, dst));
+            }
+        }
+    }
+
+    /// SWAPDB a b.
+    pub fn swap_db(&self, a: u32, b: u32) {
+        if a == b {
+            return;
+        }
+        let moved: Vec<(Box<[u8]>, i64)> = self
+            .map
+            .iter()
+            .filter_map(|e| {
+                let (db, key) = split_key(e.key());
+                let to = if db == a {
+                    b
+                } else if db == b {
+                    a
+                } else {
+                    return None;
+                };
+                Some((table_key(to, key), *e.value()))
+            })
+            .collect();
+        self.map.retain(|k, _| {
+            let (db, _) = split_key(k);
+            db != a && db != b
+        });
+        for (k, v) in moved {
+            self.map.insert(k, v);
+        }
+    }
+
+    /// FLUSHDB on `db`.
+    pub fn flush_db(&self, db: u32) {
+        self.map.retain(|k, _| split_key(k).0 != db);
+    }
+
+    /// FLUSHALL: every key is gone, so existence is known again.
+    pub fn flush_all(&self) {
+        self.map.clear();
+        if self.baseline() != Baseline::Unknown {
+            self.baseline
+                .store(Baseline::Absent.to_u8(), Ordering::Release);
+        }
+    }
+
+    /// Drop deadlines at or before `now_ms` (those keys are gone on the master). Returns how
+    /// many entries were removed.
+    pub fn prune(&self, now_ms: i64) -> usize {
+        let keep_absent_marker = self.baseline() == Baseline::Unknown;
+        let mut pruned = 0;
+        self.map.retain(|_, v| {
+            if is_marker(*v) || *v > now_ms {
+                return true;
+            }
+            pruned += 1;
+            if keep_absent_marker {
+                *v = ABSENT;
+                true
+            } else {
+                false
+            }
+        });
+        pruned
+    }
+
+    /// Number of entries holding a deadline.
+    pub fn volatile_len(&self) -> usize {
+        self.map
+            .iter()
+            .filter(|e| !is_marker(*e.value()))
+            .count()
+    }
+
+    /// Every `(db, key, deadline)` with a deadline, for persistence and diagnostics.
+    pub fn volatile_entries(&self) -> Vec<(u32, Vec<u8>, i64)> {
+        self.map
+            .iter()
+            .filter(|e| !is_marker(*e.value()))
+            .map(|e| {
+                let (db, key) = split_key(e.key());
+                (db, key.to_vec(), *e.value())
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_expire_at_the_boundary() {
+        let t = ExpiryTable::new(Baseline::NotVolatile);
+        t.set_deadline(0, b"k", 1000);
+        assert_eq!(t.lookup(0, b"k", 999), KeyKnowledge::Volatile(1000));
+        assert_eq!(t.lookup(0, b"k", 1000), KeyKnowledge::Expired(1000));
+        assert_eq!(t.lookup(1, b"k", 0), KeyKnowledge::NotVolatile);
+        assert_eq!(t.prune(1000), 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn baseline_decides_missing_keys() {
+        let t = ExpiryTable::new(Baseline::Unknown);
+        assert_eq!(t.lookup(0, b"x", 0), KeyKnowledge::Unknown);
+        assert!(!t.is_complete());
+        t.reset(Baseline::Absent);
+        assert_eq!(t.lookup(0, b"x", 0), KeyKnowledge::Absent);
+        t.mark_persistent(0, b"x", true);
+        assert_eq!(t.lookup(0, b"x", 0), KeyKnowledge::Persistent);
+        t.mark_absent(0, b"x", true);
+        assert_eq!(t.lookup(0, b"x", 0), KeyKnowledge::Absent);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn persistence_keeps_existence_under_absent_baseline() {
+        let t = ExpiryTable::new(Baseline::Absent);
+        t.set_deadline(0, b"k", 50);
+        t.mark_persistent(0, b"k", false);
+        assert_eq!(t.lookup(0, b"k", 100), KeyKnowledge::Persistent);
+        let u = ExpiryTable::new(Baseline::NotVolatile);
+        u.set_deadline(0, b"k", 50);
+        u.mark_persistent(0, b"k", false);
+        assert_eq!(u.lookup(0, b"k", 0), KeyKnowledge::NotVolatile);
+    }
+
+    #[test]
+    fn rename_move_swap_flush() {
+        let t = ExpiryTable::new(Baseline::NotVolatile);
+        t.set_deadline(0, b"a", 500);
+        t.rename(0, b"a", b"b", false);
+        assert_eq!(t.lookup(0, b"a", 0), KeyKnowledge::NotVolatile);
+        assert_eq!(t.lookup(0, b"b", 0), KeyKnowledge::Volatile(500));
+        t.move_between(0, b"b", 3, b"b", false, true);
+        assert_eq!(t.lookup(3, b"b", 0), KeyKnowledge::Volatile(500));
+        t.swap_db(3, 4);
+        assert_eq!(t.lookup(4, b"b", 0), KeyKnowledge::Volatile(500));
+        assert_eq!(t.lookup(3, b"b", 0), KeyKnowledge::NotVolatile);
+        t.set_deadline(5, b"c", 9);
+        t.flush_db(4);
+        assert_eq!(t.lookup(4, b"b", 0), KeyKnowledge::NotVolatile);
+        assert_eq!(t.len(), 1);
+        t.flush_all();
+        assert_eq!(t.baseline(), Baseline::Absent);
+        assert!(t.is_empty());
+    }
+}

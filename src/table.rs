@@ -70,9 +70,10 @@ impl KeyKnowledge {
 const PERSISTENT: i64 = i64::MIN;
 const ABSENT: i64 = i64::MIN + 1;
 const NOT_VOLATILE: i64 = i64::MIN + 2;
+const UNKNOWN: i64 = i64::MIN + 3;
 
 fn is_marker(v: i64) -> bool {
-    v == PERSISTENT || v == ABSENT || v == NOT_VOLATILE
+    v == PERSISTENT || v == ABSENT || v == NOT_VOLATILE || v == UNKNOWN
 }
 
 /// Concurrent `(db, key) → expiry` map with a completeness baseline.
@@ -148,6 +149,7 @@ impl ExpiryTable {
             Some(PERSISTENT) => KeyKnowledge::Persistent,
             Some(ABSENT) => KeyKnowledge::Absent,
             Some(NOT_VOLATILE) => KeyKnowledge::NotVolatile,
+            Some(UNKNOWN) => KeyKnowledge::Unknown,
             Some(deadline) if deadline <= now_ms => KeyKnowledge::Expired(deadline),
             Some(deadline) => KeyKnowledge::Volatile(deadline),
             None => match self.baseline() {
@@ -161,7 +163,7 @@ impl ExpiryTable {
     /// The key has a TTL ending at `deadline_ms`.
     pub fn set_deadline(&self, db: u32, key: &[u8], deadline_ms: i64) {
         // Deadlines ≤ 0 mean "delete" on every server; keep the markers out of the deadline range.
-        let deadline = deadline_ms.max(NOT_VOLATILE + 1);
+        let deadline = deadline_ms.max(UNKNOWN + 1);
         self.map.insert(table_key(db, key), deadline);
     }
 
@@ -179,7 +181,7 @@ impl ExpiryTable {
         let implied = match base {
             Baseline::Absent => Some(ABSENT),
             Baseline::NotVolatile => Some(NOT_VOLATILE),
-            Baseline::Unknown => None,
+            Baseline::Unknown => Some(UNKNOWN),
         };
         let k = table_key(db, key);
         if implied == Some(marker) {
@@ -198,6 +200,12 @@ impl ExpiryTable {
     /// The key is gone (DEL, expiry, …).
     pub fn mark_absent(&self, db: u32, key: &[u8], track_existence: bool) {
         self.put_marker(db, key, ABSENT, track_existence);
+    }
+
+    /// Nothing is known about the key any more (a write whose effect on its TTL cannot be
+    /// decided from the stream, e.g. a removal that may have emptied a volatile hash).
+    pub fn mark_unknown(&self, db: u32, key: &[u8]) {
+        self.put_marker(db, key, UNKNOWN, true);
     }
 
     /// The key has no TTL; whether it exists is not known.
@@ -309,10 +317,7 @@ impl ExpiryTable {
 
     /// Number of entries holding a deadline.
     pub fn volatile_len(&self) -> usize {
-        self.map
-            .iter()
-            .filter(|e| !is_marker(*e.value()))
-            .count()
+        self.map.iter().filter(|e| !is_marker(*e.value())).count()
     }
 
     /// Every `(db, key, deadline)` with a deadline, for persistence and diagnostics.

@@ -1,17 +1,18 @@
 //! The rewrite engine: a pure function from one replication entry to the entries to emit.
 //!
 //! Inputs are the entry's arguments, the master's execution time, the per-stream state (selected
-//! DB, MULTI), the [`ExpiryTable`] and the [`Policy`] (dialect and family switches). The engine
+//! DB, MULTI), the [`ExpiryTable`](crate::table::ExpiryTable) and the [`Policy`] (dialect and family switches). The engine
 //! does no I/O; it maintains the table as a side effect so the next entry sees the master's state.
 //! See `shared/specs/rewrite-rules.md` for the contract every rule implements.
 
+pub mod command;
 mod rules;
 
 use crate::families::{Family, FamilySwitches};
-use crate::table::ExpiryTable;
+
 use bytes::Bytes;
 
-pub use rules::rewrite;
+pub use rules::{rewrite, PIKA_MAX_TIMESTAMP_SECS};
 
 /// How absolute expiries are written downstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,15 +1,1000 @@
-//! Per-command rules (filled in next).
-use super::{Decision, Outcome, Policy, StreamState};
-use crate::table::ExpiryTable;
+//! The per-command rules of the rewrite engine (spec `rewrite-rules.md` section 4).
+//!
+//! Every entry goes through three steps: classify the command, update the expiry table to the
+//! state the master has after executing it, and — when the outcome on a late replica could
+//! differ — propose a deterministic replacement. The proposal is used only when the command's
+//! family is switched on; the table is maintained either way.
+
+use super::{Argv, AtRisk, Decision, Dialect, Emit, Outcome, Policy, StreamState};
+use crate::engine::command::{classify, Cmd};
+use crate::families::Family;
+use crate::table::{ExpiryTable, KeyKnowledge};
 use bytes::Bytes;
+
+/// Largest timestamp a Pika replica accepts in `pksetexat` (it rejects `ts >= INT32_MAX`).
+pub const PIKA_MAX_TIMESTAMP_SECS: i64 = i32::MAX as i64 - 1;
 
 /// Decide what to emit for one entry; see the module docs of [`crate::engine`].
 pub fn rewrite(
-    _args: &[Bytes],
-    _exec_ms: i64,
-    _state: &mut StreamState,
-    _table: &ExpiryTable,
-    _policy: &Policy,
+    args: &[Bytes],
+    exec_ms: i64,
+    state: &mut StreamState,
+    table: &ExpiryTable,
+    policy: &Policy,
 ) -> Decision {
-    Decision::forward(Outcome::Passed, None)
+    let Some(name) = args.first() else {
+        return Decision::forward(Outcome::Malformed, None);
+    };
+    let mut cx = Cx {
+        args,
+        now: exec_ms,
+        db: state.db,
+        in_multi: state.in_multi,
+        table,
+        policy,
+        track: policy.tracks_existence(),
+    };
+    let proposal = match classify(name) {
+        Some(cmd) => cx.apply(cmd, state),
+        None => Proposal::unknown_command(),
+    };
+    cx.finish(proposal)
+}
+
+/// What a rule concluded for one entry, before the family switch is consulted.
+struct Proposal {
+    family: Option<Family>,
+    outcome: Outcome,
+    replacement: Option<Vec<Argv>>,
+    at_risk: Option<AtRisk>,
+}
+
+impl Proposal {
+    fn pass() -> Self {
+        Proposal {
+            family: None,
+            outcome: Outcome::Passed,
+            replacement: None,
+            at_risk: None,
+        }
+    }
+    fn passed(family: Family) -> Self {
+        Proposal {
+            family: Some(family),
+            ..Proposal::pass()
+        }
+    }
+    fn unknown_key(family: Option<Family>) -> Self {
+        Proposal {
+            family,
+            outcome: Outcome::UnknownKey,
+            ..Proposal::pass()
+        }
+    }
+    fn unknown_command() -> Self {
+        Proposal {
+            outcome: Outcome::UnknownCommand,
+            ..Proposal::pass()
+        }
+    }
+    fn malformed(family: Option<Family>) -> Self {
+        Proposal {
+            family,
+            outcome: Outcome::Malformed,
+            ..Proposal::pass()
+        }
+    }
+    fn rewrite(family: Family, cmds: Vec<Argv>) -> Self {
+        Proposal {
+            family: Some(family),
+            outcome: Outcome::Rewritten,
+            replacement: Some(cmds),
+            at_risk: None,
+        }
+    }
+    fn with_risk(mut self, risk: Option<AtRisk>) -> Self {
+        self.at_risk = risk;
+        self
+    }
+}
+
+/// Options of a SET command that matter for expiry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SetCondition {
+    Always,
+    IfAbsent,
+    IfPresent,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SetTtl {
+    /// No TTL option: the SET clears any TTL.
+    Clear,
+    /// KEEPTTL.
+    Keep,
+    /// EX/PX: relative, in ms.
+    Relative(i64),
+    /// EXAT/PXAT: absolute, in ms.
+    Absolute(i64),
+}
+
+struct Cx<'a> {
+    args: &'a [Bytes],
+    now: i64,
+    db: u32,
+    in_multi: bool,
+    table: &'a ExpiryTable,
+    policy: &'a Policy,
+    track: bool,
+}
+
+fn arg_i64(arg: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(arg).ok()?;
+    s.parse::<i64>().ok()
+}
+
+fn int_bytes(v: i64) -> Bytes {
+    Bytes::from(v.to_string())
+}
+
+fn lit(s: &'static str) -> Bytes {
+    Bytes::from_static(s.as_bytes())
+}
+
+/// Whole seconds of a ms deadline (Pika deadlines are whole seconds).
+fn secs_floor(ms: i64) -> i64 {
+    ms.div_euclid(1000)
+}
+
+impl<'a> Cx<'a> {
+    fn pika(&self) -> bool {
+        self.policy.dialect == Dialect::Pika
+    }
+
+    /// Knowledge of `key` at the master's exec time; an expired deadline is dropped from the
+    /// table (rule 1) and reported as absent, with `was_expired` set.
+    fn know(&self, key: &[u8]) -> (KeyKnowledge, bool) {
+        match self.table.lookup(self.db, key, self.now) {
+            KeyKnowledge::Expired(_) => {
+                self.table.mark_absent(self.db, key, self.track);
+                (KeyKnowledge::Absent, true)
+            }
+            other => (other, false),
+        }
+    }
+
+    /// `expireat k <sec>` (Pika) or `PEXPIREAT k <ms>` (Redis) restating `deadline_ms`.
+    fn restate_deadline(&self, key: &Bytes, deadline_ms: i64) -> Option<Argv> {
+        if self.pika() {
+            let secs = secs_floor(deadline_ms);
+            if secs <= 0 || secs > PIKA_MAX_TIMESTAMP_SECS {
+                return None;
+            }
+            Some(vec![lit("expireat"), key.clone(), int_bytes(secs)])
+        } else {
+            if deadline_ms <= 0 {
+                return None;
+            }
+            Some(vec![lit("PEXPIREAT"), key.clone(), int_bytes(deadline_ms)])
+        }
+    }
+
+    /// `pksetexat k <sec> v` (Pika, 0 = no TTL) or `SET k v [PXAT ms]` (Redis).
+    fn set_with_deadline(
+        &self,
+        key: &Bytes,
+        value: &Bytes,
+        deadline_ms: Option<i64>,
+    ) -> Option<Argv> {
+        if self.pika() {
+            match deadline_ms {
+                Some(ms) => {
+                    let secs = secs_floor(ms);
+                    if secs <= 0 || secs > PIKA_MAX_TIMESTAMP_SECS {
+                        return None;
+                    }
+                    Some(vec![
+                        lit("pksetexat"),
+                        key.clone(),
+                        int_bytes(secs),
+                        value.clone(),
+                    ])
+                }
+                None => Some(vec![lit("set"), key.clone(), value.clone()]),
+            }
+        } else {
+            match deadline_ms {
+                Some(ms) if ms > 0 => Some(vec![
+                    lit("SET"),
+                    key.clone(),
+                    value.clone(),
+                    lit("PXAT"),
+                    int_bytes(ms),
+                ]),
+                Some(_) => None,
+                None => Some(vec![lit("SET"), key.clone(), value.clone()]),
+            }
+        }
+    }
+
+    fn del(&self, key: &Bytes) -> Argv {
+        vec![
+            if self.pika() { lit("del") } else { lit("DEL") },
+            key.clone(),
+        ]
+    }
+
+    fn original(&self) -> Argv {
+        self.args.to_vec()
+    }
+
+    /// Apply the family switch, the Redis MULTI wrapping and produce the decision.
+    fn finish(&self, p: Proposal) -> Decision {
+        let Some(cmds) = p.replacement else {
+            return Decision {
+                emit: Emit::Forward,
+                family: p.family,
+                outcome: p.outcome,
+                at_risk: p.at_risk,
+            };
+        };
+        let enabled = p
+            .family
+            .map(|f| self.policy.families.is_enabled(f))
+            .unwrap_or(true);
+        if !enabled {
+            return Decision {
+                emit: Emit::Forward,
+                family: p.family,
+                outcome: Outcome::Disabled,
+                at_risk: p.at_risk,
+            };
+        }
+        let cmds = if self.policy.dialect == Dialect::Redis && cmds.len() > 1 && !self.in_multi {
+            let mut wrapped = Vec::with_capacity(cmds.len() + 2);
+            wrapped.push(vec![lit("MULTI")]);
+            wrapped.extend(cmds);
+            wrapped.push(vec![lit("EXEC")]);
+            wrapped
+        } else {
+            cmds
+        };
+        Decision {
+            emit: Emit::Replace(cmds),
+            family: p.family,
+            outcome: p.outcome,
+            at_risk: p.at_risk,
+        }
+    }
+
+    fn apply(&mut self, cmd: Cmd, state: &mut StreamState) -> Proposal {
+        if !cmd.arity_ok(self.args.len()) {
+            return Proposal::malformed(cmd.family());
+        }
+        match cmd {
+            Cmd::Select => self.select(state),
+            Cmd::Multi => {
+                state.in_multi = true;
+                Proposal::pass()
+            }
+            Cmd::Exec | Cmd::Discard => {
+                state.in_multi = false;
+                Proposal::pass()
+            }
+            Cmd::NoOp => Proposal::pass(),
+            Cmd::Counter | Cmd::AppendLike => self.keep_ttl_write(cmd, 1),
+            Cmd::HashWrite | Cmd::ListPush | Cmd::SetAdd | Cmd::ZsetWrite => {
+                self.keep_ttl_write(cmd, 1)
+            }
+            Cmd::ListPushIfExists => self.push_if_exists(),
+            Cmd::SetMove => self.smove(),
+            Cmd::Set => self.set(),
+            Cmd::SetNx => self.setnx(),
+            Cmd::SetEx => self.setex(1000),
+            Cmd::PSetEx => self.setex(1),
+            Cmd::GetSet => self.plain_overwrite(1),
+            Cmd::MSet => self.mset(),
+            Cmd::MSetNx => self.mset(),
+            Cmd::PkSetExAt => self.pksetexat(),
+            Cmd::Expire => self.relative_expire(1000),
+            Cmd::PExpire => self.relative_expire(1),
+            Cmd::ExpireAt => self.absolute_expire(1000),
+            Cmd::PExpireAt => self.absolute_expire(1),
+            Cmd::GetEx => self.getex(),
+            Cmd::Persist => self.persist(),
+            Cmd::Del => self.del_keys(1),
+            Cmd::Rename => self.rename(false),
+            Cmd::RenameNx => self.rename(true),
+            Cmd::Move => self.move_key(),
+            Cmd::Copy => self.copy(),
+            Cmd::SwapDb => self.swapdb(),
+            Cmd::FlushDb => {
+                self.table.flush_db(self.db);
+                Proposal::pass()
+            }
+            Cmd::FlushAll => {
+                self.table.flush_all();
+                Proposal::pass()
+            }
+            Cmd::Restore => self.restore(),
+            Cmd::Removal => self.removal(1),
+            Cmd::StoreInto => self.store_into(),
+            Cmd::PopPush => self.pop_push(),
+        }
+    }
+
+    fn select(&mut self, state: &mut StreamState) -> Proposal {
+        match arg_i64(&self.args[1]).and_then(|db| u32::try_from(db).ok()) {
+            Some(db) => {
+                state.db = db;
+                self.db = db;
+                Proposal::pass()
+            }
+            None => Proposal::malformed(None),
+        }
+    }
+
+    /// A write that keeps the key's TTL and creates the key when it is missing (rule 3).
+    fn keep_ttl_write(&mut self, cmd: Cmd, key_at: usize) -> Proposal {
+        let family = cmd.family();
+        let key = &self.args[key_at];
+        let (known, expired) = self.know(key);
+        match known {
+            KeyKnowledge::Volatile(deadline) => {
+                let Some(family) = family else {
+                    return Proposal::pass();
+                };
+                match self.restate_deadline(key, deadline) {
+                    Some(expire) => Proposal::rewrite(family, vec![self.original(), expire]),
+                    None => Proposal::malformed(Some(family)),
+                }
+            }
+            KeyKnowledge::Unknown => Proposal::unknown_key(family),
+            _ => {
+                // Not volatile: the write lands the same on any replica; the key now exists.
+                self.table.mark_persistent(self.db, key, self.track);
+                match family {
+                    Some(f) if expired && self.pika() => {
+                        Proposal::rewrite(f, vec![self.del(key), self.original()])
+                    }
+                    Some(f) => Proposal::passed(f),
+                    None => Proposal::pass(),
+                }
+            }
+        }
+    }
+
+    /// LPUSHX/RPUSHX: a late replica that lost the key pushes nothing, which is what the master
+    /// has once the deadline passes; nothing to rewrite.
+    fn push_if_exists(&mut self) -> Proposal {
+        let key = &self.args[1];
+        match self.know(key).0 {
+            KeyKnowledge::Unknown => Proposal::unknown_key(Some(Family::List)),
+            _ => Proposal::passed(Family::List),
+        }
+    }
+
+    /// SMOVE src dst member: the destination is created like SADD; a volatile source that a
+    /// late replica has already dropped makes the move a no-op there, which the proxy cannot
+    /// repair without knowing the source's members: reported as at risk.
+    fn smove(&mut self) -> Proposal {
+        let src = self.args[1].clone();
+        let dst = self.args[2].clone();
+        let (src_known, _) = self.know(&src);
+        let risk = match src_known {
+            KeyKnowledge::Volatile(deadline) if src != dst => Some(AtRisk {
+                db: self.db,
+                key: dst.clone(),
+                old_deadline_ms: deadline,
+            }),
+            _ => None,
+        };
+        if let KeyKnowledge::Volatile(_) = src_known {
+            // The move may have emptied the source; its state is no longer known.
+            self.table.mark_unknown(self.db, &src);
+        }
+        self.keep_ttl_write(Cmd::SetAdd, 2).with_risk(risk)
+    }
+
+    fn parse_set_options(&self) -> Option<(SetCondition, SetTtl)> {
+        let mut cond = SetCondition::Always;
+        let mut ttl = SetTtl::Clear;
+        let mut i = 3;
+        while i < self.args.len() {
+            let opt = self.args[i].as_ref();
+            let with_value = |unit: i64, absolute: bool| -> Option<SetTtl> {
+                let v = arg_i64(self.args.get(i + 1)?)?;
+                let ms = v.checked_mul(unit)?;
+                Some(if absolute {
+                    SetTtl::Absolute(ms)
+                } else {
+                    SetTtl::Relative(ms)
+                })
+            };
+            if opt.eq_ignore_ascii_case(b"NX") {
+                cond = SetCondition::IfAbsent;
+            } else if opt.eq_ignore_ascii_case(b"XX") {
+                cond = SetCondition::IfPresent;
+            } else if opt.eq_ignore_ascii_case(b"GET") {
+            } else if opt.eq_ignore_ascii_case(b"KEEPTTL") {
+                ttl = SetTtl::Keep;
+            } else if opt.eq_ignore_ascii_case(b"EX") {
+                ttl = with_value(1000, false)?;
+                i += 1;
+            } else if opt.eq_ignore_ascii_case(b"PX") {
+                ttl = with_value(1, false)?;
+                i += 1;
+            } else if opt.eq_ignore_ascii_case(b"EXAT") {
+                ttl = with_value(1000, true)?;
+                i += 1;
+            } else if opt.eq_ignore_ascii_case(b"PXAT") {
+                ttl = with_value(1, true)?;
+                i += 1;
+            } else {
+                return None;
+            }
+            i += 1;
+        }
+        Some((cond, ttl))
+    }
+
+    /// The absolute deadline a SET gives the key on the master, given the key's old deadline.
+    fn set_deadline_ms(&self, ttl: SetTtl, old: Option<i64>) -> Option<i64> {
+        match ttl {
+            SetTtl::Clear => None,
+            SetTtl::Keep => old,
+            SetTtl::Relative(ms) => {
+                // Pika truncates PX to whole seconds and its exec time is whole seconds.
+                let ms = if self.pika() {
+                    ms - ms.rem_euclid(1000)
+                } else {
+                    ms
+                };
+                Some(self.now.saturating_add(ms))
+            }
+            SetTtl::Absolute(ms) => Some(ms),
+        }
+    }
+
+    /// Record the effect of a SET that the master performed.
+    fn record_set(&self, key: &[u8], deadline: Option<i64>) {
+        match deadline {
+            Some(ms) if ms <= self.now => self.table.mark_absent(self.db, key, self.track),
+            Some(ms) => self.table.set_deadline(self.db, key, ms),
+            None => self.table.mark_persistent(self.db, key, self.track),
+        }
+    }
+
+    fn set(&mut self) -> Proposal {
+        let Some((cond, ttl)) = self.parse_set_options() else {
+            return Proposal::malformed(Some(Family::StringSet));
+        };
+        let key = self.args[1].clone();
+        let value = self.args[2].clone();
+        let (known, expired) = self.know(&key);
+        let family = match (cond, ttl) {
+            (SetCondition::Always, SetTtl::Relative(_)) => Family::Expire,
+            (SetCondition::Always, SetTtl::Clear | SetTtl::Absolute(_)) => {
+                // Deterministic already; only the table changes.
+                let deadline = self.set_deadline_ms(ttl, None);
+                self.record_set(&key, deadline);
+                return match deadline {
+                    Some(_) if expired && self.pika() => {
+                        Proposal::rewrite(Family::Expire, vec![self.del(&key), self.original()])
+                    }
+                    _ => Proposal::pass(),
+                };
+            }
+            _ => Family::StringSet,
+        };
+        // Did the master's SET happen? Redis masters only propagate SETs that happened.
+        let exists = match known {
+            KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent => Some(true),
+            KeyKnowledge::Absent => Some(false),
+            KeyKnowledge::NotVolatile | KeyKnowledge::Unknown | KeyKnowledge::Expired(_) => None,
+        };
+        let happened = if self.pika() {
+            match cond {
+                SetCondition::Always => Some(true),
+                SetCondition::IfAbsent => exists.map(|e| !e),
+                SetCondition::IfPresent => exists,
+            }
+        } else {
+            Some(true)
+        };
+        let old_deadline = match known {
+            KeyKnowledge::Volatile(d) => Some(d),
+            _ => None,
+        };
+        let volatility_known = !matches!(known, KeyKnowledge::Unknown);
+        match happened {
+            Some(true) => {
+                if ttl == SetTtl::Keep && !volatility_known {
+                    self.table.mark_unknown(self.db, &key);
+                    return Proposal::unknown_key(Some(family));
+                }
+                let deadline = self.set_deadline_ms(ttl, old_deadline);
+                self.record_set(&key, deadline);
+                // A late replica may have lost a volatile key (XX, KEEPTTL) or apply a relative
+                // TTL from its own clock: write the master's outcome unconditionally.
+                let needs_rewrite = old_deadline.is_some() || matches!(ttl, SetTtl::Relative(_));
+                if !needs_rewrite {
+                    return Proposal::passed(family);
+                }
+                let mut cmds = Vec::with_capacity(2);
+                if expired && self.pika() {
+                    cmds.push(self.del(&key));
+                }
+                match deadline {
+                    Some(ms) if ms <= self.now => {
+                        // Already expired on the master: the key must simply be gone.
+                        cmds.push(self.del(&key));
+                    }
+                    _ => match self.set_with_deadline(&key, &value, deadline) {
+                        Some(c) => cmds.push(c),
+                        None => return Proposal::malformed(Some(family)),
+                    },
+                }
+                Proposal::rewrite(family, cmds)
+            }
+            Some(false) => {
+                // Pika logged a conditional SET that did nothing on the master.
+                match old_deadline {
+                    Some(deadline) => match self.restate_deadline(&key, deadline) {
+                        Some(c) => Proposal::rewrite(family, vec![c]),
+                        None => Proposal::malformed(Some(family)),
+                    },
+                    None => Proposal::passed(family),
+                }
+            }
+            None => {
+                if matches!(ttl, SetTtl::Clear) && known == KeyKnowledge::NotVolatile {
+                    // Same outcome everywhere and no TTL either way.
+                    self.table.mark_not_volatile(self.db, &key);
+                    Proposal::passed(family)
+                } else {
+                    self.table.mark_unknown(self.db, &key);
+                    Proposal::unknown_key(Some(family))
+                }
+            }
+        }
+    }
+
+    /// SETNX k v: Pika logs it even when it failed.
+    fn setnx(&mut self) -> Proposal {
+        let key = self.args[1].clone();
+        let (known, _) = self.know(&key);
+        if !self.pika() {
+            // Propagated only when it succeeded: the key was absent and is now persistent.
+            self.table.mark_persistent(self.db, &key, self.track);
+            return Proposal::passed(Family::StringSet);
+        }
+        match known {
+            KeyKnowledge::Volatile(deadline) => match self.restate_deadline(&key, deadline) {
+                // The master found the key alive and did nothing; a late replica would create it.
+                Some(c) => Proposal::rewrite(Family::StringSet, vec![c]),
+                None => Proposal::malformed(Some(Family::StringSet)),
+            },
+            KeyKnowledge::Unknown => Proposal::unknown_key(Some(Family::StringSet)),
+            _ => {
+                // Whether it existed or was just created, the key now exists without a TTL.
+                self.table.mark_persistent(self.db, &key, self.track);
+                Proposal::passed(Family::StringSet)
+            }
+        }
+    }
+
+    /// SETEX k sec v / PSETEX k ms v: relative → absolute.
+    fn setex(&mut self, unit: i64) -> Proposal {
+        let key = self.args[1].clone();
+        let value = self.args[3].clone();
+        let Some(ttl_ms) = arg_i64(&self.args[2]).and_then(|v| v.checked_mul(unit)) else {
+            return Proposal::malformed(Some(Family::Expire));
+        };
+        if ttl_ms <= 0 {
+            return Proposal::malformed(Some(Family::Expire));
+        }
+        let (_, expired) = self.know(&key);
+        let deadline = self.set_deadline_ms(SetTtl::Relative(ttl_ms), None);
+        self.record_set(&key, deadline);
+        let mut cmds = Vec::with_capacity(2);
+        if expired && self.pika() {
+            cmds.push(self.del(&key));
+        }
+        match self.set_with_deadline(&key, &value, deadline) {
+            Some(c) => cmds.push(c),
+            None => return Proposal::malformed(Some(Family::Expire)),
+        }
+        Proposal::rewrite(Family::Expire, cmds)
+    }
+
+    /// GETSET and friends: overwrite with no TTL whatever the key was; deterministic.
+    fn plain_overwrite(&mut self, key_at: usize) -> Proposal {
+        let key = self.args[key_at].clone();
+        self.know(&key);
+        self.table.mark_persistent(self.db, &key, self.track);
+        Proposal::passed(Family::StringSet)
+    }
+
+    fn mset(&mut self) -> Proposal {
+        if self.args.len() % 2 != 1 {
+            return Proposal::malformed(None);
+        }
+        for pair in self.args[1..].chunks(2) {
+            self.know(&pair[0]);
+            self.table.mark_persistent(self.db, &pair[0], self.track);
+        }
+        Proposal::pass()
+    }
+
+    /// `pksetexat k <sec> v`: absolute already. A millisecond timestamp (Pika 4.0.1/4.0.2's
+    /// PSETEX bug) would stall the replica, so it is converted to seconds.
+    fn pksetexat(&mut self) -> Proposal {
+        let key = self.args[1].clone();
+        let value = self.args[3].clone();
+        let Some(ts) = arg_i64(&self.args[2]) else {
+            return Proposal::malformed(Some(Family::Expire));
+        };
+        self.know(&key);
+        if ts == 0 {
+            self.table.mark_persistent(self.db, &key, self.track);
+            return Proposal::pass();
+        }
+        if ts > PIKA_MAX_TIMESTAMP_SECS {
+            let secs = ts / 1000;
+            self.record_set(&key, Some(secs.saturating_mul(1000)));
+            return match self.set_with_deadline(&key, &value, Some(secs.saturating_mul(1000))) {
+                Some(c) if self.pika() => Proposal::rewrite(Family::Expire, vec![c]),
+                _ => Proposal::malformed(Some(Family::Expire)),
+            };
+        }
+        let deadline = ts.saturating_mul(1000);
+        if deadline <= self.now {
+            self.table.mark_absent(self.db, &key, self.track);
+        } else {
+            self.table.set_deadline(self.db, &key, deadline);
+        }
+        Proposal::pass()
+    }
+
+    /// Apply an expiry-setting command's effect to the table, given whether the master could
+    /// have found the key. Returns an at-risk report when a volatile key's deadline is extended.
+    fn record_expire(&self, key: &Bytes, known: KeyKnowledge, new_deadline: i64) -> Option<AtRisk> {
+        let exists = match known {
+            KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent => Some(true),
+            KeyKnowledge::Absent => Some(false),
+            // Redis masters propagate expiry commands only for keys that exist.
+            _ if !self.pika() => Some(true),
+            _ => None,
+        };
+        match exists {
+            Some(true) if new_deadline <= self.now => {
+                self.table.mark_absent(self.db, key, self.track);
+                None
+            }
+            Some(true) => {
+                self.table.set_deadline(self.db, key, new_deadline);
+                match known {
+                    KeyKnowledge::Volatile(old) if new_deadline > old => Some(AtRisk {
+                        db: self.db,
+                        key: key.clone(),
+                        old_deadline_ms: old,
+                    }),
+                    _ => None,
+                }
+            }
+            Some(false) => None,
+            None => {
+                self.table.mark_unknown(self.db, key);
+                None
+            }
+        }
+    }
+
+    /// Redis PEXPIREAT/EXPIRE flags; the master propagates only expiries it applied, so a flag
+    /// only needs to be kept, never evaluated, on the Redis side.
+    fn expire_flag(&self) -> Option<Bytes> {
+        self.args.get(3).cloned()
+    }
+
+    /// EXPIRE k sec / PEXPIRE k ms: relative → absolute.
+    fn relative_expire(&mut self, unit: i64) -> Proposal {
+        let key = self.args[1].clone();
+        let Some(ttl_ms) = arg_i64(&self.args[2]).and_then(|v| v.checked_mul(unit)) else {
+            return Proposal::malformed(Some(Family::Expire));
+        };
+        let (known, _) = self.know(&key);
+        let ttl_ms = if self.pika() {
+            ttl_ms - ttl_ms.rem_euclid(1000)
+        } else {
+            ttl_ms
+        };
+        let deadline = self.now.saturating_add(ttl_ms);
+        let risk = self.record_expire(&key, known, deadline);
+        let cmd = if deadline <= self.now {
+            Some(self.del(&key))
+        } else if self.pika() {
+            self.restate_deadline(&key, deadline)
+        } else {
+            let mut c = vec![lit("PEXPIREAT"), key.clone(), int_bytes(deadline)];
+            c.extend(self.expire_flag());
+            Some(c)
+        };
+        match cmd {
+            Some(c) => Proposal::rewrite(Family::Expire, vec![c]).with_risk(risk),
+            None => Proposal::malformed(Some(Family::Expire)).with_risk(risk),
+        }
+    }
+
+    /// EXPIREAT k sec / PEXPIREAT k ms: absolute already; Pika replicas must never see
+    /// `pexpireat` (several versions cast it to int32), so it becomes `expireat k ms/1000`.
+    fn absolute_expire(&mut self, unit: i64) -> Proposal {
+        let key = self.args[1].clone();
+        let Some(at) = arg_i64(&self.args[2]) else {
+            return Proposal::malformed(Some(Family::Expire));
+        };
+        let (known, _) = self.know(&key);
+        let deadline = at.saturating_mul(unit);
+        let deadline = if self.pika() {
+            deadline - deadline.rem_euclid(1000)
+        } else {
+            deadline
+        };
+        let risk = self.record_expire(&key, known, deadline);
+        if self.pika() && unit == 1 {
+            let cmd = if at <= 0 {
+                vec![lit("expireat"), key.clone(), int_bytes(0)]
+            } else {
+                match self.restate_deadline(&key, deadline) {
+                    Some(c) => c,
+                    None => return Proposal::malformed(Some(Family::Expire)).with_risk(risk),
+                }
+            };
+            return Proposal::rewrite(Family::Expire, vec![cmd]).with_risk(risk);
+        }
+        Proposal::passed(Family::Expire).with_risk(risk)
+    }
+
+    /// GETEX k [EX s|PX ms|EXAT s|PXAT ms|PERSIST].
+    fn getex(&mut self) -> Proposal {
+        let key = self.args[1].clone();
+        let (known, _) = self.know(&key);
+        let Some(opt) = self.args.get(2) else {
+            return Proposal::pass();
+        };
+        if opt.eq_ignore_ascii_case(b"PERSIST") {
+            return self.persist();
+        }
+        let unit_abs = if opt.eq_ignore_ascii_case(b"EX") {
+            (1000, false)
+        } else if opt.eq_ignore_ascii_case(b"PX") {
+            (1, false)
+        } else if opt.eq_ignore_ascii_case(b"EXAT") {
+            (1000, true)
+        } else if opt.eq_ignore_ascii_case(b"PXAT") {
+            (1, true)
+        } else {
+            return Proposal::malformed(Some(Family::Expire));
+        };
+        let Some(v) = self
+            .args
+            .get(3)
+            .and_then(|a| arg_i64(a))
+            .and_then(|v| v.checked_mul(unit_abs.0))
+        else {
+            return Proposal::malformed(Some(Family::Expire));
+        };
+        let deadline = if unit_abs.1 {
+            v
+        } else {
+            self.now.saturating_add(v)
+        };
+        let risk = self.record_expire(&key, known, deadline);
+        let cmd = if deadline <= self.now {
+            Some(self.del(&key))
+        } else {
+            self.restate_deadline(&key, deadline)
+        };
+        match cmd {
+            Some(c) => Proposal::rewrite(Family::Expire, vec![c]).with_risk(risk),
+            None => Proposal::malformed(Some(Family::Expire)).with_risk(risk),
+        }
+    }
+
+    /// PERSIST k: removes a TTL; a late replica that already dropped the key cannot be
+    /// repaired without the value, so it is reported as at risk.
+    fn persist(&mut self) -> Proposal {
+        let key = self.args[1].clone();
+        let (known, _) = self.know(&key);
+        match known {
+            KeyKnowledge::Volatile(old) => {
+                self.table.mark_persistent(self.db, &key, self.track);
+                Proposal::passed(Family::Expire).with_risk(Some(AtRisk {
+                    db: self.db,
+                    key,
+                    old_deadline_ms: old,
+                }))
+            }
+            KeyKnowledge::Unknown => {
+                self.table.mark_not_volatile(self.db, &key);
+                Proposal::passed(Family::Expire)
+            }
+            _ => Proposal::passed(Family::Expire),
+        }
+    }
+
+    fn del_keys(&mut self, first: usize) -> Proposal {
+        for key in &self.args[first..] {
+            self.table.mark_absent(self.db, key, self.track);
+        }
+        Proposal::pass()
+    }
+
+    /// RENAME / RENAMENX src dst: the destination takes the source's TTL. When the source is
+    /// volatile, a late replica's RENAME fails (source gone) and would leave an old destination
+    /// behind; restating the source's deadline on the destination removes it there too.
+    fn rename(&mut self, only_if_absent: bool) -> Proposal {
+        let src = self.args[1].clone();
+        let dst = self.args[2].clone();
+        let (src_known, _) = self.know(&src);
+        let (dst_known, _) = self.know(&dst);
+        if src == dst {
+            return Proposal::pass();
+        }
+        if matches!(src_known, KeyKnowledge::Absent) {
+            // Fails on the master; Pika still logs it. It fails on the replica too.
+            return Proposal::pass();
+        }
+        if only_if_absent {
+            let dst_exists = match dst_known {
+                KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent => Some(true),
+                KeyKnowledge::Absent => Some(false),
+                _ if !self.pika() => Some(false),
+                _ => None,
+            };
+            match dst_exists {
+                Some(true) => {
+                    // The master did nothing. A late replica whose destination already expired
+                    // would rename: replace the entry by a harmless restatement.
+                    return match dst_known {
+                        KeyKnowledge::Volatile(deadline) => {
+                            match self.restate_deadline(&dst, deadline) {
+                                Some(c) => Proposal::rewrite(Family::Expire, vec![c]),
+                                None => Proposal::malformed(Some(Family::Expire)),
+                            }
+                        }
+                        _ => Proposal::passed(Family::Expire),
+                    };
+                }
+                Some(false) => {}
+                None => {
+                    self.table.mark_unknown(self.db, &src);
+                    self.table.mark_unknown(self.db, &dst);
+                    return Proposal::unknown_key(Some(Family::Expire));
+                }
+            }
+        }
+        if matches!(src_known, KeyKnowledge::Unknown) {
+            self.table.mark_absent(self.db, &src, self.track);
+            self.table.mark_unknown(self.db, &dst);
+            return Proposal::unknown_key(Some(Family::Expire));
+        }
+        self.table.rename(self.db, &src, &dst, self.track);
+        match src_known {
+            KeyKnowledge::Volatile(deadline) => match self.restate_deadline(&dst, deadline) {
+                Some(c) => Proposal::rewrite(Family::Expire, vec![self.original(), c]),
+                None => Proposal::malformed(Some(Family::Expire)),
+            },
+            _ => Proposal::passed(Family::Expire),
+        }
+    }
+
+    fn move_key(&mut self) -> Proposal {
+        let key = self.args[1].clone();
+        let Some(to) = arg_i64(&self.args[2]).and_then(|d| u32::try_from(d).ok()) else {
+            return Proposal::malformed(None);
+        };
+        self.know(&key);
+        self.table
+            .move_between(self.db, &key, to, &key, self.track, true);
+        Proposal::pass()
+    }
+
+    /// COPY src dst [DB n] [REPLACE]: Redis propagates it only when it copied.
+    fn copy(&mut self) -> Proposal {
+        let src = self.args[1].clone();
+        let dst = self.args[2].clone();
+        let mut to = self.db;
+        let mut i = 3;
+        while i < self.args.len() {
+            if self.args[i].eq_ignore_ascii_case(b"DB") {
+                match self
+                    .args
+                    .get(i + 1)
+                    .and_then(|a| arg_i64(a))
+                    .and_then(|d| u32::try_from(d).ok())
+                {
+                    Some(d) => to = d,
+                    None => return Proposal::malformed(None),
+                }
+                i += 1;
+            }
+            i += 1;
+        }
+        self.know(&src);
+        self.table
+            .move_between(self.db, &src, to, &dst, self.track, false);
+        Proposal::pass()
+    }
+
+    fn swapdb(&mut self) -> Proposal {
+        let a = arg_i64(&self.args[1]).and_then(|d| u32::try_from(d).ok());
+        let b = arg_i64(&self.args[2]).and_then(|d| u32::try_from(d).ok());
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                self.table.swap_db(a, b);
+                Proposal::pass()
+            }
+            _ => Proposal::malformed(None),
+        }
+    }
+
+    /// RESTORE k ttl payload [REPLACE] [ABSTTL] …: Redis 7 propagates it with ABSTTL.
+    fn restore(&mut self) -> Proposal {
+        let key = self.args[1].clone();
+        let Some(ttl) = arg_i64(&self.args[2]) else {
+            return Proposal::malformed(None);
+        };
+        let absolute = self.args[4..]
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(b"ABSTTL"));
+        self.know(&key);
+        if ttl == 0 {
+            self.table.mark_persistent(self.db, &key, self.track);
+        } else if absolute {
+            self.record_set(&key, Some(ttl));
+        } else {
+            self.record_set(&key, Some(self.now.saturating_add(ttl)));
+        }
+        Proposal::pass()
+    }
+
+    /// HDEL, SREM, LPOP, ZREM…: may empty the key. A volatile key that the master emptied is
+    /// gone, so whether a later write recreates it without a TTL is no longer known.
+    fn removal(&mut self, key_at: usize) -> Proposal {
+        let key = self.args[key_at].clone();
+        match self.know(&key).0 {
+            KeyKnowledge::Volatile(_) => self.table.mark_unknown(self.db, &key),
+            KeyKnowledge::Persistent => self.table.mark_not_volatile(self.db, &key),
+            _ => {}
+        }
+        Proposal::pass()
+    }
+
+    /// SINTERSTORE dst …, ZUNIONSTORE dst …: dst is overwritten without a TTL (or deleted when
+    /// the result is empty).
+    fn store_into(&mut self) -> Proposal {
+        let dst = self.args[1].clone();
+        self.know(&dst);
+        self.table.mark_not_volatile(self.db, &dst);
+        Proposal::pass()
+    }
+
+    /// RPOPLPUSH/LMOVE src dst: a removal on src and a push on dst. A volatile source that a
+    /// late replica dropped turns the move into a no-op there: at risk, like SMOVE.
+    fn pop_push(&mut self) -> Proposal {
+        let src = self.args[1].clone();
+        let dst = self.args[2].clone();
+        let (src_known, _) = self.know(&src);
+        let risk = match src_known {
+            KeyKnowledge::Volatile(deadline) if src != dst => Some(AtRisk {
+                db: self.db,
+                key: dst.clone(),
+                old_deadline_ms: deadline,
+            }),
+            _ => None,
+        };
+        self.removal(1);
+        self.keep_ttl_write(Cmd::ListPush, 2).with_risk(risk)
+    }
 }

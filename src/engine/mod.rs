@@ -141,3 +141,6 @@ impl Decision {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,251 @@
+//! Unit tests of individual rules; the convergence proof lives in tests/convergence.rs.
+
+use super::*;
+use crate::families::Family;
+use crate::table::{Baseline, ExpiryTable, KeyKnowledge};
+
+fn argv(s: &str) -> Vec<Bytes> {
+    s.split(' ')
+        .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+        .collect()
+}
+
+fn text(cmds: &[Argv]) -> Vec<String> {
+    cmds.iter()
+        .map(|c| {
+            c.iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+struct Stream {
+    table: ExpiryTable,
+    policy: Policy,
+    state: StreamState,
+}
+
+impl Stream {
+    fn new(dialect: Dialect) -> Self {
+        Stream {
+            table: ExpiryTable::new(Baseline::Absent),
+            policy: Policy::new(dialect),
+            state: StreamState::default(),
+        }
+    }
+    fn run(&mut self, cmd: &str, exec_ms: i64) -> Decision {
+        rewrite(
+            &argv(cmd),
+            exec_ms,
+            &mut self.state,
+            &self.table,
+            &self.policy,
+        )
+    }
+    fn emitted(&mut self, cmd: &str, exec_ms: i64) -> Vec<String> {
+        match self.run(cmd, exec_ms).emit {
+            Emit::Forward => vec![cmd.to_string()],
+            Emit::Replace(c) => text(&c),
+        }
+    }
+}
+
+const T0: i64 = 1_795_469_984_000;
+
+#[test]
+fn seed_scenario_pika() {
+    let mut s = Stream::new(Dialect::Pika);
+    // SETEX key1 10 100 is logged by Pika as pksetexat with the absolute second.
+    assert_eq!(
+        s.emitted("pksetexat key1 1795469994 100", T0),
+        ["pksetexat key1 1795469994 100"]
+    );
+    assert_eq!(
+        s.emitted("INCR key1", T0 + 1000),
+        ["INCR key1", "expireat key1 1795469994"]
+    );
+    // After the deadline the master sees the key as absent: a fresh INCR keeps no TTL.
+    assert_eq!(
+        s.emitted("INCR key1", T0 + 10_000),
+        ["del key1", "INCR key1"]
+    );
+    assert_eq!(s.emitted("INCR key1", T0 + 11_000), ["INCR key1"]);
+}
+
+#[test]
+fn seed_scenario_redis_wraps_in_multi_unless_inside_one() {
+    let mut s = Stream::new(Dialect::Redis);
+    s.run("SET key1 100 PXAT 1795469994000", T0);
+    assert_eq!(
+        s.emitted("INCR key1", T0 + 1000),
+        ["MULTI", "INCR key1", "PEXPIREAT key1 1795469994000", "EXEC"]
+    );
+    s.run("MULTI", T0 + 1000);
+    assert_eq!(
+        s.emitted("incr key1", T0 + 1000),
+        ["incr key1", "PEXPIREAT key1 1795469994000"]
+    );
+    s.run("EXEC", T0 + 1000);
+    // Redis masters send DEL for expired keys themselves: no DEL prefix here.
+    assert_eq!(s.emitted("INCR key1", T0 + 20_000), ["INCR key1"]);
+}
+
+#[test]
+fn switched_off_family_forwards_but_keeps_the_table() {
+    let mut s = Stream::new(Dialect::Pika);
+    s.policy.families.set(Family::StringCounter, false);
+    s.run("pksetexat k 1795469994 1", T0);
+    let d = s.run("INCR k", T0 + 1);
+    assert_eq!(d.emit, Emit::Forward);
+    assert_eq!(d.outcome, Outcome::Disabled);
+    assert_eq!(
+        s.table.lookup(0, b"k", T0),
+        KeyKnowledge::Volatile(1_795_469_994_000)
+    );
+    s.policy.families.set(Family::StringCounter, true);
+    assert_eq!(
+        s.emitted("INCR k", T0 + 2),
+        ["INCR k", "expireat k 1795469994"]
+    );
+}
+
+#[test]
+fn pika_conditional_sets_are_resolved_at_exec_time() {
+    let mut s = Stream::new(Dialect::Pika);
+    // Fresh key: NX succeeds on the master; relative TTL becomes absolute.
+    assert_eq!(
+        s.emitted("SET s3 abc EX 4 NX", T0),
+        ["pksetexat s3 1795469988 abc"]
+    );
+    // Live volatile key: NX fails on the master; a late replica must not create it.
+    assert_eq!(
+        s.emitted("SET s3 zzz EX 30 NX", T0 + 1000),
+        ["expireat s3 1795469988"]
+    );
+    assert_eq!(
+        s.emitted("setnx s3 q", T0 + 1000),
+        ["expireat s3 1795469988"]
+    );
+    // XX on the live volatile key succeeds on the master: write it unconditionally.
+    assert_eq!(s.emitted("SET s3 new XX", T0 + 2000), ["set s3 new"]);
+    assert_eq!(
+        s.table.lookup(0, b"s3", T0 + 2000),
+        KeyKnowledge::Persistent
+    );
+    // XX on a missing key did nothing on the master and does nothing on the replica.
+    assert_eq!(s.emitted("SET a3 v XX EX 30", T0), ["SET a3 v XX EX 30"]);
+    assert_eq!(s.table.lookup(0, b"a3", T0), KeyKnowledge::Absent);
+}
+
+#[test]
+fn relative_expiries_become_absolute() {
+    let mut p = Stream::new(Dialect::Pika);
+    p.run("HSET h f v", T0);
+    assert_eq!(p.emitted("EXPIRE h 20", T0), ["expireat h 1795470004"]);
+    assert_eq!(
+        p.emitted("pexpireat h 2000000000123", T0),
+        ["expireat h 2000000000"]
+    );
+    let mut r = Stream::new(Dialect::Redis);
+    r.run("HSET h f v", T0);
+    assert_eq!(
+        r.emitted("PEXPIRE h 1500 GT", T0),
+        ["PEXPIREAT h 1795469985500 GT"]
+    );
+    assert_eq!(
+        r.emitted("SETEX k 10 v", T0),
+        ["SET k v PXAT 1795469994000"]
+    );
+}
+
+#[test]
+fn pika_millisecond_pksetexat_is_repaired() {
+    let mut s = Stream::new(Dialect::Pika);
+    assert_eq!(
+        s.emitted("pksetexat k 1795469999000 v", T0),
+        ["pksetexat k 1795469999 v"]
+    );
+}
+
+#[test]
+fn ttl_extension_of_a_volatile_key_is_reported_at_risk() {
+    let mut s = Stream::new(Dialect::Pika);
+    s.run("HSET h f v", T0);
+    s.run("expireat h 1795469990", T0);
+    let d = s.run("expireat h 1795470990", T0 + 1000);
+    let risk = d.at_risk.expect("extension reported");
+    assert_eq!(risk.old_deadline_ms, 1_795_469_990_000);
+    assert_eq!(&risk.key[..], b"h");
+    let d = s.run("PERSIST h", T0 + 2000);
+    assert!(d.at_risk.is_some());
+    // Shortening is safe.
+    s.run("expireat h 1795470990", T0 + 3000);
+    assert!(s.run("expireat h 1795469999", T0 + 3000).at_risk.is_none());
+}
+
+#[test]
+fn keepttl_set_on_a_volatile_string_writes_the_full_value() {
+    let mut s = Stream::new(Dialect::Redis);
+    s.run("SET k a PXAT 1795469994000", T0);
+    assert_eq!(
+        s.emitted("SET k 1.5 KEEPTTL", T0 + 1),
+        ["SET k 1.5 PXAT 1795469994000"]
+    );
+}
+
+#[test]
+fn unknown_keys_pass_through_and_are_counted() {
+    let mut s = Stream::new(Dialect::Pika);
+    s.table.reset(Baseline::Unknown);
+    let d = s.run("INCR k", T0);
+    assert_eq!(d.emit, Emit::Forward);
+    assert_eq!(d.outcome, Outcome::UnknownKey);
+    let d = s.run("FOO bar", T0);
+    assert_eq!(d.outcome, Outcome::UnknownCommand);
+    let d = s.run("INCR", T0);
+    assert_eq!(d.outcome, Outcome::Malformed);
+}
+
+#[test]
+fn rename_of_a_volatile_key_restates_the_deadline_on_the_destination() {
+    let mut s = Stream::new(Dialect::Pika);
+    s.run("pksetexat a 1795469990 v", T0);
+    s.run("set b old", T0);
+    assert_eq!(
+        s.emitted("RENAME a b", T0 + 1000),
+        ["RENAME a b", "expireat b 1795469990"]
+    );
+    assert_eq!(s.table.lookup(0, b"a", T0), KeyKnowledge::Absent);
+}
+
+#[test]
+fn select_and_swapdb_move_knowledge_between_dbs() {
+    let mut s = Stream::new(Dialect::Redis);
+    s.run("SELECT 1", T0);
+    s.run("SET k v PXAT 1795469994000", T0);
+    assert_eq!(
+        s.table.lookup(1, b"k", T0),
+        KeyKnowledge::Volatile(1_795_469_994_000)
+    );
+    s.run("SWAPDB 0 1", T0);
+    assert_eq!(
+        s.table.lookup(0, b"k", T0),
+        KeyKnowledge::Volatile(1_795_469_994_000)
+    );
+    s.run("SELECT 0", T0);
+    assert_eq!(
+        s.emitted("HSET k f v", T0),
+        ["MULTI", "HSET k f v", "PEXPIREAT k 1795469994000", "EXEC"]
+    );
+}
+
+#[test]
+fn pika_never_gets_a_timestamp_it_would_reject() {
+    let mut s = Stream::new(Dialect::Pika);
+    // 2^31 seconds is beyond what a Pika replica accepts.
+    let d = s.run("SET k v EX 999999999999", T0);
+    assert_eq!(d.emit, Emit::Forward);
+    assert_eq!(d.outcome, Outcome::Malformed);
+}

@@ -158,8 +158,15 @@ impl<'a> Cx<'a> {
 
     /// Knowledge of `key` at the master's exec time; an expired deadline is dropped from the
     /// table (rule 1) and reported as absent, with `was_expired` set.
+    ///
+    /// Redis masters delete expired keys themselves and propagate the DEL before any command that
+    /// finds a key expired, and the Redis exec time is only the proxy's receive time: there a
+    /// past deadline still means "alive until the master's DEL arrives".
     fn know(&self, key: &[u8]) -> (KeyKnowledge, bool) {
         match self.table.lookup(self.db, key, self.now) {
+            KeyKnowledge::Expired(deadline) if !self.pika() => {
+                (KeyKnowledge::Volatile(deadline), false)
+            }
             KeyKnowledge::Expired(_) => {
                 self.table.mark_absent(self.db, key, self.track);
                 (KeyKnowledge::Absent, true)

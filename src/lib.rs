@@ -10,4 +10,5 @@
 pub mod engine;
 pub mod families;
 pub mod rdb;
+pub mod resp;
 pub mod table;

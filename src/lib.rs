@@ -9,4 +9,5 @@
 
 pub mod engine;
 pub mod families;
+pub mod model;
 pub mod table;

@@ -1261,3 +1261,119 @@ fn checker_catches_a_lost_entry() {
         "{v}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Minimal histories the generator found against the engine (kept as fixed cases)
+// ---------------------------------------------------------------------------------------------
+
+fn run_with_receive(steps: &[(i64, &str, i64, i64)], dialect: Dialect) -> Run {
+    let concrete: Vec<Concrete> = steps
+        .iter()
+        .map(|(t, cmd, receive, apply)| Concrete {
+            t_ms: *t,
+            receive_ms: *receive,
+            apply_ms: *apply,
+            db: 0,
+            action: ConcreteAction::Client(argv(cmd)),
+        })
+        .collect();
+    run_steps(
+        &concrete,
+        START_MS,
+        Options {
+            dialect,
+            rewriting: true,
+            receive_lag: true,
+        },
+    )
+}
+
+/// A removal (HDEL, SREM, ZREM, LPOP) that may empty a volatile key leaves the proxy unsure
+/// whether the key still exists, but its deadline T is still known: the key is either gone or
+/// dies at T. A later key-creating write or TTL extension that a replica applies after T is
+/// then wrong on the replica exactly when the key still existed on the master, so the engine
+/// must report it at risk (old deadline T), or resolve it; passing it as an unknown key without
+/// a report leaves an immortal key (or drops a key the master keeps).
+#[test]
+fn removal_on_a_volatile_key_keeps_its_deadline_known() {
+    let t0 = START_MS;
+    let histories: [&[(i64, &str, i64)]; 3] = [
+        // Found by the generator (Pika): the late ZADD makes a permanent z1.
+        &[
+            (t0, "ZADD z1 1 b", t0),
+            (t0, "EXPIRE z1 3", t0),
+            (t0, "ZREM z1 c", t0),
+            (t0, "ZADD z1 1 a", t0 + 3_000),
+        ],
+        // Found by the generator (Pika): the late PERSIST cannot restore the dropped hash.
+        &[
+            (t0, "HSET h1 f1 1", t0),
+            (t0, "EXPIRE h1 3", t0 + 19_000),
+            (t0, "HDEL h1 f2", t0 + 19_000),
+            (t0, "PERSIST h1", t0 + 19_000),
+        ],
+        // Found by the generator (Pika and Redis): a late TTL extension after a removal.
+        &[
+            (t0, "SADD st2 a", t0),
+            (t0, "SADD st2 c", t0),
+            (t0, "EXPIRE st2 5", t0),
+            (t0, "SREM st2 c", t0),
+            (t0, "EXPIRE st2 6", t0 + 5_000),
+        ],
+    ];
+    let mut failures = Vec::new();
+    for dialect in [Dialect::Pika, Dialect::Redis] {
+        for h in histories {
+            let run = run_scenario(&scenario(h), dialect, true);
+            if let Some(v) = run.violations.first() {
+                failures.push(format!("{dialect:?}:\n{}", run.report(v)));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Pika logs SMOVE even when it moves nothing. The destination then does not exist, so a
+/// following EXPIRE on it does nothing on the master either; a later SADD creates a permanent
+/// set. Treating the no-op SMOVE as creating the destination makes the engine restate the
+/// phantom deadline after the SADD, and the replica expires a key the master keeps.
+#[test]
+fn pika_smove_that_moves_nothing_does_not_create_the_destination() {
+    let t0 = START_MS;
+    let run = run_scenario(
+        &scenario(&[
+            (t0, "SMOVE st1 st2 a", t0),
+            (t0, "PEXPIRE st2 1000", t0),
+            (t0, "SADD st2 a", t0),
+        ]),
+        Dialect::Pika,
+        true,
+    );
+    assert_converged(&run);
+}
+
+/// Redis streams carry no time, so the engine's exec time is the proxy's receive time. An entry
+/// that carries an absolute deadline (`SET … PXAT`, `PEXPIREAT`) which has passed by the time
+/// the proxy receives it was executed while the key was alive: the master sends its own DEL
+/// later. Recording it as "already deleted" makes the next INCR pass without its PEXPIREAT.
+#[test]
+fn redis_deadline_already_past_when_received() {
+    let t0 = START_MS;
+    let run = run_with_receive(
+        &[
+            (t0, "SET s1 1 NX EX 1", t0 + 1_500, t0 + 9_000),
+            (t0, "INCR s1", t0 + 1_500, t0 + 9_000),
+        ],
+        Dialect::Redis,
+    );
+    assert_converged(&run);
+    let run = run_with_receive(
+        &[
+            (t0, "HSET h1 f 1", t0, t0),
+            (t0, "PEXPIRE h1 1000", t0 + 1_500, t0 + 9_000),
+            (t0, "HINCRBY h1 n 1", t0 + 1_500, t0 + 9_000),
+        ],
+        Dialect::Redis,
+    );
+    assert_converged(&run);
+}

@@ -10,4 +10,5 @@
 pub mod engine;
 pub mod families;
 pub mod model;
+pub mod rdb;
 pub mod table;

@@ -9,6 +9,7 @@
 
 pub mod engine;
 pub mod families;
+pub mod model;
 pub mod pika;
 pub mod rdb;
 pub mod resp;

@@ -24,6 +24,7 @@
 
 mod keyspace;
 mod master;
+pub mod replay;
 mod replica;
 mod value;
 

@@ -194,6 +194,16 @@ impl OffsetMap {
         i
     }
 
+    /// Keep at most `max` points by forgetting the oldest (a replica that never acknowledges,
+    /// such as `redis-cli --replica`, would otherwise grow the map forever). Offsets before the
+    /// remaining points can then neither be acknowledged nor continued, which is safe: the ACK
+    /// is not forwarded and the PSYNC becomes a full resync.
+    pub fn cap(&mut self, max: usize) -> usize {
+        let excess = self.points.len().saturating_sub(max.max(1));
+        self.points.drain(..excess);
+        excess
+    }
+
     /// Make `d` (an exact boundary) the end of the map: the stream restarts there, so whatever
     /// was recorded after it is void. Returns false when `d` is not a boundary.
     pub fn truncate_to(&mut self, d: u64) -> bool {
@@ -264,6 +274,10 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert_eq!(m.floor(260), Some(182));
         assert_eq!(m.floor(249), None);
+        let mut m = sample();
+        assert_eq!(m.cap(2), 1);
+        assert_eq!(m.floor(100), None);
+        assert_eq!(m.floor(150), Some(150));
         let mut m = sample();
         assert!(m.truncate_to(150));
         assert_eq!(m.tip(), (150, 150, 3));

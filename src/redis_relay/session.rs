@@ -44,6 +44,9 @@ use tokio_util::sync::CancellationToken;
 const READ_CHUNK: usize = 64 * 1024;
 /// How long a reconnecting replica waits for its previous connection to release its state.
 const CLAIM_WAIT: Duration = Duration::from_secs(3);
+/// Most offset-map points kept per replica; only a replica that stops acknowledging gets near
+/// it (each ACK prunes the map).
+const MAX_MAP_POINTS: usize = 1 << 16;
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -761,6 +764,9 @@ impl LinkState {
                 )
             })?;
         state.table_u = Some(stream.upstream_offset());
+        if state.map.cap(MAX_MAP_POINTS) > 0 {
+            tracing::debug!(replica = %self.label, "offset map capped; the replica is not acknowledging");
+        }
         self.tally.flush(started.elapsed().as_secs_f64());
         if !risks.is_empty() {
             self.log_risks(&risks);
@@ -881,6 +887,10 @@ impl LinkState {
         crate::resp::encode_command(&args, &mut buf);
         write_up(up_w, &buf).await?;
         self.acked_u = self.acked_u.max(u);
+        if let Some(s) = &self.stream {
+            self.status
+                .set_offsets(s.upstream_offset(), s.downstream_offset(), self.acked_u);
+        }
         while self.received.front().is_some_and(|(ru, _)| *ru <= self.acked_u) {
             self.received.pop_front();
         }

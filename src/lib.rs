@@ -9,5 +9,6 @@
 
 pub mod engine;
 pub mod families;
+pub mod rdb;
 pub mod redis_relay;
 pub mod table;

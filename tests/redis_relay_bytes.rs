@@ -26,8 +26,16 @@ fn families_off_relays_the_masters_bytes_exactly() {
     );
     let mut mc = master.conn();
     preload(&mut mc);
-    let off = InProcessProxy::start(master.port, &dir.path().join("s1"), FamilySwitches::all_off());
-    let on = InProcessProxy::start(master.port, &dir.path().join("s2"), FamilySwitches::all_on());
+    let off = InProcessProxy::start(
+        master.port,
+        &dir.path().join("s1"),
+        FamilySwitches::all_off(),
+    );
+    let on = InProcessProxy::start(
+        master.port,
+        &dir.path().join("s2"),
+        FamilySwitches::all_on(),
+    );
 
     let direct = RawReplica::attach(master.port, 40001);
     let relayed = RawReplica::attach(off.port, 40002);
@@ -55,14 +63,18 @@ fn families_off_relays_the_masters_bytes_exactly() {
     assert!(end - start > 100_000, "the compared window is too small");
     let a = window(&direct, start, end);
     let b = window(&relayed, start, end);
-    println!("compared {} stream bytes, master offsets {start}..{end}", a.len());
+    println!(
+        "compared {} stream bytes, master offsets {start}..{end}",
+        a.len()
+    );
     assert!(a == b, "relayed bytes differ from the master's");
     assert_eq!(relayed.offset(), end, "the relay added bytes");
 
     // Negative control: with the families on, the same master bytes come out rewritten.
-    wait_until("the rewriting relay delivered more than the master sent", || {
-        rewritten.offset() > end
-    });
+    wait_until(
+        "the rewriting relay delivered more than the master sent",
+        || rewritten.offset() > end,
+    );
     let c = rewritten.bytes();
     let c = &c[(start - rewritten.base_offset) as usize..];
     assert_ne!(&c[..a.len()], &a[..], "rewriting changed nothing");

@@ -38,10 +38,16 @@ fn two_replicas_converge_ack_exactly_and_resume_partially() {
     );
     let mut mc = master.conn();
     preload(&mut mc);
-    let proxy = InProcessProxy::start(master.port, &dir.path().join("state"), FamilySwitches::all_on());
+    let proxy = InProcessProxy::start(
+        master.port,
+        &dir.path().join("state"),
+        FamilySwitches::all_on(),
+    );
     let r1 = RedisServer::start_replica(dir.path(), "r1", proxy.port);
     let r2 = RedisServer::start_replica(dir.path(), "r2", proxy.port);
-    wait_until("both replicas synced through the proxy", || r1.link_up() && r2.link_up());
+    wait_until("both replicas synced through the proxy", || {
+        r1.link_up() && r2.link_up()
+    });
 
     // redis-cli's legacy SYNC path through the proxy shows the rewritten stream.
     let cli_out = dir.path().join("cli-replica.txt");
@@ -54,21 +60,36 @@ fn two_replicas_converge_ack_exactly_and_resume_partially() {
             .unwrap(),
     );
     wait_until("redis-cli --replica receives the stream", || {
-        let _: () = redis::cmd("PUBLISH").arg("probe").arg("x").query(&mut mc).unwrap();
+        let _: () = redis::cmd("PUBLISH")
+            .arg("probe")
+            .arg("x")
+            .query(&mut mc)
+            .unwrap();
         std::fs::read_to_string(&cli_out)
             .unwrap_or_default()
             .contains("\"PUBLISH\",\"probe\"")
     });
 
     // A rewrite that is certain: INCR on a key with a TTL, from a client (upper-case INCR).
-    let _: () = redis::cmd("SET").arg("cnt").arg(5).arg("EX").arg(1000).query(&mut mc).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("cnt")
+        .arg(5)
+        .arg("EX")
+        .arg(1000)
+        .query(&mut mc)
+        .unwrap();
     let _: i64 = redis::cmd("INCR").arg("cnt").query(&mut mc).unwrap();
     let stats = run_workload(&mut mc, 7, 3000);
     println!("workload 1: {stats:?}");
-    assert!(stats.by_kind.len() >= 18, "workload missed kinds: {stats:?}");
+    assert!(
+        stats.by_kind.len() >= 18,
+        "workload missed kinds: {stats:?}"
+    );
 
     let offset = wait_acked(&master, &[r1.port, r2.port]);
-    let replica_offset: u64 = r1.info("replication")["master_repl_offset"].parse().unwrap();
+    let replica_offset: u64 = r1.info("replication")["master_repl_offset"]
+        .parse()
+        .unwrap();
     println!(
         "after workload 1: master_repl_offset={offset}, replica r1 offset (proxy's D space)={replica_offset}, replicas={:?}",
         master.replicas()
@@ -83,7 +104,10 @@ fn two_replicas_converge_ack_exactly_and_resume_partially() {
     assert_same_data("r1", &expected, &snapshot(&mut r1.conn()));
     assert_same_data("r2", &expected, &snapshot(&mut r2.conn()));
     let digest: String = redis::cmd("DEBUG").arg("DIGEST").query(&mut mc).unwrap();
-    let d1: String = redis::cmd("DEBUG").arg("DIGEST").query(&mut r1.conn()).unwrap();
+    let d1: String = redis::cmd("DEBUG")
+        .arg("DIGEST")
+        .query(&mut r1.conn())
+        .unwrap();
     assert_eq!(digest, d1);
 
     let waited: i64 = redis::cmd("WAIT").arg(2).arg(1000).query(&mut mc).unwrap();
@@ -99,20 +123,29 @@ fn two_replicas_converge_ack_exactly_and_resume_partially() {
 
     let cli_text = std::fs::read_to_string(&cli_out).unwrap();
     let lines: Vec<&str> = cli_text.lines().collect();
-    let rewritten_incr = lines.windows(2).any(|w| {
-        w[0] == "\"INCR\",\"cnt\"" && w[1].starts_with("\"PEXPIREAT\",\"cnt\",")
-    });
+    let rewritten_incr = lines
+        .windows(2)
+        .any(|w| w[0] == "\"INCR\",\"cnt\"" && w[1].starts_with("\"PEXPIREAT\",\"cnt\","));
     assert!(
         rewritten_incr,
         "redis-cli --replica through the proxy did not show INCR cnt + PEXPIREAT cnt:\n{}",
-        lines.iter().take(40).copied().collect::<Vec<_>>().join("\n")
+        lines
+            .iter()
+            .take(40)
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let cnt_ttl: i64 = redis::cmd("PEXPIRETIME").arg("cnt").query(&mut mc).unwrap();
     assert!(lines.contains(&format!("\"PEXPIREAT\",\"cnt\",\"{cnt_ttl}\"").as_str()));
 
     // Kill r1's master link: it must come back with a partial resynchronisation.
     let full_before = metric_sum(&metrics().render(), "pika_ttl_proxy_full_syncs_total", &[]);
-    let partial_before = metric_sum(&metrics().render(), "pika_ttl_proxy_partial_syncs_total", &[]);
+    let partial_before = metric_sum(
+        &metrics().render(),
+        "pika_ttl_proxy_partial_syncs_total",
+        &[],
+    );
     let ok_before = r1.log_count("Successful partial resynchronization");
     let full_r1_before = r1.log_count("Full resync from master");
     assert_eq!(ok_before, 0);
@@ -138,17 +171,25 @@ fn two_replicas_converge_ack_exactly_and_resume_partially() {
         partial_before + 1.0
     );
     assert_eq!(r1.log_count("Full resync from master"), 1);
-    assert!(master
-        .log_text()
-        .contains(&format!("Partial resynchronization request from 127.0.0.1:{} accepted", r1.port)));
+    assert!(master.log_text().contains(&format!(
+        "Partial resynchronization request from 127.0.0.1:{} accepted",
+        r1.port
+    )));
 
     // The stream continues correctly after the partial resync.
     let stats = run_workload(&mut mc, 8, 1000);
     println!("workload 2: {stats:?}");
     let offset = wait_acked(&master, &[r1.port, r2.port]);
-    println!("after workload 2: master_repl_offset={offset}, replicas={:?}", master.replicas());
+    println!(
+        "after workload 2: master_repl_offset={offset}, replicas={:?}",
+        master.replicas()
+    );
     let expected = snapshot(&mut mc);
-    assert_same_data("r1 after partial resync", &expected, &snapshot(&mut r1.conn()));
+    assert_same_data(
+        "r1 after partial resync",
+        &expected,
+        &snapshot(&mut r1.conn()),
+    );
     assert_same_data("r2", &expected, &snapshot(&mut r2.conn()));
     let waited: i64 = redis::cmd("WAIT").arg(2).arg(1000).query(&mut mc).unwrap();
     assert_eq!(waited, 2);

@@ -84,7 +84,11 @@ fn large_values_replicate_with_bounded_memory() {
         .arg(5000)
         .query(&mut mc)
         .unwrap();
-    let _: i64 = redis::cmd("APPEND").arg("big2").arg("tail").query(&mut mc).unwrap();
+    let _: i64 = redis::cmd("APPEND")
+        .arg("big2")
+        .arg("tail")
+        .query(&mut mc)
+        .unwrap();
     fill_list(&mut mc, "list2", 1_000_000, 100_000);
     let offset = wait_acked(&master, &[replica.port]);
 
@@ -112,7 +116,10 @@ fn large_values_replicate_with_bounded_memory() {
         "pika_ttl_proxy_entries_total",
         &[("family", "string-append"), ("outcome", "rewritten")],
     );
-    assert_eq!(rewritten, 1.0, "APPEND on the volatile big2 was not rewritten");
+    assert_eq!(
+        rewritten, 1.0,
+        "APPEND on the volatile big2 was not rewritten"
+    );
     assert!(
         peak < 3 * BIG as u64,
         "proxy peak memory {peak} B exceeds 3 x the largest value"

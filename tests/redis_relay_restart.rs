@@ -17,7 +17,11 @@ fn check_data(master: &RedisServer, replica: &RedisServer, what: &str) {
         .parse()
         .unwrap();
     println!("{what}: master_repl_offset={offset}, replica offset (D)={replica_offset}");
-    assert_same_data(what, &snapshot(&mut master.conn()), &snapshot(&mut replica.conn()));
+    assert_same_data(
+        what,
+        &snapshot(&mut master.conn()),
+        &snapshot(&mut replica.conn()),
+    );
 }
 
 // Takes about 15-25 s on 2 cores: three proxy processes, reconnect back-off of the replica.
@@ -61,7 +65,10 @@ fn kill9_restart_resumes_partially_and_lost_state_costs_one_full_sync() {
     run_workload(&mut mc, 22, 1000);
     check_data(&master, &r1, "after the restart");
     let m = p2.metrics_text();
-    assert_eq!(metric_sum(&m, "pika_ttl_proxy_partial_syncs_total", &[]), 1.0);
+    assert_eq!(
+        metric_sum(&m, "pika_ttl_proxy_partial_syncs_total", &[]),
+        1.0
+    );
     assert_eq!(metric_sum(&m, "pika_ttl_proxy_full_syncs_total", &[]), 0.0);
 
     // kill -9 again and lose the state: exactly one full resynchronisation.
@@ -71,7 +78,9 @@ fn kill9_restart_resumes_partially_and_lost_state_costs_one_full_sync() {
     }
     wait_until("the replica noticed", || !r1.link_up());
     let p3 = ProxyProcess::start(port, master.port, &state, &dir.path().join("p3.log"), &[]);
-    wait_until("replica fully resynced", || r1.log_count(FULL) == 2 && r1.link_up());
+    wait_until("replica fully resynced", || {
+        r1.log_count(FULL) == 2 && r1.link_up()
+    });
     run_workload(&mut mc, 23, 1000);
     check_data(&master, &r1, "after losing the state");
     assert_eq!(r1.log_count(FULL), 2, "more than one full sync");
@@ -86,5 +95,8 @@ fn kill9_restart_resumes_partially_and_lost_state_costs_one_full_sync() {
         ),
         1.0
     );
-    assert_eq!(metric_sum(&m, "pika_ttl_proxy_partial_syncs_total", &[]), 0.0);
+    assert_eq!(
+        metric_sum(&m, "pika_ttl_proxy_partial_syncs_total", &[]),
+        0.0
+    );
 }

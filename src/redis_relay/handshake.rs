@@ -298,11 +298,17 @@ mod tests {
             ["REPLCONF", "capa", "eof", "capa", "psync2"]
         );
         assert_eq!(
-            words(&plan(&cmd(&["REPLCONF", "rdb-filter-only", ""]), &mut hello)),
+            words(&plan(
+                &cmd(&["REPLCONF", "rdb-filter-only", ""]),
+                &mut hello
+            )),
             ["REPLCONF", "rdb-filter-only", ""]
         );
         assert!(hello.rdb_filtered);
-        assert_eq!(plan(&cmd(&["SYNC"]), &mut hello), Step::Sync(SyncRequest::Sync));
+        assert_eq!(
+            plan(&cmd(&["SYNC"]), &mut hello),
+            Step::Sync(SyncRequest::Sync)
+        );
         assert_eq!(
             plan(&cmd(&["psync", "abc", "101", "FAILOVER"]), &mut hello),
             Step::Sync(SyncRequest::Psync {
@@ -315,7 +321,10 @@ mod tests {
             plan(&cmd(&["PSYNC", "abc", "x"]), &mut hello),
             Step::Error(_)
         ));
-        assert!(matches!(plan(&cmd(&["GET", "k"]), &mut hello), Step::Error(_)));
+        assert!(matches!(
+            plan(&cmd(&["GET", "k"]), &mut hello),
+            Step::Error(_)
+        ));
         assert_eq!(plan(&cmd(&["quit"]), &mut hello), Step::Quit);
     }
 }

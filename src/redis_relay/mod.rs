@@ -202,10 +202,31 @@ pub async fn serve_on(
     }
     drop(listener);
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("replica connections did not stop within 5 s; aborting them");
         tasks.abort_all();
     }
     tracing::info!("redis relay stopped");
     Ok(())
+}
+
+/// A captured fixture for unit tests: `$PIKA_TTL_FIXTURES`, then `tests/fixtures` in the crate,
+/// then the shared capture directory.
+#[cfg(test)]
+pub(crate) fn test_fixture(relative: &str) -> Vec<u8> {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Some(dir) = std::env::var_os("PIKA_TTL_FIXTURES") {
+        roots.push(dir.into());
+    }
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"));
+    roots.push(PathBuf::from("/work/shared/fixtures"));
+    for root in &roots {
+        if let Ok(bytes) = std::fs::read(root.join(relative)) {
+            return bytes;
+        }
+    }
+    panic!("fixture {relative} not found under {roots:?}; set PIKA_TTL_FIXTURES");
 }

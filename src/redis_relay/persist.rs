@@ -316,8 +316,7 @@ impl StateFile {
 
     /// Whether `map` has anything the file does not.
     pub fn is_behind(&self, map: &OffsetMap) -> bool {
-        map.tip().0 != self.written_tip
-            || map.points().last().map(|p| p.d) != self.written_point_d
+        map.tip().0 != self.written_tip || map.points().last().map(|p| p.d) != self.written_point_d
     }
 
     /// Append the points and tip `map` gained since the last write, plus the current floor,
@@ -426,7 +425,10 @@ mod tests {
         assert_eq!(loaded.own_id, OWN);
         assert_eq!(loaded.master_id, MASTER2);
         assert_eq!(loaded.map, m);
-        assert_eq!(list_state_files(dir.path()).unwrap(), vec![f.path().to_path_buf()]);
+        assert_eq!(
+            list_state_files(dir.path()).unwrap(),
+            vec![f.path().to_path_buf()]
+        );
     }
 
     #[test]

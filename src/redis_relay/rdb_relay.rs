@@ -40,7 +40,11 @@ pub fn parse_header(line: &[u8]) -> Option<Framing> {
     if rest.is_empty() || rest.len() > 20 || !rest.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    std::str::from_utf8(rest).ok()?.parse().ok().map(Framing::Length)
+    std::str::from_utf8(rest)
+        .ok()?
+        .parse()
+        .ok()
+        .map(Framing::Length)
 }
 
 /// The framing was violated; the link cannot continue.
@@ -54,7 +58,10 @@ impl std::fmt::Display for PayloadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PayloadError::MarkMismatch => {
-                write!(f, "EOF-framed payload: the bytes after the RDB are not the mark")
+                write!(
+                    f,
+                    "EOF-framed payload: the bytes after the RDB are not the mark"
+                )
             }
         }
     }
@@ -263,7 +270,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!("/work/shared/fixtures/redis-7.0.15/{name}")).unwrap()
+        crate::redis_relay::test_fixture(&format!("redis-7.0.15/{name}"))
     }
 
     fn drain(out: &mut OutQueue) -> Vec<u8> {

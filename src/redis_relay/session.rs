@@ -626,7 +626,7 @@ impl Session {
                                 return Err(Ending::fail("downstream_protocol", e.to_string()));
                             }
                         };
-                        link.from_replica(frame, &mut up_w).await?;
+                        link.handle_replica_frame(frame, &mut up_w).await?;
                     }
                     if link.first_ack_released {
                         link.first_ack_released = false;
@@ -831,7 +831,7 @@ impl LinkState {
     }
 
     /// Handle one frame from the replica after the handshake.
-    async fn from_replica(
+    async fn handle_replica_frame(
         &mut self,
         frame: Frame,
         up_w: &mut OwnedWriteHalf,
@@ -891,7 +891,11 @@ impl LinkState {
             self.status
                 .set_offsets(s.upstream_offset(), s.downstream_offset(), self.acked_u);
         }
-        while self.received.front().is_some_and(|(ru, _)| *ru <= self.acked_u) {
+        while self
+            .received
+            .front()
+            .is_some_and(|(ru, _)| *ru <= self.acked_u)
+        {
             self.received.pop_front();
         }
         Ok(())

@@ -123,8 +123,11 @@ pub fn bytes(side: Side, incoming: bool, n: usize) {
 
 /// A link came up or went down.
 pub fn link_up(side: Side, replica: &str, up: bool) {
-    gauge!(names::LINK_UP, "side" => side.label(), "replica" => replica.to_string())
-        .set(if up { 1.0 } else { 0.0 });
+    gauge!(names::LINK_UP, "side" => side.label(), "replica" => replica.to_string()).set(if up {
+        1.0
+    } else {
+        0.0
+    });
 }
 
 /// The replica's lag behind what the proxy received.

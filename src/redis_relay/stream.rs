@@ -182,7 +182,7 @@ mod tests {
     }
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!("/work/shared/fixtures/redis-7.0.15/{name}")).unwrap()
+        crate::redis_relay::test_fixture(&format!("redis-7.0.15/{name}"))
     }
 
     /// With every family off the relay emits the master's bytes exactly, and the map stays the
@@ -203,7 +203,9 @@ mod tests {
         for piece in stream.chunks(37) {
             input.extend_from_slice(piece);
             let now = 1_795_468_500_000;
-            out.extend(feed_buf(&mut relay, &mut input, now, &table, &policy, &mut map));
+            out.extend(feed_buf(
+                &mut relay, &mut input, now, &table, &policy, &mut map,
+            ));
         }
         assert!(input.is_empty());
         assert_eq!(out, stream);
@@ -230,7 +232,10 @@ mod tests {
         let text = String::from_utf8_lossy(&out).into_owned();
         assert!(text.starts_with(std::str::from_utf8(set).unwrap()));
         assert!(text.contains("MULTI"), "{text}");
-        assert!(text.contains("PEXPIREAT\r\n$1\r\nc\r\n$7\r\n2000000"), "{text}");
+        assert!(
+            text.contains("PEXPIREAT\r\n$1\r\nc\r\n$7\r\n2000000"),
+            "{text}"
+        );
         let u_end = 500 + input.len() as u64;
         let d_end = 500 + out.len() as u64;
         assert_eq!(relay.upstream_offset(), u_end);
@@ -252,7 +257,14 @@ mod tests {
         let policy = Policy::new(engine::Dialect::Redis);
         let mut map = OffsetMap::new(209, 209, 0);
         let mut relay = StreamRelay::new(209, 209, 0);
-        let out = feed(&mut relay, &stream, 1_795_468_000_000, &table, &policy, &mut map);
+        let out = feed(
+            &mut relay,
+            &stream,
+            1_795_468_000_000,
+            &table,
+            &policy,
+            &mut map,
+        );
         let end_u = 209 + stream.len() as u64;
         assert_eq!(relay.upstream_offset(), end_u);
         assert_eq!(map.floor(209 + out.len() as u64), Some(end_u));

@@ -87,7 +87,9 @@ pub fn parse_psync_reply(line: &[u8]) -> Result<PsyncReply, UpstreamError> {
             .parse::<u64>()
             .map_err(|_| UpstreamError::Protocol(format!("bad offset in '{text}'")))?;
         if !super::persist::is_repl_id(id) {
-            return Err(UpstreamError::Protocol(format!("bad replication id in '{text}'")));
+            return Err(UpstreamError::Protocol(format!(
+                "bad replication id in '{text}'"
+            )));
         }
         return Ok(PsyncReply::FullResync {
             id: id.to_string(),
@@ -99,7 +101,9 @@ pub fn parse_psync_reply(line: &[u8]) -> Result<PsyncReply, UpstreamError> {
     }
     if let Some(id) = text.strip_prefix("+CONTINUE ") {
         if !super::persist::is_repl_id(id) {
-            return Err(UpstreamError::Protocol(format!("bad replication id in '{text}'")));
+            return Err(UpstreamError::Protocol(format!(
+                "bad replication id in '{text}'"
+            )));
         }
         return Ok(PsyncReply::Continue {
             id: Some(id.to_string()),
@@ -248,7 +252,9 @@ mod tests {
             PsyncReply::Error("-NOMASTERLINK Can't SYNC while not connected with my master".into())
         );
         assert!(parse_psync_reply(b"+FULLRESYNC short 1").is_err());
-        assert!(parse_psync_reply(b"+FULLRESYNC a507f8eeec018d9f9cffcad79efd27081110735e -1").is_err());
+        assert!(
+            parse_psync_reply(b"+FULLRESYNC a507f8eeec018d9f9cffcad79efd27081110735e -1").is_err()
+        );
         assert!(parse_psync_reply(b"+OK").is_err());
     }
 
@@ -264,7 +270,9 @@ mod tests {
             s.write_all(b"\n\n+PONG\r\n$1").await.unwrap();
             s.write_all(b"72\r\n").await.unwrap();
         });
-        let mut up = Upstream::connect(addr, Duration::from_secs(5)).await.unwrap();
+        let mut up = Upstream::connect(addr, Duration::from_secs(5))
+            .await
+            .unwrap();
         up.send(&["PING"]).await.unwrap();
         let t = Duration::from_secs(5);
         assert_eq!(up.read_line(t).await.unwrap(), Line::Keepalive);

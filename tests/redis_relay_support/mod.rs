@@ -186,7 +186,10 @@ impl RedisServer {
     }
 
     pub fn info(&self, section: &str) -> BTreeMap<String, String> {
-        let text: String = redis::cmd("INFO").arg(section).query(&mut self.conn()).unwrap();
+        let text: String = redis::cmd("INFO")
+            .arg(section)
+            .query(&mut self.conn())
+            .unwrap();
         text.lines()
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -211,7 +214,9 @@ impl RedisServer {
     }
 
     pub fn master_offset(&self) -> u64 {
-        self.info("replication")["master_repl_offset"].parse().unwrap()
+        self.info("replication")["master_repl_offset"]
+            .parse()
+            .unwrap()
     }
 
     pub fn link_up(&self) -> bool {
@@ -383,12 +388,7 @@ impl ProxyProcess {
             .lines()
             .find(|l| l.starts_with("VmHWM:"))
             .expect("VmHWM");
-        let kb: u64 = line
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         kb * 1024
     }
 }
@@ -430,11 +430,17 @@ pub fn snapshot(conn: &mut Connection) -> BTreeMap<(u32, String), KeyState> {
         for key in keys {
             let kind: String = redis::cmd("TYPE").arg(&key).query(conn).unwrap();
             let mut value: Vec<String> = match kind.as_str() {
-                "string" => vec![conn.get::<_, Vec<u8>>(&key).unwrap().escape_ascii().to_string()],
+                "string" => vec![conn
+                    .get::<_, Vec<u8>>(&key)
+                    .unwrap()
+                    .escape_ascii()
+                    .to_string()],
                 "hash" => {
                     let v: Vec<Value> = redis::cmd("HGETALL").arg(&key).query(conn).unwrap();
-                    let mut pairs: Vec<String> =
-                        v.chunks(2).map(|c| format!("{}={}", text(&c[0]), text(&c[1]))).collect();
+                    let mut pairs: Vec<String> = v
+                        .chunks(2)
+                        .map(|c| format!("{}={}", text(&c[0]), text(&c[1])))
+                        .collect();
                     pairs.sort();
                     pairs
                 }
@@ -490,7 +496,11 @@ pub fn assert_same_data(
         diffs.push(format!("{k:?}: only on the replica {:?}", replica[k]));
     }
     diffs.truncate(10);
-    panic!("{what}: data differs ({} keys on master):\n{}", master.len(), diffs.join("\n"));
+    panic!(
+        "{what}: data differs ({} keys on master):\n{}",
+        master.len(),
+        diffs.join("\n")
+    );
 }
 
 /// Counts of what the workload sent, to check it exercised every family.
@@ -515,7 +525,10 @@ pub fn run_workload(conn: &mut Connection, seed: u64, n: usize) -> WorkloadStats
         let kind: &'static str = match choice {
             0 => {
                 c = redis::cmd("SET");
-                c.arg(format!("s{k}")).arg(format!("v{i}")).arg("EX").arg(ttl(&mut rng));
+                c.arg(format!("s{k}"))
+                    .arg(format!("v{i}"))
+                    .arg("EX")
+                    .arg(ttl(&mut rng));
                 "set-ex"
             }
             1 => {
@@ -539,7 +552,9 @@ pub fn run_workload(conn: &mut Connection, seed: u64, n: usize) -> WorkloadStats
             3 => {
                 if rng.random_bool(0.5) {
                     c = redis::cmd("SETEX");
-                    c.arg(format!("c{k}")).arg(ttl(&mut rng)).arg(rng.random_range(0..100));
+                    c.arg(format!("c{k}"))
+                        .arg(ttl(&mut rng))
+                        .arg(rng.random_range(0..100));
                 } else {
                     c = redis::cmd("PSETEX");
                     c.arg(format!("c{k}"))
@@ -691,7 +706,9 @@ pub fn run_workload(conn: &mut Connection, seed: u64, n: usize) -> WorkloadStats
             12 => {
                 if rng.random_bool(0.6) {
                     c = redis::cmd("ZADD");
-                    c.arg(format!("z{k}")).arg(i % 50).arg(format!("m{}", i % 6));
+                    c.arg(format!("z{k}"))
+                        .arg(i % 50)
+                        .arg(format!("m{}", i % 6));
                 } else {
                     c = redis::cmd("ZINCRBY");
                     c.arg(format!("z{k}")).arg(2).arg(format!("m{}", i % 6));
@@ -767,7 +784,10 @@ pub fn run_workload(conn: &mut Connection, seed: u64, n: usize) -> WorkloadStats
             }
             18 => {
                 c = redis::cmd("SET");
-                c.arg(format!("c{k}")).arg(rng.random_range(0..1000)).arg("EX").arg(ttl(&mut rng));
+                c.arg(format!("c{k}"))
+                    .arg(rng.random_range(0..1000))
+                    .arg("EX")
+                    .arg(ttl(&mut rng));
                 "counter-seed"
             }
             _ => {

@@ -77,7 +77,13 @@ impl OffsetMap {
             .windows(2)
             .all(|w| w[0].d <= w[1].gap_start && w[1].gap_start <= w[1].d && w[0].u <= w[1].u);
         let first_sane = points[0].gap_start <= points[0].d;
-        if !monotone || !first_sane || tip_d < last.d {
+        // Redis offsets are signed 64-bit: larger values can only come from a corrupt file,
+        // and would overflow the arithmetic of the map.
+        let in_range = tip_d <= i64::MAX as u64
+            && points
+                .iter()
+                .all(|p| p.d <= i64::MAX as u64 && p.u <= i64::MAX as u64);
+        if !monotone || !first_sane || !in_range || tip_d < last.d {
             return None;
         }
         Some(OffsetMap {

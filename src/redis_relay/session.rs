@@ -399,7 +399,7 @@ impl Session {
                             let mut args = vec![
                                 "PSYNC".to_string(),
                                 guard.master_id.clone(),
-                                (resolved.u + 1).to_string(),
+                                resolved.u.saturating_add(1).to_string(),
                             ];
                             args.extend(failover_arg.iter().map(|s| s.to_string()));
                             up.send(&args).await.map_err(Ending::upstream)?;
@@ -792,7 +792,7 @@ impl LinkState {
         let db = match &done.scan {
             ScanResult::Complete(summary) => {
                 tracing::info!(replica = %self.label, bytes = done.bytes,
-                    keys = summary.keys, keys_with_expiry = done.keys_with_expiry,
+                    eof_framed = done.eof_framed, keys = summary.keys, keys_with_expiry = done.keys_with_expiry,
                     repl_stream_db = ?summary.repl_stream_db, rdb_version = summary.version,
                     table_complete = p.table.is_complete(),
                     secs = p.started.elapsed().as_secs_f64(), "payload relayed");

@@ -83,9 +83,12 @@ pub fn parse_psync_reply(line: &[u8]) -> Result<PsyncReply, UpstreamError> {
         let (Some(id), Some(off), None) = (parts.next(), parts.next(), parts.next()) else {
             return Err(UpstreamError::Protocol(format!("bad reply '{text}'")));
         };
+        // Redis offsets are signed 64-bit; anything larger is not an offset.
         let offset = off
             .parse::<u64>()
-            .map_err(|_| UpstreamError::Protocol(format!("bad offset in '{text}'")))?;
+            .ok()
+            .filter(|o| i64::try_from(*o).is_ok())
+            .ok_or_else(|| UpstreamError::Protocol(format!("bad offset in '{text}'")))?;
         if !super::persist::is_repl_id(id) {
             return Err(UpstreamError::Protocol(format!(
                 "bad replication id in '{text}'"
@@ -256,6 +259,10 @@ mod tests {
             parse_psync_reply(b"+FULLRESYNC a507f8eeec018d9f9cffcad79efd27081110735e -1").is_err()
         );
         assert!(parse_psync_reply(b"+OK").is_err());
+        assert!(parse_psync_reply(
+            b"+FULLRESYNC a507f8eeec018d9f9cffcad79efd27081110735e 9223372036854775808"
+        )
+        .is_err());
     }
 
     #[tokio::test]

@@ -103,6 +103,8 @@ pub fn now_ms() -> i64 {
 /// A `redis-server` child process; killed (SIGKILL) and reaped on drop.
 pub struct RedisServer {
     pub port: u16,
+    /// From `--requirepass` in the start arguments; used by every helper connection.
+    pub password: Option<String>,
     pub name: String,
     pub log: PathBuf,
     child: Child,
@@ -138,17 +140,26 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed");
+        let password = extra
+            .windows(2)
+            .find(|w| w[0] == "--requirepass")
+            .map(|w| w[1].clone());
         let server = RedisServer {
             port,
+            password,
             name: name.to_string(),
             log,
             child,
         };
         wait_until(&format!("{name} answers PING"), || {
-            redis::Client::open(server.url())
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                .is_ok()
+            // Raw, so a server with requirepass (-NOAUTH) also counts as up.
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            let mut reply = [0u8; 6];
+            s.write_all(b"PING\r\n").is_ok()
+                && s.read_exact(&mut reply).is_ok()
+                && (&reply == b"+PONG\r" || &reply == b"-NOAUT")
         });
         server
     }
@@ -167,7 +178,10 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
     pub fn conn(&self) -> Connection {
@@ -247,16 +261,27 @@ pub struct InProcessProxy {
 
 impl InProcessProxy {
     pub fn start(master_port: u16, state_dir: &Path, families: FamilySwitches) -> InProcessProxy {
+        Self::start_with(master_port, state_dir, families, |_| {})
+    }
+
+    /// Like [`InProcessProxy::start`], with `edit` adjusting the configuration.
+    pub fn start_with(
+        master_port: u16,
+        state_dir: &Path,
+        families: FamilySwitches,
+        edit: impl FnOnce(&mut RedisRelayConfig),
+    ) -> InProcessProxy {
         init_tracing();
         metrics();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let cfg = RedisRelayConfig::new(
+        let mut cfg = RedisRelayConfig::new(
             listener.local_addr().unwrap(),
             format!("127.0.0.1:{master_port}").parse().unwrap(),
             state_dir.to_path_buf(),
         );
+        edit(&mut cfg);
         let shared = RelayShared {
             families,
             ..RelayShared::default()

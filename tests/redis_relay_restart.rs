@@ -46,6 +46,10 @@ fn kill9_restart_resumes_partially_and_lost_state_costs_one_full_sync() {
     check_data(&master, &r1, "before the kill");
     assert_eq!(r1.log_count(FULL), 1);
     assert_eq!(r1.log_count(PARTIAL_OK), 0);
+    assert!(
+        p1.log_text().contains("eof_framed=false"),
+        "expected $len framing"
+    );
     let files = std::fs::read_dir(&state).unwrap().count();
     assert_eq!(files, 1, "one state file per replica");
 

@@ -11,4 +11,5 @@ pub mod engine;
 pub mod families;
 pub mod rdb;
 pub mod redis_relay;
+pub mod resp;
 pub mod table;

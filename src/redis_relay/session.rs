@@ -13,6 +13,10 @@
 //!    ACK/FACK are translated with the offset map's floor; `\n` from the replica is passed up;
 //!    GETACK travels down like any entry and is never answered by the proxy.
 //!
+//! On a partial resynchronisation the state's expiry table is kept only when it describes the
+//! master at exactly the continuation point (same process, nothing lost in flight); otherwise it
+//! is reset to unknown, so no rewrite relies on entries the replica never applied.
+//!
 //! A malformed stream from the master closes both links and forgets the replica's state, so its
 //! next attempt is a full resync (continuing would replay the same bytes).
 
@@ -220,14 +224,29 @@ impl Session {
     }
 
     async fn reply(&mut self, line: &str) -> Result<(), Ending> {
+        self.reply_bytes(line.as_bytes()).await
+    }
+
+    /// Send one line (CRLF appended) to the replica, bytes as given.
+    async fn reply_bytes(&mut self, line: &[u8]) -> Result<(), Ending> {
         let mut bytes = Vec::with_capacity(line.len() + 2);
-        bytes.extend_from_slice(line.as_bytes());
+        bytes.extend_from_slice(line);
         bytes.extend_from_slice(b"\r\n");
         self.down_w
             .write_all(&bytes)
             .await
             .map_err(Ending::downstream_io)?;
         stats::bytes(Side::Downstream, false, bytes.len());
+        Ok(())
+    }
+
+    /// Pass a master keepalive down exactly as the master sent it: a bare `\n`.
+    async fn keepalive(&mut self) -> Result<(), Ending> {
+        self.down_w
+            .write_all(b"\n")
+            .await
+            .map_err(Ending::downstream_io)?;
+        stats::bytes(Side::Downstream, false, 1);
         Ok(())
     }
 
@@ -295,8 +314,7 @@ impl Session {
                         .read_reply(self.ctx.cfg.handshake_timeout)
                         .await
                         .map_err(Ending::upstream)?;
-                    let reply = String::from_utf8_lossy(&reply).into_owned();
-                    self.reply(&reply).await?;
+                    self.reply_bytes(&reply).await?;
                 }
                 Step::Reply(line) => self.reply(line).await?,
                 Step::Error(e) => self.reply(&format!("-{e}")).await?,
@@ -319,7 +337,7 @@ impl Session {
                 l = up.read_line(self.ctx.cfg.handshake_timeout) => l.map_err(Ending::upstream)?,
             };
             match line {
-                Line::Keepalive => self.reply("").await?,
+                Line::Keepalive => self.keepalive().await?,
                 Line::Text(t) => return parse_psync_reply(&t).map_err(Ending::upstream),
             }
         }
@@ -334,7 +352,7 @@ impl Session {
                 l = up.read_line(self.ctx.cfg.handshake_timeout) => l.map_err(Ending::upstream)?,
             };
             match line {
-                Line::Keepalive => self.reply("").await?,
+                Line::Keepalive => self.keepalive().await?,
                 Line::Text(t) => {
                     let Some(framing) = parse_header(&t) else {
                         stats::protocol_error(Side::Upstream, "payload_header");
@@ -346,7 +364,7 @@ impl Session {
                             ),
                         ));
                     };
-                    self.reply(&String::from_utf8_lossy(&t)).await?;
+                    self.reply_bytes(&t).await?;
                     return Ok(framing);
                 }
             }
@@ -596,15 +614,7 @@ impl Session {
                     }
                     stats::bytes(Side::Upstream, true, n);
                     link.note_received(up_buf.len());
-                    if let Err(end) = link.drive(&mut up_buf).await {
-                        if end.reason == "upstream_protocol" {
-                            if let Some(Holder::Stored(guard)) = link.holder.take() {
-                                // Continuing would replay the same bytes: force a full sync.
-                                self.ctx.store.remove(guard);
-                            }
-                        }
-                        return Err(end);
-                    }
+                    link.drive(&mut up_buf).await?;
                 }
                 r = link.out.write_some(&mut self.down_w), if !link.out.is_empty() => {
                     let n = r.map_err(Ending::downstream_io)?;
@@ -717,8 +727,22 @@ impl LinkState {
         }
     }
 
-    /// Process whatever the upstream buffer holds in the current phase.
+    /// Process whatever the upstream buffer holds in the current phase. A malformed stream
+    /// also forgets the replica's state: continuing would replay the same bytes, so the
+    /// replica's next attempt must be a full sync.
     async fn drive(&mut self, up_buf: &mut BytesMut) -> Result<(), Ending> {
+        let result = self.drive_phase(up_buf).await;
+        if let Err(end) = &result {
+            if end.reason == "upstream_protocol" {
+                if let Some(Holder::Stored(guard)) = self.holder.take() {
+                    self.ctx.store.remove(guard);
+                }
+            }
+        }
+        result
+    }
+
+    async fn drive_phase(&mut self, up_buf: &mut BytesMut) -> Result<(), Ending> {
         if let Some(p) = self.payload.as_mut() {
             let done = p
                 .relay

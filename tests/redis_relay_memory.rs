@@ -44,7 +44,8 @@ fn digest(server: &RedisServer) -> String {
         .unwrap()
 }
 
-// Takes about 20-40 s on 2 cores (debug build moving ~300 MiB through the relay twice).
+// Slow: about 13-26 s on 2 cores (debug build; ~150 MiB of payload and ~80 MiB of stream
+// through the relay, plus filling and loading two 1M-element lists).
 #[test]
 fn large_values_replicate_with_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();

@@ -24,7 +24,6 @@ fn check_data(master: &RedisServer, replica: &RedisServer, what: &str) {
     );
 }
 
-// Takes about 15-25 s on 2 cores: three proxy processes, reconnect back-off of the replica.
 #[test]
 fn kill9_restart_resumes_partially_and_lost_state_costs_one_full_sync() {
     let dir = tempfile::tempdir().unwrap();

@@ -12,5 +12,6 @@ pub mod families;
 pub mod model;
 pub mod pika;
 pub mod rdb;
+pub mod redis_relay;
 pub mod resp;
 pub mod table;

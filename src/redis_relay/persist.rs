@@ -1,0 +1,486 @@
+//! Durable per-replica state, so replicas can continue partially after a proxy restart.
+//!
+//! One file per downstream replication ID, `redis-<own-id>.state`, in the state directory. It is
+//! an append-only sequence of records, each `len: u32 LE | crc32: u32 LE | payload`, where the
+//! payload's first byte is the record kind:
+//!
+//! | kind | payload | meaning |
+//! |---|---|---|
+//! | `H` | magic, own id (40), master id (40) | first record of every file |
+//! | `P` | d u64, u u64, db u32, gap_start u64 (LE) | a map point |
+//! | `W` | d u64 | every D offset up to here is covered by the points written before |
+//! | `F` | d u64 | points before the one covering d are obsolete (the replica acknowledged d) |
+//! | `M` | master id (40) | the master switched replication ID (`+CONTINUE <new-id>`) |
+//!
+//! Writers append a batch and `fsync`. Compaction rewrites the live state into a temporary file,
+//! `fsync`s it and renames it over the old one (then `fsync`s the directory), so a crash leaves
+//! either the old or the new file. A file that is truncated, fails a checksum or is otherwise
+//! inconsistent is **discarded** by the loader (logged by the caller): the replica then gets one
+//! full resync, never a wrong offset.
+//!
+//! Only offsets the proxy has *sent* matter, and a replica can be ahead of the last `W` record
+//! after a crash: the loader's map then does not cover the replica's offset and the PSYNC is
+//! answered with a full resync.
+
+use super::offset_map::{MapPoint, OffsetMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"PTPRS001";
+const ID_LEN: usize = 40;
+/// Records larger than this are corrupt by definition (the largest is the header, 89 bytes).
+const MAX_RECORD: usize = 256;
+const FILE_PREFIX: &str = "redis-";
+const FILE_SUFFIX: &str = ".state";
+
+/// Why a state file was rejected.
+#[derive(Debug)]
+pub enum StateFileError {
+    /// The file could not be read.
+    Io(io::Error),
+    /// The bytes are not a valid state file; `why` says what was wrong.
+    Corrupt { why: String },
+}
+
+impl std::fmt::Display for StateFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateFileError::Io(e) => write!(f, "I/O error: {e}"),
+            StateFileError::Corrupt { why } => write!(f, "corrupt state file: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StateFileError {}
+
+fn corrupt(why: impl Into<String>) -> StateFileError {
+    StateFileError::Corrupt { why: why.into() }
+}
+
+/// CRC-32 (IEEE, reflected, as in zlib) of `data`; detects torn and flipped records.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+        }
+    }
+    !crc
+}
+
+/// The replica state a file describes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersistedState {
+    /// The replication ID the proxy gave this replica.
+    pub own_id: String,
+    /// The master's replication ID the upstream offsets belong to.
+    pub master_id: String,
+    /// The boundary map, rebuilt.
+    pub map: OffsetMap,
+}
+
+/// Whether `s` is a 40-character replication ID (Redis uses lower-case hex; any printable
+/// ASCII without spaces is accepted so a master's ID is stored as received).
+pub fn is_repl_id(s: &str) -> bool {
+    s.len() == ID_LEN && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The path of the state file of `own_id` in `dir`.
+pub fn state_path(dir: &Path, own_id: &str) -> PathBuf {
+    dir.join(format!("{FILE_PREFIX}{own_id}{FILE_SUFFIX}"))
+}
+
+/// State files in `dir` (which need not exist yet).
+pub fn list_state_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let is_state = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(FILE_PREFIX) && n.ends_with(FILE_SUFFIX));
+        if is_state {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn put_record(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+fn header_payload(own_id: &str, master_id: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(1 + MAGIC.len() + 2 * ID_LEN);
+    p.push(b'H');
+    p.extend_from_slice(MAGIC);
+    p.extend_from_slice(own_id.as_bytes());
+    p.extend_from_slice(master_id.as_bytes());
+    p
+}
+
+fn point_payload(p: &MapPoint) -> Vec<u8> {
+    let mut v = Vec::with_capacity(29);
+    v.push(b'P');
+    v.extend_from_slice(&p.d.to_le_bytes());
+    v.extend_from_slice(&p.u.to_le_bytes());
+    v.extend_from_slice(&p.db.to_le_bytes());
+    v.extend_from_slice(&p.gap_start.to_le_bytes());
+    v
+}
+
+fn offset_payload(kind: u8, d: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9);
+    v.push(kind);
+    v.extend_from_slice(&d.to_le_bytes());
+    v
+}
+
+fn read_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+fn read_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(a)
+}
+
+/// Parse a whole state file.
+pub fn decode(bytes: &[u8]) -> Result<PersistedState, StateFileError> {
+    let mut pos = 0;
+    let mut header: Option<(String, String)> = None;
+    let mut master_id = String::new();
+    let mut points: Vec<MapPoint> = Vec::new();
+    let mut tip: Option<u64> = None;
+    let mut floor: Option<u64> = None;
+    while pos < bytes.len() {
+        if bytes.len() - pos < 8 {
+            return Err(corrupt(format!("torn record header at byte {pos}")));
+        }
+        let len = read_u32(&bytes[pos..]) as usize;
+        let crc = read_u32(&bytes[pos + 4..]);
+        if len == 0 || len > MAX_RECORD {
+            return Err(corrupt(format!("record length {len} at byte {pos}")));
+        }
+        let Some(payload) = bytes.get(pos + 8..pos + 8 + len) else {
+            return Err(corrupt(format!("torn record at byte {pos}")));
+        };
+        if crc32(payload) != crc {
+            return Err(corrupt(format!("checksum mismatch at byte {pos}")));
+        }
+        pos += 8 + len;
+        let body = &payload[1..];
+        match (payload[0], header.is_some()) {
+            (b'H', false) => {
+                if body.len() != MAGIC.len() + 2 * ID_LEN || &body[..MAGIC.len()] != MAGIC {
+                    return Err(corrupt("bad header"));
+                }
+                let ids = &body[MAGIC.len()..];
+                let own = String::from_utf8_lossy(&ids[..ID_LEN]).into_owned();
+                let master = String::from_utf8_lossy(&ids[ID_LEN..]).into_owned();
+                if !is_repl_id(&own) || !is_repl_id(&master) {
+                    return Err(corrupt("bad replication id in header"));
+                }
+                master_id = master.clone();
+                header = Some((own, master));
+            }
+            (b'H', true) => return Err(corrupt("second header")),
+            (_, false) => return Err(corrupt("records before the header")),
+            (b'P', true) if body.len() == 28 => {
+                let p = MapPoint {
+                    d: read_u64(body),
+                    u: read_u64(&body[8..]),
+                    db: read_u32(&body[16..]),
+                    gap_start: read_u64(&body[20..]),
+                };
+                if tip.is_some_and(|t| p.gap_start < t) {
+                    return Err(corrupt("point before the recorded tip"));
+                }
+                points.push(p);
+            }
+            (b'W', true) if body.len() == 8 => {
+                let t = read_u64(body);
+                if tip.is_some_and(|old| t < old) {
+                    return Err(corrupt("tip moved backwards"));
+                }
+                tip = Some(t);
+            }
+            (b'F', true) if body.len() == 8 => floor = Some(read_u64(body)),
+            (b'M', true) if body.len() == ID_LEN => {
+                let id = String::from_utf8_lossy(body).into_owned();
+                if !is_repl_id(&id) {
+                    return Err(corrupt("bad master id record"));
+                }
+                master_id = id;
+            }
+            (kind, true) => {
+                return Err(corrupt(format!(
+                    "unknown record kind 0x{kind:02x} ({} bytes)",
+                    body.len()
+                )))
+            }
+        }
+    }
+    let Some((own_id, _)) = header else {
+        return Err(corrupt("empty file"));
+    };
+    // Points after the last tip record were never confirmed as sent in full: drop them.
+    let Some(tip) = tip else {
+        return Err(corrupt("no tip record"));
+    };
+    points.retain(|p| p.d <= tip);
+    let mut map = OffsetMap::from_parts(points, tip)
+        .ok_or_else(|| corrupt("points are not a monotone boundary map"))?;
+    if let Some(floor) = floor {
+        map.prune_before(floor);
+    }
+    Ok(PersistedState {
+        own_id,
+        master_id,
+        map,
+    })
+}
+
+/// Load one state file.
+pub fn load(path: &Path) -> Result<PersistedState, StateFileError> {
+    let bytes = fs::read(path).map_err(StateFileError::Io)?;
+    decode(&bytes)
+}
+
+/// The open, append-only state file of one replica.
+#[derive(Debug)]
+pub struct StateFile {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    /// Records in the file, to decide when to compact.
+    records: usize,
+    /// The highest point `d` already written.
+    written_point_d: Option<u64>,
+    /// The tip last written.
+    written_tip: u64,
+    /// The last floor written.
+    written_floor: u64,
+}
+
+impl StateFile {
+    /// Write a fresh file holding exactly this state (atomically replacing any older one).
+    pub fn create(
+        dir: &Path,
+        own_id: &str,
+        master_id: &str,
+        map: &OffsetMap,
+    ) -> io::Result<StateFile> {
+        fs::create_dir_all(dir)?;
+        let path = state_path(dir, own_id);
+        let tmp = dir.join(format!("{FILE_PREFIX}{own_id}{FILE_SUFFIX}.tmp"));
+        let mut buf = Vec::new();
+        put_record(&mut buf, &header_payload(own_id, master_id));
+        for p in map.points() {
+            put_record(&mut buf, &point_payload(p));
+        }
+        let (tip, _, _) = map.tip();
+        put_record(&mut buf, &offset_payload(b'W', tip));
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&buf)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        sync_dir(dir);
+        let file = OpenOptions::new().append(true).open(&path)?;
+        Ok(StateFile {
+            dir: dir.to_path_buf(),
+            path,
+            file,
+            records: map.len() + 2,
+            written_point_d: map.points().last().map(|p| p.d),
+            written_tip: tip,
+            written_floor: map.points().next().map_or(0, |p| p.d),
+        })
+    }
+
+    /// Whether `map` has anything the file does not.
+    pub fn is_behind(&self, map: &OffsetMap) -> bool {
+        map.tip().0 != self.written_tip || map.points().last().map(|p| p.d) != self.written_point_d
+    }
+
+    /// Append the points and tip `map` gained since the last write, plus the current floor,
+    /// then `fsync`. Compacts when the file has grown well beyond the live state.
+    pub fn sync(&mut self, own_id: &str, master_id: &str, map: &OffsetMap) -> io::Result<()> {
+        if self.records > 4 * map.len() + 1024 {
+            *self = StateFile::create(&self.dir, own_id, master_id, map)?;
+            return Ok(());
+        }
+        if !self.is_behind(map) {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        let mut records = 0;
+        for p in map.points() {
+            if self.written_point_d.is_none_or(|w| p.d > w) {
+                put_record(&mut buf, &point_payload(p));
+                self.written_point_d = Some(p.d);
+                records += 1;
+            }
+        }
+        let floor = map.points().next().map_or(0, |p| p.d);
+        if floor > self.written_floor {
+            put_record(&mut buf, &offset_payload(b'F', floor));
+            self.written_floor = floor;
+            records += 1;
+        }
+        let (tip, _, _) = map.tip();
+        put_record(&mut buf, &offset_payload(b'W', tip));
+        self.written_tip = tip;
+        records += 1;
+        self.file.write_all(&buf)?;
+        self.file.sync_data()?;
+        self.records += records;
+        Ok(())
+    }
+
+    /// Record that the master's replication ID is now `master_id`.
+    pub fn set_master_id(&mut self, master_id: &str) -> io::Result<()> {
+        let mut payload = vec![b'M'];
+        payload.extend_from_slice(master_id.as_bytes());
+        let mut buf = Vec::new();
+        put_record(&mut buf, &payload);
+        self.file.write_all(&buf)?;
+        self.file.sync_data()?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Delete the file (the replica moved on to another replication ID).
+    pub fn remove(self) -> io::Result<()> {
+        fs::remove_file(&self.path)
+    }
+
+    /// Where the file lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// `fsync` a directory so a rename in it is durable; best effort (not every filesystem allows
+/// opening a directory for this).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWN: &str = "0123456789abcdef0123456789abcdef01234567";
+    const MASTER: &str = "a507f8eeec018d9f9cffcad79efd27081110735e";
+    const MASTER2: &str = "2222222222222222222222222222222222222222";
+
+    fn sample_map() -> OffsetMap {
+        let mut m = OffsetMap::new(1000, 1000, 0);
+        m.record_boundary(1023, 1023, 2, 1000, false);
+        m.record_boundary(1123, 1045, 2, 1023, true);
+        m.record_boundary(1200, 1122, 2, 1123, false);
+        m
+    }
+
+    #[test]
+    fn crc32_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn round_trip_with_appends_and_master_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = OffsetMap::new(1000, 1000, 0);
+        let mut f = StateFile::create(dir.path(), OWN, MASTER, &m).unwrap();
+        m.record_boundary(1023, 1023, 2, 1000, false);
+        m.record_boundary(1123, 1045, 2, 1023, true);
+        f.sync(OWN, MASTER, &m).unwrap();
+        m.record_boundary(1200, 1122, 2, 1123, false);
+        f.sync(OWN, MASTER, &m).unwrap();
+        assert!(!f.is_behind(&m));
+        f.set_master_id(MASTER2).unwrap();
+        m.prune_before(1150);
+        m.record_boundary(1300, 1200, 2, 1200, true);
+        f.sync(OWN, MASTER2, &m).unwrap();
+        let loaded = load(f.path()).unwrap();
+        assert_eq!(loaded.own_id, OWN);
+        assert_eq!(loaded.master_id, MASTER2);
+        assert_eq!(loaded.map, m);
+        assert_eq!(
+            list_state_files(dir.path()).unwrap(),
+            vec![f.path().to_path_buf()]
+        );
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_rejected_or_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = sample_map();
+        let f = StateFile::create(dir.path(), OWN, MASTER, &m).unwrap();
+        let bytes = fs::read(f.path()).unwrap();
+        assert_eq!(decode(&bytes).unwrap().map, m);
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut} accepted");
+        }
+        for i in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0x10;
+            assert!(decode(&flipped).is_err(), "flip at {i} accepted");
+        }
+    }
+
+    #[test]
+    fn points_after_the_last_tip_are_ignored() {
+        let m = sample_map();
+        let mut buf = Vec::new();
+        put_record(&mut buf, &header_payload(OWN, MASTER));
+        for p in m.points() {
+            put_record(&mut buf, &point_payload(p));
+        }
+        put_record(&mut buf, &offset_payload(b'W', 1200));
+        let unconfirmed = MapPoint {
+            d: 1400,
+            u: 1250,
+            db: 2,
+            gap_start: 1300,
+        };
+        put_record(&mut buf, &point_payload(&unconfirmed));
+        let loaded = decode(&buf).unwrap();
+        assert_eq!(loaded.map, m);
+        assert_eq!(loaded.map.exact(1400), None);
+    }
+
+    #[test]
+    fn compaction_keeps_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = OffsetMap::new(0, 0, 0);
+        let mut f = StateFile::create(dir.path(), OWN, MASTER, &m).unwrap();
+        for i in 1..1200u64 {
+            m.record_boundary(i * 10, i * 9, 0, i * 10 - 10, true);
+            m.prune_before((i * 10).saturating_sub(20));
+            f.sync(OWN, MASTER, &m).unwrap();
+        }
+        let size = fs::metadata(f.path()).unwrap().len();
+        assert!(size < 1100 * 37, "file not compacted: {size} bytes");
+        assert_eq!(load(f.path()).unwrap().map, m);
+    }
+}

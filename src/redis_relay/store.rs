@@ -1,0 +1,305 @@
+//! Per-replica replication state, keyed by the replication ID the proxy gave the replica.
+//!
+//! A [`ReplicaState`] outlives the connection that created it, so a replica that reconnects
+//! (`PSYNC <own-id> <offset>`) can continue where it stopped. The connection serving a replica
+//! holds its state's lock for as long as it runs; a reconnecting replica waits briefly for the
+//! old connection to let go and otherwise gets a full resync (always safe).
+//!
+//! **The expiry table is per state, i.e. per replica.** Each replica's upstream link is at its
+//! own position in the master's stream and the table must describe the master at exactly that
+//! position; one table shared by two links would apply every entry twice, at two different
+//! moments. After a proxy restart the state is reloaded from disk without a table
+//! (`Baseline::Unknown`): keys it has not seen since are passed through and counted as unknown.
+
+use super::offset_map::OffsetMap;
+use super::persist::{self, StateFile};
+use crate::table::{Baseline, ExpiryTable};
+use rand::Rng;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::OwnedMutexGuard;
+
+/// Everything the proxy keeps about one replica between its connections.
+#[derive(Debug)]
+pub struct ReplicaState {
+    /// The replication ID the replica knows the proxy by.
+    pub own_id: String,
+    /// The master's replication ID for the upstream offsets in `map`.
+    pub master_id: String,
+    /// D ↔ U boundaries.
+    pub map: OffsetMap,
+    /// The master's key expiries at `table_u`.
+    pub table: Arc<ExpiryTable>,
+    /// The upstream offset the table reflects; `None` when not known (after a restart).
+    pub table_u: Option<u64>,
+    /// The state file, when persistence works.
+    pub file: Option<StateFile>,
+}
+
+impl ReplicaState {
+    /// Persist what the map gained since the last write. Errors are logged and disable
+    /// persistence for this replica (its file is removed, so a restart forces a full sync
+    /// rather than trusting a stale map).
+    pub fn persist(&mut self) {
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        if let Err(e) = file.sync(&self.own_id, &self.master_id, &self.map) {
+            tracing::error!(own_id = %self.own_id, error = %e,
+                "cannot persist replica offset map; this replica will need a full sync after a restart");
+            if let Some(file) = self.file.take() {
+                let _ = file.remove();
+            }
+        }
+    }
+
+    /// Rewrite the state file from scratch (after a truncation or a master ID change).
+    pub fn persist_fresh(&mut self, dir: &Path) {
+        if let Some(old) = self.file.take() {
+            drop(old);
+        }
+        match StateFile::create(dir, &self.own_id, &self.master_id, &self.map) {
+            Ok(f) => self.file = Some(f),
+            Err(e) => {
+                tracing::error!(own_id = %self.own_id, error = %e,
+                    "cannot write replica state file; a restart will force a full sync");
+                let _ = std::fs::remove_file(persist::state_path(dir, &self.own_id));
+            }
+        }
+    }
+}
+
+/// A fresh random 40-character hex replication ID.
+pub fn random_repl_id() -> String {
+    let mut rng = rand::rng();
+    (0..40)
+        .map(|_| char::from(b"0123456789abcdef"[rng.random_range(0..16)]))
+        .collect()
+}
+
+type Slot = Arc<tokio::sync::Mutex<ReplicaState>>;
+
+/// The outcome of asking for a replica's state.
+pub enum Claim {
+    /// The state, locked for the caller.
+    Claimed(OwnedMutexGuard<ReplicaState>),
+    /// No state with that ID.
+    Unknown,
+    /// Another connection still holds it.
+    Busy,
+}
+
+/// All replica states; see the module docs.
+#[derive(Debug)]
+pub struct StateStore {
+    dir: PathBuf,
+    max_states: usize,
+    slots: Mutex<HashMap<String, (Slot, Instant)>>,
+}
+
+/// What loading the state directory found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LoadReport {
+    /// States restored.
+    pub loaded: usize,
+    /// Files discarded as unreadable or corrupt.
+    pub discarded: usize,
+}
+
+impl StateStore {
+    /// Load every state file in `dir`. Unreadable files are logged and deleted: their replicas
+    /// get one full resync.
+    pub fn open(dir: &Path, max_states: usize) -> (StateStore, LoadReport) {
+        let mut slots = HashMap::new();
+        let mut report = LoadReport::default();
+        let files = persist::list_state_files(dir).unwrap_or_else(|e| {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot list the state directory");
+            Vec::new()
+        });
+        for path in files {
+            match persist::load(&path) {
+                Ok(p) => {
+                    let expected = persist::state_path(dir, &p.own_id);
+                    if expected != path {
+                        tracing::warn!(file = %path.display(), "state file name does not match its content; discarded");
+                        let _ = std::fs::remove_file(&path);
+                        report.discarded += 1;
+                        continue;
+                    }
+                    let file = StateFile::create(dir, &p.own_id, &p.master_id, &p.map).ok();
+                    tracing::info!(own_id = %p.own_id, master_id = %p.master_id,
+                        points = p.map.len(), tip = p.map.tip().0, "restored replica state");
+                    let state = ReplicaState {
+                        own_id: p.own_id.clone(),
+                        master_id: p.master_id,
+                        map: p.map,
+                        table: Arc::new(ExpiryTable::new(Baseline::Unknown)),
+                        table_u: None,
+                        file,
+                    };
+                    slots.insert(
+                        p.own_id,
+                        (Arc::new(tokio::sync::Mutex::new(state)), Instant::now()),
+                    );
+                    report.loaded += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e,
+                        "discarding replica state file; that replica will get one full resync");
+                    let _ = std::fs::remove_file(&path);
+                    report.discarded += 1;
+                }
+            }
+        }
+        (
+            StateStore {
+                dir: dir.to_path_buf(),
+                max_states: max_states.max(1),
+                slots: Mutex::new(slots),
+            },
+            report,
+        )
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Slot, Instant)>> {
+        // A poisoned lock only means another task panicked while holding it; the map itself
+        // is still consistent (every operation on it is a single insert/remove).
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Number of states held.
+    pub fn len(&self) -> usize {
+        self.slots().len()
+    }
+
+    /// Whether no state is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Lock the state of `own_id`, waiting up to `wait` for a previous connection to release
+    /// it.
+    pub async fn claim(&self, own_id: &str, wait: Duration) -> Claim {
+        let slot = {
+            let mut slots = self.slots();
+            match slots.get_mut(own_id) {
+                Some((slot, used)) => {
+                    *used = Instant::now();
+                    slot.clone()
+                }
+                None => return Claim::Unknown,
+            }
+        };
+        match tokio::time::timeout(wait, slot.lock_owned()).await {
+            Ok(guard) => Claim::Claimed(guard),
+            Err(_) => Claim::Busy,
+        }
+    }
+
+    /// Add a new state, already locked by the caller. Evicts the least recently used idle
+    /// states beyond the configured maximum.
+    pub async fn insert(&self, state: ReplicaState) -> OwnedMutexGuard<ReplicaState> {
+        let own_id = state.own_id.clone();
+        let slot: Slot = Arc::new(tokio::sync::Mutex::new(state));
+        // Nobody else has seen the slot yet, so this completes at once.
+        let guard = slot.clone().lock_owned().await;
+        let mut slots = self.slots();
+        slots.insert(own_id, (slot, Instant::now()));
+        while slots.len() > self.max_states {
+            let idle_oldest = slots
+                .iter()
+                .filter(|(_, (s, _))| s.try_lock().is_ok())
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(id, _)| id.clone());
+            let Some(id) = idle_oldest else { break };
+            slots.remove(&id);
+            let _ = std::fs::remove_file(persist::state_path(&self.dir, &id));
+            tracing::info!(own_id = %id, "evicted the least recently used replica state");
+        }
+        guard
+    }
+
+    /// Forget `own_id` and delete its file (the replica moved on to another ID). The caller
+    /// holds the state's lock and passes the guard in.
+    pub fn remove(&self, mut guard: OwnedMutexGuard<ReplicaState>) {
+        let id = guard.own_id.clone();
+        if let Some(file) = guard.file.take() {
+            let _ = file.remove();
+        }
+        self.slots().remove(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(dir: &Path, id: &str) -> ReplicaState {
+        let map = OffsetMap::new(10, 10, 0);
+        ReplicaState {
+            own_id: id.to_string(),
+            master_id: "m".repeat(40),
+            file: StateFile::create(dir, id, &"m".repeat(40), &map).ok(),
+            map,
+            table: Arc::new(ExpiryTable::new(Baseline::NotVolatile)),
+            table_u: Some(10),
+        }
+    }
+
+    #[tokio::test]
+    async fn claim_waits_for_release_and_reload_finds_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, report) = StateStore::open(dir.path(), 8);
+        assert_eq!(report, LoadReport::default());
+        let id = random_repl_id();
+        assert!(persist::is_repl_id(&id));
+        let guard = store.insert(state(dir.path(), &id)).await;
+        assert!(matches!(
+            store.claim(&id, Duration::from_millis(20)).await,
+            Claim::Busy
+        ));
+        drop(guard);
+        let Claim::Claimed(g) = store.claim(&id, Duration::from_millis(20)).await else {
+            panic!("not claimed");
+        };
+        assert_eq!(g.map.tip(), (10, 10, 0));
+        drop(g);
+        assert!(matches!(
+            store.claim("x", Duration::ZERO).await,
+            Claim::Unknown
+        ));
+        let (reloaded, report) = StateStore::open(dir.path(), 8);
+        assert_eq!(report.loaded, 1);
+        let Claim::Claimed(g) = reloaded.claim(&id, Duration::ZERO).await else {
+            panic!("not reloaded");
+        };
+        assert!(!g.table.is_complete());
+        assert_eq!(g.table_u, None);
+        reloaded.remove(g);
+        assert!(reloaded.is_empty());
+        assert!(persist::list_state_files(dir.path()).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn corrupt_files_are_discarded_and_eviction_bounds_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = random_repl_id();
+        std::fs::write(persist::state_path(dir.path(), &id), b"garbage").unwrap();
+        let (store, report) = StateStore::open(dir.path(), 2);
+        assert_eq!(report.discarded, 1);
+        assert!(persist::list_state_files(dir.path()).unwrap().is_empty());
+        for _ in 0..4 {
+            let id = random_repl_id();
+            drop(store.insert(state(dir.path(), &id)).await);
+        }
+        assert_eq!(store.len(), 2);
+        assert_eq!(persist::list_state_files(dir.path()).unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,273 @@
+//! The command stream of one replica link: parse what the master sends after the payload, run
+//! each entry through the rewrite engine, queue the result for the replica and keep the offset
+//! map (U = master bytes consumed, D = replica bytes emitted).
+
+use super::offset_map::OffsetMap;
+use super::outq::OutQueue;
+use super::stats::EntryTally;
+use crate::engine::{self, Emit, Policy, StreamState};
+use crate::resp::{CommandParser, Frame, ParserLimits, ProtocolError};
+use crate::table::ExpiryTable;
+use bytes::BytesMut;
+
+/// An entry the engine flagged as at risk (spec rewrite-rules §3), for logging.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AtRiskEntry {
+    /// DB of the key.
+    pub db: u32,
+    /// The key, lossily decoded for the log.
+    pub key: String,
+    /// The deadline the key had before the entry (ms).
+    pub old_deadline_ms: i64,
+}
+
+/// Per-link stream state; see the module docs.
+#[derive(Debug)]
+pub struct StreamRelay {
+    parser: CommandParser,
+    state: StreamState,
+    /// Upstream offset of the next byte to parse.
+    u: u64,
+    /// Downstream offset of the next byte to emit.
+    d: u64,
+    /// D offset where the current block (an entry, or a whole transaction) started.
+    block_start: u64,
+    /// Whether the current block contains a rewritten entry.
+    block_rewritten: bool,
+}
+
+impl StreamRelay {
+    /// A stream starting at `d`/`u` with `db` selected, outside MULTI.
+    pub fn new(d: u64, u: u64, db: u32) -> Self {
+        StreamRelay {
+            parser: CommandParser::new(ParserLimits::master_stream()),
+            state: StreamState {
+                db,
+                in_multi: false,
+            },
+            u,
+            d,
+            block_start: d,
+            block_rewritten: false,
+        }
+    }
+
+    /// Upstream offset of everything parsed.
+    pub fn upstream_offset(&self) -> u64 {
+        self.u
+    }
+
+    /// Downstream offset of everything emitted.
+    pub fn downstream_offset(&self) -> u64 {
+        self.d
+    }
+
+    /// The engine's stream state (DB, MULTI).
+    pub fn state(&self) -> StreamState {
+        self.state
+    }
+
+    /// Parse every complete entry in `input`, decide it, queue the output and record
+    /// boundaries. `now_ms` is the entries' receive time, used as their exec time. Returns the
+    /// entries flagged at risk whose old deadline is within `risk_horizon_ms` of `now_ms` (a
+    /// replica that lags that much may apply them after the deadline).
+    #[allow(clippy::too_many_arguments)]
+    pub fn process(
+        &mut self,
+        input: &mut BytesMut,
+        now_ms: i64,
+        table: &ExpiryTable,
+        policy: &Policy,
+        map: &mut OffsetMap,
+        out: &mut OutQueue,
+        tally: &mut EntryTally,
+        risk_horizon_ms: i64,
+    ) -> Result<Vec<AtRiskEntry>, ProtocolError> {
+        let mut risks = Vec::new();
+        while let Some(frame) = self.parser.parse(input)? {
+            let entry_start = self.d;
+            let was_in_multi = self.state.in_multi;
+            let raw_len = frame.wire_len() as u64;
+            let mut rewritten = false;
+            match frame {
+                Frame::Command(cmd) | Frame::Inline(cmd) => {
+                    let decision =
+                        engine::rewrite(&cmd.args, now_ms, &mut self.state, table, policy);
+                    tally.count(decision.family, decision.outcome);
+                    if let Some(risk) = decision.at_risk {
+                        if risk.old_deadline_ms <= now_ms.saturating_add(risk_horizon_ms) {
+                            tally.at_risk(decision.family);
+                            risks.push(AtRiskEntry {
+                                db: risk.db,
+                                key: String::from_utf8_lossy(&risk.key).into_owned(),
+                                old_deadline_ms: risk.old_deadline_ms,
+                            });
+                        }
+                    }
+                    match decision.emit {
+                        Emit::Forward => {
+                            out.push_bytes(cmd.raw);
+                            self.d += raw_len;
+                        }
+                        Emit::Replace(cmds) => {
+                            for c in &cmds {
+                                self.d += out.push_command(c) as u64;
+                            }
+                            rewritten = true;
+                        }
+                    }
+                }
+                // Masters send neither inside the stream, but both are harmless to relay.
+                Frame::Newline { raw } | Frame::Empty { raw } => {
+                    out.push_bytes(raw);
+                    self.d += raw_len;
+                }
+            }
+            self.u += raw_len;
+            if !was_in_multi {
+                self.block_start = entry_start;
+                self.block_rewritten = false;
+            }
+            self.block_rewritten |= rewritten;
+            if !self.state.in_multi {
+                map.record_boundary(
+                    self.d,
+                    self.u,
+                    self.state.db,
+                    self.block_start,
+                    self.block_rewritten,
+                );
+            }
+        }
+        Ok(risks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::Baseline;
+
+    fn feed(
+        relay: &mut StreamRelay,
+        bytes: &[u8],
+        now: i64,
+        table: &ExpiryTable,
+        policy: &Policy,
+        map: &mut OffsetMap,
+    ) -> Vec<u8> {
+        let mut input = BytesMut::from(bytes);
+        feed_buf(relay, &mut input, now, table, policy, map)
+    }
+
+    fn feed_buf(
+        relay: &mut StreamRelay,
+        input: &mut BytesMut,
+        now: i64,
+        table: &ExpiryTable,
+        policy: &Policy,
+        map: &mut OffsetMap,
+    ) -> Vec<u8> {
+        let mut out = OutQueue::new();
+        let mut tally = EntryTally::default();
+        relay
+            .process(input, now, table, policy, map, &mut out, &mut tally, 0)
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut v = Vec::new();
+        rt.block_on(out.flush_all(&mut v)).unwrap();
+        v
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        crate::redis_relay::test_fixture(&format!("redis-7.0.15/{name}"))
+    }
+
+    /// With every family off the relay emits the master's bytes exactly, and the map stays the
+    /// identity (points only at SELECTs).
+    #[test]
+    fn families_off_is_byte_identical_on_the_real_stream() {
+        let stream = fixture("propagation-stream.bin");
+        let table = ExpiryTable::new(Baseline::NotVolatile);
+        let policy = Policy {
+            dialect: engine::Dialect::Redis,
+            families: crate::families::FamilySwitches::all_off(),
+        };
+        let mut map = OffsetMap::new(0, 0, 0);
+        let mut relay = StreamRelay::new(0, 0, 0);
+        // Feed in uneven pieces to exercise resumption.
+        let mut out = Vec::new();
+        let mut input = BytesMut::new();
+        for piece in stream.chunks(37) {
+            input.extend_from_slice(piece);
+            let now = 1_795_468_500_000;
+            out.extend(feed_buf(
+                &mut relay, &mut input, now, &table, &policy, &mut map,
+            ));
+        }
+        assert!(input.is_empty());
+        assert_eq!(out, stream);
+        assert_eq!(relay.upstream_offset(), 3940);
+        assert_eq!(relay.downstream_offset(), 3940);
+        for p in map.points() {
+            assert_eq!(p.d, p.u);
+        }
+        assert_eq!(map.floor(3940), Some(3940));
+    }
+
+    #[test]
+    fn rewrite_moves_d_ahead_and_acks_floor() {
+        let table = ExpiryTable::new(Baseline::NotVolatile);
+        let policy = Policy::new(engine::Dialect::Redis);
+        let now = 1_000_000;
+        let mut map = OffsetMap::new(500, 500, 0);
+        let mut relay = StreamRelay::new(500, 500, 0);
+        let set = b"*5\r\n$3\r\nSET\r\n$1\r\nc\r\n$1\r\n5\r\n$4\r\nPXAT\r\n$7\r\n2000000\r\n";
+        let incr = b"*2\r\n$4\r\nINCR\r\n$1\r\nc\r\n";
+        let mut input = set.to_vec();
+        input.extend_from_slice(incr);
+        let out = feed(&mut relay, &input, now, &table, &policy, &mut map);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(text.starts_with(std::str::from_utf8(set).unwrap()));
+        assert!(text.contains("MULTI"), "{text}");
+        assert!(
+            text.contains("PEXPIREAT\r\n$1\r\nc\r\n$7\r\n2000000"),
+            "{text}"
+        );
+        let u_end = 500 + input.len() as u64;
+        let d_end = 500 + out.len() as u64;
+        assert_eq!(relay.upstream_offset(), u_end);
+        assert_eq!(relay.downstream_offset(), d_end);
+        assert_eq!(map.floor(d_end), Some(u_end));
+        // Inside the expansion: the ACK floors to the start of the INCR.
+        let incr_start = 500 + set.len() as u64;
+        assert_eq!(map.floor(d_end - 5), Some(incr_start));
+        assert!(map.exact(d_end - 5).is_none());
+        assert!(map.exact(incr_start).is_some());
+    }
+
+    #[test]
+    fn expiry_stream_fixture_maps_every_ack() {
+        // The real stream with expiry deletes: every D boundary outside MULTI maps back to a U
+        // boundary, and the final boundary maps exactly to the stream's end.
+        let stream = fixture("expiry-stream.bin");
+        let table = ExpiryTable::new(Baseline::NotVolatile);
+        let policy = Policy::new(engine::Dialect::Redis);
+        let mut map = OffsetMap::new(209, 209, 0);
+        let mut relay = StreamRelay::new(209, 209, 0);
+        let out = feed(
+            &mut relay,
+            &stream,
+            1_795_468_000_000,
+            &table,
+            &policy,
+            &mut map,
+        );
+        let end_u = 209 + stream.len() as u64;
+        assert_eq!(relay.upstream_offset(), end_u);
+        assert_eq!(map.floor(209 + out.len() as u64), Some(end_u));
+        assert_eq!(map.exact(209 + out.len() as u64).map(|r| r.u), Some(end_u));
+    }
+}

@@ -9,4 +9,5 @@
 
 pub mod engine;
 pub mod families;
+pub mod pika_relay;
 pub mod table;

@@ -9,5 +9,6 @@
 
 pub mod engine;
 pub mod families;
+pub mod pika;
 pub mod pika_relay;
 pub mod table;

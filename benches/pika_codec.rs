@@ -1,0 +1,151 @@
+//! Cost of the Pika codec on a BinlogSync response of 100 items, against a plain copy of the
+//! same bytes.
+//!
+//! The response is built from the 49 real items of the Pika 3.5.4 fixture binlog, cycled to 100
+//! and laid out with Pika's block writer so offsets and sizes are realistic (about 8 KiB).
+//! Benchmarks, all reported per item (100 items per iteration):
+//! - `memcpy`: copying the frame body (the floor for touching every byte once);
+//! - `decode`: parse the response, every entry, every item header, and read the content;
+//! - `splice_prebuilt`: re-encode the response with every item replaced by an already built
+//!   item (the splicer alone);
+//! - `rewrite`: decode + build a new item with changed content for every entry + splice.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use pika_ttl_proxy::pika::binlog_file::{read_binlog_file, BinlogFileWriter};
+use pika_ttl_proxy::pika::item::BinlogItem;
+use pika_ttl_proxy::pika::messages::{
+    build_binlog_sync_response, replace_binlog_sync_binlogs, InnerResponse, LogicalOffset,
+    NewBinlogSyncEntry, Slot,
+};
+use std::hint::black_box;
+
+const ITEMS: usize = 100;
+
+/// A BinlogSync response body with `ITEMS` real items.
+fn response_with_items() -> Vec<u8> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/pika-3.5.4/session1-master-binlog-write2file0.bin"
+    );
+    let file = std::fs::read(path).expect("fixture binlog");
+    let records = read_binlog_file(&file).expect("fixture binlog parses");
+    let mut writer = BinlogFileWriter::new(0);
+    let mut items = Vec::with_capacity(ITEMS);
+    for lid in 1..=ITEMS as u64 {
+        let record = &records[(lid as usize - 1) % records.len()];
+        let item = BinlogItem::parse(&record.item).expect("fixture item");
+        let at = writer
+            .append_item(item.header.exec_time, 0, lid, item.content)
+            .expect("item fits");
+        let bytes =
+            writer.as_bytes()[at.end as usize - record.item.len()..at.end as usize].to_vec();
+        items.push((at.end, lid, bytes));
+    }
+    let entries: Vec<NewBinlogSyncEntry<'_>> = items
+        .iter()
+        .map(|(end, lid, bytes)| NewBinlogSyncEntry {
+            slot: Slot {
+                db_name: b"db0",
+                slot_id: 0,
+            },
+            binlog_offset: LogicalOffset {
+                filenum: 0,
+                offset: *end,
+                term: 0,
+                index: *lid,
+            },
+            binlog: bytes,
+            session_id: 1,
+        })
+        .collect();
+    build_binlog_sync_response(&entries)
+}
+
+/// Decodes everything a proxy reads; returns a checksum so nothing is optimized away.
+fn decode(body: &[u8]) -> u64 {
+    let resp = InnerResponse::parse(body).expect("valid response");
+    let mut sum = 0u64;
+    for entry in resp.binlog_sync_entries() {
+        let entry = entry.expect("valid entry");
+        let item = entry.item().expect("valid item");
+        sum = sum
+            .wrapping_add(entry.binlog_offset.offset)
+            .wrapping_add(u64::from(item.header.exec_time))
+            .wrapping_add(item.header.logic_id)
+            .wrapping_add(item.content.iter().map(|&b| u64::from(b)).sum::<u64>());
+    }
+    sum
+}
+
+/// The changed content: the original command followed by a 33-byte `expireat` (what the proxy
+/// injects after a key-creating command).
+fn changed_content(content: &[u8]) -> Vec<u8> {
+    const INJECTED: &[u8] = b"*3\r\n$8\r\nexpireat\r\n$2\r\nk1\r\n$10\r\n1795470054\r\n";
+    let mut out = Vec::with_capacity(content.len() + INJECTED.len());
+    out.extend_from_slice(content);
+    out.extend_from_slice(INJECTED);
+    out
+}
+
+fn rewrite(body: &[u8]) -> Vec<u8> {
+    let resp = InnerResponse::parse(body).expect("valid response");
+    let new_items: Vec<Vec<u8>> = resp
+        .binlog_sync_entries()
+        .map(|entry| {
+            let item = entry.expect("valid entry").item().expect("valid item");
+            item.with_content(&changed_content(item.content))
+                .expect("content fits")
+        })
+        .collect();
+    let replacements: Vec<Option<&[u8]>> = new_items.iter().map(|i| Some(&i[..])).collect();
+    replace_binlog_sync_binlogs(body, &replacements).expect("splice")
+}
+
+fn bench(c: &mut Criterion) {
+    let body = response_with_items();
+    assert_eq!(
+        InnerResponse::parse(&body)
+            .expect("valid")
+            .binlog_sync_count(),
+        ITEMS
+    );
+    let prebuilt: Vec<Vec<u8>> = InnerResponse::parse(&body)
+        .expect("valid")
+        .binlog_sync_entries()
+        .map(|e| {
+            let item = e.expect("entry").item().expect("item");
+            item.with_content(&changed_content(item.content))
+                .expect("fits")
+        })
+        .collect();
+    let prebuilt_refs: Vec<Option<&[u8]>> = prebuilt.iter().map(|i| Some(&i[..])).collect();
+    let rewritten = rewrite(&body);
+    eprintln!(
+        "response: {} items, {} bytes; rewritten: {} bytes",
+        ITEMS,
+        body.len(),
+        rewritten.len()
+    );
+
+    let mut group = c.benchmark_group("binlog_sync_100_items");
+    group.throughput(Throughput::Elements(ITEMS as u64));
+    group.bench_function("memcpy", |b| {
+        b.iter(|| black_box(black_box(&body[..]).to_vec()))
+    });
+    group.bench_function("decode", |b| b.iter(|| black_box(decode(black_box(&body)))));
+    group.bench_function("splice_prebuilt", |b| {
+        b.iter(|| {
+            black_box(
+                replace_binlog_sync_binlogs(black_box(&body), black_box(&prebuilt_refs))
+                    .expect("splice"),
+            )
+        })
+    });
+    group.bench_function("rewrite", |b| {
+        b.iter(|| black_box(rewrite(black_box(&body))))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

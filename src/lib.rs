@@ -11,4 +11,5 @@ pub mod engine;
 pub mod families;
 pub mod pika;
 pub mod pika_relay;
+pub mod resp;
 pub mod table;

@@ -9,7 +9,9 @@
 
 pub mod engine;
 pub mod families;
+pub mod model;
 pub mod pika;
 pub mod pika_relay;
+pub mod rdb;
 pub mod resp;
 pub mod table;

@@ -1,17 +1,21 @@
 //! The expiry table: what the proxy knows about each key's absolute expiry.
 //!
 //! Keys are `(db, key)`; values are absolute deadlines in milliseconds since the Unix epoch, or a
-//! marker that the key is known to exist without a TTL (or known to be absent). A key with no
-//! entry means whatever the table's [`Baseline`] says: after a full sync whose snapshot the proxy
-//! scanned, "not volatile"; for a DB known to start empty, "absent"; otherwise "unknown", which is
-//! not the same as "no TTL".
+//! marker that the key is known to exist without a TTL, to be absent, not to be volatile, or to
+//! be unknown. A key with no entry means whatever the table's [`Baseline`] says: after a full
+//! sync whose snapshot the proxy scanned, "not volatile"; for a data set known to start empty,
+//! "absent"; otherwise "unknown", which is not the same as "no TTL".
 //!
-//! The map is a sharded [`DashMap`] so the relay tasks of several replicas and the metrics
-//! reader can use it at once. Each entry is a boxed `db ‖ key` byte string and one `i64`, which
-//! keeps the per-key cost close to the key's own length.
+//! Storage is one sharded [`DashMap`] per DB for the first [`FAST_DBS`] DBs, keyed by the raw
+//! key bytes so a lookup borrows the caller's key and allocates nothing; rarer DBs share one
+//! map keyed by `db ‖ key`. Each entry is a boxed key and one `i64`.
 
 use dashmap::DashMap;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, Ordering};
+
+/// DBs with a map of their own (Redis's default `databases` is 16; Pika uses db0–db7).
+pub const FAST_DBS: usize = 16;
 
 /// What an absent entry means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +43,14 @@ impl Baseline {
             1 => Baseline::NotVolatile,
             2 => Baseline::Absent,
             _ => Baseline::Unknown,
+        }
+    }
+    /// Metric/API label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Baseline::Unknown => "unknown",
+            Baseline::NotVolatile => "not_volatile",
+            Baseline::Absent => "absent",
         }
     }
 }
@@ -76,10 +88,14 @@ fn is_marker(v: i64) -> bool {
     v == PERSISTENT || v == ABSENT || v == NOT_VOLATILE || v == UNKNOWN
 }
 
+type KeyMap = DashMap<Box<[u8]>, i64>;
+
 /// Concurrent `(db, key) → expiry` map with a completeness baseline.
 #[derive(Debug)]
 pub struct ExpiryTable {
-    map: DashMap<Box<[u8]>, i64>,
+    fast: Box<[KeyMap]>,
+    /// DBs ≥ FAST_DBS, keyed by `db (4 bytes BE) ‖ key`.
+    other: KeyMap,
     baseline: AtomicU8,
 }
 
@@ -89,14 +105,14 @@ impl Default for ExpiryTable {
     }
 }
 
-fn table_key(db: u32, key: &[u8]) -> Box<[u8]> {
+fn other_key(db: u32, key: &[u8]) -> Box<[u8]> {
     let mut k = Vec::with_capacity(4 + key.len());
     k.extend_from_slice(&db.to_be_bytes());
     k.extend_from_slice(key);
     k.into_boxed_slice()
 }
 
-fn split_key(k: &[u8]) -> (u32, &[u8]) {
+fn split_other_key(k: &[u8]) -> (u32, &[u8]) {
     let mut db = [0u8; 4];
     db.copy_from_slice(&k[..4]);
     (u32::from_be_bytes(db), &k[4..])
@@ -106,9 +122,54 @@ impl ExpiryTable {
     /// An empty table whose absent entries mean `baseline`.
     pub fn new(baseline: Baseline) -> Self {
         ExpiryTable {
-            map: DashMap::new(),
+            fast: (0..FAST_DBS).map(|_| DashMap::new()).collect(),
+            other: DashMap::new(),
             baseline: AtomicU8::new(baseline.to_u8()),
         }
+    }
+
+    /// The map holding `db` and the key to use in it.
+    fn slot<'k>(&self, db: u32, key: &'k [u8]) -> (&KeyMap, Cow<'k, [u8]>) {
+        match self.fast.get(db as usize) {
+            Some(map) => (map, Cow::Borrowed(key)),
+            None => (&self.other, Cow::Owned(other_key(db, key).into_vec())),
+        }
+    }
+
+    fn get(&self, db: u32, key: &[u8]) -> Option<i64> {
+        let (map, k) = self.slot(db, key);
+        map.get(k.as_ref()).map(|v| *v)
+    }
+
+    fn insert(&self, db: u32, key: &[u8], value: i64) {
+        let (map, k) = self.slot(db, key);
+        map.insert(k.into_owned().into_boxed_slice(), value);
+    }
+
+    fn remove(&self, db: u32, key: &[u8]) -> Option<i64> {
+        let (map, k) = self.slot(db, key);
+        map.remove(k.as_ref()).map(|(_, v)| v)
+    }
+
+    /// Every `(db, key, value)`; used by the rare whole-table operations.
+    fn for_each_db_entry(&self, mut f: impl FnMut(u32, &[u8], i64)) {
+        for (db, map) in self.fast.iter().enumerate() {
+            for e in map.iter() {
+                f(db as u32, e.key(), *e.value());
+            }
+        }
+        for e in self.other.iter() {
+            let (db, key) = split_other_key(e.key());
+            f(db, key, *e.value());
+        }
+    }
+
+    /// Keep only entries for which `keep(db, value)` holds (it may rewrite the value).
+    fn retain(&self, mut keep: impl FnMut(u32, &mut i64) -> bool) {
+        for (db, map) in self.fast.iter().enumerate() {
+            map.retain(|_, v| keep(db as u32, v));
+        }
+        self.other.retain(|k, v| keep(split_other_key(k).0, v));
     }
 
     /// What keys without an entry mean.
@@ -123,7 +184,10 @@ impl ExpiryTable {
 
     /// Forget everything and start over with `baseline` (a full sync begins).
     pub fn reset(&self, baseline: Baseline) {
-        self.map.clear();
+        for map in self.fast.iter() {
+            map.clear();
+        }
+        self.other.clear();
         self.baseline.store(baseline.to_u8(), Ordering::Release);
     }
 
@@ -132,20 +196,19 @@ impl ExpiryTable {
         self.baseline.store(baseline.to_u8(), Ordering::Release);
     }
 
-    /// Number of entries (volatile keys plus existence markers).
+    /// Number of entries (volatile keys plus markers).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.fast.iter().map(|m| m.len()).sum::<usize>() + self.other.len()
     }
 
     /// True when the table holds no entry.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 
     /// What is known about `key` in `db` at `now_ms`.
     pub fn lookup(&self, db: u32, key: &[u8], now_ms: i64) -> KeyKnowledge {
-        let k = table_key(db, key);
-        match self.map.get(&k).map(|v| *v) {
+        match self.get(db, key) {
             Some(PERSISTENT) => KeyKnowledge::Persistent,
             Some(ABSENT) => KeyKnowledge::Absent,
             Some(NOT_VOLATILE) => KeyKnowledge::NotVolatile,
@@ -163,11 +226,11 @@ impl ExpiryTable {
     /// The key has a TTL ending at `deadline_ms`.
     pub fn set_deadline(&self, db: u32, key: &[u8], deadline_ms: i64) {
         // Deadlines ≤ 0 mean "delete" on every server; keep the markers out of the deadline range.
-        let deadline = deadline_ms.max(UNKNOWN + 1);
-        self.map.insert(table_key(db, key), deadline);
+        self.insert(db, key, deadline_ms.max(UNKNOWN + 1));
     }
 
-    /// Store a marker, or drop the entry when the baseline already implies it.
+    /// Store a marker, or drop the entry when the baseline already implies it. Nothing is
+    /// written when the entry already says the same (the common pass-through case).
     fn put_marker(&self, db: u32, key: &[u8], marker: i64, track_existence: bool) {
         let base = self.baseline();
         let marker = if !track_existence
@@ -179,15 +242,17 @@ impl ExpiryTable {
             marker
         };
         let implied = match base {
-            Baseline::Absent => Some(ABSENT),
-            Baseline::NotVolatile => Some(NOT_VOLATILE),
-            Baseline::Unknown => Some(UNKNOWN),
+            Baseline::Absent => ABSENT,
+            Baseline::NotVolatile => NOT_VOLATILE,
+            Baseline::Unknown => UNKNOWN,
         };
-        let k = table_key(db, key);
-        if implied == Some(marker) {
-            self.map.remove(&k);
-        } else {
-            self.map.insert(k, marker);
+        let current = self.get(db, key);
+        if implied == marker {
+            if current.is_some() {
+                self.remove(db, key);
+            }
+        } else if current != Some(marker) {
+            self.insert(db, key, marker);
         }
     }
 
@@ -213,11 +278,6 @@ impl ExpiryTable {
         self.put_marker(db, key, NOT_VOLATILE, false);
     }
 
-    /// The raw entry, for moves between keys.
-    fn take(&self, db: u32, key: &[u8]) -> Option<i64> {
-        self.map.remove(&table_key(db, key)).map(|(_, v)| v)
-    }
-
     /// RENAME src dst: dst takes src's TTL state; src is gone.
     pub fn rename(&self, db: u32, src: &[u8], dst: &[u8], track_existence: bool) {
         self.move_between(db, src, db, dst, track_existence, true);
@@ -234,20 +294,18 @@ impl ExpiryTable {
         remove_source: bool,
     ) {
         let state = if remove_source {
-            self.take(src_db, src)
+            self.remove(src_db, src)
         } else {
-            self.map.get(&table_key(src_db, src)).map(|v| *v)
+            self.get(src_db, src)
         };
         if remove_source {
             self.mark_absent(src_db, src, track_existence);
         }
         match state {
-            Some(v) => {
-                self.map.insert(table_key(dst_db, dst), v);
-            }
+            Some(v) => self.insert(dst_db, dst, v),
             // No entry: dst becomes whatever the baseline says the source was.
             None => {
-                self.map.remove(&table_key(dst_db, dst));
+                self.remove(dst_db, dst);
             }
         }
     }
@@ -257,42 +315,37 @@ impl ExpiryTable {
         if a == b {
             return;
         }
-        let moved: Vec<(Box<[u8]>, i64)> = self
-            .map
-            .iter()
-            .filter_map(|e| {
-                let (db, key) = split_key(e.key());
-                let to = if db == a {
-                    b
-                } else if db == b {
-                    a
-                } else {
-                    return None;
-                };
-                Some((table_key(to, key), *e.value()))
-            })
-            .collect();
-        self.map.retain(|k, _| {
-            let (db, _) = split_key(k);
-            db != a && db != b
+        let mut moved: Vec<(u32, Vec<u8>, i64)> = Vec::new();
+        self.for_each_db_entry(|db, key, v| {
+            if db == a {
+                moved.push((b, key.to_vec(), v));
+            } else if db == b {
+                moved.push((a, key.to_vec(), v));
+            }
         });
-        for (k, v) in moved {
-            self.map.insert(k, v);
+        self.flush_db(a);
+        self.flush_db(b);
+        for (db, key, v) in moved {
+            self.insert(db, &key, v);
         }
     }
 
     /// FLUSHDB on `db`.
     pub fn flush_db(&self, db: u32) {
-        self.map.retain(|k, _| split_key(k).0 != db);
+        match self.fast.get(db as usize) {
+            Some(map) => map.clear(),
+            None => self.other.retain(|k, _| split_other_key(k).0 != db),
+        }
     }
 
     /// FLUSHALL: every key is gone, so existence is known again.
     pub fn flush_all(&self) {
-        self.map.clear();
-        if self.baseline() != Baseline::Unknown {
-            self.baseline
-                .store(Baseline::Absent.to_u8(), Ordering::Release);
-        }
+        let complete = self.is_complete();
+        self.reset(if complete {
+            Baseline::Absent
+        } else {
+            self.baseline()
+        });
     }
 
     /// Drop deadlines at or before `now_ms` (those keys are gone on the master). Returns how
@@ -300,7 +353,7 @@ impl ExpiryTable {
     pub fn prune(&self, now_ms: i64) -> usize {
         let keep_absent_marker = self.baseline() == Baseline::Unknown;
         let mut pruned = 0;
-        self.map.retain(|_, v| {
+        self.retain(|_, v| {
             if is_marker(*v) || *v > now_ms {
                 return true;
             }
@@ -317,19 +370,24 @@ impl ExpiryTable {
 
     /// Number of entries holding a deadline.
     pub fn volatile_len(&self) -> usize {
-        self.map.iter().filter(|e| !is_marker(*e.value())).count()
+        let mut n = 0;
+        self.for_each_db_entry(|_, _, v| {
+            if !is_marker(v) {
+                n += 1;
+            }
+        });
+        n
     }
 
     /// Every `(db, key, deadline)` with a deadline, for persistence and diagnostics.
     pub fn volatile_entries(&self) -> Vec<(u32, Vec<u8>, i64)> {
-        self.map
-            .iter()
-            .filter(|e| !is_marker(*e.value()))
-            .map(|e| {
-                let (db, key) = split_key(e.key());
-                (db, key.to_vec(), *e.value())
-            })
-            .collect()
+        let mut out = Vec::new();
+        self.for_each_db_entry(|db, key, v| {
+            if !is_marker(v) {
+                out.push((db, key.to_vec(), v));
+            }
+        });
+        out
     }
 }
 
@@ -372,6 +430,20 @@ mod tests {
         u.set_deadline(0, b"k", 50);
         u.mark_persistent(0, b"k", false);
         assert_eq!(u.lookup(0, b"k", 0), KeyKnowledge::NotVolatile);
+    }
+
+    #[test]
+    fn high_dbs_use_the_shared_map() {
+        let t = ExpiryTable::new(Baseline::NotVolatile);
+        t.set_deadline(40, b"k", 500);
+        t.set_deadline(0, b"k", 600);
+        assert_eq!(t.lookup(40, b"k", 0), KeyKnowledge::Volatile(500));
+        t.swap_db(40, 1);
+        assert_eq!(t.lookup(1, b"k", 0), KeyKnowledge::Volatile(500));
+        assert_eq!(t.lookup(40, b"k", 0), KeyKnowledge::NotVolatile);
+        t.swap_db(1, 41);
+        t.flush_db(41);
+        assert_eq!(t.volatile_entries(), vec![(0, b"k".to_vec(), 600)]);
     }
 
     #[test]

@@ -141,6 +141,11 @@ fn lit(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
 }
 
+/// `ms` rounded down to a whole second (Pika's precision), saturating at the extremes.
+fn floor_to_second(ms: i64) -> i64 {
+    ms.saturating_sub(ms.rem_euclid(1000))
+}
+
 /// Whole seconds of a ms deadline (Pika deadlines are whole seconds).
 fn secs_floor(ms: i64) -> i64 {
     ms.div_euclid(1000)
@@ -153,8 +158,15 @@ impl<'a> Cx<'a> {
 
     /// Knowledge of `key` at the master's exec time; an expired deadline is dropped from the
     /// table (rule 1) and reported as absent, with `was_expired` set.
+    ///
+    /// Redis masters delete expired keys themselves and propagate the DEL before any command that
+    /// finds a key expired, and the Redis exec time is only the proxy's receive time: there a
+    /// past deadline still means "alive until the master's DEL arrives".
     fn know(&self, key: &[u8]) -> (KeyKnowledge, bool) {
         match self.table.lookup(self.db, key, self.now) {
+            KeyKnowledge::Expired(deadline) if !self.pika() => {
+                (KeyKnowledge::Volatile(deadline), false)
+            }
             KeyKnowledge::Expired(_) => {
                 self.table.mark_absent(self.db, key, self.track);
                 (KeyKnowledge::Absent, true)
@@ -268,7 +280,7 @@ impl<'a> Cx<'a> {
     }
 
     fn apply(&mut self, cmd: Cmd, state: &mut StreamState) -> Proposal {
-        if !cmd.arity_ok(self.args.len()) {
+        if !crate::engine::command::arity_ok(&self.args[0], self.args.len()) {
             return Proposal::malformed(cmd.family());
         }
         match cmd {
@@ -445,11 +457,7 @@ impl<'a> Cx<'a> {
             SetTtl::Keep => old,
             SetTtl::Relative(ms) => {
                 // Pika truncates PX to whole seconds and its exec time is whole seconds.
-                let ms = if self.pika() {
-                    ms - ms.rem_euclid(1000)
-                } else {
-                    ms
-                };
+                let ms = if self.pika() { floor_to_second(ms) } else { ms };
                 Some(self.now.saturating_add(ms))
             }
             SetTtl::Absolute(ms) => Some(ms),
@@ -705,7 +713,7 @@ impl<'a> Cx<'a> {
         };
         let (known, _) = self.know(&key);
         let ttl_ms = if self.pika() {
-            ttl_ms - ttl_ms.rem_euclid(1000)
+            floor_to_second(ttl_ms)
         } else {
             ttl_ms
         };
@@ -736,7 +744,7 @@ impl<'a> Cx<'a> {
         let (known, _) = self.know(&key);
         let deadline = at.saturating_mul(unit);
         let deadline = if self.pika() {
-            deadline - deadline.rem_euclid(1000)
+            floor_to_second(deadline)
         } else {
             deadline
         };

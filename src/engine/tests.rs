@@ -88,7 +88,13 @@ fn seed_scenario_redis_wraps_in_multi_unless_inside_one() {
         ["incr key1", "PEXPIREAT key1 1795469994000"]
     );
     s.run("EXEC", T0 + 1000);
-    // Redis masters send DEL for expired keys themselves: no DEL prefix here.
+    // Redis masters decide expiry and send DEL themselves: an INCR that arrives after the
+    // deadline without a DEL ran on a live key (the receive time is not the master's clock).
+    assert_eq!(
+        s.emitted("INCR key1", T0 + 20_000),
+        ["MULTI", "INCR key1", "PEXPIREAT key1 1795469994000", "EXEC"]
+    );
+    s.run("DEL key1", T0 + 20_000);
     assert_eq!(s.emitted("INCR key1", T0 + 20_000), ["INCR key1"]);
 }
 

@@ -6,7 +6,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,11 +19,7 @@ use support::pika_peer::net::{free_base_port, wait_until, FramedConn, PATIENCE};
 use tokio::net::TcpListener;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let root = std::env::var_os("PIKA_TTL_PROXY_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/fixtures"));
-    let path = root.join("pika-3.5.4").join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    support::fixture(&format!("pika-3.5.4/{name}"))
 }
 
 fn frames(name: &str) -> Vec<Bytes> {
@@ -108,13 +103,18 @@ async fn fake_master_answers_the_captured_replica_like_pika() {
         "{disconnects:?}"
     );
     assert!(
-        wait_until(PATIENCE, || master.count(|e| matches!(e, MasterEvent::Ack { .. })) == 16 + 10)
-            .await,
+        wait_until(PATIENCE, || master
+            .count(|e| matches!(e, MasterEvent::Ack { .. }))
+            == 16 + 10)
+        .await,
         "{:?}",
         master.events()
     );
     // The binlog the fake master wrote is the real master's file, byte for byte.
-    assert_eq!(master.binlog(), fixture("session1-master-binlog-write2file0.bin"));
+    assert_eq!(
+        master.binlog(),
+        fixture("session1-master-binlog-write2file0.bin")
+    );
     assert_eq!(master.items().len(), 49);
     let file = fixture("session1-master-binlog-write2file0.bin");
     let records = read_binlog_file(&file).unwrap();
@@ -143,7 +143,10 @@ async fn replay_connection_with_appends(
     conn.send(&r2m[handshake]).await.unwrap();
     if fresh {
         // Idle after first_send: the master sends a keepalive, byte-identical to Pika's.
-        let ka = tokio::time::timeout(PATIENCE, conn.recv()).await.unwrap().unwrap();
+        let ka = tokio::time::timeout(PATIENCE, conn.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(is_keepalive(&ka));
         let captured_ka = m2r.iter().find(|f| is_keepalive(f)).unwrap();
         assert_eq!(ka, *captured_ka);
@@ -199,7 +202,9 @@ async fn fake_replica_answers_the_captured_master_like_pika() {
             drop(s);
         }
     });
-    let rsync = TcpListener::bind(("127.0.0.1", port + 10001)).await.unwrap();
+    let rsync = TcpListener::bind(("127.0.0.1", port + 10001))
+        .await
+        .unwrap();
     let (meta, info) = (rsync_m2r[0].clone(), rsync_m2r[3].clone());
     tokio::spawn(async move {
         while let Ok((s, _)) = rsync.accept().await {
@@ -250,7 +255,11 @@ async fn fake_replica_answers_the_captured_master_like_pika() {
         let exec = if lid_first >= 16 { late } else { items[0].1 };
         replica.set_clock_ms(i64::from(exec) * 1000);
         conn.send(g).await.unwrap();
-        assert_eq!(&next(&mut conn).await, ack, "ack for the response starting at lid {lid_first}");
+        assert_eq!(
+            &next(&mut conn).await,
+            ack,
+            "ack for the response starting at lid {lid_first}"
+        );
     }
     // Connection 2 after a restart: MetaSync, TrySync at the replica's own (0,1542).
     replica.reconnect();
@@ -258,7 +267,11 @@ async fn fake_replica_answers_the_captured_master_like_pika() {
     let mut conn = FramedConn::new(s);
     assert_eq!(next(&mut conn).await, r2[0]);
     conn.send(&m2[0]).await.unwrap();
-    assert_eq!(next(&mut conn).await, r2[1], "TrySync at the replica's own position");
+    assert_eq!(
+        next(&mut conn).await,
+        r2[1],
+        "TrySync at the replica's own position"
+    );
     conn.send(&m2[1]).await.unwrap();
     assert_eq!(next(&mut conn).await, r2[2], "first_send");
     let (groups, acks) = items_and_acks(&m2, &r2);
@@ -268,9 +281,15 @@ async fn fake_replica_answers_the_captured_master_like_pika() {
         assert_eq!(&next(&mut conn).await, ack);
     }
     assert!(replica.errors().is_empty(), "{:?}", replica.errors());
-    assert_eq!(replica.count(|e| matches!(e, ReplicaEvent::DbSync { .. })), 1);
+    assert_eq!(
+        replica.count(|e| matches!(e, ReplicaEvent::DbSync { .. })),
+        1
+    );
     // Its own binlog is the real replica's file, byte for byte (including the late apply time
     // of lids 16–19 in both the item header and the record header).
-    assert_eq!(replica.binlog(), fixture("session1-replica-binlog-write2file0.bin"));
+    assert_eq!(
+        replica.binlog(),
+        fixture("session1-replica-binlog-write2file0.bin")
+    );
     replica.stop();
 }

@@ -108,7 +108,8 @@ impl Rig {
     fn no_window_mismatch(&self) {
         let d = self.master.disconnects();
         assert!(
-            d.iter().all(|r| !r.contains("window") && !r.contains("first_send")),
+            d.iter()
+                .all(|r| !r.contains("window") && !r.contains("first_send")),
             "{d:?}\nrelay log:\n{}",
             self.proxy.log()
         );
@@ -120,7 +121,8 @@ impl Rig {
     }
 
     fn master_full_syncs(&self) -> usize {
-        self.master.count(|e| matches!(e, MasterEvent::DbSync { .. }))
+        self.master
+            .count(|e| matches!(e, MasterEvent::DbSync { .. }))
     }
 
     fn map_path(&self) -> std::path::PathBuf {
@@ -184,7 +186,10 @@ async fn seed_scenario_converges_with_rewriting_on() {
     // so its offsets differ, and every ack still matched the master's window.
     assert_ne!(rig.replica.position(), rig.master.producer());
     rig.no_window_mismatch();
-    assert!(rig.proxy.log().contains("first rewritten item since the last full sync"));
+    assert!(rig
+        .proxy
+        .log()
+        .contains("first rewritten item since the last full sync"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +275,9 @@ async fn acks_translate_and_a_reconnect_resumes_incrementally() {
     assert!(rig.master.max_outstanding() > 1);
     rig.no_window_mismatch();
     assert_ne!(rig.replica.position(), rig.master.producer());
-    let resumes_before = rig.master.count(|e| matches!(e, MasterEvent::TrySync { reply: 1, .. }));
+    let resumes_before = rig
+        .master
+        .count(|e| matches!(e, MasterEvent::TrySync { reply: 1, .. }));
 
     // The replica reconnects and TrySyncs at its own position; the relay sends the master's.
     let replica_at = rig.replica.position();
@@ -356,7 +363,11 @@ async fn a_corrupt_or_missing_map_forces_exactly_one_full_sync() {
     bytes[last] ^= 0x55;
     std::fs::write(&path, &bytes).unwrap();
     tokio::task::block_in_place(|| rig.proxy.restart());
-    assert!(wait_until(PATIENCE, || rig.replica_full_syncs() == 2 && rig.replica.is_streaming()).await);
+    assert!(
+        wait_until(PATIENCE, || rig.replica_full_syncs() == 2
+            && rig.replica.is_streaming())
+        .await
+    );
     assert_eq!(purged(&rig), 1);
     assert!(rig.proxy.log().contains("the offset map is corrupt"));
     rig.master.exec(&["INCR", "a"]);
@@ -366,7 +377,11 @@ async fn a_corrupt_or_missing_map_forces_exactly_one_full_sync() {
     tokio::task::block_in_place(|| rig.proxy.kill9());
     std::fs::remove_file(&path).unwrap();
     tokio::task::block_in_place(|| rig.proxy.restart());
-    assert!(wait_until(PATIENCE, || rig.replica_full_syncs() == 3 && rig.replica.is_streaming()).await);
+    assert!(
+        wait_until(PATIENCE, || rig.replica_full_syncs() == 3
+            && rig.replica.is_streaming())
+        .await
+    );
     assert_eq!(purged(&rig), 2);
 
     // After the full sync the map is the identity again: a plain reconnect resumes.
@@ -391,14 +406,24 @@ async fn malformed_frames_close_one_link_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = start_proxy(master.port, dir.path(), &[]).await;
     let repl = SocketAddr::from(([127, 0, 0, 1], proxy.port + 2000));
-    for garbage in [&[0u8, 0, 0, 3, 0xff, 0xff, 0xff][..], &[0xff, 0xff, 0xff, 0xff, 1][..]] {
+    for garbage in [
+        &[0u8, 0, 0, 3, 0xff, 0xff, 0xff][..],
+        &[0xff, 0xff, 0xff, 0xff, 1][..],
+    ] {
         let mut s = TcpStream::connect(repl).await.unwrap();
         s.write_all(garbage).await.unwrap();
         let mut buf = [0u8; 16];
-        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf)).await.unwrap();
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+            .await
+            .unwrap();
         assert!(matches!(n, Ok(0) | Err(_)), "the relay closed the link");
     }
-    assert!(wait_until(PATIENCE, || proxy.log().contains("malformed frame from the replica")).await);
+    assert!(
+        wait_until(PATIENCE, || proxy
+            .log()
+            .contains("malformed frame from the replica"))
+        .await
+    );
     assert!(proxy.log().contains("malformed message from the replica"));
     // The relay still serves a well-behaved replica.
     let replica = FakeReplica::start(proxy.port, REPLICA_PORT, T0);
@@ -427,12 +452,22 @@ async fn malformed_frames_close_one_link_and_nothing_else() {
     c.send(&wire::meta_sync_request("127.0.0.1", REPLICA_PORT))
         .await
         .unwrap();
-    assert!(tokio::time::timeout(PATIENCE, c.recv()).await.unwrap().is_none());
-    assert!(wait_until(PATIENCE, || proxy2.log().contains("malformed message from the master")).await);
+    assert!(tokio::time::timeout(PATIENCE, c.recv())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        wait_until(PATIENCE, || proxy2
+            .log()
+            .contains("malformed message from the master"))
+        .await
+    );
     assert!(!proxy2.log().contains("panicked"));
     assert!(!proxy.log().contains("panicked"));
     // Still alive: another connection is accepted and relayed.
-    assert!(TcpStream::connect(("127.0.0.1", proxy2.port + 2000)).await.is_ok());
+    assert!(TcpStream::connect(("127.0.0.1", proxy2.port + 2000))
+        .await
+        .is_ok());
     tokio::task::block_in_place(|| proxy2.kill9());
 }
 
@@ -457,11 +492,8 @@ fn rsync_key(body: &[u8], response: bool) -> (i32, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsync_passthrough_is_byte_exact() {
-    let root = std::env::var_os("PIKA_TTL_PROXY_FIXTURES")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/work/shared/fixtures".into());
-    let req_bytes = std::fs::read(root.join("pika-3.5.4/session1-rsync-replica-to-master.bin")).unwrap();
-    let resp_bytes = std::fs::read(root.join("pika-3.5.4/session1-rsync-master-to-replica.bin")).unwrap();
+    let req_bytes = support::fixture("pika-3.5.4/session1-rsync-replica-to-master.bin");
+    let resp_bytes = support::fixture("pika-3.5.4/session1-rsync-master-to-replica.bin");
     let requests = FrameCodec::new().decode_all(&req_bytes).unwrap();
     let responses = FrameCodec::new().decode_all(&resp_bytes).unwrap();
     assert_eq!((requests.len(), responses.len()), (17, 17));
@@ -469,7 +501,9 @@ async fn rsync_passthrough_is_byte_exact() {
     // A fake rsync server that sends each captured response once the request it answers has
     // arrived (the captured order, which is not the request order), in odd-sized chunks.
     let base = free_base_port();
-    let listener = TcpListener::bind(("127.0.0.1", base + 10001)).await.unwrap();
+    let listener = TcpListener::bind(("127.0.0.1", base + 10001))
+        .await
+        .unwrap();
     let (got_tx, got_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
     let resp_frames = responses.clone();
     let resp_raw = resp_bytes.clone();
@@ -516,7 +550,9 @@ async fn rsync_passthrough_is_byte_exact() {
 
     let dir = tempfile::tempdir().unwrap();
     let proxy = start_proxy(base, dir.path(), &[]).await;
-    let client = TcpStream::connect(("127.0.0.1", proxy.port + 10001)).await.unwrap();
+    let client = TcpStream::connect(("127.0.0.1", proxy.port + 10001))
+        .await
+        .unwrap();
     let (mut rd, mut wr) = client.into_split();
     let receiver = tokio::spawn(async move {
         let mut all = Vec::new();
@@ -529,14 +565,25 @@ async fn rsync_passthrough_is_byte_exact() {
         wr.write_all(&req_bytes[at..at + len]).await.unwrap();
         at += len;
     }
-    let received = tokio::time::timeout(PATIENCE, receiver).await.unwrap().unwrap();
+    let received = tokio::time::timeout(PATIENCE, receiver)
+        .await
+        .unwrap()
+        .unwrap();
     wr.shutdown().await.unwrap();
     assert_eq!(received.len(), resp_bytes.len());
     assert!(received == resp_bytes, "master → replica bytes changed");
-    let server_got = tokio::time::timeout(PATIENCE, got_rx).await.unwrap().unwrap();
+    let server_got = tokio::time::timeout(PATIENCE, got_rx)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(server_got == req_bytes, "replica → master bytes changed");
     // The tap read the snapshot position from the `info` file on the way.
-    assert!(wait_until(PATIENCE, || proxy.log().contains("full-sync snapshot position seen")).await);
+    assert!(
+        wait_until(PATIENCE, || proxy
+            .log()
+            .contains("full-sync snapshot position seen"))
+        .await
+    );
     assert!(proxy.log().contains("position=0/0"));
 }
 
@@ -554,12 +601,20 @@ async fn warm_up_learns_old_ttls_and_leaves_raced_keys_unknown() {
     assert!(wait_until(PATIENCE, || replica.is_streaming()).await);
     // The scan has looked everything up and waits for its closing INFO; meanwhile the stream
     // changes `raced`.
-    assert!(wait_until(PATIENCE, || master.info_calls() >= 2).await, "{}", proxy.log());
+    assert!(
+        wait_until(PATIENCE, || master.info_calls() >= 2).await,
+        "{}",
+        proxy.log()
+    );
     master.set_clock_ms(T0 + 1000);
     master.exec(&["EXPIRE", "raced", "500"]);
     assert!(wait_until(PATIENCE, || replica.applied_items() >= 1).await);
     master.release_info();
-    assert!(wait_until(PATIENCE, || proxy.log().contains("warm-up merged")).await, "{}", proxy.log());
+    assert!(
+        wait_until(PATIENCE, || proxy.log().contains("warm-up merged")).await,
+        "{}",
+        proxy.log()
+    );
     let merged_line = proxy
         .log()
         .lines()
@@ -576,15 +631,24 @@ async fn warm_up_learns_old_ttls_and_leaves_raced_keys_unknown() {
     assert!(wait_until(PATIENCE, || replica.applied_items() >= 3).await);
     let at = T0 + 2000;
     let get = |state: pika_ttl_proxy::model::State, k: &str| {
-        state.keys.get(&(0, Bytes::copy_from_slice(k.as_bytes()))).cloned()
+        state
+            .keys
+            .get(&(0, Bytes::copy_from_slice(k.as_bytes())))
+            .cloned()
     };
     // `old` was known from the scan: the INCR carried its deadline (the fake full sync moved no
     // data, so the replica's value differs; the deadline is what the rewrite fixes).
     let master_old = get(master.state_at(at), "old").unwrap();
     assert_eq!(master_old.deadline_ms, Some(T0 + 100_000));
-    assert_eq!(get(replica.state_at(at), "old").unwrap().deadline_ms, master_old.deadline_ms);
+    assert_eq!(
+        get(replica.state_at(at), "old").unwrap().deadline_ms,
+        master_old.deadline_ms
+    );
     // `raced` changed while the scan ran: unknown, so its INCR went through unchanged.
-    assert_eq!(get(replica.state_at(at), "raced").unwrap().deadline_ms, None);
+    assert_eq!(
+        get(replica.state_at(at), "raced").unwrap().deadline_ms,
+        None
+    );
     assert_eq!(
         get(master.state_at(at), "raced").unwrap().deadline_ms,
         Some(T0 + 1000 + 500_000)
@@ -613,8 +677,12 @@ async fn lag_and_link_status_are_reported_in_process() {
     let cancel = CancellationToken::new();
     let server = tokio::spawn(serve(cfg, shared.clone(), cancel.clone()));
     assert!(
-        wait_until(PATIENCE, || std::net::TcpStream::connect(("127.0.0.1", port + 10001)).is_ok())
-            .await
+        wait_until(PATIENCE, || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port + 10001
+        ))
+        .is_ok())
+        .await
     );
     let replica = FakeReplica::start(port, REPLICA_PORT, clock);
     assert!(wait_until(PATIENCE, || replica.is_streaming()).await);
@@ -625,21 +693,27 @@ async fn lag_and_link_status_are_reported_in_process() {
             .first()
             .and_then(|l| l.dbs.first().cloned())
     };
-    assert!(wait_until(PATIENCE, || db(&shared).is_some_and(|d| d.phase == "streaming")).await);
+    assert!(
+        wait_until(PATIENCE, || db(&shared)
+            .is_some_and(|d| d.phase == "streaming"))
+        .await
+    );
     master.exec(&["SETEX", "x", "100", "1"]);
     master.exec(&["INCR", "x"]);
     assert!(wait_until(PATIENCE, || replica.applied_items() >= 2).await);
     let acked = master.items()[1].end;
     assert!(
-        wait_until(PATIENCE, || db(&shared).is_some_and(|d| d.acked_master == format!("0/{acked}")))
-            .await
+        wait_until(PATIENCE, || db(&shared)
+            .is_some_and(|d| d.acked_master == format!("0/{acked}")))
+        .await
     );
     replica.pause();
     master.exec(&["INCR", "x"]);
     let producer = master.producer();
     assert!(
-        wait_until(PATIENCE, || db(&shared).is_some_and(|d| d.master_latest == producer.to_string()))
-            .await
+        wait_until(PATIENCE, || db(&shared)
+            .is_some_and(|d| d.master_latest == producer.to_string()))
+        .await
     );
     let lagging = db(&shared).unwrap();
     assert_eq!(lagging.lag_bytes, producer.offset - acked);
@@ -650,11 +724,16 @@ async fn lag_and_link_status_are_reported_in_process() {
     assert!(status[0].upstream_up);
     replica.resume();
     assert!(
-        wait_until(PATIENCE, || db(&shared).is_some_and(|d| d.lag_bytes == 0 && d.lag_seconds == 0.0))
-            .await
+        wait_until(PATIENCE, || db(&shared)
+            .is_some_and(|d| d.lag_bytes == 0 && d.lag_seconds == 0.0))
+        .await
     );
     assert_eq!(db(&shared).unwrap().offset_map, "pairs");
     cancel.cancel();
-    tokio::time::timeout(PATIENCE, server).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(PATIENCE, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     replica.stop();
 }

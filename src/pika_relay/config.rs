@@ -100,11 +100,15 @@ mod tests {
     fn derived_ports() {
         let a: SocketAddr = "127.0.0.1:9221".parse().unwrap();
         assert_eq!(
-            PikaRelayConfig::shifted(a, REPLICATION_PORT_OFFSET).unwrap().port(),
+            PikaRelayConfig::shifted(a, REPLICATION_PORT_OFFSET)
+                .unwrap()
+                .port(),
             11221
         );
         assert_eq!(
-            PikaRelayConfig::shifted(a, RSYNC_PORT_OFFSET).unwrap().port(),
+            PikaRelayConfig::shifted(a, RSYNC_PORT_OFFSET)
+                .unwrap()
+                .port(),
             19222
         );
         let high: SocketAddr = "127.0.0.1:60000".parse().unwrap();

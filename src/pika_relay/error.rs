@@ -130,7 +130,12 @@ impl fmt::Display for LinkError {
             LinkError::Protocol(s, m) => write!(f, "protocol violation by the {}: {m}", s.name()),
             LinkError::Persist(e) => write!(f, "cannot persist the offset map: {e}"),
             LinkError::Timeout(s, d) => {
-                write!(f, "nothing received from the {} for {} s", s.name(), d.as_secs())
+                write!(
+                    f,
+                    "nothing received from the {} for {} s",
+                    s.name(),
+                    d.as_secs()
+                )
             }
         }
     }

@@ -149,7 +149,10 @@ mod tests {
                 expected: BinlogPosition::new(0, 1136)
             })
         );
-        assert_eq!(q.ack(BinlogPosition::new(0, 1136)).unwrap().last_end.offset, 1229);
+        assert_eq!(
+            q.ack(BinlogPosition::new(0, 1136)).unwrap().last_end.offset,
+            1229
+        );
         assert_eq!(q.ack(BinlogPosition::new(0, 1293)).unwrap().items, 2);
         assert!(q.is_empty());
         assert!(matches!(

@@ -147,7 +147,7 @@ pub fn parse(data: &[u8]) -> Loaded {
         let mut len_bytes = [0u8; 4];
         len_bytes.copy_from_slice(&rest[pos..pos + 4]);
         let len = u32::from_le_bytes(len_bytes) as usize;
-        if len < PAYLOAD_FIXED_LEN || len > PAYLOAD_FIXED_LEN + MAX_PAIRS * PAIR_LEN {
+        if !(PAYLOAD_FIXED_LEN..=PAYLOAD_FIXED_LEN + MAX_PAIRS * PAIR_LEN).contains(&len) {
             return Loaded::Corrupt(format!("record at byte {} has length {len}", pos + 8));
         }
         if left < RECORD_HEADER_LEN + len {

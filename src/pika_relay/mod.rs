@@ -55,8 +55,9 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Relay
 }
 
 fn shifted(addr: SocketAddr, delta: u16, what: &str) -> Result<SocketAddr, RelayError> {
-    PikaRelayConfig::shifted(addr, delta)
-        .ok_or_else(|| RelayError::Config(format!("{what} port {}+{delta} exceeds 65535", addr.port())))
+    PikaRelayConfig::shifted(addr, delta).ok_or_else(|| {
+        RelayError::Config(format!("{what} port {}+{delta} exceeds 65535", addr.port()))
+    })
 }
 
 /// Runs the relay until `shutdown` is cancelled.
@@ -135,7 +136,7 @@ fn accepted_or_log(
 }
 
 /// A tap that records the snapshot position of every `info` file sent to `peer`.
-fn snapshot_tap(shared: PikaRelayShared, peer: SocketAddr) -> Box<dyn FnMut(&[u8]) + Send> {
+fn snapshot_tap(shared: PikaRelayShared, peer: SocketAddr) -> passthrough::Tap {
     let mut tap = RsyncTap::default();
     Box::new(move |chunk: &[u8]| {
         let found = tap.feed(chunk);

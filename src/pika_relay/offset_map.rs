@@ -143,6 +143,12 @@ mod tests {
         assert_eq!(m.points(), 1);
         assert_eq!(m.translate(pos(1030)), None);
         let m = m.resumed_at(pos(1300), pos(1229));
-        assert_eq!(m, MapState::Pairs(vec![Pair { replica: pos(1300), master: pos(1229) }]));
+        assert_eq!(
+            m,
+            MapState::Pairs(vec![Pair {
+                replica: pos(1300),
+                master: pos(1229)
+            }])
+        );
     }
 }

@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 use super::error::Side;
 use super::stats;
 
+/// Sees each chunk written from the master to the replica.
+pub type Tap = Box<dyn FnMut(&[u8]) + Send>;
+
 /// How long to wait for the master to accept a forwarded connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -27,7 +30,7 @@ pub async fn forward(
     master: SocketAddr,
     what: &'static str,
     cancel: CancellationToken,
-    tap: Option<Box<dyn FnMut(&[u8]) + Send>>,
+    tap: Option<Tap>,
 ) {
     let peer = replica.peer_addr().ok();
     let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(master)).await {
@@ -60,7 +63,7 @@ async fn copy(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     to_side: Side,
-    mut tap: Option<Box<dyn FnMut(&[u8]) + Send>>,
+    mut tap: Option<Tap>,
 ) {
     let from_side = match to_side {
         Side::Master => Side::Replica,

@@ -32,6 +32,9 @@ mod tests {
         assert_eq!(lag_bytes(master, acked, size), 15);
         assert_eq!(lag_bytes(acked, master, size), 0);
         assert_eq!(linear(BinlogPosition::new(0, 3898), size), 3898);
-        assert_eq!(linear(BinlogPosition::new(u32::MAX, u64::MAX), size), u64::MAX);
+        assert_eq!(
+            linear(BinlogPosition::new(u32::MAX, u64::MAX), size),
+            u64::MAX
+        );
     }
 }

@@ -57,7 +57,10 @@ impl LinkRewriter {
     pub fn new(table: Arc<ExpiryTable>, db: u32, families: FamilySwitches) -> Self {
         LinkRewriter {
             table,
-            state: StreamState { db, in_multi: false },
+            state: StreamState {
+                db,
+                in_multi: false,
+            },
             policy: Policy {
                 dialect: Dialect::Pika,
                 families,
@@ -286,12 +289,20 @@ mod tests {
         let table = Arc::new(ExpiryTable::new(Baseline::Absent));
         let mut rw = LinkRewriter::new(table, 0, FamilySwitches::all_on());
         let t0 = 1_795_469_984u32;
-        let setex = item(t0, 1, 0, &["pksetexat", "key1", &(t0 + 10).to_string(), "100"]);
+        let setex = item(
+            t0,
+            1,
+            0,
+            &["pksetexat", "key1", &(t0 + 10).to_string(), "100"],
+        );
         let first = response(&[(setex.clone(), 95, 1)]);
         let out = rw.rewrite_response(&first).unwrap();
         assert!(out.body.is_none(), "pksetexat is already absolute");
         let fwd = out.forwarded.unwrap();
-        assert_eq!((fwd.first_end.offset, fwd.last_end.offset, fwd.items), (95, 95, 1));
+        assert_eq!(
+            (fwd.first_end.offset, fwd.last_end.offset, fwd.items),
+            (95, 95, 1)
+        );
         assert!(!fwd.changed);
 
         let incr = item(t0 + 1, 2, 95, &["INCR", "key1"]);
@@ -308,7 +319,10 @@ mod tests {
         let entry = resp.binlog_sync_entries().next().unwrap().unwrap();
         assert_eq!(entry.binlog_offset.offset, 159);
         let header = entry.item().unwrap().header;
-        assert_eq!((header.logic_id, header.offset, header.exec_time), (2, 95, t0 + 1));
+        assert_eq!(
+            (header.logic_id, header.offset, header.exec_time),
+            (2, 95, t0 + 1)
+        );
         assert!(out.forwarded.unwrap().changed);
     }
 
@@ -329,7 +343,9 @@ mod tests {
     fn keepalive_has_nothing_to_ack_and_garbage_content_passes() {
         let table = Arc::new(ExpiryTable::new(Baseline::Unknown));
         let mut rw = LinkRewriter::new(table, 0, FamilySwitches::all_on());
-        let out = rw.rewrite_response(&response(&[(Vec::new(), 0, 0)])).unwrap();
+        let out = rw
+            .rewrite_response(&response(&[(Vec::new(), 0, 0)]))
+            .unwrap();
         assert!(out.body.is_none() && out.forwarded.is_none());
         let header = ItemHeader {
             item_type: 1,
@@ -353,8 +369,12 @@ mod tests {
         rw.rewrite_response(&response(&[(item(5, 1, 0, &["SET", "a", "1"]), 60, 1)]))
             .unwrap();
         rw.start_recording_touched();
-        rw.rewrite_response(&response(&[(item(5, 2, 60, &["RENAME", "b", "c"]), 130, 2)]))
-            .unwrap();
+        rw.rewrite_response(&response(&[(
+            item(5, 2, 60, &["RENAME", "b", "c"]),
+            130,
+            2,
+        )]))
+        .unwrap();
         let touched = rw.take_touched();
         assert!(touched.contains(&(0, b"b".to_vec())) && touched.contains(&(0, b"c".to_vec())));
         assert!(!touched.contains(&(0, b"a".to_vec())));

@@ -68,8 +68,8 @@ impl RsyncTap {
                 data = &data[n..];
                 continue;
             }
-            let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
-                as usize;
+            let len =
+                u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
             if len > MAX_PARSED_FRAME {
                 self.buf.clear();
                 self.skip = len;
@@ -106,7 +106,8 @@ impl RsyncTap {
                 _ => {}
             }
         }
-        let (Some(TYPE_RSYNC_FILE), Some(CODE_OK), Some(db), Some(file)) = (msg_type, code, db, file)
+        let (Some(TYPE_RSYNC_FILE), Some(CODE_OK), Some(db), Some(file)) =
+            (msg_type, code, db, file)
         else {
             return Ok(None);
         };
@@ -140,7 +141,11 @@ impl RsyncTap {
         let position = parse_info(&self.info);
         self.info.clear();
         let db = String::from_utf8_lossy(db).into_owned();
-        let db = if slot == 0 { db } else { format!("{db}:{slot}") };
+        let db = if slot == 0 {
+            db
+        } else {
+            format!("{db}:{slot}")
+        };
         Ok(position.map(|position| SnapshotInfo { db, position }))
     }
 }
@@ -159,12 +164,22 @@ pub fn parse_info(data: &[u8]) -> Option<BinlogPosition> {
 mod tests {
     use super::*;
 
-    /// Real captured bytes; `PIKA_TTL_PROXY_FIXTURES` overrides the shared location.
+    /// Real captured bytes: `$PIKA_TTL_PROXY_FIXTURES`, then the crate's `tests/fixtures`, then
+    /// the shared capture directory.
     fn fixture() -> Vec<u8> {
-        let root = std::env::var_os("PIKA_TTL_PROXY_FIXTURES")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| std::path::PathBuf::from("/work/shared/fixtures"));
-        std::fs::read(root.join("pika-3.5.4/session1-rsync-master-to-replica.bin")).unwrap()
+        let name = "pika-3.5.4/session1-rsync-master-to-replica.bin";
+        let roots = [
+            std::env::var_os("PIKA_TTL_PROXY_FIXTURES").map(std::path::PathBuf::from),
+            Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")),
+            Some(std::path::PathBuf::from("/work/shared/fixtures")),
+        ];
+        let path = roots
+            .into_iter()
+            .flatten()
+            .map(|r| r.join(name))
+            .find(|p| p.is_file())
+            .expect("fixture not found; set PIKA_TTL_PROXY_FIXTURES");
+        std::fs::read(path).unwrap()
     }
 
     #[test]
@@ -198,7 +213,9 @@ mod tests {
     #[test]
     fn garbage_stops_the_tap_without_panicking() {
         let mut tap = RsyncTap::default();
-        assert!(tap.feed(&[0, 0, 0, 3, 0xff, 0xff, 0xff, 1, 2, 3]).is_empty());
+        assert!(tap
+            .feed(&[0, 0, 0, 3, 0xff, 0xff, 0xff, 1, 2, 3])
+            .is_empty());
         assert!(tap.broken);
     }
 }

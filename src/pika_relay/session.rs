@@ -130,7 +130,13 @@ fn db_index(db_name: &[u8]) -> u32 {
 fn store_key(node: &Node<'_>, db: &str) -> String {
     let ip: String = String::from_utf8_lossy(node.ip)
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let db: String = db
         .chars()
@@ -175,26 +181,26 @@ pub(crate) async fn run_link(
     setup: LinkSetup,
     cancel: CancellationToken,
 ) {
-    let Some(master_addr) =
-        PikaRelayConfig::shifted(setup.cfg.master, REPLICATION_PORT_OFFSET)
+    let Some(master_addr) = PikaRelayConfig::shifted(setup.cfg.master, REPLICATION_PORT_OFFSET)
     else {
         return;
     };
     let id = setup.shared.sessions.register(peer.to_string());
     let replica_label = peer.to_string();
     stats::link_up(Side::Replica, &replica_label, true);
-    let upstream =
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(master_addr)).await {
-            Ok(Ok(s)) => Some(s),
-            Ok(Err(e)) => {
-                tracing::warn!(%peer, master = %master_addr, "cannot reach the master's replication port: {e}; closing the replica connection");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(%peer, master = %master_addr, "connecting to the master's replication port timed out; closing the replica connection");
-                None
-            }
-        };
+    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(master_addr))
+        .await
+    {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, master = %master_addr, "cannot reach the master's replication port: {e}; closing the replica connection");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%peer, master = %master_addr, "connecting to the master's replication port timed out; closing the replica connection");
+            None
+        }
+    };
     let Some(upstream) = upstream else {
         stats::link_up(Side::Replica, &replica_label, false);
         setup.shared.sessions.remove(id);
@@ -214,7 +220,7 @@ pub(crate) async fn run_link(
         down: replica_w,
         up: master_w,
         out: BytesMut::new(),
-        codec: codec.clone(),
+        codec,
         last_upstream: Instant::now(),
     };
     stats::link_up(Side::Master, &link.name, true);
@@ -222,7 +228,7 @@ pub(crate) async fn run_link(
     link.publish_status(true);
     let result = link
         .pump(
-            FrameReader::new(replica_r, codec.clone()),
+            FrameReader::new(replica_r, codec),
             FrameReader::new(master_r, codec),
             cancel,
         )
@@ -563,14 +569,13 @@ impl Link {
                     format!("first_send for {key} without an accepted TrySync"),
                 ));
             };
-            let (start, end) = (
-                bs.ack_range_start.position(),
-                bs.ack_range_end.position(),
-            );
+            let (start, end) = (bs.ack_range_start.position(), bs.ack_range_end.position());
             if start != replica || end != replica {
                 return Err(LinkError::Protocol(
                     Side::Replica,
-                    format!("first_send at {start}-{end}, but the replica's TrySync was at {replica}"),
+                    format!(
+                        "first_send at {start}-{end}, but the replica's TrySync was at {replica}"
+                    ),
                 ));
             }
             self.start_streaming(&key, master);
@@ -597,7 +602,10 @@ impl Link {
         if db.phase != Phase::Streaming {
             return Err(LinkError::Protocol(
                 Side::Replica,
-                format!("ack for {key} while no items were sent ({})", db.phase.name()),
+                format!(
+                    "ack for {key} while no items were sent ({})",
+                    db.phase.name()
+                ),
             ));
         }
         let answered = db
@@ -660,29 +668,27 @@ impl Link {
             }
             None => None,
         };
-        let rewriter = reuse.unwrap_or_else(|| {
-            match shared.unpark_table(&db.store_key, master) {
-                Some(parked) => {
-                    tracing::info!(
-                        replica = %name, db = %key, keys = parked.table.len(),
-                        "resuming exactly where the previous link stopped: its expiry table is reused"
-                    );
-                    let mut rw = LinkRewriter::new(parked.table, parked.state.db, families);
-                    rw.set_stream_state(parked.state);
-                    rw
-                }
-                None => {
-                    let baseline = if cfg.empty_at_origin && master == BinlogPosition::default() {
-                        Baseline::Absent
-                    } else {
-                        Baseline::Unknown
-                    };
-                    LinkRewriter::new(
-                        Arc::new(ExpiryTable::new(baseline)),
-                        db_index(db.name.as_bytes()),
-                        families,
-                    )
-                }
+        let rewriter = reuse.unwrap_or_else(|| match shared.unpark_table(&db.store_key, master) {
+            Some(parked) => {
+                tracing::info!(
+                    replica = %name, db = %key, keys = parked.table.len(),
+                    "resuming exactly where the previous link stopped: its expiry table is reused"
+                );
+                let mut rw = LinkRewriter::new(parked.table, parked.state.db, families);
+                rw.set_stream_state(parked.state);
+                rw
+            }
+            None => {
+                let baseline = if cfg.empty_at_origin && master == BinlogPosition::default() {
+                    Baseline::Absent
+                } else {
+                    Baseline::Unknown
+                };
+                LinkRewriter::new(
+                    Arc::new(ExpiryTable::new(baseline)),
+                    db_index(db.name.as_bytes()),
+                    families,
+                )
             }
         });
         let complete = rewriter.table().is_complete();
@@ -786,7 +792,10 @@ impl Link {
         if db.phase != Phase::Streaming {
             return Err(LinkError::Protocol(
                 Side::Master,
-                format!("items for {key} before the replica's first_send ({})", db.phase.name()),
+                format!(
+                    "items for {key} before the replica's first_send ({})",
+                    db.phase.name()
+                ),
             ));
         }
         let Some(rewriter) = db.rewriter.as_mut() else {

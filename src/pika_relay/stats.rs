@@ -91,6 +91,5 @@ pub fn expiry_table(keys: usize, complete: bool) {
 
 /// Correspondences (anchors plus outstanding responses) held for a replica.
 pub fn offset_map_points(replica: &str, points: usize) {
-    gauge!("pika_ttl_proxy_offset_map_points", "replica" => replica.to_string())
-        .set(points as f64);
+    gauge!("pika_ttl_proxy_offset_map_points", "replica" => replica.to_string()).set(points as f64);
 }

@@ -216,7 +216,9 @@ impl Client {
     async fn connect(addr: SocketAddr) -> std::io::Result<Client> {
         let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
         stream.set_nodelay(true)?;
         Ok(Client {
             stream,
@@ -345,9 +347,9 @@ async fn scan(
         for key in keys {
             let asked_at = now_ms() + skew_ms;
             match client.reply().await? {
-                BytesFrame::Integer(ms) if ms > 0 => {
-                    result.volatile.push((key.to_vec(), asked_at.saturating_add(ms)))
-                }
+                BytesFrame::Integer(ms) if ms > 0 => result
+                    .volatile
+                    .push((key.to_vec(), asked_at.saturating_add(ms))),
                 BytesFrame::Integer(_) => {}
                 other => {
                     return Err(std::io::Error::other(format!(
@@ -431,8 +433,9 @@ db0:binlog_offset=0 3898,safety_purge=none\r\n";
             ],
             ..ScanResult::default()
         };
-        let touched: HashSet<(u32, Vec<u8>)> =
-            [(0, b"raced".to_vec()), (0, b"new".to_vec())].into_iter().collect();
+        let touched: HashSet<(u32, Vec<u8>)> = [(0, b"raced".to_vec()), (0, b"new".to_vec())]
+            .into_iter()
+            .collect();
         assert_eq!(merge(&rw, 0, &result, &touched), 1);
         assert_eq!(table.lookup(0, b"old", 0), KeyKnowledge::Volatile(9_000));
         assert_eq!(table.lookup(0, b"exact", 0), KeyKnowledge::Volatile(5_000));

@@ -74,7 +74,11 @@ impl ProxyProcess {
         let deadline = Instant::now() + Duration::from_secs(30);
         let started = self.log().matches("pika relay listening").count() + 1;
         while self.log().matches("pika relay listening").count() < started {
-            assert!(Instant::now() < deadline, "relay did not start; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "relay did not start; log:\n{}",
+                self.log()
+            );
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("relay exited with {status}; log:\n{}", self.log());
             }

@@ -68,16 +68,36 @@ impl Default for MasterOptions {
 /// What the master saw, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MasterEvent {
-    MetaSync { port: i32 },
-    TrySync { at: BinlogPosition, reply: u64 },
-    DbSync { at: BinlogPosition, snapshot: BinlogPosition },
-    FirstSend { at: BinlogPosition },
-    Ack { start: BinlogPosition, end: BinlogPosition },
+    MetaSync {
+        port: i32,
+    },
+    TrySync {
+        at: BinlogPosition,
+        reply: u64,
+    },
+    DbSync {
+        at: BinlogPosition,
+        snapshot: BinlogPosition,
+    },
+    FirstSend {
+        at: BinlogPosition,
+    },
+    Ack {
+        start: BinlogPosition,
+        end: BinlogPosition,
+    },
     Ping,
-    Sent { items: usize, last_end: u64 },
+    Sent {
+        items: usize,
+        last_end: u64,
+    },
     Keepalive,
-    Disconnect { reason: String },
-    RsyncInfo { position: BinlogPosition },
+    Disconnect {
+        reason: String,
+    },
+    RsyncInfo {
+        position: BinlogPosition,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -155,7 +175,9 @@ impl FakeMaster {
         let cancel = CancellationToken::new();
         let resp = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let repl = TcpListener::bind(("127.0.0.1", port + 2000)).await.unwrap();
-        let rsync = TcpListener::bind(("127.0.0.1", port + 10001)).await.unwrap();
+        let rsync = TcpListener::bind(("127.0.0.1", port + 10001))
+            .await
+            .unwrap();
         spawn_accept(resp, cancel.clone(), shared.clone(), |s, sh, c| {
             tokio::spawn(serve_resp(s, sh, c));
         });
@@ -400,7 +422,10 @@ impl Session {
         let req = InnerRequest::parse(body).map_err(|e| format!("bad request: {e}"))?;
         match req.msg_type {
             MessageType::MetaSync => {
-                let m = req.meta_sync().map_err(|e| e.to_string())?.ok_or("no meta_sync")?;
+                let m = req
+                    .meta_sync()
+                    .map_err(|e| e.to_string())?
+                    .ok_or("no meta_sync")?;
                 event(&self.shared, MasterEvent::MetaSync { port: m.node.port });
                 let reply = wire::meta_sync_response(
                     &self.shared.opts.run_id,
@@ -409,7 +434,10 @@ impl Session {
                 self.send(&reply).await
             }
             MessageType::DbSync => {
-                let d = req.db_sync().map_err(|e| e.to_string())?.ok_or("no db_sync")?;
+                let d = req
+                    .db_sync()
+                    .map_err(|e| e.to_string())?
+                    .ok_or("no db_sync")?;
                 let (snapshot, session) = {
                     let mut st = lock(&self.shared);
                     st.snapshot = BinlogPosition::new(0, st.writer.position());
@@ -426,7 +454,10 @@ impl Session {
                 self.send(&wire::db_sync_response("db0", session)).await
             }
             MessageType::TrySync => {
-                let t = req.try_sync().map_err(|e| e.to_string())?.ok_or("no try_sync")?;
+                let t = req
+                    .try_sync()
+                    .map_err(|e| e.to_string())?
+                    .ok_or("no try_sync")?;
                 let at = t.binlog_offset.position();
                 let producer = BinlogPosition::new(0, lock(&self.shared).writer.position());
                 let (code, session) = if at > producer {

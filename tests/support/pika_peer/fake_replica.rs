@@ -38,14 +38,30 @@ use super::wire;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReplicaEvent {
     Connected,
-    TrySync { at: BinlogPosition, reply: u64 },
-    DbSync { adopted: BinlogPosition },
-    FirstSend { at: BinlogPosition },
-    Ack { start: BinlogPosition, end: BinlogPosition },
+    TrySync {
+        at: BinlogPosition,
+        reply: u64,
+    },
+    DbSync {
+        adopted: BinlogPosition,
+    },
+    FirstSend {
+        at: BinlogPosition,
+    },
+    Ack {
+        start: BinlogPosition,
+        end: BinlogPosition,
+    },
     Ping,
-    Applied { commands: usize },
-    Error { what: String },
-    Disconnected { why: String },
+    Applied {
+        commands: usize,
+    },
+    Error {
+        what: String,
+    },
+    Disconnected {
+        why: String,
+    },
 }
 
 struct RState {
@@ -98,13 +114,21 @@ pub fn reserialize(argv: &[Bytes], now_s: i64) -> Vec<Vec<Bytes>> {
     match name.as_str() {
         "setex" => vec![pksetexat(&argv[1], now_s + int(2), &argv[3])],
         "psetex" => vec![pksetexat(&argv[1], now_s + int(2) / 1000, &argv[3])],
-        "expire" => vec![vec![b("expireat"), argv[1].clone(), b(&(now_s + int(2)).to_string())]],
+        "expire" => vec![vec![
+            b("expireat"),
+            argv[1].clone(),
+            b(&(now_s + int(2)).to_string()),
+        ]],
         "pexpire" => vec![vec![
             b("expireat"),
             argv[1].clone(),
             b(&(now_s + int(2) / 1000).to_string()),
         ]],
-        "pexpireat" => vec![vec![b("expireat"), argv[1].clone(), b(&(int(2) / 1000).to_string())]],
+        "pexpireat" => vec![vec![
+            b("expireat"),
+            argv[1].clone(),
+            b(&(int(2) / 1000).to_string()),
+        ]],
         "setnx" => vec![vec![b("setnx"), argv[1].clone(), argv[2].clone()]],
         "set" if argv.len() > 3 => {
             let opts: Vec<String> = argv[3..]
@@ -282,7 +306,11 @@ async fn link(shared: &Arc<Shared>, base: SocketAddr) -> String {
     event(shared, ReplicaEvent::Connected);
     let ip = shared.node_ip.clone();
     let port = shared.node_port;
-    if conn.send(&wire::meta_sync_request(&ip, port)).await.is_err() {
+    if conn
+        .send(&wire::meta_sync_request(&ip, port))
+        .await
+        .is_err()
+    {
         return "send MetaSync".into();
     }
     let Some(meta) = conn.recv().await else {
@@ -364,16 +392,23 @@ async fn link(shared: &Arc<Shared>, base: SocketAddr) -> String {
 /// DBSync: ask, pull `info` over P+10001, adopt the master's position.
 async fn full_sync(shared: &Arc<Shared>, conn: &mut FramedConn) -> Result<(), String> {
     let at = own_position(shared);
-    conn.send(&wire::db_sync_request(&shared.node_ip, shared.node_port, "db0", at))
-        .await
-        .map_err(|e| e.to_string())?;
+    conn.send(&wire::db_sync_request(
+        &shared.node_ip,
+        shared.node_port,
+        "db0",
+        at,
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
     let body = conn.recv().await.ok_or("no DBSync reply")?;
     let resp = InnerResponse::parse(&body).map_err(|e| e.to_string())?;
     if resp.msg_type != MessageType::DbSync || resp.code.to_wire() != 1 {
         return Err("DBSync refused".into());
     }
     let rsync = SocketAddr::from(([127, 0, 0, 1], shared.proxy_port + 10001));
-    let mut files = FramedConn::connect(rsync).await.map_err(|e| e.to_string())?;
+    let mut files = FramedConn::connect(rsync)
+        .await
+        .map_err(|e| e.to_string())?;
     files
         .send(&wire::rsync_meta_request(0, "db0"))
         .await
@@ -396,8 +431,14 @@ async fn full_sync(shared: &Arc<Shared>, conn: &mut FramedConn) -> Result<(), St
     }
     let text = String::from_utf8(data).map_err(|e| e.to_string())?;
     let lines: Vec<&str> = text.lines().collect();
-    let filenum: u32 = lines.get(3).and_then(|l| l.parse().ok()).ok_or("bad info")?;
-    let offset: u64 = lines.get(4).and_then(|l| l.parse().ok()).ok_or("bad info")?;
+    let filenum: u32 = lines
+        .get(3)
+        .and_then(|l| l.parse().ok())
+        .ok_or("bad info")?;
+    let offset: u64 = lines
+        .get(4)
+        .and_then(|l| l.parse().ok())
+        .ok_or("bad info")?;
     let now_s = (shared.clock_ms.load(Ordering::SeqCst) / 1000) as u32;
     {
         let mut st = lock(shared);
@@ -466,7 +507,10 @@ fn apply_response(
     for entry in resp.binlog_sync_entries() {
         let entry = entry.map_err(|e| e.to_string())?;
         if entry.session_id != session_id {
-            return Err(format!("entry of session {} in session {session_id}", entry.session_id));
+            return Err(format!(
+                "entry of session {} in session {session_id}",
+                entry.session_id
+            ));
         }
         if entry.is_keepalive() {
             continue;

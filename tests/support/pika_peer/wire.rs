@@ -42,7 +42,9 @@ pub fn slot(db: &str) -> Msg {
 }
 
 pub fn position(p: BinlogPosition) -> Msg {
-    Msg::new().varint(1, u64::from(p.filenum)).varint(2, p.offset)
+    Msg::new()
+        .varint(1, u64::from(p.filenum))
+        .varint(2, p.offset)
 }
 
 // ----- requests (replica → master) -----

@@ -182,6 +182,7 @@ pub struct MapStore {
     path: PathBuf,
     file: File,
     records: usize,
+    compact_after: usize,
     current: MapState,
 }
 
@@ -190,6 +191,14 @@ impl MapStore {
     /// to use (`Unknown` unless a valid state was loaded). The file is rewritten to hold only that
     /// state, so a torn tail or a corrupt file does not survive the open.
     pub fn open(path: &Path) -> io::Result<(MapStore, Loaded)> {
+        Self::open_compacting_after(path, COMPACT_AFTER_RECORDS)
+    }
+
+    /// [`MapStore::open`], compacting once the file holds `compact_after` records.
+    pub fn open_compacting_after(
+        path: &Path,
+        compact_after: usize,
+    ) -> io::Result<(MapStore, Loaded)> {
         let loaded = match File::open(path) {
             Ok(mut f) => {
                 let mut data = Vec::new();
@@ -209,6 +218,7 @@ impl MapStore {
                 path: path.to_path_buf(),
                 file,
                 records: 1,
+                compact_after: compact_after.max(2),
                 current: state,
             },
             loaded,
@@ -222,7 +232,7 @@ impl MapStore {
 
     /// Durably records `state` (write + fsync). Returns once it is on disk.
     pub fn persist(&mut self, state: MapState) -> io::Result<()> {
-        if self.records >= COMPACT_AFTER_RECORDS {
+        if self.records >= self.compact_after {
             self.file = write_compacted(&self.path, &state)?;
             self.records = 1;
         } else {
@@ -330,15 +340,16 @@ mod tests {
     fn compaction_keeps_the_newest_state() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.map");
-        let (mut store, _) = MapStore::open(&path).unwrap();
-        for i in 0..(COMPACT_AFTER_RECORDS as u64 + 5) {
+        let (mut store, _) = MapStore::open_compacting_after(&path, 16).unwrap();
+        for i in 0..21 {
             store.persist(pairs(&[(i, i + 7)])).unwrap();
         }
+        // 21 appends with compaction at 16 records: one compaction, then 5 more appends.
         let len = fs::metadata(&path).unwrap().len();
-        assert!(len < 8 + 37 * 10, "file not compacted: {len} bytes");
+        assert_eq!(len, 8 + 6 * 37, "file not compacted: {len} bytes");
         drop(store);
         let (_, loaded) = MapStore::open(&path).unwrap();
-        let last = COMPACT_AFTER_RECORDS as u64 + 4;
+        let last = 20;
         assert_eq!(loaded, Loaded::State(pairs(&[(last, last + 7)]), 0));
     }
 }

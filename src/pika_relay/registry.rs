@@ -145,7 +145,7 @@ pub struct PikaRelayShared {
     pub families: FamilySwitches,
     /// Live links.
     pub sessions: SessionRegistry,
-    stores: Arc<Mutex<HashMap<String, Arc<Mutex<MapStore>>>>>,
+    stores: Arc<Mutex<HashMap<String, SharedStore>>>,
     parked: Arc<Mutex<HashMap<String, ParkedTable>>>,
     snapshots: Arc<Mutex<Vec<SnapshotSeen>>>,
 }
@@ -162,22 +162,29 @@ impl PikaRelayShared {
         }
     }
 
-    /// The offset map store for `key`, opened from `dir` on first use. The second value is what
-    /// the first open found (`None` when the store was already open).
+    /// The offset map store for `key`, opened from `dir` on first use, now owned by `link`: a
+    /// replica that reconnects gets a new link, and the old one must not overwrite what the new
+    /// one persists. Returns the store, what the first open found (`None` when it was already
+    /// open) and the current state.
     pub(crate) fn map_store(
         &self,
         dir: &Path,
         key: &str,
-    ) -> io::Result<(Arc<Mutex<MapStore>>, Option<Loaded>)> {
+        link: u64,
+    ) -> io::Result<(SharedStore, Option<Loaded>, MapState)> {
         let mut stores = lock(&self.stores);
         if let Some(store) = stores.get(key) {
-            return Ok((store.clone(), None));
+            let mut owned = lock(store);
+            owned.owner = link;
+            let state = owned.store.state().clone();
+            return Ok((store.clone(), None, state));
         }
         std::fs::create_dir_all(dir)?;
         let (store, loaded) = MapStore::open(&dir.join(format!("{key}.map")))?;
-        let store = Arc::new(Mutex::new(store));
+        let state = store.state().clone();
+        let store = Arc::new(Mutex::new(OwnedStore { store, owner: link }));
         stores.insert(key.to_string(), store.clone());
-        Ok((store, Some(loaded)))
+        Ok((store, Some(loaded), state))
     }
 
     pub(crate) fn park_table(&self, key: &str, parked: ParkedTable) {
@@ -224,10 +231,64 @@ impl Default for PikaRelayShared {
     }
 }
 
-/// Persists `state` to `store` off the async threads; returns once it is on disk.
-pub(crate) async fn persist(store: &Arc<Mutex<MapStore>>, state: MapState) -> io::Result<()> {
+/// One replica DB's offset map and the link that may write it.
+#[derive(Debug)]
+pub(crate) struct OwnedStore {
+    store: MapStore,
+    owner: u64,
+}
+
+/// An offset map shared between the links of one replica (one at a time owns it).
+pub(crate) type SharedStore = Arc<Mutex<OwnedStore>>;
+
+/// Persists `state` to `store` for `link` off the async threads; returns once it is on disk.
+/// Fails when a newer link of the same replica owns the store.
+pub(crate) async fn persist(store: &SharedStore, link: u64, state: MapState) -> io::Result<()> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || lock(&store).persist(state))
-        .await
-        .map_err(io::Error::other)?
+    tokio::task::spawn_blocking(move || {
+        let mut owned = lock(&store);
+        if owned.owner != link {
+            return Err(io::Error::other(
+                "a newer connection of this replica owns its offset map",
+            ));
+        }
+        owned.store.persist(state)
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_the_newest_link_of_a_replica_writes_its_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = PikaRelayShared::default();
+        let (old, loaded, state) = shared.map_store(dir.path(), "r_1_db0", 1).unwrap();
+        assert_eq!((loaded, state), (Some(Loaded::Missing), MapState::Unknown));
+        persist(&old, 1, MapState::Identity).await.unwrap();
+        // The replica reconnected: link 2 takes the map over and sees what link 1 wrote.
+        let (new, loaded, state) = shared.map_store(dir.path(), "r_1_db0", 2).unwrap();
+        assert_eq!((loaded, state), (None, MapState::Identity));
+        assert!(persist(&old, 1, MapState::Unknown).await.is_err());
+        persist(&new, 2, MapState::Unknown).await.unwrap();
+        let (_, _, state) = shared.map_store(dir.path(), "r_1_db0", 3).unwrap();
+        assert_eq!(state, MapState::Unknown);
+    }
+
+    #[test]
+    fn snapshots_match_by_peer_db_position_and_time() {
+        let shared = PikaRelayShared::default();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let before = Instant::now();
+        shared.record_snapshot(ip, "db0", BinlogPosition::new(0, 1542));
+        let p = BinlogPosition::new(0, 1542);
+        assert!(shared.snapshot_matches(ip, "db0", p, before));
+        assert!(!shared.snapshot_matches(ip, "db1", p, before));
+        assert!(!shared.snapshot_matches("10.0.0.1".parse().unwrap(), "db0", p, before));
+        assert!(!shared.snapshot_matches(ip, "db0", BinlogPosition::new(0, 1541), before));
+        assert!(!shared.snapshot_matches(ip, "db0", p, Instant::now()));
+    }
 }

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -28,11 +28,13 @@ use tokio_util::sync::CancellationToken;
 use super::config::{PikaRelayConfig, REPLICATION_PORT_OFFSET};
 use super::error::{LinkError, Side};
 use super::inflight::Inflight;
-use super::map_store::{Loaded, MapStore};
+use super::map_store::Loaded;
 use super::offset_map::MapState;
 use super::passthrough::CONNECT_TIMEOUT;
 use super::position::lag_bytes;
-use super::registry::{persist, DbLinkStatus, LinkStatus, ParkedTable, PikaRelayShared};
+use super::registry::{
+    persist, DbLinkStatus, LinkStatus, ParkedTable, PikaRelayShared, SharedStore,
+};
 use super::rewrite::LinkRewriter;
 use super::stats;
 use super::warmup::{self, WarmupState};
@@ -89,7 +91,7 @@ impl Phase {
 struct DbLink {
     name: String,
     store_key: String,
-    store: Arc<Mutex<MapStore>>,
+    store: SharedStore,
     map: MapState,
     phase: Phase,
     inflight: Inflight,
@@ -418,8 +420,9 @@ impl Link {
             let shared = self.setup.shared.clone();
             let dir = self.setup.cfg.state_dir.clone();
             let skey2 = skey.clone();
-            let (store, loaded) =
-                tokio::task::spawn_blocking(move || shared.map_store(&dir, &skey2))
+            let link = self.id;
+            let (store, loaded, map) =
+                tokio::task::spawn_blocking(move || shared.map_store(&dir, &skey2, link))
                     .await
                     .map_err(|e| LinkError::Persist(std::io::Error::other(e)))?
                     .map_err(LinkError::Persist)?;
@@ -438,7 +441,6 @@ impl Link {
                 ),
                 None => {}
             }
-            let map = super::registry::lock(&store).state().clone();
             self.dbs.insert(
                 key.clone(),
                 DbLink {
@@ -470,6 +472,7 @@ impl Link {
         ts: &SyncPointRequest<'_>,
     ) -> Result<(), LinkError> {
         let peer_ip = self.peer.ip();
+        let link = self.id;
         let shared = self.setup.shared.clone();
         let name = self.name.clone();
         let db = self.db(&ts.node, &ts.slot).await?;
@@ -478,7 +481,7 @@ impl Link {
         if master.is_none() && db.map == MapState::Unknown {
             if let Some(since) = db.dbsync_requested {
                 if shared.snapshot_matches(peer_ip, &db.name, replica, since) {
-                    persist(&db.store, MapState::Identity)
+                    persist(&db.store, link, MapState::Identity)
                         .await
                         .map_err(LinkError::Persist)?;
                     db.map = MapState::Identity;
@@ -523,6 +526,7 @@ impl Link {
         body: &[u8],
         ds: &SyncPointRequest<'_>,
     ) -> Result<(), LinkError> {
+        let link = self.id;
         let shared = self.setup.shared.clone();
         let name = self.name.clone();
         let db = self.db(&ds.node, &ds.slot).await?;
@@ -537,7 +541,7 @@ impl Link {
         db.master_said_purged = false;
         stats::full_sync(reason);
         // Write-ahead: the replica is about to reset its binlog; no old pair may survive it.
-        persist(&db.store, MapState::Unknown)
+        persist(&db.store, link, MapState::Unknown)
             .await
             .map_err(LinkError::Persist)?;
         db.map = MapState::Unknown;
@@ -556,6 +560,7 @@ impl Link {
     ) -> Result<(), LinkError> {
         let key = db_key(bs.db_name, bs.slot_id);
         let name = self.name.clone();
+        let link = self.id;
         let Some(db) = self.dbs.get_mut(&key) else {
             return Err(LinkError::Protocol(
                 Side::Replica,
@@ -628,7 +633,7 @@ impl Link {
             map => Some(map.after_ack(replica_end, master_end.position())),
         };
         if let Some(next) = next {
-            persist(&db.store, next.clone())
+            persist(&db.store, link, next.clone())
                 .await
                 .map_err(LinkError::Persist)?;
             db.map = next;
@@ -728,6 +733,7 @@ impl Link {
         master_position: Option<BinlogPosition>,
     ) -> Result<(), LinkError> {
         let name = self.name.clone();
+        let link = self.id;
         let Some(db) = self.dbs.get_mut(&key) else {
             return Ok(());
         };
@@ -739,7 +745,7 @@ impl Link {
                 let next = db.map.resumed_at(replica, master);
                 if next != db.map {
                     // Before the replica can write anything of the new session.
-                    persist(&db.store, next.clone())
+                    persist(&db.store, link, next.clone())
                         .await
                         .map_err(LinkError::Persist)?;
                     db.map = next;
@@ -783,6 +789,7 @@ impl Link {
             return self.send(Side::Replica, &body).await;
         };
         let name = self.name.clone();
+        let link = self.id;
         let Some(db) = self.dbs.get_mut(&key) else {
             return Err(LinkError::Protocol(
                 Side::Master,
@@ -837,7 +844,7 @@ impl Link {
             let next = MapState::from_identical(
                 std::iter::once(db.acked_master).chain(db.inflight.last_ends()),
             );
-            persist(&db.store, next.clone())
+            persist(&db.store, link, next.clone())
                 .await
                 .map_err(LinkError::Persist)?;
             db.map = next;

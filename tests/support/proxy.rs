@@ -51,6 +51,8 @@ impl ProxyProcess {
     }
 
     fn spawn(&mut self) {
+        // Counted before the child starts: it may log that it listens before we look.
+        let started = self.log().matches("pika relay listening").count() + 1;
         let log = File::options()
             .create(true)
             .append(true)
@@ -72,7 +74,6 @@ impl ProxyProcess {
         self.child = Some(child);
         // Readiness from the log: probing a port would open a relayed connection to the master.
         let deadline = Instant::now() + Duration::from_secs(30);
-        let started = self.log().matches("pika relay listening").count() + 1;
         while self.log().matches("pika relay listening").count() < started {
             assert!(
                 Instant::now() < deadline,

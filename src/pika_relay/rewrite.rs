@@ -327,6 +327,61 @@ mod tests {
     }
 
     #[test]
+    fn a_rewritten_response_keeps_unknown_fields() {
+        use crate::pika::proto::{put_len_field, put_varint_field, FieldIter};
+        let table = Arc::new(ExpiryTable::new(Baseline::Absent));
+        let t0 = 1_795_469_984u32;
+        table.set_deadline(0, b"k", (i64::from(t0) + 10) * 1000);
+        let mut rw = LinkRewriter::new(table, 0, FamilySwitches::all_on());
+        let binlog = item(t0 + 1, 2, 95, &["INCR", "k"]);
+        // An entry as a newer master writes it: fields 1-4 plus committed_id (field 5).
+        let mut slot = Vec::new();
+        put_len_field(&mut slot, 1, b"db0");
+        put_varint_field(&mut slot, 2, 0);
+        let mut offset = Vec::new();
+        for (f, v) in [(1, 0), (2, 157), (3, 0), (4, 2)] {
+            put_varint_field(&mut offset, f, v);
+        }
+        let mut committed = Vec::new();
+        put_varint_field(&mut committed, 1, 0);
+        put_varint_field(&mut committed, 2, 42);
+        let mut entry = Vec::new();
+        put_len_field(&mut entry, 1, &slot);
+        put_len_field(&mut entry, 2, &offset);
+        put_len_field(&mut entry, 3, &binlog);
+        put_varint_field(&mut entry, 4, 0);
+        put_len_field(&mut entry, 5, &committed);
+        let mut body = Vec::new();
+        put_varint_field(&mut body, 1, 4);
+        put_varint_field(&mut body, 2, 1);
+        put_len_field(&mut body, 7, &entry);
+        put_varint_field(&mut body, 99, 7);
+
+        let out = rw.rewrite_response(&body).unwrap();
+        let new = out.body.expect("rewritten");
+        let top: Vec<_> = FieldIter::new(&new).map(|f| f.unwrap()).collect();
+        assert!(top
+            .iter()
+            .any(|f| f.number() == 99 && f.varint().unwrap() == 7));
+        let entry = top
+            .iter()
+            .find(|f| f.number() == 7)
+            .unwrap()
+            .bytes()
+            .unwrap();
+        let fields: Vec<_> = FieldIter::new(entry).map(|f| f.unwrap()).collect();
+        let kept = fields.iter().find(|f| f.number() == 5).unwrap();
+        assert_eq!(kept.bytes().unwrap(), committed.as_slice());
+        let new_binlog = fields
+            .iter()
+            .find(|f| f.number() == 3)
+            .unwrap()
+            .bytes()
+            .unwrap();
+        assert!(new_binlog.len() > binlog.len());
+    }
+
+    #[test]
     fn switched_off_families_forward_the_original_bytes() {
         let table = Arc::new(ExpiryTable::new(Baseline::Absent));
         let mut rw = LinkRewriter::new(table, 0, FamilySwitches::all_off());

@@ -227,7 +227,7 @@ pub(crate) async fn run_link(
     };
     stats::link_up(Side::Master, &link.name, true);
     tracing::info!(%peer, link = id, "replica connected; relaying to {master_addr}");
-    link.publish_status(true);
+    link.publish_status();
     let result = link
         .pump(
             FrameReader::new(replica_r, codec),
@@ -238,8 +238,11 @@ pub(crate) async fn run_link(
     match &result {
         Ok(()) => tracing::info!(replica = %link.name, link = id, "link closed"),
         Err(e) => {
-            if let Some(side) = e.side() {
-                stats::protocol_error(side, e.kind());
+            // A socket closing is how links normally end; only violations and timeouts count.
+            if e.is_protocol_violation() || matches!(e, LinkError::Timeout(..)) {
+                if let Some(side) = e.side() {
+                    stats::protocol_error(side, e.kind());
+                }
             }
             if e.is_protocol_violation() || matches!(e, LinkError::Persist(_)) {
                 tracing::error!(replica = %link.name, link = id, "closing the link: {e}");
@@ -645,7 +648,7 @@ impl Link {
             let out = replace_ack_range_end(body, master_end).map_err(msg_err(Side::Replica))?;
             self.send(Side::Master, &out).await?;
         }
-        self.publish_status(true);
+        self.publish_status();
         Ok(())
     }
 
@@ -884,11 +887,11 @@ impl Link {
                 }
             }
         }
-        self.publish_status(true);
+        self.publish_status();
         Ok(())
     }
 
-    fn publish_status(&self, upstream_up: bool) {
+    fn publish_status(&self) {
         let file_size = self.setup.cfg.binlog_file_size;
         let mut dbs: Vec<DbLinkStatus> = self
             .dbs
@@ -924,7 +927,8 @@ impl Link {
             id: self.id,
             peer: self.peer.to_string(),
             replica: Some(self.name.clone()),
-            upstream_up,
+            // The upstream connection lives exactly as long as the link.
+            upstream_up: true,
             dbs,
         });
     }

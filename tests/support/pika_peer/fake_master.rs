@@ -122,6 +122,7 @@ struct State_ {
     info_calls: u32,
     max_outstanding: usize,
     acked_end: u64,
+    sent_binlog_sync: Vec<Vec<u8>>,
 }
 
 struct Shared {
@@ -166,6 +167,7 @@ impl FakeMaster {
                 info_calls: 0,
                 max_outstanding: 0,
                 acked_end: 0,
+                sent_binlog_sync: Vec::new(),
             }),
             items_tx,
             info_release: Notify::new(),
@@ -284,6 +286,11 @@ impl FakeMaster {
     /// reads INFO before and after its scan).
     pub fn hold_second_info(&self) {
         lock(&self.shared).hold_second_info = true;
+    }
+
+    /// Every BinlogSync response sent (items and keepalives), in order.
+    pub fn sent_binlog_sync(&self) -> Vec<Vec<u8>> {
+        lock(&self.shared).sent_binlog_sync.clone()
     }
 
     /// END of the last item a replica acknowledged.
@@ -568,6 +575,7 @@ impl Session {
                     .collect();
                 let body = build_binlog_sync_response(&entries);
                 self.send(&body).await?;
+                lock(&self.shared).sent_binlog_sync.push(body.clone());
                 self.window.extend(group.iter().map(|i| i.end));
                 self.next_item += group.len();
                 {
@@ -597,6 +605,7 @@ impl Session {
                 self.session_id,
             );
             self.send(&body).await?;
+            lock(&self.shared).sent_binlog_sync.push(body.clone());
             event(&self.shared, MasterEvent::Keepalive);
             self.last_send = Instant::now();
         }

@@ -71,6 +71,7 @@ struct RState {
     synced: bool,
     events: Vec<ReplicaEvent>,
     applied_items: u64,
+    received_binlog_sync: Vec<Vec<u8>>,
 }
 
 struct Shared {
@@ -180,6 +181,7 @@ impl FakeReplica {
                 synced,
                 events: Vec::new(),
                 applied_items: 0,
+                received_binlog_sync: Vec::new(),
             }),
             clock_ms: AtomicI64::new(clock_ms),
             streaming: AtomicBool::new(false),
@@ -241,6 +243,11 @@ impl FakeReplica {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Every BinlogSync response received (items and keepalives), in order.
+    pub fn received_binlog_sync(&self) -> Vec<Vec<u8>> {
+        lock(&self.shared).received_binlog_sync.clone()
     }
 
     pub fn state_at(&self, ms: i64) -> State {
@@ -477,6 +484,7 @@ async fn stream(shared: &Arc<Shared>, conn: &mut FramedConn, session_id: i32) ->
         if resp.msg_type != MessageType::BinlogSync {
             continue;
         }
+        lock(shared).received_binlog_sync.push(body.to_vec());
         match apply_response(shared, &resp, session_id) {
             Ok(Some(req)) => {
                 if conn.send(&req).await.is_err() {

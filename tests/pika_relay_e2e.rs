@@ -413,6 +413,41 @@ async fn a_corrupt_or_missing_map_forces_exactly_one_full_sync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_learned_from_no_ack_is_never_guessed() {
+    let rig = rig(&["--empty-at-origin"]).await;
+    rig.master.exec(&["SETEX", "a", "100", "1"]);
+    rig.master.exec(&["INCR", "a"]);
+    rig.applied(2).await;
+    rig.caught_up().await;
+    // The replica applies one more response but its ack never reaches the relay.
+    rig.replica.hold_acks(true);
+    rig.master.exec(&["INCR", "a"]);
+    rig.applied(3).await;
+    let unacked_at = rig.replica.position();
+    rig.replica.hold_acks(false);
+    rig.replica.reconnect();
+    // Its position is not one the relay has seen acknowledged: one forced full sync.
+    assert!(
+        wait_until(PATIENCE, || rig.replica_full_syncs() == 2
+            && rig.replica.is_streaming())
+        .await
+    );
+    assert!(rig.replica.events().contains(&ReplicaEvent::TrySync {
+        at: unacked_at,
+        reply: 2
+    }));
+    // The master was only ever asked for exact record boundaries.
+    let refused = rig
+        .master
+        .count(|e| matches!(e, MasterEvent::TrySync { reply, .. } if *reply != 1));
+    assert_eq!(refused, 0, "{:?}", rig.master.events());
+    rig.master.exec(&["INCR", "a"]);
+    rig.applied(4).await;
+    rig.assert_converged(T0);
+    rig.no_window_mismatch();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_close_one_link_and_nothing_else() {
     // Replica side: garbage protobuf, then an oversized length prefix.
     let master = FakeMaster::start(fast_keepalives(), T0).await;

@@ -78,6 +78,7 @@ struct Shared {
     st: Mutex<RState>,
     clock_ms: AtomicI64,
     streaming: AtomicBool,
+    hold_acks: AtomicBool,
     paused_tx: watch::Sender<bool>,
     drop_link: watch::Sender<u64>,
     proxy_port: u16,
@@ -185,6 +186,7 @@ impl FakeReplica {
             }),
             clock_ms: AtomicI64::new(clock_ms),
             streaming: AtomicBool::new(false),
+            hold_acks: AtomicBool::new(false),
             paused_tx,
             drop_link,
             proxy_port,
@@ -198,6 +200,12 @@ impl FakeReplica {
 
     pub fn set_clock_ms(&self, ms: i64) {
         self.shared.clock_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// While set, item responses are applied (and written to the replica's binlog) but not
+    /// acknowledged, as when a connection breaks between applying and acking.
+    pub fn hold_acks(&self, hold: bool) {
+        self.shared.hold_acks.store(hold, Ordering::SeqCst);
     }
 
     pub fn pause(&self) {
@@ -486,6 +494,7 @@ async fn stream(shared: &Arc<Shared>, conn: &mut FramedConn, session_id: i32) ->
         }
         lock(shared).received_binlog_sync.push(body.to_vec());
         match apply_response(shared, &resp, session_id) {
+            Ok(Some(_)) if shared.hold_acks.load(Ordering::SeqCst) => {}
             Ok(Some(req)) => {
                 if conn.send(&req).await.is_err() {
                     return "send ack".into();

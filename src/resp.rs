@@ -906,7 +906,9 @@ mod tests {
     fn fixture(relative: &str) -> Vec<u8> {
         let root = std::env::var_os("PIKA_TTL_PROXY_FIXTURES")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/work/shared/fixtures"));
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+            });
         let path = root.join(relative);
         std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
     }

@@ -58,9 +58,9 @@ impl Baseline {
 /// What the table knows about one key at one instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyKnowledge {
-    /// The key has a TTL and is alive until the deadline (exclusive), in ms.
+    /// The key has a TTL and is alive until the deadline (inclusive), in ms.
     Volatile(i64),
-    /// The key had a TTL whose deadline (ms) is at or before the instant asked about: it is gone.
+    /// The key had a TTL whose deadline (ms) is before the instant asked about: it is gone.
     Expired(i64),
     /// The key exists and has no TTL.
     Persistent,
@@ -68,6 +68,9 @@ pub enum KeyKnowledge {
     Absent,
     /// The key has no TTL, but whether it exists is not tracked.
     NotVolatile,
+    /// The key either still has the TTL ending at this deadline (ms) or no longer exists: a
+    /// removal (HDEL, SREM, LPOP…) may have emptied a volatile collection.
+    MaybeVolatile(i64),
     /// Nothing is known.
     Unknown,
 }
@@ -86,6 +89,12 @@ const UNKNOWN: i64 = i64::MIN + 3;
 
 fn is_marker(v: i64) -> bool {
     v == PERSISTENT || v == ABSENT || v == NOT_VOLATILE || v == UNKNOWN
+}
+
+/// Values in `(UNKNOWN, 0)` hold a "maybe volatile" deadline, negated; positive values are
+/// deadlines.
+fn is_maybe_volatile(v: i64) -> bool {
+    v < 0 && !is_marker(v)
 }
 
 type KeyMap = DashMap<Box<[u8]>, i64>;
@@ -213,7 +222,8 @@ impl ExpiryTable {
             Some(ABSENT) => KeyKnowledge::Absent,
             Some(NOT_VOLATILE) => KeyKnowledge::NotVolatile,
             Some(UNKNOWN) => KeyKnowledge::Unknown,
-            Some(deadline) if deadline <= now_ms => KeyKnowledge::Expired(deadline),
+            Some(v) if is_maybe_volatile(v) => KeyKnowledge::MaybeVolatile(-v),
+            Some(deadline) if deadline < now_ms => KeyKnowledge::Expired(deadline),
             Some(deadline) => KeyKnowledge::Volatile(deadline),
             None => match self.baseline() {
                 Baseline::Unknown => KeyKnowledge::Unknown,
@@ -225,8 +235,13 @@ impl ExpiryTable {
 
     /// The key has a TTL ending at `deadline_ms`.
     pub fn set_deadline(&self, db: u32, key: &[u8], deadline_ms: i64) {
-        // Deadlines ≤ 0 mean "delete" on every server; keep the markers out of the deadline range.
-        self.insert(db, key, deadline_ms.max(UNKNOWN + 1));
+        // Deadlines ≤ 0 mean "delete" on every server; keep them out of the marker range.
+        self.insert(db, key, deadline_ms.max(1));
+    }
+
+    /// The key has the TTL ending at `deadline_ms`, or no longer exists.
+    pub fn set_maybe_volatile(&self, db: u32, key: &[u8], deadline_ms: i64) {
+        self.insert(db, key, -deadline_ms.max(1));
     }
 
     /// Store a marker, or drop the entry when the baseline already implies it. Nothing is
@@ -348,13 +363,26 @@ impl ExpiryTable {
         });
     }
 
-    /// Drop deadlines at or before `now_ms` (those keys are gone on the master). Returns how
-    /// many entries were removed.
+    /// Drop deadlines before `now_ms` (those keys are gone on the master; a key is still alive
+    /// *at* its deadline on both Redis and Pika). Returns how many entries were removed.
     pub fn prune(&self, now_ms: i64) -> usize {
-        let keep_absent_marker = self.baseline() == Baseline::Unknown;
+        let base = self.baseline();
+        let keep_absent_marker = base == Baseline::Unknown;
         let mut pruned = 0;
         self.retain(|_, v| {
-            if is_marker(*v) || *v > now_ms {
+            if is_maybe_volatile(*v) {
+                if -*v >= now_ms {
+                    return true;
+                }
+                // Past its deadline the key is gone or was recreated without a TTL.
+                pruned += 1;
+                if base == Baseline::NotVolatile {
+                    return false;
+                }
+                *v = NOT_VOLATILE;
+                return true;
+            }
+            if is_marker(*v) || *v >= now_ms {
                 return true;
             }
             pruned += 1;
@@ -372,7 +400,7 @@ impl ExpiryTable {
     pub fn volatile_len(&self) -> usize {
         let mut n = 0;
         self.for_each_db_entry(|_, _, v| {
-            if !is_marker(v) {
+            if v > 0 {
                 n += 1;
             }
         });
@@ -383,7 +411,7 @@ impl ExpiryTable {
     pub fn volatile_entries(&self) -> Vec<(u32, Vec<u8>, i64)> {
         let mut out = Vec::new();
         self.for_each_db_entry(|db, key, v| {
-            if !is_marker(v) {
+            if v > 0 {
                 out.push((db, key.to_vec(), v));
             }
         });
@@ -399,10 +427,11 @@ mod tests {
     fn deadlines_expire_at_the_boundary() {
         let t = ExpiryTable::new(Baseline::NotVolatile);
         t.set_deadline(0, b"k", 1000);
-        assert_eq!(t.lookup(0, b"k", 999), KeyKnowledge::Volatile(1000));
-        assert_eq!(t.lookup(0, b"k", 1000), KeyKnowledge::Expired(1000));
+        assert_eq!(t.lookup(0, b"k", 1000), KeyKnowledge::Volatile(1000));
+        assert_eq!(t.lookup(0, b"k", 1001), KeyKnowledge::Expired(1000));
         assert_eq!(t.lookup(1, b"k", 0), KeyKnowledge::NotVolatile);
-        assert_eq!(t.prune(1000), 1);
+        assert_eq!(t.prune(1000), 0);
+        assert_eq!(t.prune(1001), 1);
         assert!(t.is_empty());
     }
 
@@ -430,6 +459,17 @@ mod tests {
         u.set_deadline(0, b"k", 50);
         u.mark_persistent(0, b"k", false);
         assert_eq!(u.lookup(0, b"k", 0), KeyKnowledge::NotVolatile);
+    }
+
+    #[test]
+    fn maybe_volatile_keys_become_not_volatile_after_their_deadline() {
+        let t = ExpiryTable::new(Baseline::Absent);
+        t.set_maybe_volatile(0, b"h", 5000);
+        assert_eq!(t.lookup(0, b"h", 9000), KeyKnowledge::MaybeVolatile(5000));
+        assert_eq!(t.volatile_len(), 0);
+        assert_eq!(t.prune(5000), 0);
+        assert_eq!(t.prune(5001), 1);
+        assert_eq!(t.lookup(0, b"h", 9000), KeyKnowledge::NotVolatile);
     }
 
     #[test]

@@ -1093,15 +1093,15 @@ fn seed_scenario_both_dialects() {
         ]);
         let fixed = run_scenario(&behind, dialect, true);
         assert_converged(&fixed);
-        for t in [t0 + 4_000, deadline - 1] {
+        for t in [t0 + 4_000, deadline] {
             assert_eq!(
                 string_value(fixed.replica.record_at(0, b"key1", t)),
                 Some(("101".to_string(), Some(deadline))),
                 "{dialect:?} at {t}"
             );
         }
-        assert!(fixed.replica.record_at(0, b"key1", deadline).is_none());
-        assert!(fixed.master.record_at(0, b"key1", deadline).is_none());
+        assert!(fixed.replica.record_at(0, b"key1", deadline + 1).is_none());
+        assert!(fixed.master.record_at(0, b"key1", deadline + 1).is_none());
     }
 }
 

@@ -1,5 +1,5 @@
-//! The Pika codec against real Pika 3.5.4 captures (`tests/fixtures/pika-3.5.4/`, copied from
-//! the project's shared fixtures; their README documents every frame).
+//! The Pika codec against real Pika 3.5.4 captures (`../shared/fixtures/pika-3.5.4/`, beside
+//! the checkout; their README documents every frame).
 //!
 //! Expected values below are transcribed from that README's tables; the tests check that the
 //! decoded bytes agree with them, that unchanged frames re-encode byte for byte, that edits
@@ -23,7 +23,7 @@ use pika_ttl_proxy::pika::proto::{
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pika-3.5.4");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/pika-3.5.4");
 
 const REPL1_UP: &str = "session1-repl1-replica-to-master.bin";
 const REPL1_DOWN: &str = "session1-repl1-master-to-replica.bin";

@@ -171,8 +171,30 @@ impl<'a> Cx<'a> {
                 self.table.mark_absent(self.db, key, self.track);
                 (KeyKnowledge::Absent, true)
             }
+            // Past its deadline a maybe-volatile key is gone or was recreated without a TTL.
+            KeyKnowledge::MaybeVolatile(deadline) if self.pika() && deadline < self.now => {
+                (KeyKnowledge::NotVolatile, false)
+            }
             other => (other, false),
         }
+    }
+
+    /// Whether a deadline set by this entry is already over on the master. Pika's exec time is
+    /// the master's clock; a Redis master stores past deadlines and deletes with its own DEL.
+    fn already_expired(&self, deadline_ms: i64) -> bool {
+        if self.pika() {
+            deadline_ms < self.now
+        } else {
+            deadline_ms <= 0
+        }
+    }
+
+    fn risk(&self, key: &Bytes, old_deadline_ms: i64) -> Option<AtRisk> {
+        Some(AtRisk {
+            db: self.db,
+            key: key.clone(),
+            old_deadline_ms,
+        })
     }
 
     /// `expireat k <sec>` (Pika) or `PEXPIREAT k <ms>` (Redis) restating `deadline_ms`.
@@ -299,7 +321,7 @@ impl<'a> Cx<'a> {
                 self.keep_ttl_write(cmd, 1)
             }
             Cmd::ListPushIfExists => self.push_if_exists(),
-            Cmd::SetMove => self.smove(),
+            Cmd::SetMove => self.move_element(Cmd::SetAdd),
             Cmd::Set => self.set(),
             Cmd::SetNx => self.setnx(),
             Cmd::SetEx => self.setex(1000),
@@ -331,7 +353,7 @@ impl<'a> Cx<'a> {
             Cmd::Restore => self.restore(),
             Cmd::Removal => self.removal(1),
             Cmd::StoreInto => self.store_into(),
-            Cmd::PopPush => self.pop_push(),
+            Cmd::PopPush => self.move_element(Cmd::ListPush),
         }
     }
 
@@ -362,6 +384,12 @@ impl<'a> Cx<'a> {
                 }
             }
             KeyKnowledge::Unknown => Proposal::unknown_key(family),
+            // Kept its deadline if it still existed, or was recreated without one: passing the
+            // write through is right unless a late replica lost a key the master still had.
+            KeyKnowledge::MaybeVolatile(deadline) => {
+                let risk = self.risk(key, deadline);
+                Proposal::unknown_key(family).with_risk(risk)
+            }
             _ => {
                 // Not volatile: the write lands the same on any replica; the key now exists.
                 self.table.mark_persistent(self.db, key, self.track);
@@ -386,26 +414,42 @@ impl<'a> Cx<'a> {
         }
     }
 
-    /// SMOVE src dst member: the destination is created like SADD; a volatile source that a
-    /// late replica has already dropped makes the move a no-op there, which the proxy cannot
-    /// repair without knowing the source's members: reported as at risk.
-    fn smove(&mut self) -> Proposal {
+    /// SMOVE src dst member / RPOPLPUSH / LMOVE: an element leaves `src` (which may become
+    /// empty) and lands in `dst` — if `src` had it. The destination is written like SADD/LPUSH
+    /// when it is volatile; when it did not exist, it may or may not exist afterwards. A
+    /// volatile source that a late replica has already dropped turns the move into a no-op
+    /// there, which the proxy cannot repair without the source's members: reported at risk.
+    fn move_element(&mut self, write: Cmd) -> Proposal {
         let src = self.args[1].clone();
         let dst = self.args[2].clone();
         let (src_known, _) = self.know(&src);
+        if src_known == KeyKnowledge::Absent {
+            // Nothing to move, on the master and on any replica.
+            return Proposal::passed(write.family().unwrap_or(Family::Set));
+        }
         let risk = match src_known {
-            KeyKnowledge::Volatile(deadline) if src != dst => Some(AtRisk {
-                db: self.db,
-                key: dst.clone(),
-                old_deadline_ms: deadline,
-            }),
+            KeyKnowledge::Volatile(d) | KeyKnowledge::MaybeVolatile(d) if src != dst => {
+                self.risk(&dst, d)
+            }
             _ => None,
         };
-        if let KeyKnowledge::Volatile(_) = src_known {
-            // The move may have emptied the source; its state is no longer known.
-            self.table.mark_unknown(self.db, &src);
+        self.removal(1);
+        let (dst_known, _) = self.know(&dst);
+        match dst_known {
+            KeyKnowledge::Volatile(_) | KeyKnowledge::MaybeVolatile(_) => {
+                let p = self.keep_ttl_write(write, 2);
+                let risk = p.at_risk.clone().or(risk);
+                p.with_risk(risk)
+            }
+            KeyKnowledge::Unknown => Proposal::unknown_key(write.family()).with_risk(risk),
+            KeyKnowledge::Persistent => {
+                Proposal::passed(write.family().unwrap_or(Family::Set)).with_risk(risk)
+            }
+            _ => {
+                self.table.mark_not_volatile(self.db, &dst);
+                Proposal::passed(write.family().unwrap_or(Family::Set)).with_risk(risk)
+            }
         }
-        self.keep_ttl_write(Cmd::SetAdd, 2).with_risk(risk)
     }
 
     fn parse_set_options(&self) -> Option<(SetCondition, SetTtl)> {
@@ -467,7 +511,9 @@ impl<'a> Cx<'a> {
     /// Record the effect of a SET that the master performed.
     fn record_set(&self, key: &[u8], deadline: Option<i64>) {
         match deadline {
-            Some(ms) if ms <= self.now => self.table.mark_absent(self.db, key, self.track),
+            Some(ms) if self.already_expired(ms) => {
+                self.table.mark_absent(self.db, key, self.track)
+            }
             Some(ms) => self.table.set_deadline(self.db, key, ms),
             None => self.table.mark_persistent(self.db, key, self.track),
         }
@@ -499,7 +545,10 @@ impl<'a> Cx<'a> {
         let exists = match known {
             KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent => Some(true),
             KeyKnowledge::Absent => Some(false),
-            KeyKnowledge::NotVolatile | KeyKnowledge::Unknown | KeyKnowledge::Expired(_) => None,
+            KeyKnowledge::NotVolatile
+            | KeyKnowledge::Unknown
+            | KeyKnowledge::MaybeVolatile(_)
+            | KeyKnowledge::Expired(_) => None,
         };
         let happened = if self.pika() {
             match cond {
@@ -534,7 +583,7 @@ impl<'a> Cx<'a> {
                     cmds.push(self.del(&key));
                 }
                 match deadline {
-                    Some(ms) if ms <= self.now => {
+                    Some(ms) if self.already_expired(ms) => {
                         // Already expired on the master: the key must simply be gone.
                         cmds.push(self.del(&key));
                     }
@@ -657,7 +706,7 @@ impl<'a> Cx<'a> {
             };
         }
         let deadline = ts.saturating_mul(1000);
-        if deadline <= self.now {
+        if self.already_expired(deadline) {
             self.table.mark_absent(self.db, &key, self.track);
         } else {
             self.table.set_deadline(self.db, &key, deadline);
@@ -666,32 +715,58 @@ impl<'a> Cx<'a> {
     }
 
     /// Apply an expiry-setting command's effect to the table, given whether the master could
-    /// have found the key. Returns an at-risk report when a volatile key's deadline is extended.
-    fn record_expire(&self, key: &Bytes, known: KeyKnowledge, new_deadline: i64) -> Option<AtRisk> {
+    /// have found the key; `deletes` when the command removes the key (relative TTL ≤ 0, Pika
+    /// `expireat` ≤ 0, a deadline already over). Returns an at-risk report when the deadline of
+    /// a key that may be volatile is extended.
+    fn record_expire(
+        &self,
+        key: &Bytes,
+        known: KeyKnowledge,
+        new_deadline: i64,
+        deletes: bool,
+    ) -> Option<AtRisk> {
+        let deletes = deletes || self.already_expired(new_deadline);
         let exists = match known {
             KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent => Some(true),
             KeyKnowledge::Absent => Some(false),
             // Redis masters propagate expiry commands only for keys that exist.
             _ if !self.pika() => Some(true),
+            KeyKnowledge::MaybeVolatile(old) => {
+                if deletes {
+                    self.table.mark_absent(self.db, key, self.track);
+                    return None;
+                }
+                self.table.set_maybe_volatile(self.db, key, new_deadline);
+                return (new_deadline > old).then(|| self.risk(key, old)).flatten();
+            }
             _ => None,
         };
         match exists {
-            Some(true) if new_deadline <= self.now => {
+            Some(true) if deletes => {
                 self.table.mark_absent(self.db, key, self.track);
                 None
             }
             Some(true) => {
                 self.table.set_deadline(self.db, key, new_deadline);
                 match known {
-                    KeyKnowledge::Volatile(old) if new_deadline > old => Some(AtRisk {
-                        db: self.db,
-                        key: key.clone(),
-                        old_deadline_ms: old,
-                    }),
+                    KeyKnowledge::Volatile(old) | KeyKnowledge::MaybeVolatile(old)
+                        if new_deadline > old =>
+                    {
+                        self.risk(key, old)
+                    }
                     _ => None,
                 }
             }
             Some(false) => None,
+            // No TTL, existence unknown: afterwards it has this deadline or does not exist.
+            None if known == KeyKnowledge::NotVolatile => {
+                if deletes {
+                    self.table.mark_absent(self.db, key, self.track);
+                } else {
+                    self.table.set_maybe_volatile(self.db, key, new_deadline);
+                }
+                None
+            }
             None => {
                 self.table.mark_unknown(self.db, key);
                 None
@@ -718,7 +793,7 @@ impl<'a> Cx<'a> {
             ttl_ms
         };
         let deadline = self.now.saturating_add(ttl_ms);
-        let risk = self.record_expire(&key, known, deadline);
+        let risk = self.record_expire(&key, known, deadline, ttl_ms <= 0);
         let cmd = if deadline <= self.now {
             Some(self.del(&key))
         } else if self.pika() {
@@ -748,7 +823,24 @@ impl<'a> Cx<'a> {
         } else {
             deadline
         };
-        let risk = self.record_expire(&key, known, deadline);
+        // Pika logs EXPIRE k 0 (and PEXPIRE below 1 s) as `expireat k <exec second>` after
+        // deleting the key, and EXPIREAT k <exec second> the same way while keeping the key to
+        // the end of that second: the proxy cannot tell which, so the key has that deadline or
+        // is gone, and anything touching it before the second ends is at risk.
+        if self.pika() && at > 0 && deadline == self.now && known != KeyKnowledge::Absent {
+            match known {
+                KeyKnowledge::Unknown => self.table.mark_unknown(self.db, &key),
+                _ => self.table.set_maybe_volatile(self.db, &key, deadline),
+            }
+            let risk = self.risk(&key, deadline);
+            return match (unit, self.restate_deadline(&key, deadline)) {
+                (1, Some(c)) => Proposal::rewrite(Family::Expire, vec![c]),
+                (1, None) => Proposal::malformed(Some(Family::Expire)),
+                _ => Proposal::passed(Family::Expire),
+            }
+            .with_risk(risk);
+        }
+        let risk = self.record_expire(&key, known, deadline, self.pika() && at <= 0);
         if self.pika() && unit == 1 {
             let cmd = if at <= 0 {
                 vec![lit("expireat"), key.clone(), int_bytes(0)]
@@ -797,7 +889,8 @@ impl<'a> Cx<'a> {
         } else {
             self.now.saturating_add(v)
         };
-        let risk = self.record_expire(&key, known, deadline);
+        let relative_delete = !unit_abs.1 && v <= 0;
+        let risk = self.record_expire(&key, known, deadline, relative_delete);
         let cmd = if deadline <= self.now {
             Some(self.del(&key))
         } else {
@@ -817,11 +910,18 @@ impl<'a> Cx<'a> {
         match known {
             KeyKnowledge::Volatile(old) => {
                 self.table.mark_persistent(self.db, &key, self.track);
-                Proposal::passed(Family::Expire).with_risk(Some(AtRisk {
-                    db: self.db,
-                    key,
-                    old_deadline_ms: old,
-                }))
+                let risk = self.risk(&key, old);
+                Proposal::passed(Family::Expire).with_risk(risk)
+            }
+            KeyKnowledge::MaybeVolatile(old) => {
+                // Redis propagates PERSIST only for a key that had a TTL; Pika logs it anyway.
+                if self.pika() {
+                    self.table.mark_not_volatile(self.db, &key);
+                } else {
+                    self.table.mark_persistent(self.db, &key, self.track);
+                }
+                let risk = self.risk(&key, old);
+                Proposal::passed(Family::Expire).with_risk(risk)
             }
             KeyKnowledge::Unknown => {
                 self.table.mark_not_volatile(self.db, &key);
@@ -846,6 +946,14 @@ impl<'a> Cx<'a> {
         let dst = self.args[2].clone();
         let (src_known, _) = self.know(&src);
         let (dst_known, _) = self.know(&dst);
+        // A Redis master propagates a RENAME only when the source existed; a Pika master logs
+        // it either way, so a source that may have been emptied is unknown there.
+        let maybe = |k: KeyKnowledge| match k {
+            KeyKnowledge::MaybeVolatile(d) if !self.pika() => KeyKnowledge::Volatile(d),
+            KeyKnowledge::MaybeVolatile(_) => KeyKnowledge::Unknown,
+            k => k,
+        };
+        let (src_known, dst_known) = (maybe(src_known), maybe(dst_known));
         if src == dst {
             return Proposal::pass();
         }
@@ -972,7 +1080,9 @@ impl<'a> Cx<'a> {
     fn removal(&mut self, key_at: usize) -> Proposal {
         let key = self.args[key_at].clone();
         match self.know(&key).0 {
-            KeyKnowledge::Volatile(_) => self.table.mark_unknown(self.db, &key),
+            KeyKnowledge::Volatile(deadline) => {
+                self.table.set_maybe_volatile(self.db, &key, deadline)
+            }
             KeyKnowledge::Persistent => self.table.mark_not_volatile(self.db, &key),
             _ => {}
         }
@@ -986,23 +1096,5 @@ impl<'a> Cx<'a> {
         self.know(&dst);
         self.table.mark_not_volatile(self.db, &dst);
         Proposal::pass()
-    }
-
-    /// RPOPLPUSH/LMOVE src dst: a removal on src and a push on dst. A volatile source that a
-    /// late replica dropped turns the move into a no-op there: at risk, like SMOVE.
-    fn pop_push(&mut self) -> Proposal {
-        let src = self.args[1].clone();
-        let dst = self.args[2].clone();
-        let (src_known, _) = self.know(&src);
-        let risk = match src_known {
-            KeyKnowledge::Volatile(deadline) if src != dst => Some(AtRisk {
-                db: self.db,
-                key: dst.clone(),
-                old_deadline_ms: deadline,
-            }),
-            _ => None,
-        };
-        self.removal(1);
-        self.keep_ttl_write(Cmd::ListPush, 2).with_risk(risk)
     }
 }

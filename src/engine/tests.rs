@@ -66,12 +66,17 @@ fn seed_scenario_pika() {
         s.emitted("INCR key1", T0 + 1000),
         ["INCR key1", "expireat key1 1795469994"]
     );
-    // After the deadline the master sees the key as absent: a fresh INCR keeps no TTL.
+    // Pika keeps a key alive through its deadline second (stale when `ts < now`).
     assert_eq!(
         s.emitted("INCR key1", T0 + 10_000),
+        ["INCR key1", "expireat key1 1795469994"]
+    );
+    // After it the master sees the key as absent: a fresh INCR keeps no TTL.
+    assert_eq!(
+        s.emitted("INCR key1", T0 + 11_000),
         ["del key1", "INCR key1"]
     );
-    assert_eq!(s.emitted("INCR key1", T0 + 11_000), ["INCR key1"]);
+    assert_eq!(s.emitted("INCR key1", T0 + 12_000), ["INCR key1"]);
 }
 
 #[test]

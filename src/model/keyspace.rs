@@ -162,11 +162,15 @@ enum SetExpiry {
 pub(crate) struct Keyspace {
     dialect: Dialect,
     records: BTreeMap<DbKey, Record>,
+    /// Applies a replication stream: an absolute expiry at exactly `now` is stored (the key is
+    /// still alive at its deadline), while a master executing a client's EXPIREAT deletes it.
+    replica: bool,
 }
 
 impl Keyspace {
     pub(crate) fn new(dialect: Dialect) -> Self {
         Keyspace {
+            replica: false,
             dialect,
             records: BTreeMap::new(),
         }
@@ -265,6 +269,14 @@ impl Keyspace {
                 deadline_ms,
             },
         );
+    }
+
+    /// The same keyspace, applying a replication stream.
+    pub(crate) fn for_replica(dialect: Dialect) -> Self {
+        Keyspace {
+            replica: true,
+            ..Keyspace::new(dialect)
+        }
     }
 
     fn is_pika(&self) -> bool {
@@ -917,6 +929,8 @@ impl Keyspace {
             _ => self.absolute_ms(raw),
         };
         let key = &argv[1];
+        let pika = self.is_pika();
+        let replica = self.replica;
         let Some(rec) = self.live_mut(db, key, now) else {
             return Ok(Effect::new(Reply::Int(0), false));
         };
@@ -932,9 +946,19 @@ impl Keyspace {
         if !allowed {
             return Ok(Effect::new(Reply::Int(0), false));
         }
-        if when <= now {
-            // Redis deletes at once; Pika deletes for ts ≤ 0 and otherwise stores a stale key,
-            // which no reader can tell from a deleted one.
+        // A relative TTL ≤ 0 deletes on both servers, and Redis deletes for an absolute time at
+        // or before now (checkAlreadyExpired). Pika deletes for ts ≤ 0 and otherwise stores the
+        // timestamp: a key is stale only once its second is over, which no reader can tell
+        // from a deleted one.
+        let relative = matches!(name, "EXPIRE" | "PEXPIRE");
+        let deletes = if relative || (!pika && !replica) {
+            when <= now
+        } else if !pika {
+            when < now
+        } else {
+            raw <= 0 || when < now
+        };
+        if deletes {
             self.records.remove(&(db, key.clone()));
             let mut e = Effect::new(Reply::Int(1), true);
             e.deleted_by_expire = true;
@@ -990,7 +1014,12 @@ mod tests {
             run(&mut ks, "INCR k", 9_999).unwrap().reply,
             Reply::Int(101)
         );
-        assert_eq!(run(&mut ks, "INCR k", 10_000).unwrap().reply, Reply::Int(1));
+        // Alive *at* its deadline (Pika: stale once the second is over).
+        assert_eq!(
+            run(&mut ks, "INCR k", 10_000).unwrap().reply,
+            Reply::Int(102)
+        );
+        assert_eq!(run(&mut ks, "INCR k", 10_001).unwrap().reply, Reply::Int(1));
         assert_eq!(ks.live(0, &key("k"), 0).unwrap().deadline_ms, None);
     }
 

@@ -397,8 +397,8 @@ mod tests {
         assert_eq!(log("HINCRBYFLOAT h f 0.5", 2_000), ["HSET h f 0.5"]);
         assert_eq!(log("DEL nosuch", 2_000), Vec::<String>::new());
         assert!(m.execute(0, &argv("SET x 1 EX 1"), 2_000).is_ok());
-        assert!(m.active_expire(0, b"x", 2_999).is_empty());
-        assert_eq!(lines(&m.active_expire(0, b"x", 3_000)), ["DEL x"]);
+        assert!(m.active_expire(0, b"x", 3_000).is_empty());
+        assert_eq!(lines(&m.active_expire(0, b"x", 3_001)), ["DEL x"]);
         let e = m.execute(1, &argv("SET z 1"), 3_000).unwrap();
         assert_eq!(lines(&e.entries), ["SELECT 1", "SET z 1"]);
     }

@@ -3,7 +3,8 @@
 //!
 //! What it owns:
 //! - values of the five basic types and keys with an optional absolute deadline in ms; a key
-//!   is alive at `now` exactly when it has no deadline or `deadline > now` ([`value`]);
+//!   is alive at `now` exactly when it has no deadline or `now <= deadline` ([`value`]), as on
+//!   both real servers;
 //! - a [`Master`] per dialect that executes client commands at a time and returns the entries
 //!   a real master logs (Pika 3.5.4) or propagates (Redis 7) for them;
 //! - a [`Replica`] per dialect that applies stream entries at its own time and expires keys by
@@ -13,8 +14,8 @@
 //!
 //! Deliberate simplifications:
 //! - Pika deadlines are whole seconds. Real Pika 3.5.4 treats a key as stale once its
-//!   timestamp is *before* the current second; the model uses the same `deadline > now` rule
-//!   for both dialects, so master and replica agree on where the boundary lies.
+//!   timestamp is *before* the current second, and Redis expires a key when `now > when`; the
+//!   model uses `now <= deadline` for both (in ms; Pika times are whole seconds).
 //! - Pika keeps one keyspace per type (a string and a hash may share a name); the model keeps
 //!   one record per name. Histories that never reuse a name across types behave the same.
 //! - The Pika model has one DB (Pika replicates each DB as its own binlog stream).

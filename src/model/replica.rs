@@ -31,7 +31,7 @@ impl Replica {
     pub fn new(dialect: Dialect) -> Self {
         Replica {
             dialect,
-            keyspace: Keyspace::new(dialect),
+            keyspace: Keyspace::for_replica(dialect),
             db: 0,
             queued: None,
         }
@@ -202,8 +202,8 @@ mod tests {
         assert!(r.record_at(1, b"k", 0).is_none());
         assert!(r.apply(&argv("MULTI"), 0).is_err());
         r.apply(&argv("EXEC"), 50).unwrap();
-        assert_eq!(r.record_at(1, b"k", 99).unwrap().deadline_ms, Some(100));
-        assert!(r.record_at(1, b"k", 100).is_none());
+        assert_eq!(r.record_at(1, b"k", 100).unwrap().deadline_ms, Some(100));
+        assert!(r.record_at(1, b"k", 101).is_none());
         let mut p = Replica::new(Dialect::Pika);
         let err = p.apply(&argv("MULTI"), 0).unwrap_err();
         assert_eq!(err.kind, ModelErrorKind::UnknownCommand);

@@ -68,9 +68,11 @@ impl Record {
         }
     }
 
-    /// Whether the record is alive at `now_ms` (deadline strictly in the future, or none).
+    /// Whether the record is alive at `now_ms`: no deadline, or the deadline not yet passed.
+    /// Both servers keep a key alive *at* its deadline: Redis expires when `now > when`, Pika
+    /// 3.5 treats a key as stale when its timestamp is before the current second.
     pub fn is_alive_at(&self, now_ms: i64) -> bool {
-        self.deadline_ms.is_none_or(|d| d > now_ms)
+        self.deadline_ms.is_none_or(|d| d >= now_ms)
     }
 }
 
@@ -190,13 +192,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn alive_is_strictly_before_the_deadline() {
+    fn alive_up_to_and_including_the_deadline() {
         let r = Record {
             value: Value::Str(Bytes::from_static(b"1")),
             deadline_ms: Some(1000),
         };
         assert!(r.is_alive_at(999));
-        assert!(!r.is_alive_at(1000));
+        assert!(r.is_alive_at(1000));
+        assert!(!r.is_alive_at(1001));
         assert!(Record::persistent(Value::Str(Bytes::new())).is_alive_at(i64::MAX));
     }
 

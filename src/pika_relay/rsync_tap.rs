@@ -165,9 +165,7 @@ mod tests {
     use super::*;
 
     /// Real captured bytes: `$PIKA_TTL_FIXTURES` / `$PIKA_TTL_PROXY_FIXTURES`, then
-    /// `../shared/fixtures` beside the crate,
-    /// then
-    /// the shared capture directory.
+    /// `../shared/fixtures` beside the crate, then `/work/shared/fixtures`.
     fn fixture() -> Vec<u8> {
         let name = "pika-3.5.4/session1-rsync-master-to-replica.bin";
         let roots = [

@@ -5,9 +5,7 @@ pub mod pika_peer;
 pub mod proxy;
 
 /// A captured fixture file: `$PIKA_TTL_FIXTURES` / `$PIKA_TTL_PROXY_FIXTURES`, then
-/// `../shared/fixtures` beside the crate,
-/// then
-/// the shared capture directory.
+/// `../shared/fixtures` beside the crate, then `/work/shared/fixtures`.
 pub fn fixture(relative: &str) -> Vec<u8> {
     let roots = [
         std::env::var_os("PIKA_TTL_FIXTURES").map(std::path::PathBuf::from),

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use pika_ttl_proxy::families::FamilySwitches;
 use pika_ttl_proxy::model::{Record, Value};
 use pika_ttl_proxy::pika::frame::FrameCodec;
+use pika_ttl_proxy::pika::messages::BinlogPosition;
 use pika_ttl_proxy::pika::proto::FieldIter;
 use pika_ttl_proxy::pika_relay::{serve, PikaRelayConfig, PikaRelayShared};
 use support::pika_peer::fake_master::{FakeMaster, MasterEvent, MasterOptions, SendMode};

@@ -195,12 +195,39 @@ async fn seed_scenario_converges_with_rewriting_on() {
     assert_eq!(record(&rig, "key1", late), None);
     // The INCR item carried `INCR` + `expireat`: the replica wrote 3 items to the master's 2,
     // so its offsets differ, and every ack still matched the master's window.
-    assert_ne!(rig.replica.position(), rig.master.producer());
+    // Master: pksetexat 0→97, INCR 97→163. Replica: pksetexat 0→97, INCR 97→163,
+    // expireat 163→250. The replica acked 250; the master saw 163.
+    let pos = |o| BinlogPosition::new(0, o);
+    assert_eq!(rig.master.producer(), pos(163));
+    assert_eq!(rig.replica.position(), pos(250));
+    let replica_ack = ReplicaEvent::Ack {
+        start: pos(163),
+        end: pos(250),
+    };
+    assert!(rig.replica.events().contains(&replica_ack));
+    let master_ack = MasterEvent::Ack {
+        start: pos(163),
+        end: pos(163),
+    };
+    assert!(rig.master.events().contains(&master_ack));
     rig.no_window_mismatch();
     assert!(rig
         .proxy
         .log()
         .contains("first rewritten item since the last full sync"));
+    // Keepalives pass through and the replica's pings reach the master.
+    assert!(
+        wait_until(PATIENCE, || rig.replica.count(|e| *e == ReplicaEvent::Ping)
+            > 0
+            && rig.master.count(|e| *e == MasterEvent::Ping) > 0)
+        .await
+    );
+    // P3: every response but the one carrying the INCR reached the replica byte for byte,
+    // keepalives included.
+    let frames = rig.frames();
+    let changed = frames.iter().filter(|(sent, got)| sent != got).count();
+    assert_eq!(changed, 1, "{} frames", frames.len());
+    assert!(frames.len() > 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

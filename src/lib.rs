@@ -11,6 +11,7 @@ pub mod engine;
 pub mod families;
 pub mod model;
 pub mod pika;
+pub mod pika_relay;
 pub mod rdb;
 pub mod redis_relay;
 pub mod resp;

@@ -1,0 +1,119 @@
+//! Configuration of the Pika relay: where it listens, which master it fronts, where it keeps its
+//! offset maps, and how it learns the TTLs of keys that existed before it started.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Pika's default `binlog-file-size` (100 MiB); master and replica must use the same value.
+pub const DEFAULT_BINLOG_FILE_SIZE: u64 = 100 * 1024 * 1024;
+
+/// Offset between a Pika server's port P and its replication port.
+pub const REPLICATION_PORT_OFFSET: u16 = 2000;
+
+/// Offset between a Pika server's port P and its rsync2 full-sync file service.
+pub const RSYNC_PORT_OFFSET: u16 = 10001;
+
+/// How the relay learns the TTLs of keys written before it saw the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WarmupMode {
+    /// Keys the stream has not defined stay unknown: their entries pass through unchanged.
+    #[default]
+    Off,
+    /// Scan the master (SCAN + PTTL over its client port) once per upstream link.
+    Scan,
+}
+
+impl FromStr for WarmupMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "off" => Ok(WarmupMode::Off),
+            "scan" => Ok(WarmupMode::Scan),
+            other => Err(format!("unknown warm-up mode '{other}' (known: off, scan)")),
+        }
+    }
+}
+
+/// Everything one Pika relay needs to run.
+#[derive(Clone, Debug)]
+pub struct PikaRelayConfig {
+    /// The relay's own port P (its P+2000 and P+10001 are derived from it).
+    pub listen: SocketAddr,
+    /// The master's port P (its P+2000 and P+10001 are derived from it).
+    pub master: SocketAddr,
+    /// Directory for the persisted offset maps (one file per replica).
+    pub state_dir: PathBuf,
+    /// `requirepass` of the master, used only by the warm-up scan on port P.
+    pub master_password: Option<String>,
+    /// Warm-up mode.
+    pub warmup: WarmupMode,
+    /// Keys per second the warm-up may look up (SCAN results + PTTL), 0 = unlimited.
+    pub warmup_rate: u32,
+    /// `binlog-file-size` of the master, to turn (filenum, offset) into a byte count for lag.
+    pub binlog_file_size: u64,
+    /// Largest accepted protobuf frame (Pika's limit is 512 MiB).
+    pub max_frame_len: usize,
+    /// Treat a stream that starts at master position 0/0 as starting from an empty data set, so
+    /// the expiry table knows every key (existence included) from the first item. Pika logs
+    /// every write, so a master at 0/0 has never logged one; but a master whose data was put in
+    /// place without a binlog (e.g. restored files) would make this wrong, hence off by default.
+    pub empty_at_origin: bool,
+    /// Close a link when nothing arrives from the master for this long (Pika's replica gives up
+    /// after 20 s; the relay waits a little longer so the replica's own timeout decides).
+    pub upstream_idle_timeout: Duration,
+}
+
+impl PikaRelayConfig {
+    /// A configuration with the documented defaults for everything but the addresses.
+    pub fn new(listen: SocketAddr, master: SocketAddr, state_dir: PathBuf) -> Self {
+        PikaRelayConfig {
+            listen,
+            master,
+            state_dir,
+            master_password: None,
+            warmup: WarmupMode::Off,
+            warmup_rate: 50_000,
+            binlog_file_size: DEFAULT_BINLOG_FILE_SIZE,
+            max_frame_len: 512 * 1024 * 1024,
+            empty_at_origin: false,
+            upstream_idle_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// `addr` with its port moved by `delta`, or `None` when it would overflow.
+    pub fn shifted(addr: SocketAddr, delta: u16) -> Option<SocketAddr> {
+        let port = addr.port().checked_add(delta)?;
+        let mut out = addr;
+        out.set_port(port);
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_ports() {
+        let a: SocketAddr = "127.0.0.1:9221".parse().unwrap();
+        assert_eq!(
+            PikaRelayConfig::shifted(a, REPLICATION_PORT_OFFSET)
+                .unwrap()
+                .port(),
+            11221
+        );
+        assert_eq!(
+            PikaRelayConfig::shifted(a, RSYNC_PORT_OFFSET)
+                .unwrap()
+                .port(),
+            19222
+        );
+        let high: SocketAddr = "127.0.0.1:60000".parse().unwrap();
+        assert!(PikaRelayConfig::shifted(high, RSYNC_PORT_OFFSET).is_none());
+        assert_eq!("SCAN".parse::<WarmupMode>(), Ok(WarmupMode::Scan));
+        assert!("x".parse::<WarmupMode>().is_err());
+    }
+}

@@ -1,0 +1,294 @@
+//! State shared by every link of one relay: the family switches, the per-link status the admin
+//! code reads, the replicas' offset maps, expiry tables parked between connections, and the
+//! full-sync snapshot positions seen on P+10001.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::map_store::{Loaded, MapStore};
+use super::offset_map::MapState;
+use crate::engine::StreamState;
+use crate::families::FamilySwitches;
+use crate::pika::messages::BinlogPosition;
+use crate::table::ExpiryTable;
+
+/// Locks a mutex, taking over the data if another thread panicked while holding it (every
+/// critical section here leaves the data consistent).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Status of one DB (slot) of one link.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct DbLinkStatus {
+    /// `db0`, or `db0:<slot>` for a non-zero slot.
+    pub db: String,
+    /// Handshake phase: `handshake`, `try_sync`, `first_send`, `streaming`, `full_sync`.
+    pub phase: &'static str,
+    /// Offset map kind: `unknown`, `identity`, `pairs`.
+    pub offset_map: &'static str,
+    /// Correspondences held (map pairs plus responses awaiting an ack).
+    pub offset_map_points: usize,
+    /// Whether the link's expiry table knows every key's volatility.
+    pub table_complete: bool,
+    /// Entries in the link's expiry table.
+    pub table_keys: usize,
+    /// Master binlog bytes not yet acknowledged by the replica.
+    pub lag_bytes: u64,
+    /// Age (master clock) of the oldest item the replica has not acknowledged; 0 when caught up.
+    pub lag_seconds: f64,
+    /// Master position the replica has acknowledged, `filenum/offset`.
+    pub acked_master: String,
+    /// Newest master position seen, `filenum/offset`.
+    pub master_latest: String,
+}
+
+/// Status of one replica connection and its upstream connection.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct LinkStatus {
+    /// Link id, unique within the process.
+    pub id: u64,
+    /// The replica's TCP address.
+    pub peer: String,
+    /// The replica as it names itself (`node.ip:node.port`), once known.
+    pub replica: Option<String>,
+    /// Whether the upstream connection to the master is open.
+    pub upstream_up: bool,
+    /// Per-DB state.
+    pub dbs: Vec<DbLinkStatus>,
+}
+
+/// The live links, readable at any time.
+#[derive(Clone, Debug, Default)]
+pub struct SessionRegistry {
+    links: Arc<RwLock<BTreeMap<u64, LinkStatus>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl SessionRegistry {
+    /// Every live link, by id.
+    pub fn snapshot(&self) -> Vec<LinkStatus> {
+        let links = self.links.read().unwrap_or_else(|p| p.into_inner());
+        links.values().cloned().collect()
+    }
+
+    /// Number of live links.
+    pub fn len(&self) -> usize {
+        self.links.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// True when no replica is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn register(&self, peer: String) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let status = LinkStatus {
+            id,
+            peer,
+            ..LinkStatus::default()
+        };
+        self.links
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, status);
+        id
+    }
+
+    pub(crate) fn update(&self, status: LinkStatus) {
+        let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = links.get_mut(&status.id) {
+            *slot = status;
+        }
+    }
+
+    pub(crate) fn remove(&self, id: u64) {
+        self.links
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+}
+
+/// An expiry table left by a closed link, valid at master position `at`.
+#[derive(Debug)]
+pub(crate) struct ParkedTable {
+    pub table: Arc<ExpiryTable>,
+    pub state: StreamState,
+    pub at: BinlogPosition,
+}
+
+/// A full-sync snapshot position read from the `info` file a master sent over P+10001.
+#[derive(Clone, Debug)]
+struct SnapshotSeen {
+    peer: IpAddr,
+    db: String,
+    position: BinlogPosition,
+    seen: Instant,
+}
+
+/// How long a snapshot position stays usable to recognise the TrySync that follows a full sync.
+const SNAPSHOT_VALIDITY: Duration = Duration::from_secs(6 * 3600);
+
+/// Everything the links of one relay share.
+#[derive(Clone, Debug)]
+pub struct PikaRelayShared {
+    /// Runtime family switches (shared with the admin code).
+    pub families: FamilySwitches,
+    /// Live links.
+    pub sessions: SessionRegistry,
+    stores: Arc<Mutex<HashMap<String, SharedStore>>>,
+    parked: Arc<Mutex<HashMap<String, ParkedTable>>>,
+    snapshots: Arc<Mutex<Vec<SnapshotSeen>>>,
+}
+
+impl PikaRelayShared {
+    /// Shared state with the given switches and no links.
+    pub fn new(families: FamilySwitches) -> Self {
+        PikaRelayShared {
+            families,
+            sessions: SessionRegistry::default(),
+            stores: Arc::default(),
+            parked: Arc::default(),
+            snapshots: Arc::default(),
+        }
+    }
+
+    /// The offset map store for `key`, opened from `dir` on first use, now owned by `link`: a
+    /// replica that reconnects gets a new link, and the old one must not overwrite what the new
+    /// one persists. Returns the store, what the first open found (`None` when it was already
+    /// open) and the current state.
+    pub(crate) fn map_store(
+        &self,
+        dir: &Path,
+        key: &str,
+        link: u64,
+    ) -> io::Result<(SharedStore, Option<Loaded>, MapState)> {
+        let mut stores = lock(&self.stores);
+        if let Some(store) = stores.get(key) {
+            let mut owned = lock(store);
+            owned.owner = link;
+            let state = owned.store.state().clone();
+            return Ok((store.clone(), None, state));
+        }
+        std::fs::create_dir_all(dir)?;
+        let (store, loaded) = MapStore::open(&dir.join(format!("{key}.map")))?;
+        let state = store.state().clone();
+        let store = Arc::new(Mutex::new(OwnedStore { store, owner: link }));
+        stores.insert(key.to_string(), store.clone());
+        Ok((store, Some(loaded), state))
+    }
+
+    pub(crate) fn park_table(&self, key: &str, parked: ParkedTable) {
+        lock(&self.parked).insert(key.to_string(), parked);
+    }
+
+    /// The table parked for `key` if it is valid exactly at `at` (it is removed either way).
+    pub(crate) fn unpark_table(&self, key: &str, at: BinlogPosition) -> Option<ParkedTable> {
+        lock(&self.parked).remove(key).filter(|p| p.at == at)
+    }
+
+    pub(crate) fn record_snapshot(&self, peer: IpAddr, db: &str, position: BinlogPosition) {
+        let mut snaps = lock(&self.snapshots);
+        snaps.retain(|s| s.seen.elapsed() < SNAPSHOT_VALIDITY);
+        snaps.push(SnapshotSeen {
+            peer,
+            db: db.to_string(),
+            position,
+            seen: Instant::now(),
+        });
+    }
+
+    /// Whether a full sync to `peer` for `db` delivered a snapshot at `position` after `since`.
+    pub(crate) fn snapshot_matches(
+        &self,
+        peer: IpAddr,
+        db: &str,
+        position: BinlogPosition,
+        since: Instant,
+    ) -> bool {
+        lock(&self.snapshots).iter().any(|s| {
+            s.peer == peer
+                && s.db == db
+                && s.position == position
+                && s.seen >= since
+                && s.seen.elapsed() < SNAPSHOT_VALIDITY
+        })
+    }
+}
+
+impl Default for PikaRelayShared {
+    fn default() -> Self {
+        Self::new(FamilySwitches::all_on())
+    }
+}
+
+/// One replica DB's offset map and the link that may write it.
+#[derive(Debug)]
+pub(crate) struct OwnedStore {
+    store: MapStore,
+    owner: u64,
+}
+
+/// An offset map shared between the links of one replica (one at a time owns it).
+pub(crate) type SharedStore = Arc<Mutex<OwnedStore>>;
+
+/// Persists `state` to `store` for `link` off the async threads; returns once it is on disk.
+/// Fails when a newer link of the same replica owns the store.
+pub(crate) async fn persist(store: &SharedStore, link: u64, state: MapState) -> io::Result<()> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut owned = lock(&store);
+        if owned.owner != link {
+            return Err(io::Error::other(
+                "a newer connection of this replica owns its offset map",
+            ));
+        }
+        owned.store.persist(state)
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_the_newest_link_of_a_replica_writes_its_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = PikaRelayShared::default();
+        let (old, loaded, state) = shared.map_store(dir.path(), "r_1_db0", 1).unwrap();
+        assert_eq!((loaded, state), (Some(Loaded::Missing), MapState::Unknown));
+        persist(&old, 1, MapState::Identity).await.unwrap();
+        // The replica reconnected: link 2 takes the map over and sees what link 1 wrote.
+        let (new, loaded, state) = shared.map_store(dir.path(), "r_1_db0", 2).unwrap();
+        assert_eq!((loaded, state), (None, MapState::Identity));
+        assert!(persist(&old, 1, MapState::Unknown).await.is_err());
+        persist(&new, 2, MapState::Unknown).await.unwrap();
+        let (_, _, state) = shared.map_store(dir.path(), "r_1_db0", 3).unwrap();
+        assert_eq!(state, MapState::Unknown);
+    }
+
+    #[test]
+    fn snapshots_match_by_peer_db_position_and_time() {
+        let shared = PikaRelayShared::default();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let before = Instant::now();
+        shared.record_snapshot(ip, "db0", BinlogPosition::new(0, 1542));
+        let p = BinlogPosition::new(0, 1542);
+        assert!(shared.snapshot_matches(ip, "db0", p, before));
+        assert!(!shared.snapshot_matches(ip, "db1", p, before));
+        assert!(!shared.snapshot_matches("10.0.0.1".parse().unwrap(), "db0", p, before));
+        assert!(!shared.snapshot_matches(ip, "db0", BinlogPosition::new(0, 1541), before));
+        assert!(!shared.snapshot_matches(ip, "db0", p, Instant::now()));
+    }
+}

@@ -1,0 +1,437 @@
+//! Runs the items of one BinlogSync response through the rewrite engine.
+//!
+//! Each non-empty entry's `binlog` is a 34-byte header plus RESP content (normally one command;
+//! a Pika replica runs every complete command it finds, so several are allowed). Every command
+//! goes through [`engine::rewrite`] with the header's `exec_time` × 1000 as the execution time.
+//! When every command is forwarded the item keeps its original bytes; otherwise the item's
+//! content becomes the concatenation of what was forwarded and what the engine emitted, all in
+//! the same item, with the header's `content_len` updated. The entry's `binlog_offset` stays the
+//! master's END: the replica copies it into `ack_range_start`, which the master checks.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::inflight::Forwarded;
+use super::stats;
+use crate::engine::{self, AtRisk, Dialect, Emit, Policy, StreamState};
+use crate::families::{Family, FamilySwitches};
+use crate::pika::item::{build_item, BinlogItem};
+use crate::pika::messages::{
+    replace_binlog_sync_binlogs, InnerResponse, LogicalOffset, MessageError,
+};
+use crate::resp::{encode_command, CommandParser, Frame, ParserLimits};
+use crate::table::ExpiryTable;
+
+/// The result of rewriting one response.
+#[derive(Debug)]
+pub struct RewrittenResponse {
+    /// The new body, or `None` when every item is unchanged (forward the original frame).
+    pub body: Option<Vec<u8>>,
+    /// What to remember until the replica acks it; `None` for a keepalive-only response.
+    pub forwarded: Option<Forwarded>,
+    /// Items whose content could not be parsed (forwarded unchanged).
+    pub unparsable_items: usize,
+    /// Entries that extend or remove the TTL of a key a lagging replica may already have dropped.
+    pub at_risk: Vec<(Option<Family>, AtRisk)>,
+}
+
+/// The engine state of one upstream link (one replica, one DB).
+#[derive(Debug)]
+pub struct LinkRewriter {
+    table: Arc<ExpiryTable>,
+    state: StreamState,
+    policy: Policy,
+    /// Keys written by entries while a warm-up scan result waits to be merged.
+    touched: Option<HashSet<(u32, Vec<u8>)>>,
+    entries_since_prune: u32,
+}
+
+/// Entries between two table prunes.
+const PRUNE_EVERY: u32 = 4096;
+
+impl LinkRewriter {
+    /// A rewriter over `table` for DB `db`, switched by `families`.
+    pub fn new(table: Arc<ExpiryTable>, db: u32, families: FamilySwitches) -> Self {
+        LinkRewriter {
+            table,
+            state: StreamState {
+                db,
+                in_multi: false,
+            },
+            policy: Policy {
+                dialect: Dialect::Pika,
+                families,
+            },
+            touched: None,
+            entries_since_prune: 0,
+        }
+    }
+
+    /// The link's expiry table.
+    pub fn table(&self) -> &Arc<ExpiryTable> {
+        &self.table
+    }
+
+    /// The engine's stream state (DB, MULTI).
+    pub fn stream_state(&self) -> StreamState {
+        self.state
+    }
+
+    /// Restores the engine's stream state (a parked table resumes with its state).
+    pub fn set_stream_state(&mut self, state: StreamState) {
+        self.state = state;
+    }
+
+    /// Starts recording the keys every entry touches (a warm-up scan is running).
+    pub fn start_recording_touched(&mut self) {
+        self.touched = Some(HashSet::new());
+    }
+
+    /// Stops recording and returns the keys touched since [`Self::start_recording_touched`].
+    pub fn take_touched(&mut self) -> HashSet<(u32, Vec<u8>)> {
+        self.touched.take().unwrap_or_default()
+    }
+
+    /// Rewrites the entries of the BinlogSync response `body`.
+    pub fn rewrite_response(&mut self, body: &[u8]) -> Result<RewrittenResponse, MessageError> {
+        let response = InnerResponse::parse(body)?;
+        let mut replacements: Vec<Option<Vec<u8>>> = Vec::new();
+        let mut out = RewrittenResponse {
+            body: None,
+            forwarded: None,
+            unparsable_items: 0,
+            at_risk: Vec::new(),
+        };
+        let mut first: Option<(LogicalOffset, u32)> = None;
+        let mut last: Option<(LogicalOffset, u32)> = None;
+        let mut items = 0;
+        let mut changed = false;
+        for entry in response.binlog_sync_entries() {
+            let entry = entry?;
+            if entry.is_keepalive() {
+                replacements.push(None);
+                continue;
+            }
+            let item = entry.item().map_err(MessageError::Item)?;
+            let end = entry.binlog_offset.logical();
+            first.get_or_insert((end, item.header.exec_time));
+            last = Some((end, item.header.exec_time));
+            items += 1;
+            let replacement = self.rewrite_item(&item, &mut out)?;
+            changed |= replacement.is_some();
+            replacements.push(replacement);
+        }
+        if changed {
+            let refs: Vec<Option<&[u8]>> = replacements.iter().map(|r| r.as_deref()).collect();
+            out.body = Some(replace_binlog_sync_binlogs(body, &refs)?);
+        }
+        if let (Some((first_end, first_exec)), Some((last_end, last_exec))) = (first, last) {
+            out.forwarded = Some(Forwarded {
+                first_end,
+                last_end,
+                first_exec_time: first_exec,
+                last_exec_time: last_exec,
+                changed,
+                items,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs one item's commands through the engine; `Some(new item bytes)` when it changed.
+    fn rewrite_item(
+        &mut self,
+        item: &BinlogItem<'_>,
+        out: &mut RewrittenResponse,
+    ) -> Result<Option<Vec<u8>>, MessageError> {
+        let exec_ms = i64::from(item.header.exec_time) * 1000;
+        let Some(frames) = parse_content(item.content) else {
+            out.unparsable_items += 1;
+            return Ok(None);
+        };
+        let mut pieces: Vec<Piece> = Vec::with_capacity(frames.len());
+        let mut changed = false;
+        for frame in frames {
+            let Some(cmd) = frame.command() else {
+                pieces.push(Piece::Raw(frame.raw().clone()));
+                continue;
+            };
+            let started = Instant::now();
+            if let Some(touched) = self.touched.as_mut() {
+                // Every argument may be a key (RENAME, SMOVE, DEL k1 k2…); marking a value as
+                // touched only makes the warm-up more conservative.
+                for arg in cmd.args.iter().skip(1) {
+                    touched.insert((self.state.db, arg.to_vec()));
+                }
+            }
+            let decision = engine::rewrite(
+                &cmd.args,
+                exec_ms,
+                &mut self.state,
+                &self.table,
+                &self.policy,
+            );
+            stats::entry_duration(started.elapsed());
+            stats::entry(decision.family, decision.outcome);
+            if let Some(risk) = decision.at_risk {
+                out.at_risk.push((decision.family, risk));
+            }
+            match decision.emit {
+                Emit::Replace(cmds) if !cmds.is_empty() => {
+                    changed = true;
+                    pieces.push(Piece::Commands(cmds));
+                }
+                // An empty replacement would make the item vanish on the replica; keep it.
+                _ => pieces.push(Piece::Raw(cmd.raw.clone())),
+            }
+        }
+        self.entries_since_prune += 1;
+        if self.entries_since_prune >= PRUNE_EVERY {
+            self.entries_since_prune = 0;
+            self.table.prune(exec_ms);
+        }
+        if !changed {
+            return Ok(None);
+        }
+        let mut content = BytesMut::with_capacity(item.content.len() * 2);
+        for piece in pieces {
+            match piece {
+                Piece::Raw(raw) => content.extend_from_slice(&raw),
+                Piece::Commands(cmds) => {
+                    for cmd in cmds {
+                        encode_command(&cmd, &mut content);
+                    }
+                }
+            }
+        }
+        build_item(&item.header, &content)
+            .map(Some)
+            .map_err(MessageError::Item)
+    }
+}
+
+enum Piece {
+    Raw(Bytes),
+    Commands(Vec<Vec<Bytes>>),
+}
+
+/// Splits an item's content into RESP frames, or `None` when it does not parse completely.
+/// Inline commands are accepted because the Pika replica's parser accepts them.
+pub fn parse_content(content: &[u8]) -> Option<Vec<Frame>> {
+    let mut parser = CommandParser::new(ParserLimits::replica_stream());
+    let mut buf = BytesMut::from(content);
+    let mut frames = Vec::with_capacity(1);
+    loop {
+        match parser.parse(&mut buf) {
+            Ok(Some(frame)) => frames.push(frame),
+            Ok(None) if buf.is_empty() => return Some(frames),
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pika::item::ItemHeader;
+    use crate::pika::messages::{build_binlog_sync_response, NewBinlogSyncEntry, Slot};
+    use crate::table::Baseline;
+
+    fn item(exec_time: u32, logic_id: u64, start: u64, args: &[&str]) -> Vec<u8> {
+        let mut content = BytesMut::new();
+        encode_command(args, &mut content);
+        let header = ItemHeader {
+            item_type: 1,
+            exec_time,
+            term_id: 0,
+            logic_id,
+            filenum: 0,
+            offset: start,
+            content_len: 0,
+        };
+        build_item(&header, &content).unwrap()
+    }
+
+    fn response(items: &[(Vec<u8>, u64, u64)]) -> Vec<u8> {
+        let entries: Vec<NewBinlogSyncEntry<'_>> = items
+            .iter()
+            .map(|(binlog, end, index)| NewBinlogSyncEntry {
+                slot: Slot {
+                    db_name: b"db0",
+                    slot_id: 0,
+                },
+                binlog_offset: LogicalOffset {
+                    filenum: 0,
+                    offset: *end,
+                    term: 0,
+                    index: *index,
+                },
+                binlog,
+                session_id: 0,
+            })
+            .collect();
+        build_binlog_sync_response(&entries)
+    }
+
+    fn contents(body: &[u8]) -> Vec<Vec<u8>> {
+        InnerResponse::parse(body)
+            .unwrap()
+            .binlog_sync_entries()
+            .map(|e| e.unwrap().item().unwrap().content.to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn seed_scenario_puts_both_commands_into_the_incr_item() {
+        let table = Arc::new(ExpiryTable::new(Baseline::Absent));
+        let mut rw = LinkRewriter::new(table, 0, FamilySwitches::all_on());
+        let t0 = 1_795_469_984u32;
+        let setex = item(
+            t0,
+            1,
+            0,
+            &["pksetexat", "key1", &(t0 + 10).to_string(), "100"],
+        );
+        let first = response(&[(setex.clone(), 95, 1)]);
+        let out = rw.rewrite_response(&first).unwrap();
+        assert!(out.body.is_none(), "pksetexat is already absolute");
+        let fwd = out.forwarded.unwrap();
+        assert_eq!(
+            (fwd.first_end.offset, fwd.last_end.offset, fwd.items),
+            (95, 95, 1)
+        );
+        assert!(!fwd.changed);
+
+        let incr = item(t0 + 1, 2, 95, &["INCR", "key1"]);
+        let second = response(&[(incr, 159, 2)]);
+        let out = rw.rewrite_response(&second).unwrap();
+        let body = out.body.expect("INCR on a volatile key is rewritten");
+        let expected = format!(
+            "*2\r\n$4\r\nINCR\r\n$4\r\nkey1\r\n*3\r\n$8\r\nexpireat\r\n$4\r\nkey1\r\n$10\r\n{}\r\n",
+            t0 + 10
+        );
+        assert_eq!(contents(&body), vec![expected.into_bytes()]);
+        // The header kept everything but content_len, and the entry kept the master END.
+        let resp = InnerResponse::parse(&body).unwrap();
+        let entry = resp.binlog_sync_entries().next().unwrap().unwrap();
+        assert_eq!(entry.binlog_offset.offset, 159);
+        let header = entry.item().unwrap().header;
+        assert_eq!(
+            (header.logic_id, header.offset, header.exec_time),
+            (2, 95, t0 + 1)
+        );
+        assert!(out.forwarded.unwrap().changed);
+    }
+
+    #[test]
+    fn a_rewritten_response_keeps_unknown_fields() {
+        use crate::pika::proto::{put_len_field, put_varint_field, FieldIter};
+        let table = Arc::new(ExpiryTable::new(Baseline::Absent));
+        let t0 = 1_795_469_984u32;
+        table.set_deadline(0, b"k", (i64::from(t0) + 10) * 1000);
+        let mut rw = LinkRewriter::new(table, 0, FamilySwitches::all_on());
+        let binlog = item(t0 + 1, 2, 95, &["INCR", "k"]);
+        // An entry as a newer master writes it: fields 1-4 plus committed_id (field 5).
+        let mut slot = Vec::new();
+        put_len_field(&mut slot, 1, b"db0");
+        put_varint_field(&mut slot, 2, 0);
+        let mut offset = Vec::new();
+        for (f, v) in [(1, 0), (2, 157), (3, 0), (4, 2)] {
+            put_varint_field(&mut offset, f, v);
+        }
+        let mut committed = Vec::new();
+        put_varint_field(&mut committed, 1, 0);
+        put_varint_field(&mut committed, 2, 42);
+        let mut entry = Vec::new();
+        put_len_field(&mut entry, 1, &slot);
+        put_len_field(&mut entry, 2, &offset);
+        put_len_field(&mut entry, 3, &binlog);
+        put_varint_field(&mut entry, 4, 0);
+        put_len_field(&mut entry, 5, &committed);
+        let mut body = Vec::new();
+        put_varint_field(&mut body, 1, 4);
+        put_varint_field(&mut body, 2, 1);
+        put_len_field(&mut body, 7, &entry);
+        put_varint_field(&mut body, 99, 7);
+
+        let out = rw.rewrite_response(&body).unwrap();
+        let new = out.body.expect("rewritten");
+        let top: Vec<_> = FieldIter::new(&new).map(|f| f.unwrap()).collect();
+        assert!(top
+            .iter()
+            .any(|f| f.number() == 99 && f.varint().unwrap() == 7));
+        let entry = top
+            .iter()
+            .find(|f| f.number() == 7)
+            .unwrap()
+            .bytes()
+            .unwrap();
+        let fields: Vec<_> = FieldIter::new(entry).map(|f| f.unwrap()).collect();
+        let kept = fields.iter().find(|f| f.number() == 5).unwrap();
+        assert_eq!(kept.bytes().unwrap(), committed.as_slice());
+        let new_binlog = fields
+            .iter()
+            .find(|f| f.number() == 3)
+            .unwrap()
+            .bytes()
+            .unwrap();
+        assert!(new_binlog.len() > binlog.len());
+    }
+
+    #[test]
+    fn switched_off_families_forward_the_original_bytes() {
+        let table = Arc::new(ExpiryTable::new(Baseline::Absent));
+        let mut rw = LinkRewriter::new(table, 0, FamilySwitches::all_off());
+        let t0 = 1_795_469_984u32;
+        let a = item(t0, 1, 0, &["pksetexat", "k", &(t0 + 10).to_string(), "1"]);
+        let b = item(t0 + 1, 2, 93, &["INCR", "k"]);
+        let body = response(&[(a, 93, 1), (b, 157, 2)]);
+        let out = rw.rewrite_response(&body).unwrap();
+        assert!(out.body.is_none());
+        assert_eq!(out.forwarded.unwrap().items, 2);
+    }
+
+    #[test]
+    fn keepalive_has_nothing_to_ack_and_garbage_content_passes() {
+        let table = Arc::new(ExpiryTable::new(Baseline::Unknown));
+        let mut rw = LinkRewriter::new(table, 0, FamilySwitches::all_on());
+        let out = rw
+            .rewrite_response(&response(&[(Vec::new(), 0, 0)]))
+            .unwrap();
+        assert!(out.body.is_none() && out.forwarded.is_none());
+        let header = ItemHeader {
+            item_type: 1,
+            exec_time: 1,
+            term_id: 0,
+            logic_id: 1,
+            filenum: 0,
+            offset: 0,
+            content_len: 0,
+        };
+        let junk = build_item(&header, b"*2\r\n$4\r\nINCR").unwrap();
+        let out = rw.rewrite_response(&response(&[(junk, 55, 1)])).unwrap();
+        assert_eq!(out.unparsable_items, 1);
+        assert!(out.body.is_none());
+    }
+
+    #[test]
+    fn touched_keys_are_recorded_only_while_asked() {
+        let table = Arc::new(ExpiryTable::new(Baseline::Unknown));
+        let mut rw = LinkRewriter::new(table, 0, FamilySwitches::all_on());
+        rw.rewrite_response(&response(&[(item(5, 1, 0, &["SET", "a", "1"]), 60, 1)]))
+            .unwrap();
+        rw.start_recording_touched();
+        rw.rewrite_response(&response(&[(
+            item(5, 2, 60, &["RENAME", "b", "c"]),
+            130,
+            2,
+        )]))
+        .unwrap();
+        let touched = rw.take_touched();
+        assert!(touched.contains(&(0, b"b".to_vec())) && touched.contains(&(0, b"c".to_vec())));
+        assert!(!touched.contains(&(0, b"a".to_vec())));
+    }
+}

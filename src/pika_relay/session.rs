@@ -1,0 +1,976 @@
+//! One replica link: the replica's P+2000 connection, terminated here, and the relay's own
+//! connection to the master's P+2000, opened for it.
+//!
+//! Requests (replica → master) and responses (master → replica) are read as whole frames. A
+//! frame the relay does not change is written out with its original bytes. The relay changes:
+//!
+//! * BinlogSync responses whose items the engine rewrites (item contents only; offsets stay in
+//!   master space, see [`rewrite`](super::rewrite));
+//! * TrySync and first_send requests, whose replica position becomes the master position the
+//!   offset map knows for it; a position it cannot map is answered here with
+//!   kSyncPointBePurged, which makes the replica run a full sync;
+//! * acks, whose `ack_range_end` (the replica's own position) becomes the master END of the
+//!   response they answer (taken from the FIFO of forwarded responses).
+//!
+//! A Pika connection can carry several DBs (one TrySync each), so all of this is kept per DB.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{PikaRelayConfig, REPLICATION_PORT_OFFSET};
+use super::error::{LinkError, Side};
+use super::inflight::Inflight;
+use super::map_store::Loaded;
+use super::offset_map::MapState;
+use super::passthrough::CONNECT_TIMEOUT;
+use super::position::lag_bytes;
+use super::registry::{
+    persist, DbLinkStatus, LinkStatus, ParkedTable, PikaRelayShared, SharedStore,
+};
+use super::rewrite::LinkRewriter;
+use super::stats;
+use super::warmup::{self, WarmupState};
+use crate::engine::StreamState;
+use crate::pika::frame::{FrameCodec, FrameError};
+use crate::pika::messages::{
+    build_try_sync_purged_response, replace_ack_range, replace_ack_range_end,
+    replace_try_sync_offset, BinlogPosition, BinlogSyncRequest, InnerRequest, InnerResponse,
+    LogicalOffset, MessageError, MessageType, Node, Slot, SyncPointRequest, TrySyncReplyCode,
+};
+use crate::table::{Baseline, ExpiryTable};
+
+/// How often link status, lag gauges and timeouts are refreshed.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Margin added to a replica's lag when deciding whether an entry is at risk: Pika's expiry has
+/// one-second precision.
+const AT_RISK_MARGIN_MS: i64 = 1000;
+
+/// Handshake phase of one DB of a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Nothing agreed yet (or the last TrySync failed).
+    Handshake,
+    /// A TrySync at replica position `replica`, sent upstream as master position `master`.
+    TrySync {
+        replica: BinlogPosition,
+        master: BinlogPosition,
+    },
+    /// The master accepted; the replica's first_send is due.
+    FirstSend {
+        replica: BinlogPosition,
+        master: BinlogPosition,
+    },
+    /// Items flow.
+    Streaming,
+    /// A DBSync was requested; the next TrySync ends it.
+    FullSync,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Handshake => "handshake",
+            Phase::TrySync { .. } => "try_sync",
+            Phase::FirstSend { .. } => "first_send",
+            Phase::Streaming => "streaming",
+            Phase::FullSync => "full_sync",
+        }
+    }
+}
+
+/// State of one DB (slot) of a link.
+struct DbLink {
+    name: String,
+    store_key: String,
+    store: SharedStore,
+    map: MapState,
+    phase: Phase,
+    inflight: Inflight,
+    rewriter: Option<LinkRewriter>,
+    warmup: Option<WarmupState>,
+    /// Master END of the last item forwarded (the position the engine's table reflects).
+    last_forwarded: BinlogPosition,
+    /// Master END the replica last acknowledged.
+    acked_master: BinlogPosition,
+    /// Newest master position seen (item ENDs, TrySync replies).
+    master_latest: BinlogPosition,
+    answered_purged: bool,
+    master_said_purged: bool,
+    dbsync_requested: Option<Instant>,
+}
+
+/// The DB key of a slot: `db0`, or `db0:<slot>` when the slot is not 0.
+fn db_key(db_name: &[u8], slot_id: u32) -> String {
+    let name = String::from_utf8_lossy(db_name);
+    if slot_id == 0 {
+        name.into_owned()
+    } else {
+        format!("{name}:{slot_id}")
+    }
+}
+
+/// `dbN` → N (the engine keys its table by DB number).
+fn db_index(db_name: &[u8]) -> u32 {
+    std::str::from_utf8(db_name)
+        .ok()
+        .and_then(|n| n.strip_prefix("db"))
+        .and_then(|n| n.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A file-name-safe key for one replica's DB.
+fn store_key(node: &Node<'_>, db: &str) -> String {
+    let ip: String = String::from_utf8_lossy(node.ip)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let db: String = db
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!("{ip}_{}_{db}", node.port)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn msg_err(side: Side) -> impl Fn(MessageError) -> LinkError {
+    move |e| LinkError::Message(side, e)
+}
+
+fn frame_err(side: Side, e: FrameError) -> LinkError {
+    match e {
+        FrameError::Io(io) => LinkError::Io(side, io),
+        other => LinkError::Frame(side, other),
+    }
+}
+
+fn missing(side: Side, what: &str) -> LinkError {
+    LinkError::Protocol(side, format!("{what} message without its {what} field"))
+}
+
+/// What a link needs from the relay.
+#[derive(Clone)]
+pub(crate) struct LinkSetup {
+    pub cfg: Arc<PikaRelayConfig>,
+    pub shared: PikaRelayShared,
+}
+
+/// Runs one replica link until either side closes, a peer breaks the protocol, or `cancel`.
+pub(crate) async fn run_link(
+    replica: TcpStream,
+    peer: SocketAddr,
+    setup: LinkSetup,
+    cancel: CancellationToken,
+) {
+    let Some(master_addr) = PikaRelayConfig::shifted(setup.cfg.master, REPLICATION_PORT_OFFSET)
+    else {
+        return;
+    };
+    let id = setup.shared.sessions.register(peer.to_string());
+    let replica_label = peer.to_string();
+    stats::link_up(Side::Replica, &replica_label, true);
+    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(master_addr))
+        .await
+    {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, master = %master_addr, "cannot reach the master's replication port: {e}; closing the replica connection");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%peer, master = %master_addr, "connecting to the master's replication port timed out; closing the replica connection");
+            None
+        }
+    };
+    let Some(upstream) = upstream else {
+        stats::link_up(Side::Replica, &replica_label, false);
+        setup.shared.sessions.remove(id);
+        return;
+    };
+    let _ = replica.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    let (replica_r, replica_w) = replica.into_split();
+    let (master_r, master_w) = upstream.into_split();
+    let codec = FrameCodec::with_max_frame_len(setup.cfg.max_frame_len);
+    let mut link = Link {
+        id,
+        peer,
+        setup: setup.clone(),
+        name: replica_label.clone(),
+        dbs: HashMap::new(),
+        down: replica_w,
+        up: master_w,
+        out: BytesMut::new(),
+        codec,
+        last_upstream: Instant::now(),
+    };
+    stats::link_up(Side::Master, &link.name, true);
+    tracing::info!(%peer, link = id, "replica connected; relaying to {master_addr}");
+    link.publish_status();
+    let result = link
+        .pump(
+            FrameReader::new(replica_r, codec),
+            FrameReader::new(master_r, codec),
+            cancel,
+        )
+        .await;
+    match &result {
+        Ok(()) => tracing::info!(replica = %link.name, link = id, "link closed"),
+        Err(e) => {
+            // A socket closing is how links normally end; only violations and timeouts count.
+            if e.is_protocol_violation() || matches!(e, LinkError::Timeout(..)) {
+                if let Some(side) = e.side() {
+                    stats::protocol_error(side, e.kind());
+                }
+            }
+            if e.is_protocol_violation() || matches!(e, LinkError::Persist(_)) {
+                tracing::error!(replica = %link.name, link = id, "closing the link: {e}");
+            } else {
+                tracing::info!(replica = %link.name, link = id, "link closed: {e}");
+            }
+        }
+    }
+    link.close().await;
+}
+
+struct Link {
+    id: u64,
+    peer: SocketAddr,
+    setup: LinkSetup,
+    /// The replica as it names itself (`node.ip:port`), or its TCP peer address until known.
+    name: String,
+    dbs: HashMap<String, DbLink>,
+    down: OwnedWriteHalf,
+    up: OwnedWriteHalf,
+    out: BytesMut,
+    codec: FrameCodec,
+    last_upstream: Instant,
+}
+
+/// Reads whole frames from one connection. `next` is cancel-safe (its only await point is a
+/// cancel-safe `read_buf` into the reader's own buffer), so it can sit in a `select!`.
+struct FrameReader {
+    half: OwnedReadHalf,
+    buf: BytesMut,
+    codec: FrameCodec,
+}
+
+impl FrameReader {
+    fn new(half: OwnedReadHalf, codec: FrameCodec) -> Self {
+        FrameReader {
+            half,
+            buf: BytesMut::with_capacity(64 * 1024),
+            codec,
+        }
+    }
+
+    /// The next frame body; `None` at a clean end of stream.
+    async fn next(&mut self) -> Option<Result<Bytes, FrameError>> {
+        loop {
+            match self.codec.decode(&mut self.buf) {
+                Ok(Some(body)) => return Some(Ok(body)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+            match self.half.read_buf(&mut self.buf).await {
+                Ok(0) if self.buf.is_empty() => return None,
+                Ok(0) => {
+                    let missing = match self.codec.decode(&mut self.buf) {
+                        Ok(_) => self.buf.len(),
+                        Err(e) => return Some(Err(e)),
+                    };
+                    return Some(Err(FrameError::Truncated { missing }));
+                }
+                Ok(_) => {}
+                Err(e) => return Some(Err(FrameError::Io(e))),
+            }
+        }
+    }
+}
+
+type Frames = FrameReader;
+
+impl Link {
+    async fn pump(
+        &mut self,
+        mut replica: Frames,
+        mut master: Frames,
+        cancel: CancellationToken,
+    ) -> Result<(), LinkError> {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                frame = replica.next() => match frame {
+                    None => return Ok(()),
+                    Some(Err(e)) => return Err(frame_err(Side::Replica, e)),
+                    Some(Ok(body)) => {
+                        stats::bytes("in", Side::Replica, body.len() + 4);
+                        self.on_request(body).await?;
+                    }
+                },
+                frame = master.next() => match frame {
+                    None => return Err(LinkError::Io(
+                        Side::Master,
+                        std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the master closed the connection"),
+                    )),
+                    Some(Err(e)) => return Err(frame_err(Side::Master, e)),
+                    Some(Ok(body)) => {
+                        stats::bytes("in", Side::Master, body.len() + 4);
+                        self.last_upstream = Instant::now();
+                        self.on_response(body).await?;
+                    }
+                },
+                _ = tick.tick() => self.on_tick().await?,
+            }
+        }
+    }
+
+    async fn send(&mut self, side: Side, body: &[u8]) -> Result<(), LinkError> {
+        self.out.clear();
+        self.codec
+            .encode(body, &mut self.out)
+            .map_err(|e| frame_err(side, e))?;
+        let writer = match side {
+            Side::Master => &mut self.up,
+            Side::Replica => &mut self.down,
+        };
+        writer
+            .write_all(&self.out)
+            .await
+            .map_err(|e| LinkError::Io(side, e))?;
+        stats::bytes("out", side, self.out.len());
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Replica → master
+    // -----------------------------------------------------------------------------------------
+
+    async fn on_request(&mut self, body: Bytes) -> Result<(), LinkError> {
+        let req = InnerRequest::parse(&body).map_err(msg_err(Side::Replica))?;
+        match req.msg_type {
+            MessageType::MetaSync => {
+                if let Some(meta) = req.meta_sync().map_err(msg_err(Side::Replica))? {
+                    self.set_name(&meta.node);
+                }
+                self.send(Side::Master, &body).await
+            }
+            MessageType::TrySync => {
+                let ts = req
+                    .try_sync()
+                    .map_err(msg_err(Side::Replica))?
+                    .ok_or_else(|| missing(Side::Replica, "try_sync"))?;
+                self.on_try_sync(&body, &ts).await
+            }
+            MessageType::DbSync => {
+                let ds = req
+                    .db_sync()
+                    .map_err(msg_err(Side::Replica))?
+                    .ok_or_else(|| missing(Side::Replica, "db_sync"))?;
+                self.on_db_sync(&body, &ds).await
+            }
+            MessageType::BinlogSync => {
+                let bs = req
+                    .binlog_sync()
+                    .map_err(msg_err(Side::Replica))?
+                    .ok_or_else(|| missing(Side::Replica, "binlog_sync"))?;
+                self.on_binlog_sync_request(&body, &bs).await
+            }
+            _ => self.send(Side::Master, &body).await,
+        }
+    }
+
+    fn set_name(&mut self, node: &Node<'_>) {
+        let name = format!("{}:{}", String::from_utf8_lossy(node.ip), node.port);
+        if name != self.name {
+            stats::link_up(Side::Replica, &self.name, false);
+            stats::link_up(Side::Master, &self.name, false);
+            self.name = name;
+            stats::link_up(Side::Replica, &self.name, true);
+            stats::link_up(Side::Master, &self.name, true);
+        }
+    }
+
+    /// The DB link for `slot`, opening its offset map on first use.
+    async fn db(&mut self, node: &Node<'_>, slot: &Slot<'_>) -> Result<&mut DbLink, LinkError> {
+        self.set_name(node);
+        let key = db_key(slot.db_name, slot.slot_id);
+        if !self.dbs.contains_key(&key) {
+            let skey = store_key(node, &key);
+            let shared = self.setup.shared.clone();
+            let dir = self.setup.cfg.state_dir.clone();
+            let skey2 = skey.clone();
+            let link = self.id;
+            let (store, loaded, map) =
+                tokio::task::spawn_blocking(move || shared.map_store(&dir, &skey2, link))
+                    .await
+                    .map_err(|e| LinkError::Persist(std::io::Error::other(e)))?
+                    .map_err(LinkError::Persist)?;
+            match loaded {
+                Some(Loaded::Missing) => tracing::info!(
+                    replica = %self.name, db = %key,
+                    "no offset map yet: the replica's first resume through the relay will be a full sync"
+                ),
+                Some(Loaded::Corrupt(why)) => tracing::warn!(
+                    replica = %self.name, db = %key,
+                    "the offset map is corrupt ({why}); it was reset and the replica's next resume will be a full sync"
+                ),
+                Some(Loaded::State(ref s, torn)) => tracing::info!(
+                    replica = %self.name, db = %key, map = s.name(), points = s.points(), torn_bytes = torn,
+                    "offset map loaded"
+                ),
+                None => {}
+            }
+            self.dbs.insert(
+                key.clone(),
+                DbLink {
+                    name: key.clone(),
+                    store_key: skey,
+                    store,
+                    map,
+                    phase: Phase::Handshake,
+                    inflight: Inflight::default(),
+                    rewriter: None,
+                    warmup: None,
+                    last_forwarded: BinlogPosition::default(),
+                    acked_master: BinlogPosition::default(),
+                    master_latest: BinlogPosition::default(),
+                    answered_purged: false,
+                    master_said_purged: false,
+                    dbsync_requested: None,
+                },
+            );
+        }
+        self.dbs
+            .get_mut(&key)
+            .ok_or_else(|| LinkError::Protocol(Side::Replica, format!("unknown db {key}")))
+    }
+
+    async fn on_try_sync(
+        &mut self,
+        body: &[u8],
+        ts: &SyncPointRequest<'_>,
+    ) -> Result<(), LinkError> {
+        let peer_ip = self.peer.ip();
+        let link = self.id;
+        let shared = self.setup.shared.clone();
+        let name = self.name.clone();
+        let db = self.db(&ts.node, &ts.slot).await?;
+        let replica = ts.binlog_offset.position();
+        let mut master = db.map.translate(replica);
+        if master.is_none() && db.map == MapState::Unknown {
+            if let Some(since) = db.dbsync_requested {
+                if shared.snapshot_matches(peer_ip, &db.name, replica, since) {
+                    persist(&db.store, link, MapState::Identity)
+                        .await
+                        .map_err(LinkError::Persist)?;
+                    db.map = MapState::Identity;
+                    master = Some(replica);
+                    tracing::info!(
+                        replica = %name, db = %db.name, position = %replica,
+                        "full sync finished at the snapshot position: replica offsets equal the master's again"
+                    );
+                }
+            }
+        }
+        match master {
+            Some(master) => {
+                db.phase = Phase::TrySync { replica, master };
+                tracing::info!(
+                    replica = %name, db = %db.name, replica_position = %replica, master_position = %master,
+                    "replica resumes; TrySync translated"
+                );
+                if master == replica {
+                    self.send(Side::Master, body).await
+                } else {
+                    let out =
+                        replace_try_sync_offset(body, master).map_err(msg_err(Side::Replica))?;
+                    self.send(Side::Master, &out).await
+                }
+            }
+            None => {
+                db.phase = Phase::Handshake;
+                db.answered_purged = true;
+                tracing::warn!(
+                    replica = %name, db = %db.name, replica_position = %replica, map = db.map.name(),
+                    "the relay cannot map the replica's position to an exact master position; answering kSyncPointBePurged to force a full sync"
+                );
+                let reply = build_try_sync_purged_response(ts, db.master_latest);
+                self.send(Side::Replica, &reply).await
+            }
+        }
+    }
+
+    async fn on_db_sync(
+        &mut self,
+        body: &[u8],
+        ds: &SyncPointRequest<'_>,
+    ) -> Result<(), LinkError> {
+        let link = self.id;
+        let shared = self.setup.shared.clone();
+        let name = self.name.clone();
+        let db = self.db(&ds.node, &ds.slot).await?;
+        let reason = if db.answered_purged {
+            "proxy_unmapped_offset"
+        } else if db.master_said_purged {
+            "master_purged"
+        } else {
+            "replica_request"
+        };
+        db.answered_purged = false;
+        db.master_said_purged = false;
+        stats::full_sync(reason);
+        // Write-ahead: the replica is about to reset its binlog; no old pair may survive it.
+        persist(&db.store, link, MapState::Unknown)
+            .await
+            .map_err(LinkError::Persist)?;
+        db.map = MapState::Unknown;
+        park_table(&shared, db);
+        db.phase = Phase::FullSync;
+        db.inflight = Inflight::default();
+        db.dbsync_requested = Some(Instant::now());
+        tracing::info!(replica = %name, db = %db.name, reason, "full sync (DBSync) requested");
+        self.send(Side::Master, body).await
+    }
+
+    async fn on_binlog_sync_request(
+        &mut self,
+        body: &[u8],
+        bs: &BinlogSyncRequest<'_>,
+    ) -> Result<(), LinkError> {
+        let key = db_key(bs.db_name, bs.slot_id);
+        let name = self.name.clone();
+        let link = self.id;
+        let Some(db) = self.dbs.get_mut(&key) else {
+            return Err(LinkError::Protocol(
+                Side::Replica,
+                format!("BinlogSync for {key} before any TrySync for it"),
+            ));
+        };
+        if bs.first_send {
+            let Phase::FirstSend { replica, master } = db.phase else {
+                return Err(LinkError::Protocol(
+                    Side::Replica,
+                    format!("first_send for {key} without an accepted TrySync"),
+                ));
+            };
+            let (start, end) = (bs.ack_range_start.position(), bs.ack_range_end.position());
+            if start != replica || end != replica {
+                return Err(LinkError::Protocol(
+                    Side::Replica,
+                    format!(
+                        "first_send at {start}-{end}, but the replica's TrySync was at {replica}"
+                    ),
+                ));
+            }
+            self.start_streaming(&key, master);
+            if master == replica {
+                return self.send(Side::Master, body).await;
+            }
+            let at = |o: &crate::pika::messages::BinlogOffset| LogicalOffset {
+                filenum: master.filenum,
+                offset: master.offset,
+                term: o.term.unwrap_or(0),
+                index: o.index.unwrap_or(0),
+            };
+            let out = replace_ack_range(
+                body,
+                Some(at(&bs.ack_range_start)),
+                Some(at(&bs.ack_range_end)),
+            )
+            .map_err(msg_err(Side::Replica))?;
+            return self.send(Side::Master, &out).await;
+        }
+        if bs.is_ping() {
+            return self.send(Side::Master, body).await;
+        }
+        if db.phase != Phase::Streaming {
+            return Err(LinkError::Protocol(
+                Side::Replica,
+                format!(
+                    "ack for {key} while no items were sent ({})",
+                    db.phase.name()
+                ),
+            ));
+        }
+        let answered = db
+            .inflight
+            .ack(bs.ack_range_start.position())
+            .map_err(|e| LinkError::Protocol(Side::Replica, e.to_string()))?;
+        let replica_end = bs.ack_range_end.position();
+        let master_end = answered.last_end;
+        let next = match &db.map {
+            MapState::Identity if !answered.changed && replica_end == master_end.position() => None,
+            MapState::Identity if !answered.changed => {
+                tracing::warn!(
+                    replica = %name, db = %key, replica_end = %replica_end, master_end = %master_end.position(),
+                    "the replica wrote unchanged items at a different position than the master (does it re-serialize commands differently?); learning offsets from acks from now on"
+                );
+                Some(MapState::Unknown.after_ack(replica_end, master_end.position()))
+            }
+            // A full sync began on this link: the replica is about to reset its binlog.
+            MapState::Unknown => None,
+            map => Some(map.after_ack(replica_end, master_end.position())),
+        };
+        if let Some(next) = next {
+            persist(&db.store, link, next.clone())
+                .await
+                .map_err(LinkError::Persist)?;
+            db.map = next;
+        }
+        db.acked_master = master_end.position();
+        if replica_end == master_end.position() {
+            self.send(Side::Master, body).await?;
+        } else {
+            let out = replace_ack_range_end(body, master_end).map_err(msg_err(Side::Replica))?;
+            self.send(Side::Master, &out).await?;
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    /// Streaming starts at master position `master` for DB `key`.
+    fn start_streaming(&mut self, key: &str, master: BinlogPosition) {
+        let families = self.setup.shared.families.clone();
+        let shared = self.setup.shared.clone();
+        let cfg = self.setup.cfg.clone();
+        let name = self.name.clone();
+        let Some(db) = self.dbs.get_mut(key) else {
+            return;
+        };
+        let previous_end = db.last_forwarded;
+        db.phase = Phase::Streaming;
+        db.inflight = Inflight::default();
+        db.acked_master = master;
+        db.last_forwarded = master;
+        db.master_latest = db.master_latest.max(master);
+        db.warmup = None;
+        let reuse = match db.rewriter.take() {
+            Some(rw) if previous_end == master => Some(rw),
+            Some(rw) => {
+                park_rewriter(&shared, &db.store_key, rw, previous_end);
+                None
+            }
+            None => None,
+        };
+        let rewriter = reuse.unwrap_or_else(|| match shared.unpark_table(&db.store_key, master) {
+            Some(parked) => {
+                tracing::info!(
+                    replica = %name, db = %key, keys = parked.table.len(),
+                    "resuming exactly where the previous link stopped: its expiry table is reused"
+                );
+                let mut rw = LinkRewriter::new(parked.table, parked.state.db, families);
+                rw.set_stream_state(parked.state);
+                rw
+            }
+            None => {
+                let baseline = if cfg.empty_at_origin && master == BinlogPosition::default() {
+                    Baseline::Absent
+                } else {
+                    Baseline::Unknown
+                };
+                LinkRewriter::new(
+                    Arc::new(ExpiryTable::new(baseline)),
+                    db_index(db.name.as_bytes()),
+                    families,
+                )
+            }
+        });
+        let complete = rewriter.table().is_complete();
+        db.rewriter = Some(rewriter);
+        if !complete {
+            db.warmup = warmup::start(&cfg, &name, key, db.rewriter.as_mut());
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Master → replica
+    // -----------------------------------------------------------------------------------------
+
+    async fn on_response(&mut self, body: Bytes) -> Result<(), LinkError> {
+        let resp = InnerResponse::parse(&body).map_err(msg_err(Side::Master))?;
+        match resp.msg_type {
+            MessageType::TrySync => {
+                if let Some(ts) = resp.try_sync().map_err(msg_err(Side::Master))? {
+                    self.on_try_sync_reply(
+                        db_key(ts.slot.db_name, ts.slot.slot_id),
+                        ts.reply_code,
+                        ts.binlog_offset.map(|o| o.position()),
+                    )
+                    .await?;
+                }
+                self.send(Side::Replica, &body).await
+            }
+            MessageType::BinlogSync => self.on_binlog_response(body).await,
+            _ => self.send(Side::Replica, &body).await,
+        }
+    }
+
+    async fn on_try_sync_reply(
+        &mut self,
+        key: String,
+        code: TrySyncReplyCode,
+        master_position: Option<BinlogPosition>,
+    ) -> Result<(), LinkError> {
+        let name = self.name.clone();
+        let link = self.id;
+        let Some(db) = self.dbs.get_mut(&key) else {
+            return Ok(());
+        };
+        if let Some(p) = master_position {
+            db.master_latest = db.master_latest.max(p);
+        }
+        match (code, db.phase) {
+            (TrySyncReplyCode::Ok, Phase::TrySync { replica, master }) => {
+                let next = db.map.resumed_at(replica, master);
+                if next != db.map {
+                    // Before the replica can write anything of the new session.
+                    persist(&db.store, link, next.clone())
+                        .await
+                        .map_err(LinkError::Persist)?;
+                    db.map = next;
+                }
+                db.phase = Phase::FirstSend { replica, master };
+                stats::partial_sync();
+            }
+            (TrySyncReplyCode::SyncPointBePurged, _) => {
+                db.master_said_purged = true;
+                db.phase = Phase::Handshake;
+            }
+            (code, _) => {
+                tracing::warn!(replica = %name, db = %key, ?code, "the master refused the TrySync");
+                db.phase = Phase::Handshake;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_binlog_response(&mut self, body: Bytes) -> Result<(), LinkError> {
+        let resp = InnerResponse::parse(&body).map_err(msg_err(Side::Master))?;
+        if resp.is_keepalive().map_err(msg_err(Side::Master))? {
+            return self.send(Side::Replica, &body).await;
+        }
+        let mut key: Option<String> = None;
+        for entry in resp.binlog_sync_entries() {
+            let entry = entry.map_err(msg_err(Side::Master))?;
+            let k = db_key(entry.slot.db_name, entry.slot.slot_id);
+            match &key {
+                None => key = Some(k),
+                Some(first) if *first != k => {
+                    return Err(LinkError::Protocol(
+                        Side::Master,
+                        format!("one BinlogSync response carries items of {first} and {k}"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let Some(key) = key else {
+            return self.send(Side::Replica, &body).await;
+        };
+        let name = self.name.clone();
+        let link = self.id;
+        let Some(db) = self.dbs.get_mut(&key) else {
+            return Err(LinkError::Protocol(
+                Side::Master,
+                format!("items for {key}, which the replica never synced"),
+            ));
+        };
+        if db.phase != Phase::Streaming {
+            return Err(LinkError::Protocol(
+                Side::Master,
+                format!(
+                    "items for {key} before the replica's first_send ({})",
+                    db.phase.name()
+                ),
+            ));
+        }
+        let Some(rewriter) = db.rewriter.as_mut() else {
+            return Err(LinkError::Protocol(
+                Side::Master,
+                format!("items for {key} before streaming started"),
+            ));
+        };
+        let out = rewriter
+            .rewrite_response(&body)
+            .map_err(msg_err(Side::Master))?;
+        if out.unparsable_items > 0 {
+            stats::protocol_error(Side::Master, "item_content");
+            tracing::warn!(
+                replica = %name, db = %key, items = out.unparsable_items,
+                "items whose content is not RESP were forwarded unchanged"
+            );
+        }
+        if !out.at_risk.is_empty() {
+            let lag_ms = lag_seconds(&db.inflight) as i64 * 1000;
+            let horizon = now_ms() + lag_ms + AT_RISK_MARGIN_MS;
+            for (family, risk) in &out.at_risk {
+                if risk.old_deadline_ms <= horizon {
+                    stats::at_risk(*family);
+                    tracing::warn!(
+                        replica = %name, db = %key, key = %String::from_utf8_lossy(&risk.key),
+                        old_deadline_ms = risk.old_deadline_ms,
+                        "a TTL change may reach the replica after the key's old deadline; the replica may have dropped the key"
+                    );
+                }
+            }
+        }
+        let Some(forwarded) = out.forwarded else {
+            return self.send(Side::Replica, &body).await;
+        };
+        if forwarded.changed && db.map.is_identity() {
+            // Write-ahead: once the replica applies this response its layout departs from the
+            // master's; the boundaries it may be at until then are still identical.
+            let next = MapState::from_identical(
+                std::iter::once(db.acked_master).chain(db.inflight.last_ends()),
+            );
+            persist(&db.store, link, next.clone())
+                .await
+                .map_err(LinkError::Persist)?;
+            db.map = next;
+            tracing::info!(
+                replica = %name, db = %key, at = %db.last_forwarded,
+                "first rewritten item since the last full sync: replica offsets now differ from the master's and are learned from acks"
+            );
+        }
+        db.inflight.push(forwarded);
+        db.last_forwarded = forwarded.last_end.position();
+        db.master_latest = db.master_latest.max(db.last_forwarded);
+        if let Some(warm) = db.warmup.as_mut() {
+            if warm.try_merge(db.rewriter.as_mut(), db.last_forwarded) {
+                db.warmup = None;
+            }
+        }
+        match out.body {
+            Some(changed) => self.send(Side::Replica, &changed).await,
+            None => self.send(Side::Replica, &body).await,
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Housekeeping
+    // -----------------------------------------------------------------------------------------
+
+    async fn on_tick(&mut self) -> Result<(), LinkError> {
+        let timeout = self.setup.cfg.upstream_idle_timeout;
+        let streaming = self.dbs.values().any(|d| d.phase == Phase::Streaming);
+        if streaming && self.last_upstream.elapsed() > timeout {
+            return Err(LinkError::Timeout(Side::Master, timeout));
+        }
+        for db in self.dbs.values_mut() {
+            if let Some(warm) = db.warmup.as_mut() {
+                if warm.try_merge(db.rewriter.as_mut(), db.last_forwarded) {
+                    db.warmup = None;
+                }
+            }
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let file_size = self.setup.cfg.binlog_file_size;
+        let mut dbs: Vec<DbLinkStatus> = self
+            .dbs
+            .values()
+            .map(|db| {
+                let (table_complete, table_keys) = db
+                    .rewriter
+                    .as_ref()
+                    .map(|rw| (rw.table().is_complete(), rw.table().len()))
+                    .unwrap_or((false, 0));
+                let lag_b = lag_bytes(db.master_latest, db.acked_master, file_size);
+                let lag_s = lag_seconds(&db.inflight);
+                let points = db.map.points() + db.inflight.len();
+                stats::lag(&self.name, lag_b, lag_s);
+                stats::offset_map_points(&self.name, points);
+                stats::expiry_table(table_keys, table_complete);
+                DbLinkStatus {
+                    db: db.name.clone(),
+                    phase: db.phase.name(),
+                    offset_map: db.map.name(),
+                    offset_map_points: points,
+                    table_complete,
+                    table_keys,
+                    lag_bytes: lag_b,
+                    lag_seconds: lag_s,
+                    acked_master: db.acked_master.to_string(),
+                    master_latest: db.master_latest.to_string(),
+                }
+            })
+            .collect();
+        dbs.sort_by(|a, b| a.db.cmp(&b.db));
+        self.setup.shared.sessions.update(LinkStatus {
+            id: self.id,
+            peer: self.peer.to_string(),
+            replica: Some(self.name.clone()),
+            // The upstream connection lives exactly as long as the link.
+            upstream_up: true,
+            dbs,
+        });
+    }
+
+    async fn close(mut self) {
+        let shared = self.setup.shared.clone();
+        for db in self.dbs.values_mut() {
+            park_table(&shared, db);
+        }
+        let _ = self.down.shutdown().await;
+        let _ = self.up.shutdown().await;
+        stats::link_up(Side::Replica, &self.name, false);
+        stats::link_up(Side::Master, &self.name, false);
+        self.setup.shared.sessions.remove(self.id);
+    }
+}
+
+/// Seconds (master clock) the oldest unacknowledged item has waited; 0 when caught up.
+fn lag_seconds(inflight: &Inflight) -> f64 {
+    let Some(oldest) = inflight.oldest() else {
+        return 0.0;
+    };
+    let now_s = now_ms() as f64 / 1000.0;
+    (now_s - f64::from(oldest.first_exec_time)).max(0.0)
+}
+
+/// Parks a DB's expiry table so the next link can reuse it if it resumes at the same position.
+fn park_table(shared: &PikaRelayShared, db: &mut DbLink) {
+    db.warmup = None;
+    if let Some(rw) = db.rewriter.take() {
+        park_rewriter(shared, &db.store_key, rw, db.last_forwarded);
+    }
+}
+
+fn park_rewriter(shared: &PikaRelayShared, key: &str, rw: LinkRewriter, at: BinlogPosition) {
+    let state: StreamState = rw.stream_state();
+    shared.park_table(
+        key,
+        ParkedTable {
+            table: rw.table().clone(),
+            state,
+            at,
+        },
+    );
+}

@@ -1,0 +1,447 @@
+//! Warm-up: learning the TTLs of keys that existed before the relay saw the stream, by scanning
+//! the master over its client port P (`SCAN` + pipelined `PTTL`, rate-limited).
+//!
+//! # The race with the live stream
+//!
+//! The scan takes time while the master keeps writing. A `PTTL` answer describes the master at
+//! some binlog position between `B0` (the master's `binlog_offset` read just before the first
+//! `SCAN`) and `B1` (read just after the last reply). So:
+//!
+//! * the result is merged only once the link has forwarded every item up to `B1`; merging earlier
+//!   would let an entry between the link's position and `B1` be judged against a state that
+//!   already includes its own effect (e.g. a `SET … NX` judged as failing because the scan saw the
+//!   key it created);
+//! * every key written by an entry the link processed since the scan started (which covers every
+//!   entry after `B0`) is left out of the merge and stays whatever the stream made of it
+//!   (usually unknown), because the scan may have read it before or after that entry;
+//! * keys the stream already knows exactly keep the stream's answer (the scan's is only good to
+//!   a second: 3.5.4 computes `PTTL` as whole seconds × 1000). Deadlines are `PTTL` added to the
+//!   master's clock (read with `TIME` at the start; the local clock if the master has no `TIME`).
+//!
+//! After the merge the table's baseline becomes "not volatile": a key that the scan did not list
+//! with a TTL and the stream did not touch has no TTL.
+//!
+//! # Cost (estimate for a billion-key Pika)
+//!
+//! Only volatile keys are kept. Each costs its key bytes plus ~60 bytes (map entry, boxed key,
+//! allocator overhead) in the table, and about as much again in the scan buffer until the merge:
+//! with 20-byte keys and 10 % of 10⁹ keys volatile, ~8 GB for the table and a transient ~8 GB
+//! more. Time is bound by `PTTL` round trips: one pipelined connection does on the order of
+//! 10⁵ keys/s against Pika, so ~3 hours for 10⁹ keys, longer at the configured rate limit, and per
+//! upstream link (every replica's stream has its own position and table). The touched-key set
+//! grows with the distinct keys written during the scan. A cheaper alternative is on-demand
+//! lookups of the keys the stream touches, with the same `B0`/`B1` bracketing per lookup; they
+//! only help later entries, never the entry that triggered them.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::decode::decode_bytes_mut;
+use redis_protocol::resp2::types::BytesFrame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::config::{PikaRelayConfig, WarmupMode};
+use super::rewrite::LinkRewriter;
+use crate::pika::messages::BinlogPosition;
+use crate::resp::encode_command;
+use crate::table::{Baseline, KeyKnowledge};
+
+/// Keys asked for per `SCAN`.
+const SCAN_COUNT: usize = 512;
+
+/// What a finished scan found.
+#[derive(Debug, Default)]
+pub struct ScanResult {
+    /// `(key, absolute deadline ms)` of every key that had a TTL.
+    pub volatile: Vec<(Vec<u8>, i64)>,
+    /// Master binlog position before the first `SCAN`.
+    pub started_at: BinlogPosition,
+    /// Master binlog position after the last reply.
+    pub finished_at: BinlogPosition,
+    /// Keys looked up.
+    pub scanned: u64,
+}
+
+/// A warm-up in progress for one DB of one link.
+#[derive(Debug)]
+pub struct WarmupState {
+    replica: String,
+    db: String,
+    rx: oneshot::Receiver<Result<ScanResult, String>>,
+    result: Option<ScanResult>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for WarmupState {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a warm-up for DB `db` of `replica` if the configuration asks for one; the rewriter
+/// starts recording the keys the stream touches.
+pub fn start(
+    cfg: &PikaRelayConfig,
+    replica: &str,
+    db: &str,
+    rewriter: Option<&mut LinkRewriter>,
+) -> Option<WarmupState> {
+    if cfg.warmup != WarmupMode::Scan {
+        return None;
+    }
+    let rewriter = rewriter?;
+    rewriter.start_recording_touched();
+    let (tx, rx) = oneshot::channel();
+    let master = cfg.master;
+    let password = cfg.master_password.clone();
+    let rate = cfg.warmup_rate;
+    let db_name = db.split(':').next().unwrap_or(db).to_string();
+    tracing::info!(replica, db, "warm-up scan of the master started");
+    let task = tokio::spawn(async move {
+        let result = scan(master, password.as_deref(), &db_name, rate).await;
+        let _ = tx.send(result.map_err(|e| e.to_string()));
+    });
+    Some(WarmupState {
+        replica: replica.to_string(),
+        db: db.to_string(),
+        rx,
+        result: None,
+        task,
+    })
+}
+
+impl WarmupState {
+    /// Merges the scan into the link's table once it is finished and the link has forwarded
+    /// everything up to the scan's end position. Returns true when the warm-up is over (merged
+    /// or failed).
+    pub fn try_merge(
+        &mut self,
+        rewriter: Option<&mut LinkRewriter>,
+        forwarded_up_to: BinlogPosition,
+    ) -> bool {
+        let Some(rewriter) = rewriter else {
+            return true;
+        };
+        if self.result.is_none() {
+            match self.rx.try_recv() {
+                Ok(Ok(result)) => self.result = Some(result),
+                Ok(Err(e)) => {
+                    tracing::warn!(replica = %self.replica, db = %self.db, "warm-up scan failed: {e}; keys from before the relay stay unknown");
+                    rewriter.take_touched();
+                    return true;
+                }
+                Err(oneshot::error::TryRecvError::Empty) => return false,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    rewriter.take_touched();
+                    return true;
+                }
+            }
+        }
+        let Some(result) = self.result.as_ref() else {
+            return false;
+        };
+        if forwarded_up_to < result.finished_at {
+            return false;
+        }
+        let touched = rewriter.take_touched();
+        let db = rewriter.stream_state().db;
+        let merged = merge(rewriter, db, result, &touched);
+        tracing::info!(
+            replica = %self.replica, db = %self.db,
+            scanned = result.scanned, volatile = result.volatile.len(), merged,
+            touched = touched.len(), from = %result.started_at, to = %result.finished_at,
+            "warm-up merged: the expiry table is complete"
+        );
+        true
+    }
+}
+
+/// Applies `result` to the rewriter's table (see the module docs); returns the keys set.
+pub fn merge(
+    rewriter: &LinkRewriter,
+    db: u32,
+    result: &ScanResult,
+    touched: &HashSet<(u32, Vec<u8>)>,
+) -> usize {
+    let table = rewriter.table();
+    if table.baseline() == Baseline::Unknown {
+        // Keys the stream touched during the scan and does not know must stay unknown once
+        // absent entries stop meaning "unknown".
+        let unknown: Vec<&Vec<u8>> = touched
+            .iter()
+            .filter(|(d, k)| *d == db && table.lookup(db, k, 0) == KeyKnowledge::Unknown)
+            .map(|(_, k)| k)
+            .collect();
+        table.set_baseline(Baseline::NotVolatile);
+        for key in unknown {
+            table.mark_unknown(db, key);
+        }
+    }
+    let mut merged = 0;
+    for (key, deadline) in &result.volatile {
+        if touched.contains(&(db, key.clone())) {
+            continue;
+        }
+        match table.lookup(db, key, 0) {
+            KeyKnowledge::Unknown | KeyKnowledge::NotVolatile => {
+                table.set_deadline(db, key, *deadline);
+                merged += 1;
+            }
+            _ => {}
+        }
+    }
+    merged
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A RESP connection to the master's client port.
+struct Client {
+    stream: TcpStream,
+    buf: BytesMut,
+    out: BytesMut,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> std::io::Result<Client> {
+        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        stream.set_nodelay(true)?;
+        Ok(Client {
+            stream,
+            buf: BytesMut::with_capacity(64 * 1024),
+            out: BytesMut::new(),
+        })
+    }
+
+    fn queue(&mut self, args: &[&[u8]]) {
+        encode_command(args, &mut self.out);
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.write_all(&self.out).await?;
+        self.out.clear();
+        Ok(())
+    }
+
+    async fn reply(&mut self) -> std::io::Result<BytesFrame> {
+        loop {
+            match decode_bytes_mut(&mut self.buf) {
+                Ok(Some((frame, _, _))) => return Ok(frame),
+                Ok(None) => {}
+                Err(e) => return Err(std::io::Error::other(format!("bad reply: {e:?}"))),
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the master closed the connection",
+                ));
+            }
+        }
+    }
+
+    async fn call(&mut self, args: &[&[u8]]) -> std::io::Result<BytesFrame> {
+        self.queue(args);
+        self.flush().await?;
+        match self.reply().await? {
+            BytesFrame::Error(e) => Err(std::io::Error::other(format!(
+                "{} failed: {e}",
+                String::from_utf8_lossy(args[0])
+            ))),
+            frame => Ok(frame),
+        }
+    }
+
+    /// The master's clock from `TIME`, or `None` when it does not answer it.
+    async fn master_clock_ms(&mut self) -> std::io::Result<Option<i64>> {
+        self.queue(&[b"TIME"]);
+        self.flush().await?;
+        let BytesFrame::Array(parts) = self.reply().await? else {
+            return Ok(None);
+        };
+        let num = |f: Option<&BytesFrame>| -> Option<i64> {
+            match f? {
+                BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => {
+                    std::str::from_utf8(b).ok()?.parse().ok()
+                }
+                BytesFrame::Integer(i) => Some(*i),
+                _ => None,
+            }
+        };
+        Ok(match (num(parts.first()), num(parts.get(1))) {
+            (Some(s), Some(us)) => Some(s * 1000 + us / 1000),
+            _ => None,
+        })
+    }
+
+    /// `db<N>:binlog_offset=<filenum> <offset>,…` from `INFO replication`.
+    async fn binlog_offset(&mut self, db_name: &str) -> std::io::Result<BinlogPosition> {
+        let frame = self.call(&[b"INFO", b"replication"]).await?;
+        let text = match frame {
+            BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => b,
+            _ => return Err(std::io::Error::other("INFO returned no text")),
+        };
+        parse_binlog_offset(&text, db_name).ok_or_else(|| {
+            std::io::Error::other(format!("INFO replication has no {db_name}:binlog_offset"))
+        })
+    }
+}
+
+/// Finds `<db>:binlog_offset=<filenum> <offset>` in an `INFO replication` text.
+pub fn parse_binlog_offset(info: &[u8], db_name: &str) -> Option<BinlogPosition> {
+    let text = std::str::from_utf8(info).ok()?;
+    let prefix = format!("{db_name}:binlog_offset=");
+    let line = text.lines().find_map(|l| l.trim().strip_prefix(&prefix))?;
+    let value = line.split(',').next()?;
+    let mut parts = value.split_whitespace();
+    let filenum = parts.next()?.parse().ok()?;
+    let offset = parts.next()?.parse().ok()?;
+    Some(BinlogPosition::new(filenum, offset))
+}
+
+async fn scan(
+    master: SocketAddr,
+    password: Option<&str>,
+    db_name: &str,
+    rate: u32,
+) -> std::io::Result<ScanResult> {
+    let mut client = Client::connect(master).await?;
+    if let Some(pw) = password {
+        client.call(&[b"AUTH", pw.as_bytes()]).await?;
+    }
+    let db_index = db_name.strip_prefix("db").unwrap_or("0");
+    if db_index != "0" {
+        client.call(&[b"SELECT", db_index.as_bytes()]).await?;
+    }
+    // Deadlines are computed on the master's clock: PTTL is relative to it.
+    let skew_ms = client.master_clock_ms().await?.map_or(0, |m| m - now_ms());
+    let mut result = ScanResult {
+        started_at: client.binlog_offset(db_name).await?,
+        ..ScanResult::default()
+    };
+    let started = Instant::now();
+    let count = SCAN_COUNT.to_string();
+    let mut cursor = Bytes::from_static(b"0");
+    loop {
+        let reply = client
+            .call(&[b"SCAN", &cursor, b"COUNT", count.as_bytes()])
+            .await?;
+        let (next, keys) = scan_reply(reply)?;
+        for key in &keys {
+            client.queue(&[b"PTTL", key]);
+        }
+        client.flush().await?;
+        for key in keys {
+            let asked_at = now_ms() + skew_ms;
+            match client.reply().await? {
+                BytesFrame::Integer(ms) if ms > 0 => result
+                    .volatile
+                    .push((key.to_vec(), asked_at.saturating_add(ms))),
+                BytesFrame::Integer(_) => {}
+                other => {
+                    return Err(std::io::Error::other(format!(
+                        "unexpected PTTL reply {other:?}"
+                    )))
+                }
+            }
+            result.scanned += 1;
+        }
+        if rate > 0 {
+            let due = Duration::from_secs_f64(result.scanned as f64 / f64::from(rate));
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        if next.as_ref() == b"0" {
+            break;
+        }
+        cursor = next;
+    }
+    result.finished_at = client.binlog_offset(db_name).await?;
+    Ok(result)
+}
+
+fn scan_reply(frame: BytesFrame) -> std::io::Result<(Bytes, Vec<Bytes>)> {
+    let bad = || std::io::Error::other("unexpected SCAN reply");
+    let BytesFrame::Array(mut parts) = frame else {
+        return Err(bad());
+    };
+    if parts.len() != 2 {
+        return Err(bad());
+    }
+    let keys = parts.pop().ok_or_else(bad)?;
+    let cursor = parts.pop().ok_or_else(bad)?;
+    let cursor = match cursor {
+        BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => b,
+        _ => return Err(bad()),
+    };
+    let BytesFrame::Array(keys) = keys else {
+        return Err(bad());
+    };
+    let keys = keys
+        .into_iter()
+        .map(|k| match k {
+            BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => Ok(b),
+            _ => Err(bad()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((cursor, keys))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::families::FamilySwitches;
+    use crate::table::ExpiryTable;
+    use std::sync::Arc;
+
+    #[test]
+    fn binlog_offset_line() {
+        let info = b"# Replication(MASTER)\r\nrole:master\r\nconnected_slaves:1\r\n\
+slave0:ip=127.0.0.1,port=19231,conn_fd=90,lag=(db0:0)\r\n\
+db0:binlog_offset=0 3898,safety_purge=none\r\n";
+        assert_eq!(
+            parse_binlog_offset(info, "db0"),
+            Some(BinlogPosition::new(0, 3898))
+        );
+        assert_eq!(parse_binlog_offset(info, "db1"), None);
+    }
+
+    #[test]
+    fn merge_skips_touched_keys_and_keeps_exact_knowledge() {
+        let table = Arc::new(ExpiryTable::new(Baseline::Unknown));
+        table.set_deadline(0, b"exact", 5_000);
+        let rw = LinkRewriter::new(table.clone(), 0, FamilySwitches::all_on());
+        let result = ScanResult {
+            volatile: vec![
+                (b"old".to_vec(), 9_000),
+                (b"raced".to_vec(), 9_000),
+                (b"exact".to_vec(), 6_000),
+            ],
+            ..ScanResult::default()
+        };
+        let touched: HashSet<(u32, Vec<u8>)> = [(0, b"raced".to_vec()), (0, b"new".to_vec())]
+            .into_iter()
+            .collect();
+        assert_eq!(merge(&rw, 0, &result, &touched), 1);
+        assert_eq!(table.lookup(0, b"old", 0), KeyKnowledge::Volatile(9_000));
+        assert_eq!(table.lookup(0, b"exact", 0), KeyKnowledge::Volatile(5_000));
+        assert_eq!(table.lookup(0, b"raced", 0), KeyKnowledge::Unknown);
+        assert_eq!(table.lookup(0, b"new", 0), KeyKnowledge::Unknown);
+        assert_eq!(table.lookup(0, b"other", 0), KeyKnowledge::NotVolatile);
+        assert!(table.is_complete());
+    }
+}

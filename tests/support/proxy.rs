@@ -1,0 +1,113 @@
+//! Runs the relay as a real process (`examples/pika_relay_proxy.rs`), so tests can kill it with
+//! SIGKILL and restart it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Builds the example once per test binary and returns its path.
+pub fn proxy_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--example", "pika_relay_proxy"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building the relay example failed");
+        // target/<profile>/deps/<test> → target/<profile>/examples/pika_relay_proxy
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+        profile_dir.join("examples").join("pika_relay_proxy")
+    })
+    .clone()
+}
+
+pub struct ProxyProcess {
+    child: Option<Child>,
+    pub port: u16,
+    pub master_port: u16,
+    pub state_dir: PathBuf,
+    pub log_path: PathBuf,
+    extra: Vec<String>,
+}
+
+impl ProxyProcess {
+    /// Starts the relay on `port` for the master at `master_port` and waits until it listens.
+    pub fn start(port: u16, master_port: u16, state_dir: &Path, extra: &[&str]) -> ProxyProcess {
+        let mut p = ProxyProcess {
+            child: None,
+            port,
+            master_port,
+            state_dir: state_dir.to_path_buf(),
+            log_path: state_dir.join(format!("relay-{port}.log")),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        // Counted before the child starts: it may log that it listens before we look.
+        let started = self.log().matches("pika relay listening").count() + 1;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let child = Command::new(proxy_binary())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--master")
+            .arg(format!("127.0.0.1:{}", self.master_port))
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starting the relay");
+        self.child = Some(child);
+        // Readiness from the log: probing a port would open a relayed connection to the master.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.log().matches("pika relay listening").count() < started {
+            assert!(
+                Instant::now() < deadline,
+                "relay did not start; log:\n{}",
+                self.log()
+            );
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("relay exited with {status}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, like `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the same relay again (after [`ProxyProcess::kill9`]).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -7,8 +7,14 @@
 //! - the [`model`] is a reference implementation of master and replica semantics used to prove
 //!   that the engine's output converges.
 
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod families;
+pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod pika;
 pub mod pika_relay;

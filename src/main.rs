@@ -1,2 +1,4 @@
-//! Command-line entry point (filled in by the relay and operations work).
-fn main() {}
+//! The `pika-ttl-proxy` binary; see [`pika_ttl_proxy::app`].
+fn main() -> std::process::ExitCode {
+    pika_ttl_proxy::app::main_entry()
+}

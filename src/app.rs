@@ -1,0 +1,348 @@
+//! Process wiring: parse settings, start logging, metrics and the admin API, run the relay
+//! until SIGTERM/SIGINT, re-read family states on SIGHUP. Exit codes: 0 after a clean
+//! shutdown, 1 on a runtime failure, 2 on a configuration error (nothing started).
+
+use crate::admin::{self, AdminState, Readiness, ReadinessSource};
+use crate::config::{self, Cli, Command, Mode, ModelReplayArgs, RelayArgs, Settings};
+use crate::engine::Dialect;
+use crate::families::{Family, FamilySwitches};
+use crate::{cli, logging, pika_relay, redis_relay};
+use clap::Parser;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Entry point of the `pika-ttl-proxy` binary.
+pub fn main_entry() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Redis(args) => run_relay(Mode::Redis, &args),
+        Command::Pika(args) => run_relay(Mode::Pika, &args),
+        Command::Families(args) => cli::families(&args),
+        Command::Healthcheck(args) => cli::healthcheck(&args),
+        Command::ModelReplay(args) => model_replay(&args),
+    }
+}
+
+fn run_relay(mode: Mode, args: &RelayArgs) -> ExitCode {
+    let settings = match Settings::from_args(mode, args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        print!("{}", settings.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = std::fs::create_dir_all(&settings.state_dir) {
+        eprintln!(
+            "error: invalid setting 'state-dir': cannot create {}: {e}",
+            settings.state_dir.display()
+        );
+        return ExitCode::from(2);
+    }
+    logging::init(settings.log_format, &settings.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(settings))
+}
+
+fn redis_readiness(registry: redis_relay::SessionRegistry) -> ReadinessSource {
+    Arc::new(move || {
+        let sessions = registry.snapshot();
+        let mut reasons = Vec::new();
+        if sessions.is_empty() {
+            reasons.push("no replica is attached".to_string());
+        }
+        for s in &sessions {
+            if !s.upstream_link_up {
+                reasons.push(format!(
+                    "replica {}: upstream link to the master is down",
+                    s.replica
+                ));
+            }
+            if !s.table_complete {
+                reasons.push(format!(
+                    "replica {}: expiry knowledge incomplete (no scanned full sync yet)",
+                    s.replica
+                ));
+            }
+        }
+        Readiness {
+            ready: reasons.is_empty(),
+            reasons,
+            replicas: sessions.len(),
+        }
+    })
+}
+
+fn pika_readiness(registry: pika_relay::SessionRegistry) -> ReadinessSource {
+    Arc::new(move || {
+        let links = registry.snapshot();
+        let mut reasons = Vec::new();
+        if links.is_empty() {
+            reasons.push("no replica is attached".to_string());
+        }
+        for l in &links {
+            let who = l.replica.clone().unwrap_or_else(|| l.peer.clone());
+            if !l.upstream_up {
+                reasons.push(format!(
+                    "replica {who}: upstream link to the master is down"
+                ));
+            }
+            for db in l.dbs.iter().filter(|d| !d.table_complete) {
+                reasons.push(format!(
+                    "replica {who} {}: expiry knowledge incomplete (enable --warmup scan)",
+                    db.db
+                ));
+            }
+        }
+        Readiness {
+            ready: reasons.is_empty(),
+            reasons,
+            replicas: links.len(),
+        }
+    })
+}
+
+fn publish_family_gauges(families: &FamilySwitches) {
+    for (f, on) in families.snapshot() {
+        metrics::gauge!("pika_ttl_proxy_family_enabled", "family" => f.name()).set(if on {
+            1.0
+        } else {
+            0.0
+        });
+    }
+}
+
+/// SIGHUP: apply the `[families]` table of the config file again.
+fn reload_families(settings: &Settings, families: &FamilySwitches) {
+    let Some(path) = &settings.config else {
+        tracing::warn!("SIGHUP ignored: no --config file to re-read");
+        return;
+    };
+    match config::read_file_settings(path).and_then(|f| config::file_families(&f)) {
+        Ok(states) => {
+            for f in Family::ALL {
+                let on = states.get(f.name()).copied().unwrap_or(true);
+                if families.set(f, on) != on {
+                    tracing::info!(
+                        family = f.name(),
+                        enabled = on,
+                        "family switched by SIGHUP reload"
+                    );
+                }
+            }
+            publish_family_gauges(families);
+        }
+        Err(e) => tracing::error!(error = %e, "SIGHUP reload failed; family states unchanged"),
+    }
+}
+
+async fn run(settings: Settings) -> ExitCode {
+    let prometheus = match crate::metrics::install() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install the metrics recorder");
+            return ExitCode::from(1);
+        }
+    };
+    let families = settings.family_switches();
+    publish_family_gauges(&families);
+    let shutdown = CancellationToken::new();
+    let admin_listener = match admin::bind(settings.admin).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(admin = %settings.admin, error = %e, "cannot bind the admin API");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(mode = ?settings.mode, listen = %settings.listen, master = %settings.master,
+        admin = %settings.admin, state_dir = %settings.state_dir.display(), "starting");
+
+    let (relay, readiness): (tokio::task::JoinHandle<Result<(), String>>, ReadinessSource) =
+        match settings.mode {
+            Mode::Redis => {
+                let mut cfg = redis_relay::RedisRelayConfig::new(
+                    settings.listen,
+                    settings.master,
+                    settings.state_dir.clone(),
+                );
+                cfg.master_user = settings.master_user.clone();
+                cfg.master_password = settings.master_password.clone();
+                cfg.replica_output_buffer_limit =
+                    usize::try_from(settings.replica_output_buffer_limit).unwrap_or(usize::MAX);
+                let shared = redis_relay::RelayShared {
+                    families: families.clone(),
+                    sessions: Default::default(),
+                };
+                let readiness = redis_readiness(shared.sessions.clone());
+                let token = shutdown.clone();
+                let task = tokio::spawn(async move {
+                    redis_relay::serve(cfg, shared, token)
+                        .await
+                        .map_err(|e| e.to_string())
+                });
+                (task, readiness)
+            }
+            Mode::Pika => {
+                let mut cfg = pika_relay::PikaRelayConfig::new(
+                    settings.listen,
+                    settings.master,
+                    settings.state_dir.clone(),
+                );
+                cfg.master_password = settings.master_password.clone();
+                cfg.binlog_file_size = settings.binlog_file_size;
+                cfg.warmup = match settings.warmup.as_str() {
+                    "scan" => pika_relay::WarmupMode::Scan,
+                    _ => pika_relay::WarmupMode::Off,
+                };
+                cfg.warmup_rate = settings.warmup_rate;
+                cfg.empty_at_origin = settings.empty_at_origin;
+                let shared = pika_relay::PikaRelayShared::new(families.clone());
+                let readiness = pika_readiness(shared.sessions.clone());
+                let token = shutdown.clone();
+                let task = tokio::spawn(async move {
+                    pika_relay::serve(cfg, shared, token)
+                        .await
+                        .map_err(|e| e.to_string())
+                });
+                (task, readiness)
+            }
+        };
+
+    let admin_state = AdminState {
+        families: families.clone(),
+        prometheus,
+        readiness,
+        token: settings.admin_token.as_deref().map(Arc::from),
+    };
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, shutdown.clone()));
+
+    let signals = {
+        let settings = settings.clone();
+        let families = families.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { wait_for_signals(&settings, &families, &shutdown).await })
+    };
+
+    let mut relay = relay;
+    let code = tokio::select! {
+        result = &mut relay => {
+            shutdown.cancel();
+            match result {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "relay stopped");
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "relay task failed");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        _ = shutdown.cancelled() => {
+            // Let the relay flush pending output and persist its offset maps.
+            match tokio::time::timeout(std::time::Duration::from_secs(10), &mut relay).await {
+                Ok(Ok(Ok(()))) => ExitCode::SUCCESS,
+                Ok(Ok(Err(e))) => {
+                    tracing::error!(error = %e, "relay stopped with an error during shutdown");
+                    ExitCode::from(1)
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "relay task failed during shutdown");
+                    ExitCode::from(1)
+                }
+                Err(_) => {
+                    tracing::warn!("relay did not stop within 10 s; exiting");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    };
+    signals.abort();
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+    code
+}
+
+#[cfg(unix)]
+async fn wait_for_signals(
+    settings: &Settings,
+    families: &FamilySwitches,
+    shutdown: &CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); shutdown.cancel(); return; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); shutdown.cancel(); return; }
+            _ = hup.recv() => reload_families(settings, families),
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_: &Settings, _: &FamilySwitches, shutdown: &CancellationToken) {
+    let _ = tokio::signal::ctrl_c().await;
+    shutdown.cancel();
+}
+
+fn model_replay(args: &ModelReplayArgs) -> ExitCode {
+    use crate::model::replay::{parse_recording, replay};
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", args.file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let recording = match parse_recording(&text) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let (replica, rejected) = replay(Dialect::Redis, &recording, args.delay_ms);
+    let last = recording.iter().map(|r| r.at_ms).max().unwrap_or(0) + args.delay_ms;
+    let far = last + 10 * 365 * 24 * 3_600_000;
+    println!(
+        "model replica (expires keys by its own clock), {} commands applied {} ms after receipt, {} rejected",
+        recording.len(),
+        args.delay_ms,
+        rejected
+    );
+    println!("-- state right after the last apply (t = {last} ms):");
+    print!("{}", replica.dump(last));
+    println!("-- state ten years later:");
+    print!("{}", replica.dump(far));
+    let immortal = replica
+        .state_at(far)
+        .keys
+        .values()
+        .filter(|r| r.deadline_ms.is_none())
+        .count();
+    println!("keys without expiry (alive forever): {immortal}");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,603 @@
+//! Command line, environment and config-file settings, merged with a fixed precedence.
+//!
+//! Every relay setting is a flag, an environment variable (`PIKA_TTL_PROXY_…`) and a key of the
+//! optional TOML file given with `--config`; a flag beats the environment, which beats the file,
+//! which beats the built-in default. Validation happens before anything starts and names the
+//! setting that is wrong.
+
+use crate::families::{Family, FamilySwitches};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+/// Default admin API address: loopback only, so no token is needed.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9121";
+/// Default cap on bytes queued towards one replica before its upstream link stops being read.
+pub const DEFAULT_OUTPUT_BUFFER_LIMIT: u64 = 64 * 1024 * 1024;
+/// Pika's default `binlog-file-size` (100 MiB), used to turn (filenum, offset) into bytes.
+pub const DEFAULT_BINLOG_FILE_SIZE: u64 = 100 * 1024 * 1024;
+
+/// pika-ttl-proxy: makes key expiry replicate deterministically from a Pika or Redis master.
+#[derive(Debug, Parser)]
+#[command(name = "pika-ttl-proxy", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Relay between a Redis (7.x) or Valkey master and its replicas (`replicaof <listen>`).
+    Redis(RelayArgs),
+    /// Relay between a Pika (3.1+) master and its replicas (`slaveof <listen>`); serves the
+    /// listen port P, P+2000 (replication) and P+10001 (full-sync files).
+    Pika(RelayArgs),
+    /// List or switch rewriting per command family on a running proxy.
+    Families(FamiliesArgs),
+    /// Exit 0 when the proxy's admin API answers /healthz (for container health checks).
+    Healthcheck(AdminClientArgs),
+    /// Replay a recorded stream (`<unix-ms> <redis-cli --replica CSV>` lines) into the reference
+    /// model of a replica that expires keys by its own clock, and print what it keeps.
+    ModelReplay(ModelReplayArgs),
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `pika-ttl-proxy redis|pika`.
+#[derive(Debug, Args, Default)]
+pub struct RelayArgs {
+    /// Address replicas connect to (their `replicaof`/`slaveof` target). Pika mode also serves
+    /// port+2000 and port+10001 on the same host.
+    #[arg(long, env = "PIKA_TTL_PROXY_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// The real master's address (its client port).
+    #[arg(long, env = "PIKA_TTL_PROXY_MASTER", value_name = "HOST:PORT")]
+    pub master: Option<String>,
+    /// Admin HTTP API address (/metrics, /healthz, /readyz, /families) [default: 127.0.0.1:9121].
+    /// A non-loopback address requires an admin token.
+    #[arg(long, env = "PIKA_TTL_PROXY_ADMIN", value_name = "HOST:PORT")]
+    pub admin: Option<String>,
+    /// Directory for persisted replication state (offset maps, replication ids).
+    #[arg(long, env = "PIKA_TTL_PROXY_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Optional TOML file with the same settings (keys as the flags, with `_` for `-`, and a
+    /// `[families]` table of `name = true|false`). Flags and env vars override it.
+    #[arg(long, env = "PIKA_TTL_PROXY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format [default: text].
+    #[arg(long, env = "PIKA_TTL_PROXY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info`, `debug`, `pika_ttl_proxy=debug` [default: info].
+    #[arg(long, env = "PIKA_TTL_PROXY_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Bearer token required by mutating admin calls (prefer the file or the env var).
+    #[arg(long, env = "PIKA_TTL_PROXY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// File holding the admin bearer token.
+    #[arg(long, env = "PIKA_TTL_PROXY_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Start with this command family's rewriting switched off (repeatable; the env var takes a
+    /// comma-separated list). Families: string-counter, string-append, string-set, expire, hash,
+    /// list, set, zset.
+    #[arg(
+        long = "disable-family",
+        env = "PIKA_TTL_PROXY_DISABLE_FAMILIES",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub disable_family: Vec<String>,
+    /// User for the proxy's own AUTH to the master (Redis ACL user).
+    #[arg(long, env = "PIKA_TTL_PROXY_MASTER_USER")]
+    pub master_user: Option<String>,
+    /// Password for the proxy's own AUTH to the master (prefer the file or the env var).
+    #[arg(long, env = "PIKA_TTL_PROXY_MASTER_PASSWORD", hide_env_values = true)]
+    pub master_password: Option<String>,
+    /// File holding the master password.
+    #[arg(long, env = "PIKA_TTL_PROXY_MASTER_PASSWORD_FILE", value_name = "FILE")]
+    pub master_password_file: Option<PathBuf>,
+    /// Bytes queued towards one replica before the proxy stops reading that replica's upstream
+    /// link, so a slow replica cannot grow the proxy's memory [default: 67108864].
+    #[arg(
+        long,
+        env = "PIKA_TTL_PROXY_REPLICA_OUTPUT_BUFFER_LIMIT",
+        value_name = "BYTES"
+    )]
+    pub replica_output_buffer_limit: Option<u64>,
+    /// Pika's `binlog-file-size` on the master, to express lag in bytes [default: 104857600].
+    #[arg(long, env = "PIKA_TTL_PROXY_BINLOG_FILE_SIZE", value_name = "BYTES")]
+    pub binlog_file_size: Option<u64>,
+    /// Pika only: scan the master (SCAN + PTTL) per upstream link to learn the TTLs of keys
+    /// that existed before the proxy: `off` or `scan` [default: off].
+    #[arg(long, env = "PIKA_TTL_PROXY_WARMUP", value_name = "off|scan")]
+    pub warmup: Option<String>,
+    /// Pika only: keys per second the warm-up scan may read [default: 10000].
+    #[arg(long, env = "PIKA_TTL_PROXY_WARMUP_RATE", value_name = "KEYS")]
+    pub warmup_rate: Option<u32>,
+    /// Pika only: the master's data set started empty and every write went through the binlog
+    /// the proxy sees, so a key without history does not exist. Wrong for a master holding
+    /// older data: leave off unless that is certain.
+    #[arg(long, env = "PIKA_TTL_PROXY_EMPTY_AT_ORIGIN")]
+    pub empty_at_origin: bool,
+    /// Print the effective settings (secrets redacted) as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// Where the admin API is, for the client subcommands.
+#[derive(Debug, Args)]
+pub struct AdminClientArgs {
+    /// Admin API address of the running proxy.
+    #[arg(long, global = true, env = "PIKA_TTL_PROXY_ADMIN", default_value = DEFAULT_ADMIN, value_name = "HOST:PORT")]
+    pub admin: String,
+    /// Bearer token for mutating calls.
+    #[arg(
+        long,
+        global = true,
+        env = "PIKA_TTL_PROXY_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+}
+
+/// `families list|enable|disable NAME`.
+#[derive(Debug, Args)]
+pub struct FamiliesArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: FamiliesAction,
+    #[command(flatten)]
+    pub client: AdminClientArgs,
+}
+
+/// Family actions.
+#[derive(Debug, Subcommand)]
+pub enum FamiliesAction {
+    /// Show every family's state and counters.
+    List,
+    /// Switch rewriting of a family on.
+    Enable {
+        /// Family name.
+        name: String,
+    },
+    /// Switch rewriting of a family off (the expiry table is still maintained).
+    Disable {
+        /// Family name.
+        name: String,
+    },
+}
+
+/// `model-replay` flags.
+#[derive(Debug, Args)]
+pub struct ModelReplayArgs {
+    /// Apply each command this many ms after it was received.
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: i64,
+    /// Recording: lines `<unix-ms> <redis-cli --replica CSV command>`.
+    pub file: PathBuf,
+}
+
+/// Which relay runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Redis PSYNC relay.
+    Redis,
+    /// Pika binlog relay.
+    Pika,
+}
+
+/// The `--config` TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    listen: Option<String>,
+    master: Option<String>,
+    admin: Option<String>,
+    state_dir: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+    admin_token_file: Option<PathBuf>,
+    master_user: Option<String>,
+    master_password_file: Option<PathBuf>,
+    replica_output_buffer_limit: Option<u64>,
+    binlog_file_size: Option<u64>,
+    warmup: Option<String>,
+    warmup_rate: Option<u32>,
+    empty_at_origin: Option<bool>,
+    families: Option<BTreeMap<String, bool>>,
+}
+
+/// A setting that cannot be used; the process exits with code 2 and starts nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Setting name as the flag spells it.
+    pub setting: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid setting '{}': {}", self.setting, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        message: message.into(),
+    }
+}
+
+/// The effective relay settings.
+#[derive(Clone, Serialize)]
+pub struct Settings {
+    /// Relay kind.
+    pub mode: Mode,
+    /// Replicas connect here.
+    pub listen: SocketAddr,
+    /// The real master.
+    pub master: SocketAddr,
+    /// Admin API.
+    pub admin: SocketAddr,
+    /// Persisted state.
+    pub state_dir: PathBuf,
+    /// The config file, when one was given (SIGHUP re-reads its families).
+    pub config: Option<PathBuf>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+    /// Admin bearer token.
+    #[serde(skip)]
+    pub admin_token: Option<String>,
+    /// Initial family states.
+    pub families: BTreeMap<String, bool>,
+    /// Upstream AUTH user.
+    pub master_user: Option<String>,
+    /// Upstream AUTH password.
+    #[serde(skip)]
+    pub master_password: Option<String>,
+    /// Per-replica output limit.
+    pub replica_output_buffer_limit: u64,
+    /// Pika binlog file size.
+    pub binlog_file_size: u64,
+    /// Pika warm-up scan.
+    pub warmup: String,
+    /// Pika warm-up rate (keys/s).
+    pub warmup_rate: u32,
+    /// Pika: keys without history do not exist.
+    pub empty_at_origin: bool,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets never reach a log line.
+        f.debug_struct("Settings")
+            .field("mode", &self.mode)
+            .field("listen", &self.listen)
+            .field("master", &self.master)
+            .field("admin", &self.admin)
+            .field("state_dir", &self.state_dir)
+            .field("families", &self.families)
+            .field("master_user", &self.master_user)
+            .field(
+                "master_password",
+                &self.master_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+fn resolve(setting: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let mut addrs = value
+        .to_socket_addrs()
+        .map_err(|e| invalid(setting, format!("'{value}' is not HOST:PORT ({e})")))?;
+    addrs
+        .next()
+        .ok_or_else(|| invalid(setting, format!("'{value}' resolves to no address")))
+}
+
+fn read_secret(setting: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(setting, format!("cannot read {}: {e}", path.display())))?;
+    let secret = text.trim_end_matches(['\r', '\n']).to_string();
+    if secret.is_empty() {
+        return Err(invalid(setting, format!("{} is empty", path.display())));
+    }
+    Ok(secret)
+}
+
+/// Read and parse the TOML file.
+pub fn read_file_settings(path: &Path) -> Result<FileSettings, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid("config", format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        let msg = e.to_string().replace('\n', " ");
+        invalid("config", format!("{}: {}", path.display(), msg.trim()))
+    })
+}
+
+/// Family states from a file's `[families]` table; unknown names are errors.
+pub fn file_families(file: &FileSettings) -> Result<BTreeMap<String, bool>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (name, on) in file.families.iter().flatten() {
+        let family: Family = name
+            .parse()
+            .map_err(|e: crate::families::UnknownFamily| invalid("families", e.to_string()))?;
+        out.insert(family.name().to_string(), *on);
+    }
+    Ok(out)
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    match addr.ip() {
+        IpAddr::V4(ip) => ip.is_loopback(),
+        IpAddr::V6(ip) => ip.is_loopback(),
+    }
+}
+
+impl Settings {
+    /// Merge flags/env (already merged by clap), the file and the defaults, and validate.
+    pub fn from_args(mode: Mode, args: &RelayArgs) -> Result<Settings, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file_settings(path)?,
+            None => FileSettings::default(),
+        };
+        let listen =
+            args.listen.clone().or(file.listen.clone()).ok_or_else(|| {
+                invalid("listen", "required (flag, PIKA_TTL_PROXY_LISTEN or file)")
+            })?;
+        let master =
+            args.master.clone().or(file.master.clone()).ok_or_else(|| {
+                invalid("master", "required (flag, PIKA_TTL_PROXY_MASTER or file)")
+            })?;
+        let admin = args
+            .admin
+            .clone()
+            .or(file.admin.clone())
+            .unwrap_or_else(|| DEFAULT_ADMIN.to_string());
+        let state_dir = args
+            .state_dir
+            .clone()
+            .or(file.state_dir.clone())
+            .ok_or_else(|| {
+                invalid(
+                    "state-dir",
+                    "required (flag, PIKA_TTL_PROXY_STATE_DIR or file)",
+                )
+            })?;
+        let listen = resolve("listen", &listen)?;
+        let master = resolve("master", &master)?;
+        let admin = resolve("admin", &admin)?;
+        if listen.port() == 0 {
+            return Err(invalid("listen", "port 0 is not allowed"));
+        }
+        if listen == master
+            || (listen.port() == master.port()
+                && is_loopback(&master)
+                && listen.ip().is_unspecified())
+        {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "{listen} is the master's own address: the proxy would replicate from itself"
+                ),
+            ));
+        }
+        if mode == Mode::Pika {
+            if listen.port() > u16::MAX - 10_001 {
+                return Err(invalid(
+                    "listen",
+                    format!("port {} leaves no room for port+10001", listen.port()),
+                ));
+            }
+            if master.port() > u16::MAX - 10_001 {
+                return Err(invalid(
+                    "master",
+                    format!("port {} leaves no room for port+10001", master.port()),
+                ));
+            }
+        }
+        let admin_token = match (
+            &args.admin_token,
+            &args.admin_token_file,
+            &file.admin_token_file,
+        ) {
+            (Some(t), _, _) if !t.is_empty() => Some(t.clone()),
+            (_, Some(p), _) => Some(read_secret("admin-token-file", p)?),
+            (_, None, Some(p)) => Some(read_secret("admin-token-file", p)?),
+            _ => None,
+        };
+        if !is_loopback(&admin) && admin_token.is_none() {
+            return Err(invalid(
+                "admin",
+                format!("{admin} is not a loopback address: set an admin token (PIKA_TTL_PROXY_ADMIN_TOKEN or --admin-token-file)"),
+            ));
+        }
+        let master_password = match (
+            &args.master_password,
+            &args.master_password_file,
+            &file.master_password_file,
+        ) {
+            (Some(p), _, _) if !p.is_empty() => Some(p.clone()),
+            (_, Some(p), _) => Some(read_secret("master-password-file", p)?),
+            (_, None, Some(p)) => Some(read_secret("master-password-file", p)?),
+            _ => None,
+        };
+        let mut families: BTreeMap<String, bool> = Family::ALL
+            .iter()
+            .map(|f| (f.name().to_string(), true))
+            .collect();
+        if args.disable_family.is_empty() {
+            families.extend(file_families(&file)?);
+        } else {
+            for name in &args.disable_family {
+                let family: Family =
+                    name.trim()
+                        .parse()
+                        .map_err(|e: crate::families::UnknownFamily| {
+                            invalid("disable-family", e.to_string())
+                        })?;
+                families.insert(family.name().to_string(), false);
+            }
+        }
+        let replica_output_buffer_limit = args
+            .replica_output_buffer_limit
+            .or(file.replica_output_buffer_limit)
+            .unwrap_or(DEFAULT_OUTPUT_BUFFER_LIMIT);
+        if replica_output_buffer_limit < 64 * 1024 {
+            return Err(invalid(
+                "replica-output-buffer-limit",
+                "must be at least 65536 bytes",
+            ));
+        }
+        let binlog_file_size = args
+            .binlog_file_size
+            .or(file.binlog_file_size)
+            .unwrap_or(DEFAULT_BINLOG_FILE_SIZE);
+        if binlog_file_size == 0 {
+            return Err(invalid("binlog-file-size", "must be positive"));
+        }
+        let warmup = args
+            .warmup
+            .clone()
+            .or(file.warmup.clone())
+            .unwrap_or_else(|| "off".to_string());
+        if warmup != "off" && warmup != "scan" {
+            return Err(invalid(
+                "warmup",
+                format!("'{warmup}' is not 'off' or 'scan'"),
+            ));
+        }
+        let warmup_rate = args.warmup_rate.or(file.warmup_rate).unwrap_or(10_000);
+        if warmup_rate == 0 {
+            return Err(invalid("warmup-rate", "must be positive"));
+        }
+        let log_level = args
+            .log_level
+            .clone()
+            .or(file.log_level.clone())
+            .unwrap_or_else(|| "info".to_string());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(invalid(
+                "log-level",
+                format!("'{log_level}' is not a log filter"),
+            ));
+        }
+        Ok(Settings {
+            mode,
+            listen,
+            master,
+            admin,
+            state_dir,
+            config: args.config.clone(),
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+            log_level,
+            admin_token,
+            families,
+            master_user: args.master_user.clone().or(file.master_user.clone()),
+            master_password,
+            replica_output_buffer_limit,
+            binlog_file_size,
+            warmup,
+            warmup_rate,
+            empty_at_origin: args.empty_at_origin || file.empty_at_origin.unwrap_or(false),
+        })
+    }
+
+    /// Switch handles initialised from the configured family states.
+    pub fn family_switches(&self) -> FamilySwitches {
+        FamilySwitches::with(|f| self.families.get(f.name()).copied().unwrap_or(true))
+    }
+
+    /// Whether the admin API may change anything without a token.
+    pub fn admin_is_loopback(&self) -> bool {
+        is_loopback(&self.admin)
+    }
+
+    /// The effective settings as TOML, secrets redacted.
+    pub fn to_toml(&self) -> String {
+        let mut out = toml::to_string(self).unwrap_or_default();
+        if self.admin_token.is_some() {
+            out.push_str("admin_token = \"<redacted>\"\n");
+        }
+        if self.master_password.is_some() {
+            out.push_str("master_password = \"<redacted>\"\n");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(listen: &str, master: &str) -> RelayArgs {
+        RelayArgs {
+            listen: Some(listen.into()),
+            master: Some(master.into()),
+            state_dir: Some("/tmp".into()),
+            ..RelayArgs::default()
+        }
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let s =
+            Settings::from_args(Mode::Redis, &args("127.0.0.1:7000", "127.0.0.1:6379")).unwrap();
+        assert_eq!(s.admin.to_string(), DEFAULT_ADMIN);
+        assert!(s.families.values().all(|on| *on));
+        let e = Settings::from_args(Mode::Redis, &args("127.0.0.1:6379", "127.0.0.1:6379"))
+            .unwrap_err();
+        assert_eq!(e.setting, "listen");
+        let e = Settings::from_args(Mode::Pika, &args("127.0.0.1:60000", "127.0.0.1:9221"))
+            .unwrap_err();
+        assert_eq!(e.setting, "listen");
+        let mut a = args("127.0.0.1:7000", "127.0.0.1:6379");
+        a.admin = Some("0.0.0.0:9121".into());
+        assert_eq!(
+            Settings::from_args(Mode::Redis, &a).unwrap_err().setting,
+            "admin"
+        );
+        a.admin_token = Some("t".into());
+        assert!(Settings::from_args(Mode::Redis, &a).is_ok());
+        let mut a = args("127.0.0.1:7000", "127.0.0.1:6379");
+        a.disable_family = vec!["hash".into(), "nope".into()];
+        assert_eq!(
+            Settings::from_args(Mode::Redis, &a).unwrap_err().setting,
+            "disable-family"
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut a = args("127.0.0.1:7000", "127.0.0.1:6379");
+        a.master_password = Some("hunter2".into());
+        let s = Settings::from_args(Mode::Redis, &a).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!s.to_toml().contains("hunter2"));
+    }
+}

@@ -696,7 +696,10 @@ pub fn run_workload(conn: &mut Connection, seed: u64, n: usize) -> WorkloadStats
                     }
                     2 => {
                         c = redis::cmd("LINSERT");
-                        c.arg(format!("l{k}")).arg("BEFORE").arg(i - 1).arg("ins");
+                        c.arg(format!("l{k}"))
+                            .arg("BEFORE")
+                            .arg(i.saturating_sub(1))
+                            .arg("ins");
                     }
                     _ => {
                         c = redis::cmd("RPUSHX");

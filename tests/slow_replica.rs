@@ -37,7 +37,8 @@ fn stalled_replica(port: u16) -> TcpStream {
         line.clear();
         r.read_line(&mut line).unwrap();
     }
-    w.write_all(b"*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n").unwrap();
+    w.write_all(b"*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n")
+        .unwrap();
     line.clear();
     r.read_line(&mut line).unwrap();
     assert!(line.starts_with("+FULLRESYNC"), "{line}");
@@ -85,7 +86,10 @@ fn a_stalled_replica_is_cut_off_upstream_while_the_other_keeps_streaming() {
     for round in 0..40 {
         let mut pipe = redis::pipe();
         for i in 0..60 {
-            pipe.cmd("SET").arg(format!("k{round}:{i}")).arg(&value).ignore();
+            pipe.cmd("SET")
+                .arg(format!("k{round}:{i}"))
+                .arg(&value)
+                .ignore();
         }
         pipe.query::<()>(&mut m).unwrap();
         peak_rss = peak_rss.max(rss_bytes(proxy.pid()));
@@ -108,10 +112,13 @@ fn a_stalled_replica_is_cut_off_upstream_while_the_other_keeps_streaming() {
     );
 
     // The master's own replica output limit drops the stalled link; the proxy logs and counts it.
-    wait_until("the stalled replica's session is closed with a logged reason", || {
-        let log = std::fs::read_to_string(dir.path().join("proxy.log")).unwrap_or_default();
-        log.contains("replica=127.0.0.1:9999") && log.contains("replica connection closed")
-    });
+    wait_until(
+        "the stalled replica's session is closed with a logged reason",
+        || {
+            let log = std::fs::read_to_string(dir.path().join("proxy.log")).unwrap_or_default();
+            log.contains("replica=127.0.0.1:9999") && log.contains("replica connection closed")
+        },
+    );
     let metrics = proxy.metrics_text();
     assert!(
         metrics.contains("pika_ttl_proxy_replica_disconnects_total{"),

@@ -1,5 +1,5 @@
 //! End-to-end tests of the Pika relay: a fake Pika master, the relay as a real process
-//! (`examples/pika_relay_proxy.rs`), and a fake Pika replica that applies what it receives to the
+//! (`pika-ttl-proxy pika`), and a fake Pika replica that applies what it receives to the
 //! reference model at its own (injected) clock.
 
 mod support;

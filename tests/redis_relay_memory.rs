@@ -1,4 +1,4 @@
-//! Large values through the relay process (the `redis_relay_proxy` example): a 64 MiB string
+//! Large values through the relay process (`pika-ttl-proxy redis`): a 64 MiB string
 //! and a 1M-element list, once inside the full-sync payload and once in the command stream.
 //! They must replicate exactly, and the relay's peak resident memory (VmHWM) must stay below
 //! three times the largest value: payloads are streamed, never buffered, and a large entry is

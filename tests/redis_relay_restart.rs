@@ -1,4 +1,4 @@
-//! The relay as its own process (the `redis_relay_proxy` example), killed with SIGKILL:
+//! The relay as its own process (`pika-ttl-proxy redis`), killed with SIGKILL:
 //! restarted on the same state directory, the replica continues with a partial
 //! resynchronisation from the persisted offset map; restarted with the state file deleted, the
 //! replica gets exactly one full resynchronisation. Data (values and absolute TTLs) stays equal

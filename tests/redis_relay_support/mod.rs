@@ -1,10 +1,8 @@
 //! Shared harness of the Redis relay integration tests: real `redis-server` processes on free
 //! loopback ports (killed on drop, also when a test panics), the relay either in-process or as
-//! the `redis_relay_proxy` example binary, a seeded workload touching every rewrite family, and
+//! the real `pika-ttl-proxy redis` binary, a seeded workload touching every rewrite family, and
 //! helpers to compare whole data sets (values and absolute expiry times).
 //!
-//! The example binary is built on first use with `cargo build --example redis_relay_proxy`
-//! (cargo decides whether it is up to date) and started from `target/debug/examples/`.
 
 #![allow(dead_code)]
 
@@ -317,35 +315,22 @@ impl Drop for InProcessProxy {
     }
 }
 
-/// Path of the example binary, built once per test process.
+/// The product binary (`pika-ttl-proxy`), built by cargo for integration tests.
 pub fn proxy_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "--example", "redis_relay_proxy"])
-                .current_dir(&root)
-                .status()
-                .expect("run cargo");
-            assert!(status.success(), "building the example failed");
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root.join("target"));
-            target.join("debug/examples/redis_relay_proxy")
-        })
-        .clone()
+    PathBuf::from(env!("CARGO_BIN_EXE_pika-ttl-proxy"))
 }
 
-/// The relay as a separate process (the example binary); SIGKILLed on drop.
+/// The relay as a separate process (`pika-ttl-proxy redis …`); SIGKILLed on drop.
 pub struct ProxyProcess {
     pub port: u16,
     pub log: PathBuf,
-    pub metrics_file: PathBuf,
+    /// The proxy's admin API address (`/metrics`, `/families`, …).
+    pub admin: String,
     child: Child,
 }
 
 impl ProxyProcess {
+    /// Start `pika-ttl-proxy redis` on `port` in front of `master_port`; `extra` are more flags.
     pub fn start(
         port: u16,
         master_port: u16,
@@ -353,7 +338,7 @@ impl ProxyProcess {
         log: &Path,
         extra: &[&str],
     ) -> ProxyProcess {
-        let metrics_file = log.with_extension("prom");
+        let admin = format!("127.0.0.1:{}", free_port());
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -361,17 +346,18 @@ impl ProxyProcess {
             .unwrap();
         let child = Command::new(proxy_binary())
             .args([
+                "redis",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--master",
                 &format!("127.0.0.1:{master_port}"),
                 "--state-dir",
                 &state_dir.display().to_string(),
-                "--metrics-file",
-                &metrics_file.display().to_string(),
+                "--admin",
+                &admin,
             ])
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("PIKA_TTL_PROXY_LOG_LEVEL", "info")
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -379,7 +365,7 @@ impl ProxyProcess {
         let proxy = ProxyProcess {
             port,
             log: log.to_path_buf(),
-            metrics_file,
+            admin,
             child,
         };
         wait_until("proxy listens", || {
@@ -398,8 +384,11 @@ impl ProxyProcess {
         let _ = self.child.wait();
     }
 
+    /// The proxy's Prometheus text from its admin API.
     pub fn metrics_text(&self) -> String {
-        std::fs::read_to_string(&self.metrics_file).unwrap_or_default()
+        pika_ttl_proxy::cli::request(&self.admin, "GET", "/metrics", None, None)
+            .map(|a| a.body)
+            .unwrap_or_default()
     }
 
     pub fn log_text(&self) -> String {
@@ -707,7 +696,10 @@ pub fn run_workload(conn: &mut Connection, seed: u64, n: usize) -> WorkloadStats
                     }
                     2 => {
                         c = redis::cmd("LINSERT");
-                        c.arg(format!("l{k}")).arg("BEFORE").arg(i - 1).arg("ins");
+                        c.arg(format!("l{k}"))
+                            .arg("BEFORE")
+                            .arg(i.saturating_sub(1))
+                            .arg("ins");
                     }
                     _ => {
                         c = redis::cmd("RPUSHX");

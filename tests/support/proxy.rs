@@ -1,29 +1,42 @@
-//! Runs the relay as a real process (`examples/pika_relay_proxy.rs`), so tests can kill it with
+//! Runs the relay as a real process (`pika-ttl-proxy pika …`), so tests can kill it with
 //! SIGKILL and restart it.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Builds the example once per test binary and returns its path.
+/// The product binary (`pika-ttl-proxy`), built by cargo for integration tests.
 pub fn proxy_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--example", "pika_relay_proxy"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("running cargo build");
-        assert!(status.success(), "building the relay example failed");
-        // target/<profile>/deps/<test> → target/<profile>/examples/pika_relay_proxy
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-        profile_dir.join("examples").join("pika_relay_proxy")
-    })
-    .clone()
+    PathBuf::from(env!("CARGO_BIN_EXE_pika-ttl-proxy"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Test shorthand `--families none|all` → the product's `--disable-family` flags.
+fn product_flags(extra: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < extra.len() {
+        if extra[i] == "--families" {
+            if extra.get(i + 1).map(String::as_str) == Some("none") {
+                for f in pika_ttl_proxy::families::Family::ALL {
+                    out.push("--disable-family".to_string());
+                    out.push(f.name().to_string());
+                }
+            }
+            i += 2;
+            continue;
+        }
+        out.push(extra[i].clone());
+        i += 1;
+    }
+    out
 }
 
 pub struct ProxyProcess {
@@ -59,14 +72,17 @@ impl ProxyProcess {
             .open(&self.log_path)
             .unwrap();
         let child = Command::new(proxy_binary())
+            .arg("pika")
+            .arg("--admin")
+            .arg(format!("127.0.0.1:{}", free_port()))
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--master")
             .arg(format!("127.0.0.1:{}", self.master_port))
             .arg("--state-dir")
             .arg(&self.state_dir)
-            .args(&self.extra)
-            .env("RUST_LOG", "info")
+            .args(product_flags(&self.extra))
+            .env("PIKA_TTL_PROXY_LOG_LEVEL", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()

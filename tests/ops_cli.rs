@@ -1,0 +1,364 @@
+//! The `pika-ttl-proxy` binary as operators use it: settings precedence and validation, the
+//! admin API and the `families`/`healthcheck` clients against a live proxy relaying between
+//! real redis-server processes, SIGHUP reload and SIGTERM shutdown.
+
+mod redis_relay_support;
+
+use redis_relay_support::{free_port, wait_until, RedisServer};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pika-ttl-proxy");
+
+fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PIKA_TTL_PROXY_") && !envs.iter().any(|(e, _)| *e == k) {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.output().expect("run pika-ttl-proxy")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::File::create(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .expect("write file");
+}
+
+#[test]
+fn settings_precedence_is_flag_then_env_then_file_then_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    write(
+        &file,
+        "listen = \"127.0.0.1:7101\"\nmaster = \"127.0.0.1:6379\"\nstate_dir = \"/tmp/s\"\nlog_level = \"debug\"\nreplica_output_buffer_limit = 1048576\n[families]\nhash = false\n",
+    );
+    let cfg = file.to_str().unwrap();
+    // File only (plus defaults).
+    let o = run(&["redis", "--config", cfg, "--print-config"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(s.contains("listen = \"127.0.0.1:7101\""), "{s}");
+    assert!(s.contains("log_level = \"debug\""), "{s}");
+    assert!(
+        s.contains("admin = \"127.0.0.1:9121\""),
+        "default admin: {s}"
+    );
+    assert!(s.contains("hash = false"), "{s}");
+    // Env beats file.
+    let o = run(
+        &["redis", "--config", cfg, "--print-config"],
+        &[
+            ("PIKA_TTL_PROXY_LISTEN", "127.0.0.1:7102"),
+            ("PIKA_TTL_PROXY_DISABLE_FAMILIES", "zset,list"),
+        ],
+    );
+    let s = stdout(&o);
+    assert!(s.contains("listen = \"127.0.0.1:7102\""), "{s}");
+    assert!(
+        s.contains("zset = false") && s.contains("list = false") && s.contains("hash = true"),
+        "{s}"
+    );
+    // Flag beats env.
+    let o = run(
+        &[
+            "redis",
+            "--config",
+            cfg,
+            "--listen",
+            "127.0.0.1:7103",
+            "--print-config",
+        ],
+        &[("PIKA_TTL_PROXY_LISTEN", "127.0.0.1:7102")],
+    );
+    assert!(stdout(&o).contains("listen = \"127.0.0.1:7103\""));
+    // Secrets are never printed.
+    let o = run(
+        &["redis", "--config", cfg, "--print-config"],
+        &[("PIKA_TTL_PROXY_MASTER_PASSWORD", "hunter2")],
+    );
+    assert!(!stdout(&o).contains("hunter2") && stdout(&o).contains("<redacted>"));
+}
+
+#[test]
+fn invalid_settings_exit_2_with_one_line_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "redis",
+                "--listen",
+                "127.0.0.1:7000",
+                "--master",
+                "127.0.0.1:7000",
+                "--state-dir",
+                state,
+            ],
+            "'listen'",
+        ),
+        (
+            &[
+                "redis",
+                "--listen",
+                "nonsense",
+                "--master",
+                "127.0.0.1:6379",
+                "--state-dir",
+                state,
+            ],
+            "'listen'",
+        ),
+        (
+            &["redis", "--listen", "127.0.0.1:7000", "--state-dir", state],
+            "'master'",
+        ),
+        (
+            &[
+                "redis",
+                "--listen",
+                "127.0.0.1:7000",
+                "--master",
+                "127.0.0.1:6379",
+                "--state-dir",
+                state,
+                "--admin",
+                "0.0.0.0:9121",
+            ],
+            "'admin'",
+        ),
+        (
+            &[
+                "redis",
+                "--listen",
+                "127.0.0.1:7000",
+                "--master",
+                "127.0.0.1:6379",
+                "--state-dir",
+                state,
+                "--disable-family",
+                "strings",
+            ],
+            "'disable-family'",
+        ),
+        (
+            &[
+                "pika",
+                "--listen",
+                "127.0.0.1:60000",
+                "--master",
+                "127.0.0.1:9221",
+                "--state-dir",
+                state,
+            ],
+            "'listen'",
+        ),
+        (
+            &[
+                "redis",
+                "--listen",
+                "127.0.0.1:7000",
+                "--master",
+                "127.0.0.1:6379",
+                "--state-dir",
+                state,
+                "--config",
+                "/nonexistent.toml",
+            ],
+            "'config'",
+        ),
+    ];
+    for (args, setting) in cases {
+        let o = run(args, &[]);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: invalid setting ") && err.contains(setting),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+struct Proxy {
+    child: Child,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill {sig}");
+}
+
+fn admin_get(admin: &str, path: &str) -> (u16, String) {
+    let a = pika_ttl_proxy::cli::request(admin, "GET", path, None, None).expect("admin API");
+    (a.status, a.body)
+}
+
+#[test]
+fn admin_api_and_family_switches_on_a_live_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = RedisServer::start(dir.path(), "master", &[]);
+    let listen = free_port();
+    let admin_port = free_port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let config = dir.path().join("proxy.toml");
+    write(&config, "[families]\nzset = false\n");
+    let token_file = dir.path().join("token");
+    write(&token_file, "s3cret\n");
+    let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
+    let mut proxy = Proxy {
+        child: Command::new(BIN)
+            .args([
+                "redis",
+                "--listen",
+                &format!("127.0.0.1:{listen}"),
+                "--master",
+                &format!("127.0.0.1:{}", master.port),
+                "--admin",
+                &admin,
+                "--state-dir",
+                dir.path().join("state").to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                "--admin-token-file",
+                token_file.to_str().unwrap(),
+                "--log-format",
+                "json",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    };
+    wait_until("admin API up", || {
+        pika_ttl_proxy::cli::request(&admin, "GET", "/healthz", None, None).is_ok()
+    });
+    let hc = run(&["healthcheck", "--admin", &admin], &[]);
+    assert!(hc.status.success());
+
+    // No replica yet: not ready, with a reason.
+    let (status, body) = admin_get(&admin, "/readyz");
+    assert_eq!(status, 503);
+    assert!(body.contains("no replica is attached"), "{body}");
+
+    let replica = RedisServer::start_replica(dir.path(), "replica", listen);
+    wait_until("replica streaming and ready", || {
+        admin_get(&admin, "/readyz").0 == 200
+    });
+    let mut m = master.conn();
+    let _: () = redis::cmd("SETEX")
+        .arg("key1")
+        .arg(10)
+        .arg(100)
+        .query(&mut m)
+        .unwrap();
+    let _: i64 = redis::cmd("INCR").arg("key1").query(&mut m).unwrap();
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut m).unwrap();
+    assert_eq!(acked, 1, "WAIT through the proxy");
+
+    // Metrics: rewrite counted, lag gauges present.
+    let (_, metrics) = admin_get(&admin, "/metrics");
+    assert!(metrics.contains("pika_ttl_proxy_entries_total{dialect=\"redis\",family=\"string-counter\",outcome=\"rewritten\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("pika_ttl_proxy_replica_lag_bytes{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pika_ttl_proxy_family_enabled{family=\"zset\"} 0"),
+        "{metrics}"
+    );
+
+    // Families through the CLI: the file's zset=false is in effect; token needed to switch.
+    let list = run(&["families", "list", "--admin", &admin], &[]);
+    let text = stdout(&list);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("zset") && l.contains("off")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("string-counter") && l.contains(" on ") && l.contains(" 1 ")),
+        "{text}"
+    );
+    let denied = run(&["families", "disable", "hash", "--admin", &admin], &[]);
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(stderr(&denied).contains("401"), "{}", stderr(&denied));
+    let ok = run(
+        &[
+            "families",
+            "disable",
+            "string-counter",
+            "--admin",
+            &admin,
+            "--admin-token",
+            "s3cret",
+        ],
+        &[],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!(stdout(&ok).trim(), "string-counter: off");
+    let _: i64 = redis::cmd("INCR").arg("key1").query(&mut m).unwrap();
+    let _: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut m).unwrap();
+    let (_, metrics) = admin_get(&admin, "/metrics");
+    assert!(
+        metrics.contains("family=\"string-counter\",outcome=\"disabled\"} 1"),
+        "{metrics}"
+    );
+    let bad = run(&["families", "enable", "nope", "--admin", &admin], &[]);
+    assert_eq!(bad.status.code(), Some(2));
+
+    // SIGHUP re-reads the file: zset back on, and the file says nothing of string-counter → on.
+    write(&config, "[families]\nzset = true\nlist = false\n");
+    signal(&proxy.child, "-HUP");
+    wait_until("SIGHUP applied", || {
+        let text = stdout(&run(&["families", "list", "--admin", &admin], &[]));
+        text.lines()
+            .any(|l| l.starts_with("list") && l.contains("off"))
+            && text
+                .lines()
+                .any(|l| l.starts_with("zset") && l.contains(" on "))
+    });
+
+    // Replica data equals the master's.
+    let mut r = replica.conn();
+    let v: String = redis::cmd("GET").arg("key1").query(&mut r).unwrap();
+    assert_eq!(v, "102");
+
+    // SIGTERM: clean exit 0, JSON log lines.
+    signal(&proxy.child, "-TERM");
+    let status = proxy.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let log = std::fs::read_to_string(dir.path().join("proxy.log")).unwrap();
+    assert!(
+        log.lines().all(|l| l.starts_with('{')),
+        "JSON log lines: {log}"
+    );
+    assert!(log.contains("SIGTERM"), "{log}");
+    assert!(!log.contains("s3cret"));
+}

@@ -12,6 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+# The proxy and its CLI read PIKA_TTL_PROXY_* variables; the demo sets everything by flags.
+while read -r var; do unset "$var"; done < <(compgen -e | grep '^PIKA_TTL_PROXY_' || true)
 BIN="$ROOT/target/release/pika-ttl-proxy"
 
 # Seconds a replica of the model applies each entry after the master sent it (a pause, a slow
@@ -274,6 +276,7 @@ workload="$WORK/workload.txt"
 say "mixed workload: $(wc -l <"$workload") commands on 16 volatile counters, lists, sets and sorted sets"
 redis-cli -h 127.0.0.1 -p "$MASTER" <"$workload" >/dev/null
 # A last volatile key marks the end of the recorded part of both streams.
+say "end marker:     SET demo:recorded 1 EX 60 (the model replays both streams up to it)"
 m SET demo:recorded 1 EX 60 >/dev/null
 
 acked=$(m WAIT 2 2000)
@@ -299,6 +302,10 @@ for name in direct proxied; do
     grep -E '^[0-9]+ "' | grep -v '^[0-9]* "REPLCONF"' >"$WORK/$name.recording" || true
 done
 say "recorded $(wc -l <"$WORK/direct.recording") entries directly and $(wc -l <"$WORK/proxied.recording") through the proxy, within $((recorded_ms / 1000)).$(((recorded_ms % 1000) / 100)) s of the SETEX"
+if [ "$recorded_ms" -ge 9000 ]; then
+  # key1 lives 10 s: past that the master's own DEL for it would be part of the recording.
+  fail "the workload took $((recorded_ms / 1000)) s; key1 (10 s TTL) may have expired on the master before the recording ended (machine overloaded?)"
+fi
 
 # ----------------------------------------------------------------------------------------------
 section "(a) The stream before and after the proxy, for the seed keys"
@@ -323,8 +330,8 @@ seed_lines() { # the commands of recording $1 from the first to the last line na
 }
 seed_lines direct >"$WORK/seed.direct"
 seed_lines proxied >"$WORK/seed.proxied"
-printf '\n  %s%-52s %s%s\n' "$BOLD" "BEFORE: master → replica" "AFTER: master → proxy → replica" "$OFF"
-printf '  %-52s %s\n' "$(printf '─%.0s' $(seq 1 50))" "$(printf '─%.0s' $(seq 1 50))"
+printf '\n  %s%-52s %s%s\n' "$BOLD" "BEFORE: master -> replica" "AFTER: master -> proxy -> replica" "$OFF"
+printf '  %-52s %s\n' "$(printf -- '-%.0s' $(seq 1 50))" "$(printf -- '-%.0s' $(seq 1 50))"
 paste -d $'\x1f' "$WORK/seed.direct" "$WORK/seed.proxied" | while IFS=$'\x1f' read -r left right; do
   printf '  %-52s %s\n' "$left" "$right"
 done
@@ -432,7 +439,7 @@ check "/metrics reports replica A's lag (pika_ttl_proxy_replica_lag_bytes{replic
   [ -n "$(metric_value pika_ttl_proxy_replica_lag_bytes "127.0.0.1:$VIA_PROXY")" ]
 
 # ----------------------------------------------------------------------------------------------
-section "(d) Switching a family off and on at run time (pika-ttl-proxy families …)"
+section "(d) Switching a family off and on at run time (pika-ttl-proxy families)"
 # Shows what the proxy sent for one INCR: the proxied stream from the INCR up to a marker
 # write issued right after it (so nothing the proxy sends for the INCR can come later).
 MARK=0
@@ -473,8 +480,8 @@ cat <<EOF
   Why replicas A and B cannot show the bug: a real ${BOLD}Redis replica never expires a key by its
   own clock${OFF}. It hides a key whose deadline has passed from reads, but deletes it only when the
   master's DEL arrives, so a late bare INCR still finds key1 and both replicas above are right.
-  A ${BOLD}Pika replica expires keys by its own clock${OFF}, as does any replica that expires keys
-  itself instead of waiting for the master. Applying the same stream $((MODEL_DELAY_MS / 1000)) s late, it finds key1 expired,
+  A ${BOLD}Pika replica expires keys by its own clock${OFF}: Pika never replicates expiry, each node
+  drops keys when its own clock passes their deadline. Applying the same stream $((MODEL_DELAY_MS / 1000)) s late, it finds key1 expired,
   and INCR creates key1=1 with no TTL: the master dropped key1 long ago, the replica keeps it forever.
 
   No Pika server runs here, so the next part uses the project's ${BOLD}REFERENCE MODEL${OFF} of such a
@@ -492,6 +499,11 @@ later_state() { # the model's state far in the future
 key1_in() { # key1's line in a section of the model's output
   awk -v section="$2" 'index($0, section) == 4 { on = 1; next } /^-- / { on = 0 } on && /^db0 key1 /' "$1"
 }
+key1_shown() { # key1 in a section, or that it is gone
+  local line
+  line=$(key1_in "$1" "$2" | cut -d' ' -f2-)
+  printf '%s' "${line:-(gone: expired at $(ms_to_time "$key1_deadline") UTC)}"
+}
 for name in direct proxied; do
   "$BIN" model-replay --delay-ms "$MODEL_DELAY_MS" "$WORK/$name.recording" >"$WORK/$name.model" 2>&1 ||
     fail "model-replay of the $name recording failed: $(tail -1 "$WORK/$name.model")"
@@ -500,11 +512,11 @@ direct_forever=$(forever_count "$WORK/direct.model")
 proxied_forever=$(forever_count "$WORK/proxied.model")
 printf '\n  %s%-34s %-42s %s%s\n' "$BOLD" "MODEL REPLICA, $((MODEL_DELAY_MS / 1000)) s LATE" "WITHOUT THE PROXY (direct stream)" "WITH THE PROXY" "$OFF"
 printf '  %-34s %-42s %s\n' "key1 right after the last apply" \
-  "$(key1_in "$WORK/direct.model" "state right after" | cut -d' ' -f2- || true)" \
-  "$(key1_in "$WORK/proxied.model" "state right after" | cut -d' ' -f2- || true)"
+  "$(key1_shown "$WORK/direct.model" "state right after")" \
+  "$(key1_shown "$WORK/proxied.model" "state right after")"
 printf '  %-34s %-42s %s\n' "key1 ten years later" \
-  "$(key1_in "$WORK/direct.model" "state ten years later" | cut -d' ' -f2- || true)" \
-  "$(key1_in "$WORK/proxied.model" "state ten years later" | cut -d' ' -f2- || true)"
+  "$(key1_shown "$WORK/direct.model" "state ten years later")" \
+  "$(key1_shown "$WORK/proxied.model" "state ten years later")"
 printf '  %-34s %-42s %s\n' "keys that never expire" "${direct_forever:-?}" "${proxied_forever:-?}"
 echo
 say "${BOLD}Model, without the proxy:${OFF} $(head -1 "$WORK/direct.model")"

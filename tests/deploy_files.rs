@@ -248,10 +248,13 @@ fn dockerfile_commands_ports_and_env_are_the_binarys() {
         ["pika-ttl-proxy", "healthcheck", "--admin", "127.0.0.1:9121"]
     );
     // The probe's arguments parse: with nothing listening it fails to connect (exit 1), not
-    // with a usage error (exit 2). Port 9 (discard) has no listener on a test machine's loopback.
+    // with a usage error (exit 2). A port just released by the OS has no listener.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port");
     let out = Command::new(BIN)
         .args(&probe[1..3])
-        .arg("127.0.0.1:9")
+        .arg(closed.to_string())
         .output()
         .expect("run healthcheck");
     assert_eq!(out.status.code(), Some(1), "{out:?}");

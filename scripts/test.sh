@@ -7,13 +7,17 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_pkgs+=(redis-tools)
+# tests/grafana_live.rs evaluates the dashboard against a live Prometheus and runs promtool.
+command -v prometheus >/dev/null 2>&1 || need_pkgs+=(prometheus)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "== installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
-  # Debian starts a redis-server service on 6379; tests use their own ports, stop it.
+  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  # Debian starts redis-server and prometheus services; tests use their own ports, stop them.
   (service redis-server stop || true) >/dev/null 2>&1
+  (service prometheus stop || true) >/dev/null 2>&1
+  (service prometheus-node-exporter stop || true) >/dev/null 2>&1
 fi
 
 echo "== cargo fmt --check"

@@ -26,5 +26,11 @@ echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test (everything but the convergence proof)"
 cargo test --locked "$@" -- --skip converges_ --skip negative_control
+echo "== fuzz: every libFuzzer target for a bounded time (scripts/fuzz.sh; FUZZ_SECONDS each)"
+if command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2 >/dev/null 2>&1; then
+  FUZZ_SECONDS=${FUZZ_SECONDS:-10} bash scripts/fuzz.sh
+else
+  echo "warning: cargo-fuzz could not be installed here; the fuzz targets were not run"
+fi
 echo "== cargo test --test convergence (property proof; prints histories/commands checked per dialect)"
 cargo test --locked --test convergence "$@" -- --nocapture --test-threads 2

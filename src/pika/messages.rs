@@ -1332,7 +1332,9 @@ pub fn rebuild_binlog_sync_response(
 }
 
 /// Replaces the `binlog` of the entries of a BinlogSync response: `replacements[i]` is the new
-/// item for entry `i` (`None`, or an index past the slice, keeps the entry unchanged).
+/// item for entry `i` (`None`, or an index past the slice, keeps the entry unchanged). Every
+/// record is rewritten where it stands, so unchanged records (and their order, even when other
+/// fields sit between entries) stay byte for byte as they were.
 pub fn replace_binlog_sync_binlogs(
     body: &[u8],
     replacements: &[Option<&[u8]>],
@@ -1344,13 +1346,26 @@ pub fn replace_binlog_sync_binlogs(
             count,
         });
     }
-    let outputs: Vec<EntryOutput<'_>> = (0..count)
-        .map(|index| match replacements.get(index).copied().flatten() {
-            Some(binlog) => EntryOutput::WithBinlog { index, binlog },
-            None => EntryOutput::Original(index),
-        })
-        .collect();
-    rebuild_binlog_sync_response(body, &outputs)
+    let fields = super::proto::parse_message(body)?;
+    let mut out = Vec::with_capacity(body.len() + 64 * replacements.len());
+    let mut index = 0;
+    for f in &fields {
+        if f.number() != response::BINLOG_SYNC {
+            out.extend_from_slice(f.record());
+            continue;
+        }
+        match replacements.get(index).copied().flatten() {
+            Some(binlog) => {
+                let entry = f.bytes()?;
+                let plan = EntryPlan::with_binlog(entry, binlog)?;
+                let output = [EntryOutput::WithBinlog { index: 0, binlog }];
+                write_entries(&mut out, &[entry], &output, &[plan])?;
+            }
+            None => out.extend_from_slice(f.record()),
+        }
+        index += 1;
+    }
+    Ok(out)
 }
 
 fn entry_at<'a>(entries: &[&'a [u8]], index: usize) -> Result<&'a [u8], MessageError> {
@@ -1593,6 +1608,34 @@ pub fn build_keepalive_response(slot: Slot<'_>, session_id: i32) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    /// Found by the `pika_frames` fuzz target: a response whose BinlogSync entries have another
+    /// field between them was regrouped by an unchanged splice. It must come back byte-identical.
+    #[test]
+    fn unchanged_splice_keeps_interleaved_fields_in_place() {
+        let input: &[u8] =
+            include_bytes!("../../fuzz/corpus/pika_frames/regression-interleaved-entries");
+        let mut checked = 0;
+        let mut try_body = |b: &[u8]| {
+            if let Ok(resp) = InnerResponse::parse(b) {
+                let unchanged = vec![None; resp.binlog_sync_count()];
+                if let Ok(same) = replace_binlog_sync_binlogs(b, &unchanged) {
+                    assert_eq!(same, b);
+                    checked += 1;
+                }
+            }
+        };
+        try_body(input);
+        if let Ok(frames) = crate::pika::frame::FrameCodec::new().decode_all(input) {
+            for f in frames {
+                try_body(&f);
+            }
+        }
+        assert!(
+            checked > 0,
+            "the regression input no longer parses as a response"
+        );
+    }
+
     use super::*;
     use crate::pika::proto::{parse_message, put_len_field};
 

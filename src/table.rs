@@ -97,7 +97,9 @@ fn is_maybe_volatile(v: i64) -> bool {
     v < 0 && !is_marker(v)
 }
 
-type KeyMap = DashMap<Box<[u8]>, i64>;
+/// foldhash rather than the default SipHash: keys come from the master's stream, not from
+/// clients of the proxy, and hashing was half the lookup cost (benches/table.rs).
+type KeyMap = DashMap<Box<[u8]>, i64, foldhash::fast::RandomState>;
 
 /// Concurrent `(db, key) → expiry` map with a completeness baseline.
 #[derive(Debug)]
@@ -131,8 +133,10 @@ impl ExpiryTable {
     /// An empty table whose absent entries mean `baseline`.
     pub fn new(baseline: Baseline) -> Self {
         ExpiryTable {
-            fast: (0..FAST_DBS).map(|_| DashMap::new()).collect(),
-            other: DashMap::new(),
+            fast: (0..FAST_DBS)
+                .map(|_| DashMap::with_hasher(Default::default()))
+                .collect(),
+            other: DashMap::with_hasher(Default::default()),
             baseline: AtomicU8::new(baseline.to_u8()),
         }
     }

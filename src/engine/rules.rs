@@ -392,7 +392,12 @@ impl<'a> Cx<'a> {
             }
             _ => {
                 // Not volatile: the write lands the same on any replica; the key now exists.
-                self.table.mark_persistent(self.db, key, self.track);
+                // (Skip the second table access when the entry already says so.)
+                let recorded = known == KeyKnowledge::Persistent
+                    || (known == KeyKnowledge::NotVolatile && !self.track);
+                if !recorded {
+                    self.table.mark_persistent(self.db, key, self.track);
+                }
                 match family {
                     Some(f) if expired && self.pika() => {
                         Proposal::rewrite(f, vec![self.del(key), self.original()])

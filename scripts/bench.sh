@@ -130,3 +130,9 @@ print("pika-ttl-proxy end-to-end benchmark (Redis relay, real redis-server, loop
 for k, v in rows:
     print(f"  {k:<{w}}  {v}")
 EOF
+
+# The Pika relay, with the test protocol peers as master and replica (no real Pika here):
+# items/s to a replica directly and through the proxy, in the same run.
+echo
+cargo test --release --locked --test pika_throughput -- --ignored --nocapture 2>/dev/null \
+  | grep '^pika relay' || echo "pika relay measurement failed (cargo test --release --test pika_throughput -- --ignored)"

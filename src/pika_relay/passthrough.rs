@@ -1,7 +1,7 @@
 //! Byte-for-byte TCP forwarding, used for port P (the replica's local-IP probes) and P+10001
 //! (rsync2 full-sync file transfer). Each direction is copied as it arrives; an end-of-stream is
 //! passed on as a half-close so request/response protocols finish cleanly. An optional tap sees
-//! the master → replica bytes after they were written.
+//! the master → replica bytes before they are written.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::Side;
 use super::stats;
 
-/// Sees each chunk written from the master to the replica.
+/// Sees each chunk from the master to the replica, before it is written to the replica.
 pub type Tap = Box<dyn FnMut(&[u8]) + Send>;
 
 /// How long to wait for the master to accept a forwarded connection.
@@ -76,13 +76,70 @@ async fn copy(
             Ok(n) => n,
         };
         stats::bytes("in", from_side, n);
+        // The tap runs before the write: once the replica holds these bytes it may act on them
+        // on another connection (a TrySync at the snapshot position), and the relay must
+        // already know what it saw.
+        if let Some(tap) = tap.as_mut() {
+            tap(&buf[..n]);
+        }
         if to.write_all(&buf[..n]).await.is_err() {
             break;
         }
         stats::bytes("out", to_side, n);
-        if let Some(tap) = tap.as_mut() {
-            tap(&buf[..n]);
-        }
     }
     let _ = to.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A replica that acts on bytes the moment it has them must find them already tapped, even
+    /// when the tap is slow.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_tap_sees_bytes_before_the_replica_does() {
+        let master = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let master_addr = master.local_addr().unwrap();
+        let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay_addr = relay.local_addr().unwrap();
+        let tapped = Arc::new(AtomicBool::new(false));
+        let flag = tapped.clone();
+        let tap: Tap = Box::new(move |_chunk: &[u8]| {
+            std::thread::sleep(Duration::from_millis(100));
+            flag.store(true, Ordering::SeqCst);
+        });
+        let cancel = CancellationToken::new();
+        let relay_task = tokio::spawn({
+            let cancel = cancel.clone();
+            async move {
+                let (stream, _) = relay.accept().await.unwrap();
+                forward(stream, master_addr, "test", cancel, Some(tap)).await;
+            }
+        });
+        // The replica reads on its own thread, so it wakes without waiting for the runtime.
+        let flag = tapped.clone();
+        let replica = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut replica = std::net::TcpStream::connect(relay_addr).unwrap();
+            let mut got = [0u8; 4];
+            replica.read_exact(&mut got).unwrap();
+            flag.load(Ordering::SeqCst)
+        });
+        let (mut upstream, _) = master.accept().await.unwrap();
+        upstream.write_all(b"info").await.unwrap();
+        let tapped_first = tokio::task::spawn_blocking(move || replica.join().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            tapped_first,
+            "the replica had the bytes before the tap saw them"
+        );
+        cancel.cancel();
+        relay_task.await.unwrap();
+    }
 }

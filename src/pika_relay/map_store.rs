@@ -244,6 +244,12 @@ impl MapStore {
         Ok(())
     }
 
+    /// Makes the next [`MapStore::persist`] a compaction (tests of the rename path).
+    #[cfg(test)]
+    pub(crate) fn force_compaction_on_next_write(&mut self) {
+        self.records = self.compact_after;
+    }
+
     /// Where the map lives.
     pub fn path(&self) -> &Path {
         &self.path

@@ -12,12 +12,14 @@
 //!
 //! Offsets: items keep their master END offsets on the way down; what the replica reports in
 //! its own binlog space (acks, TrySync, first_send) is translated with an offset map learned
-//! from acks and persisted per replica ([`offset_map`], [`map_store`]). See
+//! from acks and persisted per replica ([`offset_map`], [`map_store`], written behind the
+//! acks by `map_commit`). See
 //! `shared/specs/pika-replication.md` for the protocol.
 
 pub mod config;
 pub mod error;
 pub mod inflight;
+mod map_commit;
 pub mod map_store;
 pub mod offset_map;
 pub mod passthrough;

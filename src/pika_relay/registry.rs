@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::map_store::{Loaded, MapStore};
+use super::map_commit::CommittedMap;
+use super::map_store::Loaded;
 use super::offset_map::MapState;
 use crate::engine::StreamState;
 use crate::families::FamilySwitches;
@@ -145,7 +146,7 @@ pub struct PikaRelayShared {
     pub families: FamilySwitches,
     /// Live links.
     pub sessions: SessionRegistry,
-    stores: Arc<Mutex<HashMap<String, SharedStore>>>,
+    stores: Arc<Mutex<HashMap<String, CommittedMap>>>,
     parked: Arc<Mutex<HashMap<String, ParkedTable>>>,
     snapshots: Arc<Mutex<Vec<SnapshotSeen>>>,
 }
@@ -162,29 +163,26 @@ impl PikaRelayShared {
         }
     }
 
-    /// The offset map store for `key`, opened from `dir` on first use, now owned by `link`: a
+    /// The offset map for `key`, opened from `dir` on first use, now owned by `link`: a
     /// replica that reconnects gets a new link, and the old one must not overwrite what the new
-    /// one persists. Returns the store, what the first open found (`None` when it was already
-    /// open) and the current state.
+    /// one learns. Returns the map, what the first open found (`None` when it was already
+    /// open) and the newest state. Must run within a Tokio runtime (the map's writer task).
     pub(crate) fn map_store(
         &self,
         dir: &Path,
         key: &str,
         link: u64,
-    ) -> io::Result<(SharedStore, Option<Loaded>, MapState)> {
+    ) -> io::Result<(CommittedMap, Option<Loaded>, MapState)> {
         let mut stores = lock(&self.stores);
-        if let Some(store) = stores.get(key) {
-            let mut owned = lock(store);
-            owned.owner = link;
-            let state = owned.store.state().clone();
-            return Ok((store.clone(), None, state));
+        if let Some(map) = stores.get(key) {
+            let state = map.claim(link);
+            return Ok((map.clone(), None, state));
         }
         std::fs::create_dir_all(dir)?;
-        let (store, loaded) = MapStore::open(&dir.join(format!("{key}.map")))?;
-        let state = store.state().clone();
-        let store = Arc::new(Mutex::new(OwnedStore { store, owner: link }));
-        stores.insert(key.to_string(), store.clone());
-        Ok((store, Some(loaded), state))
+        let (map, loaded) = CommittedMap::open(&dir.join(format!("{key}.map")), link)?;
+        let state = map.claim(link);
+        stores.insert(key.to_string(), map.clone());
+        Ok((map, Some(loaded), state))
     }
 
     pub(crate) fn park_table(&self, key: &str, parked: ParkedTable) {
@@ -231,33 +229,6 @@ impl Default for PikaRelayShared {
     }
 }
 
-/// One replica DB's offset map and the link that may write it.
-#[derive(Debug)]
-pub(crate) struct OwnedStore {
-    store: MapStore,
-    owner: u64,
-}
-
-/// An offset map shared between the links of one replica (one at a time owns it).
-pub(crate) type SharedStore = Arc<Mutex<OwnedStore>>;
-
-/// Persists `state` to `store` for `link` off the async threads; returns once it is on disk.
-/// Fails when a newer link of the same replica owns the store.
-pub(crate) async fn persist(store: &SharedStore, link: u64, state: MapState) -> io::Result<()> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut owned = lock(&store);
-        if owned.owner != link {
-            return Err(io::Error::other(
-                "a newer connection of this replica owns its offset map",
-            ));
-        }
-        owned.store.persist(state)
-    })
-    .await
-    .map_err(io::Error::other)?
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,12 +239,12 @@ mod tests {
         let shared = PikaRelayShared::default();
         let (old, loaded, state) = shared.map_store(dir.path(), "r_1_db0", 1).unwrap();
         assert_eq!((loaded, state), (Some(Loaded::Missing), MapState::Unknown));
-        persist(&old, 1, MapState::Identity).await.unwrap();
+        old.persist(1, MapState::Identity).await.unwrap();
         // The replica reconnected: link 2 takes the map over and sees what link 1 wrote.
         let (new, loaded, state) = shared.map_store(dir.path(), "r_1_db0", 2).unwrap();
         assert_eq!((loaded, state), (None, MapState::Identity));
-        assert!(persist(&old, 1, MapState::Unknown).await.is_err());
-        persist(&new, 2, MapState::Unknown).await.unwrap();
+        assert!(old.persist(1, MapState::Unknown).await.is_err());
+        new.persist(2, MapState::Unknown).await.unwrap();
         let (_, _, state) = shared.map_store(dir.path(), "r_1_db0", 3).unwrap();
         assert_eq!(state, MapState::Unknown);
     }

@@ -28,13 +28,12 @@ use tokio_util::sync::CancellationToken;
 use super::config::{PikaRelayConfig, REPLICATION_PORT_OFFSET};
 use super::error::{LinkError, Side};
 use super::inflight::Inflight;
+use super::map_commit::CommittedMap;
 use super::map_store::Loaded;
 use super::offset_map::MapState;
 use super::passthrough::CONNECT_TIMEOUT;
 use super::position::lag_bytes;
-use super::registry::{
-    persist, DbLinkStatus, LinkStatus, ParkedTable, PikaRelayShared, SharedStore,
-};
+use super::registry::{DbLinkStatus, LinkStatus, ParkedTable, PikaRelayShared};
 use super::rewrite::LinkRewriter;
 use super::stats;
 use super::warmup::{self, WarmupState};
@@ -49,6 +48,9 @@ use crate::table::{Baseline, ExpiryTable};
 
 /// How often link status, lag gauges and timeouts are refreshed.
 const TICK: Duration = Duration::from_secs(1);
+
+/// How long a closing link waits for its offset map to reach the disk.
+const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 /// Margin added to a replica's lag when deciding whether an entry is at risk: Pika's expiry has
 /// one-second precision.
@@ -91,7 +93,7 @@ impl Phase {
 struct DbLink {
     name: String,
     store_key: String,
-    store: SharedStore,
+    store: CommittedMap,
     map: MapState,
     phase: Phase,
     inflight: Inflight,
@@ -484,7 +486,8 @@ impl Link {
         if master.is_none() && db.map == MapState::Unknown {
             if let Some(since) = db.dbsync_requested {
                 if shared.snapshot_matches(peer_ip, &db.name, replica, since) {
-                    persist(&db.store, link, MapState::Identity)
+                    db.store
+                        .persist(link, MapState::Identity)
                         .await
                         .map_err(LinkError::Persist)?;
                     db.map = MapState::Identity;
@@ -544,7 +547,8 @@ impl Link {
         db.master_said_purged = false;
         stats::full_sync(reason);
         // Write-ahead: the replica is about to reset its binlog; no old pair may survive it.
-        persist(&db.store, link, MapState::Unknown)
+        db.store
+            .persist(link, MapState::Unknown)
             .await
             .map_err(LinkError::Persist)?;
         db.map = MapState::Unknown;
@@ -636,9 +640,17 @@ impl Link {
             map => Some(map.after_ack(replica_end, master_end.position())),
         };
         if let Some(next) = next {
-            persist(&db.store, link, next.clone())
-                .await
-                .map_err(LinkError::Persist)?;
+            if matches!((&db.map, &next), (MapState::Pairs(_), MapState::Pairs(_))) {
+                // An older Pairs state on disk is still true (see `map_commit`): no wait.
+                db.store
+                    .hand_in(link, next.clone())
+                    .map_err(LinkError::Persist)?;
+            } else {
+                db.store
+                    .persist(link, next.clone())
+                    .await
+                    .map_err(LinkError::Persist)?;
+            }
             db.map = next;
         }
         db.acked_master = master_end.position();
@@ -748,7 +760,8 @@ impl Link {
                 let next = db.map.resumed_at(replica, master);
                 if next != db.map {
                     // Before the replica can write anything of the new session.
-                    persist(&db.store, link, next.clone())
+                    db.store
+                        .persist(link, next.clone())
                         .await
                         .map_err(LinkError::Persist)?;
                     db.map = next;
@@ -847,7 +860,8 @@ impl Link {
             let next = MapState::from_identical(
                 std::iter::once(db.acked_master).chain(db.inflight.last_ends()),
             );
-            persist(&db.store, link, next.clone())
+            db.store
+                .persist(link, next.clone())
                 .await
                 .map_err(LinkError::Persist)?;
             db.map = next;
@@ -937,6 +951,9 @@ impl Link {
         let shared = self.setup.shared.clone();
         for db in self.dbs.values_mut() {
             park_table(&shared, db);
+            // What this link learned last is what its replica resumes from; a failure was
+            // already logged by the writer and only costs a full sync.
+            let _ = tokio::time::timeout(CLOSE_FLUSH_LIMIT, db.store.flush()).await;
         }
         let _ = self.down.shutdown().await;
         let _ = self.up.shutdown().await;

@@ -9,25 +9,33 @@
 //! - `splice_prebuilt`: re-encode the response with every item replaced by an already built
 //!   item (the splicer alone);
 //! - `rewrite`: decode + build a new item with changed content for every entry + splice.
+//!
+//! Group `link_rewriter`: the relay's whole per-response path ([`LinkRewriter`]: decode, RESP
+//! parse, engine, table, re-encode, splice) on 100 items, per item:
+//! - `volatile_setex_incr`: `SETEX k 3600 1` / `INCR k` pairs, so every INCR is rewritten;
+//! - `pass_through_set`: `SET k v` on keys without TTL, all forwarded unchanged.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use pika_ttl_proxy::families::FamilySwitches;
 use pika_ttl_proxy::pika::binlog_file::{read_binlog_file, BinlogFileWriter};
 use pika_ttl_proxy::pika::item::BinlogItem;
+use pika_ttl_proxy::pika::item::{build_item, ItemHeader};
 use pika_ttl_proxy::pika::messages::{
     build_binlog_sync_response, replace_binlog_sync_binlogs, InnerResponse, LogicalOffset,
     NewBinlogSyncEntry, Slot,
 };
+use pika_ttl_proxy::pika_relay::rewrite::LinkRewriter;
+use pika_ttl_proxy::resp::encode_command;
+use pika_ttl_proxy::table::{Baseline, ExpiryTable};
 use std::hint::black_box;
+use std::sync::Arc;
 
 const ITEMS: usize = 100;
 
 /// A BinlogSync response body with `ITEMS` real items.
 fn response_with_items() -> Vec<u8> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/pika-3.5.4/session1-master-binlog-write2file0.bin"
-    );
-    let file = std::fs::read(path).expect("fixture binlog");
+    let file = pika_ttl_proxy::fixtures::read("pika-3.5.4/session1-master-binlog-write2file0.bin")
+        .expect("fixture binlog");
     let records = read_binlog_file(&file).expect("fixture binlog parses");
     let mut writer = BinlogFileWriter::new(0);
     let mut items = Vec::with_capacity(ITEMS);
@@ -101,6 +109,80 @@ fn rewrite(body: &[u8]) -> Vec<u8> {
     replace_binlog_sync_binlogs(body, &replacements).expect("splice")
 }
 
+/// A response of `ITEMS` items, each one command made by `command(i)`.
+fn response_of(command: impl Fn(usize) -> Vec<String>) -> Vec<u8> {
+    let mut offset = 0u64;
+    let items: Vec<(u64, u64, Vec<u8>)> = (0..ITEMS)
+        .map(|i| {
+            let mut content = bytes::BytesMut::new();
+            encode_command(&command(i), &mut content);
+            let header = ItemHeader {
+                item_type: 1,
+                exec_time: 1_795_469_984,
+                term_id: 0,
+                logic_id: i as u64 + 1,
+                filenum: 0,
+                offset,
+                content_len: 0,
+            };
+            let item = build_item(&header, &content).expect("item");
+            offset += item.len() as u64;
+            (offset, i as u64 + 1, item)
+        })
+        .collect();
+    let entries: Vec<NewBinlogSyncEntry<'_>> = items
+        .iter()
+        .map(|(end, lid, bytes)| NewBinlogSyncEntry {
+            slot: Slot {
+                db_name: b"db0",
+                slot_id: 0,
+            },
+            binlog_offset: LogicalOffset {
+                filenum: 0,
+                offset: *end,
+                term: 0,
+                index: *lid,
+            },
+            binlog: bytes,
+            session_id: 1,
+        })
+        .collect();
+    build_binlog_sync_response(&entries)
+}
+
+fn link_rewriter(c: &mut Criterion) {
+    let volatile = response_of(|i| {
+        let key = format!("key:{}", i / 2);
+        if i % 2 == 0 {
+            vec!["SETEX".into(), key, "3600".into(), "1".into()]
+        } else {
+            vec!["INCR".into(), key]
+        }
+    });
+    let plain = response_of(|i| vec!["SET".into(), format!("plain:{i}"), "value".into()]);
+    let mut group = c.benchmark_group("link_rewriter");
+    group.throughput(Throughput::Elements(ITEMS as u64));
+    for (name, body, expect_changed) in [
+        ("volatile_setex_incr", &volatile, true),
+        ("pass_through_set", &plain, false),
+    ] {
+        let table = Arc::new(ExpiryTable::new(Baseline::Absent));
+        let mut rewriter = LinkRewriter::new(table, 0, FamilySwitches::all_on());
+        let first = rewriter.rewrite_response(body).expect("rewrites");
+        assert_eq!(first.body.is_some(), expect_changed, "{name}");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                black_box(
+                    rewriter
+                        .rewrite_response(black_box(body))
+                        .expect("rewrites"),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
 fn bench(c: &mut Criterion) {
     let body = response_with_items();
     assert_eq!(
@@ -147,5 +229,5 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, link_rewriter);
 criterion_main!(benches);

@@ -22,7 +22,10 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod entry_tally;
 pub mod families;
+#[doc(hidden)]
+pub mod fixtures;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -21,11 +21,8 @@ const MASTER_ID: &str = "a507f8eeec018d9f9cffcad79efd27081110735e";
 
 fn fixture_payload() -> (String, Vec<u8>) {
     // The real 7.0.15 EOF-framed transfer: header line at 107..154, RDB + mark at 154..366.
-    let path = std::env::var_os("PIKA_TTL_FIXTURES")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/work/shared/fixtures".into())
-        .join("redis-7.0.15/diskless-eof-master-to-replica.bin");
-    let all = std::fs::read(path).unwrap();
+    let all =
+        pika_ttl_proxy::fixtures::read("redis-7.0.15/diskless-eof-master-to-replica.bin").unwrap();
     let header = String::from_utf8(all[107..152].to_vec()).unwrap();
     (header, all[154..366].to_vec())
 }

@@ -47,6 +47,7 @@ pub struct LinkRewriter {
     /// Keys written by entries while a warm-up scan result waits to be merged.
     touched: Option<HashSet<(u32, Vec<u8>)>>,
     entries_since_prune: u32,
+    tally: stats::EntryTally,
 }
 
 /// Entries between two table prunes.
@@ -67,6 +68,7 @@ impl LinkRewriter {
             },
             touched: None,
             entries_since_prune: 0,
+            tally: stats::entry_tally(),
         }
     }
 
@@ -105,6 +107,7 @@ impl LinkRewriter {
             unparsable_items: 0,
             at_risk: Vec::new(),
         };
+        let started = Instant::now();
         let mut first: Option<(LogicalOffset, u32)> = None;
         let mut last: Option<(LogicalOffset, u32)> = None;
         let mut items = 0;
@@ -128,6 +131,7 @@ impl LinkRewriter {
             let refs: Vec<Option<&[u8]>> = replacements.iter().map(|r| r.as_deref()).collect();
             out.body = Some(replace_binlog_sync_binlogs(body, &refs)?);
         }
+        self.tally.flush(started.elapsed().as_secs_f64());
         if let (Some((first_end, first_exec)), Some((last_end, last_exec))) = (first, last) {
             out.forwarded = Some(Forwarded {
                 first_end,
@@ -159,7 +163,6 @@ impl LinkRewriter {
                 pieces.push(Piece::Raw(frame.raw().clone()));
                 continue;
             };
-            let started = Instant::now();
             if let Some(touched) = self.touched.as_mut() {
                 // Every argument may be a key (RENAME, SMOVE, DEL k1 k2…); marking a value as
                 // touched only makes the warm-up more conservative.
@@ -174,8 +177,7 @@ impl LinkRewriter {
                 &self.table,
                 &self.policy,
             );
-            stats::entry_duration(started.elapsed());
-            stats::entry(decision.family, decision.outcome);
+            self.tally.count(decision.family, decision.outcome);
             if let Some(risk) = decision.at_risk {
                 out.at_risk.push((decision.family, risk));
             }

@@ -223,7 +223,9 @@ pub(crate) async fn run_link(
         dbs: HashMap::new(),
         down: replica_w,
         up: master_w,
-        out: BytesMut::new(),
+        to_replica: BytesMut::new(),
+        to_master: BytesMut::new(),
+        bytes: stats::ByteCounters::new(),
         codec,
         last_upstream: Instant::now(),
     };
@@ -265,7 +267,11 @@ struct Link {
     dbs: HashMap<String, DbLink>,
     down: OwnedWriteHalf,
     up: OwnedWriteHalf,
-    out: BytesMut,
+    /// Frames encoded for the replica / the master and not yet written: everything one read
+    /// produced goes out in one write per side.
+    to_replica: BytesMut,
+    to_master: BytesMut,
+    bytes: stats::ByteCounters,
     codec: FrameCodec,
     last_upstream: Instant,
 }
@@ -285,6 +291,11 @@ impl FrameReader {
             buf: BytesMut::with_capacity(64 * 1024),
             codec,
         }
+    }
+
+    /// The next frame already in the buffer, without reading.
+    fn next_buffered(&mut self) -> Option<Result<Bytes, FrameError>> {
+        self.codec.decode(&mut self.buf).transpose()
     }
 
     /// The next frame body; `None` at a clean end of stream.
@@ -325,45 +336,76 @@ impl Link {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                frame = replica.next() => match frame {
-                    None => return Ok(()),
-                    Some(Err(e)) => return Err(frame_err(Side::Replica, e)),
-                    Some(Ok(body)) => {
-                        stats::bytes("in", Side::Replica, body.len() + 4);
-                        self.on_request(body).await?;
+                frame = replica.next() => {
+                    let mut frame = frame;
+                    loop {
+                        match frame {
+                            None => return Ok(()),
+                            Some(Err(e)) => return Err(frame_err(Side::Replica, e)),
+                            Some(Ok(body)) => {
+                                self.bytes.received(Side::Replica, body.len() + 4);
+                                self.on_request(body).await?;
+                            }
+                        }
+                        frame = replica.next_buffered();
+                        if frame.is_none() {
+                            break;
+                        }
                     }
-                },
-                frame = master.next() => match frame {
-                    None => return Err(LinkError::Io(
-                        Side::Master,
-                        std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the master closed the connection"),
-                    )),
-                    Some(Err(e)) => return Err(frame_err(Side::Master, e)),
-                    Some(Ok(body)) => {
-                        stats::bytes("in", Side::Master, body.len() + 4);
-                        self.last_upstream = Instant::now();
-                        self.on_response(body).await?;
+                }
+                frame = master.next() => {
+                    let mut frame = frame;
+                    loop {
+                        match frame {
+                            None => return Err(LinkError::Io(
+                                Side::Master,
+                                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the master closed the connection"),
+                            )),
+                            Some(Err(e)) => return Err(frame_err(Side::Master, e)),
+                            Some(Ok(body)) => {
+                                self.bytes.received(Side::Master, body.len() + 4);
+                                self.last_upstream = Instant::now();
+                                self.on_response(body).await?;
+                            }
+                        }
+                        frame = master.next_buffered();
+                        if frame.is_none() {
+                            break;
+                        }
                     }
-                },
+                }
                 _ = tick.tick() => self.on_tick().await?,
             }
+            self.flush().await?;
         }
     }
 
+    /// Queues one frame for `side`; [`Link::flush`] writes it.
     async fn send(&mut self, side: Side, body: &[u8]) -> Result<(), LinkError> {
-        self.out.clear();
-        self.codec
-            .encode(body, &mut self.out)
-            .map_err(|e| frame_err(side, e))?;
-        let writer = match side {
-            Side::Master => &mut self.up,
-            Side::Replica => &mut self.down,
+        let out = match side {
+            Side::Master => &mut self.to_master,
+            Side::Replica => &mut self.to_replica,
         };
-        writer
-            .write_all(&self.out)
-            .await
-            .map_err(|e| LinkError::Io(side, e))?;
-        stats::bytes("out", side, self.out.len());
+        self.codec.encode(body, out).map_err(|e| frame_err(side, e))
+    }
+
+    /// Writes every queued frame, replica side first (the data path).
+    async fn flush(&mut self) -> Result<(), LinkError> {
+        for side in [Side::Replica, Side::Master] {
+            let (writer, out) = match side {
+                Side::Master => (&mut self.up, &mut self.to_master),
+                Side::Replica => (&mut self.down, &mut self.to_replica),
+            };
+            if out.is_empty() {
+                continue;
+            }
+            writer
+                .write_all(out)
+                .await
+                .map_err(|e| LinkError::Io(side, e))?;
+            self.bytes.sent(side, out.len());
+            out.clear();
+        }
         Ok(())
     }
 

@@ -1,12 +1,10 @@
 //! Every metric the Pika relay reports, in one place. Names and labels follow the project's
 //! metric list; a process that installs no recorder pays only a no-op call per update.
 
-use std::time::Duration;
-
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, Counter};
 
 use super::error::Side;
-use crate::engine::Outcome;
+pub use crate::entry_tally::EntryTally;
 use crate::families::Family;
 
 /// Label value for entries whose command belongs to no family.
@@ -16,20 +14,9 @@ fn family_label(family: Option<Family>) -> &'static str {
     family.map_or(NO_FAMILY, Family::name)
 }
 
-/// One entry left the engine with `outcome`.
-pub fn entry(family: Option<Family>, outcome: Outcome) {
-    counter!(
-        "pika_ttl_proxy_entries_total",
-        "dialect" => "pika",
-        "family" => family_label(family),
-        "outcome" => outcome.name()
-    )
-    .increment(1);
-}
-
-/// Time the engine spent on one entry.
-pub fn entry_duration(elapsed: Duration) {
-    histogram!("pika_ttl_proxy_entry_duration_seconds").record(elapsed.as_secs_f64());
+/// Engine decisions of one BinlogSync response, reported in one go (dialect `pika`).
+pub fn entry_tally() -> EntryTally {
+    EntryTally::new("pika")
 }
 
 /// An entry extends or removes a TTL that a lagging replica may already have applied.
@@ -75,12 +62,58 @@ pub fn protocol_error(side: Side, kind: &'static str) {
 
 /// Bytes moved; `direction` is `in` (read from `side`) or `out` (written to `side`).
 pub fn bytes(direction: &'static str, side: Side, n: usize) {
+    byte_counter(direction, side).increment(n as u64);
+}
+
+fn byte_counter(direction: &'static str, side: Side) -> Counter {
     counter!(
         "pika_ttl_proxy_bytes_total",
         "direction" => direction,
         "side" => side.name()
     )
-    .increment(n as u64);
+}
+
+/// The byte counters of one link, looked up once (a lookup per frame showed in profiles).
+#[derive(Debug)]
+pub struct ByteCounters {
+    from_replica: Counter,
+    from_master: Counter,
+    to_replica: Counter,
+    to_master: Counter,
+}
+
+impl ByteCounters {
+    /// Handles from the recorder installed now.
+    pub fn new() -> Self {
+        ByteCounters {
+            from_replica: byte_counter("in", Side::Replica),
+            from_master: byte_counter("in", Side::Master),
+            to_replica: byte_counter("out", Side::Replica),
+            to_master: byte_counter("out", Side::Master),
+        }
+    }
+
+    /// `n` bytes read from `side`.
+    pub fn received(&self, side: Side, n: usize) {
+        match side {
+            Side::Replica => self.from_replica.increment(n as u64),
+            Side::Master => self.from_master.increment(n as u64),
+        }
+    }
+
+    /// `n` bytes written to `side`.
+    pub fn sent(&self, side: Side, n: usize) {
+        match side {
+            Side::Replica => self.to_replica.increment(n as u64),
+            Side::Master => self.to_master.increment(n as u64),
+        }
+    }
+}
+
+impl Default for ByteCounters {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Size and completeness of one link's expiry table (the last link to report wins).

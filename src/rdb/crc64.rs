@@ -122,8 +122,7 @@ mod tests {
 
     #[test]
     fn propagation_fixture_trailer_verifies() {
-        let path = crate::rdb::tests::fixture_path("redis-7.0.15/propagation-fullsync.rdb");
-        let data = std::fs::read(path).unwrap();
+        let data = crate::fixtures::read("redis-7.0.15/propagation-fullsync.rdb").unwrap();
         let (body, trailer) = data.split_at(data.len() - 8);
         let stored = u64::from_le_bytes(trailer.try_into().unwrap());
         assert_eq!(stored, 0x2065_078c_4683_cf9b);

@@ -140,8 +140,7 @@ mod tests {
     #[test]
     fn expands_the_lzf_value_of_the_v10_fixture() {
         // `str:lzf` is stored as c3 09 40 c8 <9 bytes> and holds 'a' x 200.
-        let data =
-            std::fs::read(crate::rdb::tests::fixture_path("redis-7.0.15/dump-v10.rdb")).unwrap();
+        let data = crate::fixtures::read("redis-7.0.15/dump-v10.rdb").unwrap();
         let at = data
             .windows(4)
             .position(|w| w == [0xc3, 0x09, 0x40, 0xc8])

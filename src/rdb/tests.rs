@@ -4,30 +4,10 @@
 use super::writer::opcode;
 use super::*;
 use proptest::prelude::*;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
-/// Locates a captured fixture: `$PIKA_TTL_FIXTURES`, then `tests/fixtures` in the crate, then
-/// the shared capture directory.
-pub(crate) fn fixture_path(relative: &str) -> PathBuf {
-    let mut roots: Vec<PathBuf> = Vec::new();
-    if let Some(dir) = std::env::var_os("PIKA_TTL_FIXTURES") {
-        roots.push(dir.into());
-    }
-    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"));
-    // The steering repository's shared/ sits beside the checkout (also in CI).
-    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
-    for root in &roots {
-        let candidate = root.join(relative);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("fixture {relative} not found under {roots:?}; set PIKA_TTL_FIXTURES");
-}
-
 fn fixture(relative: &str) -> Vec<u8> {
-    std::fs::read(fixture_path(relative)).unwrap()
+    crate::fixtures::read(relative).unwrap_or_else(|e| panic!("{e}"))
 }
 
 const V10: &str = "redis-7.0.15/dump-v10.rdb";

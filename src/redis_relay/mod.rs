@@ -213,20 +213,8 @@ pub async fn serve_on(
     Ok(())
 }
 
-/// A captured fixture for unit tests: `$PIKA_TTL_FIXTURES`, then `tests/fixtures` in the crate,
-/// then the shared capture directory.
+/// A captured fixture for unit tests (see [`crate::fixtures`]).
 #[cfg(test)]
 pub(crate) fn test_fixture(relative: &str) -> Vec<u8> {
-    let mut roots: Vec<PathBuf> = Vec::new();
-    if let Some(dir) = std::env::var_os("PIKA_TTL_FIXTURES") {
-        roots.push(dir.into());
-    }
-    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"));
-    roots.push(PathBuf::from("/work/shared/fixtures"));
-    for root in &roots {
-        if let Ok(bytes) = std::fs::read(root.join(relative)) {
-            return bytes;
-        }
-    }
-    panic!("fixture {relative} not found under {roots:?}; set PIKA_TTL_FIXTURES");
+    crate::fixtures::read(relative).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -699,7 +699,7 @@ impl LinkState {
             first_ack_released: false,
             acked_u: 0,
             received: VecDeque::new(),
-            tally: EntryTally::default(),
+            tally: stats::entry_tally(),
             last_risk_log: None,
             risks_unlogged: 0,
             lag_ms: 0,

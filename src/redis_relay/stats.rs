@@ -1,12 +1,10 @@
 //! Every metric the Redis relay reports, in one place, through the `metrics` facade.
 //!
 //! The relay never calls a metrics macro anywhere else, so names and labels are defined once
-//! here. Per-entry counts are aggregated per read batch ([`EntryTally`]) so the hot path does
-//! array increments, not registry lookups.
+//! here (entry counts go through the shared [`EntryTally`]).
 
-use crate::engine::Outcome;
-use crate::families::Family;
-use metrics::{counter, gauge, histogram};
+pub use crate::entry_tally::EntryTally;
+use metrics::{counter, gauge};
 
 /// Metric names (prefix `pika_ttl_proxy_`).
 pub mod names {
@@ -24,21 +22,6 @@ pub mod names {
     pub const TABLE_COMPLETE: &str = "pika_ttl_proxy_expiry_table_complete";
     pub const MAP_POINTS: &str = "pika_ttl_proxy_offset_map_points";
     pub const DISCONNECTS: &str = "pika_ttl_proxy_replica_disconnects_total";
-}
-
-const DIALECT: &str = "redis";
-const OUTCOMES: [Outcome; 6] = [
-    Outcome::Passed,
-    Outcome::Rewritten,
-    Outcome::Disabled,
-    Outcome::UnknownKey,
-    Outcome::UnknownCommand,
-    Outcome::Malformed,
-];
-const NO_FAMILY: usize = Family::ALL.len();
-
-fn outcome_index(o: Outcome) -> usize {
-    OUTCOMES.iter().position(|x| *x == o).unwrap_or(0)
 }
 
 /// Which link a byte or error count belongs to.
@@ -59,57 +42,9 @@ impl Side {
     }
 }
 
-/// Decisions of one batch, by family and outcome; flushed to the registry in one go.
-#[derive(Debug, Default)]
-pub struct EntryTally {
-    counts: [[u64; OUTCOMES.len()]; NO_FAMILY + 1],
-    at_risk: [u64; NO_FAMILY + 1],
-    entries: u64,
-}
-
-impl EntryTally {
-    /// Count one engine decision.
-    pub fn count(&mut self, family: Option<Family>, outcome: Outcome) {
-        let f = family.map_or(NO_FAMILY, Family::index);
-        self.counts[f][outcome_index(outcome)] += 1;
-        self.entries += 1;
-    }
-
-    /// Count one at-risk entry.
-    pub fn at_risk(&mut self, family: Option<Family>) {
-        self.at_risk[family.map_or(NO_FAMILY, Family::index)] += 1;
-    }
-
-    /// Entries counted since the last flush.
-    pub fn entries(&self) -> u64 {
-        self.entries
-    }
-
-    /// Report and reset. `elapsed_secs` is the time spent deciding the batch; its per-entry
-    /// mean is recorded once per batch.
-    pub fn flush(&mut self, elapsed_secs: f64) {
-        if self.entries == 0 {
-            return;
-        }
-        for (fi, row) in self.counts.iter().enumerate() {
-            let family = Family::ALL.get(fi).map_or("none", |f| f.name());
-            for (oi, n) in row.iter().enumerate() {
-                if *n > 0 {
-                    counter!(names::ENTRIES, "dialect" => DIALECT, "family" => family,
-                        "outcome" => OUTCOMES[oi].name())
-                    .increment(*n);
-                }
-            }
-        }
-        for (fi, n) in self.at_risk.iter().enumerate() {
-            if *n > 0 {
-                let family = Family::ALL.get(fi).map_or("none", |f| f.name());
-                counter!(names::AT_RISK, "family" => family).increment(*n);
-            }
-        }
-        histogram!(names::ENTRY_DURATION).record(elapsed_secs / self.entries as f64);
-        *self = EntryTally::default();
-    }
+/// Engine decisions of one read batch, reported in one go (dialect `redis`).
+pub fn entry_tally() -> EntryTally {
+    EntryTally::new("redis")
 }
 
 /// Bytes moved on one link in one direction (`in` = received by the proxy).

@@ -169,7 +169,7 @@ mod tests {
         map: &mut OffsetMap,
     ) -> Vec<u8> {
         let mut out = OutQueue::new();
-        let mut tally = EntryTally::default();
+        let mut tally = crate::redis_relay::stats::entry_tally();
         relay
             .process(input, now, table, policy, map, &mut out, &mut tally, 0)
             .unwrap();

@@ -48,6 +48,12 @@ pub struct LinkRewriter {
     touched: Option<HashSet<(u32, Vec<u8>)>>,
     entries_since_prune: u32,
     tally: stats::EntryTally,
+    /// Reused per item so the hot path does not allocate for them: the item's content (the
+    /// parser splits frames off it; once they are dropped the allocation is reused), its
+    /// frames, and what each frame becomes.
+    scratch: BytesMut,
+    frames: Vec<Frame>,
+    pieces: Vec<Piece>,
 }
 
 /// Entries between two table prunes.
@@ -69,6 +75,9 @@ impl LinkRewriter {
             touched: None,
             entries_since_prune: 0,
             tally: stats::entry_tally(),
+            scratch: BytesMut::new(),
+            frames: Vec::new(),
+            pieces: Vec::new(),
         }
     }
 
@@ -152,15 +161,17 @@ impl LinkRewriter {
         out: &mut RewrittenResponse,
     ) -> Result<Option<Vec<u8>>, MessageError> {
         let exec_ms = i64::from(item.header.exec_time) * 1000;
-        let Some(frames) = parse_content(item.content) else {
+        self.frames.clear();
+        self.pieces.clear();
+        if !split_content(item.content, &mut self.scratch, &mut self.frames) {
+            self.frames.clear();
             out.unparsable_items += 1;
             return Ok(None);
-        };
-        let mut pieces: Vec<Piece> = Vec::with_capacity(frames.len());
+        }
         let mut changed = false;
-        for frame in frames {
+        for frame in self.frames.drain(..) {
             let Some(cmd) = frame.command() else {
-                pieces.push(Piece::Raw(frame.raw().clone()));
+                self.pieces.push(Piece::Raw(frame.raw().clone()));
                 continue;
             };
             if let Some(touched) = self.touched.as_mut() {
@@ -184,10 +195,10 @@ impl LinkRewriter {
             match decision.emit {
                 Emit::Replace(cmds) if !cmds.is_empty() => {
                     changed = true;
-                    pieces.push(Piece::Commands(cmds));
+                    self.pieces.push(Piece::Commands(cmds));
                 }
                 // An empty replacement would make the item vanish on the replica; keep it.
-                _ => pieces.push(Piece::Raw(cmd.raw.clone())),
+                _ => self.pieces.push(Piece::Raw(cmd.raw.clone())),
             }
         }
         self.entries_since_prune += 1;
@@ -196,10 +207,11 @@ impl LinkRewriter {
             self.table.prune(exec_ms);
         }
         if !changed {
+            self.pieces.clear();
             return Ok(None);
         }
         let mut content = BytesMut::with_capacity(item.content.len() * 2);
-        for piece in pieces {
+        for piece in self.pieces.drain(..) {
             match piece {
                 Piece::Raw(raw) => content.extend_from_slice(&raw),
                 Piece::Commands(cmds) => {
@@ -215,6 +227,7 @@ impl LinkRewriter {
     }
 }
 
+#[derive(Debug)]
 enum Piece {
     Raw(Bytes),
     Commands(Vec<Vec<Bytes>>),
@@ -223,14 +236,21 @@ enum Piece {
 /// Splits an item's content into RESP frames, or `None` when it does not parse completely.
 /// Inline commands are accepted because the Pika replica's parser accepts them.
 pub fn parse_content(content: &[u8]) -> Option<Vec<Frame>> {
-    let mut parser = CommandParser::new(ParserLimits::replica_stream());
-    let mut buf = BytesMut::from(content);
     let mut frames = Vec::with_capacity(1);
+    split_content(content, &mut BytesMut::new(), &mut frames).then_some(frames)
+}
+
+/// [`parse_content`] into `frames`, copying `content` into `scratch` (whose allocation is
+/// reused once the previous item's frames are gone); false when it does not parse completely.
+fn split_content(content: &[u8], scratch: &mut BytesMut, frames: &mut Vec<Frame>) -> bool {
+    let mut parser = CommandParser::new(ParserLimits::replica_stream());
+    scratch.clear();
+    scratch.extend_from_slice(content);
     loop {
-        match parser.parse(&mut buf) {
+        match parser.parse(scratch) {
             Ok(Some(frame)) => frames.push(frame),
-            Ok(None) if buf.is_empty() => return Some(frames),
-            Ok(None) | Err(_) => return None,
+            Ok(None) if scratch.is_empty() => return true,
+            Ok(None) | Err(_) => return false,
         }
     }
 }

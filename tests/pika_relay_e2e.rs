@@ -900,3 +900,72 @@ async fn soak_with_relay_kills_and_replica_reconnects_converges() {
         rig.master_full_syncs()
     );
 }
+
+/// What an operator scrapes from a live Pika relay: entries by family and outcome, bytes, lag
+/// and link state per replica; once the replica is gone its gauges stop claiming a live link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_rewrites_and_forget_a_closed_link() {
+    let rig = rig(&["--empty-at-origin"]).await;
+    rig.master.exec(&["SETEX", "a", "100", "1"]);
+    rig.master.exec(&["INCR", "a"]);
+    rig.master.exec(&["SET", "plain", "v"]);
+    rig.applied(3).await;
+    rig.caught_up().await;
+    let series = |text: &str, line_start: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let replica = format!("127.0.0.1:{REPLICA_PORT}");
+    let rewritten = r#"pika_ttl_proxy_entries_total{dialect="pika",family="string-counter",outcome="rewritten"}"#;
+    let link = format!(r#"pika_ttl_proxy_link_up{{side="replica",replica="{replica}"}}"#);
+    assert!(
+        wait_until(PATIENCE, || series(&rig.proxy.metrics(), rewritten)
+            == Some(1.0))
+        .await,
+        "{}",
+        rig.proxy.metrics()
+    );
+    let text = rig.proxy.metrics();
+    assert_eq!(series(&text, &link), Some(1.0), "{text}");
+    assert!(
+        series(
+            &text,
+            r#"pika_ttl_proxy_entries_total{dialect="pika",family="none",outcome="passed"}"#
+        ) >= Some(2.0),
+        "{text}"
+    );
+    assert!(
+        series(
+            &text,
+            r#"pika_ttl_proxy_bytes_total{direction="in",side="master"}"#
+        ) > Some(0.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("pika_ttl_proxy_entry_duration_seconds"),
+        "{text}"
+    );
+
+    // The replica stops acking, lags, then goes away.
+    let lag = format!(r#"pika_ttl_proxy_replica_lag_bytes{{replica="{replica}"}}"#);
+    rig.replica.hold_acks(true);
+    rig.master.exec(&["INCR", "a"]);
+    rig.applied(4).await;
+    assert!(
+        wait_until(PATIENCE, || series(&rig.proxy.metrics(), &lag) > Some(0.0)).await,
+        "{}",
+        rig.proxy.metrics()
+    );
+    rig.replica.stop();
+    assert!(
+        wait_until(PATIENCE, || series(&rig.proxy.metrics(), &link)
+            == Some(0.0))
+        .await,
+        "{}",
+        rig.proxy.metrics()
+    );
+    let text = rig.proxy.metrics();
+    assert_eq!(series(&text, &lag), Some(0.0), "{text}");
+}

@@ -999,8 +999,7 @@ impl Link {
         }
         let _ = self.down.shutdown().await;
         let _ = self.up.shutdown().await;
-        stats::link_up(Side::Replica, &self.name, false);
-        stats::link_up(Side::Master, &self.name, false);
+        stats::forget_replica(&self.name);
         self.setup.shared.sessions.remove(self.id);
     }
 }

@@ -126,3 +126,12 @@ pub fn expiry_table(keys: usize, complete: bool) {
 pub fn offset_map_points(replica: &str, points: usize) {
     gauge!("pika_ttl_proxy_offset_map_points", "replica" => replica.to_string()).set(points as f64);
 }
+
+/// Zeroes the per-replica gauges of a replica whose link closed, so dashboards and alerts do
+/// not keep showing the last lag of a link that no longer exists (`link_up` says it is down).
+pub fn forget_replica(replica: &str) {
+    link_up(Side::Replica, replica, false);
+    link_up(Side::Master, replica, false);
+    lag(replica, 0, 0.0);
+    offset_map_points(replica, 0);
+}

@@ -45,6 +45,8 @@ pub struct ProxyProcess {
     pub master_port: u16,
     pub state_dir: PathBuf,
     pub log_path: PathBuf,
+    /// The admin API address (`/metrics`, `/families`, …).
+    pub admin: String,
     extra: Vec<String>,
 }
 
@@ -57,6 +59,7 @@ impl ProxyProcess {
             master_port,
             state_dir: state_dir.to_path_buf(),
             log_path: state_dir.join(format!("relay-{port}.log")),
+            admin: format!("127.0.0.1:{}", free_port()),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         p.spawn();
@@ -74,7 +77,7 @@ impl ProxyProcess {
         let child = Command::new(proxy_binary())
             .arg("pika")
             .arg("--admin")
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg(&self.admin)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--master")
@@ -115,6 +118,13 @@ impl ProxyProcess {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// The Prometheus text the relay serves on `/metrics` (empty when it does not answer).
+    pub fn metrics(&self) -> String {
+        pika_ttl_proxy::cli::request(&self.admin, "GET", "/metrics", None, None)
+            .map(|r| r.body)
+            .unwrap_or_default()
     }
 
     pub fn log(&self) -> String {

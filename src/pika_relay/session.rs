@@ -828,22 +828,27 @@ impl Link {
         if resp.is_keepalive().map_err(msg_err(Side::Master))? {
             return self.send(Side::Replica, &body).await;
         }
-        let mut key: Option<String> = None;
+        // Every item of one response belongs to one DB; compared as bytes, named once.
+        let mut slot: Option<(&[u8], u32)> = None;
         for entry in resp.binlog_sync_entries() {
             let entry = entry.map_err(msg_err(Side::Master))?;
-            let k = db_key(entry.slot.db_name, entry.slot.slot_id);
-            match &key {
-                None => key = Some(k),
-                Some(first) if *first != k => {
+            let this = (entry.slot.db_name, entry.slot.slot_id);
+            match slot {
+                None => slot = Some(this),
+                Some(first) if first != this => {
                     return Err(LinkError::Protocol(
                         Side::Master,
-                        format!("one BinlogSync response carries items of {first} and {k}"),
+                        format!(
+                            "one BinlogSync response carries items of {} and {}",
+                            db_key(first.0, first.1),
+                            db_key(this.0, this.1)
+                        ),
                     ))
                 }
                 Some(_) => {}
             }
         }
-        let Some(key) = key else {
+        let Some(key) = slot.map(|(name, id)| db_key(name, id)) else {
             return self.send(Side::Replica, &body).await;
         };
         let name = self.name.clone();

@@ -101,6 +101,16 @@ fn is_maybe_volatile(v: i64) -> bool {
 /// clients of the proxy, and hashing was half the lookup cost (benches/table.rs).
 type KeyMap = DashMap<Box<[u8]>, i64, foldhash::fast::RandomState>;
 
+/// Shards per map. A shard grows by rehashing every key it holds while the inserting relay waits;
+/// keys spread evenly, so all shards grow at about the same table size. DashMap's default (4 per
+/// core, 8 here) made that 5–10 ms stalls of the stream at a few hundred thousand keys; with 64
+/// each growth step is an eighth of that, spread over more inserts.
+const SHARDS: usize = 64;
+
+fn key_map() -> KeyMap {
+    DashMap::with_hasher_and_shard_amount(Default::default(), SHARDS)
+}
+
 /// Concurrent `(db, key) → expiry` map with a completeness baseline.
 #[derive(Debug)]
 pub struct ExpiryTable {
@@ -133,10 +143,8 @@ impl ExpiryTable {
     /// An empty table whose absent entries mean `baseline`.
     pub fn new(baseline: Baseline) -> Self {
         ExpiryTable {
-            fast: (0..FAST_DBS)
-                .map(|_| DashMap::with_hasher(Default::default()))
-                .collect(),
-            other: DashMap::with_hasher(Default::default()),
+            fast: (0..FAST_DBS).map(|_| key_map()).collect(),
+            other: key_map(),
             baseline: AtomicU8::new(baseline.to_u8()),
         }
     }

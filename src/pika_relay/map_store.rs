@@ -17,6 +17,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::offset_map::{MapState, Pair};
+use crate::crc32::crc32;
 use crate::pika::messages::BinlogPosition;
 
 const MAGIC: &[u8; 8] = b"PKOMAP1\n";
@@ -42,34 +43,6 @@ pub enum Loaded {
     Corrupt(String),
     /// The newest valid state, and how many torn trailing bytes were dropped.
     State(MapState, usize),
-}
-
-/// CRC-32 (IEEE 802.3, reflected, as zlib computes it).
-fn crc32(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            table[i] = c;
-            i += 1;
-        }
-        table
-    };
-    let mut crc = !0u32;
-    for &b in data {
-        crc = TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
-    }
-    !crc
 }
 
 fn put_position(out: &mut Vec<u8>, p: BinlogPosition) {
@@ -289,11 +262,6 @@ mod tests {
                 })
                 .collect(),
         )
-    }
-
-    #[test]
-    fn crc_matches_the_standard_check_value() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     }
 
     #[test]

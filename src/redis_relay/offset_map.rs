@@ -200,14 +200,43 @@ impl OffsetMap {
         i
     }
 
-    /// Keep at most `max` points by forgetting the oldest (a replica that never acknowledges,
-    /// such as `redis-cli --replica`, would otherwise grow the map forever). Offsets before the
-    /// remaining points can then neither be acknowledged nor continued, which is safe: the ACK
-    /// is not forwarded and the PSYNC becomes a full resync.
+    /// Keep at most `max` points (a replica that acknowledges rarely or never, such as
+    /// `redis-cli --replica`, would otherwise grow the map without bound while rewrites flow).
+    /// Points are **thinned**, not cut from the front: every second point of the older half is
+    /// removed and its span becomes part of the next point's gap. Offsets there can no longer be
+    /// continued (PSYNC gets a full resync) and an ACK there maps to the boundary just before the
+    /// gap (acknowledging a little less than the replica has, never more); every offset the map
+    /// could map before still maps. Returns how many points were removed.
     pub fn cap(&mut self, max: usize) -> usize {
-        let excess = self.points.len().saturating_sub(max.max(1));
-        self.points.drain(..excess);
-        excess
+        let max = max.max(2);
+        let mut removed = 0;
+        while self.points.len() > max {
+            let len = self.points.len();
+            let older_half = (len / 2).max(2);
+            let mut kept: VecDeque<MapPoint> = VecDeque::with_capacity(len);
+            let mut i = 0;
+            while i < len {
+                let p = self.points[i];
+                let thin = i % 2 == 1 && i < older_half && i + 1 < len;
+                if thin {
+                    // The previous segment still ends where `p`'s gap began; from there to the
+                    // next point nothing is a boundary any more.
+                    let mut next = self.points[i + 1];
+                    next.gap_start = next.gap_start.min(p.gap_start);
+                    kept.push_back(next);
+                    removed += 1;
+                    i += 2;
+                } else {
+                    kept.push_back(p);
+                    i += 1;
+                }
+            }
+            if kept.len() == len {
+                break;
+            }
+            self.points = kept;
+        }
+        removed
     }
 
     /// Make `d` (an exact boundary) the end of the map: the stream restarts there, so whatever
@@ -282,8 +311,12 @@ mod tests {
         assert_eq!(m.floor(249), None);
         let mut m = sample();
         assert_eq!(m.cap(2), 1);
-        assert_eq!(m.floor(100), None);
-        assert_eq!(m.floor(150), Some(150));
+        assert_eq!(m.len(), 2);
+        assert_eq!(
+            m.floor(100),
+            Some(100),
+            "the oldest boundary stays mappable"
+        );
         let mut m = sample();
         assert!(m.truncate_to(150));
         assert_eq!(m.tip(), (150, 150, 3));
@@ -293,6 +326,44 @@ mod tests {
         assert_eq!(m.exact(170), Some(Resolved { u: 170, db: 3 }));
         assert!(!m.truncate_to(171));
         assert!(!m.truncate_to(101));
+    }
+
+    #[test]
+    fn thinning_keeps_every_ack_mappable_and_never_maps_wrong() {
+        // 5000 entries, every third one rewritten (+7 bytes), SELECTs now and then.
+        let mut m = OffsetMap::new(1000, 1000, 0);
+        let (mut d, mut u, mut db) = (1000u64, 1000u64, 0u32);
+        for i in 0..5000u64 {
+            let rewritten = i % 3 == 0;
+            if i % 500 == 499 {
+                db = (db + 1) % 4;
+            }
+            let start = d;
+            u += 20;
+            d += if rewritten { 27 } else { 20 };
+            m.record_boundary(d, u, db, start, rewritten);
+        }
+        let full = m.clone();
+        let removed = m.cap(400);
+        assert!(m.len() <= 400 && removed > 0, "{} points", m.len());
+        assert_eq!(m.tip(), full.tip());
+        let first = full.points().next().unwrap().d;
+        let mut exact_kept = 0;
+        for x in first..=full.tip().0 + 5 {
+            let (thin, orig) = (m.floor(x), full.floor(x));
+            assert!(
+                thin.is_some() == orig.is_some(),
+                "floor({x}) {thin:?} vs {orig:?}"
+            );
+            assert!(thin <= orig, "floor({x}) {thin:?} > {orig:?}");
+            if let Some(r) = m.exact(x) {
+                assert_eq!(Some(r), full.exact(x), "exact({x})");
+                exact_kept += 1;
+            }
+        }
+        // The newest half is untouched: resuming near the tip stays exact.
+        assert_eq!(m.exact(full.tip().0), full.exact(full.tip().0));
+        assert!(exact_kept > 100);
     }
 
     #[test]

@@ -135,9 +135,10 @@ for k, v in rows:
 EOF
 
 # The Pika relay, with the test protocol peers as master and replica (no real Pika here):
-# items/s to a replica directly and through the proxy, in the same run.
+# items/s to a replica directly and through the proxy, in the same run; then log → arrival
+# latency at a fixed 100 k items/s, directly and through the proxy (one measurement at a time).
 echo
-cargo test --release --locked --test pika_throughput -- --ignored --nocapture 2>/dev/null \
+cargo test --release --locked --test pika_throughput -- --ignored --nocapture --test-threads 1 2>/dev/null \
   | grep '^pika relay' || echo "pika relay measurement failed (cargo test --release --test pika_throughput -- --ignored)"
 
 # Added latency at a fixed rate, on its own master and proxy (the processes above are idle by

@@ -1,8 +1,9 @@
 //! Pika relay throughput with the protocol peers (no real Pika can run here): the fake master
 //! streams N items to a fake replica directly and, in the same run, through the real
-//! `pika-ttl-proxy pika` process; prints items/s for both and the ratio. `#[ignore]`: it is a
-//! measurement, run by `scripts/bench.sh` (`cargo test --release --test pika_throughput --
-//! --ignored --nocapture`), not a test with a timed assertion.
+//! `pika-ttl-proxy pika` process; prints items/s for both and the ratio, and, at a fixed rate, the
+//! latency from the master logging an item to the replica receiving it. `#[ignore]`: these are
+//! measurements, run by `scripts/bench.sh` (`cargo test --release --test pika_throughput --
+//! --ignored --nocapture --test-threads 1`), not tests with timed assertions.
 
 mod support;
 
@@ -69,5 +70,120 @@ async fn pika_relay_throughput_direct_vs_proxied() {
         items as f64 / direct,
         items as f64 / proxied,
         direct / proxied
+    );
+}
+
+/// Latency from the master logging an item to the replica receiving it, at a fixed rate.
+struct Latencies {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+    items: usize,
+    rate: f64,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Writes SETEX/INCR pairs on volatile keys at `rate` items/s for `secs` (batches every
+/// millisecond on an absolute schedule) and measures log → arrival per item.
+async fn paced(rate: usize, secs: f64, through_proxy: bool) -> Latencies {
+    let master = FakeMaster::start(MasterOptions::default(), T0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = if through_proxy {
+        let port = support::pika_peer::net::free_base_port();
+        let master_port = master.port;
+        let path = dir.path().to_path_buf();
+        Some(
+            tokio::task::spawn_blocking(move || {
+                ProxyProcess::start(port, master_port, &path, &["--empty-at-origin"])
+            })
+            .await
+            .unwrap(),
+        )
+    } else {
+        None
+    };
+    let target = proxy.as_ref().map(|p| p.port).unwrap_or(master.port);
+    let replica = FakeReplica::start(target, 19231, T0);
+    assert!(wait_until(Duration::from_secs(60), || replica.is_streaming()).await);
+    let per_ms = (rate / 1000).max(2) / 2;
+    let ticks = (secs * 1000.0) as u64;
+    let start = Instant::now();
+    let mut seq = 0usize;
+    for tick in 0..ticks {
+        let due = start + Duration::from_millis(tick);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        for _ in 0..per_ms {
+            let k = format!("k{}", seq % 10_000);
+            master.exec(&["SETEX", &k, "3600", "1"]);
+            master.exec(&["INCR", &k]);
+            seq += 1;
+        }
+    }
+    let sent_for = start.elapsed().as_secs_f64();
+    let total = (seq * 2) as u64;
+    assert!(
+        wait_until(Duration::from_secs(120), || replica.applied_items()
+            >= total)
+        .await,
+        "replica applied {} of {total}",
+        replica.applied_items()
+    );
+    let logged = master.logged_at();
+    let arrived = replica.arrived_at();
+    let mut lat: Vec<f64> = logged
+        .iter()
+        .zip(arrived.iter())
+        .map(|(l, a)| a.saturating_duration_since(*l).as_secs_f64() * 1e6)
+        .collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    drop(proxy);
+    Latencies {
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        p999: percentile(&lat, 0.999),
+        max: lat[lat.len() - 1],
+        items: lat.len(),
+        rate: total as f64 / sent_for,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run by scripts/bench.sh"]
+async fn pika_relay_latency_at_a_fixed_rate() {
+    let rate: usize = std::env::var("PIKA_BENCH_RATE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let secs: f64 = std::env::var("PIKA_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let direct = paced(rate, secs, false).await;
+    let proxied = paced(rate, secs, true).await;
+    let show = |l: &Latencies| {
+        format!(
+            "p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs, max {:.0} µs ({} items at {:.0}/s)",
+            l.p50, l.p99, l.p999, l.max, l.items, l.rate
+        )
+    };
+    println!(
+        "pika relay latency (protocol peers), log → arrival, direct:  {}",
+        show(&direct)
+    );
+    println!(
+        "pika relay latency (protocol peers), log → arrival, proxied: {}",
+        show(&proxied)
+    );
+    println!(
+        "pika relay latency (protocol peers), added by the proxy: p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs",
+        proxied.p50 - direct.p50,
+        proxied.p99 - direct.p99,
+        proxied.p999 - direct.p999
     );
 }

@@ -107,6 +107,8 @@ pub struct Item {
     pub logic_id: u64,
     pub exec_time: u32,
     pub bytes: Vec<u8>,
+    /// When the item was logged (for latency measurements).
+    pub logged_at: Instant,
 }
 
 struct State_ {
@@ -209,6 +211,15 @@ impl FakeMaster {
     }
 
     /// Runs a client command on the master at its clock; logs what Pika 3.5.4 logs.
+    /// When each item was logged, in binlog order.
+    pub fn logged_at(&self) -> Vec<Instant> {
+        lock(&self.shared)
+            .items
+            .iter()
+            .map(|i| i.logged_at)
+            .collect()
+    }
+
     pub fn exec(&self, args: &[&str]) -> Reply {
         let argv: Vec<Bytes> = args
             .iter()
@@ -333,6 +344,7 @@ fn append(st: &mut State_, content: &[u8], exec_time: u32) {
         logic_id,
         exec_time,
         bytes,
+        logged_at: Instant::now(),
     });
 }
 

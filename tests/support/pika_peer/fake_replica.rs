@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use pika_ttl_proxy::engine::Dialect;
@@ -71,6 +71,8 @@ struct RState {
     synced: bool,
     events: Vec<ReplicaEvent>,
     applied_items: u64,
+    /// When each applied item arrived, in order (for latency measurements).
+    arrived_at: Vec<Instant>,
     received_binlog_sync: Vec<Vec<u8>>,
 }
 
@@ -182,6 +184,7 @@ impl FakeReplica {
                 synced,
                 events: Vec::new(),
                 applied_items: 0,
+                arrived_at: Vec::new(),
                 received_binlog_sync: Vec::new(),
             }),
             clock_ms: AtomicI64::new(clock_ms),
@@ -229,6 +232,11 @@ impl FakeReplica {
     pub fn position(&self) -> BinlogPosition {
         let st = lock(&self.shared);
         BinlogPosition::new(st.writer.filenum(), st.writer.position())
+    }
+
+    /// When each applied item arrived, in order.
+    pub fn arrived_at(&self) -> Vec<Instant> {
+        lock(&self.shared).arrived_at.clone()
     }
 
     pub fn applied_items(&self) -> u64 {
@@ -515,6 +523,7 @@ fn apply_response(
     resp: &InnerResponse<'_>,
     session_id: i32,
 ) -> Result<Option<Vec<u8>>, String> {
+    let arrived = Instant::now();
     let now_ms = shared.clock_ms.load(Ordering::SeqCst);
     let now_s = now_ms / 1000;
     let mut first: Option<LogicalOffset> = None;
@@ -561,6 +570,7 @@ fn apply_response(
             }
         }
         st.applied_items += 1;
+        st.arrived_at.push(arrived);
     }
     let own = BinlogPosition::new(st.writer.filenum(), st.writer.position());
     let lid = st.logic_id;

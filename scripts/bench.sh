@@ -139,7 +139,7 @@ EOF
 # latency at a fixed 100 k items/s, directly and through the proxy (one measurement at a time).
 echo
 cargo test --release --locked --test pika_throughput -- --ignored --nocapture --test-threads 1 2>/dev/null \
-  | grep -o 'pika relay (protocol peers).*' || echo "pika relay measurement failed (cargo test --release --test pika_throughput -- --ignored)"
+  | grep -oE 'pika relay (latency )?\(protocol peers\).*' || echo "pika relay measurement failed (cargo test --release --test pika_throughput -- --ignored)"
 
 # Added latency at a fixed rate, on its own master and proxy (the processes above are idle by
 # now). The bench finds the release binary built at the top of this script.

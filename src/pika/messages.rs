@@ -199,6 +199,13 @@ pub enum MessageError {
     },
     /// A binlog item inside an entry is malformed.
     Item(ItemError),
+    /// One BinlogSync response carries entries of two DBs (Pika sends one DB per response).
+    MixedSlots {
+        /// The first entry's `db:slot`.
+        first: String,
+        /// A later entry's `db:slot`.
+        other: String,
+    },
 }
 
 impl fmt::Display for MessageError {
@@ -218,6 +225,10 @@ impl fmt::Display for MessageError {
                 )
             }
             MessageError::Item(e) => write!(f, "binlog item: {e}"),
+            MessageError::MixedSlots { first, other } => write!(
+                f,
+                "one BinlogSync response carries items of {first} and {other}"
+            ),
         }
     }
 }

@@ -121,8 +121,22 @@ impl LinkRewriter {
         let mut last: Option<(LogicalOffset, u32)> = None;
         let mut items = 0;
         let mut changed = false;
+        let mut slot: Option<(&[u8], u32)> = None;
         for entry in response.binlog_sync_entries() {
             let entry = entry?;
+            let this = (entry.slot.db_name, entry.slot.slot_id);
+            match slot {
+                None => slot = Some(this),
+                Some(first) if first != this => {
+                    let name =
+                        |(db, id): (&[u8], u32)| format!("{}:{id}", String::from_utf8_lossy(db));
+                    return Err(MessageError::MixedSlots {
+                        first: name(first),
+                        other: name(this),
+                    });
+                }
+                Some(_) => {}
+            }
             if entry.is_keepalive() {
                 replacements.push(None);
                 continue;
@@ -414,6 +428,38 @@ mod tests {
         let out = rw.rewrite_response(&body).unwrap();
         assert!(out.body.is_none());
         assert_eq!(out.forwarded.unwrap().items, 2);
+    }
+
+    #[test]
+    fn a_response_mixing_two_dbs_is_refused() {
+        let a = item(5, 1, 0, &["SET", "a", "1"]);
+        let b = item(5, 2, 40, &["SET", "b", "1"]);
+        let entry = |db: &'static [u8], binlog, end, index| NewBinlogSyncEntry {
+            slot: Slot {
+                db_name: db,
+                slot_id: 0,
+            },
+            binlog_offset: LogicalOffset {
+                filenum: 0,
+                offset: end,
+                term: 0,
+                index,
+            },
+            binlog,
+            session_id: 0,
+        };
+        let body =
+            build_binlog_sync_response(&[entry(b"db0", &a, 40, 1), entry(b"db1", &b, 80, 2)]);
+        let mut rw = LinkRewriter::new(
+            Arc::new(ExpiryTable::new(Baseline::Unknown)),
+            0,
+            FamilySwitches::all_on(),
+        );
+        let err = rw.rewrite_response(&body).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "one BinlogSync response carries items of db0:0 and db1:0"
+        );
     }
 
     #[test]

@@ -702,7 +702,8 @@ impl Link {
             let out = replace_ack_range_end(body, master_end).map_err(msg_err(Side::Replica))?;
             self.send(Side::Master, &out).await?;
         }
-        self.publish_status();
+        // Status and lag gauges are refreshed by the tick: publishing per ack counted every
+        // shard of the expiry table and formatted the labels on the path the master waits on.
         Ok(())
     }
 
@@ -828,26 +829,15 @@ impl Link {
         if resp.is_keepalive().map_err(msg_err(Side::Master))? {
             return self.send(Side::Replica, &body).await;
         }
-        // Every item of one response belongs to one DB; compared as bytes, named once.
-        let mut slot: Option<(&[u8], u32)> = None;
-        for entry in resp.binlog_sync_entries() {
-            let entry = entry.map_err(msg_err(Side::Master))?;
-            let this = (entry.slot.db_name, entry.slot.slot_id);
-            match slot {
-                None => slot = Some(this),
-                Some(first) if first != this => {
-                    return Err(LinkError::Protocol(
-                        Side::Master,
-                        format!(
-                            "one BinlogSync response carries items of {} and {}",
-                            db_key(first.0, first.1),
-                            db_key(this.0, this.1)
-                        ),
-                    ))
-                }
-                Some(_) => {}
+        // Pika sends one DB per response: the first entry names it, and the rewriter refuses
+        // a response whose entries disagree (MixedSlots), so the entries are parsed once here.
+        let slot = match resp.binlog_sync_entries().next() {
+            Some(entry) => {
+                let entry = entry.map_err(msg_err(Side::Master))?;
+                Some((entry.slot.db_name, entry.slot.slot_id))
             }
-        }
+            None => None,
+        };
         let Some(key) = slot.map(|(name, id)| db_key(name, id)) else {
             return self.send(Side::Replica, &body).await;
         };

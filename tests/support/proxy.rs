@@ -74,7 +74,20 @@ impl ProxyProcess {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let child = Command::new(proxy_binary())
+        // PIKA_TTL_PROXY_WRAPPER runs the relay under a tool, e.g.
+        // "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p" (measurements only).
+        let wrapper: Vec<String> = std::env::var("PIKA_TTL_PROXY_WRAPPER")
+            .map(|w| w.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut command = match wrapper.split_first() {
+            Some((tool, args)) => {
+                let mut c = Command::new(tool);
+                c.args(args).arg(proxy_binary());
+                c
+            }
+            None => Command::new(proxy_binary()),
+        };
+        let child = command
             .arg("pika")
             .arg("--admin")
             .arg(&self.admin)
@@ -134,6 +147,25 @@ impl ProxyProcess {
 
 impl Drop for ProxyProcess {
     fn drop(&mut self) {
+        if std::env::var_os("PIKA_TTL_PROXY_WRAPPER").is_some() {
+            // A wrapping tool writes its results on a clean exit only.
+            if let Some(mut c) = self.child.take() {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(c.id().to_string())
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            return;
+        }
         self.kill9();
     }
 }

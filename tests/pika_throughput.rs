@@ -15,7 +15,8 @@ use support::proxy::ProxyProcess;
 
 const T0: i64 = 1_795_469_984_000;
 
-async fn run(n: usize, through_proxy: bool) -> (f64, usize) {
+/// Seconds to stream `n` items, and the relay's CPU seconds meanwhile (through the proxy).
+async fn run(n: usize, through_proxy: bool) -> (f64, usize, Option<f64>) {
     let master = FakeMaster::start(MasterOptions::default(), T0).await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = if through_proxy {
@@ -37,6 +38,7 @@ async fn run(n: usize, through_proxy: bool) -> (f64, usize) {
     assert!(wait_until(Duration::from_secs(60), || replica.is_streaming()).await);
     // Timed from the first write to the last apply (the master's own work is in both runs).
     // Half the items touch volatile keys, so through the proxy they are rewritten.
+    let cpu_before = proxy.as_ref().and_then(|p| p.cpu_seconds());
     let start = Instant::now();
     for i in 0..n / 2 {
         let k = format!("k{}", i % 1000);
@@ -52,8 +54,12 @@ async fn run(n: usize, through_proxy: bool) -> (f64, usize) {
         replica.applied_items()
     );
     let secs = start.elapsed().as_secs_f64();
+    let cpu = match (cpu_before, proxy.as_ref().and_then(|p| p.cpu_seconds())) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     drop(proxy);
-    (secs, total as usize)
+    (secs, total as usize, cpu)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,14 +69,21 @@ async fn pika_relay_throughput_direct_vs_proxied() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
-    let (direct, items) = run(n, false).await;
-    let (proxied, _) = run(n, true).await;
+    let (direct, items, _) = run(n, false).await;
+    let (proxied, _, cpu) = run(n, true).await;
     println!(
         "pika relay (protocol peers): {items} items; direct {:.0} items/s, through the proxy {:.0} items/s, ratio {:.3}",
         items as f64 / direct,
         items as f64 / proxied,
         direct / proxied
     );
+    if let Some(cpu) = cpu.filter(|c| *c > 0.0) {
+        // What one core of the relay sustains, whatever the peers beside it cost.
+        println!(
+            "pika relay (protocol peers): relay CPU {cpu:.2} s for {items} items = {:.0} items per relay CPU-second",
+            items as f64 / cpu
+        );
+    }
 }
 
 /// Latency from the master logging an item to the replica receiving it, at a fixed rate.

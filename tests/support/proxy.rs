@@ -133,6 +133,25 @@ impl ProxyProcess {
         self.spawn();
     }
 
+    /// CPU seconds (user + system) the relay process has used so far (Linux `/proc`).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        let hz = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .unwrap_or(100.0);
+        Some(ticks / hz)
+    }
+
     /// The Prometheus text the relay serves on `/metrics` (empty when it does not answer).
     pub fn metrics(&self) -> String {
         pika_ttl_proxy::cli::request(&self.admin, "GET", "/metrics", None, None)

@@ -32,23 +32,8 @@ use std::sync::Arc;
 
 const ITEMS: usize = 100;
 
-/// A BinlogSync response body with `ITEMS` real items.
-fn response_with_items() -> Vec<u8> {
-    let file = pika_ttl_proxy::fixtures::read("pika-3.5.4/session1-master-binlog-write2file0.bin")
-        .expect("fixture binlog");
-    let records = read_binlog_file(&file).expect("fixture binlog parses");
-    let mut writer = BinlogFileWriter::new(0);
-    let mut items = Vec::with_capacity(ITEMS);
-    for lid in 1..=ITEMS as u64 {
-        let record = &records[(lid as usize - 1) % records.len()];
-        let item = BinlogItem::parse(&record.item).expect("fixture item");
-        let at = writer
-            .append_item(item.header.exec_time, 0, lid, item.content)
-            .expect("item fits");
-        let bytes =
-            writer.as_bytes()[at.end as usize - record.item.len()..at.end as usize].to_vec();
-        items.push((at.end, lid, bytes));
-    }
+/// A db0 BinlogSync response of `(end offset, logic id, item bytes)` entries.
+fn response_from(items: &[(u64, u64, Vec<u8>)]) -> Vec<u8> {
     let entries: Vec<NewBinlogSyncEntry<'_>> = items
         .iter()
         .map(|(end, lid, bytes)| NewBinlogSyncEntry {
@@ -67,6 +52,26 @@ fn response_with_items() -> Vec<u8> {
         })
         .collect();
     build_binlog_sync_response(&entries)
+}
+
+/// A BinlogSync response body with `ITEMS` real items.
+fn response_with_items() -> Vec<u8> {
+    let file = pika_ttl_proxy::fixtures::read("pika-3.5.4/session1-master-binlog-write2file0.bin")
+        .expect("fixture binlog");
+    let records = read_binlog_file(&file).expect("fixture binlog parses");
+    let mut writer = BinlogFileWriter::new(0);
+    let mut items = Vec::with_capacity(ITEMS);
+    for lid in 1..=ITEMS as u64 {
+        let record = &records[(lid as usize - 1) % records.len()];
+        let item = BinlogItem::parse(&record.item).expect("fixture item");
+        let at = writer
+            .append_item(item.header.exec_time, 0, lid, item.content)
+            .expect("item fits");
+        let bytes =
+            writer.as_bytes()[at.end as usize - record.item.len()..at.end as usize].to_vec();
+        items.push((at.end, lid, bytes));
+    }
+    response_from(&items)
 }
 
 /// Decodes everything a proxy reads; returns a checksum so nothing is optimized away.
@@ -130,24 +135,7 @@ fn response_of(command: impl Fn(usize) -> Vec<String>) -> Vec<u8> {
             (offset, i as u64 + 1, item)
         })
         .collect();
-    let entries: Vec<NewBinlogSyncEntry<'_>> = items
-        .iter()
-        .map(|(end, lid, bytes)| NewBinlogSyncEntry {
-            slot: Slot {
-                db_name: b"db0",
-                slot_id: 0,
-            },
-            binlog_offset: LogicalOffset {
-                filenum: 0,
-                offset: *end,
-                term: 0,
-                index: *lid,
-            },
-            binlog: bytes,
-            session_id: 1,
-        })
-        .collect();
-    build_binlog_sync_response(&entries)
+    response_from(&items)
 }
 
 fn link_rewriter(c: &mut Criterion) {

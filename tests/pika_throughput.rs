@@ -15,8 +15,15 @@ use support::proxy::ProxyProcess;
 
 const T0: i64 = 1_795_469_984_000;
 
-/// Seconds to stream `n` items, and the relay's CPU seconds meanwhile (through the proxy).
-async fn run(n: usize, through_proxy: bool) -> (f64, usize, Option<f64>) {
+/// A fake master and a fake replica, directly or through a relay process, streaming.
+struct Peers {
+    master: FakeMaster,
+    proxy: Option<ProxyProcess>,
+    replica: FakeReplica,
+    _dir: tempfile::TempDir,
+}
+
+async fn peers(through_proxy: bool) -> Peers {
     let master = FakeMaster::start(MasterOptions::default(), T0).await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = if through_proxy {
@@ -36,6 +43,22 @@ async fn run(n: usize, through_proxy: bool) -> (f64, usize, Option<f64>) {
     let target = proxy.as_ref().map(|p| p.port).unwrap_or(master.port);
     let replica = FakeReplica::start(target, 19231, T0);
     assert!(wait_until(Duration::from_secs(60), || replica.is_streaming()).await);
+    Peers {
+        master,
+        proxy,
+        replica,
+        _dir: dir,
+    }
+}
+
+/// Seconds to stream `n` items, and the relay's CPU seconds meanwhile (through the proxy).
+async fn run(n: usize, through_proxy: bool) -> (f64, usize, Option<f64>) {
+    let Peers {
+        master,
+        proxy,
+        replica,
+        _dir,
+    } = peers(through_proxy).await;
     // Timed from the first write to the last apply (the master's own work is in both runs).
     // Half the items touch volatile keys, so through the proxy they are rewritten.
     let cpu_before = proxy.as_ref().and_then(|p| p.cpu_seconds());
@@ -62,13 +85,18 @@ async fn run(n: usize, through_proxy: bool) -> (f64, usize, Option<f64>) {
     (secs, total as usize, cpu)
 }
 
+/// A measurement setting from the environment, or its default.
+fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: run by scripts/bench.sh"]
 async fn pika_relay_throughput_direct_vs_proxied() {
-    let n: usize = std::env::var("PIKA_BENCH_N")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000);
+    let n: usize = setting("PIKA_BENCH_N", 100_000);
     let (direct, items, _) = run(n, false).await;
     let (proxied, _, cpu) = run(n, true).await;
     println!(
@@ -103,25 +131,12 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 /// Writes SETEX/INCR pairs on volatile keys at `rate` items/s for `secs` (batches every
 /// millisecond on an absolute schedule) and measures log → arrival per item.
 async fn paced(rate: usize, secs: f64, through_proxy: bool) -> Latencies {
-    let master = FakeMaster::start(MasterOptions::default(), T0).await;
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = if through_proxy {
-        let port = support::pika_peer::net::free_base_port();
-        let master_port = master.port;
-        let path = dir.path().to_path_buf();
-        Some(
-            tokio::task::spawn_blocking(move || {
-                ProxyProcess::start(port, master_port, &path, &["--empty-at-origin"])
-            })
-            .await
-            .unwrap(),
-        )
-    } else {
-        None
-    };
-    let target = proxy.as_ref().map(|p| p.port).unwrap_or(master.port);
-    let replica = FakeReplica::start(target, 19231, T0);
-    assert!(wait_until(Duration::from_secs(60), || replica.is_streaming()).await);
+    let Peers {
+        master,
+        proxy,
+        replica,
+        _dir,
+    } = peers(through_proxy).await;
     let per_ms = (rate / 1000).max(2) / 2;
     let ticks = (secs * 1000.0) as u64;
     let start = Instant::now();
@@ -169,14 +184,8 @@ async fn paced(rate: usize, secs: f64, through_proxy: bool) -> Latencies {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: run by scripts/bench.sh"]
 async fn pika_relay_latency_at_a_fixed_rate() {
-    let rate: usize = std::env::var("PIKA_BENCH_RATE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000);
-    let secs: f64 = std::env::var("PIKA_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
+    let rate: usize = setting("PIKA_BENCH_RATE", 100_000);
+    let secs: f64 = setting("PIKA_BENCH_SECONDS", 3.0);
     let direct = paced(rate, secs, false).await;
     let proxied = paced(rate, secs, true).await;
     let show = |l: &Latencies| {

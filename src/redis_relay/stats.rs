@@ -6,10 +6,9 @@
 pub use crate::entry_tally::EntryTally;
 use metrics::{counter, gauge};
 
-/// Metric names (prefix `pika_ttl_proxy_`).
+/// Metric names (prefix `pika_ttl_proxy_`; entry counts, at-risk counts and entry durations are named in
+/// [`crate::entry_tally`], shared with the Pika relay).
 pub mod names {
-    pub const ENTRIES: &str = "pika_ttl_proxy_entries_total";
-    pub const AT_RISK: &str = "pika_ttl_proxy_at_risk_total";
     pub const LAG_BYTES: &str = "pika_ttl_proxy_replica_lag_bytes";
     pub const LAG_SECONDS: &str = "pika_ttl_proxy_replica_lag_seconds";
     pub const LINK_UP: &str = "pika_ttl_proxy_link_up";
@@ -17,7 +16,6 @@ pub mod names {
     pub const PARTIAL_SYNCS: &str = "pika_ttl_proxy_partial_syncs_total";
     pub const PROTOCOL_ERRORS: &str = "pika_ttl_proxy_protocol_errors_total";
     pub const BYTES: &str = "pika_ttl_proxy_bytes_total";
-    pub const ENTRY_DURATION: &str = "pika_ttl_proxy_entry_duration_seconds";
     pub const TABLE_KEYS: &str = "pika_ttl_proxy_expiry_table_keys";
     pub const TABLE_COMPLETE: &str = "pika_ttl_proxy_expiry_table_complete";
     pub const MAP_POINTS: &str = "pika_ttl_proxy_offset_map_points";

@@ -159,16 +159,22 @@ impl<'a> BinlogItem<'a> {
 
 /// Builds an item from `header` (whose `content_len` is ignored) and `content`.
 pub fn build_item(header: &ItemHeader, content: &[u8]) -> Result<Vec<u8>, ItemError> {
+    let mut out = Vec::with_capacity(ITEM_HEADER_LEN + content.len());
+    put_item(header, content, &mut out)?;
+    Ok(out)
+}
+
+/// [`build_item`] appending to `out`, so a caller can reuse one buffer for many items.
+pub fn put_item(header: &ItemHeader, content: &[u8], out: &mut Vec<u8>) -> Result<(), ItemError> {
     let content_len = u32::try_from(content.len())
         .map_err(|_| ItemError::ContentTooLong { len: content.len() })?;
     let header = ItemHeader {
         content_len,
         ..*header
     };
-    let mut out = Vec::with_capacity(ITEM_HEADER_LEN + content.len());
     out.extend_from_slice(&header.encode());
     out.extend_from_slice(content);
-    Ok(out)
+    Ok(())
 }
 
 /// Replaces the content of the encoded item `item`, keeping every other header field.

@@ -16,9 +16,11 @@
 use super::item::{BinlogItem, ItemError};
 use super::proto::{
     int32_as_varint, len_field_len, put_bool_field, put_int32_field, put_len_field, put_len_prefix,
-    put_varint_field, varint_field_len, Field, FieldIter, MessageEditor, ProtoError,
+    put_varint_field, varint_field_len, ExpectedLayout, Field, FieldIter, MessageEditor,
+    ProtoError,
 };
 use std::fmt;
+use std::ops::Range;
 
 /// Field numbers of the `InnerMessage` schema (proto2, package `InnerMessage`).
 pub mod field {
@@ -930,23 +932,69 @@ pub struct BinlogSyncEntries<'a> {
     fields: FieldIter<'a>,
 }
 
-impl<'a> Iterator for BinlogSyncEntries<'a> {
-    type Item = Result<BinlogSyncEntry<'a>, MessageError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<'a> BinlogSyncEntries<'a> {
+    /// The next entry together with where its record lies in the response body and the
+    /// record's payload (what [`put_binlog_sync_with_binlog`] takes), so a caller can splice
+    /// while it reads.
+    pub fn next_record(&mut self) -> Option<Result<BinlogSyncRecord<'a>, MessageError>> {
         loop {
             match self.fields.next()? {
                 Err(e) => return Some(Err(e.into())),
                 Ok(f) if f.number() == response::BINLOG_SYNC => {
-                    return Some(
-                        f.bytes()
-                            .map_err(MessageError::from)
-                            .and_then(BinlogSyncEntry::parse),
-                    );
+                    let record = f.range();
+                    return Some(f.bytes().map_err(MessageError::from).and_then(|payload| {
+                        let (entry, binlog_record) =
+                            BinlogSyncEntry::parse_locating_binlog(payload)?;
+                        Ok(BinlogSyncRecord {
+                            record,
+                            payload,
+                            binlog_record,
+                            entry,
+                        })
+                    }));
                 }
                 Ok(_) => {}
             }
         }
+    }
+}
+
+impl<'a> Iterator for BinlogSyncEntries<'a> {
+    type Item = Result<BinlogSyncEntry<'a>, MessageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_record().map(|r| r.map(|r| r.entry))
+    }
+}
+
+/// A `binlog_sync` entry with its place in the response body.
+#[derive(Clone, Debug)]
+pub struct BinlogSyncRecord<'a> {
+    /// Byte range of the whole field record (tag, length, payload) in the body.
+    pub record: Range<usize>,
+    /// The record's payload: the encoded entry.
+    pub payload: &'a [u8],
+    /// Where the entry's only `binlog` field record lies in `payload` (`None` if repeated).
+    binlog_record: Option<Range<usize>>,
+    /// The decoded entry.
+    pub entry: BinlogSyncEntry<'a>,
+}
+
+impl BinlogSyncRecord<'_> {
+    /// Appends to `out` this record with its entry's `binlog` replaced by `binlog`, every other
+    /// field keeping its bytes and order (what [`put_binlog_sync_with_binlog`] does, without
+    /// reading the entry's fields again when it has a single `binlog`).
+    pub fn put_with_binlog(&self, out: &mut Vec<u8>, binlog: &[u8]) -> Result<(), MessageError> {
+        let Some(old) = self.binlog_record.clone() else {
+            return put_binlog_sync_with_binlog(out, self.payload, binlog);
+        };
+        let payload_len =
+            self.payload.len() - old.len() + len_field_len(binlog_sync_entry::BINLOG, binlog.len());
+        put_len_prefix(out, response::BINLOG_SYNC, payload_len);
+        out.extend_from_slice(&self.payload[..old.start]);
+        put_len_field(out, binlog_sync_entry::BINLOG, binlog);
+        out.extend_from_slice(&self.payload[old.end..]);
+        Ok(())
     }
 }
 
@@ -1102,8 +1150,26 @@ pub struct BinlogSyncEntry<'a> {
 impl<'a> BinlogSyncEntry<'a> {
     /// Decodes one entry's bytes (the payload of a field-7 record).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, MessageError> {
+        Self::parse_locating_binlog(bytes).map(|(entry, _)| entry)
+    }
+
+    /// [`Self::parse`], plus the byte range of the `binlog` field record when the entry has
+    /// exactly one (`None` when it repeats: the last occurrence wins, the others must go).
+    fn parse_locating_binlog(
+        bytes: &'a [u8],
+    ) -> Result<(Self, Option<Range<usize>>), MessageError> {
+        match Self::parse_pika_layout(bytes) {
+            Some((entry, binlog_record)) => Ok((entry, Some(binlog_record))),
+            None => Self::parse_any_layout(bytes),
+        }
+    }
+
+    /// [`Self::parse_locating_binlog`] for any valid field layout.
+    fn parse_any_layout(bytes: &'a [u8]) -> Result<(Self, Option<Range<usize>>), MessageError> {
         const MSG: &str = "BinlogSync";
         let (mut slot, mut offset, mut binlog, mut session_id) = (None, None, None, None);
+        let mut binlog_record = None;
+        let mut binlog_records = 0;
         for f in FieldIter::new(bytes) {
             let f = f?;
             match f.number() {
@@ -1111,17 +1177,68 @@ impl<'a> BinlogSyncEntry<'a> {
                 binlog_sync_entry::BINLOG_OFFSET => {
                     parse_sub(&mut offset, &f, BinlogOffset::parse, MSG, "binlog_offset")?
                 }
-                binlog_sync_entry::BINLOG => binlog = Some(f.bytes()?),
+                binlog_sync_entry::BINLOG => {
+                    binlog = Some(f.bytes()?);
+                    binlog_record = Some(f.range());
+                    binlog_records += 1;
+                }
                 binlog_sync_entry::SESSION_ID => session_id = Some(f.int32()?),
                 _ => {}
             }
         }
-        Ok(BinlogSyncEntry {
+        let entry = BinlogSyncEntry {
             slot: required(slot, MSG, "slot")?,
             binlog_offset: required(offset, MSG, "binlog_offset")?,
             binlog: required(binlog, MSG, "binlog")?,
             session_id: required(session_id, MSG, "session_id")?,
-        })
+        };
+        Ok((entry, binlog_record.filter(|_| binlog_records == 1)))
+    }
+
+    /// The entry as Pika's master encodes it: `slot {db_name, slot_id}`, `binlog_offset
+    /// {filenum, offset[, term, index]}`, `binlog`, `session_id`, in that order and nothing
+    /// else; with the `binlog` record's range. `None` for any other layout (valid or not),
+    /// which the general decoder then reads: both agree wherever this one answers.
+    fn parse_pika_layout(bytes: &'a [u8]) -> Option<(Self, Range<usize>)> {
+        let mut entry = ExpectedLayout::new(bytes);
+        let mut slot = ExpectedLayout::new(entry.len_field(binlog_sync_entry::SLOT)?);
+        let db_name = slot.len_field(slot::DB_NAME)?;
+        let slot_id = slot.varint_field(slot::SLOT_ID)? as u32;
+        if !slot.at_end() {
+            return None;
+        }
+        let mut offset = ExpectedLayout::new(entry.len_field(binlog_sync_entry::BINLOG_OFFSET)?);
+        let filenum = offset.varint_field(binlog_offset::FILENUM)? as u32;
+        let position = offset.varint_field(binlog_offset::OFFSET)?;
+        let (term, index) = if offset.at_end() {
+            (None, None)
+        } else {
+            let term = offset.varint_field(binlog_offset::TERM)? as u32;
+            let index = offset.varint_field(binlog_offset::INDEX)?;
+            (Some(term), Some(index))
+        };
+        if !offset.at_end() {
+            return None;
+        }
+        let binlog_start = entry.position();
+        let binlog = entry.len_field(binlog_sync_entry::BINLOG)?;
+        let binlog_record = binlog_start..entry.position();
+        let session_id = entry.varint_field(binlog_sync_entry::SESSION_ID)? as u32 as i32;
+        if !entry.at_end() {
+            return None;
+        }
+        let parsed = BinlogSyncEntry {
+            slot: Slot { db_name, slot_id },
+            binlog_offset: BinlogOffset {
+                filenum,
+                offset: position,
+                term,
+                index,
+            },
+            binlog,
+            session_id,
+        };
+        Some((parsed, binlog_record))
     }
 
     /// An entry with an empty binlog: the master's keepalive.
@@ -1366,17 +1483,24 @@ pub fn replace_binlog_sync_binlogs(
             continue;
         }
         match replacements.get(index).copied().flatten() {
-            Some(binlog) => {
-                let entry = f.bytes()?;
-                let plan = EntryPlan::with_binlog(entry, binlog)?;
-                let output = [EntryOutput::WithBinlog { index: 0, binlog }];
-                write_entries(&mut out, &[entry], &output, &[plan])?;
-            }
+            Some(binlog) => put_binlog_sync_with_binlog(&mut out, f.bytes()?, binlog)?,
             None => out.extend_from_slice(f.record()),
         }
         index += 1;
     }
     Ok(out)
+}
+
+/// Appends to `out` a `binlog_sync` record made of `entry` (the payload of an original record)
+/// with its `binlog` replaced by `binlog`; every other field keeps its bytes and order.
+pub fn put_binlog_sync_with_binlog(
+    out: &mut Vec<u8>,
+    entry: &[u8],
+    binlog: &[u8],
+) -> Result<(), MessageError> {
+    let plan = EntryPlan::with_binlog(entry, binlog)?;
+    let output = [EntryOutput::WithBinlog { index: 0, binlog }];
+    write_entries(out, &[entry], &output, &[plan])
 }
 
 fn entry_at<'a>(entries: &[&'a [u8]], index: usize) -> Result<&'a [u8], MessageError> {
@@ -1649,6 +1773,131 @@ mod tests {
 
     use super::*;
     use crate::pika::proto::{parse_message, put_len_field};
+    use proptest::prelude::*;
+
+    fn entry_payloads(body: &[u8]) -> Vec<Vec<u8>> {
+        let mut entries = InnerResponse::parse(body).unwrap().binlog_sync_entries();
+        std::iter::from_fn(|| entries.next_record())
+            .map(|r| r.unwrap().payload.to_vec())
+            .collect()
+    }
+
+    /// Every entry of the BinlogSync responses captured from Pika 3.5.4 takes the fast path, and
+    /// it reads what the general decoder reads.
+    #[test]
+    fn captured_entries_have_the_pika_layout() {
+        let mut checked = 0;
+        for name in [
+            "session1-repl1-master-to-replica.bin",
+            "session1-repl2-master-to-replica.bin",
+            "session2-repl-master-to-replica.bin",
+        ] {
+            let stream = crate::fixtures::read(&format!("pika-3.5.4/{name}")).unwrap();
+            for body in crate::pika::frame::FrameCodec::new()
+                .decode_all(&stream)
+                .unwrap()
+            {
+                let Ok(response) = InnerResponse::parse(&body) else {
+                    continue;
+                };
+                if response.msg_type != MessageType::BinlogSync {
+                    continue;
+                }
+                for payload in entry_payloads(&body) {
+                    let fast = BinlogSyncEntry::parse_pika_layout(&payload)
+                        .unwrap_or_else(|| panic!("{name}: entry not in Pika's layout"));
+                    let general = BinlogSyncEntry::parse_any_layout(&payload).unwrap();
+                    assert_eq!((fast.0, Some(fast.1)), general, "{name}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 50, "only {checked} captured entries");
+    }
+
+    fn arbitrary_entry() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop::collection::vec(any::<u8>(), 0..6),
+            any::<u32>(),
+            any::<(u32, u64, u32, u64)>(),
+            prop::collection::vec(any::<u8>(), 0..40),
+            any::<i32>(),
+        )
+            .prop_map(
+                |(db, slot_id, (filenum, offset, term, index), binlog, session)| {
+                    let entry = NewBinlogSyncEntry {
+                        slot: Slot {
+                            db_name: &db,
+                            slot_id,
+                        },
+                        binlog_offset: LogicalOffset {
+                            filenum,
+                            offset,
+                            term,
+                            index,
+                        },
+                        binlog: &binlog,
+                        session_id: session,
+                    };
+                    entry_payloads(&build_binlog_sync_response(&[entry])).remove(0)
+                },
+            )
+    }
+
+    proptest! {
+        /// Where the fast path answers, it answers what the general decoder does, however the
+        /// bytes were damaged; built entries always take it.
+        #[test]
+        fn pika_layout_reader_agrees_with_the_general_decoder(
+            payload in arbitrary_entry(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 0..3),
+        ) {
+            let general = BinlogSyncEntry::parse_any_layout(&payload).unwrap();
+            let fast = BinlogSyncEntry::parse_pika_layout(&payload).expect("built entry");
+            prop_assert_eq!((fast.0, Some(fast.1)), general);
+            let mut damaged = payload.clone();
+            for (at, byte, kind) in edits {
+                let i = at.index(damaged.len() + 1);
+                match kind {
+                    0 if i < damaged.len() => damaged[i] = byte,
+                    1 => damaged.insert(i, byte),
+                    _ => damaged.truncate(i),
+                }
+            }
+            if let Some((entry, range)) = BinlogSyncEntry::parse_pika_layout(&damaged) {
+                prop_assert_eq!(
+                    BinlogSyncEntry::parse_any_layout(&damaged),
+                    Ok((entry, Some(range)))
+                );
+            }
+        }
+
+        /// Splicing through the remembered `binlog` range writes what the general splicer
+        /// writes, for entries in Pika's layout and in any other.
+        #[test]
+        fn record_splice_matches_the_general_splicer(
+            payload in arbitrary_entry(),
+            unknown_first in any::<bool>(),
+            new_binlog in prop::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let mut payload = payload;
+            if unknown_first {
+                let mut other = Vec::new();
+                put_len_field(&mut other, 50, b"unknown");
+                other.extend_from_slice(&payload);
+                payload = other;
+            }
+            let body = response_with_entry(&payload);
+            let response = InnerResponse::parse(&body).unwrap();
+            let mut records = response.binlog_sync_entries();
+            let record = records.next_record().unwrap().unwrap();
+            let mut fast = Vec::new();
+            record.put_with_binlog(&mut fast, &new_binlog).unwrap();
+            let mut general = Vec::new();
+            put_binlog_sync_with_binlog(&mut general, record.payload, &new_binlog).unwrap();
+            prop_assert_eq!(fast, general);
+        }
+    }
 
     const SLOT0: Slot<'static> = Slot {
         db_name: b"db0",

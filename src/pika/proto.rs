@@ -301,6 +301,69 @@ pub fn put_len_prefix<B: BufMut + ?Sized>(out: &mut B, number: u32, payload_len:
     put_varint(out, payload_len as u64);
 }
 
+/// Reads a message whose fields come in one expected order with one-byte tags (field numbers
+/// 1 to 15), the layout Pika's own encoder produces. Every method returns `None` as soon as the
+/// bytes differ from what is expected; callers then fall back to [`FieldIter`], which accepts
+/// any valid layout and explains what is wrong. Skips the general iterator's per-field result,
+/// which costs more than the parsing on the per-item path.
+#[derive(Clone, Copy, Debug)]
+pub struct ExpectedLayout<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> ExpectedLayout<'a> {
+    /// A reader at the start of `buf`, which holds exactly one message.
+    pub fn new(buf: &'a [u8]) -> Self {
+        ExpectedLayout { buf, pos: 0 }
+    }
+
+    /// Offset of the next unread byte.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// True when every byte was read.
+    pub fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
+    /// Consumes the one-byte tag of field `number` with `wire_type`.
+    pub fn tag(&mut self, number: u32, wire_type: WireType) -> Option<()> {
+        let expected = (number << 3) | u32::from(wire_type.bits());
+        let &byte = self.buf.get(self.pos)?;
+        (expected < 0x80 && u32::from(byte) == expected).then(|| self.pos += 1)
+    }
+
+    /// Consumes a varint value.
+    pub fn varint(&mut self) -> Option<u64> {
+        let (value, end) = read_varint(self.buf, self.pos).ok()?;
+        self.pos = end;
+        Some(value)
+    }
+
+    /// Consumes a length-delimited value and returns its payload.
+    pub fn len_payload(&mut self) -> Option<&'a [u8]> {
+        let (len, start) = read_varint(self.buf, self.pos).ok()?;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        let payload = self.buf.get(start..end)?;
+        self.pos = end;
+        Some(payload)
+    }
+
+    /// [`Self::tag`] then [`Self::varint`].
+    pub fn varint_field(&mut self, number: u32) -> Option<u64> {
+        self.tag(number, WireType::Varint)?;
+        self.varint()
+    }
+
+    /// [`Self::tag`] then [`Self::len_payload`].
+    pub fn len_field(&mut self, number: u32) -> Option<&'a [u8]> {
+        self.tag(number, WireType::Len)?;
+        self.len_payload()
+    }
+}
+
 /// One field record of a message, borrowed from the message's bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Field<'a> {

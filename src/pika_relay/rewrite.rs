@@ -18,10 +18,8 @@ use super::inflight::Forwarded;
 use super::stats;
 use crate::engine::{self, AtRisk, Dialect, Emit, Policy, StreamState};
 use crate::families::{Family, FamilySwitches};
-use crate::pika::item::{build_item, BinlogItem};
-use crate::pika::messages::{
-    replace_binlog_sync_binlogs, InnerResponse, LogicalOffset, MessageError,
-};
+use crate::pika::item::{put_item, BinlogItem};
+use crate::pika::messages::{InnerResponse, LogicalOffset, MessageError};
 use crate::resp::{encode_command, CommandParser, Frame, ParserLimits};
 use crate::table::ExpiryTable;
 
@@ -50,10 +48,14 @@ pub struct LinkRewriter {
     tally: stats::EntryTally,
     /// Reused per item so the hot path does not allocate for them: the item's content (the
     /// parser splits frames off it; once they are dropped the allocation is reused), its
-    /// frames, and what each frame becomes.
+    /// frames, what each frame becomes (`None`: itself), and a changed item's new content and
+    /// encoding.
+    parser: CommandParser,
     scratch: BytesMut,
     frames: Vec<Frame>,
-    pieces: Vec<Piece>,
+    replacements: Vec<Option<Vec<Vec<Bytes>>>>,
+    content: BytesMut,
+    item: Vec<u8>,
 }
 
 /// Entries between two table prunes.
@@ -75,9 +77,12 @@ impl LinkRewriter {
             touched: None,
             entries_since_prune: 0,
             tally: stats::entry_tally(),
+            parser: content_parser(),
             scratch: BytesMut::new(),
             frames: Vec::new(),
-            pieces: Vec::new(),
+            replacements: Vec::new(),
+            content: BytesMut::new(),
+            item: Vec::new(),
         }
     }
 
@@ -107,9 +112,12 @@ impl LinkRewriter {
     }
 
     /// Rewrites the entries of the BinlogSync response `body`.
+    ///
+    /// One pass: each entry is decided as it is read, and the new body is started only at the
+    /// first changed entry (everything before it is copied in one piece), so a response whose
+    /// entries all pass through is never copied.
     pub fn rewrite_response(&mut self, body: &[u8]) -> Result<RewrittenResponse, MessageError> {
         let response = InnerResponse::parse(body)?;
-        let mut replacements: Vec<Option<Vec<u8>>> = Vec::new();
         let mut out = RewrittenResponse {
             body: None,
             forwarded: None,
@@ -120,10 +128,13 @@ impl LinkRewriter {
         let mut first: Option<(LogicalOffset, u32)> = None;
         let mut last: Option<(LogicalOffset, u32)> = None;
         let mut items = 0;
-        let mut changed = false;
+        // End of the part of `body` already copied into `out.body`.
+        let mut copied = 0;
         let mut slot: Option<(&[u8], u32)> = None;
-        for entry in response.binlog_sync_entries() {
-            let entry = entry?;
+        let mut records = response.binlog_sync_entries();
+        while let Some(record) = records.next_record() {
+            let record = record?;
+            let entry = record.entry;
             let this = (entry.slot.db_name, entry.slot.slot_id);
             match slot {
                 None => slot = Some(this),
@@ -138,7 +149,6 @@ impl LinkRewriter {
                 Some(_) => {}
             }
             if entry.is_keepalive() {
-                replacements.push(None);
                 continue;
             }
             let item = entry.item().map_err(MessageError::Item)?;
@@ -146,13 +156,17 @@ impl LinkRewriter {
             first.get_or_insert((end, item.header.exec_time));
             last = Some((end, item.header.exec_time));
             items += 1;
-            let replacement = self.rewrite_item(&item, &mut out)?;
-            changed |= replacement.is_some();
-            replacements.push(replacement);
+            if self.rewrite_item(&item, &mut out)? {
+                let new_body = out
+                    .body
+                    .get_or_insert_with(|| Vec::with_capacity(body.len() + body.len() / 2));
+                new_body.extend_from_slice(&body[copied..record.record.start]);
+                record.put_with_binlog(new_body, &self.item)?;
+                copied = record.record.end;
+            }
         }
-        if changed {
-            let refs: Vec<Option<&[u8]>> = replacements.iter().map(|r| r.as_deref()).collect();
-            out.body = Some(replace_binlog_sync_binlogs(body, &refs)?);
+        if let Some(new_body) = out.body.as_mut() {
+            new_body.extend_from_slice(&body[copied..]);
         }
         self.tally.flush(started.elapsed().as_secs_f64());
         if let (Some((first_end, first_exec)), Some((last_end, last_exec))) = (first, last) {
@@ -161,31 +175,37 @@ impl LinkRewriter {
                 last_end,
                 first_exec_time: first_exec,
                 last_exec_time: last_exec,
-                changed,
+                changed: out.body.is_some(),
                 items,
             });
         }
         Ok(out)
     }
 
-    /// Runs one item's commands through the engine; `Some(new item bytes)` when it changed.
+    /// Runs one item's commands through the engine; true when it changed, with the new item's
+    /// bytes in `self.item`.
     fn rewrite_item(
         &mut self,
         item: &BinlogItem<'_>,
         out: &mut RewrittenResponse,
-    ) -> Result<Option<Vec<u8>>, MessageError> {
+    ) -> Result<bool, MessageError> {
         let exec_ms = i64::from(item.header.exec_time) * 1000;
         self.frames.clear();
-        self.pieces.clear();
-        if !split_content(item.content, &mut self.scratch, &mut self.frames) {
+        self.replacements.clear();
+        if !split_content(
+            item.content,
+            &mut self.parser,
+            &mut self.scratch,
+            &mut self.frames,
+        ) {
             self.frames.clear();
             out.unparsable_items += 1;
-            return Ok(None);
+            return Ok(false);
         }
         let mut changed = false;
-        for frame in self.frames.drain(..) {
+        for frame in &self.frames {
             let Some(cmd) = frame.command() else {
-                self.pieces.push(Piece::Raw(frame.raw().clone()));
+                self.replacements.push(None);
                 continue;
             };
             if let Some(touched) = self.touched.as_mut() {
@@ -209,10 +229,10 @@ impl LinkRewriter {
             match decision.emit {
                 Emit::Replace(cmds) if !cmds.is_empty() => {
                     changed = true;
-                    self.pieces.push(Piece::Commands(cmds));
+                    self.replacements.push(Some(cmds));
                 }
                 // An empty replacement would make the item vanish on the replica; keep it.
-                _ => self.pieces.push(Piece::Raw(cmd.raw.clone())),
+                _ => self.replacements.push(None),
             }
         }
         self.entries_since_prune += 1;
@@ -221,58 +241,73 @@ impl LinkRewriter {
             self.table.prune(exec_ms);
         }
         if !changed {
-            self.pieces.clear();
-            return Ok(None);
+            return Ok(false);
         }
-        let mut content = BytesMut::with_capacity(item.content.len() * 2);
-        for piece in self.pieces.drain(..) {
-            match piece {
-                Piece::Raw(raw) => content.extend_from_slice(&raw),
-                Piece::Commands(cmds) => {
+        self.content.clear();
+        for (frame, replacement) in self.frames.iter().zip(self.replacements.drain(..)) {
+            match replacement {
+                Some(cmds) => {
                     for cmd in cmds {
-                        encode_command(&cmd, &mut content);
+                        encode_command(&cmd, &mut self.content);
                     }
                 }
+                None => self.content.extend_from_slice(frame.raw()),
             }
         }
-        build_item(&item.header, &content)
-            .map(Some)
-            .map_err(MessageError::Item)
+        self.item.clear();
+        put_item(&item.header, &self.content, &mut self.item).map_err(MessageError::Item)?;
+        Ok(true)
     }
-}
-
-#[derive(Debug)]
-enum Piece {
-    Raw(Bytes),
-    Commands(Vec<Vec<Bytes>>),
 }
 
 /// Splits an item's content into RESP frames, or `None` when it does not parse completely.
 /// Inline commands are accepted because the Pika replica's parser accepts them.
 pub fn parse_content(content: &[u8]) -> Option<Vec<Frame>> {
     let mut frames = Vec::with_capacity(1);
-    split_content(content, &mut BytesMut::new(), &mut frames).then_some(frames)
+    split_content(
+        content,
+        &mut content_parser(),
+        &mut BytesMut::new(),
+        &mut frames,
+    )
+    .then_some(frames)
 }
 
 /// [`parse_content`] into `frames`, copying `content` into `scratch` (whose allocation is
 /// reused once the previous item's frames are gone); false when it does not parse completely.
-fn split_content(content: &[u8], scratch: &mut BytesMut, frames: &mut Vec<Frame>) -> bool {
-    let mut parser = CommandParser::new(ParserLimits::replica_stream());
+///
+/// `parser` is reused from item to item (it keeps its argument list's allocation): after a
+/// complete parse it stands at a frame start; after a failure it is replaced by a new one.
+fn split_content(
+    content: &[u8],
+    parser: &mut CommandParser,
+    scratch: &mut BytesMut,
+    frames: &mut Vec<Frame>,
+) -> bool {
     scratch.clear();
     scratch.extend_from_slice(content);
     loop {
         match parser.parse(scratch) {
             Ok(Some(frame)) => frames.push(frame),
             Ok(None) if scratch.is_empty() => return true,
-            Ok(None) | Err(_) => return false,
+            Ok(None) | Err(_) => {
+                *parser = content_parser();
+                return false;
+            }
         }
     }
+}
+
+/// A parser for item content: inline commands are accepted because the Pika replica's parser
+/// accepts them.
+fn content_parser() -> CommandParser {
+    CommandParser::new(ParserLimits::replica_stream())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pika::item::ItemHeader;
+    use crate::pika::item::{build_item, ItemHeader};
     use crate::pika::messages::{build_binlog_sync_response, NewBinlogSyncEntry, Slot};
     use crate::table::Baseline;
 

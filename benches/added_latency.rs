@@ -1,36 +1,61 @@
-//! Added latency of the Redis relay, master → replica, at a fixed write rate, on real servers.
+//! Added latency of the Redis relay, master → replica, at a fixed write rate, on real servers,
+//! with a plain TCP forwarder measured alongside as the baseline for "one more userspace hop".
 //!
 //! What it measures: for every write the master propagates, the time it reaches a replica
 //! connected through `pika-ttl-proxy` minus the time it reaches a replica connected directly to
-//! the master. Both "replicas" are raw replication readers inside this process, so both arrival
-//! times come from the same clock (`Instant`) and the difference is the proxy's share alone: its
-//! read, rewrite and write, plus one extra loopback hop.
+//! the master; and, in the same run, the time it reaches a replica connected through a forwarder
+//! that copies bytes both ways without parsing them, minus the direct arrival. All three
+//! "replicas" are raw replication readers inside this process, so every arrival time comes from
+//! the same clock (`Instant`). The forwarder's added latency is what any extra userspace hop
+//! costs on this machine (one more loopback connection, a wake-up, a copy through a process);
+//! proxy − forwarder is what the proxy's own work (parsing, rewriting, offset bookkeeping) adds
+//! on top of that. The forwarder runs on the proxy's runtime flavour (multi-thread tokio,
+//! default worker count, one task per connection) with TCP_NODELAY on both sockets and the
+//! proxy's read sizes, so the hop itself is alike.
 //!
 //! How:
-//! 1. starts `redis-server` (the master) and the release build of the proxy
-//!    (`target/release/pika-ttl-proxy redis ...`) on free loopback ports, each in a guard that
-//!    kills it when dropped, and a temporary directory for their files;
-//! 2. opens two replication links, one on the master and one on the proxy (`REPLCONF`,
-//!    `PSYNC ? -1`, the RDB payload in either framing), then reads each command stream,
-//!    timestamping every read and acknowledging the offset once a second as a replica does,
-//!    and waits until a marker write has come through both links (both streams are live);
+//! 1. starts `redis-server` (the master), the release build of the proxy
+//!    (`target/release/pika-ttl-proxy redis ...`) and this bench binary again as the forwarder
+//!    (`ADDED_LATENCY_FORWARD=<listen addr>,<upstream addr>` turns `main` into the forwarder),
+//!    proxy and forwarder both pointed at the master, on free loopback ports, each in a guard
+//!    that kills it when dropped, and a temporary directory for their files;
+//! 2. opens three replication links, one on the master, one on the proxy and one on the
+//!    forwarder (`REPLCONF`, `PSYNC ? -1`, the RDB payload in either framing), in that order,
+//!    then reads each command stream, timestamping every read and acknowledging the offset
+//!    once a second as a replica does, and waits until a marker write has come through all
+//!    three links (all streams are live);
 //! 3. writes to the master at a fixed rate (default 100,000 commands/s: 100 pipelined commands
 //!    per millisecond on an absolute schedule) pairs `SETEX lat:<p> 3600 <p>` followed by
 //!    `INCR lat:<p>` (even `p`) or `APPEND lat:<p> x` (odd `p`). Every key carries a TTL, so the
 //!    proxy rewrites the second command of each pair (about half of all commands) into a
-//!    `MULTI` … `EXEC` block; the key names every command in both streams, and a command inside a
-//!    `MULTI` counts as arrived when its `EXEC` arrives (a replica applies nothing earlier);
-//! 4. after the run (default 5 s, `ADDED_LATENCY_SECONDS`), prints p50 / p99 / p99.9 / max of
-//!    the added latency over every command seen on both links, the achieved write rate and, for
-//!    context, the direct link's own send → arrival latency. Then it switches every family off
-//!    through the admin API and repeats the run (pass-through), so the cost of rewriting can be
-//!    told apart from the cost of the extra hop.
+//!    `MULTI` … `EXEC` block; the key names every command in all streams, and a command inside a
+//!    `MULTI` counts as arrived when its `EXEC` arrives (a replica applies nothing earlier). The
+//!    three links carry the same load at the same moments, so the host's noise hits them alike;
+//! 4. after the run (default 5 s, `ADDED_LATENCY_SECONDS`), prints, over every command seen on
+//!    all three links: p50 / p99 / p99.9 / max of the added latency through the proxy, the
+//!    achieved write rate and, for context, the direct link's own send → arrival latency; the
+//!    same percentiles through the forwarder; and proxy − forwarder at p50 / p99 / p99.9, a
+//!    difference of percentiles (not a percentile of per-command differences). Then it switches
+//!    every family off through the admin API and repeats the run (pass-through), so the cost of
+//!    rewriting can be told apart from the cost of the proxy's hop.
+//!
+//! Caveats: the master writes to its replicas one after another in each event-loop pass, in an
+//! order set by when they attached (Redis 7 queues a client for writing at the head of its
+//! pending list, so the last replica to attach is written first, the direct link last), so each
+//! link's arrival carries a small fixed offset of a write call or so; the forwarder's link
+//! attaches last, which favours the forwarder, if anything. The forwarder is one more process on
+//! the same cores, so every figure includes its share of the contention. The readers are threads
+//! on those cores too: when the direct reader is scheduled late, a command reaches a hop's
+//! reader first, so on a small loaded machine a hop's low percentiles can come out negative.
+//! The difference of percentiles is not the distribution of per-command differences;
+//! `ADDED_LATENCY_DUMP` gives the raw times for that.
 //!
 //! Run with `cargo build --release --locked && cargo bench --bench added_latency` (or
 //! `scripts/bench.sh`). Environment: `ADDED_LATENCY_SECONDS` (run length per case),
 //! `ADDED_LATENCY_RATE` (commands/s, default 100000), `PIKA_TTL_PROXY_BIN` (proxy binary),
-//! `ADDED_LATENCY_DUMP=<prefix>` (write every command's send and arrival times to
-//! `<prefix>.<first seq>.csv`, 0 meaning "never arrived").
+//! `ADDED_LATENCY_DUMP=<prefix>` (write every command's send time and its arrival times on the
+//! direct, proxied and forwarded links to `<prefix>.<first seq>.csv`, 0 meaning "never
+//! arrived").
 //! Needs `redis-server` on the PATH. The target is an added p99 of at most 0.2 ms at 100 k/s.
 
 use bytes::{Buf, BytesMut};
@@ -61,12 +86,82 @@ const FAMILIES: [&str; 8] = [
 ];
 const TARGET_P99_US: f64 = 200.0;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// `<listen addr>,<upstream addr>`: set, it makes this binary the baseline forwarder.
+const FORWARD_ENV: &str = "ADDED_LATENCY_FORWARD";
+/// The proxy's read size on the master's stream (`READ_CHUNK` in `redis_relay::session`) and on
+/// the replica's side (it reserves 4 KiB per read there).
+const FORWARD_UPSTREAM_READ: usize = 64 * 1024;
+const FORWARD_DOWNSTREAM_READ: usize = 4 * 1024;
 
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("added_latency: {e}");
+    let (who, result) = match std::env::var(FORWARD_ENV) {
+        Ok(spec) => ("added_latency forwarder", forward(&spec)),
+        Err(_) => ("added_latency", run()),
+    };
+    if let Err(e) = result {
+        eprintln!("{who}: {e}");
         std::process::exit(1);
     }
+}
+
+/// The baseline hop: accepts connections on the listen address and copies bytes between each
+/// and its own connection to the upstream, both ways, without looking at them. Built like the
+/// proxy's process (`app::run_relay`: a multi-thread tokio runtime with the default worker
+/// count, one task per connection, TCP_NODELAY on both sockets), so that the proxy's own work
+/// is the only difference between the two hops.
+fn forward(spec: &str) -> Result<(), String> {
+    let (listen, upstream) = spec
+        .split_once(',')
+        .ok_or_else(|| format!("{FORWARD_ENV}={spec:?}: expected <listen addr>,<upstream addr>"))?;
+    let parse = |addr: &str| {
+        addr.trim()
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("{FORWARD_ENV}: {addr:?}: {e}"))
+    };
+    let (listen, upstream) = (parse(listen)?, parse(upstream)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("bind {listen}: {e}"))?;
+        loop {
+            let (mut down, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    eprintln!("accept on {listen}: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            tokio::spawn(async move {
+                let mut up = match tokio::net::TcpStream::connect(upstream).await {
+                    Ok(up) => up,
+                    Err(e) => {
+                        eprintln!("{peer}: connect to {upstream}: {e}");
+                        return;
+                    }
+                };
+                for (side, sock) in [("downstream", &down), ("upstream", &up)] {
+                    if let Err(e) = sock.set_nodelay(true) {
+                        eprintln!("{peer}: TCP_NODELAY on the {side} socket: {e}");
+                    }
+                }
+                if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
+                    &mut down,
+                    &mut up,
+                    FORWARD_DOWNSTREAM_READ,
+                    FORWARD_UPSTREAM_READ,
+                )
+                .await
+                {
+                    eprintln!("{peer} <-> {upstream}: {e}");
+                }
+            });
+        }
+    })
 }
 
 /// A started server, killed and reaped when dropped, so an early return or a panic does not
@@ -607,12 +702,38 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
     sorted[rank - 1] as f64 / 1000.0
 }
 
-/// The two readers, each with its thread.
+/// One replication link's reader: arrival times and whether the stream is live yet.
+#[derive(Clone)]
+struct Link {
+    arrivals: Arrivals,
+    live: Arc<AtomicBool>,
+}
+
+impl Link {
+    fn new(slots: usize) -> Link {
+        Link {
+            arrivals: Arc::new((0..slots).map(|_| AtomicU64::new(0)).collect()),
+            live: Arc::default(),
+        }
+    }
+
+    /// Arrival time of command `seq` (ns since base, +1), 0 if it has not arrived.
+    fn at(&self, seq: u64) -> u64 {
+        self.arrivals
+            .get(seq as usize)
+            .map_or(0, |slot| slot.load(Ordering::Relaxed))
+    }
+
+    fn is_live(&self) -> bool {
+        self.live.load(Ordering::Relaxed)
+    }
+}
+
+/// The three readers (on the master, on the proxy, on the forwarder), each with its thread.
 struct Readers {
-    direct: Arrivals,
-    proxied: Arrivals,
-    direct_live: Arc<AtomicBool>,
-    proxied_live: Arc<AtomicBool>,
+    direct: Link,
+    proxied: Link,
+    forwarded: Link,
     threads: Vec<(&'static str, JoinHandle<Result<u64, String>>)>,
 }
 
@@ -629,18 +750,23 @@ impl Readers {
         }
         Ok(())
     }
+
+    fn all(&self) -> [&Link; 3] {
+        [&self.direct, &self.proxied, &self.forwarded]
+    }
 }
 
 struct CaseResult {
-    line: String,
+    lines: [String; 3],
     p99_us: f64,
 }
 
 /// Everything a case runs against. Field order is drop order: the servers stop before the
 /// temporary directory holding their files is removed.
 struct Rig {
-    master: Proc,
+    forwarder: Proc,
     proxy: Proc,
+    master: Proc,
     master_port: u16,
     admin_port: u16,
     base: Instant,
@@ -654,10 +780,11 @@ impl Rig {
     fn check(&mut self) -> Result<(), String> {
         self.readers.check()?;
         self.master.check_alive()?;
-        self.proxy.check_alive()
+        self.proxy.check_alive()?;
+        self.forwarder.check_alive()
     }
 
-    /// Writes [`READY_KEY`] until both links have carried it, so the clock does not start
+    /// Writes [`READY_KEY`] until every link has carried it, so the clock does not start
     /// while a link is still waiting to go online.
     fn wait_until_live(&mut self) -> Result<(), String> {
         let mut client = TcpStream::connect(("127.0.0.1", self.master_port))
@@ -666,9 +793,7 @@ impl Rig {
             .set_read_timeout(Some(IO_TIMEOUT))
             .map_err(|e| e.to_string())?;
         let deadline = Instant::now() + IO_TIMEOUT;
-        while !(self.readers.direct_live.load(Ordering::Relaxed)
-            && self.readers.proxied_live.load(Ordering::Relaxed))
-        {
+        while !self.readers.all().iter().all(|link| link.is_live()) {
             self.check()?;
             if Instant::now() > deadline {
                 return Err("the replication links did not go live within 10 s".into());
@@ -685,15 +810,15 @@ impl Rig {
 
     /// Per-command times (ns since base) for looking at a run in detail.
     fn dump(&self, path: &str, report: &WriteReport, first: u64, count: u64) -> Result<(), String> {
-        let mut out = String::from("seq,sent_ns,direct_ns,proxied_ns\n");
+        let mut out = String::from("seq,sent_ns,direct_ns,proxied_ns,forwarded_ns\n");
         for seq in first..first + count {
             let sent = report.sent[((seq - first) / BATCH) as usize];
-            let d = self.readers.direct[seq as usize].load(Ordering::Relaxed);
-            let p = self.readers.proxied[seq as usize].load(Ordering::Relaxed);
+            let [d, p, f] = self.readers.all().map(|link| link.at(seq));
             out.push_str(&format!(
-                "{seq},{sent},{},{}\n",
+                "{seq},{sent},{},{},{}\n",
                 d.saturating_sub(1),
-                p.saturating_sub(1)
+                p.saturating_sub(1),
+                f.saturating_sub(1)
             ));
         }
         std::fs::write(path, out).map_err(|e| format!("{path}: {e}"))
@@ -704,14 +829,12 @@ impl Rig {
         let (rate, admin) = (self.rate, self.admin_port);
         let (rewritten0, all0) = proxy_entry_counts(admin)?;
         let report = write_load(self.master_port, self.base, first, count, rate)?;
-        let last = (first + count - 1) as usize;
+        let last = first + count - 1;
         let deadline = Instant::now() + IO_TIMEOUT;
-        while self.readers.direct[last].load(Ordering::Relaxed) == 0
-            || self.readers.proxied[last].load(Ordering::Relaxed) == 0
-        {
+        while self.readers.all().iter().any(|link| link.at(last) == 0) {
             self.check()?;
             if Instant::now() > deadline {
-                eprintln!("warning: the last command did not arrive on both links within 10 s");
+                eprintln!("warning: the last command did not arrive on every link within 10 s");
                 break;
             }
             thread::sleep(Duration::from_millis(10));
@@ -720,42 +843,46 @@ impl Rig {
         thread::sleep(Duration::from_millis(200));
         let (rewritten1, all1) = proxy_entry_counts(admin)?;
 
-        let mut added = Vec::with_capacity(count as usize);
+        // Only commands seen on all three links count, so both hops are measured over the same
+        // commands.
+        let mut proxy_added = Vec::with_capacity(count as usize);
+        let mut forwarder_added = Vec::with_capacity(count as usize);
         let mut direct_own = Vec::with_capacity(count as usize);
-        let (mut missing_direct, mut missing_proxied) = (0u64, 0u64);
+        let mut missing = [0u64; 3];
         for seq in first..first + count {
-            let d = self.readers.direct[seq as usize].load(Ordering::Relaxed);
-            let p = self.readers.proxied[seq as usize].load(Ordering::Relaxed);
-            missing_direct += u64::from(d == 0);
-            missing_proxied += u64::from(p == 0);
-            if d == 0 || p == 0 {
+            let times = self.readers.all().map(|link| link.at(seq));
+            for (m, t) in missing.iter_mut().zip(times) {
+                *m += u64::from(t == 0);
+            }
+            let [d, p, f] = times;
+            if d == 0 || p == 0 || f == 0 {
                 continue;
             }
-            added.push(p as i64 - d as i64);
+            proxy_added.push(p as i64 - d as i64);
+            forwarder_added.push(f as i64 - d as i64);
             let sent = report.sent[((seq - first) / BATCH) as usize];
             direct_own.push(d as i64 - 1 - sent as i64);
         }
         if let Ok(path) = std::env::var("ADDED_LATENCY_DUMP") {
             self.dump(&format!("{path}.{first}.csv"), &report, first, count)?;
         }
-        if added.is_empty() {
-            return Err(format!("{label}: no command arrived on both links"));
+        if proxy_added.is_empty() {
+            return Err(format!("{label}: no command arrived on all three links"));
         }
-        added.sort_unstable();
+        proxy_added.sort_unstable();
+        forwarder_added.sort_unstable();
         direct_own.sort_unstable();
         let span = (report.sent[report.sent.len() - 1] - report.sent[0]) as f64 / 1e9
             + BATCH as f64 / rate;
         let achieved = report.count as f64 / span;
-        let p99 = percentile(&added, 0.99);
-        let line = format!(
-            "added latency, {label}: p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs \
+        let [p50, p99, p999] = [0.5, 0.99, 0.999].map(|q| percentile(&proxy_added, q));
+        let [f50, f99, f999] = [0.5, 0.99, 0.999].map(|q| percentile(&forwarder_added, q));
+        let proxy_line = format!(
+            "added latency, {label}: p50 {p50:.1} µs, p99 {p99:.1} µs, p99.9 {p999:.1} µs, max {:.1} µs \
          | {} of {} commands matched at {:.0} cmds/s, {:.0} of {:.0} entries rewritten \
          | direct link send→arrival p50 {:.1} µs, p99 {:.1} µs",
-            percentile(&added, 0.5),
-            p99,
-            percentile(&added, 0.999),
-            percentile(&added, 1.0),
-            added.len(),
+            percentile(&proxy_added, 1.0),
+            proxy_added.len(),
             report.count,
             achieved,
             rewritten1 - rewritten0,
@@ -763,10 +890,23 @@ impl Rig {
             percentile(&direct_own, 0.5),
             percentile(&direct_own, 0.99),
         );
-        if missing_direct + missing_proxied > 0 {
+        let forwarder_line = format!(
+            "added latency via forwarder, {label}: p50 {f50:.1} µs, p99 {f99:.1} µs, \
+             p99.9 {f999:.1} µs, max {:.1} µs | same commands, same run",
+            percentile(&forwarder_added, 1.0),
+        );
+        let difference_line = format!(
+            "added latency difference proxy − forwarder, {label}: p50 {:.1} µs, p99 {:.1} µs, \
+             p99.9 {:.1} µs (difference of the percentiles)",
+            p50 - f50,
+            p99 - f99,
+            p999 - f999,
+        );
+        if missing.iter().any(|&m| m > 0) {
+            let [d, p, f] = missing;
             eprintln!(
-                "warning: {label}: {missing_direct} commands never arrived on the direct link, \
-             {missing_proxied} never on the proxied link"
+                "warning: {label}: commands that never arrived: {d} on the direct link, \
+             {p} on the proxied link, {f} on the forwarded link"
             );
         }
         if report.errors > 0 {
@@ -782,7 +922,10 @@ impl Rig {
                 report.max_behind.as_secs_f64() * 1e3
             );
         }
-        Ok(CaseResult { line, p99_us: p99 })
+        Ok(CaseResult {
+            lines: [proxy_line, forwarder_line, difference_line],
+            p99_us: p99,
+        })
     }
 }
 
@@ -791,12 +934,13 @@ fn run() -> Result<(), String> {
     let rate = env_number("ADDED_LATENCY_RATE", 100_000.0)?;
     let per_case = ((seconds * rate) as u64).div_ceil(BATCH) * BATCH;
     let proxy_bin = proxy_binary()?;
+    let own_bin = std::env::current_exe().map_err(|e| format!("this bench's own path: {e}"))?;
 
     let dir = tempfile::Builder::new()
         .prefix("pika-ttl-proxy-added-latency.")
         .tempdir()
         .map_err(|e| format!("temp dir: {e}"))?;
-    let (m, p, a) = (free_port()?, free_port()?, free_port()?);
+    let (m, p, a, f) = (free_port()?, free_port()?, free_port()?, free_port()?);
 
     let master_log = dir.path().join("master.log");
     let mut master = Proc::spawn(
@@ -809,7 +953,7 @@ fn run() -> Result<(), String> {
             .arg(&master_log)
             .args(["--repl-backlog-size", "256mb"])
             .args(["--client-output-buffer-limit", "replica 0 0 0"])
-            // The full syncs of the two links would otherwise wait 5 s each for more replicas.
+            // The full syncs of the links would otherwise wait 5 s each for more replicas.
             .args(["--repl-diskless-sync-delay", "0"])
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
@@ -819,9 +963,12 @@ fn run() -> Result<(), String> {
     .map_err(|e| format!("{e} (apt-get install redis-server)"))?;
     wait_for_pong(m, &mut master)?;
 
-    let proxy_log = dir.path().join("proxy.log");
-    let proxy_stderr =
-        std::fs::File::create(&proxy_log).map_err(|e| format!("{}: {e}", proxy_log.display()))?;
+    let log_file = |name: &str| -> Result<(PathBuf, std::fs::File), String> {
+        let path = dir.path().join(name);
+        let file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok((path, file))
+    };
+    let (proxy_log, proxy_stderr) = log_file("proxy.log")?;
     let mut proxy = Proc::spawn(
         Command::new(&proxy_bin)
             .arg("redis")
@@ -838,57 +985,61 @@ fn run() -> Result<(), String> {
     )?;
     wait_for_pong(p, &mut proxy)?;
 
+    let (forwarder_log, forwarder_stderr) = log_file("forwarder.log")?;
+    let mut forwarder = Proc::spawn(
+        Command::new(&own_bin)
+            .env(FORWARD_ENV, format!("127.0.0.1:{f},127.0.0.1:{m}"))
+            .stdout(Stdio::null())
+            .stderr(forwarder_stderr),
+        "forwarder",
+        forwarder_log,
+    )?;
+    wait_for_pong(f, &mut forwarder)?;
+
     let slots = (2 * per_case) as usize;
-    let new_arrivals = || -> Arrivals { Arc::new((0..slots).map(|_| AtomicU64::new(0)).collect()) };
     let mut rig = Rig {
-        master,
+        forwarder,
         proxy,
+        master,
         master_port: m,
         admin_port: a,
         base: Instant::now(),
         rate,
         readers: Readers {
-            direct: new_arrivals(),
-            proxied: new_arrivals(),
-            direct_live: Arc::default(),
-            proxied_live: Arc::default(),
+            direct: Link::new(slots),
+            proxied: Link::new(slots),
+            forwarded: Link::new(slots),
             threads: Vec::new(),
         },
         stop: Arc::new(AtomicBool::new(false)),
         dir,
     };
-    // One full sync after the other: the master serves one diskless transfer at a time.
-    for (name, port, arrivals, live) in [
-        (
-            "direct",
-            m,
-            rig.readers.direct.clone(),
-            rig.readers.direct_live.clone(),
-        ),
-        (
-            "proxied",
-            p,
-            rig.readers.proxied.clone(),
-            rig.readers.proxied_live.clone(),
-        ),
+    // One full sync after the other: the master serves one diskless transfer at a time. The
+    // order sets the master's write order (see the module comment).
+    for (name, port, link) in [
+        ("direct", m, rig.readers.direct.clone()),
+        ("proxied", p, rig.readers.proxied.clone()),
+        ("forwarded", f, rig.readers.forwarded.clone()),
     ] {
-        let link = sync_as_replica(port).map_err(|e| format!("{name} link: {e}"))?;
+        let synced = sync_as_replica(port).map_err(|e| format!("{name} link: {e}"))?;
         let (stop, base) = (rig.stop.clone(), rig.base);
         rig.readers.threads.push((
             name,
-            thread::spawn(move || read_stream(link, base, arrivals, live, stop)),
+            thread::spawn(move || read_stream(synced, base, link.arrivals, link.live, stop)),
         ));
     }
     rig.wait_until_live()?;
 
     println!(
-        "pika-ttl-proxy added latency, master → replica (Redis relay; redis-server, the proxy and \
-         both replication readers on loopback, {} cores): {rate:.0} cmds/s for {seconds} s per \
-         case, SETEX + INCR/APPEND on volatile keys",
+        "pika-ttl-proxy added latency, master → replica (Redis relay; redis-server, the proxy, a \
+         plain forwarder as baseline and three replication readers on loopback, {} cores): \
+         {rate:.0} cmds/s for {seconds} s per case, SETEX + INCR/APPEND on volatile keys",
         thread::available_parallelism().map_or(0, |n| n.get())
     );
     let rewrite = rig.measure_case("rewriting on", 0, per_case)?;
-    println!("{}", rewrite.line);
+    for line in &rewrite.lines {
+        println!("{line}");
+    }
 
     for family in FAMILIES {
         let (status, body) = http(
@@ -902,7 +1053,9 @@ fn run() -> Result<(), String> {
         }
     }
     let passthrough = rig.measure_case("every family off (pass-through)", per_case, per_case)?;
-    println!("{}", passthrough.line);
+    for line in &passthrough.lines {
+        println!("{line}");
+    }
     println!(
         "added latency target (p99 ≤ {TARGET_P99_US:.0} µs at 100 k cmds/s, rewriting on): {}",
         if rewrite.p99_us <= TARGET_P99_US {
@@ -917,8 +1070,13 @@ fn run() -> Result<(), String> {
         let _ = t.join();
     }
     let Rig {
-        master, proxy, dir, ..
+        forwarder,
+        proxy,
+        master,
+        dir,
+        ..
     } = rig;
+    drop(forwarder);
     drop(proxy);
     drop(master);
     dir.close()

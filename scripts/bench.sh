@@ -5,8 +5,9 @@
 # Prints one table: time for each replica to acknowledge everything, commands/s, the ratio
 # proxied/direct, the proxy's per-entry time (p50/p99/p99.9 from its histogram), CPU and RSS.
 # Then the added latency master → replica at a fixed 100 k cmds/s (benches/added_latency.rs):
-#   p50/p99/p99.9/max of (arrival through the proxy − arrival direct), rewriting on and with every
-#   family off; ADDED_LATENCY_SECONDS (default 5) per case.
+#   p50/p99/p99.9/max of (arrival through the proxy − arrival direct) and, in the same run, of
+#   (arrival through a plain TCP forwarder − arrival direct), plus proxy − forwarder per
+#   percentile, rewriting on and with every family off; ADDED_LATENCY_SECONDS (default 5) per case.
 # Bounded: N commands (default 2,000,000; BENCH_N to change). Loopback only; every process it
 # starts is stopped on exit.
 set -euo pipefail
@@ -141,8 +142,10 @@ echo
 cargo test --release --locked --test pika_throughput -- --ignored --nocapture --test-threads 1 2>/dev/null \
   | grep -oE 'pika relay (latency )?\(protocol peers\).*' || echo "pika relay measurement failed (cargo test --release --test pika_throughput -- --ignored)"
 
-# Added latency at a fixed rate, on its own master and proxy (the processes above are idle by
-# now). The bench finds the release binary built at the top of this script.
+# Added latency at a fixed rate, on its own master, proxy and baseline forwarder (the processes
+# above are idle by now). The bench finds the release binary built at the top of this script.
+# Three lines per case: "added latency, <case>: …" (through the proxy), "added latency via
+# forwarder, <case>: …" and "added latency difference proxy − forwarder, <case>: …".
 echo
 cargo bench --locked --bench added_latency 2>/dev/null \
   | grep -E '^(pika-ttl-proxy )?added latency' \

@@ -13,7 +13,10 @@
 //! Group `link_rewriter`: the relay's whole per-response path ([`LinkRewriter`]: decode, RESP
 //! parse, engine, table, re-encode, splice) on 100 items, per item:
 //! - `volatile_setex_incr`: `SETEX k 3600 1` / `INCR k` pairs, so every INCR is rewritten;
-//! - `pass_through_set`: `SET k v` on keys without TTL, all forwarded unchanged.
+//! - `pass_through_set`: `SET k v` on keys without TTL, all forwarded unchanged;
+//! - `pass_through_set_1mib`: 16 items of `SET k <1 MiB value>` on keys without TTL, all
+//!   forwarded unchanged, in bytes/s of the response body; `memcpy_1mib` copies the same body
+//!   (the floor for touching every byte once).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pika_ttl_proxy::families::FamilySwitches;
@@ -31,6 +34,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 const ITEMS: usize = 100;
+/// Items of the large-value response (1 MiB each).
+const LARGE_ITEMS: usize = 16;
 
 /// A db0 BinlogSync response of `(end offset, logic id, item bytes)` entries.
 fn response_from(items: &[(u64, u64, Vec<u8>)]) -> Vec<u8> {
@@ -114,10 +119,10 @@ fn rewrite(body: &[u8]) -> Vec<u8> {
     replace_binlog_sync_binlogs(body, &replacements).expect("splice")
 }
 
-/// A response of `ITEMS` items, each one command made by `command(i)`.
-fn response_of(command: impl Fn(usize) -> Vec<String>) -> Vec<u8> {
+/// A response of `count` items, each one command made by `command(i)`.
+fn response_of(count: usize, command: impl Fn(usize) -> Vec<String>) -> Vec<u8> {
     let mut offset = 0u64;
-    let items: Vec<(u64, u64, Vec<u8>)> = (0..ITEMS)
+    let items: Vec<(u64, u64, Vec<u8>)> = (0..count)
         .map(|i| {
             let mut content = bytes::BytesMut::new();
             encode_command(&command(i), &mut content);
@@ -139,7 +144,7 @@ fn response_of(command: impl Fn(usize) -> Vec<String>) -> Vec<u8> {
 }
 
 fn link_rewriter(c: &mut Criterion) {
-    let volatile = response_of(|i| {
+    let volatile = response_of(ITEMS, |i| {
         let key = format!("key:{}", i / 2);
         if i % 2 == 0 {
             vec!["SETEX".into(), key, "3600".into(), "1".into()]
@@ -147,7 +152,15 @@ fn link_rewriter(c: &mut Criterion) {
             vec!["INCR".into(), key]
         }
     });
-    let plain = response_of(|i| vec!["SET".into(), format!("plain:{i}"), "value".into()]);
+    let plain = response_of(ITEMS, |i| {
+        vec!["SET".into(), format!("plain:{i}"), "value".into()]
+    });
+    let large_value: String = (0..1 << 20)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let large = response_of(LARGE_ITEMS, |i| {
+        vec!["SET".into(), format!("big:{i}"), large_value.clone()]
+    });
     let mut group = c.benchmark_group("link_rewriter");
     group.throughput(Throughput::Elements(ITEMS as u64));
     for (name, body, expect_changed) in [
@@ -168,6 +181,23 @@ fn link_rewriter(c: &mut Criterion) {
             })
         });
     }
+    group.throughput(Throughput::Bytes(large.len() as u64));
+    group.bench_function("memcpy_1mib", |b| {
+        b.iter(|| black_box(black_box(&large[..]).to_vec()))
+    });
+    let table = Arc::new(ExpiryTable::new(Baseline::Absent));
+    let mut rewriter = LinkRewriter::new(table, 0, FamilySwitches::all_on());
+    let first = rewriter.rewrite_response(&large).expect("rewrites");
+    assert!(first.body.is_none(), "pass_through_set_1mib");
+    group.bench_function("pass_through_set_1mib", |b| {
+        b.iter(|| {
+            black_box(
+                rewriter
+                    .rewrite_response(black_box(&large))
+                    .expect("rewrites"),
+            )
+        })
+    });
     group.finish();
 }
 

@@ -2,6 +2,8 @@
 //! and its arity. Command names are matched case-insensitively without allocating.
 
 use crate::families::Family;
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 /// The rule a command falls under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,10 +140,29 @@ const MAX_NAME: usize = 16;
 
 /// Find the rule for a command name (any case).
 pub fn classify(name: &[u8]) -> Option<Cmd> {
-    lookup(name).map(|(_, cmd, _, _)| cmd)
+    spec(name).map(|s| s.cmd)
 }
 
-fn lookup(name: &[u8]) -> Option<(&'static str, Cmd, usize, usize)> {
+/// A known command: its rule and its arity (argument count including the name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spec {
+    /// The rule.
+    pub cmd: Cmd,
+    min: usize,
+    /// 0 for no upper bound.
+    max: usize,
+}
+
+impl Spec {
+    /// Whether `argc` arguments (the name included) are a valid call.
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        argc >= self.min && (self.max == 0 || argc <= self.max)
+    }
+}
+
+/// The rule and arity of a command name (any case); one hash lookup, since every entry of the
+/// stream asks (a scan of [`COMMANDS`] cost more than the rest of a pass-through decision).
+pub fn spec(name: &[u8]) -> Option<Spec> {
     if name.is_empty() || name.len() > MAX_NAME {
         return None;
     }
@@ -149,11 +170,18 @@ fn lookup(name: &[u8]) -> Option<(&'static str, Cmd, usize, usize)> {
     for (dst, src) in lower.iter_mut().zip(name) {
         *dst = src.to_ascii_lowercase();
     }
-    let lower = &lower[..name.len()];
-    COMMANDS
-        .iter()
-        .find(|(n, ..)| n.as_bytes() == lower)
-        .copied()
+    by_name().get(&lower[..name.len()]).copied()
+}
+
+fn by_name() -> &'static HashMap<&'static [u8], Spec, foldhash::fast::FixedState> {
+    static BY_NAME: OnceLock<HashMap<&'static [u8], Spec, foldhash::fast::FixedState>> =
+        OnceLock::new();
+    BY_NAME.get_or_init(|| {
+        COMMANDS
+            .iter()
+            .map(|&(name, cmd, min, max)| (name.as_bytes(), Spec { cmd, min, max }))
+            .collect()
+    })
 }
 
 impl Cmd {
@@ -185,15 +213,20 @@ impl Cmd {
 
 /// Arity of a command by name, for validating what the engine emits.
 pub fn arity_ok(name: &[u8], argc: usize) -> bool {
-    match lookup(name) {
-        Some((_, _, min, max)) => argc >= min && (max == 0 || argc <= max),
-        None => false,
-    }
+    spec(name).is_some_and(|s| s.arity_ok(argc))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_name_is_listed_once() {
+        assert_eq!(by_name().len(), COMMANDS.len());
+        for &(name, cmd, ..) in COMMANDS {
+            assert_eq!(classify(name.to_uppercase().as_bytes()), Some(cmd), "{name}");
+        }
+    }
 
     #[test]
     fn names_are_case_insensitive() {

@@ -6,7 +6,7 @@
 //! family is switched on; the table is maintained either way.
 
 use super::{Argv, AtRisk, Decision, Dialect, Emit, Outcome, Policy, StreamState};
-use crate::engine::command::{classify, Cmd};
+use crate::engine::command::{spec, Cmd, Spec};
 use crate::families::Family;
 use crate::table::{ExpiryTable, KeyKnowledge};
 use bytes::Bytes;
@@ -34,8 +34,8 @@ pub fn rewrite(
         policy,
         track: policy.tracks_existence(),
     };
-    let proposal = match classify(name) {
-        Some(cmd) => cx.apply(cmd, state),
+    let proposal = match spec(name) {
+        Some(spec) => cx.apply(spec, state),
         None => Proposal::unknown_command(),
     };
     cx.finish(proposal)
@@ -301,8 +301,9 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn apply(&mut self, cmd: Cmd, state: &mut StreamState) -> Proposal {
-        if !crate::engine::command::arity_ok(&self.args[0], self.args.len()) {
+    fn apply(&mut self, spec: Spec, state: &mut StreamState) -> Proposal {
+        let cmd = spec.cmd;
+        if !spec.arity_ok(self.args.len()) {
             return Proposal::malformed(cmd.family());
         }
         match cmd {

@@ -598,24 +598,19 @@ impl Session {
                 up_buf.reserve(READ_CHUNK);
             }
             self.down_buf.reserve(4096);
+            // Biased: the once-a-second tick and the replica's rare, small frames (ACKs) come
+            // before the master's stream so a busy stream cannot starve them, and writes come
+            // before reading more of the stream, so an entry never waits behind the processing
+            // of the next read (unbiased, select! picks a ready branch at random).
             tokio::select! {
+                biased;
                 _ = self.shutdown.cancelled() => {
                     link.persist();
                     let _ = tokio::time::timeout(Duration::from_millis(500),
                         link.out.flush_all(&mut self.down_w)).await;
                     return Ok(Ending::normal("shutdown"));
                 }
-                r = up_r.read_buf(&mut up_buf), if read_upstream => {
-                    let n = r.map_err(|e| Ending::fail("upstream_io", e.to_string()))?;
-                    if n == 0 {
-                        upstream_open = false;
-                        tracing::info!(replica = %self.label, "the master closed the link");
-                        continue;
-                    }
-                    stats::bytes(Side::Upstream, true, n);
-                    link.note_received(up_buf.len());
-                    link.drive(&mut up_buf).await?;
-                }
+                _ = ticker.tick() => link.tick(up_buf.len()),
                 r = link.out.write_some(&mut self.down_w), if !link.out.is_empty() => {
                     let n = r.map_err(Ending::downstream_io)?;
                     stats::bytes(Side::Downstream, false, n);
@@ -643,7 +638,17 @@ impl Session {
                         link.drive(&mut up_buf).await?;
                     }
                 }
-                _ = ticker.tick() => link.tick(up_buf.len()),
+                r = up_r.read_buf(&mut up_buf), if read_upstream => {
+                    let n = r.map_err(|e| Ending::fail("upstream_io", e.to_string()))?;
+                    if n == 0 {
+                        upstream_open = false;
+                        tracing::info!(replica = %self.label, "the master closed the link");
+                        continue;
+                    }
+                    stats::bytes(Side::Upstream, true, n);
+                    link.note_received(up_buf.len());
+                    link.drive(&mut up_buf).await?;
+                }
             }
         }
     }

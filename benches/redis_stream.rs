@@ -1,5 +1,6 @@
 //! The Redis relay's whole per-entry stream path, as a replica session runs it: every socket read
-//! is appended to the upstream buffer (`session.rs` reserves 64 KiB first), parsed and decided
+//! is appended to the upstream buffer (after making the room `session.rs` makes:
+//! [`StreamRelay::room_for_next_read`]; a read fills at most that room), parsed and decided
 //! by [`StreamRelay::process`] (RESP parse, engine, expiry table, [`OutQueue`], offset map,
 //! entry tally), followed by the session's per-read bookkeeping (map cap, tally flush), and the
 //! queue is then drained with [`OutQueue::write_some`] (vectored writes) into
@@ -28,7 +29,7 @@ use pika_ttl_proxy::engine::{Dialect, Policy};
 use pika_ttl_proxy::redis_relay::offset_map::OffsetMap;
 use pika_ttl_proxy::redis_relay::outq::OutQueue;
 use pika_ttl_proxy::redis_relay::stats::{entry_tally, EntryTally};
-use pika_ttl_proxy::redis_relay::stream::StreamRelay;
+use pika_ttl_proxy::redis_relay::stream::{StreamRelay, KEEP_READ_CAPACITY};
 use pika_ttl_proxy::resp::encode_command;
 use pika_ttl_proxy::table::{Baseline, ExpiryTable};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -80,8 +81,6 @@ const KEYS: usize = 10_000;
 const SMALL_ENTRIES: usize = 10_000;
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
-/// What `session.rs` reserves in the upstream buffer before every read (`READ_CHUNK`).
-const READ_RESERVE: usize = 64 * KIB;
 /// The cap `session.rs` applies to the offset map after every processed read (`MAX_MAP_POINTS`).
 const MAX_MAP_POINTS: usize = 1 << 16;
 
@@ -158,10 +157,20 @@ impl Link {
         }
     }
 
-    /// One socket read delivering `chunk`, processed and drained as the session does it;
-    /// returns the bytes written downstream.
-    async fn read<W: AsyncWrite + Unpin>(&mut self, chunk: &[u8], sink: &mut W) -> u64 {
-        self.up_buf.reserve(READ_RESERVE);
+    /// One socket read of at most `read_size` bytes from the front of `input` (and at most
+    /// the room the session makes, as `read_buf` fills only spare capacity), processed and
+    /// drained as the session does it; returns the bytes written downstream.
+    async fn read<W: AsyncWrite + Unpin>(
+        &mut self,
+        input: &mut &[u8],
+        read_size: usize,
+        sink: &mut W,
+    ) -> u64 {
+        self.up_buf
+            .reserve(self.relay.room_for_next_read(&self.up_buf));
+        let spare = self.up_buf.capacity() - self.up_buf.len();
+        let (chunk, rest) = input.split_at(read_size.min(spare).min(input.len()));
+        *input = rest;
         self.up_buf.extend_from_slice(chunk);
         self.held.up_buf_capacity = self.held.up_buf_capacity.max(self.up_buf.capacity());
         let started = Instant::now();
@@ -181,6 +190,9 @@ impl Link {
         black_box(risks);
         self.map.cap(MAX_MAP_POINTS);
         self.tally.flush(started.elapsed().as_secs_f64());
+        if self.up_buf.is_empty() && self.up_buf.capacity() > KEEP_READ_CAPACITY {
+            self.up_buf = BytesMut::new();
+        }
         self.held.out_len = self.held.out_len.max(self.out.len());
         let mut written = 0;
         while !self.out.is_empty() {
@@ -194,8 +206,9 @@ impl Link {
         rt.block_on(async {
             let mut sink = tokio::io::sink();
             let mut written = 0;
-            for chunk in input.chunks(read_size) {
-                written += self.read(chunk, &mut sink).await;
+            let mut rest = input;
+            while !rest.is_empty() {
+                written += self.read(&mut rest, read_size, &mut sink).await;
             }
             written
         })

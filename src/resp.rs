@@ -568,6 +568,17 @@ impl CommandParser {
         self.consumed
     }
 
+    /// While a bulk argument is arriving: how long the buffer must be to hold the current
+    /// frame up to the end of that argument (its `\r\n` included). A reader can reserve that
+    /// much at once, so a large value is received into its final place instead of being moved
+    /// each time the buffer doubles. `None` between arguments.
+    pub fn buffer_len_for_current_argument(&self) -> Option<usize> {
+        match self.stage {
+            Stage::BulkPayload { len } => self.validated.checked_add(len)?.checked_add(2),
+            _ => None,
+        }
+    }
+
     /// The error that made the stream unusable, if any.
     pub fn failure(&self) -> Option<&ProtocolError> {
         self.failure.as_ref()
@@ -897,6 +908,23 @@ fn put_length_line(out: &mut BytesMut, prefix: u8, value: usize) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_large_argument_announces_the_buffer_it_needs() {
+        let mut parser = CommandParser::new(ParserLimits::master_stream());
+        let mut frame = BytesMut::new();
+        encode_command(&[&b"SET"[..], b"k", &[b'x'; 100_000]], &mut frame);
+        let mut buf = BytesMut::from(&frame[..4096]);
+        assert_eq!(parser.buffer_len_for_current_argument(), None);
+        assert_eq!(parser.parse(&mut buf), Ok(None));
+        assert_eq!(parser.buffer_len_for_current_argument(), Some(frame.len()));
+        buf.extend_from_slice(&frame[4096..]);
+        assert!(matches!(
+            parser.parse(&mut buf),
+            Ok(Some(Frame::Command(_)))
+        ));
+        assert_eq!(parser.buffer_len_for_current_argument(), None);
+    }
+
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeMap;

@@ -224,7 +224,11 @@ mod tests {
     fn every_name_is_listed_once() {
         assert_eq!(by_name().len(), COMMANDS.len());
         for &(name, cmd, ..) in COMMANDS {
-            assert_eq!(classify(name.to_uppercase().as_bytes()), Some(cmd), "{name}");
+            assert_eq!(
+                classify(name.to_uppercase().as_bytes()),
+                Some(cmd),
+                "{name}"
+            );
         }
     }
 

@@ -27,7 +27,7 @@ use super::rdb_relay::{parse_header, Framing, PayloadDone, PayloadRelay, ScanRes
 use super::registry::{Phase, SessionStatus};
 use super::stats::{self, EntryTally, Side};
 use super::store::{random_repl_id, Claim, ReplicaState};
-use super::stream::StreamRelay;
+use super::stream::{StreamRelay, KEEP_READ_CAPACITY, READ_CHUNK};
 use super::upstream::{parse_psync_reply, Line, PsyncReply, Upstream, UpstreamError};
 use super::Ctx;
 use crate::resp::{CommandParser, Frame, ParserLimits};
@@ -44,8 +44,6 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 
-/// Read size for both links.
-const READ_CHUNK: usize = 64 * 1024;
 /// How long a reconnecting replica waits for its previous connection to release its state.
 const CLAIM_WAIT: Duration = Duration::from_secs(3);
 /// Most offset-map points kept per replica; only a replica that stops acknowledging gets near
@@ -595,7 +593,7 @@ impl Session {
             }
             let read_upstream = upstream_open && link.out.len() < limit && !link.awaiting_first_ack;
             if read_upstream {
-                up_buf.reserve(READ_CHUNK);
+                up_buf.reserve(link.read_reserve(&up_buf));
             }
             self.down_buf.reserve(4096);
             // Biased: the once-a-second tick and the replica's rare, small frames (ACKs) come
@@ -648,6 +646,11 @@ impl Session {
                     stats::bytes(Side::Upstream, true, n);
                     link.note_received(up_buf.len());
                     link.drive(&mut up_buf).await?;
+                    if up_buf.is_empty() && up_buf.capacity() > KEEP_READ_CAPACITY {
+                        // A large entry grew the buffer; its bytes now live on in the output
+                        // queue (zero-copy) only until they are written.
+                        up_buf = BytesMut::new();
+                    }
                 }
             }
         }
@@ -934,6 +937,14 @@ impl LinkState {
     fn persist(&mut self) {
         if let Some(holder) = self.holder.as_mut() {
             holder.persist();
+        }
+    }
+
+    /// How much room to make in `buf` before the next read of the master's stream.
+    fn read_reserve(&self, buf: &BytesMut) -> usize {
+        match (&self.stream, &self.payload) {
+            (Some(stream), None) => stream.room_for_next_read(buf),
+            _ => READ_CHUNK,
         }
     }
 

@@ -10,6 +10,12 @@ use crate::resp::{CommandParser, Frame, ParserLimits, ProtocolError};
 use crate::table::ExpiryTable;
 use bytes::BytesMut;
 
+/// Room made for one read of the master's stream.
+pub const READ_CHUNK: usize = 64 * 1024;
+/// Read-buffer capacity worth keeping once the buffer is empty; a larger one (left by a large
+/// entry) should be released.
+pub const KEEP_READ_CAPACITY: usize = 4 * READ_CHUNK;
+
 /// An entry the engine flagged as at risk (spec rewrite-rules §3), for logging.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AtRiskEntry {
@@ -55,6 +61,27 @@ impl StreamRelay {
     /// Upstream offset of everything parsed.
     pub fn upstream_offset(&self) -> u64 {
         self.u
+    }
+
+    /// How much room to make in `buf` (the unparsed stream) before the next read: a read's
+    /// worth, or, while a large argument is arriving, the rest of it, so it is received in
+    /// place (growing the buffer by doubling would copy what arrived each time).
+    pub fn room_for_next_read(&self, buf: &BytesMut) -> usize {
+        let rest_of_argument = self
+            .parser
+            .buffer_len_for_current_argument()
+            .map_or(0, |len| len.saturating_sub(buf.len()));
+        if rest_of_argument >= READ_CHUNK {
+            return rest_of_argument;
+        }
+        let spare = buf.capacity() - buf.len();
+        if rest_of_argument > 0 && spare >= rest_of_argument && buf.capacity() > KEEP_READ_CAPACITY
+        {
+            // The last bytes of a large argument: the room made for it suffices, and asking for
+            // a full read's worth more would copy the whole argument into a bigger buffer.
+            return 0;
+        }
+        READ_CHUNK
     }
 
     /// Downstream offset of everything emitted.

@@ -528,11 +528,17 @@ pub struct CommandParser {
     args_expected: usize,
     /// Argument (start, end) positions within the current frame; reused across frames.
     arg_spans: Vec<(usize, usize)>,
+    /// An emptied argument list handed back by [`CommandParser::recycle_args`], for the next
+    /// command.
+    spare_args: Vec<Bytes>,
     /// Stream bytes in completed frames.
     consumed: u64,
     bytes_examined: u64,
     failure: Option<ProtocolError>,
 }
+
+/// Largest argument list kept for reuse; a huge command's list is freed instead.
+const MAX_RECYCLED_ARGS: usize = 64;
 
 /// Up-front argument slots to reserve for an announced count; more are added as arguments
 /// actually arrive, so a forged huge count cannot make the parser allocate.
@@ -546,6 +552,7 @@ impl CommandParser {
             validated: 0,
             args_expected: 0,
             arg_spans: Vec::new(),
+            spare_args: Vec::new(),
             consumed: 0,
             bytes_examined: 0,
             failure: None,
@@ -576,6 +583,16 @@ impl CommandParser {
         match self.stage {
             Stage::BulkPayload { len } => self.validated.checked_add(len)?.checked_add(2),
             _ => None,
+        }
+    }
+
+    /// Hands back the argument list (`Command::args`) of a command this parser produced, once
+    /// the caller is done with it: the next command reuses its allocation instead of making one
+    /// (a reader that recycles saves an allocation per command).
+    pub fn recycle_args(&mut self, mut args: Vec<Bytes>) {
+        if args.capacity() <= MAX_RECYCLED_ARGS {
+            args.clear();
+            self.spare_args = args;
         }
     }
 
@@ -832,12 +849,11 @@ impl CommandParser {
         self.validated = 0;
         self.stage = Stage::FrameStart;
         let spans = &self.arg_spans;
-        let command = |raw: Bytes| Command {
-            args: spans
-                .iter()
-                .map(|&(start, end)| raw.slice(start..end))
-                .collect(),
-            raw,
+        let spare = &mut self.spare_args;
+        let mut command = |raw: Bytes| {
+            let mut args = std::mem::take(spare);
+            args.extend(spans.iter().map(|&(start, end)| raw.slice(start..end)));
+            Command { args, raw }
         };
         let frame = match completed {
             Completed::Command => Frame::Command(command(raw)),
@@ -908,6 +924,24 @@ fn put_length_line(out: &mut BytesMut, prefix: u8, value: usize) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_recycled_argument_list_is_reused_empty() {
+        let mut parser = CommandParser::new(ParserLimits::master_stream());
+        let mut buf = BytesMut::new();
+        encode_command(&["SET", "k", "v"], &mut buf);
+        encode_command(&["INCR", "n"], &mut buf);
+        let Ok(Some(Frame::Command(first))) = parser.parse(&mut buf) else {
+            panic!("first command");
+        };
+        let list = first.args.as_ptr();
+        parser.recycle_args(first.args);
+        let Ok(Some(Frame::Command(second))) = parser.parse(&mut buf) else {
+            panic!("second command");
+        };
+        assert_eq!(second.args, vec![Bytes::from("INCR"), Bytes::from("n")]);
+        assert_eq!(second.args.as_ptr(), list, "the list was not reused");
+    }
+
     #[test]
     fn a_large_argument_announces_the_buffer_it_needs() {
         let mut parser = CommandParser::new(ParserLimits::master_stream());

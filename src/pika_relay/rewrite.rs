@@ -190,7 +190,7 @@ impl LinkRewriter {
         out: &mut RewrittenResponse,
     ) -> Result<bool, MessageError> {
         let exec_ms = i64::from(item.header.exec_time) * 1000;
-        self.frames.clear();
+        self.release_frames();
         self.replacements.clear();
         if !split_content(
             item.content,
@@ -257,6 +257,16 @@ impl LinkRewriter {
         self.item.clear();
         put_item(&item.header, &self.content, &mut self.item).map_err(MessageError::Item)?;
         Ok(true)
+    }
+
+    /// Drops the item's frames, handing their argument lists back to the parser, so the
+    /// content buffer and the lists are reused by the next item.
+    fn release_frames(&mut self) {
+        for frame in self.frames.drain(..) {
+            if let Frame::Command(cmd) | Frame::Inline(cmd) = frame {
+                self.parser.recycle_args(cmd.args);
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use super::offset_map::OffsetMap;
 use super::outq::OutQueue;
 use super::stats::EntryTally;
 use crate::engine::{self, Emit, Policy, StreamState};
-use crate::resp::{CommandParser, Frame, ParserLimits, ProtocolError};
+use crate::resp::{Command, CommandParser, Frame, ParserLimits, ProtocolError};
 use crate::table::ExpiryTable;
 use bytes::BytesMut;
 
@@ -131,9 +131,10 @@ impl StreamRelay {
                             });
                         }
                     }
+                    let Command { raw, args } = cmd;
                     match decision.emit {
                         Emit::Forward => {
-                            out.push_bytes(cmd.raw);
+                            out.push_bytes(raw);
                             self.d += raw_len;
                         }
                         Emit::Replace(cmds) => {
@@ -143,6 +144,7 @@ impl StreamRelay {
                             rewritten = true;
                         }
                     }
+                    self.parser.recycle_args(args);
                 }
                 // Masters send neither inside the stream, but both are harmless to relay.
                 Frame::Newline { raw } | Frame::Empty { raw } => {

@@ -152,6 +152,12 @@ fn secs_floor(ms: i64) -> i64 {
 }
 
 impl<'a> Cx<'a> {
+    /// Argument `i`, borrowed for the entry's lifetime rather than from `self`: a handler
+    /// clones it (an atomic reference-count increment) only when it builds a replacement.
+    fn arg(&self, i: usize) -> &'a Bytes {
+        &self.args[i]
+    }
+
     fn pika(&self) -> bool {
         self.policy.dialect == Dialect::Pika
     }
@@ -426,21 +432,21 @@ impl<'a> Cx<'a> {
     /// volatile source that a late replica has already dropped turns the move into a no-op
     /// there, which the proxy cannot repair without the source's members: reported at risk.
     fn move_element(&mut self, write: Cmd) -> Proposal {
-        let src = self.args[1].clone();
-        let dst = self.args[2].clone();
-        let (src_known, _) = self.know(&src);
+        let src = self.arg(1);
+        let dst = self.arg(2);
+        let (src_known, _) = self.know(src);
         if src_known == KeyKnowledge::Absent {
             // Nothing to move, on the master and on any replica.
             return Proposal::passed(write.family().unwrap_or(Family::Set));
         }
         let risk = match src_known {
             KeyKnowledge::Volatile(d) | KeyKnowledge::MaybeVolatile(d) if src != dst => {
-                self.risk(&dst, d)
+                self.risk(dst, d)
             }
             _ => None,
         };
         self.removal(1);
-        let (dst_known, _) = self.know(&dst);
+        let (dst_known, _) = self.know(dst);
         match dst_known {
             KeyKnowledge::Volatile(_) | KeyKnowledge::MaybeVolatile(_) => {
                 let p = self.keep_ttl_write(write, 2);
@@ -452,7 +458,7 @@ impl<'a> Cx<'a> {
                 Proposal::passed(write.family().unwrap_or(Family::Set)).with_risk(risk)
             }
             _ => {
-                self.table.mark_not_volatile(self.db, &dst);
+                self.table.mark_not_volatile(self.db, dst);
                 Proposal::passed(write.family().unwrap_or(Family::Set)).with_risk(risk)
             }
         }
@@ -529,18 +535,18 @@ impl<'a> Cx<'a> {
         let Some((cond, ttl)) = self.parse_set_options() else {
             return Proposal::malformed(Some(Family::StringSet));
         };
-        let key = self.args[1].clone();
-        let value = self.args[2].clone();
-        let (known, expired) = self.know(&key);
+        let key = self.arg(1);
+        let value = self.arg(2);
+        let (known, expired) = self.know(key);
         let family = match (cond, ttl) {
             (SetCondition::Always, SetTtl::Relative(_)) => Family::Expire,
             (SetCondition::Always, SetTtl::Clear | SetTtl::Absolute(_)) => {
                 // Deterministic already; only the table changes.
                 let deadline = self.set_deadline_ms(ttl, None);
-                self.record_set(&key, deadline);
+                self.record_set(key, deadline);
                 return match deadline {
                     Some(_) if expired && self.pika() => {
-                        Proposal::rewrite(Family::Expire, vec![self.del(&key), self.original()])
+                        Proposal::rewrite(Family::Expire, vec![self.del(key), self.original()])
                     }
                     _ => Proposal::pass(),
                 };
@@ -573,11 +579,11 @@ impl<'a> Cx<'a> {
         match happened {
             Some(true) => {
                 if ttl == SetTtl::Keep && !volatility_known {
-                    self.table.mark_unknown(self.db, &key);
+                    self.table.mark_unknown(self.db, key);
                     return Proposal::unknown_key(Some(family));
                 }
                 let deadline = self.set_deadline_ms(ttl, old_deadline);
-                self.record_set(&key, deadline);
+                self.record_set(key, deadline);
                 // A late replica may have lost a volatile key (XX, KEEPTTL) or apply a relative
                 // TTL from its own clock: write the master's outcome unconditionally.
                 let needs_rewrite = old_deadline.is_some() || matches!(ttl, SetTtl::Relative(_));
@@ -586,14 +592,14 @@ impl<'a> Cx<'a> {
                 }
                 let mut cmds = Vec::with_capacity(2);
                 if expired && self.pika() {
-                    cmds.push(self.del(&key));
+                    cmds.push(self.del(key));
                 }
                 match deadline {
                     Some(ms) if self.already_expired(ms) => {
                         // Already expired on the master: the key must simply be gone.
-                        cmds.push(self.del(&key));
+                        cmds.push(self.del(key));
                     }
-                    _ => match self.set_with_deadline(&key, &value, deadline) {
+                    _ => match self.set_with_deadline(key, value, deadline) {
                         Some(c) => cmds.push(c),
                         None => return Proposal::malformed(Some(family)),
                     },
@@ -603,7 +609,7 @@ impl<'a> Cx<'a> {
             Some(false) => {
                 // Pika logged a conditional SET that did nothing on the master.
                 match old_deadline {
-                    Some(deadline) => match self.restate_deadline(&key, deadline) {
+                    Some(deadline) => match self.restate_deadline(key, deadline) {
                         Some(c) => Proposal::rewrite(family, vec![c]),
                         None => Proposal::malformed(Some(family)),
                     },
@@ -613,10 +619,10 @@ impl<'a> Cx<'a> {
             None => {
                 if matches!(ttl, SetTtl::Clear) && known == KeyKnowledge::NotVolatile {
                     // Same outcome everywhere and no TTL either way.
-                    self.table.mark_not_volatile(self.db, &key);
+                    self.table.mark_not_volatile(self.db, key);
                     Proposal::passed(family)
                 } else {
-                    self.table.mark_unknown(self.db, &key);
+                    self.table.mark_unknown(self.db, key);
                     Proposal::unknown_key(Some(family))
                 }
             }
@@ -625,15 +631,15 @@ impl<'a> Cx<'a> {
 
     /// SETNX k v: Pika logs it even when it failed.
     fn setnx(&mut self) -> Proposal {
-        let key = self.args[1].clone();
-        let (known, _) = self.know(&key);
+        let key = self.arg(1);
+        let (known, _) = self.know(key);
         if !self.pika() {
             // Propagated only when it succeeded: the key was absent and is now persistent.
-            self.table.mark_persistent(self.db, &key, self.track);
+            self.table.mark_persistent(self.db, key, self.track);
             return Proposal::passed(Family::StringSet);
         }
         match known {
-            KeyKnowledge::Volatile(deadline) => match self.restate_deadline(&key, deadline) {
+            KeyKnowledge::Volatile(deadline) => match self.restate_deadline(key, deadline) {
                 // The master found the key alive and did nothing; a late replica would create it.
                 Some(c) => Proposal::rewrite(Family::StringSet, vec![c]),
                 None => Proposal::malformed(Some(Family::StringSet)),
@@ -641,7 +647,7 @@ impl<'a> Cx<'a> {
             KeyKnowledge::Unknown => Proposal::unknown_key(Some(Family::StringSet)),
             _ => {
                 // Whether it existed or was just created, the key now exists without a TTL.
-                self.table.mark_persistent(self.db, &key, self.track);
+                self.table.mark_persistent(self.db, key, self.track);
                 Proposal::passed(Family::StringSet)
             }
         }
@@ -649,22 +655,22 @@ impl<'a> Cx<'a> {
 
     /// SETEX k sec v / PSETEX k ms v: relative → absolute.
     fn setex(&mut self, unit: i64) -> Proposal {
-        let key = self.args[1].clone();
-        let value = self.args[3].clone();
+        let key = self.arg(1);
+        let value = self.arg(3);
         let Some(ttl_ms) = arg_i64(&self.args[2]).and_then(|v| v.checked_mul(unit)) else {
             return Proposal::malformed(Some(Family::Expire));
         };
         if ttl_ms <= 0 {
             return Proposal::malformed(Some(Family::Expire));
         }
-        let (_, expired) = self.know(&key);
+        let (_, expired) = self.know(key);
         let deadline = self.set_deadline_ms(SetTtl::Relative(ttl_ms), None);
-        self.record_set(&key, deadline);
+        self.record_set(key, deadline);
         let mut cmds = Vec::with_capacity(2);
         if expired && self.pika() {
-            cmds.push(self.del(&key));
+            cmds.push(self.del(key));
         }
-        match self.set_with_deadline(&key, &value, deadline) {
+        match self.set_with_deadline(key, value, deadline) {
             Some(c) => cmds.push(c),
             None => return Proposal::malformed(Some(Family::Expire)),
         }
@@ -673,9 +679,9 @@ impl<'a> Cx<'a> {
 
     /// GETSET and friends: overwrite with no TTL whatever the key was; deterministic.
     fn plain_overwrite(&mut self, key_at: usize) -> Proposal {
-        let key = self.args[key_at].clone();
-        self.know(&key);
-        self.table.mark_persistent(self.db, &key, self.track);
+        let key = self.arg(key_at);
+        self.know(key);
+        self.table.mark_persistent(self.db, key, self.track);
         Proposal::passed(Family::StringSet)
     }
 
@@ -693,29 +699,29 @@ impl<'a> Cx<'a> {
     /// `pksetexat k <sec> v`: absolute already. A millisecond timestamp (Pika 4.0.1/4.0.2's
     /// PSETEX bug) would stall the replica, so it is converted to seconds.
     fn pksetexat(&mut self) -> Proposal {
-        let key = self.args[1].clone();
-        let value = self.args[3].clone();
+        let key = self.arg(1);
+        let value = self.arg(3);
         let Some(ts) = arg_i64(&self.args[2]) else {
             return Proposal::malformed(Some(Family::Expire));
         };
-        self.know(&key);
+        self.know(key);
         if ts == 0 {
-            self.table.mark_persistent(self.db, &key, self.track);
+            self.table.mark_persistent(self.db, key, self.track);
             return Proposal::pass();
         }
         if ts > PIKA_MAX_TIMESTAMP_SECS {
             let secs = ts / 1000;
-            self.record_set(&key, Some(secs.saturating_mul(1000)));
-            return match self.set_with_deadline(&key, &value, Some(secs.saturating_mul(1000))) {
+            self.record_set(key, Some(secs.saturating_mul(1000)));
+            return match self.set_with_deadline(key, value, Some(secs.saturating_mul(1000))) {
                 Some(c) if self.pika() => Proposal::rewrite(Family::Expire, vec![c]),
                 _ => Proposal::malformed(Some(Family::Expire)),
             };
         }
         let deadline = ts.saturating_mul(1000);
         if self.already_expired(deadline) {
-            self.table.mark_absent(self.db, &key, self.track);
+            self.table.mark_absent(self.db, key, self.track);
         } else {
-            self.table.set_deadline(self.db, &key, deadline);
+            self.table.set_deadline(self.db, key, deadline);
         }
         Proposal::pass()
     }
@@ -788,22 +794,22 @@ impl<'a> Cx<'a> {
 
     /// EXPIRE k sec / PEXPIRE k ms: relative → absolute.
     fn relative_expire(&mut self, unit: i64) -> Proposal {
-        let key = self.args[1].clone();
+        let key = self.arg(1);
         let Some(ttl_ms) = arg_i64(&self.args[2]).and_then(|v| v.checked_mul(unit)) else {
             return Proposal::malformed(Some(Family::Expire));
         };
-        let (known, _) = self.know(&key);
+        let (known, _) = self.know(key);
         let ttl_ms = if self.pika() {
             floor_to_second(ttl_ms)
         } else {
             ttl_ms
         };
         let deadline = self.now.saturating_add(ttl_ms);
-        let risk = self.record_expire(&key, known, deadline, ttl_ms <= 0);
+        let risk = self.record_expire(key, known, deadline, ttl_ms <= 0);
         let cmd = if deadline <= self.now {
-            Some(self.del(&key))
+            Some(self.del(key))
         } else if self.pika() {
-            self.restate_deadline(&key, deadline)
+            self.restate_deadline(key, deadline)
         } else {
             let mut c = vec![lit("PEXPIREAT"), key.clone(), int_bytes(deadline)];
             c.extend(self.expire_flag());
@@ -818,11 +824,11 @@ impl<'a> Cx<'a> {
     /// EXPIREAT k sec / PEXPIREAT k ms: absolute already; Pika replicas must never see
     /// `pexpireat` (several versions cast it to int32), so it becomes `expireat k ms/1000`.
     fn absolute_expire(&mut self, unit: i64) -> Proposal {
-        let key = self.args[1].clone();
+        let key = self.arg(1);
         let Some(at) = arg_i64(&self.args[2]) else {
             return Proposal::malformed(Some(Family::Expire));
         };
-        let (known, _) = self.know(&key);
+        let (known, _) = self.know(key);
         let deadline = at.saturating_mul(unit);
         let deadline = if self.pika() {
             floor_to_second(deadline)
@@ -835,23 +841,23 @@ impl<'a> Cx<'a> {
         // is gone, and anything touching it before the second ends is at risk.
         if self.pika() && at > 0 && deadline == self.now && known != KeyKnowledge::Absent {
             match known {
-                KeyKnowledge::Unknown => self.table.mark_unknown(self.db, &key),
-                _ => self.table.set_maybe_volatile(self.db, &key, deadline),
+                KeyKnowledge::Unknown => self.table.mark_unknown(self.db, key),
+                _ => self.table.set_maybe_volatile(self.db, key, deadline),
             }
-            let risk = self.risk(&key, deadline);
-            return match (unit, self.restate_deadline(&key, deadline)) {
+            let risk = self.risk(key, deadline);
+            return match (unit, self.restate_deadline(key, deadline)) {
                 (1, Some(c)) => Proposal::rewrite(Family::Expire, vec![c]),
                 (1, None) => Proposal::malformed(Some(Family::Expire)),
                 _ => Proposal::passed(Family::Expire),
             }
             .with_risk(risk);
         }
-        let risk = self.record_expire(&key, known, deadline, self.pika() && at <= 0);
+        let risk = self.record_expire(key, known, deadline, self.pika() && at <= 0);
         if self.pika() && unit == 1 {
             let cmd = if at <= 0 {
                 vec![lit("expireat"), key.clone(), int_bytes(0)]
             } else {
-                match self.restate_deadline(&key, deadline) {
+                match self.restate_deadline(key, deadline) {
                     Some(c) => c,
                     None => return Proposal::malformed(Some(Family::Expire)).with_risk(risk),
                 }
@@ -863,8 +869,8 @@ impl<'a> Cx<'a> {
 
     /// GETEX k [EX s|PX ms|EXAT s|PXAT ms|PERSIST].
     fn getex(&mut self) -> Proposal {
-        let key = self.args[1].clone();
-        let (known, _) = self.know(&key);
+        let key = self.arg(1);
+        let (known, _) = self.know(key);
         let Some(opt) = self.args.get(2) else {
             return Proposal::pass();
         };
@@ -896,11 +902,11 @@ impl<'a> Cx<'a> {
             self.now.saturating_add(v)
         };
         let relative_delete = !unit_abs.1 && v <= 0;
-        let risk = self.record_expire(&key, known, deadline, relative_delete);
+        let risk = self.record_expire(key, known, deadline, relative_delete);
         let cmd = if deadline <= self.now {
-            Some(self.del(&key))
+            Some(self.del(key))
         } else {
-            self.restate_deadline(&key, deadline)
+            self.restate_deadline(key, deadline)
         };
         match cmd {
             Some(c) => Proposal::rewrite(Family::Expire, vec![c]).with_risk(risk),
@@ -911,26 +917,26 @@ impl<'a> Cx<'a> {
     /// PERSIST k: removes a TTL; a late replica that already dropped the key cannot be
     /// repaired without the value, so it is reported as at risk.
     fn persist(&mut self) -> Proposal {
-        let key = self.args[1].clone();
-        let (known, _) = self.know(&key);
+        let key = self.arg(1);
+        let (known, _) = self.know(key);
         match known {
             KeyKnowledge::Volatile(old) => {
-                self.table.mark_persistent(self.db, &key, self.track);
-                let risk = self.risk(&key, old);
+                self.table.mark_persistent(self.db, key, self.track);
+                let risk = self.risk(key, old);
                 Proposal::passed(Family::Expire).with_risk(risk)
             }
             KeyKnowledge::MaybeVolatile(old) => {
                 // Redis propagates PERSIST only for a key that had a TTL; Pika logs it anyway.
                 if self.pika() {
-                    self.table.mark_not_volatile(self.db, &key);
+                    self.table.mark_not_volatile(self.db, key);
                 } else {
-                    self.table.mark_persistent(self.db, &key, self.track);
+                    self.table.mark_persistent(self.db, key, self.track);
                 }
-                let risk = self.risk(&key, old);
+                let risk = self.risk(key, old);
                 Proposal::passed(Family::Expire).with_risk(risk)
             }
             KeyKnowledge::Unknown => {
-                self.table.mark_not_volatile(self.db, &key);
+                self.table.mark_not_volatile(self.db, key);
                 Proposal::passed(Family::Expire)
             }
             _ => Proposal::passed(Family::Expire),
@@ -948,10 +954,10 @@ impl<'a> Cx<'a> {
     /// volatile, a late replica's RENAME fails (source gone) and would leave an old destination
     /// behind; restating the source's deadline on the destination removes it there too.
     fn rename(&mut self, only_if_absent: bool) -> Proposal {
-        let src = self.args[1].clone();
-        let dst = self.args[2].clone();
-        let (src_known, _) = self.know(&src);
-        let (dst_known, _) = self.know(&dst);
+        let src = self.arg(1);
+        let dst = self.arg(2);
+        let (src_known, _) = self.know(src);
+        let (dst_known, _) = self.know(dst);
         // A Redis master propagates a RENAME only when the source existed; a Pika master logs
         // it either way, so a source that may have been emptied is unknown there.
         let maybe = |k: KeyKnowledge| match k {
@@ -980,7 +986,7 @@ impl<'a> Cx<'a> {
                     // would rename: replace the entry by a harmless restatement.
                     return match dst_known {
                         KeyKnowledge::Volatile(deadline) => {
-                            match self.restate_deadline(&dst, deadline) {
+                            match self.restate_deadline(dst, deadline) {
                                 Some(c) => Proposal::rewrite(Family::Expire, vec![c]),
                                 None => Proposal::malformed(Some(Family::Expire)),
                             }
@@ -990,20 +996,20 @@ impl<'a> Cx<'a> {
                 }
                 Some(false) => {}
                 None => {
-                    self.table.mark_unknown(self.db, &src);
-                    self.table.mark_unknown(self.db, &dst);
+                    self.table.mark_unknown(self.db, src);
+                    self.table.mark_unknown(self.db, dst);
                     return Proposal::unknown_key(Some(Family::Expire));
                 }
             }
         }
         if matches!(src_known, KeyKnowledge::Unknown) {
-            self.table.mark_absent(self.db, &src, self.track);
-            self.table.mark_unknown(self.db, &dst);
+            self.table.mark_absent(self.db, src, self.track);
+            self.table.mark_unknown(self.db, dst);
             return Proposal::unknown_key(Some(Family::Expire));
         }
-        self.table.rename(self.db, &src, &dst, self.track);
+        self.table.rename(self.db, src, dst, self.track);
         match src_known {
-            KeyKnowledge::Volatile(deadline) => match self.restate_deadline(&dst, deadline) {
+            KeyKnowledge::Volatile(deadline) => match self.restate_deadline(dst, deadline) {
                 Some(c) => Proposal::rewrite(Family::Expire, vec![self.original(), c]),
                 None => Proposal::malformed(Some(Family::Expire)),
             },
@@ -1012,20 +1018,20 @@ impl<'a> Cx<'a> {
     }
 
     fn move_key(&mut self) -> Proposal {
-        let key = self.args[1].clone();
+        let key = self.arg(1);
         let Some(to) = arg_i64(&self.args[2]).and_then(|d| u32::try_from(d).ok()) else {
             return Proposal::malformed(None);
         };
-        self.know(&key);
+        self.know(key);
         self.table
-            .move_between(self.db, &key, to, &key, self.track, true);
+            .move_between(self.db, key, to, key, self.track, true);
         Proposal::pass()
     }
 
     /// COPY src dst [DB n] [REPLACE]: Redis propagates it only when it copied.
     fn copy(&mut self) -> Proposal {
-        let src = self.args[1].clone();
-        let dst = self.args[2].clone();
+        let src = self.arg(1);
+        let dst = self.arg(2);
         let mut to = self.db;
         let mut i = 3;
         while i < self.args.len() {
@@ -1043,9 +1049,9 @@ impl<'a> Cx<'a> {
             }
             i += 1;
         }
-        self.know(&src);
+        self.know(src);
         self.table
-            .move_between(self.db, &src, to, &dst, self.track, false);
+            .move_between(self.db, src, to, dst, self.track, false);
         Proposal::pass()
     }
 
@@ -1063,20 +1069,20 @@ impl<'a> Cx<'a> {
 
     /// RESTORE k ttl payload [REPLACE] [ABSTTL] …: Redis 7 propagates it with ABSTTL.
     fn restore(&mut self) -> Proposal {
-        let key = self.args[1].clone();
+        let key = self.arg(1);
         let Some(ttl) = arg_i64(&self.args[2]) else {
             return Proposal::malformed(None);
         };
         let absolute = self.args[4..]
             .iter()
             .any(|a| a.eq_ignore_ascii_case(b"ABSTTL"));
-        self.know(&key);
+        self.know(key);
         if ttl == 0 {
-            self.table.mark_persistent(self.db, &key, self.track);
+            self.table.mark_persistent(self.db, key, self.track);
         } else if absolute {
-            self.record_set(&key, Some(ttl));
+            self.record_set(key, Some(ttl));
         } else {
-            self.record_set(&key, Some(self.now.saturating_add(ttl)));
+            self.record_set(key, Some(self.now.saturating_add(ttl)));
         }
         Proposal::pass()
     }
@@ -1084,12 +1090,12 @@ impl<'a> Cx<'a> {
     /// HDEL, SREM, LPOP, ZREM…: may empty the key. A volatile key that the master emptied is
     /// gone, so whether a later write recreates it without a TTL is no longer known.
     fn removal(&mut self, key_at: usize) -> Proposal {
-        let key = self.args[key_at].clone();
-        match self.know(&key).0 {
+        let key = self.arg(key_at);
+        match self.know(key).0 {
             KeyKnowledge::Volatile(deadline) => {
-                self.table.set_maybe_volatile(self.db, &key, deadline)
+                self.table.set_maybe_volatile(self.db, key, deadline)
             }
-            KeyKnowledge::Persistent => self.table.mark_not_volatile(self.db, &key),
+            KeyKnowledge::Persistent => self.table.mark_not_volatile(self.db, key),
             _ => {}
         }
         Proposal::pass()
@@ -1098,9 +1104,9 @@ impl<'a> Cx<'a> {
     /// SINTERSTORE dst …, ZUNIONSTORE dst …: dst is overwritten without a TTL (or deleted when
     /// the result is empty).
     fn store_into(&mut self) -> Proposal {
-        let dst = self.args[1].clone();
-        self.know(&dst);
-        self.table.mark_not_volatile(self.db, &dst);
+        let dst = self.arg(1);
+        self.know(dst);
+        self.table.mark_not_volatile(self.db, dst);
         Proposal::pass()
     }
 }

@@ -129,6 +129,29 @@ impl Frame {
     }
 }
 
+/// A complete frame from [`CommandParser::parse_raw`]: its bytes and what it is; a command's
+/// arguments are at [`CommandParser::arg_spans`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawFrame {
+    /// The exact bytes the frame occupied in the stream.
+    pub raw: Bytes,
+    /// What the frame is.
+    pub kind: FrameKind,
+}
+
+/// The kinds of [`Frame`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A multibulk command.
+    Command,
+    /// An inline command.
+    Inline,
+    /// An empty line.
+    Newline,
+    /// `*0`, `*-1` or a blank inline line.
+    Empty,
+}
+
 /// A parsed command. For commands produced by [`CommandParser`], `args` are slices of `raw` and
 /// there is at least one argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -528,17 +551,11 @@ pub struct CommandParser {
     args_expected: usize,
     /// Argument (start, end) positions within the current frame; reused across frames.
     arg_spans: Vec<(usize, usize)>,
-    /// An emptied argument list handed back by [`CommandParser::recycle_args`], for the next
-    /// command.
-    spare_args: Vec<Bytes>,
     /// Stream bytes in completed frames.
     consumed: u64,
     bytes_examined: u64,
     failure: Option<ProtocolError>,
 }
-
-/// Largest argument list kept for reuse; a huge command's list is freed instead.
-const MAX_RECYCLED_ARGS: usize = 64;
 
 /// Up-front argument slots to reserve for an announced count; more are added as arguments
 /// actually arrive, so a forged huge count cannot make the parser allocate.
@@ -552,7 +569,6 @@ impl CommandParser {
             validated: 0,
             args_expected: 0,
             arg_spans: Vec::new(),
-            spare_args: Vec::new(),
             consumed: 0,
             bytes_examined: 0,
             failure: None,
@@ -586,16 +602,6 @@ impl CommandParser {
         }
     }
 
-    /// Hands back the argument list (`Command::args`) of a command this parser produced, once
-    /// the caller is done with it: the next command reuses its allocation instead of making one
-    /// (a reader that recycles saves an allocation per command).
-    pub fn recycle_args(&mut self, mut args: Vec<Bytes>) {
-        if args.capacity() <= MAX_RECYCLED_ARGS {
-            args.clear();
-            self.spare_args = args;
-        }
-    }
-
     /// The error that made the stream unusable, if any.
     pub fn failure(&self) -> Option<&ProtocolError> {
         self.failure.as_ref()
@@ -607,17 +613,36 @@ impl CommandParser {
     /// again. When a frame completes, exactly its bytes are split off the front of `buf`. After
     /// an error, every later call returns the same error and `buf` is left as it was.
     pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
+        Ok(self.parse_raw(buf)?.map(|frame| self.build_frame(frame)))
+    }
+
+    /// [`Self::parse`] without cutting a command's arguments into `Bytes` handles (each an
+    /// atomic reference count): they stay readable as ranges of the frame's bytes through
+    /// [`Self::arg_spans`] until the next call.
+    pub fn parse_raw(&mut self, buf: &mut BytesMut) -> Result<Option<RawFrame>, ProtocolError> {
         if let Some(failure) = &self.failure {
             return Err(failure.clone());
         }
+        // One huge command must not pin its span table for the life of the connection.
+        if matches!(self.stage, Stage::FrameStart)
+            && self.arg_spans.capacity() > 4 * MAX_PRESIZED_ARGS
+        {
+            self.arg_spans = Vec::new();
+        }
         match self.advance(buf) {
             Ok(None) => Ok(None),
-            Ok(Some(completed)) => Ok(Some(self.take_frame(buf, completed))),
+            Ok(Some(completed)) => Ok(Some(self.take_raw(buf, completed))),
             Err(error) => {
                 self.failure = Some(error.clone());
                 Err(error)
             }
         }
+    }
+
+    /// Where each argument of the last frame [`Self::parse_raw`] returned lies in its `raw`
+    /// bytes, as `(start, end)`; empty for a frame that is not a command.
+    pub fn arg_spans(&self) -> &[(usize, usize)] {
+        &self.arg_spans
     }
 
     fn offset_of(&self, position: usize) -> u64 {
@@ -843,29 +868,39 @@ impl CommandParser {
     }
 
     /// Splits the completed frame off `buf` and resets for the next one.
-    fn take_frame(&mut self, buf: &mut BytesMut, completed: Completed) -> Frame {
+    fn take_raw(&mut self, buf: &mut BytesMut, completed: Completed) -> RawFrame {
         let raw = buf.split_to(self.validated).freeze();
         self.consumed += self.validated as u64;
         self.validated = 0;
         self.stage = Stage::FrameStart;
-        let spans = &self.arg_spans;
-        let spare = &mut self.spare_args;
-        let mut command = |raw: Bytes| {
-            let mut args = std::mem::take(spare);
-            args.extend(spans.iter().map(|&(start, end)| raw.slice(start..end)));
-            Command { args, raw }
+        let kind = match completed {
+            Completed::Command => FrameKind::Command,
+            Completed::Inline => FrameKind::Inline,
+            Completed::Newline => FrameKind::Newline,
+            Completed::Empty => FrameKind::Empty,
         };
-        let frame = match completed {
-            Completed::Command => Frame::Command(command(raw)),
-            Completed::Inline => Frame::Inline(command(raw)),
-            Completed::Newline => Frame::Newline { raw },
-            Completed::Empty => Frame::Empty { raw },
-        };
-        // One huge command must not pin its span table for the life of the connection.
-        if self.arg_spans.capacity() > 4 * MAX_PRESIZED_ARGS {
-            self.arg_spans = Vec::new();
+        if matches!(kind, FrameKind::Newline | FrameKind::Empty) {
+            // `arg_spans` describes the last frame: a frame without arguments has none.
+            self.arg_spans.clear();
         }
-        frame
+        RawFrame { raw, kind }
+    }
+
+    fn build_frame(&self, RawFrame { raw, kind }: RawFrame) -> Frame {
+        let spans = &self.arg_spans;
+        let command = |raw: Bytes| Command {
+            args: spans
+                .iter()
+                .map(|&(start, end)| raw.slice(start..end))
+                .collect(),
+            raw,
+        };
+        match kind {
+            FrameKind::Command => Frame::Command(command(raw)),
+            FrameKind::Inline => Frame::Inline(command(raw)),
+            FrameKind::Newline => Frame::Newline { raw },
+            FrameKind::Empty => Frame::Empty { raw },
+        }
     }
 }
 
@@ -925,21 +960,42 @@ fn put_length_line(out: &mut BytesMut, prefix: u8, value: usize) {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn a_recycled_argument_list_is_reused_empty() {
-        let mut parser = CommandParser::new(ParserLimits::master_stream());
-        let mut buf = BytesMut::new();
-        encode_command(&["SET", "k", "v"], &mut buf);
-        encode_command(&["INCR", "n"], &mut buf);
-        let Ok(Some(Frame::Command(first))) = parser.parse(&mut buf) else {
-            panic!("first command");
+    fn raw_frames_carry_the_same_arguments_as_frames() {
+        let mut stream = BytesMut::new();
+        encode_command(&["SET", "k", "v"], &mut stream);
+        stream.extend_from_slice(b"\nPING x\r\n*0\r\n");
+        encode_command(&["INCR", "n"], &mut stream);
+        let inline = ParserLimits {
+            allow_inline: true,
+            ..ParserLimits::master_stream()
         };
-        let list = first.args.as_ptr();
-        parser.recycle_args(first.args);
-        let Ok(Some(Frame::Command(second))) = parser.parse(&mut buf) else {
-            panic!("second command");
-        };
-        assert_eq!(second.args, vec![Bytes::from("INCR"), Bytes::from("n")]);
-        assert_eq!(second.args.as_ptr(), list, "the list was not reused");
+        let mut framed = CommandParser::new(inline);
+        let mut raw = CommandParser::new(inline);
+        let (mut a, mut b) = (stream.clone(), stream);
+        loop {
+            let frame = framed.parse(&mut a).unwrap();
+            let raw_frame = raw.parse_raw(&mut b).unwrap();
+            let (Some(frame), Some(raw_frame)) = (frame, raw_frame) else {
+                assert!(a.is_empty() && b.is_empty());
+                break;
+            };
+            assert_eq!(frame.raw(), &raw_frame.raw);
+            let args: Vec<&[u8]> = raw
+                .arg_spans()
+                .iter()
+                .map(|&(s, e)| &raw_frame.raw[s..e])
+                .collect();
+            match (frame, raw_frame.kind) {
+                (Frame::Command(cmd), FrameKind::Command)
+                | (Frame::Inline(cmd), FrameKind::Inline) => {
+                    let expected: Vec<&[u8]> = cmd.args.iter().map(|a| a.as_ref()).collect();
+                    assert_eq!(args, expected);
+                }
+                (Frame::Newline { .. }, FrameKind::Newline)
+                | (Frame::Empty { .. }, FrameKind::Empty) => {}
+                (frame, kind) => panic!("{frame:?} read as {kind:?}"),
+            }
+        }
     }
 
     #[test]

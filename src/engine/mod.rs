@@ -5,6 +5,7 @@
 //! does no I/O; it maintains the table as a side effect so the next entry sees the master's state.
 //! See `shared/specs/rewrite-rules.md` for the contract every rule implements.
 
+pub mod args;
 pub mod command;
 mod rules;
 

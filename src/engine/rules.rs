@@ -6,6 +6,7 @@
 //! family is switched on; the table is maintained either way.
 
 use super::{Argv, AtRisk, Decision, Dialect, Emit, Outcome, Policy, StreamState};
+use crate::engine::args::Args;
 use crate::engine::command::{spec, Cmd, Spec};
 use crate::families::Family;
 use crate::table::{ExpiryTable, KeyKnowledge};
@@ -16,13 +17,13 @@ pub const PIKA_MAX_TIMESTAMP_SECS: i64 = i32::MAX as i64 - 1;
 
 /// Decide what to emit for one entry; see the module docs of [`crate::engine`].
 pub fn rewrite(
-    args: &[Bytes],
+    args: &dyn Args,
     exec_ms: i64,
     state: &mut StreamState,
     table: &ExpiryTable,
     policy: &Policy,
 ) -> Decision {
-    let Some(name) = args.first() else {
+    let Some(name) = args.get(0) else {
         return Decision::forward(Outcome::Malformed, None);
     };
     let mut cx = Cx {
@@ -119,7 +120,7 @@ enum SetTtl {
 }
 
 struct Cx<'a> {
-    args: &'a [Bytes],
+    args: &'a dyn Args,
     now: i64,
     db: u32,
     in_multi: bool,
@@ -152,10 +153,16 @@ fn secs_floor(ms: i64) -> i64 {
 }
 
 impl<'a> Cx<'a> {
-    /// Argument `i`, borrowed for the entry's lifetime rather than from `self`: a handler
-    /// clones it (an atomic reference-count increment) only when it builds a replacement.
-    fn arg(&self, i: usize) -> &'a Bytes {
-        &self.args[i]
+    /// Argument `i` (empty past the last; rules check arity first), borrowed for the entry's
+    /// lifetime rather than from `self`.
+    fn arg(&self, i: usize) -> &'a [u8] {
+        let args: &'a dyn Args = self.args;
+        args.get(i).unwrap_or_default()
+    }
+
+    /// A handle to `part` of an argument for a replacement command (see [`Args::share`]).
+    fn share(&self, part: &[u8]) -> Bytes {
+        self.args.share(part)
     }
 
     fn pika(&self) -> bool {
@@ -195,35 +202,39 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn risk(&self, key: &Bytes, old_deadline_ms: i64) -> Option<AtRisk> {
+    fn risk(&self, key: &[u8], old_deadline_ms: i64) -> Option<AtRisk> {
         Some(AtRisk {
             db: self.db,
-            key: key.clone(),
+            key: self.share(key),
             old_deadline_ms,
         })
     }
 
     /// `expireat k <sec>` (Pika) or `PEXPIREAT k <ms>` (Redis) restating `deadline_ms`.
-    fn restate_deadline(&self, key: &Bytes, deadline_ms: i64) -> Option<Argv> {
+    fn restate_deadline(&self, key: &[u8], deadline_ms: i64) -> Option<Argv> {
         if self.pika() {
             let secs = secs_floor(deadline_ms);
             if secs <= 0 || secs > PIKA_MAX_TIMESTAMP_SECS {
                 return None;
             }
-            Some(vec![lit("expireat"), key.clone(), int_bytes(secs)])
+            Some(vec![lit("expireat"), self.share(key), int_bytes(secs)])
         } else {
             if deadline_ms <= 0 {
                 return None;
             }
-            Some(vec![lit("PEXPIREAT"), key.clone(), int_bytes(deadline_ms)])
+            Some(vec![
+                lit("PEXPIREAT"),
+                self.share(key),
+                int_bytes(deadline_ms),
+            ])
         }
     }
 
     /// `pksetexat k <sec> v` (Pika, 0 = no TTL) or `SET k v [PXAT ms]` (Redis).
     fn set_with_deadline(
         &self,
-        key: &Bytes,
-        value: &Bytes,
+        key: &[u8],
+        value: &[u8],
         deadline_ms: Option<i64>,
     ) -> Option<Argv> {
         if self.pika() {
@@ -235,37 +246,39 @@ impl<'a> Cx<'a> {
                     }
                     Some(vec![
                         lit("pksetexat"),
-                        key.clone(),
+                        self.share(key),
                         int_bytes(secs),
-                        value.clone(),
+                        self.share(value),
                     ])
                 }
-                None => Some(vec![lit("set"), key.clone(), value.clone()]),
+                None => Some(vec![lit("set"), self.share(key), self.share(value)]),
             }
         } else {
             match deadline_ms {
                 Some(ms) if ms > 0 => Some(vec![
                     lit("SET"),
-                    key.clone(),
-                    value.clone(),
+                    self.share(key),
+                    self.share(value),
                     lit("PXAT"),
                     int_bytes(ms),
                 ]),
                 Some(_) => None,
-                None => Some(vec![lit("SET"), key.clone(), value.clone()]),
+                None => Some(vec![lit("SET"), self.share(key), self.share(value)]),
             }
         }
     }
 
-    fn del(&self, key: &Bytes) -> Argv {
+    fn del(&self, key: &[u8]) -> Argv {
         vec![
             if self.pika() { lit("del") } else { lit("DEL") },
-            key.clone(),
+            self.share(key),
         ]
     }
 
     fn original(&self) -> Argv {
-        self.args.to_vec()
+        (0..self.args.count())
+            .map(|i| self.share(self.arg(i)))
+            .collect()
     }
 
     /// Apply the family switch, the Redis MULTI wrapping and produce the decision.
@@ -309,7 +322,7 @@ impl<'a> Cx<'a> {
 
     fn apply(&mut self, spec: Spec, state: &mut StreamState) -> Proposal {
         let cmd = spec.cmd;
-        if !spec.arity_ok(self.args.len()) {
+        if !spec.arity_ok(self.args.count()) {
             return Proposal::malformed(cmd.family());
         }
         match cmd {
@@ -365,7 +378,7 @@ impl<'a> Cx<'a> {
     }
 
     fn select(&mut self, state: &mut StreamState) -> Proposal {
-        match arg_i64(&self.args[1]).and_then(|db| u32::try_from(db).ok()) {
+        match arg_i64(self.arg(1)).and_then(|db| u32::try_from(db).ok()) {
             Some(db) => {
                 state.db = db;
                 self.db = db;
@@ -378,7 +391,7 @@ impl<'a> Cx<'a> {
     /// A write that keeps the key's TTL and creates the key when it is missing (rule 3).
     fn keep_ttl_write(&mut self, cmd: Cmd, key_at: usize) -> Proposal {
         let family = cmd.family();
-        let key = &self.args[key_at];
+        let key = self.arg(key_at);
         let (known, expired) = self.know(key);
         match known {
             KeyKnowledge::Volatile(deadline) => {
@@ -419,7 +432,7 @@ impl<'a> Cx<'a> {
     /// LPUSHX/RPUSHX: a late replica that lost the key pushes nothing, which is what the master
     /// has once the deadline passes; nothing to rewrite.
     fn push_if_exists(&mut self) -> Proposal {
-        let key = &self.args[1];
+        let key = self.arg(1);
         match self.know(key).0 {
             KeyKnowledge::Unknown => Proposal::unknown_key(Some(Family::List)),
             _ => Proposal::passed(Family::List),
@@ -468,8 +481,8 @@ impl<'a> Cx<'a> {
         let mut cond = SetCondition::Always;
         let mut ttl = SetTtl::Clear;
         let mut i = 3;
-        while i < self.args.len() {
-            let opt = self.args[i].as_ref();
+        while i < self.args.count() {
+            let opt = self.arg(i);
             let with_value = |unit: i64, absolute: bool| -> Option<SetTtl> {
                 let v = arg_i64(self.args.get(i + 1)?)?;
                 let ms = v.checked_mul(unit)?;
@@ -657,7 +670,7 @@ impl<'a> Cx<'a> {
     fn setex(&mut self, unit: i64) -> Proposal {
         let key = self.arg(1);
         let value = self.arg(3);
-        let Some(ttl_ms) = arg_i64(&self.args[2]).and_then(|v| v.checked_mul(unit)) else {
+        let Some(ttl_ms) = arg_i64(self.arg(2)).and_then(|v| v.checked_mul(unit)) else {
             return Proposal::malformed(Some(Family::Expire));
         };
         if ttl_ms <= 0 {
@@ -686,12 +699,13 @@ impl<'a> Cx<'a> {
     }
 
     fn mset(&mut self) -> Proposal {
-        if self.args.len() % 2 != 1 {
+        if self.args.count() % 2 != 1 {
             return Proposal::malformed(None);
         }
-        for pair in self.args[1..].chunks(2) {
-            self.know(&pair[0]);
-            self.table.mark_persistent(self.db, &pair[0], self.track);
+        for key_at in (1..self.args.count()).step_by(2) {
+            let key = self.arg(key_at);
+            self.know(key);
+            self.table.mark_persistent(self.db, key, self.track);
         }
         Proposal::pass()
     }
@@ -701,7 +715,7 @@ impl<'a> Cx<'a> {
     fn pksetexat(&mut self) -> Proposal {
         let key = self.arg(1);
         let value = self.arg(3);
-        let Some(ts) = arg_i64(&self.args[2]) else {
+        let Some(ts) = arg_i64(self.arg(2)) else {
             return Proposal::malformed(Some(Family::Expire));
         };
         self.know(key);
@@ -732,7 +746,7 @@ impl<'a> Cx<'a> {
     /// a key that may be volatile is extended.
     fn record_expire(
         &self,
-        key: &Bytes,
+        key: &[u8],
         known: KeyKnowledge,
         new_deadline: i64,
         deletes: bool,
@@ -789,13 +803,13 @@ impl<'a> Cx<'a> {
     /// Redis PEXPIREAT/EXPIRE flags; the master propagates only expiries it applied, so a flag
     /// only needs to be kept, never evaluated, on the Redis side.
     fn expire_flag(&self) -> Option<Bytes> {
-        self.args.get(3).cloned()
+        self.args.get(3).map(|flag| self.share(flag))
     }
 
     /// EXPIRE k sec / PEXPIRE k ms: relative → absolute.
     fn relative_expire(&mut self, unit: i64) -> Proposal {
         let key = self.arg(1);
-        let Some(ttl_ms) = arg_i64(&self.args[2]).and_then(|v| v.checked_mul(unit)) else {
+        let Some(ttl_ms) = arg_i64(self.arg(2)).and_then(|v| v.checked_mul(unit)) else {
             return Proposal::malformed(Some(Family::Expire));
         };
         let (known, _) = self.know(key);
@@ -811,7 +825,7 @@ impl<'a> Cx<'a> {
         } else if self.pika() {
             self.restate_deadline(key, deadline)
         } else {
-            let mut c = vec![lit("PEXPIREAT"), key.clone(), int_bytes(deadline)];
+            let mut c = vec![lit("PEXPIREAT"), self.share(key), int_bytes(deadline)];
             c.extend(self.expire_flag());
             Some(c)
         };
@@ -825,7 +839,7 @@ impl<'a> Cx<'a> {
     /// `pexpireat` (several versions cast it to int32), so it becomes `expireat k ms/1000`.
     fn absolute_expire(&mut self, unit: i64) -> Proposal {
         let key = self.arg(1);
-        let Some(at) = arg_i64(&self.args[2]) else {
+        let Some(at) = arg_i64(self.arg(2)) else {
             return Proposal::malformed(Some(Family::Expire));
         };
         let (known, _) = self.know(key);
@@ -855,7 +869,7 @@ impl<'a> Cx<'a> {
         let risk = self.record_expire(key, known, deadline, self.pika() && at <= 0);
         if self.pika() && unit == 1 {
             let cmd = if at <= 0 {
-                vec![lit("expireat"), key.clone(), int_bytes(0)]
+                vec![lit("expireat"), self.share(key), int_bytes(0)]
             } else {
                 match self.restate_deadline(key, deadline) {
                     Some(c) => c,
@@ -891,7 +905,7 @@ impl<'a> Cx<'a> {
         let Some(v) = self
             .args
             .get(3)
-            .and_then(|a| arg_i64(a))
+            .and_then(arg_i64)
             .and_then(|v| v.checked_mul(unit_abs.0))
         else {
             return Proposal::malformed(Some(Family::Expire));
@@ -944,8 +958,9 @@ impl<'a> Cx<'a> {
     }
 
     fn del_keys(&mut self, first: usize) -> Proposal {
-        for key in &self.args[first..] {
-            self.table.mark_absent(self.db, key, self.track);
+        for key_at in first..self.args.count() {
+            self.table
+                .mark_absent(self.db, self.arg(key_at), self.track);
         }
         Proposal::pass()
     }
@@ -1019,7 +1034,7 @@ impl<'a> Cx<'a> {
 
     fn move_key(&mut self) -> Proposal {
         let key = self.arg(1);
-        let Some(to) = arg_i64(&self.args[2]).and_then(|d| u32::try_from(d).ok()) else {
+        let Some(to) = arg_i64(self.arg(2)).and_then(|d| u32::try_from(d).ok()) else {
             return Proposal::malformed(None);
         };
         self.know(key);
@@ -1034,12 +1049,12 @@ impl<'a> Cx<'a> {
         let dst = self.arg(2);
         let mut to = self.db;
         let mut i = 3;
-        while i < self.args.len() {
-            if self.args[i].eq_ignore_ascii_case(b"DB") {
+        while i < self.args.count() {
+            if self.arg(i).eq_ignore_ascii_case(b"DB") {
                 match self
                     .args
                     .get(i + 1)
-                    .and_then(|a| arg_i64(a))
+                    .and_then(arg_i64)
                     .and_then(|d| u32::try_from(d).ok())
                 {
                     Some(d) => to = d,
@@ -1056,8 +1071,8 @@ impl<'a> Cx<'a> {
     }
 
     fn swapdb(&mut self) -> Proposal {
-        let a = arg_i64(&self.args[1]).and_then(|d| u32::try_from(d).ok());
-        let b = arg_i64(&self.args[2]).and_then(|d| u32::try_from(d).ok());
+        let a = arg_i64(self.arg(1)).and_then(|d| u32::try_from(d).ok());
+        let b = arg_i64(self.arg(2)).and_then(|d| u32::try_from(d).ok());
         match (a, b) {
             (Some(a), Some(b)) => {
                 self.table.swap_db(a, b);
@@ -1070,12 +1085,10 @@ impl<'a> Cx<'a> {
     /// RESTORE k ttl payload [REPLACE] [ABSTTL] …: Redis 7 propagates it with ABSTTL.
     fn restore(&mut self) -> Proposal {
         let key = self.arg(1);
-        let Some(ttl) = arg_i64(&self.args[2]) else {
+        let Some(ttl) = arg_i64(self.arg(2)) else {
             return Proposal::malformed(None);
         };
-        let absolute = self.args[4..]
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case(b"ABSTTL"));
+        let absolute = (4..self.args.count()).any(|i| self.arg(i).eq_ignore_ascii_case(b"ABSTTL"));
         self.know(key);
         if ttl == 0 {
             self.table.mark_persistent(self.db, key, self.track);

@@ -9,6 +9,7 @@
 //! master's END: the replica copies it into `ack_range_start`, which the master checks.
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,11 +17,12 @@ use bytes::{Bytes, BytesMut};
 
 use super::inflight::Forwarded;
 use super::stats;
+use crate::engine::args::{Args, FrameArgs};
 use crate::engine::{self, AtRisk, Dialect, Emit, Policy, StreamState};
 use crate::families::{Family, FamilySwitches};
 use crate::pika::item::{put_item, BinlogItem};
 use crate::pika::messages::{InnerResponse, LogicalOffset, MessageError};
-use crate::resp::{encode_command, CommandParser, Frame, ParserLimits};
+use crate::resp::{encode_command, CommandParser, FrameKind, ParserLimits, RawFrame};
 use crate::table::ExpiryTable;
 
 /// The result of rewriting one response.
@@ -46,13 +48,14 @@ pub struct LinkRewriter {
     touched: Option<HashSet<(u32, Vec<u8>)>>,
     entries_since_prune: u32,
     tally: stats::EntryTally,
-    /// Reused per item so the hot path does not allocate for them: the item's content (the
-    /// parser splits frames off it; once they are dropped the allocation is reused), its
-    /// frames, what each frame becomes (`None`: itself), and a changed item's new content and
-    /// encoding.
+    /// Reused per item so the hot path does not allocate for them: the content parser, the
+    /// item's content (the parser splits frames off it; once they are dropped the allocation
+    /// is reused), its frames with their argument ranges (the engine reads arguments in place,
+    /// see [`FrameArgs`]), what each frame becomes (`None`: itself), and a changed item's new
+    /// content and encoding.
     parser: CommandParser,
     scratch: BytesMut,
-    frames: Vec<Frame>,
+    frames: ItemFrames,
     replacements: Vec<Option<Vec<Vec<Bytes>>>>,
     content: BytesMut,
     item: Vec<u8>,
@@ -79,7 +82,7 @@ impl LinkRewriter {
             tally: stats::entry_tally(),
             parser: content_parser(),
             scratch: BytesMut::new(),
-            frames: Vec::new(),
+            frames: ItemFrames::default(),
             replacements: Vec::new(),
             content: BytesMut::new(),
             item: Vec::new(),
@@ -190,7 +193,7 @@ impl LinkRewriter {
         out: &mut RewrittenResponse,
     ) -> Result<bool, MessageError> {
         let exec_ms = i64::from(item.header.exec_time) * 1000;
-        self.release_frames();
+        self.frames.clear();
         self.replacements.clear();
         if !split_content(
             item.content,
@@ -203,25 +206,24 @@ impl LinkRewriter {
             return Ok(false);
         }
         let mut changed = false;
-        for frame in &self.frames {
-            let Some(cmd) = frame.command() else {
+        for (frame, spans) in &self.frames.frames {
+            if !matches!(frame.kind, FrameKind::Command | FrameKind::Inline) {
                 self.replacements.push(None);
                 continue;
+            }
+            let args = FrameArgs {
+                raw: &frame.raw,
+                spans: &self.frames.spans[spans.clone()],
             };
             if let Some(touched) = self.touched.as_mut() {
                 // Every argument may be a key (RENAME, SMOVE, DEL k1 k2…); marking a value as
                 // touched only makes the warm-up more conservative.
-                for arg in cmd.args.iter().skip(1) {
+                for arg in (1..args.count()).filter_map(|i| args.get(i)) {
                     touched.insert((self.state.db, arg.to_vec()));
                 }
             }
-            let decision = engine::rewrite(
-                &cmd.args,
-                exec_ms,
-                &mut self.state,
-                &self.table,
-                &self.policy,
-            );
+            let decision =
+                engine::rewrite(&args, exec_ms, &mut self.state, &self.table, &self.policy);
             self.tally.count(decision.family, decision.outcome);
             if let Some(risk) = decision.at_risk {
                 out.at_risk.push((decision.family, risk));
@@ -244,61 +246,60 @@ impl LinkRewriter {
             return Ok(false);
         }
         self.content.clear();
-        for (frame, replacement) in self.frames.iter().zip(self.replacements.drain(..)) {
+        for ((frame, _), replacement) in self.frames.frames.iter().zip(self.replacements.drain(..))
+        {
             match replacement {
                 Some(cmds) => {
                     for cmd in cmds {
                         encode_command(&cmd, &mut self.content);
                     }
                 }
-                None => self.content.extend_from_slice(frame.raw()),
+                None => self.content.extend_from_slice(&frame.raw),
             }
         }
         self.item.clear();
         put_item(&item.header, &self.content, &mut self.item).map_err(MessageError::Item)?;
         Ok(true)
     }
+}
 
-    /// Drops the item's frames, handing their argument lists back to the parser, so the
-    /// content buffer and the lists are reused by the next item.
-    fn release_frames(&mut self) {
-        for frame in self.frames.drain(..) {
-            if let Frame::Command(cmd) | Frame::Inline(cmd) = frame {
-                self.parser.recycle_args(cmd.args);
-            }
-        }
+/// The frames of one item's content, each with the range of its argument spans in `spans`.
+#[derive(Debug, Default)]
+struct ItemFrames {
+    frames: Vec<(RawFrame, Range<usize>)>,
+    spans: Vec<(usize, usize)>,
+}
+
+impl ItemFrames {
+    fn clear(&mut self) {
+        self.frames.clear();
+        self.spans.clear();
     }
 }
 
-/// Splits an item's content into RESP frames, or `None` when it does not parse completely.
-/// Inline commands are accepted because the Pika replica's parser accepts them.
-pub fn parse_content(content: &[u8]) -> Option<Vec<Frame>> {
-    let mut frames = Vec::with_capacity(1);
-    split_content(
-        content,
-        &mut content_parser(),
-        &mut BytesMut::new(),
-        &mut frames,
-    )
-    .then_some(frames)
-}
-
-/// [`parse_content`] into `frames`, copying `content` into `scratch` (whose allocation is
-/// reused once the previous item's frames are gone); false when it does not parse completely.
+/// Splits an item's content into RESP frames, copying `content` into `scratch` (whose
+/// allocation is reused once the previous item's frames are gone); false when it does not
+/// parse completely.
 ///
-/// `parser` is reused from item to item (it keeps its argument list's allocation): after a
-/// complete parse it stands at a frame start; after a failure it is replaced by a new one.
+/// `parser` is reused from item to item: after a complete parse it stands at a frame start;
+/// after a failure it is replaced by a new one.
 fn split_content(
     content: &[u8],
     parser: &mut CommandParser,
     scratch: &mut BytesMut,
-    frames: &mut Vec<Frame>,
+    frames: &mut ItemFrames,
 ) -> bool {
     scratch.clear();
     scratch.extend_from_slice(content);
     loop {
-        match parser.parse(scratch) {
-            Ok(Some(frame)) => frames.push(frame),
+        match parser.parse_raw(scratch) {
+            Ok(Some(frame)) => {
+                let first = frames.spans.len();
+                if matches!(frame.kind, FrameKind::Command | FrameKind::Inline) {
+                    frames.spans.extend_from_slice(parser.arg_spans());
+                }
+                frames.frames.push((frame, first..frames.spans.len()));
+            }
             Ok(None) if scratch.is_empty() => return true,
             Ok(None) | Err(_) => {
                 *parser = content_parser();

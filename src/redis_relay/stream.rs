@@ -5,8 +5,9 @@
 use super::offset_map::OffsetMap;
 use super::outq::OutQueue;
 use super::stats::EntryTally;
+use crate::engine::args::FrameArgs;
 use crate::engine::{self, Emit, Policy, StreamState};
-use crate::resp::{Command, CommandParser, Frame, ParserLimits, ProtocolError};
+use crate::resp::{CommandParser, FrameKind, ParserLimits, ProtocolError, RawFrame};
 use crate::table::ExpiryTable;
 use bytes::BytesMut;
 
@@ -111,15 +112,20 @@ impl StreamRelay {
         risk_horizon_ms: i64,
     ) -> Result<Vec<AtRiskEntry>, ProtocolError> {
         let mut risks = Vec::new();
-        while let Some(frame) = self.parser.parse(input)? {
+        while let Some(RawFrame { raw, kind }) = self.parser.parse_raw(input)? {
             let entry_start = self.d;
             let was_in_multi = self.state.in_multi;
-            let raw_len = frame.wire_len() as u64;
+            let raw_len = raw.len() as u64;
             let mut rewritten = false;
-            match frame {
-                Frame::Command(cmd) | Frame::Inline(cmd) => {
-                    let decision =
-                        engine::rewrite(&cmd.args, now_ms, &mut self.state, table, policy);
+            match kind {
+                FrameKind::Command | FrameKind::Inline => {
+                    // The arguments stay ranges of `raw`: passing an entry through takes no
+                    // reference count per argument.
+                    let args = FrameArgs {
+                        raw: &raw,
+                        spans: self.parser.arg_spans(),
+                    };
+                    let decision = engine::rewrite(&args, now_ms, &mut self.state, table, policy);
                     tally.count(decision.family, decision.outcome);
                     if let Some(risk) = decision.at_risk {
                         if risk.old_deadline_ms <= now_ms.saturating_add(risk_horizon_ms) {
@@ -131,7 +137,6 @@ impl StreamRelay {
                             });
                         }
                     }
-                    let Command { raw, args } = cmd;
                     match decision.emit {
                         Emit::Forward => {
                             out.push_bytes(raw);
@@ -144,10 +149,9 @@ impl StreamRelay {
                             rewritten = true;
                         }
                     }
-                    self.parser.recycle_args(args);
                 }
                 // Masters send neither inside the stream, but both are harmless to relay.
-                Frame::Newline { raw } | Frame::Empty { raw } => {
+                FrameKind::Newline | FrameKind::Empty => {
                     out.push_bytes(raw);
                     self.d += raw_len;
                 }

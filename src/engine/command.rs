@@ -161,7 +161,7 @@ impl Spec {
 }
 
 /// The rule and arity of a command name (any case); one hash lookup, since every entry of the
-/// stream asks (a scan of [`COMMANDS`] cost more than the rest of a pass-through decision).
+/// stream asks (a scan of the command table cost more than the rest of a pass-through decision).
 pub fn spec(name: &[u8]) -> Option<Spec> {
     if name.is_empty() || name.len() > MAX_NAME {
         return None;

@@ -527,14 +527,6 @@ enum Stage {
     InlineLine { scanned: usize },
 }
 
-/// How the frame that just completed is to be built.
-enum Completed {
-    Command,
-    Inline,
-    Newline,
-    Empty,
-}
-
 /// A resumable RESP2 command parser for one connection. See the module docs for what it
 /// accepts.
 ///
@@ -631,7 +623,7 @@ impl CommandParser {
         }
         match self.advance(buf) {
             Ok(None) => Ok(None),
-            Ok(Some(completed)) => Ok(Some(self.take_raw(buf, completed))),
+            Ok(Some(kind)) => Ok(Some(self.take_raw(buf, kind))),
             Err(error) => {
                 self.failure = Some(error.clone());
                 Err(error)
@@ -650,7 +642,7 @@ impl CommandParser {
     }
 
     /// Validates as much of the current frame as `buf` holds.
-    fn advance(&mut self, buf: &BytesMut) -> Result<Option<Completed>, ProtocolError> {
+    fn advance(&mut self, buf: &BytesMut) -> Result<Option<FrameKind>, ProtocolError> {
         if buf.len() < self.validated {
             return Err(ProtocolError::BufferShrank {
                 validated: self.validated,
@@ -673,7 +665,7 @@ impl CommandParser {
                         b'\n' => {
                             self.bytes_examined += 1;
                             self.validated = 1;
-                            return Ok(Some(Completed::Newline));
+                            return Ok(Some(FrameKind::Newline));
                         }
                         _ if self.limits.allow_inline => {
                             self.stage = Stage::InlineLine { scanned: 0 };
@@ -699,7 +691,7 @@ impl CommandParser {
                     };
                     match value {
                         LengthValue::MinusOne | LengthValue::Count(0) => {
-                            return Ok(Some(Completed::Empty));
+                            return Ok(Some(FrameKind::Empty));
                         }
                         LengthValue::Count(count) => {
                             // `feed` capped the count at `max_args`, a usize.
@@ -767,7 +759,7 @@ impl CommandParser {
                     self.validated = frame_end;
                     self.arg_spans.push((start, payload_end));
                     if self.arg_spans.len() == self.args_expected {
-                        return Ok(Some(Completed::Command));
+                        return Ok(Some(FrameKind::Command));
                     }
                     self.stage = Stage::BulkHeader;
                 }
@@ -783,7 +775,7 @@ impl CommandParser {
                     }
                     self.bytes_examined += 1;
                     self.validated += 1;
-                    return Ok(Some(Completed::Newline));
+                    return Ok(Some(FrameKind::Newline));
                 }
                 Stage::InlineLine { scanned } => return self.scan_inline(buf, scanned),
             }
@@ -812,7 +804,7 @@ impl CommandParser {
         &mut self,
         buf: &BytesMut,
         scanned: usize,
-    ) -> Result<Option<Completed>, ProtocolError> {
+    ) -> Result<Option<FrameKind>, ProtocolError> {
         let limit = self.limits.max_inline_len;
         let unsearched = &buf[scanned..];
         let newline = unsearched.iter().position(|&byte| byte == b'\n');
@@ -838,7 +830,7 @@ impl CommandParser {
             content = rest;
         }
         if content.is_empty() {
-            return Ok(Some(Completed::Newline));
+            return Ok(Some(FrameKind::Newline));
         }
         self.bytes_examined += content.len() as u64;
         if let Some(quote) = content.iter().position(|&b| b == b'"' || b == b'\'') {
@@ -862,23 +854,17 @@ impl CommandParser {
             self.arg_spans.push((start, content.len()));
         }
         if self.arg_spans.is_empty() {
-            return Ok(Some(Completed::Empty));
+            return Ok(Some(FrameKind::Empty));
         }
-        Ok(Some(Completed::Inline))
+        Ok(Some(FrameKind::Inline))
     }
 
     /// Splits the completed frame off `buf` and resets for the next one.
-    fn take_raw(&mut self, buf: &mut BytesMut, completed: Completed) -> RawFrame {
+    fn take_raw(&mut self, buf: &mut BytesMut, kind: FrameKind) -> RawFrame {
         let raw = buf.split_to(self.validated).freeze();
         self.consumed += self.validated as u64;
         self.validated = 0;
         self.stage = Stage::FrameStart;
-        let kind = match completed {
-            Completed::Command => FrameKind::Command,
-            Completed::Inline => FrameKind::Inline,
-            Completed::Newline => FrameKind::Newline,
-            Completed::Empty => FrameKind::Empty,
-        };
         if matches!(kind, FrameKind::Newline | FrameKind::Empty) {
             // `arg_spans` describes the last frame: a frame without arguments has none.
             self.arg_spans.clear();

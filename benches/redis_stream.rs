@@ -29,7 +29,7 @@ use pika_ttl_proxy::engine::{Dialect, Policy};
 use pika_ttl_proxy::redis_relay::offset_map::OffsetMap;
 use pika_ttl_proxy::redis_relay::outq::OutQueue;
 use pika_ttl_proxy::redis_relay::stats::{entry_tally, EntryTally};
-use pika_ttl_proxy::redis_relay::stream::{StreamRelay, KEEP_READ_CAPACITY};
+use pika_ttl_proxy::redis_relay::stream::StreamRelay;
 use pika_ttl_proxy::resp::encode_command;
 use pika_ttl_proxy::table::{Baseline, ExpiryTable};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -190,9 +190,7 @@ impl Link {
         black_box(risks);
         self.map.cap(MAX_MAP_POINTS);
         self.tally.flush(started.elapsed().as_secs_f64());
-        if self.up_buf.is_empty() && self.up_buf.capacity() > KEEP_READ_CAPACITY {
-            self.up_buf = BytesMut::new();
-        }
+        StreamRelay::release_spent_room(&mut self.up_buf);
         self.held.out_len = self.held.out_len.max(self.out.len());
         let mut written = 0;
         while !self.out.is_empty() {

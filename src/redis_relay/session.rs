@@ -27,7 +27,7 @@ use super::rdb_relay::{parse_header, Framing, PayloadDone, PayloadRelay, ScanRes
 use super::registry::{Phase, SessionStatus};
 use super::stats::{self, EntryTally, Side};
 use super::store::{random_repl_id, Claim, ReplicaState};
-use super::stream::{StreamRelay, KEEP_READ_CAPACITY, READ_CHUNK};
+use super::stream::{StreamRelay, READ_CHUNK};
 use super::upstream::{parse_psync_reply, Line, PsyncReply, Upstream, UpstreamError};
 use super::Ctx;
 use crate::resp::{CommandParser, Frame, ParserLimits};
@@ -646,11 +646,7 @@ impl Session {
                     stats::bytes(Side::Upstream, true, n);
                     link.note_received(up_buf.len());
                     link.drive(&mut up_buf).await?;
-                    if up_buf.is_empty() && up_buf.capacity() > KEEP_READ_CAPACITY {
-                        // A large entry grew the buffer; its bytes now live on in the output
-                        // queue (zero-copy) only until they are written.
-                        up_buf = BytesMut::new();
-                    }
+                    StreamRelay::release_spent_room(&mut up_buf);
                 }
             }
         }

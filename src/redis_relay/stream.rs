@@ -14,8 +14,8 @@ use bytes::BytesMut;
 /// Room made for one read of the master's stream.
 pub const READ_CHUNK: usize = 64 * 1024;
 /// Read-buffer capacity worth keeping once the buffer is empty; a larger one (left by a large
-/// entry) should be released.
-pub const KEEP_READ_CAPACITY: usize = 4 * READ_CHUNK;
+/// entry) is released by [`StreamRelay::release_spent_room`].
+const KEEP_READ_CAPACITY: usize = 4 * READ_CHUNK;
 
 /// An entry the engine flagged as at risk (spec rewrite-rules §3), for logging.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +83,15 @@ impl StreamRelay {
             return 0;
         }
         READ_CHUNK
+    }
+
+    /// After a read was processed: drops the room a large entry made in `buf` once nothing is
+    /// left in it. The entry's bytes live on in the output queue (zero-copy) only until they
+    /// are written.
+    pub fn release_spent_room(buf: &mut BytesMut) {
+        if buf.is_empty() && buf.capacity() > KEEP_READ_CAPACITY {
+            *buf = BytesMut::new();
+        }
     }
 
     /// Downstream offset of everything emitted.

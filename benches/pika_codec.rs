@@ -120,7 +120,7 @@ fn rewrite(body: &[u8]) -> Vec<u8> {
 }
 
 /// A response of `count` items, each one command made by `command(i)`.
-fn response_of(count: usize, command: impl Fn(usize) -> Vec<String>) -> Vec<u8> {
+fn response_of(count: usize, command: impl Fn(usize) -> Vec<String>) -> bytes::Bytes {
     let mut offset = 0u64;
     let items: Vec<(u64, u64, Vec<u8>)> = (0..count)
         .map(|i| {
@@ -140,7 +140,7 @@ fn response_of(count: usize, command: impl Fn(usize) -> Vec<String>) -> Vec<u8> 
             (offset, i as u64 + 1, item)
         })
         .collect();
-    response_from(&items)
+    response_from(&items).into()
 }
 
 fn link_rewriter(c: &mut Criterion) {

@@ -508,6 +508,49 @@ fn whole_plain_length_line(bytes: &[u8]) -> Option<(usize, u64)> {
     (bytes.get(digits..digits + 2)? == b"\r\n").then_some((digits + 2, value))
 }
 
+/// One complete multibulk command starting at `input[from]`, read in a single pass: returns
+/// where the frame ends, and appends each argument's `(start, end)` position in `input` to
+/// `spans`.
+///
+/// This is the common case on a replication link (a read or a Pika item usually holds whole
+/// commands), and it needs none of the bookkeeping that lets [`CommandParser`] stop and resume
+/// anywhere. It answers `None` for everything else: an incomplete frame, an inline or empty
+/// frame, a length over `limits`, anything malformed; `spans` may then have been appended to.
+/// The resumable parser reads the same bytes and gives the exact verdict; where this answers,
+/// the two agree.
+pub fn whole_command(
+    input: &[u8],
+    from: usize,
+    limits: &ParserLimits,
+    spans: &mut Vec<(usize, usize)>,
+) -> Option<usize> {
+    if *input.get(from)? != b'*' {
+        return None;
+    }
+    let (used, count) = whole_plain_length_line(input.get(from + 1..)?)?;
+    if count == 0 || count > limits.max_args as u64 {
+        return None;
+    }
+    let mut position = from + 1 + used;
+    for _ in 0..count {
+        if *input.get(position)? != b'$' {
+            return None;
+        }
+        let (used, len) = whole_plain_length_line(input.get(position + 1..)?)?;
+        if len > limits.max_bulk_len as u64 {
+            return None;
+        }
+        let start = position + 1 + used;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        if input.get(end..end.checked_add(2)?)? != b"\r\n" {
+            return None;
+        }
+        spans.push((start, end));
+        position = end + 2;
+    }
+    Some(position)
+}
+
 /// Where the parser is inside the current frame.
 #[derive(Clone, Copy, Debug)]
 enum Stage {
@@ -657,6 +700,15 @@ impl CommandParser {
                     };
                     match first {
                         b'*' => {
+                            self.arg_spans.clear();
+                            if let Some(len) =
+                                whole_command(buf, 0, &self.limits, &mut self.arg_spans)
+                            {
+                                self.bytes_examined += len as u64;
+                                self.validated = len;
+                                self.args_expected = self.arg_spans.len();
+                                return Ok(Some(FrameKind::Command));
+                            }
                             self.bytes_examined += 1;
                             self.validated = 1;
                             let line = LengthLine::new(LengthKind::ArgCount, self.consumed);
@@ -1850,6 +1902,73 @@ mod tests {
             prop_assert_eq!(outcome(chunk), whole.clone());
             let consumed: usize = whole.0.iter().map(Frame::wire_len).sum();
             prop_assert!(consumed <= input.len());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// Wherever the single-pass reader answers, even on damaged bytes, it agrees with the
+        /// resumable parser fed one byte at a time (which never takes the single pass), and it
+        /// answers for every whole command.
+        #[test]
+        fn single_pass_reader_agrees_with_the_resumable_parser(
+            args in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..12), 1..5),
+            damage in prop::collection::vec((any::<bool>(), any::<prop::sample::Index>(), prop_oneof![
+                Just(b'*'), Just(b'$'), Just(b'\r'), Just(b'\n'), Just(b'-'), Just(b'0'),
+                Just(b'1'), Just(b'9'), any::<u8>(),
+            ]), 0..3),
+            cut in any::<prop::sample::Index>(),
+            trailing in prop::collection::vec(any::<u8>(), 0..6),
+        ) {
+            let limits = ParserLimits {
+                max_bulk_len: 10,
+                max_args: 3,
+                max_inline_len: 20,
+                allow_inline: false,
+            };
+            let mut input = BytesMut::new();
+            encode_command(&args, &mut input);
+            let whole = input.len();
+            let within_limits = args.len() <= 3 && args.iter().all(|arg| arg.len() <= 10);
+            let mut spans = Vec::new();
+            if within_limits {
+                prop_assert_eq!(whole_command(&input, 0, &limits, &mut spans), Some(whole));
+            }
+            let mut input = input.to_vec();
+            // Mostly hit the framing bytes, where a missed check would hide.
+            let framing: Vec<usize> = (0..input.len())
+                .filter(|&i| matches!(input[i], b'*' | b'$' | b'\r' | b'\n'))
+                .collect();
+            for (on_framing, at, byte) in &damage {
+                let at = if *on_framing {
+                    framing[at.index(framing.len())]
+                } else {
+                    at.index(input.len())
+                };
+                input[at] = *byte;
+            }
+            input.truncate(cut.index(input.len() + 1));
+            input.extend_from_slice(&trailing);
+
+            spans.clear();
+            let Some(end) = whole_command(&input, 0, &limits, &mut spans) else {
+                return Ok(());
+            };
+            let mut parser = CommandParser::new(limits);
+            let mut buf = BytesMut::new();
+            let mut frame = None;
+            for &byte in &input {
+                buf.put_u8(byte);
+                if let Ok(Some(found)) = parser.parse_raw(&mut buf) {
+                    frame = Some(found);
+                    break;
+                }
+            }
+            let frame = frame.expect("the resumable parser finds the frame");
+            prop_assert_eq!(frame.kind, FrameKind::Command);
+            prop_assert_eq!(frame.raw.len(), end);
+            prop_assert_eq!(parser.arg_spans(), &spans[..]);
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::engine::{self, AtRisk, Dialect, Emit, Policy, StreamState};
 use crate::families::{Family, FamilySwitches};
 use crate::pika::item::{put_item, BinlogItem};
 use crate::pika::messages::{InnerResponse, LogicalOffset, MessageError};
-use crate::resp::{encode_command, CommandParser, FrameKind, ParserLimits, RawFrame};
+use crate::resp::{encode_command, whole_command, CommandParser, FrameKind, ParserLimits};
 use crate::table::ExpiryTable;
 
 /// The result of rewriting one response.
@@ -48,11 +48,10 @@ pub struct LinkRewriter {
     touched: Option<HashSet<(u32, Vec<u8>)>>,
     entries_since_prune: u32,
     tally: stats::EntryTally,
-    /// Reused per item so the hot path does not allocate for them: the content parser, the
-    /// item's content (the parser splits frames off it; once they are dropped the allocation
-    /// is reused), its frames with their argument ranges (the engine reads arguments in place,
-    /// see [`FrameArgs`]), what each frame becomes (`None`: itself), and a changed item's new
-    /// content and encoding.
+    /// Reused per item so the hot path does not allocate for them: the content parser and its
+    /// buffer (for content the single-pass reader leaves to it), the item's frames with their
+    /// argument ranges (the engine reads arguments in place, see [`FrameArgs`]), what each
+    /// frame becomes (`None`: itself), and a changed item's new content and encoding.
     parser: CommandParser,
     scratch: BytesMut,
     frames: ItemFrames,
@@ -119,7 +118,7 @@ impl LinkRewriter {
     /// One pass: each entry is decided as it is read, and the new body is started only at the
     /// first changed entry (everything before it is copied in one piece), so a response whose
     /// entries all pass through is never copied.
-    pub fn rewrite_response(&mut self, body: &[u8]) -> Result<RewrittenResponse, MessageError> {
+    pub fn rewrite_response(&mut self, body: &Bytes) -> Result<RewrittenResponse, MessageError> {
         let response = InnerResponse::parse(body)?;
         let mut out = RewrittenResponse {
             body: None,
@@ -159,7 +158,7 @@ impl LinkRewriter {
             first.get_or_insert((end, item.header.exec_time));
             last = Some((end, item.header.exec_time));
             items += 1;
-            if self.rewrite_item(&item, &mut out)? {
+            if self.rewrite_item(body, &item, &mut out)? {
                 let new_body = out
                     .body
                     .get_or_insert_with(|| Vec::with_capacity(body.len() + body.len() / 2));
@@ -189,6 +188,7 @@ impl LinkRewriter {
     /// bytes in `self.item`.
     fn rewrite_item(
         &mut self,
+        body: &Bytes,
         item: &BinlogItem<'_>,
         out: &mut RewrittenResponse,
     ) -> Result<bool, MessageError> {
@@ -196,6 +196,7 @@ impl LinkRewriter {
         self.frames.clear();
         self.replacements.clear();
         if !split_content(
+            body,
             item.content,
             &mut self.parser,
             &mut self.scratch,
@@ -206,14 +207,14 @@ impl LinkRewriter {
             return Ok(false);
         }
         let mut changed = false;
-        for (frame, spans) in &self.frames.frames {
+        for frame in &self.frames.frames {
             if !matches!(frame.kind, FrameKind::Command | FrameKind::Inline) {
                 self.replacements.push(None);
                 continue;
             }
             let args = FrameArgs {
-                raw: &frame.raw,
-                spans: &self.frames.spans[spans.clone()],
+                raw: body,
+                spans: &self.frames.spans[frame.spans.clone()],
             };
             if let Some(touched) = self.touched.as_mut() {
                 // Every argument may be a key (RENAME, SMOVE, DEL k1 k2…); marking a value as
@@ -246,15 +247,14 @@ impl LinkRewriter {
             return Ok(false);
         }
         self.content.clear();
-        for ((frame, _), replacement) in self.frames.frames.iter().zip(self.replacements.drain(..))
-        {
+        for (frame, replacement) in self.frames.frames.iter().zip(self.replacements.drain(..)) {
             match replacement {
                 Some(cmds) => {
                     for cmd in cmds {
                         encode_command(&cmd, &mut self.content);
                     }
                 }
-                None => self.content.extend_from_slice(&frame.raw),
+                None => self.content.extend_from_slice(&body[frame.raw.clone()]),
             }
         }
         self.item.clear();
@@ -263,11 +263,21 @@ impl LinkRewriter {
     }
 }
 
-/// The frames of one item's content, each with the range of its argument spans in `spans`.
+/// The frames of one item's content. Every position is in the response body, so the engine
+/// reads arguments where they arrived and shares one for a replacement without copying it.
 #[derive(Debug, Default)]
 struct ItemFrames {
-    frames: Vec<(RawFrame, Range<usize>)>,
+    frames: Vec<ItemFrame>,
     spans: Vec<(usize, usize)>,
+}
+
+#[derive(Debug)]
+struct ItemFrame {
+    kind: FrameKind,
+    /// The frame's bytes.
+    raw: Range<usize>,
+    /// Its arguments' positions, as a range of [`ItemFrames::spans`].
+    spans: Range<usize>,
 }
 
 impl ItemFrames {
@@ -275,30 +285,78 @@ impl ItemFrames {
         self.frames.clear();
         self.spans.clear();
     }
+
+    fn push(&mut self, kind: FrameKind, raw: Range<usize>, first_span: usize) {
+        self.frames.push(ItemFrame {
+            kind,
+            raw,
+            spans: first_span..self.spans.len(),
+        });
+    }
 }
 
-/// Splits an item's content into RESP frames, copying `content` into `scratch` (whose
-/// allocation is reused once the previous item's frames are gone); false when it does not
-/// parse completely.
+/// Splits an item's `content`, a part of `body`, into RESP frames; false when it does not parse
+/// completely.
 ///
-/// `parser` is reused from item to item: after a complete parse it stands at a frame start;
-/// after a failure it is replaced by a new one.
+/// Whole multibulk commands, which is what Pika writes, are read in place with
+/// [`whole_command`]. Anything else (inline commands, empty lines, damage) goes through the
+/// resumable parser on a copy in `scratch`, whose verdict is exact; its positions are those of
+/// `content`, so they map straight back into `body`. `parser` is reused from item to item:
+/// after a complete parse it stands at a frame start; after a failure it is replaced.
 fn split_content(
+    body: &[u8],
     content: &[u8],
+    parser: &mut CommandParser,
+    scratch: &mut BytesMut,
+    frames: &mut ItemFrames,
+) -> bool {
+    let Some(base) = offset_in(body, content) else {
+        return false;
+    };
+    let end = base + content.len();
+    let limits = *parser.limits();
+    let mut position = base;
+    while position < end {
+        let first_span = frames.spans.len();
+        match whole_command(&body[..end], position, &limits, &mut frames.spans) {
+            Some(frame_end) => {
+                frames.push(FrameKind::Command, position..frame_end, first_span);
+                position = frame_end;
+            }
+            None => {
+                frames.clear();
+                return split_with_parser(content, base, parser, scratch, frames);
+            }
+        }
+    }
+    true
+}
+
+/// [`split_content`] for content [`whole_command`] leaves alone, with the resumable parser.
+fn split_with_parser(
+    content: &[u8],
+    base: usize,
     parser: &mut CommandParser,
     scratch: &mut BytesMut,
     frames: &mut ItemFrames,
 ) -> bool {
     scratch.clear();
     scratch.extend_from_slice(content);
+    let mut position = base;
     loop {
         match parser.parse_raw(scratch) {
             Ok(Some(frame)) => {
-                let first = frames.spans.len();
+                let first_span = frames.spans.len();
                 if matches!(frame.kind, FrameKind::Command | FrameKind::Inline) {
-                    frames.spans.extend_from_slice(parser.arg_spans());
+                    let shifted = parser
+                        .arg_spans()
+                        .iter()
+                        .map(|&(start, end)| (position + start, position + end));
+                    frames.spans.extend(shifted);
                 }
-                frames.frames.push((frame, first..frames.spans.len()));
+                let frame_end = position + frame.raw.len();
+                frames.push(frame.kind, position..frame_end, first_span);
+                position = frame_end;
             }
             Ok(None) if scratch.is_empty() => return true,
             Ok(None) | Err(_) => {
@@ -307,6 +365,12 @@ fn split_content(
             }
         }
     }
+}
+
+/// Where `part` starts inside `whole`, if it lies there.
+fn offset_in(whole: &[u8], part: &[u8]) -> Option<usize> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (start.checked_add(part.len())? <= whole.len()).then_some(start)
 }
 
 /// A parser for item content: inline commands are accepted because the Pika replica's parser
@@ -337,7 +401,7 @@ mod tests {
         build_item(&header, &content).unwrap()
     }
 
-    fn response(items: &[(Vec<u8>, u64, u64)]) -> Vec<u8> {
+    fn response(items: &[(Vec<u8>, u64, u64)]) -> Bytes {
         let entries: Vec<NewBinlogSyncEntry<'_>> = items
             .iter()
             .map(|(binlog, end, index)| NewBinlogSyncEntry {
@@ -355,7 +419,7 @@ mod tests {
                 session_id: 0,
             })
             .collect();
-        build_binlog_sync_response(&entries)
+        build_binlog_sync_response(&entries).into()
     }
 
     fn contents(body: &[u8]) -> Vec<Vec<u8>> {
@@ -408,6 +472,41 @@ mod tests {
         assert!(out.forwarded.unwrap().changed);
     }
 
+    /// Content the single-pass reader leaves to the resumable parser (an inline command, an
+    /// empty line) is still read and rewritten, with every position mapped back into the body.
+    #[test]
+    fn inline_and_multibulk_content_in_one_item_is_rewritten() {
+        let table = Arc::new(ExpiryTable::new(Baseline::Absent));
+        let mut rw = LinkRewriter::new(table, 0, FamilySwitches::all_on());
+        let t0 = 1_795_469_984u32;
+        let setex = item(t0, 1, 0, &["pksetexat", "k", &(t0 + 10).to_string(), "v"]);
+        rw.rewrite_response(&response(&[(setex, 90, 1)])).unwrap();
+
+        let header = ItemHeader {
+            item_type: 1,
+            exec_time: t0 + 1,
+            term_id: 0,
+            logic_id: 2,
+            filenum: 0,
+            offset: 90,
+            content_len: 0,
+        };
+        let content = b"APPEND k x\r\n\r\n*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n";
+        let mixed = build_item(&header, content).unwrap();
+        let out = rw.rewrite_response(&response(&[(mixed, 180, 2)])).unwrap();
+        assert_eq!(out.unparsable_items, 0);
+        let body = out.body.expect("writes to a volatile key are rewritten");
+        let expire = format!("*3\r\n$8\r\nexpireat\r\n$1\r\nk\r\n$10\r\n{}\r\n", t0 + 10);
+        let expected = format!(
+            "*3\r\n$6\r\nAPPEND\r\n$1\r\nk\r\n$1\r\nx\r\n{expire}\r\n*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n{expire}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&contents(&body)[0]),
+            expected,
+            "the empty line is kept, each command is followed by its deadline"
+        );
+    }
+
     #[test]
     fn a_rewritten_response_keeps_unknown_fields() {
         use crate::pika::proto::{put_len_field, put_varint_field, FieldIter};
@@ -439,7 +538,7 @@ mod tests {
         put_len_field(&mut body, 7, &entry);
         put_varint_field(&mut body, 99, 7);
 
-        let out = rw.rewrite_response(&body).unwrap();
+        let out = rw.rewrite_response(&body.into()).unwrap();
         let new = out.body.expect("rewritten");
         let top: Vec<_> = FieldIter::new(&new).map(|f| f.unwrap()).collect();
         assert!(top
@@ -501,7 +600,7 @@ mod tests {
             0,
             FamilySwitches::all_on(),
         );
-        let err = rw.rewrite_response(&body).unwrap_err();
+        let err = rw.rewrite_response(&body.into()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "one BinlogSync response carries items of db0:0 and db1:0"

@@ -951,13 +951,44 @@ fn is_inline_separator(byte: u8) -> bool {
 /// argument), reserving the exact space first.
 pub fn encode_command<A: AsRef<[u8]>>(args: &[A], out: &mut BytesMut) {
     out.reserve(encoded_len(args));
-    put_length_line(out, b'*', args.len());
+    put_array_header(out, args.len());
     for arg in args {
-        let arg = arg.as_ref();
-        put_length_line(out, b'$', arg.len());
-        out.put_slice(arg);
-        out.put_slice(b"\r\n");
+        put_bulk(out, arg.as_ref());
     }
+}
+
+/// Appends `*<count>\r\n`, the start of a multibulk command of `count` arguments.
+pub fn put_array_header(out: &mut BytesMut, count: usize) {
+    put_length_line(out, b'*', count);
+}
+
+/// Appends one bulk string: `$<len>\r\n<bytes>\r\n`.
+pub fn put_bulk(out: &mut BytesMut, bytes: &[u8]) {
+    out.reserve(bytes.len() + 16);
+    put_length_line(out, b'$', bytes.len());
+    out.put_slice(bytes);
+    out.put_slice(b"\r\n");
+}
+
+/// Appends `value` in decimal as one bulk string, formatted on the stack.
+pub fn put_bulk_int(out: &mut BytesMut, value: i64) {
+    // A sign and up to 19 digits.
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = value.unsigned_abs();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        start -= 1;
+        digits[start] = b'-';
+    }
+    put_bulk(out, &digits[start..]);
 }
 
 /// The exact number of bytes [`encode_command`] appends for `args`.

@@ -686,14 +686,15 @@ fn run_steps(steps: &[Concrete], start_ms: i64, opts: Options) -> Run {
             let decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &policy);
             let cmds: Vec<Argv> = match &decision.emit {
                 Emit::Forward => vec![entry.argv.clone()],
-                Emit::Replace(v) => v.clone(),
+                Emit::Replace(v) => v.argvs(&entry.argv),
             };
             let shown = match &decision.emit {
                 Emit::Forward => format!("{} => fwd", show_argv(&entry.argv)),
                 Emit::Replace(v) => format!(
                     "{} => [{}]",
                     show_argv(&entry.argv),
-                    v.iter()
+                    v.argvs(&entry.argv)
+                        .iter()
                         .map(|c| show_argv(c))
                         .collect::<Vec<_>>()
                         .join("; ")

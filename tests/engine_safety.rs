@@ -146,9 +146,9 @@ proptest! {
         for (args, step) in entries {
             now += step;
             let decision = rewrite(&args, now, &mut state, &table, &policy);
-            if let Emit::Replace(cmds) = decision.emit {
-                prop_assert!(!cmds.is_empty());
-                for cmd in &cmds {
+            if let Emit::Replace(replacement) = decision.emit {
+                prop_assert!(!replacement.is_empty());
+                for cmd in &replacement.argvs(&args) {
                     check_emitted(dialect, cmd)?;
                 }
             }

@@ -32,8 +32,8 @@ fuzz_target!(|data: &[u8]| {
             .collect();
         now += 700;
         let decision = rewrite(&args, now, &mut state, &table, &policy);
-        if let Emit::Replace(cmds) = decision.emit {
-            for cmd in cmds {
+        if let Emit::Replace(replacement) = decision.emit {
+            for cmd in replacement.argvs(&args) {
                 assert!(arity_ok(&cmd[0], cmd.len()), "emitted {cmd:?}");
             }
         }

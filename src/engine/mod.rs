@@ -7,12 +7,14 @@
 
 pub mod args;
 pub mod command;
+pub mod replacement;
 mod rules;
 
 use crate::families::{Family, FamilySwitches};
 
 use bytes::Bytes;
 
+pub use replacement::{Arg, Commands, NewCommand, Replacement};
 pub use rules::{rewrite, PIKA_MAX_TIMESTAMP_SECS};
 
 /// How absolute expiries are written downstream.
@@ -59,17 +61,14 @@ pub struct StreamState {
     pub in_multi: bool,
 }
 
-/// One command's arguments, name first.
-pub type Argv = Vec<Bytes>;
-
-/// What to send downstream for one entry.
+/// What to send downstream for one entry; a replacement borrows the entry's bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Emit {
+pub enum Emit<'a> {
     /// Forward the entry's original bytes unchanged.
     Forward,
     /// Send these commands instead, in order (already wrapped in MULTI/EXEC when the dialect
     /// requires it).
-    Replace(Vec<Argv>),
+    Replace(Replacement<'a>),
 }
 
 /// Why an entry left the engine the way it did; drives the `entries_total` metric.
@@ -120,9 +119,9 @@ pub struct AtRisk {
 
 /// The engine's answer for one entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
+pub struct Decision<'a> {
     /// What to send.
-    pub emit: Emit,
+    pub emit: Emit<'a>,
     /// The family whose rule matched, if any.
     pub family: Option<Family>,
     /// Why.
@@ -131,7 +130,7 @@ pub struct Decision {
     pub at_risk: Option<AtRisk>,
 }
 
-impl Decision {
+impl Decision<'_> {
     /// Forward unchanged with the given outcome.
     pub fn forward(outcome: Outcome, family: Option<Family>) -> Self {
         Decision {

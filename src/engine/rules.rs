@@ -5,7 +5,8 @@
 //! differ — propose a deterministic replacement. The proposal is used only when the command's
 //! family is switched on; the table is maintained either way.
 
-use super::{Argv, AtRisk, Decision, Dialect, Emit, Outcome, Policy, StreamState};
+use super::replacement::{Arg, Commands, NewCommand, Replacement};
+use super::{AtRisk, Decision, Dialect, Emit, Outcome, Policy, StreamState};
 use crate::engine::args::Args;
 use crate::engine::command::{spec, Cmd, Spec};
 use crate::families::Family;
@@ -16,13 +17,13 @@ use bytes::Bytes;
 pub const PIKA_MAX_TIMESTAMP_SECS: i64 = i32::MAX as i64 - 1;
 
 /// Decide what to emit for one entry; see the module docs of [`crate::engine`].
-pub fn rewrite(
-    args: &dyn Args,
+pub fn rewrite<'a>(
+    args: &'a dyn Args,
     exec_ms: i64,
     state: &mut StreamState,
     table: &ExpiryTable,
     policy: &Policy,
-) -> Decision {
+) -> Decision<'a> {
     let Some(name) = args.get(0) else {
         return Decision::forward(Outcome::Malformed, None);
     };
@@ -43,14 +44,14 @@ pub fn rewrite(
 }
 
 /// What a rule concluded for one entry, before the family switch is consulted.
-struct Proposal {
+struct Proposal<'a> {
     family: Option<Family>,
     outcome: Outcome,
-    replacement: Option<Vec<Argv>>,
+    replacement: Option<Commands<'a>>,
     at_risk: Option<AtRisk>,
 }
 
-impl Proposal {
+impl<'a> Proposal<'a> {
     fn pass() -> Self {
         Proposal {
             family: None,
@@ -85,7 +86,7 @@ impl Proposal {
             ..Proposal::pass()
         }
     }
-    fn rewrite(family: Family, cmds: Vec<Argv>) -> Self {
+    fn rewrite(family: Family, cmds: Commands<'a>) -> Self {
         Proposal {
             family: Some(family),
             outcome: Outcome::Rewritten,
@@ -119,13 +120,14 @@ enum SetTtl {
     Absolute(i64),
 }
 
-struct Cx<'a> {
+/// One entry being decided: its arguments live for `'a`, the shared context for `'c`.
+struct Cx<'a, 'c> {
     args: &'a dyn Args,
     now: i64,
     db: u32,
     in_multi: bool,
-    table: &'a ExpiryTable,
-    policy: &'a Policy,
+    table: &'c ExpiryTable,
+    policy: &'c Policy,
     track: bool,
 }
 
@@ -134,12 +136,8 @@ fn arg_i64(arg: &[u8]) -> Option<i64> {
     s.parse::<i64>().ok()
 }
 
-fn int_bytes(v: i64) -> Bytes {
-    Bytes::from(v.to_string())
-}
-
-fn lit(s: &'static str) -> Bytes {
-    Bytes::from_static(s.as_bytes())
+fn lit(s: &'static str) -> Arg<'static> {
+    Arg::Bytes(s.as_bytes())
 }
 
 /// `ms` rounded down to a whole second (Pika's precision), saturating at the extremes.
@@ -152,7 +150,7 @@ fn secs_floor(ms: i64) -> i64 {
     ms.div_euclid(1000)
 }
 
-impl<'a> Cx<'a> {
+impl<'a> Cx<'a, '_> {
     /// Argument `i` (empty past the last; rules check arity first), borrowed for the entry's
     /// lifetime rather than from `self`.
     fn arg(&self, i: usize) -> &'a [u8] {
@@ -211,32 +209,37 @@ impl<'a> Cx<'a> {
     }
 
     /// `expireat k <sec>` (Pika) or `PEXPIREAT k <ms>` (Redis) restating `deadline_ms`.
-    fn restate_deadline(&self, key: &[u8], deadline_ms: i64) -> Option<Argv> {
+    fn restate_deadline(&self, key: &'a [u8], deadline_ms: i64) -> Option<NewCommand<'a>> {
         if self.pika() {
             let secs = secs_floor(deadline_ms);
             if secs <= 0 || secs > PIKA_MAX_TIMESTAMP_SECS {
                 return None;
             }
-            Some(vec![lit("expireat"), self.share(key), int_bytes(secs)])
+            Some(NewCommand::of([
+                lit("expireat"),
+                Arg::Bytes(key),
+                Arg::Int(secs),
+            ]))
         } else {
             if deadline_ms <= 0 {
                 return None;
             }
-            Some(vec![
+            Some(NewCommand::of([
                 lit("PEXPIREAT"),
-                self.share(key),
-                int_bytes(deadline_ms),
-            ])
+                Arg::Bytes(key),
+                Arg::Int(deadline_ms),
+            ]))
         }
     }
 
     /// `pksetexat k <sec> v` (Pika, 0 = no TTL) or `SET k v [PXAT ms]` (Redis).
     fn set_with_deadline(
         &self,
-        key: &[u8],
-        value: &[u8],
+        key: &'a [u8],
+        value: &'a [u8],
         deadline_ms: Option<i64>,
-    ) -> Option<Argv> {
+    ) -> Option<NewCommand<'a>> {
+        let (key, value) = (Arg::Bytes(key), Arg::Bytes(value));
         if self.pika() {
             match deadline_ms {
                 Some(ms) => {
@@ -244,45 +247,41 @@ impl<'a> Cx<'a> {
                     if secs <= 0 || secs > PIKA_MAX_TIMESTAMP_SECS {
                         return None;
                     }
-                    Some(vec![
+                    Some(NewCommand::of([
                         lit("pksetexat"),
-                        self.share(key),
-                        int_bytes(secs),
-                        self.share(value),
-                    ])
+                        key,
+                        Arg::Int(secs),
+                        value,
+                    ]))
                 }
-                None => Some(vec![lit("set"), self.share(key), self.share(value)]),
+                None => Some(NewCommand::of([lit("set"), key, value])),
             }
         } else {
             match deadline_ms {
-                Some(ms) if ms > 0 => Some(vec![
+                Some(ms) if ms > 0 => Some(NewCommand::of([
                     lit("SET"),
-                    self.share(key),
-                    self.share(value),
+                    key,
+                    value,
                     lit("PXAT"),
-                    int_bytes(ms),
-                ]),
+                    Arg::Int(ms),
+                ])),
                 Some(_) => None,
-                None => Some(vec![lit("SET"), self.share(key), self.share(value)]),
+                None => Some(NewCommand::of([lit("SET"), key, value])),
             }
         }
     }
 
-    fn del(&self, key: &[u8]) -> Argv {
-        vec![
-            if self.pika() { lit("del") } else { lit("DEL") },
-            self.share(key),
-        ]
+    fn del(&self, key: &'a [u8]) -> NewCommand<'a> {
+        let name = if self.pika() { lit("del") } else { lit("DEL") };
+        NewCommand::of([name, Arg::Bytes(key)])
     }
 
-    fn original(&self) -> Argv {
-        (0..self.args.count())
-            .map(|i| self.share(self.arg(i)))
-            .collect()
+    fn original(&self) -> NewCommand<'a> {
+        NewCommand::Original
     }
 
     /// Apply the family switch, the Redis MULTI wrapping and produce the decision.
-    fn finish(&self, p: Proposal) -> Decision {
+    fn finish(&self, p: Proposal<'a>) -> Decision<'a> {
         let Some(cmds) = p.replacement else {
             return Decision {
                 emit: Emit::Forward,
@@ -303,24 +302,16 @@ impl<'a> Cx<'a> {
                 at_risk: p.at_risk,
             };
         }
-        let cmds = if self.policy.dialect == Dialect::Redis && cmds.len() > 1 && !self.in_multi {
-            let mut wrapped = Vec::with_capacity(cmds.len() + 2);
-            wrapped.push(vec![lit("MULTI")]);
-            wrapped.extend(cmds);
-            wrapped.push(vec![lit("EXEC")]);
-            wrapped
-        } else {
-            cmds
-        };
+        let wrap = self.policy.dialect == Dialect::Redis && cmds.len() > 1 && !self.in_multi;
         Decision {
-            emit: Emit::Replace(cmds),
+            emit: Emit::Replace(Replacement::new(cmds, wrap)),
             family: p.family,
             outcome: p.outcome,
             at_risk: p.at_risk,
         }
     }
 
-    fn apply(&mut self, spec: Spec, state: &mut StreamState) -> Proposal {
+    fn apply(&mut self, spec: Spec, state: &mut StreamState) -> Proposal<'a> {
         let cmd = spec.cmd;
         if !spec.arity_ok(self.args.count()) {
             return Proposal::malformed(cmd.family());
@@ -377,7 +368,7 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn select(&mut self, state: &mut StreamState) -> Proposal {
+    fn select(&mut self, state: &mut StreamState) -> Proposal<'a> {
         match arg_i64(self.arg(1)).and_then(|db| u32::try_from(db).ok()) {
             Some(db) => {
                 state.db = db;
@@ -389,7 +380,7 @@ impl<'a> Cx<'a> {
     }
 
     /// A write that keeps the key's TTL and creates the key when it is missing (rule 3).
-    fn keep_ttl_write(&mut self, cmd: Cmd, key_at: usize) -> Proposal {
+    fn keep_ttl_write(&mut self, cmd: Cmd, key_at: usize) -> Proposal<'a> {
         let family = cmd.family();
         let key = self.arg(key_at);
         let (known, expired) = self.know(key);
@@ -399,7 +390,9 @@ impl<'a> Cx<'a> {
                     return Proposal::pass();
                 };
                 match self.restate_deadline(key, deadline) {
-                    Some(expire) => Proposal::rewrite(family, vec![self.original(), expire]),
+                    Some(expire) => {
+                        Proposal::rewrite(family, Commands::of([self.original(), expire]))
+                    }
                     None => Proposal::malformed(Some(family)),
                 }
             }
@@ -420,7 +413,7 @@ impl<'a> Cx<'a> {
                 }
                 match family {
                     Some(f) if expired && self.pika() => {
-                        Proposal::rewrite(f, vec![self.del(key), self.original()])
+                        Proposal::rewrite(f, Commands::of([self.del(key), self.original()]))
                     }
                     Some(f) => Proposal::passed(f),
                     None => Proposal::pass(),
@@ -431,7 +424,7 @@ impl<'a> Cx<'a> {
 
     /// LPUSHX/RPUSHX: a late replica that lost the key pushes nothing, which is what the master
     /// has once the deadline passes; nothing to rewrite.
-    fn push_if_exists(&mut self) -> Proposal {
+    fn push_if_exists(&mut self) -> Proposal<'a> {
         let key = self.arg(1);
         match self.know(key).0 {
             KeyKnowledge::Unknown => Proposal::unknown_key(Some(Family::List)),
@@ -444,7 +437,7 @@ impl<'a> Cx<'a> {
     /// when it is volatile; when it did not exist, it may or may not exist afterwards. A
     /// volatile source that a late replica has already dropped turns the move into a no-op
     /// there, which the proxy cannot repair without the source's members: reported at risk.
-    fn move_element(&mut self, write: Cmd) -> Proposal {
+    fn move_element(&mut self, write: Cmd) -> Proposal<'a> {
         let src = self.arg(1);
         let dst = self.arg(2);
         let (src_known, _) = self.know(src);
@@ -544,7 +537,7 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn set(&mut self) -> Proposal {
+    fn set(&mut self) -> Proposal<'a> {
         let Some((cond, ttl)) = self.parse_set_options() else {
             return Proposal::malformed(Some(Family::StringSet));
         };
@@ -558,9 +551,10 @@ impl<'a> Cx<'a> {
                 let deadline = self.set_deadline_ms(ttl, None);
                 self.record_set(key, deadline);
                 return match deadline {
-                    Some(_) if expired && self.pika() => {
-                        Proposal::rewrite(Family::Expire, vec![self.del(key), self.original()])
-                    }
+                    Some(_) if expired && self.pika() => Proposal::rewrite(
+                        Family::Expire,
+                        Commands::of([self.del(key), self.original()]),
+                    ),
                     _ => Proposal::pass(),
                 };
             }
@@ -603,27 +597,22 @@ impl<'a> Cx<'a> {
                 if !needs_rewrite {
                     return Proposal::passed(family);
                 }
-                let mut cmds = Vec::with_capacity(2);
-                if expired && self.pika() {
-                    cmds.push(self.del(key));
-                }
-                match deadline {
-                    Some(ms) if self.already_expired(ms) => {
-                        // Already expired on the master: the key must simply be gone.
-                        cmds.push(self.del(key));
-                    }
+                let first = (expired && self.pika()).then(|| self.del(key));
+                let last = match deadline {
+                    // Already expired on the master: the key must simply be gone.
+                    Some(ms) if self.already_expired(ms) => self.del(key),
                     _ => match self.set_with_deadline(key, value, deadline) {
-                        Some(c) => cmds.push(c),
+                        Some(c) => c,
                         None => return Proposal::malformed(Some(family)),
                     },
-                }
-                Proposal::rewrite(family, cmds)
+                };
+                Proposal::rewrite(family, Commands::preceded_by(first, last))
             }
             Some(false) => {
                 // Pika logged a conditional SET that did nothing on the master.
                 match old_deadline {
                     Some(deadline) => match self.restate_deadline(key, deadline) {
-                        Some(c) => Proposal::rewrite(family, vec![c]),
+                        Some(c) => Proposal::rewrite(family, Commands::of([c])),
                         None => Proposal::malformed(Some(family)),
                     },
                     None => Proposal::passed(family),
@@ -643,7 +632,7 @@ impl<'a> Cx<'a> {
     }
 
     /// SETNX k v: Pika logs it even when it failed.
-    fn setnx(&mut self) -> Proposal {
+    fn setnx(&mut self) -> Proposal<'a> {
         let key = self.arg(1);
         let (known, _) = self.know(key);
         if !self.pika() {
@@ -654,7 +643,7 @@ impl<'a> Cx<'a> {
         match known {
             KeyKnowledge::Volatile(deadline) => match self.restate_deadline(key, deadline) {
                 // The master found the key alive and did nothing; a late replica would create it.
-                Some(c) => Proposal::rewrite(Family::StringSet, vec![c]),
+                Some(c) => Proposal::rewrite(Family::StringSet, Commands::of([c])),
                 None => Proposal::malformed(Some(Family::StringSet)),
             },
             KeyKnowledge::Unknown => Proposal::unknown_key(Some(Family::StringSet)),
@@ -667,7 +656,7 @@ impl<'a> Cx<'a> {
     }
 
     /// SETEX k sec v / PSETEX k ms v: relative → absolute.
-    fn setex(&mut self, unit: i64) -> Proposal {
+    fn setex(&mut self, unit: i64) -> Proposal<'a> {
         let key = self.arg(1);
         let value = self.arg(3);
         let Some(ttl_ms) = arg_i64(self.arg(2)).and_then(|v| v.checked_mul(unit)) else {
@@ -679,26 +668,22 @@ impl<'a> Cx<'a> {
         let (_, expired) = self.know(key);
         let deadline = self.set_deadline_ms(SetTtl::Relative(ttl_ms), None);
         self.record_set(key, deadline);
-        let mut cmds = Vec::with_capacity(2);
-        if expired && self.pika() {
-            cmds.push(self.del(key));
-        }
+        let first = (expired && self.pika()).then(|| self.del(key));
         match self.set_with_deadline(key, value, deadline) {
-            Some(c) => cmds.push(c),
-            None => return Proposal::malformed(Some(Family::Expire)),
+            Some(last) => Proposal::rewrite(Family::Expire, Commands::preceded_by(first, last)),
+            None => Proposal::malformed(Some(Family::Expire)),
         }
-        Proposal::rewrite(Family::Expire, cmds)
     }
 
     /// GETSET and friends: overwrite with no TTL whatever the key was; deterministic.
-    fn plain_overwrite(&mut self, key_at: usize) -> Proposal {
+    fn plain_overwrite(&mut self, key_at: usize) -> Proposal<'a> {
         let key = self.arg(key_at);
         self.know(key);
         self.table.mark_persistent(self.db, key, self.track);
         Proposal::passed(Family::StringSet)
     }
 
-    fn mset(&mut self) -> Proposal {
+    fn mset(&mut self) -> Proposal<'a> {
         if self.args.count() % 2 != 1 {
             return Proposal::malformed(None);
         }
@@ -712,7 +697,7 @@ impl<'a> Cx<'a> {
 
     /// `pksetexat k <sec> v`: absolute already. A millisecond timestamp (Pika 4.0.1/4.0.2's
     /// PSETEX bug) would stall the replica, so it is converted to seconds.
-    fn pksetexat(&mut self) -> Proposal {
+    fn pksetexat(&mut self) -> Proposal<'a> {
         let key = self.arg(1);
         let value = self.arg(3);
         let Some(ts) = arg_i64(self.arg(2)) else {
@@ -727,7 +712,7 @@ impl<'a> Cx<'a> {
             let secs = ts / 1000;
             self.record_set(key, Some(secs.saturating_mul(1000)));
             return match self.set_with_deadline(key, value, Some(secs.saturating_mul(1000))) {
-                Some(c) if self.pika() => Proposal::rewrite(Family::Expire, vec![c]),
+                Some(c) if self.pika() => Proposal::rewrite(Family::Expire, Commands::of([c])),
                 _ => Proposal::malformed(Some(Family::Expire)),
             };
         }
@@ -802,12 +787,13 @@ impl<'a> Cx<'a> {
 
     /// Redis PEXPIREAT/EXPIRE flags; the master propagates only expiries it applied, so a flag
     /// only needs to be kept, never evaluated, on the Redis side.
-    fn expire_flag(&self) -> Option<Bytes> {
-        self.args.get(3).map(|flag| self.share(flag))
+    fn expire_flag(&self) -> Option<Arg<'a>> {
+        let args: &'a dyn Args = self.args;
+        args.get(3).map(Arg::Bytes)
     }
 
     /// EXPIRE k sec / PEXPIRE k ms: relative → absolute.
-    fn relative_expire(&mut self, unit: i64) -> Proposal {
+    fn relative_expire(&mut self, unit: i64) -> Proposal<'a> {
         let key = self.arg(1);
         let Some(ttl_ms) = arg_i64(self.arg(2)).and_then(|v| v.checked_mul(unit)) else {
             return Proposal::malformed(Some(Family::Expire));
@@ -825,19 +811,21 @@ impl<'a> Cx<'a> {
         } else if self.pika() {
             self.restate_deadline(key, deadline)
         } else {
-            let mut c = vec![lit("PEXPIREAT"), self.share(key), int_bytes(deadline)];
-            c.extend(self.expire_flag());
-            Some(c)
+            let (name, key, deadline) = (lit("PEXPIREAT"), Arg::Bytes(key), Arg::Int(deadline));
+            Some(match self.expire_flag() {
+                Some(flag) => NewCommand::of([name, key, deadline, flag]),
+                None => NewCommand::of([name, key, deadline]),
+            })
         };
         match cmd {
-            Some(c) => Proposal::rewrite(Family::Expire, vec![c]).with_risk(risk),
+            Some(c) => Proposal::rewrite(Family::Expire, Commands::of([c])).with_risk(risk),
             None => Proposal::malformed(Some(Family::Expire)).with_risk(risk),
         }
     }
 
     /// EXPIREAT k sec / PEXPIREAT k ms: absolute already; Pika replicas must never see
     /// `pexpireat` (several versions cast it to int32), so it becomes `expireat k ms/1000`.
-    fn absolute_expire(&mut self, unit: i64) -> Proposal {
+    fn absolute_expire(&mut self, unit: i64) -> Proposal<'a> {
         let key = self.arg(1);
         let Some(at) = arg_i64(self.arg(2)) else {
             return Proposal::malformed(Some(Family::Expire));
@@ -860,7 +848,7 @@ impl<'a> Cx<'a> {
             }
             let risk = self.risk(key, deadline);
             return match (unit, self.restate_deadline(key, deadline)) {
-                (1, Some(c)) => Proposal::rewrite(Family::Expire, vec![c]),
+                (1, Some(c)) => Proposal::rewrite(Family::Expire, Commands::of([c])),
                 (1, None) => Proposal::malformed(Some(Family::Expire)),
                 _ => Proposal::passed(Family::Expire),
             }
@@ -869,20 +857,20 @@ impl<'a> Cx<'a> {
         let risk = self.record_expire(key, known, deadline, self.pika() && at <= 0);
         if self.pika() && unit == 1 {
             let cmd = if at <= 0 {
-                vec![lit("expireat"), self.share(key), int_bytes(0)]
+                NewCommand::of([lit("expireat"), Arg::Bytes(key), Arg::Int(0)])
             } else {
                 match self.restate_deadline(key, deadline) {
                     Some(c) => c,
                     None => return Proposal::malformed(Some(Family::Expire)).with_risk(risk),
                 }
             };
-            return Proposal::rewrite(Family::Expire, vec![cmd]).with_risk(risk);
+            return Proposal::rewrite(Family::Expire, Commands::of([cmd])).with_risk(risk);
         }
         Proposal::passed(Family::Expire).with_risk(risk)
     }
 
     /// GETEX k [EX s|PX ms|EXAT s|PXAT ms|PERSIST].
-    fn getex(&mut self) -> Proposal {
+    fn getex(&mut self) -> Proposal<'a> {
         let key = self.arg(1);
         let (known, _) = self.know(key);
         let Some(opt) = self.args.get(2) else {
@@ -923,14 +911,14 @@ impl<'a> Cx<'a> {
             self.restate_deadline(key, deadline)
         };
         match cmd {
-            Some(c) => Proposal::rewrite(Family::Expire, vec![c]).with_risk(risk),
+            Some(c) => Proposal::rewrite(Family::Expire, Commands::of([c])).with_risk(risk),
             None => Proposal::malformed(Some(Family::Expire)).with_risk(risk),
         }
     }
 
     /// PERSIST k: removes a TTL; a late replica that already dropped the key cannot be
     /// repaired without the value, so it is reported as at risk.
-    fn persist(&mut self) -> Proposal {
+    fn persist(&mut self) -> Proposal<'a> {
         let key = self.arg(1);
         let (known, _) = self.know(key);
         match known {
@@ -957,7 +945,7 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn del_keys(&mut self, first: usize) -> Proposal {
+    fn del_keys(&mut self, first: usize) -> Proposal<'a> {
         for key_at in first..self.args.count() {
             self.table
                 .mark_absent(self.db, self.arg(key_at), self.track);
@@ -968,7 +956,7 @@ impl<'a> Cx<'a> {
     /// RENAME / RENAMENX src dst: the destination takes the source's TTL. When the source is
     /// volatile, a late replica's RENAME fails (source gone) and would leave an old destination
     /// behind; restating the source's deadline on the destination removes it there too.
-    fn rename(&mut self, only_if_absent: bool) -> Proposal {
+    fn rename(&mut self, only_if_absent: bool) -> Proposal<'a> {
         let src = self.arg(1);
         let dst = self.arg(2);
         let (src_known, _) = self.know(src);
@@ -1002,7 +990,7 @@ impl<'a> Cx<'a> {
                     return match dst_known {
                         KeyKnowledge::Volatile(deadline) => {
                             match self.restate_deadline(dst, deadline) {
-                                Some(c) => Proposal::rewrite(Family::Expire, vec![c]),
+                                Some(c) => Proposal::rewrite(Family::Expire, Commands::of([c])),
                                 None => Proposal::malformed(Some(Family::Expire)),
                             }
                         }
@@ -1025,14 +1013,14 @@ impl<'a> Cx<'a> {
         self.table.rename(self.db, src, dst, self.track);
         match src_known {
             KeyKnowledge::Volatile(deadline) => match self.restate_deadline(dst, deadline) {
-                Some(c) => Proposal::rewrite(Family::Expire, vec![self.original(), c]),
+                Some(c) => Proposal::rewrite(Family::Expire, Commands::of([self.original(), c])),
                 None => Proposal::malformed(Some(Family::Expire)),
             },
             _ => Proposal::passed(Family::Expire),
         }
     }
 
-    fn move_key(&mut self) -> Proposal {
+    fn move_key(&mut self) -> Proposal<'a> {
         let key = self.arg(1);
         let Some(to) = arg_i64(self.arg(2)).and_then(|d| u32::try_from(d).ok()) else {
             return Proposal::malformed(None);
@@ -1044,7 +1032,7 @@ impl<'a> Cx<'a> {
     }
 
     /// COPY src dst [DB n] [REPLACE]: Redis propagates it only when it copied.
-    fn copy(&mut self) -> Proposal {
+    fn copy(&mut self) -> Proposal<'a> {
         let src = self.arg(1);
         let dst = self.arg(2);
         let mut to = self.db;
@@ -1070,7 +1058,7 @@ impl<'a> Cx<'a> {
         Proposal::pass()
     }
 
-    fn swapdb(&mut self) -> Proposal {
+    fn swapdb(&mut self) -> Proposal<'a> {
         let a = arg_i64(self.arg(1)).and_then(|d| u32::try_from(d).ok());
         let b = arg_i64(self.arg(2)).and_then(|d| u32::try_from(d).ok());
         match (a, b) {
@@ -1083,7 +1071,7 @@ impl<'a> Cx<'a> {
     }
 
     /// RESTORE k ttl payload [REPLACE] [ABSTTL] …: Redis 7 propagates it with ABSTTL.
-    fn restore(&mut self) -> Proposal {
+    fn restore(&mut self) -> Proposal<'a> {
         let key = self.arg(1);
         let Some(ttl) = arg_i64(self.arg(2)) else {
             return Proposal::malformed(None);
@@ -1102,7 +1090,7 @@ impl<'a> Cx<'a> {
 
     /// HDEL, SREM, LPOP, ZREM…: may empty the key. A volatile key that the master emptied is
     /// gone, so whether a later write recreates it without a TTL is no longer known.
-    fn removal(&mut self, key_at: usize) -> Proposal {
+    fn removal(&mut self, key_at: usize) -> Proposal<'a> {
         let key = self.arg(key_at);
         match self.know(key).0 {
             KeyKnowledge::Volatile(deadline) => {
@@ -1116,7 +1104,7 @@ impl<'a> Cx<'a> {
 
     /// SINTERSTORE dst …, ZUNIONSTORE dst …: dst is overwritten without a TTL (or deleted when
     /// the result is empty).
-    fn store_into(&mut self) -> Proposal {
+    fn store_into(&mut self) -> Proposal<'a> {
         let dst = self.arg(1);
         self.know(dst);
         self.table.mark_not_volatile(self.db, dst);

@@ -22,7 +22,7 @@ use crate::engine::{self, AtRisk, Dialect, Emit, Policy, StreamState};
 use crate::families::{Family, FamilySwitches};
 use crate::pika::item::{put_item, BinlogItem};
 use crate::pika::messages::{InnerResponse, LogicalOffset, MessageError};
-use crate::resp::{encode_command, whole_command, CommandParser, FrameKind, ParserLimits};
+use crate::resp::{whole_command, CommandParser, FrameKind, ParserLimits};
 use crate::table::ExpiryTable;
 
 /// The result of rewriting one response.
@@ -50,12 +50,11 @@ pub struct LinkRewriter {
     tally: stats::EntryTally,
     /// Reused per item so the hot path does not allocate for them: the content parser and its
     /// buffer (for content the single-pass reader leaves to it), the item's frames with their
-    /// argument ranges (the engine reads arguments in place, see [`FrameArgs`]), what each
-    /// frame becomes (`None`: itself), and a changed item's new content and encoding.
+    /// argument ranges (the engine reads arguments in place, see [`FrameArgs`]), and a changed
+    /// item's new content and encoding.
     parser: CommandParser,
     scratch: BytesMut,
     frames: ItemFrames,
-    replacements: Vec<Option<Vec<Vec<Bytes>>>>,
     content: BytesMut,
     item: Vec<u8>,
 }
@@ -82,7 +81,6 @@ impl LinkRewriter {
             parser: content_parser(),
             scratch: BytesMut::new(),
             frames: ItemFrames::default(),
-            replacements: Vec::new(),
             content: BytesMut::new(),
             item: Vec::new(),
         }
@@ -194,7 +192,6 @@ impl LinkRewriter {
     ) -> Result<bool, MessageError> {
         let exec_ms = i64::from(item.header.exec_time) * 1000;
         self.frames.clear();
-        self.replacements.clear();
         if !split_content(
             body,
             item.content,
@@ -206,10 +203,17 @@ impl LinkRewriter {
             out.unparsable_items += 1;
             return Ok(false);
         }
+        // The item's new content is started at its first replaced frame, with the frames
+        // before it copied in one piece; an item that passes through is never copied.
         let mut changed = false;
+        self.content.clear();
+        let content_start = self.frames.frames.first().map_or(0, |f| f.raw.start);
         for frame in &self.frames.frames {
+            let untouched = &body[frame.raw.clone()];
             if !matches!(frame.kind, FrameKind::Command | FrameKind::Inline) {
-                self.replacements.push(None);
+                if changed {
+                    self.content.extend_from_slice(untouched);
+                }
                 continue;
             }
             let args = FrameArgs {
@@ -230,12 +234,17 @@ impl LinkRewriter {
                 out.at_risk.push((decision.family, risk));
             }
             match decision.emit {
-                Emit::Replace(cmds) if !cmds.is_empty() => {
-                    changed = true;
-                    self.replacements.push(Some(cmds));
+                Emit::Replace(replacement) if !replacement.is_empty() => {
+                    if !changed {
+                        changed = true;
+                        self.content
+                            .extend_from_slice(&body[content_start..frame.raw.start]);
+                    }
+                    replacement.encode(&args, &mut self.content);
                 }
                 // An empty replacement would make the item vanish on the replica; keep it.
-                _ => self.replacements.push(None),
+                _ if changed => self.content.extend_from_slice(untouched),
+                _ => {}
             }
         }
         self.entries_since_prune += 1;
@@ -245,17 +254,6 @@ impl LinkRewriter {
         }
         if !changed {
             return Ok(false);
-        }
-        self.content.clear();
-        for (frame, replacement) in self.frames.frames.iter().zip(self.replacements.drain(..)) {
-            match replacement {
-                Some(cmds) => {
-                    for cmd in cmds {
-                        encode_command(&cmd, &mut self.content);
-                    }
-                }
-                None => self.content.extend_from_slice(&body[frame.raw.clone()]),
-            }
         }
         self.item.clear();
         put_item(&item.header, &self.content, &mut self.item).map_err(MessageError::Item)?;
@@ -384,6 +382,7 @@ mod tests {
     use super::*;
     use crate::pika::item::{build_item, ItemHeader};
     use crate::pika::messages::{build_binlog_sync_response, NewBinlogSyncEntry, Slot};
+    use crate::resp::encode_command;
     use crate::table::Baseline;
 
     fn item(exec_time: u32, logic_id: u64, start: u64, args: &[&str]) -> Vec<u8> {

@@ -5,6 +5,8 @@
 //! are copied into a scratch buffer together with encoded replacements, which keeps the number
 //! of I/O slices per write low.
 
+use crate::engine::args::Args;
+use crate::engine::Replacement;
 use crate::resp::{encode_command, encoded_len};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -61,6 +63,13 @@ impl OutQueue {
     pub fn push_command<A: AsRef<[u8]>>(&mut self, args: &[A]) -> usize {
         let n = encoded_len(args);
         encode_command(args, &mut self.scratch);
+        self.len += n;
+        n
+    }
+
+    /// Queue the commands the engine emitted for `entry`; returns their length.
+    pub fn push_replacement(&mut self, replacement: &Replacement<'_>, entry: &dyn Args) -> usize {
+        let n = replacement.encode(entry, &mut self.scratch);
         self.len += n;
         n
     }

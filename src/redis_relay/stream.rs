@@ -151,10 +151,8 @@ impl StreamRelay {
                             out.push_bytes(raw);
                             self.d += raw_len;
                         }
-                        Emit::Replace(cmds) => {
-                            for c in &cmds {
-                                self.d += out.push_command(c) as u64;
-                            }
+                        Emit::Replace(replacement) => {
+                            self.d += out.push_replacement(&replacement, &args) as u64;
                             rewritten = true;
                         }
                     }

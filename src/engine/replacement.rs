@@ -1,0 +1,265 @@
+//! The commands the engine emits in place of an entry, and their encoding.
+//!
+//! A replacement is built for almost every entry on a volatile key, so it must cost next to
+//! nothing: its arguments borrow the entry's own bytes ([`Arg::Bytes`]) or are integers written
+//! straight into the output ([`Arg::Int`]), each command holds its few arguments inline, and
+//! the entry itself is named rather than copied ([`NewCommand::Original`]). The relays encode it
+//! into their output buffer ([`Replacement::encode`]); tests and models can ask for owned
+//! argument lists ([`Replacement::argvs`]).
+
+use bytes::{Bytes, BytesMut};
+
+use super::args::Args;
+use crate::resp::{put_array_header, put_bulk, put_bulk_int};
+
+/// One argument of a replacement command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arg<'a> {
+    /// A part of the entry, or a literal.
+    Bytes(&'a [u8]),
+    /// An integer (a deadline), written in decimal.
+    Int(i64),
+}
+
+/// The most arguments a command the engine writes has (`SET k v PXAT ms`).
+const MAX_ARGS: usize = 5;
+
+/// One command of a replacement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NewCommand<'a> {
+    /// The entry itself, as a multibulk command.
+    Original,
+    /// A command the engine wrote: `parts[..len]`, the name first.
+    Written { parts: [Arg<'a>; MAX_ARGS], len: u8 },
+}
+
+impl<'a> NewCommand<'a> {
+    /// A command of `N` (at most five) arguments, the name first.
+    pub fn of<const N: usize>(args: [Arg<'a>; N]) -> Self {
+        const {
+            assert!(
+                N >= 1 && N <= MAX_ARGS,
+                "a written command has 1 to 5 arguments"
+            )
+        };
+        let mut parts = [Arg::Int(0); MAX_ARGS];
+        parts[..N].copy_from_slice(&args);
+        NewCommand::Written {
+            parts,
+            len: N as u8,
+        }
+    }
+
+    fn written(&self) -> Option<&[Arg<'a>]> {
+        match self {
+            NewCommand::Original => None,
+            NewCommand::Written { parts, len } => Some(&parts[..usize::from(*len)]),
+        }
+    }
+}
+
+const MULTI: NewCommand<'static> = NewCommand::Written {
+    parts: [
+        Arg::Bytes(b"MULTI"),
+        Arg::Int(0),
+        Arg::Int(0),
+        Arg::Int(0),
+        Arg::Int(0),
+    ],
+    len: 1,
+};
+const EXEC: NewCommand<'static> = NewCommand::Written {
+    parts: [
+        Arg::Bytes(b"EXEC"),
+        Arg::Int(0),
+        Arg::Int(0),
+        Arg::Int(0),
+        Arg::Int(0),
+    ],
+    len: 1,
+};
+
+/// The most commands a rule emits for one entry (not counting MULTI/EXEC).
+const MAX_COMMANDS: usize = 2;
+
+/// The commands a rule emits for one entry, held inline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Commands<'a> {
+    items: [NewCommand<'a>; MAX_COMMANDS],
+    len: u8,
+}
+
+impl<'a> Commands<'a> {
+    /// `N` (one or two) commands, in order.
+    pub fn of<const N: usize>(commands: [NewCommand<'a>; N]) -> Self {
+        const { assert!(N >= 1 && N <= MAX_COMMANDS, "a rule emits 1 or 2 commands") };
+        let mut items = [NewCommand::Original; MAX_COMMANDS];
+        items[..N].copy_from_slice(&commands);
+        Commands {
+            items,
+            len: N as u8,
+        }
+    }
+
+    /// `last`, preceded by `first` when there is one.
+    pub fn preceded_by(first: Option<NewCommand<'a>>, last: NewCommand<'a>) -> Self {
+        match first {
+            Some(first) => Commands::of([first, last]),
+            None => Commands::of([last]),
+        }
+    }
+
+    fn as_slice(&self) -> &[NewCommand<'a>] {
+        &self.items[..usize::from(self.len)]
+    }
+
+    /// Number of commands.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The commands to send instead of an entry, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replacement<'a> {
+    commands: Commands<'a>,
+    /// Sent between MULTI and EXEC (Redis, several commands, outside an upstream MULTI).
+    in_multi_exec: bool,
+}
+
+impl<'a> Replacement<'a> {
+    /// `commands`, sent as they are or wrapped in MULTI/EXEC.
+    pub fn new(commands: Commands<'a>, in_multi_exec: bool) -> Self {
+        Replacement {
+            commands,
+            in_multi_exec,
+        }
+    }
+
+    /// Every command in order, MULTI and EXEC included.
+    pub fn commands(&self) -> impl Iterator<Item = &NewCommand<'a>> {
+        let (open, close) = if self.in_multi_exec {
+            (Some(&MULTI), Some(&EXEC))
+        } else {
+            (None, None)
+        };
+        open.into_iter()
+            .chain(self.commands.as_slice())
+            .chain(close)
+    }
+
+    /// Number of commands, MULTI and EXEC included.
+    pub fn len(&self) -> usize {
+        self.commands.len() + if self.in_multi_exec { 2 } else { 0 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends every command to `out` as a multibulk; `entry` is the entry the replacement was
+    /// made for (what [`NewCommand::Original`] stands for). Returns the bytes appended.
+    pub fn encode(&self, entry: &dyn Args, out: &mut BytesMut) -> usize {
+        let before = out.len();
+        for command in self.commands() {
+            match command.written() {
+                Some(parts) => {
+                    put_array_header(out, parts.len());
+                    for part in parts {
+                        match *part {
+                            Arg::Bytes(bytes) => put_bulk(out, bytes),
+                            Arg::Int(value) => put_bulk_int(out, value),
+                        }
+                    }
+                }
+                None => {
+                    let count = entry.count();
+                    put_array_header(out, count);
+                    for arg in (0..count).filter_map(|i| entry.get(i)) {
+                        put_bulk(out, arg);
+                    }
+                }
+            }
+        }
+        out.len() - before
+    }
+
+    /// Every command as an owned argument list (for tests and models).
+    pub fn argvs(&self, entry: &dyn Args) -> Vec<Vec<Bytes>> {
+        self.commands()
+            .map(|command| match command.written() {
+                Some(parts) => parts
+                    .iter()
+                    .map(|part| match *part {
+                        Arg::Bytes(bytes) => Bytes::copy_from_slice(bytes),
+                        Arg::Int(value) => Bytes::from(value.to_string()),
+                    })
+                    .collect(),
+                None => (0..entry.count())
+                    .filter_map(|i| entry.get(i))
+                    .map(Bytes::copy_from_slice)
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resp::encode_command;
+
+    #[test]
+    fn encoding_matches_the_argument_lists() {
+        let entry: Vec<Bytes> = vec![Bytes::from_static(b"INCR"), Bytes::from_static(b"k")];
+        let key = entry[1].clone();
+        for (commands, wrapped) in [
+            (Commands::of([NewCommand::Original]), false),
+            (
+                Commands::of([
+                    NewCommand::Original,
+                    NewCommand::of([Arg::Bytes(b"PEXPIREAT"), Arg::Bytes(&key), Arg::Int(-7)]),
+                ]),
+                true,
+            ),
+            (
+                Commands::of([NewCommand::of([
+                    Arg::Bytes(b"SET"),
+                    Arg::Bytes(b""),
+                    Arg::Bytes(b"v"),
+                    Arg::Bytes(b"PXAT"),
+                    Arg::Int(i64::MAX),
+                ])]),
+                false,
+            ),
+        ] {
+            let replacement = Replacement::new(commands, wrapped);
+            let argvs = replacement.argvs(&entry);
+            assert_eq!(argvs.len(), replacement.len());
+            let mut expected = BytesMut::new();
+            for argv in &argvs {
+                encode_command(argv, &mut expected);
+            }
+            let mut encoded = BytesMut::from(&b"before"[..]);
+            let appended = replacement.encode(&entry, &mut encoded);
+            assert_eq!(&encoded[6..], &expected[..]);
+            assert_eq!(appended, expected.len());
+        }
+    }
+
+    #[test]
+    fn multi_exec_wraps_the_commands() {
+        let entry: Vec<Bytes> = vec![Bytes::from_static(b"INCR")];
+        let replacement = Replacement::new(Commands::of([NewCommand::Original]), true);
+        let names: Vec<Bytes> = replacement
+            .argvs(&entry)
+            .into_iter()
+            .map(|argv| argv[0].clone())
+            .collect();
+        assert_eq!(names, ["MULTI", "INCR", "EXEC"]);
+    }
+}

@@ -972,23 +972,30 @@ pub fn put_bulk(out: &mut BytesMut, bytes: &[u8]) {
 
 /// Appends `value` in decimal as one bulk string, formatted on the stack.
 pub fn put_bulk_int(out: &mut BytesMut, value: i64) {
-    // A sign and up to 19 digits.
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    let mut rest = value.unsigned_abs();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
+    // A sign and up to 20 digits.
+    let mut text = [0u8; 21];
+    let end = text.len();
+    let mut start = write_decimal_before(&mut text, end, value.unsigned_abs());
     if value < 0 {
         start -= 1;
-        digits[start] = b'-';
+        text[start] = b'-';
     }
-    put_bulk(out, &digits[start..]);
+    put_bulk(out, &text[start..]);
+}
+
+/// Writes `value` in decimal so that it ends just before `buf[end]`; returns where it starts.
+/// `buf[..end]` must have room for 20 digits.
+fn write_decimal_before(buf: &mut [u8], end: usize, value: u64) -> usize {
+    let mut start = end;
+    let mut rest = value;
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            return start;
+        }
+    }
 }
 
 /// The exact number of bytes [`encode_command`] appends for `args`.
@@ -1010,17 +1017,9 @@ fn decimal_len(value: usize) -> usize {
 fn put_length_line(out: &mut BytesMut, prefix: u8, value: usize) {
     // Prefix + up to 20 digits (usize::MAX on 64-bit targets) + CRLF.
     let mut line = [0u8; 23];
-    let mut start = line.len() - 2;
-    line[start..].copy_from_slice(b"\r\n");
-    let mut rest = value;
-    loop {
-        start -= 1;
-        line[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
+    let digits_end = line.len() - 2;
+    line[digits_end..].copy_from_slice(b"\r\n");
+    let mut start = write_decimal_before(&mut line, digits_end, value as u64);
     start -= 1;
     line[start] = prefix;
     out.put_slice(&line[start..]);

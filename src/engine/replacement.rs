@@ -58,26 +58,15 @@ impl<'a> NewCommand<'a> {
     }
 }
 
-const MULTI: NewCommand<'static> = NewCommand::Written {
-    parts: [
-        Arg::Bytes(b"MULTI"),
-        Arg::Int(0),
-        Arg::Int(0),
-        Arg::Int(0),
-        Arg::Int(0),
-    ],
-    len: 1,
-};
-const EXEC: NewCommand<'static> = NewCommand::Written {
-    parts: [
-        Arg::Bytes(b"EXEC"),
-        Arg::Int(0),
-        Arg::Int(0),
-        Arg::Int(0),
-        Arg::Int(0),
-    ],
-    len: 1,
-};
+/// A command of its name alone.
+const fn name_only(name: &'static [u8]) -> NewCommand<'static> {
+    let mut parts = [Arg::Int(0); MAX_ARGS];
+    parts[0] = Arg::Bytes(name);
+    NewCommand::Written { parts, len: 1 }
+}
+
+const MULTI: NewCommand<'static> = name_only(b"MULTI");
+const EXEC: NewCommand<'static> = name_only(b"EXEC");
 
 /// The most commands a rule emits for one entry (not counting MULTI/EXEC).
 const MAX_COMMANDS: usize = 2;
@@ -219,6 +208,15 @@ mod tests {
         let key = entry[1].clone();
         for (commands, wrapped) in [
             (Commands::of([NewCommand::Original]), false),
+            (
+                Commands::of([NewCommand::of([
+                    Arg::Int(0),
+                    Arg::Int(i64::MIN),
+                    Arg::Int(9),
+                    Arg::Int(10),
+                ])]),
+                false,
+            ),
             (
                 Commands::of([
                     NewCommand::Original,

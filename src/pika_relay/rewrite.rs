@@ -262,7 +262,7 @@ impl LinkRewriter {
 }
 
 /// The frames of one item's content. Every position is in the response body, so the engine
-/// reads arguments where they arrived and shares one for a replacement without copying it.
+/// reads arguments where they arrived and a replacement borrows them from there.
 #[derive(Debug, Default)]
 struct ItemFrames {
     frames: Vec<ItemFrame>,

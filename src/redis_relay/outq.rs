@@ -7,7 +7,6 @@
 
 use crate::engine::args::Args;
 use crate::engine::Replacement;
-use crate::resp::{encode_command, encoded_len};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -57,14 +56,6 @@ impl OutQueue {
     pub fn push_slice(&mut self, raw: &[u8]) {
         self.len += raw.len();
         self.scratch.extend_from_slice(raw);
-    }
-
-    /// Queue one command encoded as a multibulk; returns its length.
-    pub fn push_command<A: AsRef<[u8]>>(&mut self, args: &[A]) -> usize {
-        let n = encoded_len(args);
-        encode_command(args, &mut self.scratch);
-        self.len += n;
-        n
     }
 
     /// Queue the commands the engine emitted for `entry`; returns their length.
@@ -132,6 +123,7 @@ impl OutQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{Arg, Commands, NewCommand};
 
     #[tokio::test]
     async fn keeps_order_across_copied_and_shared_chunks() {
@@ -140,7 +132,10 @@ mod tests {
         let big = Bytes::from(vec![b'z'; 10_000]);
         q.push_bytes(Bytes::from_static(b"*1\r\n$4\r\nping\r\n"));
         q.push_bytes(big.clone());
-        assert_eq!(q.push_command(&["PEXPIREAT", "k", "1"]), 33);
+        let entry = vec![Bytes::from_static(b"INCR"), Bytes::from_static(b"k")];
+        let expire = NewCommand::of([Arg::Bytes(b"PEXPIREAT"), Arg::Bytes(b"k"), Arg::Int(1)]);
+        let replacement = Replacement::new(Commands::of([expire]), false);
+        assert_eq!(q.push_replacement(&replacement, &entry), 33);
         let total = q.len();
         let mut out = Vec::new();
         q.flush_all(&mut out).await.unwrap();

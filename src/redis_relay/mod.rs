@@ -24,6 +24,7 @@ pub mod persist;
 pub mod rdb_relay;
 pub mod registry;
 mod session;
+pub mod state_writer;
 pub mod stats;
 pub mod store;
 pub mod stream;

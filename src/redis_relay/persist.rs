@@ -14,7 +14,8 @@
 //!
 //! Writers append a batch and `fsync`. Compaction rewrites the live state into a temporary file,
 //! `fsync`s it and renames it over the old one (then `fsync`s the directory), so a crash leaves
-//! either the old or the new file. A file that is truncated, fails a checksum or is otherwise
+//! either the old or the new file. The disk work is done by a thread per file
+//! ([`super::state_writer`]), in the order it was queued. A file that is truncated, fails a checksum or is otherwise
 //! inconsistent is **discarded** by the loader (logged by the caller): the replica then gets one
 //! full resync, never a wrong offset.
 //!
@@ -23,9 +24,12 @@
 //! answered with a full resync.
 
 use super::offset_map::{MapPoint, OffsetMap};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use super::state_writer::{Progress, StateWriter};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::watch;
 
 const MAGIC: &[u8; 8] = b"PTPRS001";
 const ID_LEN: usize = 40;
@@ -256,33 +260,45 @@ pub fn load(path: &Path) -> Result<PersistedState, StateFileError> {
     decode(&bytes)
 }
 
-/// The open, append-only state file of one replica.
+/// The append-only state file of one replica, written by its own [`StateWriter`] thread.
 #[derive(Debug)]
 pub struct StateFile {
-    dir: PathBuf,
     path: PathBuf,
-    file: File,
+    writer: StateWriter,
     /// Records in the file, to decide when to compact.
     records: usize,
-    /// The highest point `d` already written.
+    /// The highest point `d` already handed to the writer.
     written_point_d: Option<u64>,
-    /// The tip last written.
+    /// The tip last handed to the writer.
     written_tip: u64,
-    /// The last floor written.
+    /// The last floor handed to the writer.
     written_floor: u64,
 }
 
 impl StateFile {
-    /// Write a fresh file holding exactly this state (atomically replacing any older one).
+    /// A fresh file holding exactly this state, atomically replacing any older one. The write
+    /// is queued: [`StateFile::submitted`] and [`StateFile::watch`] tell when it is on disk.
     pub fn create(
         dir: &Path,
         own_id: &str,
         master_id: &str,
         map: &OffsetMap,
     ) -> io::Result<StateFile> {
-        fs::create_dir_all(dir)?;
         let path = state_path(dir, own_id);
-        let tmp = dir.join(format!("{FILE_PREFIX}{own_id}{FILE_SUFFIX}.tmp"));
+        let mut file = StateFile {
+            writer: StateWriter::start(dir, &path)?,
+            path,
+            records: 0,
+            written_point_d: None,
+            written_tip: 0,
+            written_floor: 0,
+        };
+        file.rewrite(own_id, master_id, map);
+        Ok(file)
+    }
+
+    /// Queue the replacement of the whole file by exactly this state.
+    pub fn rewrite(&mut self, own_id: &str, master_id: &str, map: &OffsetMap) -> u64 {
         let mut buf = Vec::new();
         put_record(&mut buf, &header_payload(own_id, master_id));
         let skip = map.len().saturating_sub(MAX_PERSISTED_POINTS);
@@ -293,23 +309,11 @@ impl StateFile {
         }
         let (tip, _, _) = map.tip();
         put_record(&mut buf, &offset_payload(b'W', tip));
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&buf)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, &path)?;
-        sync_dir(dir);
-        let file = OpenOptions::new().append(true).open(&path)?;
-        Ok(StateFile {
-            dir: dir.to_path_buf(),
-            path,
-            file,
-            records: written + 2,
-            written_point_d: map.points().last().map(|p| p.d),
-            written_tip: tip,
-            written_floor: map.points().nth(skip).map_or(0, |p| p.d),
-        })
+        self.records = written + 2;
+        self.written_point_d = map.points().last().map(|p| p.d);
+        self.written_tip = tip;
+        self.written_floor = map.points().nth(skip).map_or(0, |p| p.d);
+        self.writer.replace(buf)
     }
 
     /// Whether `map` has anything the file does not.
@@ -317,15 +321,23 @@ impl StateFile {
         map.tip().0 != self.written_tip || map.points().last().map(|p| p.d) != self.written_point_d
     }
 
-    /// Append the points and tip `map` gained since the last write, plus the current floor,
-    /// then `fsync`. Compacts when the file has grown well beyond the live state.
-    pub fn sync(&mut self, own_id: &str, master_id: &str, map: &OffsetMap) -> io::Result<()> {
+    /// Queue the points and tip `map` gained since the last write, plus the current floor (or
+    /// a compaction, when the file has grown well beyond the live state). Returns the job to
+    /// wait for, if one was queued; fails when an earlier write failed.
+    pub fn sync(
+        &mut self,
+        own_id: &str,
+        master_id: &str,
+        map: &OffsetMap,
+    ) -> io::Result<Option<u64>> {
+        if let Some(why) = self.writer.failed() {
+            return Err(io::Error::other(why.to_string()));
+        }
         if self.records > 4 * map.len().min(MAX_PERSISTED_POINTS) + 1024 {
-            *self = StateFile::create(&self.dir, own_id, master_id, map)?;
-            return Ok(());
+            return Ok(Some(self.rewrite(own_id, master_id, map)));
         }
         if !self.is_behind(map) {
-            return Ok(());
+            return Ok(None);
         }
         let mut buf = Vec::new();
         let mut records = 0;
@@ -357,40 +369,44 @@ impl StateFile {
         put_record(&mut buf, &offset_payload(b'W', tip));
         self.written_tip = tip;
         records += 1;
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
         self.records += records;
-        Ok(())
+        Ok(Some(self.writer.append(buf)))
     }
 
-    /// Record that the master's replication ID is now `master_id`.
-    pub fn set_master_id(&mut self, master_id: &str) -> io::Result<()> {
+    /// Queue a record that the master's replication ID is now `master_id`.
+    pub fn set_master_id(&mut self, master_id: &str) -> u64 {
         let mut payload = vec![b'M'];
         payload.extend_from_slice(master_id.as_bytes());
         let mut buf = Vec::new();
         put_record(&mut buf, &payload);
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
         self.records += 1;
-        Ok(())
+        self.writer.append(buf)
     }
 
-    /// Delete the file (the replica moved on to another replication ID).
-    pub fn remove(self) -> io::Result<()> {
-        fs::remove_file(&self.path)
+    /// Queue the file's deletion (the replica moved on, or persistence failed); returns the
+    /// job to wait for.
+    pub fn remove(mut self) -> (u64, watch::Receiver<Progress>) {
+        (self.writer.remove(), self.writer.watch())
+    }
+
+    /// Sequence number of the last job queued.
+    pub fn submitted(&self) -> u64 {
+        self.writer.submitted()
+    }
+
+    /// The writer's progress, for waiting until a job is on disk.
+    pub fn watch(&self) -> watch::Receiver<Progress> {
+        self.writer.watch()
+    }
+
+    /// Blocks until everything queued is on disk (tests).
+    pub fn wait_written(&self) -> io::Result<()> {
+        self.writer.wait_blocking(Duration::from_secs(10))
     }
 
     /// Where the file lives.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-}
-
-/// `fsync` a directory so a rename in it is durable; best effort (not every filesystem allows
-/// opening a directory for this).
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
     }
 }
 
@@ -421,10 +437,11 @@ mod tests {
         m.record_boundary(1200, 1122, 2, 1123, false);
         f.sync(OWN, MASTER, &m).unwrap();
         assert!(!f.is_behind(&m));
-        f.set_master_id(MASTER2).unwrap();
+        f.set_master_id(MASTER2);
         m.prune_before(1150);
         m.record_boundary(1300, 1200, 2, 1200, true);
         f.sync(OWN, MASTER2, &m).unwrap();
+        f.wait_written().unwrap();
         let loaded = load(f.path()).unwrap();
         assert_eq!(loaded.own_id, OWN);
         assert_eq!(loaded.master_id, MASTER2);
@@ -470,8 +487,10 @@ mod tests {
         grow(&mut m, 10);
         let mut f = StateFile::create(dir.path(), OWN, MASTER, &m).unwrap();
         grow(&mut m, 3 * MAX_PERSISTED_POINTS as u64);
+        f.wait_written().unwrap();
         let before = fs::read(f.path()).unwrap().len();
         f.sync(OWN, MASTER, &m).unwrap();
+        f.wait_written().unwrap();
         let bytes = fs::read(f.path()).unwrap();
         // Only the newest points were appended.
         assert!(
@@ -502,6 +521,7 @@ mod tests {
         }
         // Compaction keeps the same bound.
         let g = StateFile::create(dir.path(), OWN, MASTER, &m).unwrap();
+        g.wait_written().unwrap();
         let compacted = decode(&fs::read(g.path()).unwrap()).unwrap().map;
         assert!(compacted.len() <= MAX_PERSISTED_POINTS);
         assert_eq!(compacted.tip(), m.tip());
@@ -513,6 +533,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = sample_map();
         let f = StateFile::create(dir.path(), OWN, MASTER, &m).unwrap();
+        f.wait_written().unwrap();
         let bytes = fs::read(f.path()).unwrap();
         assert_eq!(decode(&bytes).unwrap().map, m);
         for cut in 0..bytes.len() {
@@ -556,6 +577,7 @@ mod tests {
             m.prune_before((i * 10).saturating_sub(20));
             f.sync(OWN, MASTER, &m).unwrap();
         }
+        f.wait_written().unwrap();
         let size = fs::metadata(f.path()).unwrap().len();
         assert!(size < 1100 * 37, "file not compacted: {size} bytes");
         assert_eq!(load(f.path()).unwrap().map, m);

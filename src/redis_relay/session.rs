@@ -26,7 +26,7 @@ use super::outq::OutQueue;
 use super::rdb_relay::{parse_header, Framing, PayloadDone, PayloadRelay, ScanResult};
 use super::registry::{Phase, SessionStatus};
 use super::stats::{self, EntryTally, Side};
-use super::store::{random_repl_id, Claim, ReplicaState};
+use super::store::{random_repl_id, Claim, PendingWrite, ReplicaState};
 use super::stream::{StreamRelay, READ_CHUNK};
 use super::upstream::{parse_psync_reply, Line, PsyncReply, Upstream, UpstreamError};
 use super::Ctx;
@@ -100,7 +100,7 @@ fn now_ms() -> i64 {
 /// The replica state a link works on: stored (continuable) or local to the link (legacy SYNC).
 enum Holder {
     Stored(OwnedMutexGuard<ReplicaState>),
-    Local(ReplicaState),
+    Local(Box<ReplicaState>),
 }
 
 impl Deref for Holder {
@@ -520,7 +520,7 @@ impl Session {
         }
         holder.table_u = Some(resolved.u);
         let dir = self.ctx.store.dir().to_path_buf();
-        holder.persist_fresh(&dir);
+        holder.persist_fresh(&dir).await;
         stats::partial_sync();
         tracing::info!(replica = %self.label, own_id = %holder.own_id, d, u = resolved.u,
             db = resolved.db, table_complete = holder.table.is_complete(),
@@ -588,7 +588,7 @@ impl Session {
         let mut upstream_open = true;
         loop {
             if !upstream_open && link.out.is_empty() {
-                link.persist();
+                let _queued = link.persist();
                 return Ok(Ending::normal("upstream_closed"));
             }
             let read_upstream = upstream_open && link.out.len() < limit && !link.awaiting_first_ack;
@@ -603,12 +603,19 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => {
-                    link.persist();
+                    if let Some(mut write) = link.persist() {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), write.wait()).await;
+                    }
                     let _ = tokio::time::timeout(Duration::from_millis(500),
                         link.out.flush_all(&mut self.down_w)).await;
                     return Ok(Ending::normal("shutdown"));
                 }
                 _ = ticker.tick() => link.tick(up_buf.len()),
+                _ = held_ack_written(&mut link.held_ack), if link.held_ack.is_some() => {
+                    if let Some((ack, _)) = link.held_ack.take() {
+                        link.forward_ack(ack, &mut up_w).await?;
+                    }
+                }
                 r = link.out.write_some(&mut self.down_w), if !link.out.is_empty() => {
                     let n = r.map_err(Ending::downstream_io)?;
                     stats::bytes(Side::Downstream, false, n);
@@ -616,7 +623,7 @@ impl Session {
                 r = self.down_r.read_buf(&mut self.down_buf) => {
                     let n = r.map_err(Ending::downstream_io)?;
                     if n == 0 {
-                        link.persist();
+                        let _queued = link.persist();
                         return Ok(Ending::normal("replica_closed"));
                     }
                     stats::bytes(Side::Downstream, true, n);
@@ -686,6 +693,22 @@ struct LinkState {
     /// The replica's lag at the last tick, in ms: entries that extend a TTL ending within it
     /// are at risk.
     lag_ms: u64,
+    /// The replica's newest ACK, held until the state write that covers it is on disk.
+    held_ack: Option<(UpstreamAck, PendingWrite)>,
+}
+
+/// An ACK translated for the master.
+struct UpstreamAck {
+    bytes: BytesMut,
+    u: u64,
+}
+
+/// Waits for the write a held ACK depends on (never returns when none is held).
+async fn held_ack_written(held: &mut Option<(UpstreamAck, PendingWrite)>) {
+    match held {
+        Some((_, write)) => write.wait().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl LinkState {
@@ -707,6 +730,7 @@ impl LinkState {
             last_risk_log: None,
             risks_unlogged: 0,
             lag_ms: 0,
+            held_ack: None,
         }
     }
 
@@ -843,10 +867,10 @@ impl LinkState {
             file: None,
         };
         self.holder = Some(if p.stored {
-            state.persist_fresh(self.ctx.store.dir());
+            state.persist_fresh(self.ctx.store.dir()).await;
             Holder::Stored(self.ctx.store.insert(state).await)
         } else {
-            Holder::Local(state)
+            Holder::Local(Box::new(state))
         });
         self.stream = Some(StreamRelay::new(p.base, p.base, db));
         self.acked_u = p.base;
@@ -910,11 +934,30 @@ impl LinkState {
             args.push(Bytes::from(fu.to_string()));
         }
         holder.map.prune_before(d);
-        holder.persist();
-        let mut buf = BytesMut::new();
-        crate::resp::encode_command(&args, &mut buf);
-        write_up(up_w, &buf).await?;
-        self.acked_u = self.acked_u.max(u);
+        let mut bytes = BytesMut::new();
+        crate::resp::encode_command(&args, &mut bytes);
+        let ack = UpstreamAck { bytes, u };
+        // The master hears of an offset only once the map that resolves it is on disk, so a
+        // proxy restarted after a crash can continue every replica the master counts as caught
+        // up. The stream goes on meanwhile; a newer ACK replaces one still held.
+        match holder.persist().filter(|write| !write.is_done()) {
+            Some(write) => self.held_ack = Some((ack, write)),
+            None => {
+                self.held_ack = None;
+                self.forward_ack(ack, up_w).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send an ACK to the master and note how far the replica has caught up.
+    async fn forward_ack(
+        &mut self,
+        ack: UpstreamAck,
+        up_w: &mut OwnedWriteHalf,
+    ) -> Result<(), Ending> {
+        write_up(up_w, &ack.bytes).await?;
+        self.acked_u = self.acked_u.max(ack.u);
         if let Some(s) = &self.stream {
             self.status
                 .set_offsets(s.upstream_offset(), s.downstream_offset(), self.acked_u);
@@ -929,11 +972,9 @@ impl LinkState {
         Ok(())
     }
 
-    /// Persist the map if it gained anything.
-    fn persist(&mut self) {
-        if let Some(holder) = self.holder.as_mut() {
-            holder.persist();
-        }
+    /// Queue the map's gains for the disk; returns the write to wait for, if any.
+    fn persist(&mut self) -> Option<PendingWrite> {
+        self.holder.as_mut()?.persist()
     }
 
     /// How much room to make in `buf` before the next read of the master's stream.
@@ -946,7 +987,7 @@ impl LinkState {
 
     /// Once per interval: persistence and the numbers the registry and metrics show.
     fn tick(&mut self, buffered: usize) {
-        self.persist();
+        let _queued = self.persist();
         let Some(received) = self.received_u(buffered) else {
             return;
         };

@@ -13,6 +13,7 @@
 
 use super::offset_map::OffsetMap;
 use super::persist::{self, StateFile};
+use super::state_writer;
 use crate::table::{Baseline, ExpiryTable};
 use rand::Rng;
 use std::collections::HashMap;
@@ -39,35 +40,84 @@ pub struct ReplicaState {
 }
 
 impl ReplicaState {
-    /// Persist what the map gained since the last write. Errors are logged and disable
-    /// persistence for this replica (its file is removed, so a restart forces a full sync
-    /// rather than trusting a stale map).
-    pub fn persist(&mut self) {
-        let Some(file) = self.file.as_mut() else {
-            return;
-        };
-        if let Err(e) = file.sync(&self.own_id, &self.master_id, &self.map) {
-            tracing::error!(own_id = %self.own_id, error = %e,
-                "cannot persist replica offset map; this replica will need a full sync after a restart");
-            if let Some(file) = self.file.take() {
-                let _ = file.remove();
+    /// Queue what the map gained since the last write. Returns the last write queued, to wait
+    /// for before telling anyone the state is durable (`None` without persistence). Errors are logged and
+    /// disable persistence for this replica (its file is removed, so a restart forces a full
+    /// sync rather than trusting a stale map).
+    pub fn persist(&mut self) -> Option<PendingWrite> {
+        let file = self.file.as_mut()?;
+        match file.sync(&self.own_id, &self.master_id, &self.map) {
+            Ok(_) => Some(PendingWrite {
+                seq: file.submitted(),
+                progress: file.watch(),
+            }),
+            Err(e) => {
+                tracing::error!(own_id = %self.own_id, error = %e,
+                    "cannot persist replica offset map; this replica will need a full sync after a restart");
+                if let Some(file) = self.file.take() {
+                    file.remove();
+                }
+                None
             }
         }
     }
 
-    /// Rewrite the state file from scratch (after a truncation or a master ID change).
-    pub fn persist_fresh(&mut self, dir: &Path) {
-        if let Some(old) = self.file.take() {
-            drop(old);
-        }
-        match StateFile::create(dir, &self.own_id, &self.master_id, &self.map) {
-            Ok(f) => self.file = Some(f),
-            Err(e) => {
-                tracing::error!(own_id = %self.own_id, error = %e,
-                    "cannot write replica state file; a restart will force a full sync");
-                let _ = std::fs::remove_file(persist::state_path(dir, &self.own_id));
+    /// Rewrite the state file from scratch (after a truncation or a master ID change) and wait
+    /// until it is on disk: from here on the replica may receive bytes the old file would map
+    /// to other upstream offsets. On failure the file is deleted (a restart then forces a full
+    /// sync) before this returns.
+    pub async fn persist_fresh(&mut self, dir: &Path) {
+        let written = match self.file.as_mut() {
+            Some(file) => Ok(file.rewrite(&self.own_id, &self.master_id, &self.map)),
+            None => StateFile::create(dir, &self.own_id, &self.master_id, &self.map).map(|file| {
+                let seq = file.submitted();
+                self.file = Some(file);
+                seq
+            }),
+        };
+        let result = match (written, self.file.as_ref()) {
+            (Ok(seq), Some(file)) => state_writer::durable(&mut file.watch(), seq)
+                .await
+                .map_err(|why| why.to_string()),
+            (Ok(_), None) => Ok(()),
+            (Err(e), _) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            tracing::error!(own_id = %self.own_id, error = %e,
+                "cannot write replica state file; a restart will force a full sync");
+            match self.file.take() {
+                Some(file) => {
+                    let (seq, mut progress) = file.remove();
+                    let _ = state_writer::durable(&mut progress, seq).await;
+                }
+                None => {
+                    let _ = std::fs::remove_file(persist::state_path(dir, &self.own_id));
+                }
             }
         }
+    }
+}
+
+/// A queued state write someone may wait for.
+#[derive(Debug)]
+pub struct PendingWrite {
+    /// The writer's job number.
+    pub seq: u64,
+    /// The writer's progress.
+    pub progress: tokio::sync::watch::Receiver<state_writer::Progress>,
+}
+
+impl PendingWrite {
+    /// Whether the write is on disk (or failed: nothing to wait for then).
+    pub fn is_done(&self) -> bool {
+        let now = self.progress.borrow();
+        now.durable >= self.seq || now.failed.is_some()
+    }
+
+    /// Waits until the write is on disk. A failed write ends the wait too: the failure is
+    /// logged and handled by the next [`ReplicaState::persist`].
+    pub async fn wait(&mut self) {
+        let _ = state_writer::durable(&mut self.progress, self.seq).await;
     }
 }
 
@@ -219,8 +269,19 @@ impl StateStore {
                 .min_by_key(|(_, (_, used))| *used)
                 .map(|(id, _)| id.clone());
             let Some(id) = idle_oldest else { break };
-            slots.remove(&id);
-            let _ = std::fs::remove_file(persist::state_path(&self.dir, &id));
+            let evicted = slots.remove(&id);
+            // Through the state's own writer, so a write still queued cannot recreate the file.
+            match evicted
+                .as_ref()
+                .and_then(|(slot, _)| slot.try_lock().ok()?.file.take())
+            {
+                Some(file) => {
+                    file.remove();
+                }
+                None => {
+                    let _ = std::fs::remove_file(persist::state_path(&self.dir, &id));
+                }
+            }
             tracing::info!(own_id = %id, "evicted the least recently used replica state");
         }
         guard
@@ -231,7 +292,7 @@ impl StateStore {
     pub fn remove(&self, mut guard: OwnedMutexGuard<ReplicaState>) {
         let id = guard.own_id.clone();
         if let Some(file) = guard.file.take() {
-            let _ = file.remove();
+            file.remove();
         }
         self.slots().remove(&id);
     }
@@ -243,10 +304,12 @@ mod tests {
 
     fn state(dir: &Path, id: &str) -> ReplicaState {
         let map = OffsetMap::new(10, 10, 0);
+        let file = StateFile::create(dir, id, &"m".repeat(40), &map).unwrap();
+        file.wait_written().unwrap();
         ReplicaState {
             own_id: id.to_string(),
             master_id: "m".repeat(40),
-            file: StateFile::create(dir, id, &"m".repeat(40), &map).ok(),
+            file: Some(file),
             map,
             table: Arc::new(ExpiryTable::new(Baseline::NotVolatile)),
             table_u: Some(10),
@@ -284,7 +347,7 @@ mod tests {
         assert_eq!(g.table_u, None);
         reloaded.remove(g);
         assert!(reloaded.is_empty());
-        assert!(persist::list_state_files(dir.path()).unwrap().is_empty());
+        state_files_become(dir.path(), 0).await;
     }
 
     #[tokio::test]
@@ -300,6 +363,17 @@ mod tests {
             drop(store.insert(state(dir.path(), &id)).await);
         }
         assert_eq!(store.len(), 2);
-        assert_eq!(persist::list_state_files(dir.path()).unwrap().len(), 2);
+        state_files_become(dir.path(), 2).await;
+    }
+
+    /// Removals are queued to each file's writer: wait (boundedly) for them to land.
+    async fn state_files_become(dir: &Path, n: usize) {
+        for _ in 0..1000 {
+            if persist::list_state_files(dir).unwrap().len() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(persist::list_state_files(dir).unwrap().len(), n);
     }
 }

@@ -164,6 +164,12 @@ impl ExpiryTable {
 
     fn insert(&self, db: u32, key: &[u8], value: i64) {
         let (map, k) = self.slot(db, key);
+        // A key already tracked (a TTL refreshed, a marker changed) is updated in place: no
+        // key allocation to make and free again.
+        if let Some(mut current) = map.get_mut(k.as_ref()) {
+            *current = value;
+            return;
+        }
         map.insert(k.into_owned().into_boxed_slice(), value);
     }
 

@@ -17,6 +17,14 @@
 //! - `rewrite_setex_incr`: `SETEX key:N 3600 1` / `INCR key:N` pairs, so every INCR is rewritten
 //!   (MULTI-wrapped with a `PEXPIREAT`).
 //!
+//! Group `redis_stream_growing` (per entry): the added-latency bench's load, as a live proxy sees
+//! it at 100 k commands/s: `SETEX lat:N 3600 N` then `INCR lat:N` (even N) or `APPEND lat:N x`
+//! (odd N), every key new, in reads of about 100 commands; every second command is rewritten.
+//! - `fresh_keys`: each iteration starts a new link and its table grows to 400,000 keys, so
+//!   table lookups and inserts miss the CPU caches as they do in a long-running proxy;
+//! - `hot_keys`: the same commands with the keys cycling over 10,000, a table that stays in
+//!   cache (what `redis_stream_small` measures).
+//!
 //! Group `redis_stream_large` (bytes/s): `SET big:N <value>` on keys without TTL, 16 values of
 //! 1 MiB or one of 64 MiB per iteration, in 16 KiB and 64 KiB reads; `copy_baseline` as above
 //! next to each `relay`. Before measuring, each case is run once with a counting allocator
@@ -24,7 +32,7 @@
 //! (the input itself excluded), the upstream buffer's capacity and the queued output.
 
 use bytes::BytesMut;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use pika_ttl_proxy::engine::{Dialect, Policy};
 use pika_ttl_proxy::redis_relay::offset_map::OffsetMap;
 use pika_ttl_proxy::redis_relay::outq::OutQueue;
@@ -107,6 +115,26 @@ fn rewrite_input() -> Vec<u8> {
         let key = format!("key:{}", i % KEYS);
         encode(&[b"SETEX", key.as_bytes(), b"3600", b"1"], &mut out);
         encode(&[b"INCR", key.as_bytes()], &mut out);
+    }
+    out
+}
+
+/// Pairs of the added-latency bench: `SETEX lat:K 3600 N` then `INCR lat:K` (even N) or
+/// `APPEND lat:K x` (odd N), for N below `pairs`, with K = N mod `keys`.
+fn latency_bench_input(pairs: usize, keys: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for n in 0..pairs {
+        let key = format!("lat:{}", n % keys);
+        let value = n.to_string();
+        encode(
+            &[b"SETEX", key.as_bytes(), b"3600", value.as_bytes()],
+            &mut out,
+        );
+        if n % 2 == 0 {
+            encode(&[b"INCR", key.as_bytes()], &mut out);
+        } else {
+            encode(&[b"APPEND", key.as_bytes(), b"x"], &mut out);
+        }
     }
     out
 }
@@ -282,6 +310,34 @@ fn small(c: &mut Criterion) {
     group.finish();
 }
 
+fn growing(c: &mut Criterion) {
+    const PAIRS: usize = 400_000;
+    let rt = runtime();
+    let fresh = latency_bench_input(PAIRS, PAIRS);
+    let hot = latency_bench_input(PAIRS, KEYS);
+    // 100 commands of this mix are about 5.4 KB: one read per millisecond at 100 k cmds/s.
+    let read_size = fresh.len() / (2 * PAIRS / 100);
+    let mut group = c.benchmark_group("redis_stream_growing");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(2 * PAIRS as u64));
+    group.bench_function("fresh_keys", |b| {
+        b.iter_batched(
+            Link::new,
+            |mut link| {
+                let written = link.run(&rt, black_box(&fresh), read_size);
+                assert_eq!(link.table.len(), PAIRS);
+                (written, link)
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    let mut link = Link::new();
+    group.bench_function("hot_keys", |b| {
+        b.iter(|| black_box(link.run(&rt, black_box(&hot), read_size)));
+    });
+    group.finish();
+}
+
 fn large(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("redis_stream_large");
@@ -307,5 +363,5 @@ fn large(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, small, large);
+criterion_group!(benches, small, growing, large);
 criterion_main!(benches);

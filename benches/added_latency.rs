@@ -35,7 +35,11 @@
 //!    all three links: p50 / p99 / p99.9 / max of the added latency through the proxy, the
 //!    achieved write rate and, for context, the direct link's own send → arrival latency; the
 //!    same percentiles through the forwarder; and proxy − forwarder at p50 / p99 / p99.9, a
-//!    difference of percentiles (not a percentile of per-command differences). Then it switches
+//!    difference of percentiles (not a percentile of per-command differences); and, from the
+//!    proxy's own `pika_ttl_proxy_hold_seconds` histogram over the case, how long the proxy held
+//!    each read (arrival of the read → its output written to the replica's socket: the part of
+//!    the added latency that is the proxy's, without the extra hop through the kernel and the
+//!    scheduler) and the share of reads held at most 0.2 ms. Then it switches
 //!    every family off through the admin API and repeats the run (pass-through), so the cost of
 //!    rewriting can be told apart from the cost of the proxy's hop.
 //!
@@ -342,24 +346,88 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, String)
     Ok((status, body))
 }
 
-/// (rewritten, all) entries the proxy has counted so far.
-fn proxy_entry_counts(admin: u16) -> Result<(f64, f64), String> {
+/// What the proxy's metrics say so far.
+struct ProxyCounts {
+    rewritten: f64,
+    all: f64,
+    /// `pika_ttl_proxy_hold_seconds` buckets: (upper bound in seconds, cumulative count).
+    hold: Vec<(f64, f64)>,
+}
+
+fn proxy_counts(admin: u16) -> Result<ProxyCounts, String> {
     let (_, text) = http(admin, "GET", "/metrics", "")?;
-    let (mut rewritten, mut all) = (0.0, 0.0);
+    let mut counts = ProxyCounts {
+        rewritten: 0.0,
+        all: 0.0,
+        hold: Vec::new(),
+    };
+    let value = |rest: &str| -> f64 {
+        rest.rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("pika_ttl_proxy_entries_total{") {
-            let value: f64 = rest
-                .rsplit(' ')
-                .next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0.0);
-            all += value;
+            counts.all += value(rest);
             if rest.contains("outcome=\"rewritten\"") {
-                rewritten += value;
+                counts.rewritten += value(rest);
             }
+        } else if let Some(rest) = line.strip_prefix("pika_ttl_proxy_hold_seconds_bucket{le=\"") {
+            let bound = rest.split('"').next().unwrap_or("");
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().unwrap_or(f64::INFINITY)
+            };
+            counts.hold.push((bound, value(rest)));
         }
     }
-    Ok((rewritten, all))
+    Ok(counts)
+}
+
+/// The proxy's own hold-time percentiles over a case, from the difference of its histogram's
+/// buckets before and after: each figure is the bucket bound the percentile falls under.
+fn hold_line(label: &str, before: &[(f64, f64)], after: &[(f64, f64)]) -> String {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|&(bound, n)| {
+            let earlier = before
+                .iter()
+                .find(|(b, _)| *b == bound)
+                .map_or(0.0, |(_, n)| *n);
+            (bound, n - earlier)
+        })
+        .collect();
+    let total = delta.last().map_or(0.0, |(_, n)| *n);
+    if total <= 0.0 {
+        return format!("proxy hold time (its own histogram), {label}: no reads recorded");
+    }
+    let under = |q: f64| {
+        delta
+            .iter()
+            .find(|(_, n)| *n >= q * total)
+            .map_or("?".to_string(), |(bound, _)| {
+                if bound.is_finite() {
+                    format!("≤ {:.0} µs", bound * 1e6)
+                } else {
+                    "> 1 s".to_string()
+                }
+            })
+    };
+    let within_budget = delta
+        .iter()
+        .find(|(bound, _)| (*bound - 2e-4).abs() < 1e-12)
+        .map_or(0.0, |(_, n)| *n);
+    format!(
+        "proxy hold time (its own histogram: read from the master → output written to the \
+         replica's socket), {label}: p50 {}, p99 {}, p99.9 {} | {:.2} % of {total:.0} reads \
+         within 200 µs",
+        under(0.5),
+        under(0.99),
+        under(0.999),
+        100.0 * within_budget / total,
+    )
 }
 
 /// A replication link after the full sync: the socket, stream bytes read past the payload, and
@@ -757,7 +825,7 @@ impl Readers {
 }
 
 struct CaseResult {
-    lines: [String; 3],
+    lines: [String; 4],
     p99_us: f64,
 }
 
@@ -827,7 +895,7 @@ impl Rig {
     /// One run at the fixed rate: commands `first .. first + count`.
     fn measure_case(&mut self, label: &str, first: u64, count: u64) -> Result<CaseResult, String> {
         let (rate, admin) = (self.rate, self.admin_port);
-        let (rewritten0, all0) = proxy_entry_counts(admin)?;
+        let counts0 = proxy_counts(admin)?;
         let report = write_load(self.master_port, self.base, first, count, rate)?;
         let last = first + count - 1;
         let deadline = Instant::now() + IO_TIMEOUT;
@@ -841,7 +909,7 @@ impl Rig {
         }
         // The proxy folds its entry counts into the metrics once per processed read.
         thread::sleep(Duration::from_millis(200));
-        let (rewritten1, all1) = proxy_entry_counts(admin)?;
+        let counts1 = proxy_counts(admin)?;
 
         // Only commands seen on all three links count, so both hops are measured over the same
         // commands.
@@ -885,8 +953,8 @@ impl Rig {
             proxy_added.len(),
             report.count,
             achieved,
-            rewritten1 - rewritten0,
-            all1 - all0,
+            counts1.rewritten - counts0.rewritten,
+            counts1.all - counts0.all,
             percentile(&direct_own, 0.5),
             percentile(&direct_own, 0.99),
         );
@@ -923,7 +991,12 @@ impl Rig {
             );
         }
         Ok(CaseResult {
-            lines: [proxy_line, forwarder_line, difference_line],
+            lines: [
+                proxy_line,
+                forwarder_line,
+                difference_line,
+                hold_line(label, &counts0.hold, &counts1.hold),
+            ],
             p99_us: p99,
         })
     }

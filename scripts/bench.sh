@@ -3,7 +3,8 @@
 #   a Redis master loaded by redis-benchmark (pipelined SETEX / INCR / HSET+EXPIRE / APPEND on
 #   keys with TTLs), one replica directly on the master and one through pika-ttl-proxy.
 # Prints one table: time for each replica to acknowledge everything, commands/s, the ratio
-# proxied/direct, the proxy's per-entry time (p50/p99/p99.9 from its histogram), CPU and RSS.
+# proxied/direct, the proxy's per-entry time and per-read hold time (p50/p99/p99.9 from its
+# histograms), CPU and RSS.
 # Then the added latency master → replica at a fixed 100 k cmds/s (benches/added_latency.rs):
 #   p50/p99/p99.9/max of (arrival through the proxy − arrival direct) and, in the same run, of
 #   (arrival through a plain TCP forwarder − arrival direct), plus proxy − forwarder per
@@ -99,23 +100,26 @@ python3 - "$DIR/metrics" "$N" "$T0" "$T_LOAD" "$T_DIRECT" "$T_PROXIED" "$CPU0" "
 import sys
 path, n, t0, tload, td, tp, c0, c1, hz, rss, hwm, target = sys.argv[1:]
 n = int(n); td = float(td); tp = float(tp); load = float(tload) - float(t0)
-buckets, total = [], 0.0
+histograms = {"pika_ttl_proxy_entry_duration_seconds_bucket": [], "pika_ttl_proxy_hold_seconds_bucket": []}
 rewritten = passed = 0.0
 for line in open(path):
-    if line.startswith("pika_ttl_proxy_entry_duration_seconds_bucket"):
+    name = line.split("{")[0]
+    if name in histograms:
         le = line.split('le="')[1].split('"')[0]
-        buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+        histograms[name].append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
     if line.startswith("pika_ttl_proxy_entries_total"):
         v = float(line.split()[-1])
         if 'outcome="rewritten"' in line: rewritten += v
         elif 'outcome="passed"' in line: passed += v
-buckets.sort()
-count = buckets[-1][1] if buckets else 0
-def q(p):
-    for le, c in buckets:
-        if count and c >= p * count:
-            return "≤ %.2g µs" % (le * 1e6) if le != float("inf") else "> 10 ms"
-    return "n/a"
+def quantiles(name, above):
+    buckets = sorted(histograms[name])
+    count = buckets[-1][1] if buckets else 0
+    def q(p):
+        for le, c in buckets:
+            if count and c >= p * count:
+                return "≤ %.2g µs" % (le * 1e6) if le != float("inf") else above
+        return "n/a"
+    return f"{q(0.5)} / {q(0.99)} / {q(0.999)}"
 cpu = (int(c1) - int(c0)) / int(hz)
 rows = [
     ("commands (redis-benchmark, 5 pipelined kinds)", f"{n:,}"),
@@ -125,7 +129,8 @@ rows = [
     ("proxied replica caught up after", f"{tp:.2f} s ({n/tp:,.0f} cmds/s)" if tp > 0 else "not caught up"),
     ("throughput ratio proxied / direct", f"{td/tp:.3f}" if td > 0 and tp > 0 else "n/a"),
     ("entries rewritten / passed by the proxy", f"{rewritten:,.0f} / {passed:,.0f}"),
-    ("proxy time per entry p50 / p99 / p99.9 (histogram bucket bound)", f"{q(0.5)} / {q(0.99)} / {q(0.999)}"),
+    ("proxy time per entry p50 / p99 / p99.9 (histogram bucket bound)", quantiles("pika_ttl_proxy_entry_duration_seconds_bucket", "> 10 ms")),
+    ("proxy hold per read p50 / p99 / p99.9 (read → written to replica)", quantiles("pika_ttl_proxy_hold_seconds_bucket", "> 1 s")),
     ("proxy CPU during the run", f"{cpu:.2f} s ({cpu/max(tp,1e-9)*100:.0f}% of one core over the catch-up)"),
     ("proxy RSS now / peak", f"{int(rss)/1024:.0f} MiB / {int(hwm)/1024:.0f} MiB"),
 ]

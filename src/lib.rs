@@ -27,6 +27,7 @@ pub mod entry_tally;
 pub mod families;
 #[doc(hidden)]
 pub mod fixtures;
+pub mod hold;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -32,6 +32,8 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
      "Bytes received (direction=in) and sent (direction=out) per side."),
     ("pika_ttl_proxy_entry_duration_seconds", "histogram", "",
      "Time spent inside the proxy per entry (parse, engine, encode), averaged per read batch."),
+    ("pika_ttl_proxy_hold_seconds", "histogram", "",
+     "Time the proxy holds the master's data: from the read that received it until everything it produced is written to the replica's socket (processing, and waiting for a full replica socket). One sample per read."),
     ("pika_ttl_proxy_expiry_table_keys", "gauge", "",
      "Entries in the expiry tables of streaming sessions (volatile keys and existence markers)."),
     ("pika_ttl_proxy_expiry_table_complete", "gauge", "",
@@ -49,6 +51,15 @@ const ENTRY_BUCKETS: &[f64] = &[
     1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2,
 ];
 
+/// The hold-time histogram's name (recorded by both relays).
+pub const HOLD_SECONDS: &str = "pika_ttl_proxy_hold_seconds";
+
+/// Buckets for the hold-time histogram (seconds): 10 µs … 1 s, with the 0.2 ms latency budget
+/// as a bound of its own.
+const HOLD_BUCKETS: &[f64] = &[
+    1e-5, 2.5e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 1e-1, 1.0,
+];
+
 /// Install the global recorder and describe every metric. Call once per process.
 pub fn install() -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
@@ -56,6 +67,8 @@ pub fn install() -> Result<PrometheusHandle, String> {
             Matcher::Full("pika_ttl_proxy_entry_duration_seconds".into()),
             ENTRY_BUCKETS,
         )
+        .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(Matcher::Full(HOLD_SECONDS.into()), HOLD_BUCKETS)
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;

@@ -118,13 +118,17 @@ fn dashboard_and_metrics_reference_name_only_exported_metrics() {
     for (title, expr) in dashboard_queries().into_iter().chain(alert_expressions()) {
         for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
             if word.starts_with("pika_ttl_proxy_") {
-                let base = word.trim_end_matches("_bucket");
-                assert!(
-                    pika_ttl_proxy::metrics::METRICS
-                        .iter()
-                        .any(|(n, ..)| *n == base),
-                    "{title}: unknown metric {word}"
-                );
+                // A histogram is queried through its `_bucket`, `_count` and `_sum` series.
+                let known = pika_ttl_proxy::metrics::METRICS
+                    .iter()
+                    .any(|(n, kind, ..)| {
+                        *n == word
+                            || (*kind == "histogram"
+                                && ["_bucket", "_count", "_sum"]
+                                    .iter()
+                                    .any(|suffix| word.strip_suffix(suffix) == Some(*n)))
+                    });
+                assert!(known, "{title}: unknown metric {word}");
             }
         }
     }

@@ -947,6 +947,11 @@ async fn metrics_show_rewrites_and_forget_a_closed_link() {
         text.contains("pika_ttl_proxy_entry_duration_seconds"),
         "{text}"
     );
+    // Every BinlogSync response relayed so far was held and written once.
+    assert!(
+        series(&text, "pika_ttl_proxy_hold_seconds_count") > Some(0.0),
+        "{text}"
+    );
 
     // The replica stops acking, lags, then goes away.
     let lag = format!(r#"pika_ttl_proxy_replica_lag_bytes{{replica="{replica}"}}"#);

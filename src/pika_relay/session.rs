@@ -14,6 +14,7 @@
 //!
 //! A Pika connection can carry several DBs (one TrySync each), so all of this is kept per DB.
 
+use crate::hold::HoldClock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -228,6 +229,7 @@ pub(crate) async fn run_link(
         bytes: stats::ByteCounters::new(),
         codec,
         last_upstream: Instant::now(),
+        hold: HoldClock::new(),
     };
     stats::link_up(Side::Master, &link.name, true);
     tracing::info!(%peer, link = id, "replica connected; relaying to {master_addr}");
@@ -274,6 +276,8 @@ struct Link {
     bytes: stats::ByteCounters,
     codec: FrameCodec,
     last_upstream: Instant,
+    /// How long the master's data waits in the proxy.
+    hold: HoldClock,
 }
 
 /// Reads whole frames from one connection. `next` is cancel-safe (its only await point is a
@@ -354,6 +358,7 @@ impl Link {
                     }
                 }
                 frame = master.next() => {
+                    let arrived = Instant::now();
                     let mut frame = frame;
                     loop {
                         match frame {
@@ -373,6 +378,7 @@ impl Link {
                             break;
                         }
                     }
+                    self.hold.processed(arrived, self.to_replica.len());
                 }
                 _ = tick.tick() => self.on_tick().await?,
             }
@@ -404,6 +410,9 @@ impl Link {
                 .await
                 .map_err(|e| LinkError::Io(side, e))?;
             self.bytes.sent(side, out.len());
+            if side == Side::Replica {
+                self.hold.wrote(out.len());
+            }
             out.clear();
         }
         Ok(())

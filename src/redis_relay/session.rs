@@ -30,6 +30,7 @@ use super::store::{random_repl_id, Claim, PendingWrite, ReplicaState};
 use super::stream::{StreamRelay, READ_CHUNK};
 use super::upstream::{parse_psync_reply, Line, PsyncReply, Upstream, UpstreamError};
 use super::Ctx;
+use crate::hold::HoldClock;
 use crate::resp::{CommandParser, Frame, ParserLimits};
 use crate::table::{Baseline, ExpiryTable};
 use bytes::{Bytes, BytesMut};
@@ -619,6 +620,7 @@ impl Session {
                 r = link.out.write_some(&mut self.down_w), if !link.out.is_empty() => {
                     let n = r.map_err(Ending::downstream_io)?;
                     stats::bytes(Side::Downstream, false, n);
+                    link.hold.wrote(n);
                 }
                 r = self.down_r.read_buf(&mut self.down_buf) => {
                     let n = r.map_err(Ending::downstream_io)?;
@@ -650,9 +652,11 @@ impl Session {
                         tracing::info!(replica = %self.label, "the master closed the link");
                         continue;
                     }
+                    let arrived = Instant::now();
                     stats::bytes(Side::Upstream, true, n);
                     link.note_received(up_buf.len());
                     link.drive(&mut up_buf).await?;
+                    link.hold.processed(arrived, link.out.len());
                     StreamRelay::release_spent_room(&mut up_buf);
                 }
             }
@@ -695,6 +699,8 @@ struct LinkState {
     lag_ms: u64,
     /// The replica's newest ACK, held until the state write that covers it is on disk.
     held_ack: Option<(UpstreamAck, PendingWrite)>,
+    /// How long the master's data waits in the proxy.
+    hold: HoldClock,
 }
 
 /// An ACK translated for the master.
@@ -731,6 +737,7 @@ impl LinkState {
             risks_unlogged: 0,
             lag_ms: 0,
             held_ack: None,
+            hold: HoldClock::new(),
         }
     }
 

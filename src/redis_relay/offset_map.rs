@@ -202,39 +202,40 @@ impl OffsetMap {
 
     /// Keep at most `max` points (a replica that acknowledges rarely or never, such as
     /// `redis-cli --replica`, would otherwise grow the map without bound while rewrites flow).
-    /// Points are **thinned**, not cut from the front: every second point of the older half is
-    /// removed and its span becomes part of the next point's gap. Offsets there can no longer be
-    /// continued (PSYNC gets a full resync) and an ACK there maps to the boundary just before the
-    /// gap (acknowledging a little less than the replica has, never more); every offset the map
-    /// could map before still maps. Returns how many points were removed.
+    /// Points are **thinned**, not cut from the front: every second point of the oldest eighth
+    /// is removed and its span becomes part of the next point's gap, as often as needed. Offsets
+    /// there can no longer be continued (PSYNC gets a full resync) and an ACK there maps to the
+    /// boundary just before the gap (acknowledging a little less than the replica has, never
+    /// more); every offset the map could map before still maps, and the newest points, where a
+    /// replica resumes, stay exact. Thinning works in place on the oldest points only, so one
+    /// round costs an eighth of the map, not a copy of all of it. Returns how many points were
+    /// removed.
     pub fn cap(&mut self, max: usize) -> usize {
         let max = max.max(2);
         let mut removed = 0;
         while self.points.len() > max {
             let len = self.points.len();
-            let older_half = (len / 2).max(2);
-            let mut kept: VecDeque<MapPoint> = VecDeque::with_capacity(len);
-            let mut i = 0;
-            while i < len {
+            // At least one pair, and the point after the region exists to take a merged gap.
+            let region = (len / 8).max(2).min(len - 1);
+            // Kept points are moved towards the end of the region, newest first; `next` is where
+            // the kept point following the one being looked at now lies.
+            let mut next = region;
+            let mut write = region;
+            for i in (0..region).rev() {
                 let p = self.points[i];
-                let thin = i % 2 == 1 && i < older_half && i + 1 < len;
-                if thin {
+                if i % 2 == 1 {
                     // The previous segment still ends where `p`'s gap began; from there to the
                     // next point nothing is a boundary any more.
-                    let mut next = self.points[i + 1];
-                    next.gap_start = next.gap_start.min(p.gap_start);
-                    kept.push_back(next);
+                    let following = &mut self.points[next];
+                    following.gap_start = following.gap_start.min(p.gap_start);
                     removed += 1;
-                    i += 2;
                 } else {
-                    kept.push_back(p);
-                    i += 1;
+                    write -= 1;
+                    self.points[write] = p;
+                    next = write;
                 }
             }
-            if kept.len() == len {
-                break;
-            }
-            self.points = kept;
+            self.points.drain(..write);
         }
         removed
     }

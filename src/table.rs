@@ -8,11 +8,13 @@
 //!
 //! Storage is one sharded [`DashMap`] per DB for the first [`FAST_DBS`] DBs, keyed by the raw
 //! key bytes so a lookup borrows the caller's key and allocates nothing; rarer DBs share one
-//! map keyed by `db ‖ key`. Each entry is a boxed key and one `i64`.
+//! map keyed by `db ‖ key`. A map is made when its first key arrives. Each entry is a boxed key
+//! and one `i64`.
 
 use dashmap::DashMap;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
 
 /// DBs with a map of their own (Redis's default `databases` is 16; Pika uses db0–db7).
 pub const FAST_DBS: usize = 16;
@@ -101,11 +103,16 @@ fn is_maybe_volatile(v: i64) -> bool {
 /// clients of the proxy, and hashing was half the lookup cost (benches/table.rs).
 type KeyMap = DashMap<Box<[u8]>, i64, foldhash::fast::RandomState>;
 
-/// Shards per map. A shard grows by rehashing every key it holds while the inserting relay waits;
-/// keys spread evenly, so all shards grow at about the same table size. DashMap's default (4 per
-/// core, 8 here) made that 5–10 ms stalls of the stream at a few hundred thousand keys; with 64
-/// each growth step is an eighth of that, spread over more inserts.
-const SHARDS: usize = 64;
+/// Shards per map. A shard grows by rehashing every key it holds while the inserting relay waits
+/// (reading each boxed key again, mostly from memory, not cache); keys spread evenly, so all
+/// shards grow at about the same table size. DashMap's default (4 per core, 8 here) made that
+/// 5–10 ms stalls of the stream at a few hundred thousand keys; 64 still held single reads of 100
+/// entries for 0.3–0.6 ms around each growth step. With 256 a step moves about 1,500 keys at
+/// 400,000: on the added-latency load (400,000 fresh keys in reads of 100 entries, interleaved
+/// runs), reads over 0.2 ms went from 0.9–1.1 % to 0.24–0.49 % and the p99.9 read from
+/// 0.41–0.46 ms to 0.24–0.29 ms. A map is made only for a DB that gets a key, so the 256 shards
+/// (128 bytes each) cost 32 KiB per DB in use.
+const SHARDS: usize = 256;
 
 fn key_map() -> KeyMap {
     DashMap::with_hasher_and_shard_amount(Default::default(), SHARDS)
@@ -114,9 +121,9 @@ fn key_map() -> KeyMap {
 /// Concurrent `(db, key) → expiry` map with a completeness baseline.
 #[derive(Debug)]
 pub struct ExpiryTable {
-    fast: Box<[KeyMap]>,
+    fast: Box<[OnceLock<KeyMap>]>,
     /// DBs ≥ FAST_DBS, keyed by `db (4 bytes BE) ‖ key`.
-    other: KeyMap,
+    other: OnceLock<KeyMap>,
     baseline: AtomicU8,
 }
 
@@ -143,27 +150,51 @@ impl ExpiryTable {
     /// An empty table whose absent entries mean `baseline`.
     pub fn new(baseline: Baseline) -> Self {
         ExpiryTable {
-            fast: (0..FAST_DBS).map(|_| key_map()).collect(),
-            other: key_map(),
+            fast: (0..FAST_DBS).map(|_| OnceLock::new()).collect(),
+            other: OnceLock::new(),
             baseline: AtomicU8::new(baseline.to_u8()),
         }
     }
 
-    /// The map holding `db` and the key to use in it.
-    fn slot<'k>(&self, db: u32, key: &'k [u8]) -> (&KeyMap, Cow<'k, [u8]>) {
-        match self.fast.get(db as usize) {
-            Some(map) => (map, Cow::Borrowed(key)),
-            None => (&self.other, Cow::Owned(other_key(db, key).into_vec())),
+    /// The map that holds (or would hold) `db`, if it exists yet.
+    fn map_of(&self, db: u32) -> Option<&KeyMap> {
+        self.fast
+            .get(db as usize)
+            .map_or(&self.other, |map| map)
+            .get()
+    }
+
+    /// The map holding `db`, made now if `db` never had a key.
+    fn map_of_or_make(&self, db: u32) -> &KeyMap {
+        self.fast
+            .get(db as usize)
+            .map_or(&self.other, |map| map)
+            .get_or_init(key_map)
+    }
+
+    /// The key to use for `key` of `db` in its map.
+    fn map_key(db: u32, key: &[u8]) -> Cow<'_, [u8]> {
+        if (db as usize) < FAST_DBS {
+            Cow::Borrowed(key)
+        } else {
+            Cow::Owned(other_key(db, key).into_vec())
         }
     }
 
+    /// Every map made so far, with its DB (`None` for the shared map of the rarer DBs).
+    fn maps(&self) -> impl Iterator<Item = (Option<u32>, &KeyMap)> {
+        let fast = self.fast.iter().enumerate();
+        fast.filter_map(|(db, map)| Some((Some(db as u32), map.get()?)))
+            .chain(self.other.get().map(|map| (None, map)))
+    }
+
     fn get(&self, db: u32, key: &[u8]) -> Option<i64> {
-        let (map, k) = self.slot(db, key);
-        map.get(k.as_ref()).map(|v| *v)
+        let map = self.map_of(db)?;
+        map.get(Self::map_key(db, key).as_ref()).map(|v| *v)
     }
 
     fn insert(&self, db: u32, key: &[u8], value: i64) {
-        let (map, k) = self.slot(db, key);
+        let (map, k) = (self.map_of_or_make(db), Self::map_key(db, key));
         // A key already tracked (a TTL refreshed, a marker changed) is updated in place: no
         // key allocation to make and free again.
         if let Some(mut current) = map.get_mut(k.as_ref()) {
@@ -174,29 +205,30 @@ impl ExpiryTable {
     }
 
     fn remove(&self, db: u32, key: &[u8]) -> Option<i64> {
-        let (map, k) = self.slot(db, key);
-        map.remove(k.as_ref()).map(|(_, v)| v)
+        let map = self.map_of(db)?;
+        map.remove(Self::map_key(db, key).as_ref()).map(|(_, v)| v)
     }
 
     /// Every `(db, key, value)`; used by the rare whole-table operations.
     fn for_each_db_entry(&self, mut f: impl FnMut(u32, &[u8], i64)) {
-        for (db, map) in self.fast.iter().enumerate() {
+        for (db, map) in self.maps() {
             for e in map.iter() {
-                f(db as u32, e.key(), *e.value());
+                match db {
+                    Some(db) => f(db, e.key(), *e.value()),
+                    None => {
+                        let (db, key) = split_other_key(e.key());
+                        f(db, key, *e.value());
+                    }
+                }
             }
-        }
-        for e in self.other.iter() {
-            let (db, key) = split_other_key(e.key());
-            f(db, key, *e.value());
         }
     }
 
     /// Keep only entries for which `keep(db, value)` holds (it may rewrite the value).
     fn retain(&self, mut keep: impl FnMut(u32, &mut i64) -> bool) {
-        for (db, map) in self.fast.iter().enumerate() {
-            map.retain(|_, v| keep(db as u32, v));
+        for (db, map) in self.maps() {
+            map.retain(|k, v| keep(db.unwrap_or_else(|| split_other_key(k).0), v));
         }
-        self.other.retain(|k, v| keep(split_other_key(k).0, v));
     }
 
     /// What keys without an entry mean.
@@ -211,10 +243,9 @@ impl ExpiryTable {
 
     /// Forget everything and start over with `baseline` (a full sync begins).
     pub fn reset(&self, baseline: Baseline) {
-        for map in self.fast.iter() {
+        for (_, map) in self.maps() {
             map.clear();
         }
-        self.other.clear();
         self.baseline.store(baseline.to_u8(), Ordering::Release);
     }
 
@@ -225,7 +256,7 @@ impl ExpiryTable {
 
     /// Number of entries (volatile keys plus markers).
     pub fn len(&self) -> usize {
-        self.fast.iter().map(|m| m.len()).sum::<usize>() + self.other.len()
+        self.maps().map(|(_, map)| map.len()).sum()
     }
 
     /// True when the table holds no entry.
@@ -365,9 +396,10 @@ impl ExpiryTable {
 
     /// FLUSHDB on `db`.
     pub fn flush_db(&self, db: u32) {
-        match self.fast.get(db as usize) {
-            Some(map) => map.clear(),
-            None => self.other.retain(|k, _| split_other_key(k).0 != db),
+        match (self.map_of(db), (db as usize) < FAST_DBS) {
+            (Some(map), true) => map.clear(),
+            (Some(map), false) => map.retain(|k, _| split_other_key(k).0 != db),
+            (None, _) => {}
         }
     }
 

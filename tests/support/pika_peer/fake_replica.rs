@@ -488,10 +488,13 @@ async fn stream(shared: &Arc<Shared>, conn: &mut FramedConn, session_id: i32) ->
                 _ = dropped.changed() => return "dropped by the test".into(),
             }
         }
+        // Biased: once the test has paused the replica, nothing more is applied, even when the
+        // next response is already waiting (an unbiased select picks a ready branch at random).
         let body = tokio::select! {
-            b = conn.recv() => match b { Some(b) => b, None => return "closed by the peer".into() },
-            _ = dropped.changed() => return "dropped by the test".into(),
+            biased;
             _ = paused.changed() => continue,
+            _ = dropped.changed() => return "dropped by the test".into(),
+            b = conn.recv() => match b { Some(b) => b, None => return "closed by the peer".into() },
         };
         let resp = match InnerResponse::parse(&body) {
             Ok(r) => r,

@@ -117,7 +117,9 @@ def quantiles(name, above):
     def q(p):
         for le, c in buckets:
             if count and c >= p * count:
-                return "≤ %.2g µs" % (le * 1e6) if le != float("inf") else above
+                if le == float("inf"):
+                    return above
+                return "≤ %g µs" % (le * 1e6) if le < 1e-3 else "≤ %g ms" % (le * 1e3)
         return "n/a"
     return f"{q(0.5)} / {q(0.99)} / {q(0.999)}"
 cpu = (int(c1) - int(c0)) / int(hz)
@@ -149,9 +151,10 @@ cargo test --release --locked --test pika_throughput -- --ignored --nocapture --
 
 # Added latency at a fixed rate, on its own master, proxy and baseline forwarder (the processes
 # above are idle by now). The bench finds the release binary built at the top of this script.
-# Three lines per case: "added latency, <case>: …" (through the proxy), "added latency via
-# forwarder, <case>: …" and "added latency difference proxy − forwarder, <case>: …".
+# Four lines per case: "added latency, <case>: …" (through the proxy), "added latency via
+# forwarder, <case>: …", "added latency difference proxy − forwarder, <case>: …" and "proxy hold
+# time …, <case>: …" (the proxy's own histogram over the case).
 echo
 cargo bench --locked --bench added_latency 2>/dev/null \
-  | grep -E '^(pika-ttl-proxy )?added latency' \
+  | grep -E '^((pika-ttl-proxy )?added latency|proxy hold time)' \
   || echo "added latency measurement failed (cargo bench --bench added_latency)"

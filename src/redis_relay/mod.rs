@@ -18,6 +18,7 @@
 //! queue), [`stats`] (every metric).
 
 pub mod handshake;
+pub mod held_acks;
 pub mod offset_map;
 pub mod outq;
 pub mod persist;

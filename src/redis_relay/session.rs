@@ -21,10 +21,12 @@
 //! next attempt is a full resync (continuing would replay the same bytes).
 
 use super::handshake::{self, ReplicaHello, Step, SyncRequest};
+use super::held_acks::{HeldAcks, UpstreamAck};
 use super::offset_map::{OffsetMap, Resolved};
 use super::outq::OutQueue;
 use super::rdb_relay::{parse_header, Framing, PayloadDone, PayloadRelay, ScanResult};
 use super::registry::{Phase, SessionStatus};
+use super::state_writer::{self, Progress};
 use super::stats::{self, EntryTally, Side};
 use super::store::{random_repl_id, Claim, PendingWrite, ReplicaState};
 use super::stream::{StreamRelay, READ_CHUNK};
@@ -42,6 +44,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 
@@ -612,8 +615,13 @@ impl Session {
                     return Ok(Ending::normal("shutdown"));
                 }
                 _ = ticker.tick() => link.tick(up_buf.len()),
-                _ = held_ack_written(&mut link.held_ack), if link.held_ack.is_some() => {
-                    if let Some((ack, _)) = link.held_ack.take() {
+                r = held_ack_due(&mut link.ack_writes, link.held_acks.first_write()),
+                    if !link.held_acks.is_empty() => {
+                    let progress = match r {
+                        Ok(progress) => progress,
+                        Err(why) => Progress { durable: 0, failed: Some(why) },
+                    };
+                    if let Some(ack) = link.held_acks.release(&progress) {
                         link.forward_ack(ack, &mut up_w).await?;
                     }
                 }
@@ -697,23 +705,30 @@ struct LinkState {
     /// The replica's lag at the last tick, in ms: entries that extend a TTL ending within it
     /// are at risk.
     lag_ms: u64,
-    /// The replica's newest ACK, held until the state write that covers it is on disk.
-    held_ack: Option<(UpstreamAck, PendingWrite)>,
+    /// The replica's ACKs, each held until the state write that covers it is on disk.
+    held_acks: HeldAcks,
+    /// The state writer's progress, while ACKs are held.
+    ack_writes: Option<watch::Receiver<Progress>>,
     /// How long the master's data waits in the proxy.
     hold: HoldClock,
 }
 
-/// An ACK translated for the master.
-struct UpstreamAck {
-    bytes: BytesMut,
-    u: u64,
-}
-
-/// Waits for the write a held ACK depends on (never returns when none is held).
-async fn held_ack_written(held: &mut Option<(UpstreamAck, PendingWrite)>) {
-    match held {
-        Some((_, write)) => write.wait().await,
-        None => std::future::pending().await,
+/// Waits until write `seq` is on disk (or failed), then returns the writer's progress; the error
+/// when the writer is gone or there is none. Never returns when no write is awaited.
+async fn held_ack_due(
+    writes: &mut Option<watch::Receiver<Progress>>,
+    seq: Option<u64>,
+) -> Result<Progress, Arc<str>> {
+    let Some(seq) = seq else {
+        return std::future::pending().await;
+    };
+    let Some(writes) = writes.as_mut() else {
+        return Err(Arc::from("no state writer"));
+    };
+    match state_writer::durable(writes, seq).await {
+        Ok(()) => Ok(writes.borrow().clone()),
+        Err(_) if writes.borrow().failed.is_some() => Ok(writes.borrow().clone()),
+        Err(why) => Err(why),
     }
 }
 
@@ -736,7 +751,8 @@ impl LinkState {
             last_risk_log: None,
             risks_unlogged: 0,
             lag_ms: 0,
-            held_ack: None,
+            held_acks: HeldAcks::default(),
+            ack_writes: None,
             hold: HoldClock::new(),
         }
     }
@@ -943,14 +959,19 @@ impl LinkState {
         holder.map.prune_before(d);
         let mut bytes = BytesMut::new();
         crate::resp::encode_command(&args, &mut bytes);
-        let ack = UpstreamAck { bytes, u };
-        // The master hears of an offset only once the map that resolves it is on disk, so a
-        // proxy restarted after a crash can continue every replica the master counts as caught
-        // up. The stream goes on meanwhile; a newer ACK replaces one still held.
+        let ack = UpstreamAck {
+            bytes: bytes.to_vec(),
+            u,
+        };
+        // The master hears of an offset only once the map that resolves it is on disk (see
+        // `held_acks`); the stream goes on meanwhile.
         match holder.persist().filter(|write| !write.is_done()) {
-            Some(write) => self.held_ack = Some((ack, write)),
+            Some(write) => {
+                self.held_acks.hold(ack, write.seq);
+                self.ack_writes = Some(write.progress);
+            }
             None => {
-                self.held_ack = None;
+                self.held_acks.clear();
                 self.forward_ack(ack, up_w).await?;
             }
         }

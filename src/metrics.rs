@@ -34,6 +34,8 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
      "Time spent inside the proxy per entry (parse, engine, encode), averaged per read batch."),
     ("pika_ttl_proxy_hold_seconds", "histogram", "",
      "Time the proxy holds the master's data: from the read that received it until everything it produced is written to the replica's socket (processing, and waiting for a full replica socket). One sample per read."),
+    ("pika_ttl_proxy_state_write_seconds", "histogram", "",
+     "Time to write and sync one batch of offset-map state to the state directory (a slow disk shows here first; replica ACKs wait for these writes)."),
     ("pika_ttl_proxy_expiry_table_keys", "gauge", "",
      "Entries in the expiry tables of streaming sessions (volatile keys and existence markers)."),
     ("pika_ttl_proxy_expiry_table_complete", "gauge", "",
@@ -60,6 +62,12 @@ const HOLD_BUCKETS: &[f64] = &[
     1e-5, 2.5e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 1e-1, 1.0,
 ];
 
+/// The state-write histogram's name (recorded by both relays' state writers).
+pub const STATE_WRITE_SECONDS: &str = "pika_ttl_proxy_state_write_seconds";
+
+/// Buckets for the state-write histogram (seconds): 100 µs … 10 s.
+const STATE_WRITE_BUCKETS: &[f64] = &[1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 10.0];
+
 /// Install the global recorder and describe every metric. Call once per process.
 pub fn install() -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
@@ -69,6 +77,11 @@ pub fn install() -> Result<PrometheusHandle, String> {
         )
         .map_err(|e| e.to_string())?
         .set_buckets_for_metric(Matcher::Full(HOLD_SECONDS.into()), HOLD_BUCKETS)
+        .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(
+            Matcher::Full(STATE_WRITE_SECONDS.into()),
+            STATE_WRITE_BUCKETS,
+        )
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;

@@ -952,6 +952,11 @@ async fn metrics_show_rewrites_and_forget_a_closed_link() {
         series(&text, "pika_ttl_proxy_hold_seconds_count") > Some(0.0),
         "{text}"
     );
+    // The offset map went to disk when rewriting began.
+    assert!(
+        series(&text, "pika_ttl_proxy_state_write_seconds_count") > Some(0.0),
+        "{text}"
+    );
 
     // The replica stops acking, lags, then goes away.
     let lag = format!(r#"pika_ttl_proxy_replica_lag_bytes{{replica="{replica}"}}"#);

@@ -183,7 +183,16 @@ async fn write_behind(inner: Arc<Inner>) {
                 (newest.version, newest.state.clone())
             };
             let file = inner.clone();
-            let result = tokio::task::spawn_blocking(move || lock(&file.file).persist(state)).await;
+            let result = tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                let written = lock(&file.file).persist(state);
+                if written.is_ok() {
+                    metrics::histogram!(crate::metrics::STATE_WRITE_SECONDS)
+                        .record(started.elapsed().as_secs_f64());
+                }
+                written
+            })
+            .await;
             let failure = match result {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(format!("cannot write the offset map: {e}")),

@@ -21,6 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+use crate::metrics::STATE_WRITE_SECONDS;
+use metrics::histogram;
+
 /// The writer thread only ever blocks in file system calls; it needs little stack.
 const WRITER_STACK: usize = 128 * 1024;
 
@@ -175,6 +178,7 @@ impl Disk {
         let mut failed = false;
         while let Ok(first) = queue.recv() {
             // Everything queued meanwhile goes out with one sync at the end.
+            let started = Instant::now();
             let mut batch = vec![first];
             batch.extend(queue.try_iter());
             let mut done = None;
@@ -216,6 +220,9 @@ impl Disk {
                 if let Some(f) = &self.file {
                     result = f.sync_data();
                 }
+            }
+            if result.is_ok() && !removed {
+                histogram!(STATE_WRITE_SECONDS).record(started.elapsed().as_secs_f64());
             }
             report.send_modify(|p| match (&result, failed) {
                 (Err(e), false) => {

@@ -24,7 +24,7 @@
 //! answered with a full resync.
 
 use super::offset_map::{MapPoint, OffsetMap};
-use super::state_writer::{Progress, StateWriter};
+use super::state_writer::{sync_dir, Progress, StateWriter};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -85,6 +85,18 @@ pub struct PersistedState {
 /// ASCII without spaces is accepted so a master's ID is stored as received).
 pub fn is_repl_id(s: &str) -> bool {
     s.len() == ID_LEN && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Delete a state file and make the deletion durable; a file already gone is fine.
+pub fn discard_state_file(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    if let Some(dir) = path.parent() {
+        sync_dir(dir);
+    }
+    Ok(())
 }
 
 /// The path of the state file of `own_id` in `dir`.
@@ -383,10 +395,16 @@ impl StateFile {
         self.writer.append(buf)
     }
 
-    /// Queue the file's deletion (the replica moved on, or persistence failed); returns the
-    /// job to wait for.
-    pub fn remove(mut self) -> (u64, watch::Receiver<Progress>) {
-        (self.writer.remove(), self.writer.watch())
+    /// Queue the file's deletion after everything queued before (the replica moved on).
+    pub fn remove(mut self) {
+        self.writer.remove();
+    }
+
+    /// Delete the file now, on the caller's thread, after a failed write: the writer writes
+    /// nothing more once a write failed (or is gone), so nothing can bring the file back, and
+    /// the caller can rely on its being gone when this returns.
+    pub fn discard(self) -> io::Result<()> {
+        discard_state_file(&self.path)
     }
 
     /// Sequence number of the last job queued.

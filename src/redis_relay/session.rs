@@ -610,6 +610,12 @@ impl Session {
                     if let Some(mut write) = link.persist() {
                         let _ = tokio::time::timeout(Duration::from_secs(1), write.wait()).await;
                     }
+                    // An ACK whose write has landed still tells the master how far the replica got.
+                    let progress = link.ack_writes.as_ref().map(|w| w.borrow().clone());
+                    if let Some(ack) = progress.and_then(|p| link.held_acks.release(&p)) {
+                        let _ = tokio::time::timeout(Duration::from_millis(500),
+                            link.forward_ack(ack, &mut up_w)).await;
+                    }
                     let _ = tokio::time::timeout(Duration::from_millis(500),
                         link.out.flush_all(&mut self.down_w)).await;
                     return Ok(Ending::normal("shutdown"));

@@ -193,7 +193,7 @@ impl Disk {
                             Err(e) if e.kind() != io::ErrorKind::NotFound && !failed => {
                                 result = Err(e)
                             }
-                            _ => {}
+                            _ => sync_dir(&self.dir),
                         }
                         unsynced = false;
                         removed = true;
@@ -221,7 +221,7 @@ impl Disk {
                     result = f.sync_data();
                 }
             }
-            if result.is_ok() && !removed {
+            if result.is_ok() && !removed && !failed {
                 histogram!(STATE_WRITE_SECONDS).record(started.elapsed().as_secs_f64());
             }
             report.send_modify(|p| match (&result, failed) {
@@ -271,9 +271,9 @@ impl Disk {
     }
 }
 
-/// `fsync` a directory so a rename in it is durable; best effort (not every filesystem allows
-/// opening a directory for this).
-fn sync_dir(dir: &Path) {
+/// `fsync` a directory so a rename or a deletion in it is durable; best effort (not every
+/// filesystem allows opening a directory for this).
+pub fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }

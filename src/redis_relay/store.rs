@@ -41,9 +41,9 @@ pub struct ReplicaState {
 
 impl ReplicaState {
     /// Queue what the map gained since the last write. Returns the last write queued, to wait
-    /// for before telling anyone the state is durable (`None` without persistence). Errors are logged and
-    /// disable persistence for this replica (its file is removed, so a restart forces a full
-    /// sync rather than trusting a stale map).
+    /// for before telling anyone the state is durable (`None` without persistence). Errors are
+    /// logged and disable persistence for this replica (its file is deleted, so a restart forces
+    /// a full sync rather than trusting a stale map).
     pub fn persist(&mut self) -> Option<PendingWrite> {
         let file = self.file.as_mut()?;
         match file.sync(&self.own_id, &self.master_id, &self.map) {
@@ -55,10 +55,20 @@ impl ReplicaState {
                 tracing::error!(own_id = %self.own_id, error = %e,
                     "cannot persist replica offset map; this replica will need a full sync after a restart");
                 if let Some(file) = self.file.take() {
-                    file.remove();
+                    self.discard(file);
                 }
                 None
             }
+        }
+    }
+
+    /// Delete the file of a failed writer now; a file that cannot be deleted is reported, as a
+    /// restart would trust it.
+    fn discard(&self, file: StateFile) {
+        let path = file.path().to_path_buf();
+        if let Err(e) = file.discard() {
+            tracing::error!(own_id = %self.own_id, file = %path.display(), error = %e,
+                "cannot delete a stale replica state file; delete it before restarting the proxy");
         }
     }
 
@@ -86,12 +96,13 @@ impl ReplicaState {
             tracing::error!(own_id = %self.own_id, error = %e,
                 "cannot write replica state file; a restart will force a full sync");
             match self.file.take() {
-                Some(file) => {
-                    let (seq, mut progress) = file.remove();
-                    let _ = state_writer::durable(&mut progress, seq).await;
-                }
+                Some(file) => self.discard(file),
                 None => {
-                    let _ = std::fs::remove_file(persist::state_path(dir, &self.own_id));
+                    let path = persist::state_path(dir, &self.own_id);
+                    if let Err(e) = persist::discard_state_file(&path) {
+                        tracing::error!(own_id = %self.own_id, file = %path.display(), error = %e,
+                            "cannot delete a stale replica state file; delete it before restarting the proxy");
+                    }
                 }
             }
         }
@@ -364,6 +375,26 @@ mod tests {
         }
         assert_eq!(store.len(), 2);
         state_files_become(dir.path(), 2).await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_fresh_write_deletes_the_old_file_before_returning() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = random_repl_id();
+        let mut st = state(dir.path(), &id);
+        let path = persist::state_path(dir.path(), &id);
+        assert!(path.exists());
+        // A directory where the replacement's temporary file goes makes the rewrite fail (even
+        // for root), leaving the old file, which maps offsets of the stream before the resume
+        // point.
+        std::fs::create_dir(dir.path().join(format!("redis-{id}.state.tmp"))).unwrap();
+        st.persist_fresh(dir.path()).await;
+        assert!(
+            !path.exists(),
+            "the old state file outlived a failed rewrite"
+        );
+        assert!(st.file.is_none());
+        assert!(st.persist().is_none(), "persistence stays off");
     }
 
     /// Removals are queued to each file's writer: wait (boundedly) for them to land.

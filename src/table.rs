@@ -158,18 +158,17 @@ impl ExpiryTable {
 
     /// The map that holds (or would hold) `db`, if it exists yet.
     fn map_of(&self, db: u32) -> Option<&KeyMap> {
-        self.fast
-            .get(db as usize)
-            .map_or(&self.other, |map| map)
-            .get()
+        self.cell_of(db).get()
     }
 
     /// The map holding `db`, made now if `db` never had a key.
     fn map_of_or_make(&self, db: u32) -> &KeyMap {
-        self.fast
-            .get(db as usize)
-            .map_or(&self.other, |map| map)
-            .get_or_init(key_map)
+        self.cell_of(db).get_or_init(key_map)
+    }
+
+    /// Where the map of `db` is (or will be) kept.
+    fn cell_of(&self, db: u32) -> &OnceLock<KeyMap> {
+        self.fast.get(db as usize).unwrap_or(&self.other)
     }
 
     /// The key to use for `key` of `db` in its map.

@@ -400,13 +400,6 @@ impl StateFile {
         self.writer.remove();
     }
 
-    /// Delete the file now, on the caller's thread, after a failed write: the writer writes
-    /// nothing more once a write failed (or is gone), so nothing can bring the file back, and
-    /// the caller can rely on its being gone when this returns.
-    pub fn discard(self) -> io::Result<()> {
-        discard_state_file(&self.path)
-    }
-
     /// Sequence number of the last job queued.
     pub fn submitted(&self) -> u64 {
         self.writer.submitted()

@@ -623,11 +623,7 @@ impl Session {
                 _ = ticker.tick() => link.tick(up_buf.len()),
                 r = held_ack_due(&mut link.ack_writes, link.held_acks.first_write()),
                     if !link.held_acks.is_empty() => {
-                    let progress = match r {
-                        Ok(progress) => progress,
-                        Err(why) => Progress { durable: 0, failed: Some(why) },
-                    };
-                    if let Some(ack) = link.held_acks.release(&progress) {
+                    if let Some(ack) = link.held_acks.release(&r) {
                         link.forward_ack(ack, &mut up_w).await?;
                     }
                 }
@@ -719,22 +715,27 @@ struct LinkState {
     hold: HoldClock,
 }
 
-/// Waits until write `seq` is on disk (or failed), then returns the writer's progress; the error
-/// when the writer is gone or there is none. Never returns when no write is awaited.
+/// Waits until write `seq` is on disk or the writer failed, then returns its progress (a writer
+/// that is gone, or none at all, counts as failed). Never returns when no write is awaited.
 async fn held_ack_due(
     writes: &mut Option<watch::Receiver<Progress>>,
     seq: Option<u64>,
-) -> Result<Progress, Arc<str>> {
+) -> Progress {
     let Some(seq) = seq else {
         return std::future::pending().await;
     };
     let Some(writes) = writes.as_mut() else {
-        return Err(Arc::from("no state writer"));
+        return Progress {
+            durable: 0,
+            failed: Some(Arc::from("no state writer")),
+        };
     };
     match state_writer::durable(writes, seq).await {
-        Ok(()) => Ok(writes.borrow().clone()),
-        Err(_) if writes.borrow().failed.is_some() => Ok(writes.borrow().clone()),
-        Err(why) => Err(why),
+        Ok(()) => writes.borrow().clone(),
+        Err(why) => Progress {
+            durable: writes.borrow().durable,
+            failed: Some(why),
+        },
     }
 }
 

@@ -55,18 +55,18 @@ impl ReplicaState {
                 tracing::error!(own_id = %self.own_id, error = %e,
                     "cannot persist replica offset map; this replica will need a full sync after a restart");
                 if let Some(file) = self.file.take() {
-                    self.discard(file);
+                    self.delete_stale_file(file.path());
                 }
                 None
             }
         }
     }
 
-    /// Delete the file of a failed writer now; a file that cannot be deleted is reported, as a
-    /// restart would trust it.
-    fn discard(&self, file: StateFile) {
-        let path = file.path().to_path_buf();
-        if let Err(e) = file.discard() {
+    /// Delete the state file at `path` now, after a failed write: the writer writes nothing
+    /// more once a write failed (or is gone), so nothing can bring the file back. A file that
+    /// cannot be deleted is reported, as a restart would trust it.
+    fn delete_stale_file(&self, path: &Path) {
+        if let Err(e) = persist::discard_state_file(path) {
             tracing::error!(own_id = %self.own_id, file = %path.display(), error = %e,
                 "cannot delete a stale replica state file; delete it before restarting the proxy");
         }
@@ -95,16 +95,11 @@ impl ReplicaState {
         if let Err(e) = result {
             tracing::error!(own_id = %self.own_id, error = %e,
                 "cannot write replica state file; a restart will force a full sync");
-            match self.file.take() {
-                Some(file) => self.discard(file),
-                None => {
-                    let path = persist::state_path(dir, &self.own_id);
-                    if let Err(e) = persist::discard_state_file(&path) {
-                        tracing::error!(own_id = %self.own_id, file = %path.display(), error = %e,
-                            "cannot delete a stale replica state file; delete it before restarting the proxy");
-                    }
-                }
-            }
+            let path = match self.file.take() {
+                Some(file) => file.path().to_path_buf(),
+                None => persist::state_path(dir, &self.own_id),
+            };
+            self.delete_stale_file(&path);
         }
     }
 }

@@ -59,7 +59,11 @@
 //! `ADDED_LATENCY_RATE` (commands/s, default 100000), `PIKA_TTL_PROXY_BIN` (proxy binary),
 //! `ADDED_LATENCY_DUMP=<prefix>` (write every command's send time and its arrival times on the
 //! direct, proxied and forwarded links to `<prefix>.<first seq>.csv`, 0 meaning "never
-//! arrived").
+//! arrived"), `ADDED_LATENCY_RT=<priority>` (run the whole bench under `chrt -f <priority>`:
+//! the master, the proxy, the forwarder and the readers all inherit the same real-time FIFO
+//! priority, so none of them waits behind the rest of the host for a core; every hop gets the
+//! same treatment, which takes most of the scheduler's noise out of the comparison; needs root
+//! and `chrt` from util-linux).
 //! Needs `redis-server` on the PATH. The target is an added p99 of at most 0.2 ms at 100 k/s.
 
 use bytes::{Buf, BytesMut};
@@ -92,12 +96,19 @@ const TARGET_P99_US: f64 = 200.0;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// `<listen addr>,<upstream addr>`: set, it makes this binary the baseline forwarder.
 const FORWARD_ENV: &str = "ADDED_LATENCY_FORWARD";
+/// Asks for the bench to run at this real-time FIFO priority.
+const RT_ENV: &str = "ADDED_LATENCY_RT";
+/// Set in the re-run under `chrt`, so it does not re-run itself again.
+const RT_ACTIVE_ENV: &str = "ADDED_LATENCY_RT_ACTIVE";
 /// The proxy's read size on the master's stream (`READ_CHUNK` in `redis_relay::session`) and on
 /// the replica's side (it reserves 4 KiB per read there).
 const FORWARD_UPSTREAM_READ: usize = 64 * 1024;
 const FORWARD_DOWNSTREAM_READ: usize = 4 * 1024;
 
 fn main() {
+    if let Some(status) = rerun_under_chrt() {
+        std::process::exit(status);
+    }
     let (who, result) = match std::env::var(FORWARD_ENV) {
         Ok(spec) => ("added_latency forwarder", forward(&spec)),
         Err(_) => ("added_latency", run()),
@@ -105,6 +116,36 @@ fn main() {
     if let Err(e) = result {
         eprintln!("{who}: {e}");
         std::process::exit(1);
+    }
+}
+
+/// With `ADDED_LATENCY_RT` set (and not yet applied), runs this same bench again under
+/// `chrt -f <priority>` and returns its exit status; every process and thread it starts
+/// inherits the policy.
+fn rerun_under_chrt() -> Option<i32> {
+    let priority = std::env::var(RT_ENV).ok()?;
+    if std::env::var_os(RT_ACTIVE_ENV).is_some() || std::env::var_os(FORWARD_ENV).is_some() {
+        return None;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("added_latency: {RT_ENV}: cannot find this binary: {e}");
+            return Some(1);
+        }
+    };
+    let status = Command::new("chrt")
+        .args(["-f", priority.trim()])
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(RT_ACTIVE_ENV, "1")
+        .status();
+    match status {
+        Ok(status) => Some(status.code().unwrap_or(1)),
+        Err(e) => {
+            eprintln!("added_latency: {RT_ENV}: cannot run chrt: {e}");
+            Some(1)
+        }
     }
 }
 
@@ -1106,8 +1147,15 @@ fn run() -> Result<(), String> {
     println!(
         "pika-ttl-proxy added latency, master → replica (Redis relay; redis-server, the proxy, a \
          plain forwarder as baseline and three replication readers on loopback, {} cores): \
-         {rate:.0} cmds/s for {seconds} s per case, SETEX + INCR/APPEND on volatile keys",
-        thread::available_parallelism().map_or(0, |n| n.get())
+         {rate:.0} cmds/s for {seconds} s per case, SETEX + INCR/APPEND on volatile keys{}",
+        thread::available_parallelism().map_or(0, |n| n.get()),
+        match std::env::var(RT_ENV) {
+            Ok(priority) if std::env::var_os(RT_ACTIVE_ENV).is_some() => format!(
+                ", every process at real-time priority {} (SCHED_FIFO)",
+                priority.trim()
+            ),
+            _ => String::new(),
+        }
     );
     let rewrite = rig.measure_case("rewriting on", 0, per_case)?;
     for line in &rewrite.lines {

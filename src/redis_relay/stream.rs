@@ -28,6 +28,15 @@ pub struct AtRiskEntry {
     pub old_deadline_ms: i64,
 }
 
+/// What one [`StreamRelay::process_up_to`] call did.
+#[derive(Debug)]
+pub struct Processed {
+    /// Entries flagged at risk (see [`StreamRelay::process`]).
+    pub at_risk: Vec<AtRiskEntry>,
+    /// It stopped at its entry budget: `input` may hold more complete entries.
+    pub stopped_early: bool,
+}
+
 /// Per-link stream state; see the module docs.
 #[derive(Debug)]
 pub struct StreamRelay {
@@ -120,8 +129,46 @@ impl StreamRelay {
         tally: &mut EntryTally,
         risk_horizon_ms: i64,
     ) -> Result<Vec<AtRiskEntry>, ProtocolError> {
+        let processed = self.process_up_to(
+            input,
+            usize::MAX,
+            now_ms,
+            table,
+            policy,
+            map,
+            out,
+            tally,
+            risk_horizon_ms,
+        )?;
+        Ok(processed.at_risk)
+    }
+
+    /// [`process`](Self::process), stopping after `max_entries` entries so that the caller can
+    /// send their output before deciding the rest of a large read (stopping between two
+    /// entries is the same as a read that ended there).
+    #[allow(clippy::too_many_arguments)]
+    pub fn process_up_to(
+        &mut self,
+        input: &mut BytesMut,
+        max_entries: usize,
+        now_ms: i64,
+        table: &ExpiryTable,
+        policy: &Policy,
+        map: &mut OffsetMap,
+        out: &mut OutQueue,
+        tally: &mut EntryTally,
+        risk_horizon_ms: i64,
+    ) -> Result<Processed, ProtocolError> {
         let mut risks = Vec::new();
-        while let Some(RawFrame { raw, kind }) = self.parser.parse_raw(input)? {
+        let mut entries = 0;
+        while entries < max_entries {
+            let Some(RawFrame { raw, kind }) = self.parser.parse_raw(input)? else {
+                return Ok(Processed {
+                    at_risk: risks,
+                    stopped_early: false,
+                });
+            };
+            entries += 1;
             let entry_start = self.d;
             let was_in_multi = self.state.in_multi;
             let raw_len = raw.len() as u64;
@@ -179,7 +226,10 @@ impl StreamRelay {
                 );
             }
         }
-        Ok(risks)
+        Ok(Processed {
+            at_risk: risks,
+            stopped_early: true,
+        })
     }
 }
 
@@ -255,6 +305,66 @@ mod tests {
             assert_eq!(p.d, p.u);
         }
         assert_eq!(map.floor(3940), Some(3940));
+    }
+
+    /// Deciding a read in slices emits the same bytes and records the same map as deciding it
+    /// whole, and each slice leaves the rest of the read in the buffer, starting on an entry.
+    #[test]
+    fn a_read_decided_in_slices_is_decided_as_if_whole() {
+        let stream = fixture("expiry-stream.bin");
+        let now = 1_795_468_000_000;
+        let policy = Policy::new(engine::Dialect::Redis);
+        let whole_table = ExpiryTable::new(Baseline::NotVolatile);
+        let mut whole_map = OffsetMap::new(209, 209, 0);
+        let mut whole_relay = StreamRelay::new(209, 209, 0);
+        let whole = feed(
+            &mut whole_relay,
+            &stream,
+            now,
+            &whole_table,
+            &policy,
+            &mut whole_map,
+        );
+
+        let table = ExpiryTable::new(Baseline::NotVolatile);
+        let mut map = OffsetMap::new(209, 209, 0);
+        let mut relay = StreamRelay::new(209, 209, 0);
+        let mut tally = crate::redis_relay::stats::entry_tally();
+        let mut input = BytesMut::from(&stream[..]);
+        let mut out = OutQueue::new();
+        let mut sliced = Vec::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut slices = 0;
+        loop {
+            let before = input.len();
+            let processed = relay
+                .process_up_to(
+                    &mut input, 3, now, &table, &policy, &mut map, &mut out, &mut tally, 0,
+                )
+                .unwrap();
+            rt.block_on(out.flush_all(&mut sliced)).unwrap();
+            if !processed.stopped_early {
+                break;
+            }
+            slices += 1;
+            assert!(input.len() < before, "a slice decided nothing");
+            assert_eq!(
+                relay.upstream_offset(),
+                209 + (stream.len() - input.len()) as u64
+            );
+        }
+        assert!(
+            slices > 3,
+            "the fixture is too short to be sliced: {slices} slices"
+        );
+        assert!(input.is_empty());
+        assert_eq!(sliced, whole);
+        assert_eq!(relay.downstream_offset(), whole_relay.downstream_offset());
+        let points = |m: &OffsetMap| m.points().map(|p| (p.d, p.u)).collect::<Vec<_>>();
+        assert_eq!(points(&map), points(&whole_map));
+        assert_eq!(table.volatile_entries(), whole_table.volatile_entries());
     }
 
     #[test]

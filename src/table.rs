@@ -445,6 +445,18 @@ impl ExpiryTable {
         pruned
     }
 
+    /// Every entry as `(db, key, value)` in the table's own encoding of values, for snapshots
+    /// ([`Self::insert_raw`] reads it back). The encoding is private to this module: a snapshot
+    /// format that stores it must be versioned with it.
+    pub fn for_each_raw(&self, f: impl FnMut(u32, &[u8], i64)) {
+        self.for_each_db_entry(f);
+    }
+
+    /// Restores one entry written by [`Self::for_each_raw`].
+    pub fn insert_raw(&self, db: u32, key: &[u8], value: i64) {
+        self.insert(db, key, value);
+    }
+
     /// Number of entries holding a deadline.
     pub fn volatile_len(&self) -> usize {
         let mut n = 0;

@@ -2,7 +2,9 @@
 //! restarted on the same state directory, the replica continues with a partial
 //! resynchronisation from the persisted offset map; restarted with the state file deleted, the
 //! replica gets exactly one full resynchronisation. Data (values and absolute TTLs) stays equal
-//! to the master's throughout.
+//! to the master's throughout. Stopped with SIGTERM instead, the relay also keeps each
+//! replica's expiry table: after the restart, entries on keys from before it are still decided
+//! (rewritten or passed as known), where after SIGKILL they pass as `unknown_key`.
 
 mod redis_relay_support;
 
@@ -104,4 +106,98 @@ fn kill9_restart_resumes_partially_and_lost_state_costs_one_full_sync() {
         metric_sum(&m, "pika_ttl_proxy_partial_syncs_total", &[]),
         0.0
     );
+}
+
+/// Entries of each outcome the proxy counted.
+fn outcomes(proxy: &ProxyProcess) -> (f64, f64, f64) {
+    let m = proxy.metrics_text();
+    let count = |outcome| metric_sum(&m, "pika_ttl_proxy_entries_total", &[("outcome", outcome)]);
+    (count("rewritten"), count("passed"), count("unknown_key"))
+}
+
+/// Writes a key with a TTL and one without, then, after the caller's restart, an INCR on the
+/// first (rewritten when its TTL is known) and an APPEND on the second (passed when it is known
+/// to have none).
+fn late_writes(mc: &mut redis::Connection) {
+    let _: () = redis::cmd("INCR").arg("late:counter").query(mc).unwrap();
+    let _: () = redis::cmd("APPEND")
+        .arg("late:plain")
+        .arg("y")
+        .query(mc)
+        .unwrap();
+}
+
+#[test]
+fn sigterm_restart_keeps_the_expiry_table_and_sigkill_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let master = RedisServer::start(dir.path(), "master", &[]);
+    let mut mc = master.conn();
+    let port = free_port();
+    let p1 = ProxyProcess::start(port, master.port, &state, &dir.path().join("p1.log"), &[]);
+    let r1 = RedisServer::start_replica(dir.path(), "r1", port);
+    wait_until("replica synced", || r1.link_up());
+    let _: () = redis::cmd("SETEX")
+        .arg("late:counter")
+        .arg(3600)
+        .arg(5)
+        .query(&mut mc)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("late:plain")
+        .arg("x")
+        .query(&mut mc)
+        .unwrap();
+    check_data(&master, &r1, "before the stop");
+
+    // SIGTERM: a clean stop saves the table; the restart reads it back and deletes it.
+    let status = p1.terminate();
+    assert!(status.success(), "the proxy exited with {status}");
+    let tables = |state: &std::path::Path| {
+        std::fs::read_dir(state)
+            .unwrap()
+            .filter(|f| {
+                f.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".table")
+            })
+            .count()
+    };
+    assert_eq!(tables(&state), 1, "one table snapshot per replica");
+    wait_until("the replica noticed", || !r1.link_up());
+    let p2 = ProxyProcess::start(port, master.port, &state, &dir.path().join("p2.log"), &[]);
+    wait_until("replica resumed through the restarted proxy", || {
+        r1.log_count(PARTIAL_OK) == 1 && r1.link_up()
+    });
+    let log = p2.log_text();
+    assert!(
+        log.contains("restored the expiry table saved at the last stop"),
+        "{log}"
+    );
+    assert!(log.contains("table_complete=true"), "{log}");
+    assert_eq!(tables(&state), 0, "the snapshot is consumed at the start");
+    late_writes(&mut mc);
+    check_data(&master, &r1, "after the SIGTERM restart");
+    let (rewritten, passed, unknown) = outcomes(&p2);
+    assert_eq!(
+        (rewritten, passed, unknown),
+        (1.0, 1.0, 0.0),
+        "INCR rewritten, APPEND passed, nothing unknown"
+    );
+
+    // SIGKILL: no snapshot, so the same kind of entries on keys from before are unknown.
+    p2.kill9();
+    assert_eq!(tables(&state), 0);
+    wait_until("the replica noticed", || !r1.link_up());
+    let p3 = ProxyProcess::start(port, master.port, &state, &dir.path().join("p3.log"), &[]);
+    wait_until("replica resumed after the kill", || {
+        r1.log_count(PARTIAL_OK) == 2 && r1.link_up()
+    });
+    late_writes(&mut mc);
+    check_data(&master, &r1, "after the SIGKILL restart");
+    let (rewritten, passed, unknown) = outcomes(&p3);
+    assert_eq!((rewritten, passed, unknown), (0.0, 0.0, 2.0));
+    assert_eq!(r1.log_count(FULL), 1, "a restart caused a full sync");
 }

@@ -13,7 +13,8 @@
 //! Files, one concept each: [`handshake`] (what to do with a replica's pre-sync commands),
 //! [`upstream`] (the master link), [`session`] (one replica connection end to end),
 //! [`rdb_relay`] (payload framing and scanning), [`stream`] (entries through the engine),
-//! [`offset_map`] (D ↔ U translation), [`persist`] (the state files), [`store`] (per-replica
+//! [`offset_map`] (D ↔ U translation), [`persist`] (the state files), [`table_snapshot`] (the
+//! expiry tables kept over a graceful restart), [`store`] (per-replica
 //! state across connections), [`registry`] (the operator view), [`outq`] (zero-copy output
 //! queue), [`stats`] (every metric).
 
@@ -29,6 +30,7 @@ pub mod state_writer;
 pub mod stats;
 pub mod store;
 pub mod stream;
+pub mod table_snapshot;
 pub mod upstream;
 
 pub use registry::{Phase, RelayShared, ReplicaStatus, SessionRegistry};
@@ -164,7 +166,8 @@ pub async fn serve_on(
     let (store, report) = StateStore::open(&cfg.state_dir, cfg.max_saved_states);
     let local = listener.local_addr().ok();
     tracing::info!(listen = ?local, master = %cfg.master, state_dir = %cfg.state_dir.display(),
-        restored = report.loaded, discarded = report.discarded, "redis relay listening");
+        restored = report.loaded, discarded = report.discarded, tables = report.tables,
+        "redis relay listening");
     let ctx = Arc::new(Ctx {
         policy: Policy {
             dialect: Dialect::Redis,
@@ -210,6 +213,18 @@ pub async fn serve_on(
     {
         tracing::warn!("replica connections did not stop within 5 s; aborting them");
         tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    // Every connection has let go of its state: the tables describe where each stopped.
+    let saving = ctx.clone();
+    match tokio::task::spawn_blocking(move || saving.store.save_tables()).await {
+        Ok(saved) => tracing::info!(
+            saved = saved.saved,
+            failed = saved.failed,
+            entries = saved.entries,
+            "expiry tables saved for the next start"
+        ),
+        Err(e) => tracing::error!(error = %e, "saving the expiry tables failed"),
     }
     tracing::info!("redis relay stopped");
     Ok(())

@@ -106,24 +106,32 @@ pub fn state_path(dir: &Path, own_id: &str) -> PathBuf {
 
 /// State files in `dir` (which need not exist yet).
 pub fn list_state_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let files = files_named(dir, FILE_PREFIX, FILE_SUFFIX)?;
+    Ok(files.into_iter().map(|(path, _)| path).collect())
+}
+
+/// Files in `dir` (which need not exist yet) named `<prefix><middle><suffix>`, with their
+/// middles, in name order.
+pub fn files_named(dir: &Path, prefix: &str, suffix: &str) -> io::Result<Vec<(PathBuf, String)>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let mut files = Vec::new();
+    let mut found = Vec::new();
     for entry in entries {
         let path = entry?.path();
-        let is_state = path
+        let middle = path
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(FILE_PREFIX) && n.ends_with(FILE_SUFFIX));
-        if is_state {
-            files.push(path);
+            .and_then(|n| n.strip_prefix(prefix)?.strip_suffix(suffix))
+            .map(str::to_string);
+        if let Some(middle) = middle {
+            found.push((path, middle));
         }
     }
-    files.sort();
-    Ok(files)
+    found.sort();
+    Ok(found)
 }
 
 fn put_record(out: &mut Vec<u8>, payload: &[u8]) {

@@ -8,12 +8,15 @@
 //! **The expiry table is per state, i.e. per replica.** Each replica's upstream link is at its
 //! own position in the master's stream and the table must describe the master at exactly that
 //! position; one table shared by two links would apply every entry twice, at two different
-//! moments. After a proxy restart the state is reloaded from disk without a table
-//! (`Baseline::Unknown`): keys it has not seen since are passed through and counted as unknown.
+//! moments. When the relay stops, every idle state's table is saved beside its state file
+//! ([`table_snapshot`]) and read back at the next start; without a snapshot (after a crash) the
+//! state is reloaded without a table (`Baseline::Unknown`): keys it has not seen since are
+//! passed through and counted as unknown.
 
 use super::offset_map::OffsetMap;
 use super::persist::{self, StateFile};
 use super::state_writer;
+use super::table_snapshot;
 use crate::table::{Baseline, ExpiryTable};
 use rand::Rng;
 use std::collections::HashMap;
@@ -162,6 +165,19 @@ pub struct LoadReport {
     pub loaded: usize,
     /// Files discarded as unreadable or corrupt.
     pub discarded: usize,
+    /// Expiry tables restored from their snapshots.
+    pub tables: usize,
+}
+
+/// What [`StateStore::save_tables`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SavedTables {
+    /// Tables written.
+    pub saved: usize,
+    /// Tables that could not be written (logged).
+    pub failed: usize,
+    /// Entries in the tables written.
+    pub entries: usize,
 }
 
 impl StateStore {
@@ -170,6 +186,9 @@ impl StateStore {
     pub fn open(dir: &Path, max_states: usize) -> (StateStore, LoadReport) {
         let mut slots = HashMap::new();
         let mut report = LoadReport::default();
+        // Before any state's writer starts: from then on a `.tmp` may be a replacement in
+        // progress.
+        remove_temporary_files(dir);
         let files = persist::list_state_files(dir).unwrap_or_else(|e| {
             tracing::error!(dir = %dir.display(), error = %e, "cannot list the state directory");
             Vec::new()
@@ -209,6 +228,7 @@ impl StateStore {
                 }
             }
         }
+        report.tables = restore_tables(dir, &mut slots);
         (
             StateStore {
                 dir: dir.to_path_buf(),
@@ -217,6 +237,42 @@ impl StateStore {
             },
             report,
         )
+    }
+
+    /// Saves the expiry table of every state no connection holds, for the next start: call it
+    /// once every connection has ended. A state without a state file (persistence failed) or
+    /// without a known table position has nothing worth saving.
+    pub fn save_tables(&self) -> SavedTables {
+        let states: Vec<Slot> = self
+            .slots()
+            .values()
+            .map(|(slot, _)| slot.clone())
+            .collect();
+        let mut done = SavedTables::default();
+        for slot in states {
+            let Ok(state) = slot.try_lock() else { continue };
+            let Some(table_u) = state.table_u else {
+                continue;
+            };
+            if state.file.is_none() || (state.table.is_empty() && !state.table.is_complete()) {
+                continue;
+            }
+            let table = &state.table;
+            match table_snapshot::save(&self.dir, &state.own_id, &state.master_id, table_u, table) {
+                Ok(bytes) => {
+                    tracing::info!(own_id = %state.own_id, entries = table.len(), bytes, table_u,
+                        "saved the expiry table for the next start");
+                    done.saved += 1;
+                    done.entries += table.len();
+                }
+                Err(e) => {
+                    tracing::error!(own_id = %state.own_id, error = %e,
+                        "cannot save the expiry table; after the restart its keys are unknown until the next full sync");
+                    done.failed += 1;
+                }
+            }
+        }
+        done
     }
 
     /// The state directory.
@@ -304,9 +360,76 @@ impl StateStore {
     }
 }
 
+/// Gives each loaded state the table saved when the relay last stopped, if the snapshot is
+/// for the same master; consumes every snapshot (a later crash must not find an old one beside
+/// a state that has moved on, though it could only be used at its own offset). Returns how many
+/// tables were restored.
+fn restore_tables(dir: &Path, slots: &mut HashMap<String, (Slot, Instant)>) -> usize {
+    let snapshots = table_snapshot::list_snapshots(dir).unwrap_or_else(|e| {
+        tracing::error!(dir = %dir.display(), error = %e, "cannot list the expiry-table snapshots");
+        Vec::new()
+    });
+    let mut restored = 0;
+    for (path, own_id) in snapshots {
+        let state = slots
+            .get(&own_id)
+            .and_then(|(slot, _)| slot.try_lock().ok());
+        match (state, table_snapshot::load(&path)) {
+            (Some(mut state), Ok(snapshot))
+                if snapshot.own_id == own_id && snapshot.master_id == state.master_id =>
+            {
+                tracing::info!(%own_id, entries = snapshot.table.len(), table_u = snapshot.table_u,
+                    complete = snapshot.table.is_complete(), "restored the expiry table saved at the last stop");
+                state.table = Arc::new(snapshot.table);
+                state.table_u = Some(snapshot.table_u);
+                restored += 1;
+            }
+            (None, _) => {
+                tracing::info!(file = %path.display(), "expiry-table snapshot without a replica state; discarded");
+            }
+            (Some(_), Ok(_)) => {
+                tracing::warn!(file = %path.display(), "expiry-table snapshot is for another master or replica; discarded");
+            }
+            (Some(_), Err(e)) => {
+                tracing::warn!(file = %path.display(), error = %e,
+                    "discarding an expiry-table snapshot; its replica's keys are unknown until its next full sync");
+            }
+        }
+        if let Err(e) = persist::discard_state_file(&path) {
+            tracing::error!(file = %path.display(), error = %e, "cannot delete an expiry-table snapshot");
+        }
+    }
+    restored
+}
+
+/// Deletes what an interrupted atomic replacement left behind (`redis-*.tmp`). Only while no
+/// state writer runs.
+fn remove_temporary_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.flatten().map(|e| e.path()) {
+        let leftover = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("redis-") && n.ends_with(".tmp"));
+        if leftover {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(file = %path.display(), "removed a leftover temporary file")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot remove a leftover temporary file")
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::table::KeyKnowledge;
 
     fn state(dir: &Path, id: &str) -> ReplicaState {
         let map = OffsetMap::new(10, 10, 0);
@@ -320,6 +443,54 @@ mod tests {
             table: Arc::new(ExpiryTable::new(Baseline::NotVolatile)),
             table_u: Some(10),
         }
+    }
+
+    /// A clean stop saves idle states' tables; the next start gives each back to its own state
+    /// (same master only), consumes every snapshot and removes leftover temporary files.
+    #[tokio::test]
+    async fn tables_saved_at_a_stop_come_back_only_to_their_own_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = StateStore::open(dir.path(), 8);
+        let (kept, other_master) = (random_repl_id(), random_repl_id());
+        for id in [&kept, &other_master] {
+            let state = state(dir.path(), id);
+            state.table.set_deadline(0, b"k", 5_000);
+            drop(store.insert(state).await);
+        }
+        let busy = store.insert(state(dir.path(), &random_repl_id())).await;
+        let saved = store.save_tables();
+        assert_eq!((saved.saved, saved.failed, saved.entries), (2, 0, 2));
+        drop(busy);
+        drop(store);
+        // The second state's master changed since: its snapshot must not be used.
+        let snapshot = table_snapshot::snapshot_path(dir.path(), &other_master);
+        let mut bytes = std::fs::read(&snapshot).unwrap();
+        let foreign = table_snapshot::decode(&bytes).unwrap();
+        bytes = table_snapshot::encode(&other_master, &"n".repeat(40), 10, &foreign.table);
+        std::fs::write(&snapshot, bytes).unwrap();
+        let orphan = random_repl_id();
+        table_snapshot::save(dir.path(), &orphan, &"m".repeat(40), 10, &foreign.table).unwrap();
+        std::fs::write(dir.path().join("redis-x.state.tmp"), b"half").unwrap();
+
+        let (reloaded, report) = StateStore::open(dir.path(), 8);
+        assert_eq!((report.loaded, report.tables), (3, 1));
+        let Claim::Claimed(g) = reloaded.claim(&kept, Duration::ZERO).await else {
+            panic!("not reloaded");
+        };
+        assert_eq!(g.table_u, Some(10));
+        assert_eq!(g.table.lookup(0, b"k", 0), KeyKnowledge::Volatile(5_000));
+        drop(g);
+        let Claim::Claimed(g) = reloaded.claim(&other_master, Duration::ZERO).await else {
+            panic!("not reloaded");
+        };
+        assert_eq!(g.table_u, None);
+        assert!(!g.table.is_complete());
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".state"))
+            .collect();
+        assert!(names.is_empty(), "left behind: {names:?}");
     }
 
     #[tokio::test]

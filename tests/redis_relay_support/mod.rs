@@ -384,6 +384,25 @@ impl ProxyProcess {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, then wait for the process to exit on its own; returns its exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success(), "kill -TERM {}", self.pid());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > PATIENCE {
+                panic!("the proxy did not stop after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The proxy's Prometheus text from its admin API.
     pub fn metrics_text(&self) -> String {
         pika_ttl_proxy::cli::request(&self.admin, "GET", "/metrics", None, None)

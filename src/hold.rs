@@ -58,6 +58,17 @@ impl HoldClock {
         }
     }
 
+    /// A read that arrived at `arrived`, was decided in slices and produced output has been
+    /// processed; `queued` output bytes are now waiting, its own last. Its first slices may have
+    /// been written already: with nothing left waiting, the read is done now and counted now.
+    pub fn processed_in_slices(&mut self, arrived: Instant, queued: usize) {
+        if queued == 0 {
+            self.histogram.record(arrived.elapsed().as_secs_f64());
+            return;
+        }
+        self.processed(arrived, queued);
+    }
+
     /// `n` bytes were written to the replica's socket.
     pub fn wrote(&mut self, n: usize) {
         self.written += n as u64;
@@ -114,6 +125,27 @@ mod tests {
                 .unwrap();
             assert!(sum >= 0.030, "the first read waited 30 ms: {sum}");
             clock.wrote(50);
+            assert_eq!(count(&handle.render()), 2);
+            assert!(clock.pending.is_empty());
+        });
+    }
+
+    /// A read sent in slices whose output is all written by the time its last slice is decided
+    /// is counted then, once; while output waits it is counted when that is written.
+    #[test]
+    fn a_read_sent_in_slices_is_sampled_once() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let mut clock = HoldClock::new();
+            // First slices written as they were decided; the last one added nothing.
+            clock.wrote(80);
+            clock.processed_in_slices(Instant::now(), 0);
+            assert_eq!(count(&handle.render()), 1);
+            // The next read's last slice is still waiting.
+            clock.processed_in_slices(Instant::now(), 40);
+            assert_eq!(count(&handle.render()), 1);
+            clock.wrote(40);
             assert_eq!(count(&handle.render()), 2);
             assert!(clock.pending.is_empty());
         });

@@ -589,7 +589,9 @@ impl Session {
             }
         }
         link.data_included = !self.hello.rdb_filtered;
+        link.read_arrived(Instant::now());
         link.drive(&mut up_buf).await?;
+        link.read_done_unless_sliced(&mut up_buf);
 
         let limit = self.ctx.cfg.replica_output_buffer_limit.max(READ_CHUNK);
         let mut ticker = tokio::time::interval(self.ctx.cfg.state_sync_interval);
@@ -660,7 +662,7 @@ impl Session {
                     }
                     if link.first_ack_released {
                         link.first_ack_released = false;
-                        link.read_arrived = Instant::now();
+                        link.read_arrived(Instant::now());
                         link.drive(&mut up_buf).await?;
                         link.read_done_unless_sliced(&mut up_buf);
                     }
@@ -679,7 +681,7 @@ impl Session {
                         tracing::info!(replica = %self.label, "the master closed the link");
                         continue;
                     }
-                    link.read_arrived = Instant::now();
+                    link.read_arrived(Instant::now());
                     stats::bytes(Side::Upstream, true, n);
                     link.note_received(up_buf.len());
                     link.drive(&mut up_buf).await?;
@@ -729,8 +731,12 @@ struct LinkState {
     ack_writes: Option<watch::Receiver<Progress>>,
     /// How long the master's data waits in the proxy.
     hold: HoldClock,
-    /// When the read being decided arrived.
+    /// When the read being decided arrived, and the same in ms since the epoch: its entries'
+    /// exec time, the same for every slice.
     read_arrived: Instant,
+    read_arrived_ms: i64,
+    /// Whether the read being decided has queued any output yet.
+    read_produced: bool,
     /// Entries the next slice of the current read may decide; more than the first slice's
     /// while a read is being decided in slices.
     slice_entries: usize,
@@ -785,6 +791,8 @@ impl LinkState {
             ack_writes: None,
             hold: HoldClock::new(),
             read_arrived: Instant::now(),
+            read_arrived_ms: now_ms(),
+            read_produced: false,
             slice_entries: FIRST_SLICE_ENTRIES,
             read_processing: Duration::ZERO,
         }
@@ -796,12 +804,26 @@ impl LinkState {
         self.slice_entries > FIRST_SLICE_ENTRIES
     }
 
-    /// After a drive: once the whole read is decided, its hold is timed and its room released.
+    /// A read of the master's stream arrived at `at` (or buffered bytes became processable).
+    fn read_arrived(&mut self, at: Instant) {
+        self.read_arrived = at;
+        self.read_arrived_ms = now_ms();
+        self.read_produced = false;
+    }
+
+    /// After a drive: once the whole read is decided, its hold is timed, its entries are
+    /// counted (one tally flush per read) and its room is released.
     fn read_done_unless_sliced(&mut self, up_buf: &mut BytesMut) {
-        if !self.slicing_read() {
-            self.hold.processed(self.read_arrived, self.out.len());
-            StreamRelay::release_spent_room(up_buf);
+        if self.slicing_read() {
+            return;
         }
+        if self.read_produced {
+            self.hold
+                .processed_in_slices(self.read_arrived, self.out.len());
+        }
+        self.tally
+            .flush(std::mem::take(&mut self.read_processing).as_secs_f64());
+        StreamRelay::release_spent_room(up_buf);
     }
 
     /// Upstream offset of everything received (parsed or still buffered).
@@ -829,7 +851,9 @@ impl LinkState {
     /// also forgets the replica's state: continuing would replay the same bytes, so the
     /// replica's next attempt must be a full sync.
     async fn drive(&mut self, up_buf: &mut BytesMut) -> Result<(), Ending> {
+        let queued_before = self.out.len();
         let result = self.drive_phase(up_buf).await;
+        self.read_produced |= self.out.len() > queued_before;
         if let Err(end) = &result {
             if end.reason == "upstream_protocol" {
                 if let Some(Holder::Stored(guard)) = self.holder.take() {
@@ -872,7 +896,7 @@ impl LinkState {
             .process_up_to(
                 up_buf,
                 budget,
-                now_ms(),
+                self.read_arrived_ms,
                 &state.table,
                 &self.ctx.policy,
                 &mut state.map,
@@ -894,10 +918,6 @@ impl LinkState {
         self.read_processing += started.elapsed();
         if processed.stopped_early {
             self.slice_entries = budget.saturating_mul(2);
-        } else {
-            // One flush per read: the entry tally's counters and per-entry time.
-            self.tally
-                .flush(std::mem::take(&mut self.read_processing).as_secs_f64());
         }
         if !processed.at_risk.is_empty() {
             self.log_risks(&processed.at_risk);

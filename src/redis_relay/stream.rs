@@ -33,7 +33,8 @@ pub struct AtRiskEntry {
 pub struct Processed {
     /// Entries flagged at risk (see [`StreamRelay::process`]).
     pub at_risk: Vec<AtRiskEntry>,
-    /// It stopped at its entry budget: `input` may hold more complete entries.
+    /// It stopped at its entry budget with bytes left in `input` (which may hold more complete
+    /// entries).
     pub stopped_early: bool,
 }
 
@@ -228,7 +229,8 @@ impl StreamRelay {
         }
         Ok(Processed {
             at_risk: risks,
-            stopped_early: true,
+            // With nothing left there is nothing more to decide: the read is done.
+            stopped_early: !input.is_empty(),
         })
     }
 }

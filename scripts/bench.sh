@@ -8,7 +8,9 @@
 # Then the added latency master → replica at a fixed 100 k cmds/s (benches/added_latency.rs):
 #   p50/p99/p99.9/max of (arrival through the proxy − arrival direct) and, in the same run, of
 #   (arrival through a plain TCP forwarder − arrival direct), plus proxy − forwarder per
-#   percentile, rewriting on and with every family off; ADDED_LATENCY_SECONDS (default 5) per case.
+#   percentile, rewriting on and with every family off; ADDED_LATENCY_SECONDS (default 5) per case;
+#   ADDED_LATENCY_RT=50 runs that part with every process at one real-time priority (root), which
+#   takes most of the host scheduler's noise out of the comparison.
 # Bounded: N commands (default 2,000,000; BENCH_N to change). Loopback only; every process it
 # starts is stopped on exit.
 set -euo pipefail

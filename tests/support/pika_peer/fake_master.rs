@@ -151,9 +151,30 @@ impl Drop for FakeMaster {
     }
 }
 
+/// Listeners on a base port P, P+2000 and P+10001. A port found free can be taken before it
+/// is bound (once in a CI run: `AddrInUse` on P), so a failed bind moves on to the next triple.
+async fn bind_three() -> (u16, TcpListener, TcpListener, TcpListener) {
+    let mut last_error = None;
+    for _ in 0..20 {
+        let port = free_base_port();
+        let bound = async {
+            Ok::<_, std::io::Error>((
+                TcpListener::bind(("127.0.0.1", port)).await?,
+                TcpListener::bind(("127.0.0.1", port + 2000)).await?,
+                TcpListener::bind(("127.0.0.1", port + 10001)).await?,
+            ))
+        };
+        match bound.await {
+            Ok((resp, repl, rsync)) => return (port, resp, repl, rsync),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    panic!("no free port triple for the fake master: {last_error:?}");
+}
+
 impl FakeMaster {
     pub async fn start(opts: MasterOptions, clock_ms: i64) -> FakeMaster {
-        let port = free_base_port();
+        let (port, resp, repl, rsync) = bind_three().await;
         let (items_tx, _) = watch::channel(0usize);
         let shared = Arc::new(Shared {
             st: Mutex::new(State_ {
@@ -177,11 +198,6 @@ impl FakeMaster {
             port,
         });
         let cancel = CancellationToken::new();
-        let resp = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        let repl = TcpListener::bind(("127.0.0.1", port + 2000)).await.unwrap();
-        let rsync = TcpListener::bind(("127.0.0.1", port + 10001))
-            .await
-            .unwrap();
         spawn_accept(resp, cancel.clone(), shared.clone(), |s, sh, c| {
             tokio::spawn(serve_resp(s, sh, c));
         });

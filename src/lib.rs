@@ -37,3 +37,4 @@ pub mod rdb;
 pub mod redis_relay;
 pub mod resp;
 pub mod table;
+pub mod table_file;

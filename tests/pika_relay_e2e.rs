@@ -407,6 +407,65 @@ async fn a_killed_relay_resumes_from_its_persisted_map() {
     rig.no_window_mismatch();
 }
 
+/// A clean stop saves each DB's expiry table and the next start gives it back to the replica
+/// that resumes where it stopped: an INCR on a key whose TTL was set before the restart is
+/// rewritten. After a kill there is no table: the same kind of entry passes as `unknown_key`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_keeps_the_expiry_tables_and_a_kill_does_not() {
+    let mut rig = rig(&["--empty-at-origin"]).await;
+    rig.master.exec(&["SETEX", "a", "100", "1"]);
+    rig.master.exec(&["SETEX", "b", "100", "1"]);
+    rig.applied(2).await;
+    rig.caught_up().await;
+    rig.map_on_disk().await;
+    let series = |text: &str, outcome: &str| -> f64 {
+        let start = format!(
+            r#"pika_ttl_proxy_entries_total{{dialect="pika",family="string-counter",outcome="{outcome}"}}"#
+        );
+        text.lines()
+            .find(|l| l.starts_with(&start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+
+    tokio::task::block_in_place(|| rig.proxy.restart_cleanly());
+    assert!(wait_until(PATIENCE, || rig.replica.is_streaming()).await);
+    let log = rig.proxy.log();
+    assert!(
+        log.contains("restored the expiry table saved at the last stop"),
+        "{log}"
+    );
+    assert!(log.contains("its expiry table is reused"), "{log}");
+    rig.master.exec(&["INCR", "a"]);
+    rig.applied(3).await;
+    rig.caught_up().await;
+    let text = rig.proxy.metrics();
+    assert_eq!(
+        (series(&text, "rewritten"), series(&text, "unknown_key")),
+        (1.0, 0.0),
+        "{text}"
+    );
+
+    rig.map_on_disk().await;
+    tokio::task::block_in_place(|| rig.proxy.kill9());
+    assert!(wait_until(PATIENCE, || !rig.replica.is_streaming()).await);
+    tokio::task::block_in_place(|| rig.proxy.restart());
+    assert!(wait_until(PATIENCE, || rig.replica.is_streaming()).await);
+    rig.master.exec(&["INCR", "b"]);
+    rig.applied(4).await;
+    rig.caught_up().await;
+    let text = rig.proxy.metrics();
+    assert_eq!(
+        (series(&text, "rewritten"), series(&text, "unknown_key")),
+        (0.0, 1.0),
+        "{text}"
+    );
+    rig.assert_converged(T0);
+    assert_eq!(rig.replica_full_syncs(), 1, "resumed without a full sync");
+    rig.no_window_mismatch();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_or_missing_map_forces_exactly_one_full_sync() {
     let mut rig = rig(&["--empty-at-origin"]).await;

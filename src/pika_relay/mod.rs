@@ -13,8 +13,8 @@
 //! Offsets: items keep their master END offsets on the way down; what the replica reports in
 //! its own binlog space (acks, TrySync, first_send) is translated with an offset map learned
 //! from acks and persisted per replica ([`offset_map`], [`map_store`], written behind the
-//! acks by `map_commit`). See
-//! `shared/specs/pika-replication.md` for the protocol.
+//! acks by `map_commit`). A clean stop saves each DB's expiry table for the next start
+//! (`table_store`). See `shared/specs/pika-replication.md` for the protocol.
 
 pub mod config;
 pub mod error;
@@ -29,6 +29,7 @@ pub mod rewrite;
 pub mod rsync_tap;
 mod session;
 pub mod stats;
+mod table_store;
 pub mod warmup;
 
 use std::net::SocketAddr;
@@ -82,6 +83,9 @@ pub async fn serve(
         warmup = ?cfg.warmup, "pika relay listening on P, P+2000 and P+10001"
     );
 
+    for (key, parked) in table_store::load_all(&cfg.state_dir, cfg.master) {
+        shared.park_table(&key, parked);
+    }
     let cfg = Arc::new(cfg);
     let setup = LinkSetup {
         cfg: cfg.clone(),
@@ -118,6 +122,24 @@ pub async fn serve(
     .await;
     if drained.is_err() {
         tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    // Every link has closed and parked its tables: they describe where each stopped.
+    let (dir, master, parked) = (
+        cfg.state_dir.clone(),
+        cfg.master,
+        shared.take_parked_tables(),
+    );
+    match tokio::task::spawn_blocking(move || table_store::save_all(&dir, master, &parked)).await {
+        Ok((saved, failed, entries)) => {
+            tracing::info!(
+                saved,
+                failed,
+                entries,
+                "expiry tables saved for the next start"
+            )
+        }
+        Err(e) => tracing::error!(error = %e, "saving the expiry tables failed"),
     }
     tracing::info!("pika relay stopped");
     Ok(())

@@ -189,6 +189,11 @@ impl PikaRelayShared {
         lock(&self.parked).insert(key.to_string(), parked);
     }
 
+    /// Every parked table, removed (the relay is stopping).
+    pub(crate) fn take_parked_tables(&self) -> Vec<(String, ParkedTable)> {
+        lock(&self.parked).drain().collect()
+    }
+
     /// The table parked for `key` if it is valid exactly at `at` (it is removed either way).
     pub(crate) fn unpark_table(&self, key: &str, at: BinlogPosition) -> Option<ParkedTable> {
         lock(&self.parked).remove(key).filter(|p| p.at == at)

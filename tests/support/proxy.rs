@@ -127,6 +127,40 @@ impl ProxyProcess {
         }
     }
 
+    /// SIGTERM, then wait until the relay has exited on its own (a clean stop).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let Some(mut child) = self.child.take() else {
+            panic!("the relay is not running");
+        };
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for the relay") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the relay did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the relay cleanly and starts it again.
+    pub fn restart_cleanly(&mut self) {
+        let status = self.stop();
+        assert!(
+            status.success(),
+            "the relay exited with {status}; log:\n{}",
+            self.log()
+        );
+        self.spawn();
+    }
+
     /// Starts the same relay again (after [`ProxyProcess::kill9`]).
     pub fn restart(&mut self) {
         self.kill9();

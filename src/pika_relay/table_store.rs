@@ -1,0 +1,167 @@
+//! Expiry tables of the Pika relay kept over a clean stop.
+//!
+//! A link that closes parks each DB's table, valid at the master position it last forwarded
+//! ([`super::registry::ParkedTable`]); a new link that resumes at exactly that position takes
+//! it over. When the relay stops cleanly, every parked table is written to
+//! `<store key>.pika-table` in the state directory; the next start reads them back into the
+//! parked set and deletes the files, so a replica that resumes where it stopped keeps having its
+//! entries rewritten instead of passed as `unknown_key`. After a crash there is nothing to read
+//! and the tables start unknown, as before (the warm-up scan, if enabled, learns them again).
+//!
+//! The file is a [`crate::table_file`] whose header is the store key, the master's address the
+//! table was learned from (a table is never given to a relay pointed at another master), the
+//! binlog position (filenum u32, offset u64) and the engine's stream state (db u32, in-MULTI u8).
+
+use super::registry::ParkedTable;
+use crate::engine::StreamState;
+use crate::pika::messages::BinlogPosition;
+use crate::table_file::{self, Fields};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const FILE_SUFFIX: &str = ".pika-table";
+
+fn table_path(dir: &Path, key: &str) -> PathBuf {
+    dir.join(format!("{key}{FILE_SUFFIX}"))
+}
+
+/// The bytes of `parked`, the table of `key`, learned from `master`.
+pub(crate) fn encode(key: &str, master: SocketAddr, parked: &ParkedTable) -> Vec<u8> {
+    let mut header = Vec::new();
+    table_file::put_bytes(&mut header, key.as_bytes());
+    table_file::put_bytes(&mut header, master.to_string().as_bytes());
+    header.extend_from_slice(&parked.at.filenum.to_le_bytes());
+    header.extend_from_slice(&parked.at.offset.to_le_bytes());
+    header.extend_from_slice(&parked.state.db.to_le_bytes());
+    header.push(u8::from(parked.state.in_multi));
+    table_file::encode(&header, &parked.table)
+}
+
+/// A parked table and its key from a file's bytes, if it was learned from `master`.
+pub(crate) fn decode(bytes: &[u8], master: SocketAddr) -> Result<(String, ParkedTable), String> {
+    let (header, table) = table_file::decode(bytes)?;
+    let mut fields = Fields::new(header);
+    let key = fields.text()?.to_string();
+    let learned_from = fields.text()?;
+    if learned_from != master.to_string() {
+        return Err(format!("learned from master {learned_from}, not {master}"));
+    }
+    let at = BinlogPosition::new(fields.u32()?, fields.u64()?);
+    let state = StreamState {
+        db: fields.u32()?,
+        in_multi: fields.u8()? != 0,
+    };
+    fields.finish()?;
+    Ok((
+        key,
+        ParkedTable {
+            table: Arc::new(table),
+            state,
+            at,
+        },
+    ))
+}
+
+/// Writes every parked table to `dir`. Returns (tables saved, tables that failed, entries).
+pub(crate) fn save_all(
+    dir: &Path,
+    master: SocketAddr,
+    parked: &[(String, ParkedTable)],
+) -> (usize, usize, usize) {
+    let (mut saved, mut failed, mut entries) = (0, 0, 0);
+    for (key, table) in parked {
+        match table_file::write_atomic(&table_path(dir, key), &encode(key, master, table)) {
+            Ok(()) => {
+                tracing::info!(db_link = %key, entries = table.table.len(), at = %table.at,
+                    "saved the expiry table for the next start");
+                saved += 1;
+                entries += table.table.len();
+            }
+            Err(e) => {
+                tracing::error!(db_link = %key, error = %e,
+                    "cannot save the expiry table; after the restart its keys are unknown until warm-up or a full sync");
+                failed += 1;
+            }
+        }
+    }
+    (saved, failed, entries)
+}
+
+/// Reads (and deletes) every table saved in `dir` for `master`.
+pub(crate) fn load_all(dir: &Path, master: SocketAddr) -> Vec<(String, ParkedTable)> {
+    let files =
+        crate::redis_relay::persist::files_named(dir, "", FILE_SUFFIX).unwrap_or_else(|e| {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot list saved expiry tables");
+            Vec::new()
+        });
+    let mut loaded = Vec::new();
+    for (path, name) in files {
+        match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| decode(&bytes, master))
+        {
+            Ok((key, parked)) if key == name => {
+                tracing::info!(db_link = %key, entries = parked.table.len(), at = %parked.at,
+                    complete = parked.table.is_complete(), "restored the expiry table saved at the last stop");
+                loaded.push((key, parked));
+            }
+            Ok(_) => {
+                tracing::warn!(file = %path.display(), "saved expiry table under another name; discarded")
+            }
+            Err(why) => tracing::warn!(file = %path.display(), %why,
+                "discarding a saved expiry table; its replica's keys are unknown until warm-up or a full sync"),
+        }
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::error!(file = %path.display(), error = %e, "cannot delete a saved expiry table");
+        }
+    }
+    loaded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{Baseline, ExpiryTable, KeyKnowledge};
+
+    #[test]
+    fn tables_come_back_for_the_same_master_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let master: SocketAddr = "127.0.0.1:9221".parse().unwrap();
+        let table = ExpiryTable::new(Baseline::Absent);
+        table.set_deadline(0, b"k", 5_000);
+        let parked = |at| ParkedTable {
+            table: Arc::new(ExpiryTable::new(Baseline::Unknown)),
+            state: StreamState {
+                db: 0,
+                in_multi: false,
+            },
+            at,
+        };
+        let mut kept = parked(BinlogPosition::new(3, 4096));
+        kept.table = Arc::new(table);
+        kept.state.in_multi = true;
+        let tables = vec![("127.0.0.1_9231_db0".to_string(), kept)];
+        assert_eq!(save_all(dir.path(), master, &tables), (1, 0, 1));
+        let other: SocketAddr = "127.0.0.2:9221".parse().unwrap();
+        let foreign = vec![(
+            "127.0.0.1_9231_db1".to_string(),
+            parked(BinlogPosition::new(1, 1)),
+        )];
+        save_all(dir.path(), other, &foreign);
+
+        let back = load_all(dir.path(), master);
+        assert_eq!(back.len(), 1, "the other master's table is discarded");
+        let (key, p) = &back[0];
+        assert_eq!(key, "127.0.0.1_9231_db0");
+        assert_eq!(p.at, BinlogPosition::new(3, 4096));
+        assert!(p.state.in_multi);
+        assert_eq!(p.table.baseline(), Baseline::Absent);
+        assert_eq!(p.table.lookup(0, b"k", 0), KeyKnowledge::Volatile(5_000));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "all consumed"
+        );
+    }
+}

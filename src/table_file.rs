@@ -1,0 +1,236 @@
+//! The file an expiry table is saved in when a relay stops cleanly, so that the next start can
+//! hand it to a replica that resumes exactly where the table stopped. Each relay says in the
+//! file's header what position of whose stream the table describes (see
+//! `redis_relay::table_snapshot` and `pika_relay::table_store`); this module owns the rest.
+//!
+//! Layout, little-endian: magic `PTPTB002`, header length u32, header, baseline u8, entry count
+//! u64, then per entry db u32, key length u32, key, value i64 (the table's own encoding, see
+//! [`ExpiryTable::for_each_raw`]), and last a CRC-32 of everything before it. A file that is
+//! short, long, or fails its checksum is rejected.
+
+use crate::crc32::crc32;
+use crate::table::{Baseline, ExpiryTable};
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+
+const MAGIC: &[u8; 8] = b"PTPTB002";
+
+/// The bytes of a saved table with `header` in front.
+pub fn encode(header: &[u8], table: &ExpiryTable) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + header.len() + table.len() * 48);
+    out.extend_from_slice(MAGIC);
+    put_bytes(&mut out, header);
+    out.push(baseline_code(table.baseline()));
+    let count_at = out.len();
+    out.extend_from_slice(&0u64.to_le_bytes());
+    let mut count = 0u64;
+    table.for_each_raw(|db, key, value| {
+        out.extend_from_slice(&db.to_le_bytes());
+        put_bytes(&mut out, key);
+        out.extend_from_slice(&value.to_le_bytes());
+        count += 1;
+    });
+    out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
+    let crc = crc32(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The header and the table of a saved table's bytes; the error says what is wrong.
+pub fn decode(bytes: &[u8]) -> Result<(&[u8], ExpiryTable), String> {
+    let (body, crc) = bytes
+        .split_last_chunk::<4>()
+        .ok_or("shorter than its checksum")?;
+    if crc32(body) != u32::from_le_bytes(*crc) {
+        return Err("checksum mismatch".into());
+    }
+    let mut r = Fields::new(body);
+    if r.take(MAGIC.len())? != MAGIC {
+        return Err("not a saved expiry table (magic)".into());
+    }
+    let header = r.bytes()?;
+    let baseline = baseline_from(r.u8()?).ok_or("unknown baseline")?;
+    let count = r.u64()?;
+    let table = ExpiryTable::new(baseline);
+    for _ in 0..count {
+        let db = r.u32()?;
+        let key = r.bytes()?;
+        let value = r.i64()?;
+        table.insert_raw(db, key, value);
+    }
+    r.finish()?;
+    Ok((header, table))
+}
+
+/// Writes `bytes` to `path` durably and atomically: a temporary file beside it (`<path>.tmp`),
+/// `fsync`, rename, directory `fsync`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    let written = (|| {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Appends `bytes` with its length (u32) in front.
+pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// Reads fields in order; every short read is an error.
+pub struct Fields<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    /// Fields of `bytes`, from the start.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Fields { rest: bytes }
+    }
+
+    /// The next `n` bytes.
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.rest.len() < n {
+            return Err("truncated".into());
+        }
+        let (head, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    pub fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    pub fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    pub fn i64(&mut self) -> Result<i64, String> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    /// Bytes written by [`put_bytes`].
+    pub fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+
+    /// Bytes written by [`put_bytes`], as UTF-8 text.
+    pub fn text(&mut self) -> Result<&'a str, String> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| "text is not UTF-8".to_string())
+    }
+
+    /// Every field has been read.
+    pub fn finish(&self) -> Result<(), String> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err("bytes after the last field".into())
+        }
+    }
+}
+
+fn baseline_code(baseline: Baseline) -> u8 {
+    match baseline {
+        Baseline::Unknown => 0,
+        Baseline::NotVolatile => 1,
+        Baseline::Absent => 2,
+    }
+}
+
+fn baseline_from(code: u8) -> Option<Baseline> {
+    match code {
+        0 => Some(Baseline::Unknown),
+        1 => Some(Baseline::NotVolatile),
+        2 => Some(Baseline::Absent),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::KeyKnowledge;
+
+    fn sample() -> ExpiryTable {
+        let t = ExpiryTable::new(Baseline::NotVolatile);
+        t.set_deadline(0, b"a", 8_000);
+        t.set_deadline(3, b"", 7_000);
+        t.set_maybe_volatile(0, b"h", 9_000);
+        t.mark_persistent(1, b"p", true);
+        t.mark_unknown(0, b"u");
+        t.set_deadline(40, b"high-db", 11_000);
+        t
+    }
+
+    fn knowledge(t: &ExpiryTable) -> Vec<KeyKnowledge> {
+        [
+            (0, &b"a"[..]),
+            (3, b""),
+            (0, b"h"),
+            (1, b"p"),
+            (0, b"u"),
+            (40, b"high-db"),
+            (0, b"never"),
+        ]
+        .iter()
+        .map(|&(db, key)| t.lookup(db, key, 6_000))
+        .collect()
+    }
+
+    #[test]
+    fn a_saved_table_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = sample();
+        let path = dir.path().join("t.table");
+        write_atomic(&path, &encode(b"header", &table)).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        let (header, back) = decode(&bytes).unwrap();
+        assert_eq!(header, b"header");
+        assert_eq!(back.baseline(), Baseline::NotVolatile);
+        assert_eq!(back.len(), table.len());
+        assert_eq!(knowledge(&back), knowledge(&table));
+        assert_eq!(knowledge(&back)[0], KeyKnowledge::Volatile(8_000));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no .tmp left");
+    }
+
+    #[test]
+    fn every_truncation_and_every_flipped_bit_is_rejected() {
+        let bytes = encode(b"hdr", &sample());
+        for len in 0..bytes.len() {
+            assert!(decode(&bytes[..len]).is_err(), "truncated to {len} bytes");
+        }
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut bad = bytes.clone();
+                bad[i] ^= 1 << bit;
+                assert!(decode(&bad).is_err(), "bit {bit} of byte {i} flipped");
+            }
+        }
+        assert!(decode(&bytes).is_ok());
+    }
+}

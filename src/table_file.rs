@@ -78,8 +78,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
+    // The rename is what matters; a directory that cannot be synced (some filesystems) only
+    // weakens durability against a power loss, as for every other file the relays write.
     if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
+        let _ = fs::File::open(dir).and_then(|d| d.sync_all());
     }
     Ok(())
 }

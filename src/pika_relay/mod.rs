@@ -83,7 +83,11 @@ pub async fn serve(
         warmup = ?cfg.warmup, "pika relay listening on P, P+2000 and P+10001"
     );
 
-    for (key, parked) in table_store::load_all(&cfg.state_dir, cfg.master) {
+    let (dir, master) = (cfg.state_dir.clone(), cfg.master);
+    let saved = tokio::task::spawn_blocking(move || table_store::load_all(&dir, master))
+        .await
+        .unwrap_or_default();
+    for (key, parked) in saved {
         shared.park_table(&key, parked);
     }
     let cfg = Arc::new(cfg);

@@ -185,8 +185,15 @@ impl PikaRelayShared {
         Ok((map, Some(loaded), state))
     }
 
+    /// Parks a closed link's table for `key`. A table already parked further along the master's
+    /// binlog stays: it comes from a newer link of the same replica (an older link on a
+    /// half-open socket can close after it).
     pub(crate) fn park_table(&self, key: &str, parked: ParkedTable) {
-        lock(&self.parked).insert(key.to_string(), parked);
+        let mut all = lock(&self.parked);
+        if all.get(key).is_some_and(|newer| newer.at > parked.at) {
+            return;
+        }
+        all.insert(key.to_string(), parked);
     }
 
     /// Every parked table, removed (the relay is stopping).

@@ -873,9 +873,16 @@ impl Link {
                 format!("items for {key} before streaming started"),
             ));
         };
-        let out = rewriter
-            .rewrite_response(&body)
-            .map_err(msg_err(Side::Master))?;
+        // A response that fails part-way may have changed the table already, while the link's
+        // position stays before it: the table then describes no position, so it is dropped
+        // rather than parked for a replica resuming there.
+        let out = match rewriter.rewrite_response(&body) {
+            Ok(out) => out,
+            Err(e) => {
+                db.rewriter = None;
+                return Err(msg_err(Side::Master)(e));
+            }
+        };
         if out.unparsable_items > 0 {
             stats::protocol_error(Side::Master, "item_content");
             tracing::warn!(
@@ -906,10 +913,10 @@ impl Link {
             let next = MapState::from_identical(
                 std::iter::once(db.acked_master).chain(db.inflight.last_ends()),
             );
-            db.store
-                .persist(link, next.clone())
-                .await
-                .map_err(LinkError::Persist)?;
+            if let Err(e) = db.store.persist(link, next.clone()).await {
+                db.rewriter = None;
+                return Err(LinkError::Persist(e));
+            }
             db.map = next;
             tracing::info!(
                 replica = %name, db = %key, at = %db.last_forwarded,
@@ -995,8 +1002,12 @@ impl Link {
 
     async fn close(mut self) {
         let shared = self.setup.shared.clone();
+        // Every table first: a slow flush below must not keep a DB's table from being parked
+        // (and saved, when the relay is stopping).
         for db in self.dbs.values_mut() {
             park_table(&shared, db);
+        }
+        for db in self.dbs.values_mut() {
             // What this link learned last is what its replica resumes from; a failure was
             // already logged by the writer and only costs a full sync.
             let _ = tokio::time::timeout(CLOSE_FLUSH_LIMIT, db.store.flush()).await;

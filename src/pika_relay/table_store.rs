@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const FILE_SUFFIX: &str = ".pika-table";
+/// What [`table_file::write_atomic`] writes first.
+const TMP_SUFFIX: &str = ".pika-table.tmp";
 
 fn table_path(dir: &Path, key: &str) -> PathBuf {
     dir.join(format!("{key}{FILE_SUFFIX}"))
@@ -38,14 +40,23 @@ pub(crate) fn encode(key: &str, master: SocketAddr, parked: &ParkedTable) -> Vec
     table_file::encode(&header, &parked.table)
 }
 
-/// A parked table and its key from a file's bytes, if it was learned from `master`.
-pub(crate) fn decode(bytes: &[u8], master: SocketAddr) -> Result<(String, ParkedTable), String> {
+/// What a saved table file holds.
+pub(crate) enum Saved {
+    /// A table learned from this relay's master, and its store key.
+    Table(String, ParkedTable),
+    /// A table learned from another master (a relay since pointed elsewhere, or another relay
+    /// sharing the directory): not this relay's to use or to delete.
+    OtherMaster(String),
+}
+
+/// What a file's bytes hold, for a relay whose master is `master`.
+pub(crate) fn decode(bytes: &[u8], master: SocketAddr) -> Result<Saved, String> {
     let (header, table) = table_file::decode(bytes)?;
     let mut fields = Fields::new(header);
     let key = fields.text()?.to_string();
     let learned_from = fields.text()?;
     if learned_from != master.to_string() {
-        return Err(format!("learned from master {learned_from}, not {master}"));
+        return Ok(Saved::OtherMaster(learned_from.to_string()));
     }
     let at = BinlogPosition::new(fields.u32()?, fields.u64()?);
     let state = StreamState {
@@ -53,7 +64,7 @@ pub(crate) fn decode(bytes: &[u8], master: SocketAddr) -> Result<(String, Parked
         in_multi: fields.u8()? != 0,
     };
     fields.finish()?;
-    Ok((
+    Ok(Saved::Table(
         key,
         ParkedTable {
             table: Arc::new(table),
@@ -88,20 +99,30 @@ pub(crate) fn save_all(
     (saved, failed, entries)
 }
 
-/// Reads (and deletes) every table saved in `dir` for `master`.
+/// Reads (and deletes) every table saved in `dir` for `master`; removes what an interrupted save
+/// left behind.
 pub(crate) fn load_all(dir: &Path, master: SocketAddr) -> Vec<(String, ParkedTable)> {
-    let files =
-        crate::redis_relay::persist::files_named(dir, "", FILE_SUFFIX).unwrap_or_else(|e| {
+    let files_ending = |suffix: &str| {
+        crate::redis_relay::persist::files_named(dir, "", suffix).unwrap_or_else(|e| {
             tracing::error!(dir = %dir.display(), error = %e, "cannot list saved expiry tables");
             Vec::new()
-        });
+        })
+    };
+    for (path, _) in files_ending(TMP_SUFFIX) {
+        let _ = std::fs::remove_file(&path);
+    }
     let mut loaded = Vec::new();
-    for (path, name) in files {
+    for (path, name) in files_ending(FILE_SUFFIX) {
         match std::fs::read(&path)
             .map_err(|e| e.to_string())
             .and_then(|bytes| decode(&bytes, master))
         {
-            Ok((key, parked)) if key == name => {
+            Ok(Saved::OtherMaster(other)) => {
+                tracing::info!(file = %path.display(), master = %other,
+                    "saved expiry table is from another master; left alone");
+                continue;
+            }
+            Ok(Saved::Table(key, parked)) if key == name => {
                 tracing::info!(db_link = %key, entries = parked.table.len(), at = %parked.at,
                     complete = parked.table.is_complete(), "restored the expiry table saved at the last stop");
                 loaded.push((key, parked));
@@ -150,18 +171,23 @@ mod tests {
         )];
         save_all(dir.path(), other, &foreign);
 
+        std::fs::write(dir.path().join("x.pika-table.tmp"), b"half").unwrap();
         let back = load_all(dir.path(), master);
-        assert_eq!(back.len(), 1, "the other master's table is discarded");
+        assert_eq!(back.len(), 1, "the other master's table is not used");
         let (key, p) = &back[0];
         assert_eq!(key, "127.0.0.1_9231_db0");
         assert_eq!(p.at, BinlogPosition::new(3, 4096));
         assert!(p.state.in_multi);
         assert_eq!(p.table.baseline(), Baseline::Absent);
         assert_eq!(p.table.lookup(0, b"k", 0), KeyKnowledge::Volatile(5_000));
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            0,
-            "all consumed"
+            left,
+            ["127.0.0.1_9231_db1.pika-table"],
+            "the other master's stays"
         );
     }
 }

@@ -245,6 +245,31 @@ impl Default for PikaRelayShared {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_parked_table_further_along_is_kept_and_unparked_only_at_its_position() {
+        use crate::table::{Baseline, ExpiryTable};
+        let shared = PikaRelayShared::default();
+        let park = |at| ParkedTable {
+            table: Arc::new(ExpiryTable::new(Baseline::Unknown)),
+            state: StreamState {
+                db: 0,
+                in_multi: false,
+            },
+            at,
+        };
+        let (older, newer) = (BinlogPosition::new(1, 100), BinlogPosition::new(2, 50));
+        shared.park_table("r_1_db0", park(newer));
+        // An older link of the same replica closes last: the newer table stays.
+        shared.park_table("r_1_db0", park(older));
+        assert!(shared.unpark_table("r_1_db0", older).is_none());
+        shared.park_table("r_1_db0", park(newer));
+        assert_eq!(
+            shared.unpark_table("r_1_db0", newer).map(|p| p.at),
+            Some(newer)
+        );
+        assert!(shared.take_parked_tables().is_empty());
+    }
+
     #[tokio::test]
     async fn only_the_newest_link_of_a_replica_writes_its_map() {
         let dir = tempfile::tempdir().unwrap();

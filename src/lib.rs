@@ -36,5 +36,6 @@ pub mod pika_relay;
 pub mod rdb;
 pub mod redis_relay;
 pub mod resp;
+pub mod state_dir;
 pub mod table;
 pub mod table_file;

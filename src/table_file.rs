@@ -1,7 +1,8 @@
 //! The file an expiry table is saved in when a relay stops cleanly, so that the next start can
 //! hand it to a replica that resumes exactly where the table stopped. Each relay says in the
 //! file's header what position of whose stream the table describes (see
-//! `redis_relay::table_snapshot` and `pika_relay::table_store`); this module owns the rest.
+//! `redis_relay::table_snapshot` and `pika_relay::table_store`); this module owns the rest
+//! (the file is written with [`crate::state_dir::replace_file`]).
 //!
 //! Layout, little-endian: magic `PTPTB002`, header length u32, header, baseline u8, entry count
 //! u64, then per entry db u32, key length u32, key, value i64 (the table's own encoding, see
@@ -10,9 +11,6 @@
 
 use crate::crc32::crc32;
 use crate::table::{Baseline, ExpiryTable};
-use std::fs;
-use std::io::{self, Write};
-use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"PTPTB002";
 
@@ -63,27 +61,27 @@ pub fn decode(bytes: &[u8]) -> Result<(&[u8], ExpiryTable), String> {
     Ok((header, table))
 }
 
-/// Writes `bytes` to `path` durably and atomically: a temporary file beside it (`<path>.tmp`),
-/// `fsync`, rename, directory `fsync`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_os_string();
-    tmp.push(".tmp");
-    let written = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
+/// What saving a relay's tables at a stop did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SavedTables {
+    /// Tables written.
+    pub saved: usize,
+    /// Tables that could not be written (each logged).
+    pub failed: usize,
+    /// Entries in the tables written.
+    pub entries: usize,
+}
+
+impl SavedTables {
+    /// The relay's one log line for the whole save.
+    pub fn log(&self) {
+        tracing::info!(
+            saved = self.saved,
+            failed = self.failed,
+            entries = self.entries,
+            "expiry tables saved for the next start"
+        );
     }
-    // The rename is what matters; a directory that cannot be synced (some filesystems) only
-    // weakens durability against a power loss, as for every other file the relays write.
-    if let Some(dir) = path.parent() {
-        let _ = fs::File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
 }
 
 /// Appends `bytes` with its length (u32) in front.
@@ -209,15 +207,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let table = sample();
         let path = dir.path().join("t.table");
-        write_atomic(&path, &encode(b"header", &table)).unwrap();
-        let bytes = fs::read(&path).unwrap();
+        crate::state_dir::replace_file(&path, &encode(b"header", &table)).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
         let (header, back) = decode(&bytes).unwrap();
         assert_eq!(header, b"header");
         assert_eq!(back.baseline(), Baseline::NotVolatile);
         assert_eq!(back.len(), table.len());
         assert_eq!(knowledge(&back), knowledge(&table));
         assert_eq!(knowledge(&back)[0], KeyKnowledge::Volatile(8_000));
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no .tmp left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no .tmp left"
+        );
     }
 
     #[test]

@@ -135,14 +135,7 @@ pub async fn serve(
         shared.take_parked_tables(),
     );
     match tokio::task::spawn_blocking(move || table_store::save_all(&dir, master, &parked)).await {
-        Ok((saved, failed, entries)) => {
-            tracing::info!(
-                saved,
-                failed,
-                entries,
-                "expiry tables saved for the next start"
-            )
-        }
+        Ok(saved) => saved.log(),
         Err(e) => tracing::error!(error = %e, "saving the expiry tables failed"),
     }
     tracing::info!("pika relay stopped");

@@ -15,13 +15,14 @@
 use super::registry::ParkedTable;
 use crate::engine::StreamState;
 use crate::pika::messages::BinlogPosition;
-use crate::table_file::{self, Fields};
+use crate::state_dir::{files_named, replace_file};
+use crate::table_file::{self, Fields, SavedTables};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const FILE_SUFFIX: &str = ".pika-table";
-/// What [`table_file::write_atomic`] writes first.
+/// What [`crate::state_dir::replace_file`] writes first.
 const TMP_SUFFIX: &str = ".pika-table.tmp";
 
 fn table_path(dir: &Path, key: &str) -> PathBuf {
@@ -74,36 +75,36 @@ pub(crate) fn decode(bytes: &[u8], master: SocketAddr) -> Result<Saved, String> 
     ))
 }
 
-/// Writes every parked table to `dir`. Returns (tables saved, tables that failed, entries).
+/// Writes every parked table to `dir`.
 pub(crate) fn save_all(
     dir: &Path,
     master: SocketAddr,
     parked: &[(String, ParkedTable)],
-) -> (usize, usize, usize) {
-    let (mut saved, mut failed, mut entries) = (0, 0, 0);
+) -> SavedTables {
+    let mut done = SavedTables::default();
     for (key, table) in parked {
-        match table_file::write_atomic(&table_path(dir, key), &encode(key, master, table)) {
+        match replace_file(&table_path(dir, key), &encode(key, master, table)) {
             Ok(()) => {
                 tracing::info!(db_link = %key, entries = table.table.len(), at = %table.at,
                     "saved the expiry table for the next start");
-                saved += 1;
-                entries += table.table.len();
+                done.saved += 1;
+                done.entries += table.table.len();
             }
             Err(e) => {
                 tracing::error!(db_link = %key, error = %e,
                     "cannot save the expiry table; after the restart its keys are unknown until warm-up or a full sync");
-                failed += 1;
+                done.failed += 1;
             }
         }
     }
-    (saved, failed, entries)
+    done
 }
 
 /// Reads (and deletes) every table saved in `dir` for `master`; removes what an interrupted save
 /// left behind.
 pub(crate) fn load_all(dir: &Path, master: SocketAddr) -> Vec<(String, ParkedTable)> {
     let files_ending = |suffix: &str| {
-        crate::redis_relay::persist::files_named(dir, "", suffix).unwrap_or_else(|e| {
+        files_named(dir, "", suffix).unwrap_or_else(|e| {
             tracing::error!(dir = %dir.display(), error = %e, "cannot list saved expiry tables");
             Vec::new()
         })
@@ -163,7 +164,8 @@ mod tests {
         kept.table = Arc::new(table);
         kept.state.in_multi = true;
         let tables = vec![("127.0.0.1_9231_db0".to_string(), kept)];
-        assert_eq!(save_all(dir.path(), master, &tables), (1, 0, 1));
+        let done = save_all(dir.path(), master, &tables);
+        assert_eq!((done.saved, done.failed, done.entries), (1, 0, 1));
         let other: SocketAddr = "127.0.0.2:9221".parse().unwrap();
         let foreign = vec![(
             "127.0.0.1_9231_db1".to_string(),

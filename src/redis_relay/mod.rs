@@ -218,12 +218,7 @@ pub async fn serve_on(
     // Every connection has let go of its state: the tables describe where each stopped.
     let saving = ctx.clone();
     match tokio::task::spawn_blocking(move || saving.store.save_tables()).await {
-        Ok(saved) => tracing::info!(
-            saved = saved.saved,
-            failed = saved.failed,
-            entries = saved.entries,
-            "expiry tables saved for the next start"
-        ),
+        Ok(saved) => saved.log(),
         Err(e) => tracing::error!(error = %e, "saving the expiry tables failed"),
     }
     tracing::info!("redis relay stopped");

@@ -24,7 +24,8 @@
 //! answered with a full resync.
 
 use super::offset_map::{MapPoint, OffsetMap};
-use super::state_writer::{sync_dir, Progress, StateWriter};
+use super::state_writer::{Progress, StateWriter};
+use crate::state_dir::{files_named, sync_dir};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -108,30 +109,6 @@ pub fn state_path(dir: &Path, own_id: &str) -> PathBuf {
 pub fn list_state_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let files = files_named(dir, FILE_PREFIX, FILE_SUFFIX)?;
     Ok(files.into_iter().map(|(path, _)| path).collect())
-}
-
-/// Files in `dir` (which need not exist yet) named `<prefix><middle><suffix>`, with their
-/// middles, in name order.
-pub fn files_named(dir: &Path, prefix: &str, suffix: &str) -> io::Result<Vec<(PathBuf, String)>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut found = Vec::new();
-    for entry in entries {
-        let path = entry?.path();
-        let middle = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix(prefix)?.strip_suffix(suffix))
-            .map(str::to_string);
-        if let Some(middle) = middle {
-            found.push((path, middle));
-        }
-    }
-    found.sort();
-    Ok(found)
 }
 
 fn put_record(out: &mut Vec<u8>, payload: &[u8]) {

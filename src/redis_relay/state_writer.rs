@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::metrics::STATE_WRITE_SECONDS;
+use crate::state_dir::{replace_file, sync_dir};
 use metrics::histogram;
 
 /// The writer thread only ever blocks in file system calls; it needs little stack.
@@ -251,31 +252,13 @@ impl Disk {
         }
     }
 
-    /// Write a temporary file, sync it, rename it over the old one and sync the directory, so a
-    /// crash leaves either the old or the new file.
+    /// Replace the file atomically and durably ([`replace_file`]), then append to the new one.
     fn replace(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.file = None;
         fs::create_dir_all(&self.dir)?;
-        let mut tmp_name = self.path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(".tmp");
-        let tmp = self.dir.join(tmp_name);
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, &self.path)?;
-        sync_dir(&self.dir);
+        replace_file(&self.path, bytes)?;
         self.file = Some(OpenOptions::new().append(true).open(&self.path)?);
         Ok(())
-    }
-}
-
-/// `fsync` a directory so a rename or a deletion in it is durable; best effort (not every
-/// filesystem allows opening a directory for this).
-pub fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
     }
 }
 

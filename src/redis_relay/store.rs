@@ -18,6 +18,7 @@ use super::persist::{self, StateFile};
 use super::state_writer;
 use super::table_snapshot;
 use crate::table::{Baseline, ExpiryTable};
+use crate::table_file::SavedTables;
 use rand::Rng;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -167,17 +168,6 @@ pub struct LoadReport {
     pub discarded: usize,
     /// Expiry tables restored from their snapshots.
     pub tables: usize,
-}
-
-/// What [`StateStore::save_tables`] did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct SavedTables {
-    /// Tables written.
-    pub saved: usize,
-    /// Tables that could not be written (logged).
-    pub failed: usize,
-    /// Entries in the tables written.
-    pub entries: usize,
 }
 
 impl StateStore {
@@ -407,7 +397,7 @@ fn restore_tables(dir: &Path, slots: &mut HashMap<String, (Slot, Instant)>) -> u
 /// Only while no state writer runs.
 fn remove_temporary_files(dir: &Path) {
     for suffix in [".state.tmp", ".table.tmp"] {
-        let leftovers = persist::files_named(dir, "redis-", suffix).unwrap_or_default();
+        let leftovers = crate::state_dir::files_named(dir, "redis-", suffix).unwrap_or_default();
         for (path, _) in leftovers.iter().filter(|(_, id)| persist::is_repl_id(id)) {
             match std::fs::remove_file(path) {
                 Ok(()) => {

@@ -12,7 +12,8 @@
 //! The file is a [`crate::table_file`] whose header is the own id and the master id (40 bytes
 //! each) and `table_u` (u64).
 
-use super::persist::{files_named, is_repl_id, StateFileError};
+use super::persist::{is_repl_id, StateFileError};
+use crate::state_dir::{files_named, replace_file};
 use crate::table::ExpiryTable;
 use crate::table_file::{self, Fields};
 use std::fs;
@@ -64,7 +65,7 @@ pub fn save(
     table: &ExpiryTable,
 ) -> io::Result<usize> {
     let bytes = encode(own_id, master_id, table_u, table);
-    table_file::write_atomic(&snapshot_path(dir, own_id), &bytes)?;
+    replace_file(&snapshot_path(dir, own_id), &bytes)?;
     Ok(bytes.len())
 }
 

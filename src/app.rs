@@ -105,7 +105,7 @@ fn pika_readiness(registry: pika_relay::SessionRegistry) -> ReadinessSource {
             }
             for db in l.dbs.iter().filter(|d| !d.table_complete) {
                 reasons.push(format!(
-                    "replica {who} {}: expiry knowledge incomplete (enable --warmup scan)",
+                    "replica {who} {}: expiry knowledge incomplete (warm-up scan running, or --warmup off)",
                     db.db
                 ));
             }
@@ -211,6 +211,7 @@ async fn run(settings: Settings) -> ExitCode {
                     _ => pika_relay::WarmupMode::Off,
                 };
                 cfg.warmup_rate = settings.warmup_rate;
+                cfg.warmup_max_keys = settings.warmup_max_keys;
                 cfg.empty_at_origin = settings.empty_at_origin;
                 let shared = pika_relay::PikaRelayShared::new(families.clone());
                 let readiness = pika_readiness(shared.sessions.clone());

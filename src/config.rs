@@ -119,13 +119,17 @@ pub struct RelayArgs {
     /// Pika's `binlog-file-size` on the master, to express lag in bytes [default: 104857600].
     #[arg(long, env = "PIKA_TTL_PROXY_BINLOG_FILE_SIZE", value_name = "BYTES")]
     pub binlog_file_size: Option<u64>,
-    /// Pika only: scan the master (SCAN + PTTL) per upstream link to learn the TTLs of keys
-    /// that existed before the proxy: `off` or `scan` [default: off].
+    /// Pika only: scan the master (SCAN + PTTL) per upstream link to learn which keys existed
+    /// before the proxy and their TTLs: `scan` or `off` [default: scan].
     #[arg(long, env = "PIKA_TTL_PROXY_WARMUP", value_name = "off|scan")]
     pub warmup: Option<String>,
     /// Pika only: keys per second the warm-up scan may read [default: 10000].
     #[arg(long, env = "PIKA_TTL_PROXY_WARMUP_RATE", value_name = "KEYS")]
     pub warmup_rate: Option<u32>,
+    /// Pika only: most keys without a TTL one warm-up records (each costs its key bytes plus
+    /// about 40 bytes); past it only volatile keys are kept [default: 10000000].
+    #[arg(long, env = "PIKA_TTL_PROXY_WARMUP_MAX_KEYS", value_name = "KEYS")]
+    pub warmup_max_keys: Option<u64>,
     /// Pika only: the master's data set started empty and every write went through the binlog
     /// the proxy sees, so a key without history does not exist. Wrong for a master holding
     /// older data: leave off unless that is certain.
@@ -216,6 +220,7 @@ pub struct FileSettings {
     binlog_file_size: Option<u64>,
     warmup: Option<String>,
     warmup_rate: Option<u32>,
+    warmup_max_keys: Option<u64>,
     empty_at_origin: Option<bool>,
     families: Option<BTreeMap<String, bool>>,
 }
@@ -281,6 +286,8 @@ pub struct Settings {
     pub warmup: String,
     /// Pika warm-up rate (keys/s).
     pub warmup_rate: u32,
+    /// Pika warm-up bound on keys without a TTL.
+    pub warmup_max_keys: u64,
     /// Pika: keys without history do not exist.
     pub empty_at_origin: bool,
 }
@@ -482,7 +489,7 @@ impl Settings {
             .warmup
             .clone()
             .or(file.warmup.clone())
-            .unwrap_or_else(|| "off".to_string());
+            .unwrap_or_else(|| "scan".to_string());
         if warmup != "off" && warmup != "scan" {
             return Err(invalid(
                 "warmup",
@@ -493,6 +500,10 @@ impl Settings {
         if warmup_rate == 0 {
             return Err(invalid("warmup-rate", "must be positive"));
         }
+        let warmup_max_keys = args
+            .warmup_max_keys
+            .or(file.warmup_max_keys)
+            .unwrap_or(crate::pika_relay::DEFAULT_WARMUP_MAX_KEYS);
         let log_level = args
             .log_level
             .clone()
@@ -524,6 +535,7 @@ impl Settings {
             binlog_file_size,
             warmup,
             warmup_rate,
+            warmup_max_keys,
             empty_at_origin: args.empty_at_origin || file.empty_at_origin.unwrap_or(false),
         })
     }

@@ -19,7 +19,9 @@
 //! must find a P1 violation.
 
 use bytes::Bytes;
-use pika_ttl_proxy::engine::{self, AtRisk, Dialect, Emit, Outcome, Policy, StreamState};
+use pika_ttl_proxy::engine::{
+    self, AtRisk, Dialect, Emit, Outcome, Policy, RiskCause, StreamState,
+};
 use pika_ttl_proxy::families::FamilySwitches;
 use pika_ttl_proxy::model::{show_argv, show_bytes, Argv, Master, ModelErrorKind, Replica};
 use pika_ttl_proxy::table::{Baseline, ExpiryTable};
@@ -72,6 +74,10 @@ struct Step {
 #[derive(Clone, Debug)]
 struct History {
     start_ms: i64,
+    /// The first `attach_after` steps run on the master before the proxy attaches: the replica
+    /// starts from a full sync of the keys alive then, and the proxy from a warm-up scan of
+    /// them (as a deployment beside a master that already holds data).
+    attach_after: usize,
     steps: Vec<Step>,
 }
 
@@ -471,9 +477,16 @@ fn step(dialect: Dialect) -> BoxedStrategy<Step> {
 }
 
 fn history(dialect: Dialect) -> BoxedStrategy<History> {
-    (0i64..1000, prop::collection::vec(step(dialect), 1..=25))
-        .prop_map(|(phase, steps)| History {
+    // Pika only: a Redis relay learns the keyspace exactly from the RDB of the full sync.
+    let max_attach: usize = if dialect == Dialect::Pika { 10 } else { 0 };
+    (
+        0i64..1000,
+        prop::collection::vec(step(dialect), 1..=25),
+        0..=max_attach,
+    )
+        .prop_map(|(phase, steps, attach)| History {
             start_ms: START_MS + phase,
+            attach_after: if attach < steps.len() { attach } else { 0 },
             steps,
         })
         .boxed()
@@ -483,10 +496,22 @@ fn history(dialect: Dialect) -> BoxedStrategy<History> {
 // Running a history
 // ---------------------------------------------------------------------------------------------
 
+/// What the proxy knows of the keys that existed when it attached (only matters when a history
+/// has steps before the attach point).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// The warm-up listed every key: volatile ones with their deadline, the others as existing.
+    ScanEveryKey,
+    /// The warm-up kept only volatile keys (its key bound was hit, or today's engine before
+    /// existence was tracked): keys without a TTL are "not volatile, existence unknown".
+    ScanVolatileOnly,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Options {
     dialect: Dialect,
     rewriting: bool,
+    origin: Origin,
     /// Feed the engine the proxy's receive time (between exec and apply) instead of the
     /// master's exec time (Redis: the stream carries no time).
     receive_lag: bool,
@@ -640,6 +665,26 @@ fn dialect_form_violation(
 }
 
 fn run_steps(steps: &[Concrete], start_ms: i64, opts: Options) -> Run {
+    run_history(steps, 0, start_ms, opts)
+}
+
+/// What a warm-up scan of `master` at `at_ms` gives the table (see [`Origin`]).
+fn seed_from_scan(table: &ExpiryTable, master: &Master, at_ms: i64, origin: Origin) {
+    table.reset(Baseline::Unknown);
+    for ((db, key), record) in master.state_at(at_ms).keys {
+        match record.deadline_ms {
+            Some(deadline) => table.set_deadline(db, &key, deadline),
+            None if origin == Origin::ScanEveryKey => table.mark_persistent(db, &key, true),
+            None => {}
+        }
+    }
+    table.set_baseline(match origin {
+        Origin::ScanEveryKey => Baseline::Absent,
+        Origin::ScanVolatileOnly => Baseline::NotVolatile,
+    });
+}
+
+fn run_history(steps: &[Concrete], attach_after: usize, start_ms: i64, opts: Options) -> Run {
     let dialect = opts.dialect;
     let policy = policy(dialect, opts.rewriting);
     let table = ExpiryTable::new(Baseline::Absent);
@@ -659,7 +704,37 @@ fn run_steps(steps: &[Concrete], start_ms: i64, opts: Options) -> Run {
     };
     // Replica failures, judged at the end once every at-risk report is known.
     let mut failures: Vec<(u32, Bytes, String)> = Vec::new();
-    for s in steps {
+    for (i, s) in steps.iter().enumerate() {
+        if i < attach_after {
+            let ConcreteAction::Client(argv) = &s.action else {
+                continue;
+            };
+            run.client_commands += 1;
+            let reply = match run.master.execute(s.db, argv, s.t_ms) {
+                Ok(e) => e.reply.to_string(),
+                Err(e) => format!("model error: {e}"),
+            };
+            run.trace.push(format!(
+                "{} {} -> {reply} | before the proxy attached",
+                rel(s.t_ms, start_ms),
+                show_argv(argv)
+            ));
+            if i + 1 == attach_after {
+                // The Pika master's clock is whole seconds: its files, and a scan, hold every
+                // key alive in that second.
+                let at = s.t_ms.div_euclid(1000) * 1000;
+                let snapshot = run.master.state_at(at);
+                run.replica.load_full_sync(&snapshot);
+                seed_from_scan(&table, &run.master, at, opts.origin);
+                run.trace.push(format!(
+                    "{} proxy attached: full sync of {} keys, warm-up {:?}",
+                    rel(s.t_ms, start_ms),
+                    snapshot.keys.len(),
+                    opts.origin
+                ));
+            }
+            continue;
+        }
         let (what, reply, entries) = match &s.action {
             ConcreteAction::Client(argv) => {
                 run.client_commands += 1;
@@ -751,7 +826,11 @@ fn run_steps(steps: &[Concrete], start_ms: i64, opts: Options) -> Run {
                     show_bytes(&risk.key),
                     rel(risk.old_deadline_ms, start_ms)
                 ));
-                if risk.old_deadline_ms <= s.apply_ms {
+                notes.push_str(&format!(" [cause: {}]", risk.cause.name()));
+                // Only the documented limits exempt a key; a gap in what the proxy could have
+                // known (existence it never tracked) must fail the proof.
+                if risk.old_deadline_ms <= s.apply_ms && risk.cause != RiskCause::ExistenceUntracked
+                {
                     run.exempt.insert((risk.db, risk.key.clone()));
                 }
                 run.at_risk.push(risk.clone());
@@ -906,7 +985,7 @@ fn check_property(
     let totals = RefCell::new(Totals::default());
     let mut runner = runner(cases);
     let result = runner.run(&history(opts.dialect), |h| {
-        let run = run_steps(&materialize(&h), h.start_ms, opts);
+        let run = run_history(&materialize(&h), h.attach_after, h.start_ms, opts);
         let mut t = totals.borrow_mut();
         t.histories += 1;
         t.client_commands += run.client_commands;
@@ -922,7 +1001,12 @@ fn check_property(
     let failure = match result {
         Ok(()) => None,
         Err(TestError::Fail(reason, minimal)) => {
-            let run = run_steps(&materialize(&minimal), minimal.start_ms, opts);
+            let run = run_history(
+                &materialize(&minimal),
+                minimal.attach_after,
+                minimal.start_ms,
+                opts,
+            );
             Some(match run.first(relevant) {
                 Some(v) => run.report(v),
                 None => format!("{reason} (not reproduced on replay)"),
@@ -946,6 +1030,7 @@ fn convergence(dialect: Dialect, receive_lag: bool, default_cases: u32) {
         dialect,
         rewriting: true,
         receive_lag,
+        origin: Origin::ScanEveryKey,
     };
     let (totals, failure) = check_property(opts, cases(default_cases), |_| true);
     let label = format!(
@@ -981,6 +1066,7 @@ fn negative_control(dialect: Dialect) {
         dialect,
         rewriting: false,
         receive_lag: false,
+        origin: Origin::ScanEveryKey,
     };
     let (totals, failure) = check_property(opts, cases(10_000), Violation::is_p1);
     print_totals(&format!("{dialect:?} negative control"), &totals);
@@ -1006,6 +1092,30 @@ fn negative_control_redis() {
     negative_control(Dialect::Redis);
 }
 
+/// A warm-up that lists only volatile keys (the engine before existence was tracked, or a scan
+/// past `--warmup-max-keys`) cannot decide a write after an EXPIRE on a key that had no TTL.
+/// The proof must see that as a divergence, not excuse it as a documented limit: this is the
+/// failure the real Pika 3.5.4 runs showed (`q0`, `t7`, `h` left immortal).
+#[test]
+fn negative_control_pika_scan_of_volatile_keys_only() {
+    let opts = Options {
+        dialect: Dialect::Pika,
+        rewriting: true,
+        receive_lag: false,
+        origin: Origin::ScanVolatileOnly,
+    };
+    let (totals, failure) = check_property(opts, cases(10_000), Violation::is_p1);
+    print_totals("Pika, warm-up of volatile keys only", &totals);
+    match failure {
+        Some(report) => println!("found the expected P1 violation:\n{report}"),
+        None => panic!(
+            "a warm-up without existence gave no P1 violation in {} histories: the proof does \
+             not cover keys that existed before the proxy",
+            totals.histories
+        ),
+    }
+}
+
 #[test]
 fn families_off_forward_every_entry() {
     for dialect in [Dialect::Pika, Dialect::Redis] {
@@ -1013,6 +1123,7 @@ fn families_off_forward_every_entry() {
             dialect,
             rewriting: false,
             receive_lag: false,
+            origin: Origin::ScanEveryKey,
         };
         let (totals, failure) = check_property(opts, cases(2_000), Violation::is_p3);
         print_totals(&format!("{dialect:?} P3 families off"), &totals);
@@ -1054,6 +1165,7 @@ fn run_scenario(steps: &[Concrete], dialect: Dialect, rewriting: bool) -> Run {
             dialect,
             rewriting,
             receive_lag: false,
+            origin: Origin::ScanEveryKey,
         },
     )
 }
@@ -1069,6 +1181,61 @@ fn string_value(rec: Option<&pika_ttl_proxy::model::Record>) -> Option<(String, 
         pika_ttl_proxy::model::Value::Str(s) => (show_bytes(s), r.deadline_ms),
         other => (other.to_string(), r.deadline_ms),
     })
+}
+
+/// (exec ms, command, apply ms) where the first `before` steps ran before the proxy attached.
+fn run_attached(steps: &[(i64, &str, i64)], before: usize, origin: Origin) -> Run {
+    let steps = scenario(steps);
+    run_history(
+        &steps,
+        before,
+        steps.first().map_or(START_MS, |s| s.t_ms),
+        Options {
+            dialect: Dialect::Pika,
+            rewriting: true,
+            receive_lag: false,
+            origin,
+        },
+    )
+}
+
+/// The cases measured on real Pika 3.5.4 with a paused replica: a list the warm-up saw without
+/// a TTL, EXPIREd and pushed to again; EXPIRE on an absent key before a set is created; a hash
+/// created after the warm-up, EXPIREd, then incremented late.
+#[test]
+fn expire_then_write_on_keys_from_before_the_proxy() {
+    let t = START_MS;
+    let q0 = [
+        (t, "RPUSH l1 x", t),
+        (t + 1000, "EXPIRE l1 2", t + 6000),
+        (t + 1500, "RPUSH l1 y", t + 6000),
+    ];
+    let t7 = [
+        (t, "SET s1 keep", t),
+        (t + 500, "EXPIRE st1 1", t + 500),
+        (t + 600, "SADD st1 a", t + 600),
+        (t + 1000, "EXPIRE st1 3", t + 9000),
+        (t + 1200, "SADD st1 b", t + 9000),
+    ];
+    let h = [
+        (t, "SET s1 keep", t),
+        (t + 100, "HSET h1 f v", t + 100),
+        (t + 600, "EXPIRE h1 3", t + 8000),
+        (t + 900, "HINCRBY h1 n 1", t + 8000),
+    ];
+    for (name, steps) in [("q0", &q0[..]), ("t7", &t7[..]), ("h", &h[..])] {
+        let run = run_attached(steps, 1, Origin::ScanEveryKey);
+        if let Some(v) = run.violations.first() {
+            panic!("{name}: expected convergence\n{}", run.report(v));
+        }
+    }
+    // The list the scan saw without a TTL is the one a volatile-only warm-up cannot decide.
+    let run = run_attached(&q0, 1, Origin::ScanVolatileOnly);
+    assert!(
+        run.violations.iter().any(Violation::is_p1),
+        "a volatile-only warm-up should leave l1 immortal:\n{}",
+        run.trace.join("\n")
+    );
 }
 
 #[test]
@@ -1328,6 +1495,7 @@ fn run_with_receive(steps: &[(i64, &str, i64, i64)], dialect: Dialect) -> Run {
             dialect,
             rewriting: true,
             receive_lag: true,
+            origin: Origin::ScanEveryKey,
         },
     )
 }

@@ -779,14 +779,19 @@ async fn warm_up_learns_old_ttls_and_leaves_raced_keys_unknown() {
         .find(|l| l.contains("warm-up merged"))
         .unwrap()
         .to_string();
-    assert!(merged_line.contains("merged=1"), "{merged_line}");
+    // `old` with its deadline and `plain` as existing without one; `raced` stays unknown.
+    assert!(merged_line.contains("merged=2"), "{merged_line}");
     assert!(!merged_line.contains("touched=0"), "{merged_line}");
 
     master.set_clock_ms(T0 + 2000);
     replica.set_clock_ms(T0 + 2000);
     master.exec(&["INCR", "old"]);
     master.exec(&["INCR", "raced"]);
-    assert!(wait_until(PATIENCE, || replica.applied_items() >= 3).await);
+    // `plain` had no TTL and the scan listed it: an EXPIRE gives it a deadline the proxy knows,
+    // so the write after it carries that deadline.
+    master.exec(&["EXPIRE", "plain", "50"]);
+    master.exec(&["INCR", "plain"]);
+    assert!(wait_until(PATIENCE, || replica.applied_items() >= 5).await);
     let at = T0 + 2000;
     let get = |state: pika_ttl_proxy::model::State, k: &str| {
         state
@@ -810,6 +815,14 @@ async fn warm_up_learns_old_ttls_and_leaves_raced_keys_unknown() {
     assert_eq!(
         get(master.state_at(at), "raced").unwrap().deadline_ms,
         Some(T0 + 1000 + 500_000)
+    );
+    assert_eq!(
+        get(master.state_at(at), "plain").unwrap().deadline_ms,
+        Some(T0 + 2000 + 50_000)
+    );
+    assert_eq!(
+        get(replica.state_at(at), "plain").unwrap().deadline_ms,
+        Some(T0 + 2000 + 50_000)
     );
     replica.stop();
 }

@@ -103,18 +103,47 @@ impl Outcome {
     }
 }
 
-/// A command that extends or removes a TTL of a volatile key whose value the proxy cannot
-/// restore: if a replica applies it after the old deadline, the replica has already dropped the
-/// key and the master keeps it (spec section 3). The relay compares `old_deadline_ms` with the
-/// replica's lag to decide whether to count and log it.
+/// Why an entry reaching a late replica may leave it different from the master.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RiskCause {
+    /// The entry extends or removes a TTL, or moves data out of a volatile key: a replica that
+    /// applies it after the old deadline has already dropped the key, and the stream carries no
+    /// value to restore it with (the class no rewrite can repair; see `docs/rewrites.md`).
+    TtlChangeAfterDeadline,
+    /// Whether the key still existed cannot be told from the stream: a removal (HDEL, SREM,
+    /// LPOP, ZREM, …) may have emptied it, or Pika's same-second `expireat` may have deleted it.
+    /// Only a look-up on the master would tell.
+    ExistenceAmbiguous,
+    /// The proxy does not track whether keys without a TTL exist (the warm-up listed only
+    /// volatile keys because its key bound was hit, or never ran); a write after an EXPIRE on
+    /// such a key cannot be decided.
+    ExistenceUntracked,
+}
+
+impl RiskCause {
+    /// Log and metric label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RiskCause::TtlChangeAfterDeadline => "ttl_change_after_deadline",
+            RiskCause::ExistenceAmbiguous => "existence_ambiguous",
+            RiskCause::ExistenceUntracked => "existence_untracked",
+        }
+    }
+}
+
+/// An entry whose outcome on a replica that applies it after `old_deadline_ms` may differ from
+/// the master's. The relay compares `old_deadline_ms` with the replica's lag to decide whether
+/// to count and log it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AtRisk {
     /// DB of the key.
     pub db: u32,
     /// The key.
     pub key: Bytes,
-    /// Deadline the key had before this entry (ms).
+    /// Deadline the key had (or may have had) before this entry (ms).
     pub old_deadline_ms: i64,
+    /// Why the entry cannot be made deterministic.
+    pub cause: RiskCause,
 }
 
 /// The engine's answer for one entry.

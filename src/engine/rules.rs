@@ -6,11 +6,11 @@
 //! family is switched on; the table is maintained either way.
 
 use super::replacement::{Arg, Commands, NewCommand, Replacement};
-use super::{AtRisk, Decision, Dialect, Emit, Outcome, Policy, StreamState};
+use super::{AtRisk, Decision, Dialect, Emit, Outcome, Policy, RiskCause, StreamState};
 use crate::engine::args::Args;
 use crate::engine::command::{spec, Cmd, Spec};
 use crate::families::Family;
-use crate::table::{ExpiryTable, KeyKnowledge};
+use crate::table::{Baseline, ExpiryTable, KeyKnowledge};
 use bytes::Bytes;
 
 /// Largest timestamp a Pika replica accepts in `pksetexat` (it rejects `ts >= INT32_MAX`).
@@ -200,12 +200,24 @@ impl<'a> Cx<'a, '_> {
         }
     }
 
-    fn risk(&self, key: &[u8], old_deadline_ms: i64) -> Option<AtRisk> {
+    fn risk(&self, key: &[u8], old_deadline_ms: i64, cause: RiskCause) -> Option<AtRisk> {
         Some(AtRisk {
             db: self.db,
             key: self.share(key),
             old_deadline_ms,
+            cause,
         })
+    }
+
+    /// Why a key may or may not still carry its deadline: with existence tracked for every key
+    /// (baseline "absent") only the data-dependent commands leave that open; otherwise the
+    /// proxy never knew whether the key existed.
+    fn existence_gap(&self) -> RiskCause {
+        if self.table.baseline() == Baseline::Absent {
+            RiskCause::ExistenceAmbiguous
+        } else {
+            RiskCause::ExistenceUntracked
+        }
     }
 
     /// `expireat k <sec>` (Pika) or `PEXPIREAT k <ms>` (Redis) restating `deadline_ms`.
@@ -400,7 +412,7 @@ impl<'a> Cx<'a, '_> {
             // Kept its deadline if it still existed, or was recreated without one: passing the
             // write through is right unless a late replica lost a key the master still had.
             KeyKnowledge::MaybeVolatile(deadline) => {
-                let risk = self.risk(key, deadline);
+                let risk = self.risk(key, deadline, self.existence_gap());
                 Proposal::unknown_key(family).with_risk(risk)
             }
             _ => {
@@ -447,7 +459,7 @@ impl<'a> Cx<'a, '_> {
         }
         let risk = match src_known {
             KeyKnowledge::Volatile(d) | KeyKnowledge::MaybeVolatile(d) if src != dst => {
-                self.risk(dst, d)
+                self.risk(dst, d, RiskCause::TtlChangeAfterDeadline)
             }
             _ => None,
         };
@@ -748,7 +760,9 @@ impl<'a> Cx<'a, '_> {
                     return None;
                 }
                 self.table.set_maybe_volatile(self.db, key, new_deadline);
-                return (new_deadline > old).then(|| self.risk(key, old)).flatten();
+                return (new_deadline > old)
+                    .then(|| self.risk(key, old, RiskCause::TtlChangeAfterDeadline))
+                    .flatten();
             }
             _ => None,
         };
@@ -763,7 +777,7 @@ impl<'a> Cx<'a, '_> {
                     KeyKnowledge::Volatile(old) | KeyKnowledge::MaybeVolatile(old)
                         if new_deadline > old =>
                     {
-                        self.risk(key, old)
+                        self.risk(key, old, RiskCause::TtlChangeAfterDeadline)
                     }
                     _ => None,
                 }
@@ -846,7 +860,7 @@ impl<'a> Cx<'a, '_> {
                 KeyKnowledge::Unknown => self.table.mark_unknown(self.db, key),
                 _ => self.table.set_maybe_volatile(self.db, key, deadline),
             }
-            let risk = self.risk(key, deadline);
+            let risk = self.risk(key, deadline, RiskCause::ExistenceAmbiguous);
             return match (unit, self.restate_deadline(key, deadline)) {
                 (1, Some(c)) => Proposal::rewrite(Family::Expire, Commands::of([c])),
                 (1, None) => Proposal::malformed(Some(Family::Expire)),
@@ -924,7 +938,7 @@ impl<'a> Cx<'a, '_> {
         match known {
             KeyKnowledge::Volatile(old) => {
                 self.table.mark_persistent(self.db, key, self.track);
-                let risk = self.risk(key, old);
+                let risk = self.risk(key, old, RiskCause::TtlChangeAfterDeadline);
                 Proposal::passed(Family::Expire).with_risk(risk)
             }
             KeyKnowledge::MaybeVolatile(old) => {
@@ -934,7 +948,7 @@ impl<'a> Cx<'a, '_> {
                 } else {
                     self.table.mark_persistent(self.db, key, self.track);
                 }
-                let risk = self.risk(key, old);
+                let risk = self.risk(key, old, RiskCause::TtlChangeAfterDeadline);
                 Proposal::passed(Family::Expire).with_risk(risk)
             }
             KeyKnowledge::Unknown => {

@@ -142,6 +142,16 @@ impl Replica {
         }
     }
 
+    /// Replace the whole data set with `snapshot` (a full sync: Pika copies the master's
+    /// files, TTLs included, so the replica starts from the master's keys at that instant).
+    pub fn load_full_sync(&mut self, snapshot: &State) {
+        self.keyspace = Keyspace::for_replica(self.dialect);
+        for ((db, key), record) in &snapshot.keys {
+            self.keyspace.restore(*db, key.clone(), record.clone());
+        }
+        self.queued = None;
+    }
+
     /// The alive record of `key` at `t_ms`.
     pub fn record_at(&self, db: u32, key: &[u8], t_ms: i64) -> Option<&Record> {
         self.keyspace.live(db, &Bytes::copy_from_slice(key), t_ms)

@@ -19,11 +19,15 @@ pub const RSYNC_PORT_OFFSET: u16 = 10001;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum WarmupMode {
     /// Keys the stream has not defined stay unknown: their entries pass through unchanged.
-    #[default]
     Off,
     /// Scan the master (SCAN + PTTL over its client port) once per upstream link.
+    #[default]
     Scan,
 }
+
+/// Default bound on the keys without a TTL one warm-up records (see
+/// [`PikaRelayConfig::warmup_max_keys`]).
+pub const DEFAULT_WARMUP_MAX_KEYS: u64 = 10_000_000;
 
 impl FromStr for WarmupMode {
     type Err = String;
@@ -52,6 +56,11 @@ pub struct PikaRelayConfig {
     pub warmup: WarmupMode,
     /// Keys per second the warm-up may look up (SCAN results + PTTL), 0 = unlimited.
     pub warmup_rate: u32,
+    /// Most keys *without* a TTL one warm-up records, so that the table knows they exist (an
+    /// EXPIRE on such a key then gives it a deadline the proxy can restate). Past the bound the
+    /// scan keeps only volatile keys and the table falls back to "no TTL, existence unknown"
+    /// for the rest, which is counted and logged.
+    pub warmup_max_keys: u64,
     /// `binlog-file-size` of the master, to turn (filenum, offset) into a byte count for lag.
     pub binlog_file_size: u64,
     /// Largest accepted protobuf frame (Pika's limit is 512 MiB).
@@ -74,8 +83,9 @@ impl PikaRelayConfig {
             master,
             state_dir,
             master_password: None,
-            warmup: WarmupMode::Off,
+            warmup: WarmupMode::Scan,
             warmup_rate: 50_000,
+            warmup_max_keys: DEFAULT_WARMUP_MAX_KEYS,
             binlog_file_size: DEFAULT_BINLOG_FILE_SIZE,
             max_frame_len: 512 * 1024 * 1024,
             empty_at_origin: false,

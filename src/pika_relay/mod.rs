@@ -40,7 +40,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{PikaRelayConfig, WarmupMode};
+pub use config::{PikaRelayConfig, WarmupMode, DEFAULT_WARMUP_MAX_KEYS};
 pub use error::RelayError;
 pub use registry::{DbLinkStatus, LinkStatus, PikaRelayShared, SessionRegistry};
 

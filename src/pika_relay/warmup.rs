@@ -18,20 +18,19 @@
 //!   a second: 3.5.4 computes `PTTL` as whole seconds × 1000). Deadlines are `PTTL` added to the
 //!   master's clock (read with `TIME` at the start; the local clock if the master has no `TIME`).
 //!
-//! After the merge the table's baseline becomes "not volatile": a key that the scan did not list
-//! with a TTL and the stream did not touch has no TTL.
+//! After the merge the table's baseline becomes "absent": a key that the scan did not list and
+//! the stream did not touch does not exist. That needs every key the scan saw, including those
+//! without a TTL; past [`PikaRelayConfig::warmup_max_keys`] of those the scan keeps only the
+//! volatile keys and the baseline becomes "not volatile" (no TTL, existence unknown), which is
+//! logged: an EXPIRE and a later write on such a key is then passed as `unknown_key`.
 //!
-//! # Cost (estimate for a billion-key Pika)
+//! # Cost
 //!
-//! Only volatile keys are kept. Each costs its key bytes plus ~60 bytes (map entry, boxed key,
-//! allocator overhead) in the table, and about as much again in the scan buffer until the merge:
-//! with 20-byte keys and 10 % of 10⁹ keys volatile, ~8 GB for the table and a transient ~8 GB
-//! more. Time is bound by `PTTL` round trips: one pipelined connection does on the order of
-//! 10⁵ keys/s against Pika, so ~3 hours for 10⁹ keys, longer at the configured rate limit, and per
-//! upstream link (every replica's stream has its own position and table). The touched-key set
-//! grows with the distinct keys written during the scan. A cheaper alternative is on-demand
-//! lookups of the keys the stream touches, with the same `B0`/`B1` bracketing per lookup; they
-//! only help later entries, never the entry that triggered them.
+//! Each key the table holds costs its key bytes plus 33–52 bytes (map entry, boxed key,
+//! allocator; measured by `benches/table.rs`), per upstream link, and about as much again in
+//! the scan buffer until the merge. Time is bound by `PTTL` round trips: one pipelined
+//! connection does on the order of 10⁵ keys/s against Pika, less at the configured rate. The
+//! touched-key set grows with the distinct keys written during the scan.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -59,6 +58,11 @@ const SCAN_COUNT: usize = 512;
 pub struct ScanResult {
     /// `(key, absolute deadline ms)` of every key that had a TTL.
     pub volatile: Vec<(Vec<u8>, i64)>,
+    /// Every key without a TTL, while `existence_complete` holds.
+    pub persistent: Vec<Vec<u8>>,
+    /// True when `persistent` lists every key without a TTL the scan saw (the bound was not
+    /// hit), so a key listed nowhere did not exist.
+    pub existence_complete: bool,
     /// Master binlog position before the first `SCAN`.
     pub started_at: BinlogPosition,
     /// Master binlog position after the last reply.
@@ -100,10 +104,11 @@ pub fn start(
     let master = cfg.master;
     let password = cfg.master_password.clone();
     let rate = cfg.warmup_rate;
+    let max_keys = cfg.warmup_max_keys;
     let db_name = db.split(':').next().unwrap_or(db).to_string();
     tracing::info!(replica, db, "warm-up scan of the master started");
     let task = tokio::spawn(async move {
-        let result = scan(master, password.as_deref(), &db_name, rate).await;
+        let result = scan(master, password.as_deref(), &db_name, rate, max_keys).await;
         let _ = tx.send(result.map_err(|e| e.to_string()));
     });
     Some(WarmupState {
@@ -151,9 +156,16 @@ impl WarmupState {
         let touched = rewriter.take_touched();
         let db = rewriter.stream_state().db;
         let merged = merge(rewriter, db, result, &touched);
+        if !result.existence_complete {
+            tracing::warn!(
+                replica = %self.replica, db = %self.db, scanned = result.scanned,
+                "warm-up: more keys without a TTL than --warmup-max-keys; only volatile keys are kept, so an EXPIRE followed by a write on a key that had no TTL passes as unknown_key"
+            );
+        }
         tracing::info!(
             replica = %self.replica, db = %self.db,
-            scanned = result.scanned, volatile = result.volatile.len(), merged,
+            scanned = result.scanned, volatile = result.volatile.len(),
+            persistent = result.persistent.len(), existence = result.existence_complete, merged,
             touched = touched.len(), from = %result.started_at, to = %result.finished_at,
             "warm-up merged: the expiry table is complete"
         );
@@ -169,31 +181,46 @@ pub fn merge(
     touched: &HashSet<(u32, Vec<u8>)>,
 ) -> usize {
     let table = rewriter.table();
-    if table.baseline() == Baseline::Unknown {
-        // Keys the stream touched during the scan and does not know must stay unknown once
-        // absent entries stop meaning "unknown".
-        let unknown: Vec<&Vec<u8>> = touched
-            .iter()
-            .filter(|(d, k)| *d == db && table.lookup(db, k, 0) == KeyKnowledge::Unknown)
-            .map(|(_, k)| k)
-            .collect();
-        table.set_baseline(Baseline::NotVolatile);
-        for key in unknown {
-            table.mark_unknown(db, key);
-        }
+    if table.baseline() != Baseline::Unknown {
+        return 0;
     }
+    // Knowledge the stream built while the scan ran is kept; a key it wrote without learning
+    // its state must stay unknown once an absent entry stops meaning "unknown", and the scan's
+    // answer for it may be from before or after the write.
+    let unknown: Vec<&Vec<u8>> = touched
+        .iter()
+        .filter(|(d, k)| *d == db && table.lookup(db, k, 0) == KeyKnowledge::Unknown)
+        .map(|(_, k)| k)
+        .collect();
+    let untouched_and_unknown = |key: &Vec<u8>| {
+        !touched.contains(&(db, key.clone()))
+            && matches!(
+                table.lookup(db, key, 0),
+                KeyKnowledge::Unknown | KeyKnowledge::NotVolatile
+            )
+    };
     let mut merged = 0;
     for (key, deadline) in &result.volatile {
-        if touched.contains(&(db, key.clone())) {
-            continue;
+        if untouched_and_unknown(key) {
+            table.set_deadline(db, key, *deadline);
+            merged += 1;
         }
-        match table.lookup(db, key, 0) {
-            KeyKnowledge::Unknown | KeyKnowledge::NotVolatile => {
-                table.set_deadline(db, key, *deadline);
+    }
+    if result.existence_complete {
+        for key in &result.persistent {
+            if untouched_and_unknown(key) {
+                table.mark_persistent(db, key, true);
                 merged += 1;
             }
-            _ => {}
         }
+    }
+    table.set_baseline(if result.existence_complete {
+        Baseline::Absent
+    } else {
+        Baseline::NotVolatile
+    });
+    for key in unknown {
+        table.mark_unknown(db, key);
     }
     merged
 }
@@ -317,6 +344,7 @@ async fn scan(
     password: Option<&str>,
     db_name: &str,
     rate: u32,
+    max_keys: u64,
 ) -> std::io::Result<ScanResult> {
     let mut client = Client::connect(master).await?;
     if let Some(pw) = password {
@@ -330,6 +358,7 @@ async fn scan(
     let skew_ms = client.master_clock_ms().await?.map_or(0, |m| m - now_ms());
     let mut result = ScanResult {
         started_at: client.binlog_offset(db_name).await?,
+        existence_complete: true,
         ..ScanResult::default()
     };
     let started = Instant::now();
@@ -350,6 +379,15 @@ async fn scan(
                 BytesFrame::Integer(ms) if ms > 0 => result
                     .volatile
                     .push((key.to_vec(), asked_at.saturating_add(ms))),
+                // -1: no TTL. (-2: gone since SCAN listed it; it stays absent.)
+                BytesFrame::Integer(-1) if result.existence_complete => {
+                    if result.persistent.len() as u64 >= max_keys {
+                        result.existence_complete = false;
+                        result.persistent = Vec::new();
+                    } else {
+                        result.persistent.push(key.to_vec());
+                    }
+                }
                 BytesFrame::Integer(_) => {}
                 other => {
                     return Err(std::io::Error::other(format!(
@@ -443,5 +481,46 @@ db0:binlog_offset=0 3898,safety_purge=none\r\n";
         assert_eq!(table.lookup(0, b"new", 0), KeyKnowledge::Unknown);
         assert_eq!(table.lookup(0, b"other", 0), KeyKnowledge::NotVolatile);
         assert!(table.is_complete());
+    }
+
+    #[test]
+    fn merge_with_every_key_listed_knows_existence() {
+        let table = Arc::new(ExpiryTable::new(Baseline::Unknown));
+        let rw = LinkRewriter::new(table.clone(), 0, FamilySwitches::all_on());
+        table.mark_persistent(0, b"written", true);
+        let result = ScanResult {
+            volatile: vec![(b"session".to_vec(), 9_000)],
+            persistent: vec![b"queue".to_vec(), b"raced".to_vec(), b"written".to_vec()],
+            existence_complete: true,
+            ..ScanResult::default()
+        };
+        let touched: HashSet<(u32, Vec<u8>)> = [(0, b"raced".to_vec()), (0, b"written".to_vec())]
+            .into_iter()
+            .collect();
+        assert_eq!(merge(&rw, 0, &result, &touched), 2);
+        assert_eq!(table.baseline(), Baseline::Absent);
+        assert_eq!(table.lookup(0, b"queue", 0), KeyKnowledge::Persistent);
+        assert_eq!(
+            table.lookup(0, b"session", 0),
+            KeyKnowledge::Volatile(9_000)
+        );
+        assert_eq!(table.lookup(0, b"written", 0), KeyKnowledge::Persistent);
+        assert_eq!(table.lookup(0, b"raced", 0), KeyKnowledge::Unknown);
+        assert_eq!(table.lookup(0, b"never_seen", 0), KeyKnowledge::Absent);
+    }
+
+    #[test]
+    fn merge_past_the_key_bound_keeps_only_volatile_keys() {
+        let table = Arc::new(ExpiryTable::new(Baseline::Unknown));
+        let rw = LinkRewriter::new(table.clone(), 0, FamilySwitches::all_on());
+        let result = ScanResult {
+            volatile: vec![(b"session".to_vec(), 9_000)],
+            existence_complete: false,
+            ..ScanResult::default()
+        };
+        assert_eq!(merge(&rw, 0, &result, &HashSet::new()), 1);
+        assert_eq!(table.baseline(), Baseline::NotVolatile);
+        assert_eq!(table.lookup(0, b"queue", 0), KeyKnowledge::NotVolatile);
+        assert_eq!(table.len(), 1);
     }
 }

@@ -379,6 +379,20 @@ mod tests {
         assert_eq!(e.entries[0].exec_ms, 1_795_470_051_000);
     }
 
+    /// The 3.5.4 capture `pika-3.5.4-noop-expire` (and 4.0.1 lid 20): EXPIRE on an absent key
+    /// replies 0 and is logged anyway, as is EXPIRE on a persistent list.
+    #[test]
+    fn pika_logs_expire_on_an_absent_key() {
+        let mut m = Master::new(Dialect::Pika);
+        let t = 1_796_605_965_000;
+        let e = m.execute(0, &argv("EXPIRE nosuchkey 10"), t).unwrap();
+        assert_eq!(e.reply, Reply::Int(0));
+        assert_eq!(lines(&e.entries), ["expireat nosuchkey 1796605975"]);
+        let mut log = |cmd: &str, t: i64| lines(&m.execute(0, &argv(cmd), t).unwrap().entries);
+        assert_eq!(log("RPUSH q x", t + 1000), ["RPUSH q x"]);
+        assert_eq!(log("EXPIRE q 10", t + 2000), ["expireat q 1796605977"]);
+    }
+
     #[test]
     fn redis_propagates_effects_and_expiry_deletes() {
         let mut m = Master::new(Dialect::Redis);

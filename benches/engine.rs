@@ -68,8 +68,8 @@ fn bench_engine(c: &mut Criterion) {
             })
         });
         let switched_off = Policy {
-            dialect,
             families: pika_ttl_proxy::families::FamilySwitches::all_off(),
+            ..Policy::new(dialect)
         };
         group.bench_function(format!("{name}/families_off_incr_volatile"), |b| {
             let mut state = StreamState::default();

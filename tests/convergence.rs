@@ -596,12 +596,12 @@ fn rel(ms: i64, start: i64) -> String {
 
 fn policy(dialect: Dialect, rewriting: bool) -> Policy {
     Policy {
-        dialect,
         families: if rewriting {
             FamilySwitches::all_on()
         } else {
             FamilySwitches::all_off()
         },
+        ..Policy::new(dialect)
     }
 }
 

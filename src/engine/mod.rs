@@ -26,6 +26,29 @@ pub enum Dialect {
     Redis,
 }
 
+/// The Pika release at both ends of a stream (3.5 and 4.0 do not replicate with each other).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PikaRelease {
+    /// 3.x: a replica applies `pksetexat k <sec> v` as written.
+    #[default]
+    V3,
+    /// 4.0.x: a replica applies `pksetexat`'s timestamp as int32 milliseconds, so every real
+    /// deadline lands already expired; `expireat` is sound. The master logs INCR, INCRBY,
+    /// INCRBYFLOAT, APPEND, SETEX and SET EX/PX as `pksetexat k <sec or 0> <new value>` (APPEND
+    /// on a missing key with an empty value), and PSETEX with a millisecond timestamp.
+    V4,
+}
+
+impl PikaRelease {
+    /// Log and metric label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PikaRelease::V3 => "3",
+            PikaRelease::V4 => "4.0",
+        }
+    }
+}
+
 /// What the engine may do, shared by every stream of one proxy.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -33,6 +56,8 @@ pub struct Policy {
     pub dialect: Dialect,
     /// Runtime family switches.
     pub families: FamilySwitches,
+    /// Which Pika release the stream comes from and goes to (ignored for Redis).
+    pub pika_release: PikaRelease,
 }
 
 impl Policy {
@@ -41,6 +66,7 @@ impl Policy {
         Policy {
             dialect,
             families: FamilySwitches::all_on(),
+            pika_release: PikaRelease::V3,
         }
     }
 
@@ -118,6 +144,10 @@ pub enum RiskCause {
     /// volatile keys because its key bound was hit, or never ran); a write after an EXPIRE on
     /// such a key cannot be decided.
     ExistenceUntracked,
+    /// A Pika 4.0 master logged a write as `pksetexat k 0 ""`: its APPEND (or SETRANGE) on a
+    /// missing key records an empty value, so every replica stores `""` where the master
+    /// holds the appended bytes. The stream does not carry the value; nothing can repair it.
+    ValueLostByMaster,
 }
 
 impl RiskCause {
@@ -127,6 +157,7 @@ impl RiskCause {
             RiskCause::TtlChangeAfterDeadline => "ttl_change_after_deadline",
             RiskCause::ExistenceAmbiguous => "existence_ambiguous",
             RiskCause::ExistenceUntracked => "existence_untracked",
+            RiskCause::ValueLostByMaster => "value_lost_by_master",
         }
     }
 }

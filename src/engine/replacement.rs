@@ -68,8 +68,9 @@ const fn name_only(name: &'static [u8]) -> NewCommand<'static> {
 const MULTI: NewCommand<'static> = name_only(b"MULTI");
 const EXEC: NewCommand<'static> = name_only(b"EXEC");
 
-/// The most commands a rule emits for one entry (not counting MULTI/EXEC).
-const MAX_COMMANDS: usize = 2;
+/// The most commands a rule emits for one entry (not counting MULTI/EXEC): Pika 4.0's
+/// `del k` + `set k v` + `expireat k T`.
+const MAX_COMMANDS: usize = 3;
 
 /// The commands a rule emits for one entry, held inline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,9 +80,9 @@ pub struct Commands<'a> {
 }
 
 impl<'a> Commands<'a> {
-    /// `N` (one or two) commands, in order.
+    /// `N` (one to three) commands, in order.
     pub fn of<const N: usize>(commands: [NewCommand<'a>; N]) -> Self {
-        const { assert!(N >= 1 && N <= MAX_COMMANDS, "a rule emits 1 or 2 commands") };
+        const { assert!(N >= 1 && N <= MAX_COMMANDS, "a rule emits 1 to 3 commands") };
         let mut items = [NewCommand::Original; MAX_COMMANDS];
         items[..N].copy_from_slice(&commands);
         Commands {
@@ -90,11 +91,19 @@ impl<'a> Commands<'a> {
         }
     }
 
-    /// `last`, preceded by `first` when there is one.
-    pub fn preceded_by(first: Option<NewCommand<'a>>, last: NewCommand<'a>) -> Self {
-        match first {
-            Some(first) => Commands::of([first, last]),
-            None => Commands::of([last]),
+    /// These commands, preceded by `first` when there is one. `self` holds at most two
+    /// commands whenever a rule prepends (a `del` before a SET's one or two commands).
+    pub fn after(self, first: Option<NewCommand<'a>>) -> Self {
+        let Some(first) = first else {
+            return self;
+        };
+        let mut items = [NewCommand::Original; MAX_COMMANDS];
+        items[0] = first;
+        let kept = self.len().min(MAX_COMMANDS - 1);
+        items[1..=kept].copy_from_slice(&self.as_slice()[..kept]);
+        Commands {
+            items,
+            len: (kept + 1) as u8,
         }
     }
 

@@ -6,7 +6,9 @@
 //! family is switched on; the table is maintained either way.
 
 use super::replacement::{Arg, Commands, NewCommand, Replacement};
-use super::{AtRisk, Decision, Dialect, Emit, Outcome, Policy, RiskCause, StreamState};
+use super::{
+    AtRisk, Decision, Dialect, Emit, Outcome, PikaRelease, Policy, RiskCause, StreamState,
+};
 use crate::engine::args::Args;
 use crate::engine::command::{spec, Cmd, Spec};
 use crate::families::Family;
@@ -244,42 +246,40 @@ impl<'a> Cx<'a, '_> {
         }
     }
 
-    /// `pksetexat k <sec> v` (Pika, 0 = no TTL) or `SET k v [PXAT ms]` (Redis).
+    /// The key set to `value` with `deadline_ms` (or none): `pksetexat k <sec> v` on Pika 3,
+    /// `set k v` + `expireat k <sec>` on Pika 4.0 (whose replicas misread `pksetexat`'s
+    /// timestamp), `set k v` without a deadline, or `SET k v [PXAT ms]` on Redis.
     fn set_with_deadline(
         &self,
         key: &'a [u8],
         value: &'a [u8],
         deadline_ms: Option<i64>,
-    ) -> Option<NewCommand<'a>> {
-        let (key, value) = (Arg::Bytes(key), Arg::Bytes(value));
+    ) -> Option<Commands<'a>> {
+        let (k, v) = (Arg::Bytes(key), Arg::Bytes(value));
         if self.pika() {
-            match deadline_ms {
-                Some(ms) => {
-                    let secs = secs_floor(ms);
-                    if secs <= 0 || secs > PIKA_MAX_TIMESTAMP_SECS {
-                        return None;
-                    }
-                    Some(NewCommand::of([
-                        lit("pksetexat"),
-                        key,
-                        Arg::Int(secs),
-                        value,
-                    ]))
+            let Some(ms) = deadline_ms else {
+                return Some(Commands::of([NewCommand::of([lit("set"), k, v])]));
+            };
+            let secs = secs_floor(ms);
+            if secs <= 0 || secs > PIKA_MAX_TIMESTAMP_SECS {
+                return None;
+            }
+            Some(match self.policy.pika_release {
+                PikaRelease::V3 => {
+                    Commands::of([NewCommand::of([lit("pksetexat"), k, Arg::Int(secs), v])])
                 }
-                None => Some(NewCommand::of([lit("set"), key, value])),
-            }
+                PikaRelease::V4 => Commands::of([
+                    NewCommand::of([lit("set"), k, v]),
+                    NewCommand::of([lit("expireat"), Arg::Bytes(key), Arg::Int(secs)]),
+                ]),
+            })
         } else {
-            match deadline_ms {
-                Some(ms) if ms > 0 => Some(NewCommand::of([
-                    lit("SET"),
-                    key,
-                    value,
-                    lit("PXAT"),
-                    Arg::Int(ms),
-                ])),
-                Some(_) => None,
-                None => Some(NewCommand::of([lit("SET"), key, value])),
-            }
+            let cmd = match deadline_ms {
+                Some(ms) if ms > 0 => NewCommand::of([lit("SET"), k, v, lit("PXAT"), Arg::Int(ms)]),
+                Some(_) => return None,
+                None => NewCommand::of([lit("SET"), k, v]),
+            };
+            Some(Commands::of([cmd]))
         }
     }
 
@@ -610,15 +610,15 @@ impl<'a> Cx<'a, '_> {
                     return Proposal::passed(family);
                 }
                 let first = (expired && self.pika()).then(|| self.del(key));
-                let last = match deadline {
+                let outcome = match deadline {
                     // Already expired on the master: the key must simply be gone.
-                    Some(ms) if self.already_expired(ms) => self.del(key),
+                    Some(ms) if self.already_expired(ms) => Commands::of([self.del(key)]),
                     _ => match self.set_with_deadline(key, value, deadline) {
                         Some(c) => c,
                         None => return Proposal::malformed(Some(family)),
                     },
                 };
-                Proposal::rewrite(family, Commands::preceded_by(first, last))
+                Proposal::rewrite(family, outcome.after(first))
             }
             Some(false) => {
                 // Pika logged a conditional SET that did nothing on the master.
@@ -682,7 +682,7 @@ impl<'a> Cx<'a, '_> {
         self.record_set(key, deadline);
         let first = (expired && self.pika()).then(|| self.del(key));
         match self.set_with_deadline(key, value, deadline) {
-            Some(last) => Proposal::rewrite(Family::Expire, Commands::preceded_by(first, last)),
+            Some(set) => Proposal::rewrite(Family::Expire, set.after(first)),
             None => Proposal::malformed(Some(Family::Expire)),
         }
     }
@@ -708,7 +708,8 @@ impl<'a> Cx<'a, '_> {
     }
 
     /// `pksetexat k <sec> v`: absolute already. A millisecond timestamp (Pika 4.0.1/4.0.2's
-    /// PSETEX bug) would stall the replica, so it is converted to seconds.
+    /// PSETEX bug) would stall the replica, so it is converted to seconds; a Pika 4.0 replica
+    /// misreads every real timestamp, so there it becomes `set` + `expireat`.
     fn pksetexat(&mut self) -> Proposal<'a> {
         let key = self.arg(1);
         let value = self.arg(3);
@@ -716,25 +717,25 @@ impl<'a> Cx<'a, '_> {
             return Proposal::malformed(Some(Family::Expire));
         };
         self.know(key);
+        let v4 = self.pika() && self.policy.pika_release == PikaRelease::V4;
         if ts == 0 {
             self.table.mark_persistent(self.db, key, self.track);
+            if v4 && value.is_empty() {
+                return Proposal::pass().with_risk(self.risk(key, 0, RiskCause::ValueLostByMaster));
+            }
             return Proposal::pass();
         }
-        if ts > PIKA_MAX_TIMESTAMP_SECS {
-            let secs = ts / 1000;
-            self.record_set(key, Some(secs.saturating_mul(1000)));
-            return match self.set_with_deadline(key, value, Some(secs.saturating_mul(1000))) {
-                Some(c) if self.pika() => Proposal::rewrite(Family::Expire, Commands::of([c])),
-                _ => Proposal::malformed(Some(Family::Expire)),
-            };
+        let millisecond_bug = ts > PIKA_MAX_TIMESTAMP_SECS;
+        let secs = if millisecond_bug { ts / 1000 } else { ts };
+        let deadline = secs.saturating_mul(1000);
+        self.record_set(key, Some(deadline));
+        if !(millisecond_bug || v4) {
+            return Proposal::pass();
         }
-        let deadline = ts.saturating_mul(1000);
-        if self.already_expired(deadline) {
-            self.table.mark_absent(self.db, key, self.track);
-        } else {
-            self.table.set_deadline(self.db, key, deadline);
+        match self.set_with_deadline(key, value, Some(deadline)) {
+            Some(c) if self.pika() => Proposal::rewrite(Family::Expire, c),
+            _ => Proposal::malformed(Some(Family::Expire)),
         }
-        Proposal::pass()
     }
 
     /// Apply an expiry-setting command's effect to the table, given whether the master could

@@ -269,3 +269,67 @@ fn pika_never_gets_a_timestamp_it_would_reject() {
     assert!(d.forwarded);
     assert_eq!(d.outcome, Outcome::Malformed);
 }
+
+/// What a Pika 4.0.1 master logged in the captured session (fixtures `pika-4.0.1`), and what a
+/// 4.0.1 replica must receive instead: it reads `pksetexat`'s timestamp as int32 ms.
+#[test]
+fn pika_4_0_never_receives_a_real_pksetexat() {
+    let mut s = Stream::new(Dialect::Pika);
+    s.policy.pika_release = PikaRelease::V4;
+    let t = 1_796_605_869_000;
+    // setex k 10 100, then incr k (logged with the new value and the same deadline).
+    assert_eq!(
+        s.emitted("pksetexat k 1796605879 100", t),
+        ["set k 100", "expireat k 1796605879"]
+    );
+    assert_eq!(
+        s.emitted("pksetexat k 1796605879 101", t + 1000),
+        ["set k 101", "expireat k 1796605879"]
+    );
+    assert_eq!(
+        s.table.lookup(0, b"k", t),
+        KeyKnowledge::Volatile(1_796_605_879_000)
+    );
+    // incr on a key without TTL: 0 means no TTL on 4.0.1 too.
+    assert_eq!(s.emitted("pksetexat fresh 0 1", t), ["pksetexat fresh 0 1"]);
+    assert_eq!(s.table.lookup(0, b"fresh", t), KeyKnowledge::Persistent);
+    // psetex: a millisecond timestamp, which the replica rejects for good.
+    assert_eq!(
+        s.emitted("pksetexat ps 1796605902760 v", t),
+        ["set ps v", "expireat ps 1796605902"]
+    );
+    // A write after the deadline overwrites whatever a replica still holds.
+    assert_eq!(
+        s.emitted("pksetexat ps 1796605999 w", 1_796_605_903_000),
+        ["set ps w", "expireat ps 1796605999"]
+    );
+    // SET … EX on an expired key: the old value goes first, then the 4.0 form.
+    assert_eq!(
+        s.emitted("SET ps x EX 10", 1_796_606_000_000),
+        ["del ps", "set ps x", "expireat ps 1796606010"]
+    );
+    // append on a missing key: the master logged an empty value; counted, not guessed.
+    let ran_empty = {
+        let entry = vec![
+            Bytes::from_static(b"pksetexat"),
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"0"),
+            Bytes::new(),
+        ];
+        rewrite(&entry, t, &mut s.state, &s.table, &s.policy)
+            .at_risk
+            .map(|r| r.cause)
+    };
+    assert_eq!(ran_empty, Some(RiskCause::ValueLostByMaster));
+    // The forms 4.0.1 applies correctly pass: expireat, and hincrby restated with expireat.
+    assert_eq!(
+        s.emitted("expireat h 1796605883", t),
+        ["expireat h 1796605883"]
+    );
+    // Pika 3 keeps pksetexat.
+    let mut v3 = Stream::new(Dialect::Pika);
+    assert_eq!(
+        v3.emitted("pksetexat k 1796605879 100", t),
+        ["pksetexat k 1796605879 100"]
+    );
+}

@@ -74,6 +74,7 @@ impl LinkRewriter {
             policy: Policy {
                 dialect: Dialect::Pika,
                 families,
+                pika_release: Default::default(),
             },
             touched: None,
             entries_since_prune: 0,

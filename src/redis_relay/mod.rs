@@ -172,6 +172,7 @@ pub async fn serve_on(
         policy: Policy {
             dialect: Dialect::Redis,
             families: shared.families.clone(),
+            pika_release: Default::default(),
         },
         cfg,
         shared,

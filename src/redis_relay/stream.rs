@@ -284,8 +284,8 @@ mod tests {
         let stream = fixture("propagation-stream.bin");
         let table = ExpiryTable::new(Baseline::NotVolatile);
         let policy = Policy {
-            dialect: engine::Dialect::Redis,
             families: crate::families::FamilySwitches::all_off(),
+            ..Policy::new(engine::Dialect::Redis)
         };
         let mut map = OffsetMap::new(0, 0, 0);
         let mut relay = StreamRelay::new(0, 0, 0);

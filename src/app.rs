@@ -39,11 +39,8 @@ fn run_relay(mode: Mode, args: &RelayArgs) -> ExitCode {
         print!("{}", settings.to_toml());
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = std::fs::create_dir_all(&settings.state_dir) {
-        eprintln!(
-            "error: invalid setting 'state-dir': cannot create {}: {e}",
-            settings.state_dir.display()
-        );
+    if let Err(e) = crate::state_dir::check_writable(&settings.state_dir) {
+        eprintln!("error: invalid setting 'state-dir': {e}");
         return ExitCode::from(2);
     }
     logging::init(settings.log_format, &settings.log_level);

@@ -194,6 +194,41 @@ fn invalid_settings_exit_2_with_one_line_naming_the_setting() {
     }
 }
 
+#[test]
+fn an_unwritable_state_dir_is_refused_at_start_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("regular-file");
+    write(&file, "x");
+    let under_file = file.join("state");
+    // Tests run as root, so permission bits prove nothing: a path under a regular file cannot
+    // be created by anyone, and /proc exists but takes no new files even from root.
+    for state in [under_file.to_str().unwrap(), "/proc"] {
+        for mode in ["redis", "pika"] {
+            let o = run(
+                &[
+                    mode,
+                    "--listen",
+                    "127.0.0.1:7000",
+                    "--master",
+                    "127.0.0.1:6379",
+                    "--admin",
+                    "127.0.0.1:1",
+                    "--state-dir",
+                    state,
+                ],
+                &[],
+            );
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{mode} {state}: {err}");
+            assert!(
+                err.starts_with("error: invalid setting 'state-dir': ") && err.contains(state),
+                "{mode} {state}: {err}"
+            );
+            assert_eq!(err.trim().lines().count(), 1, "{err}");
+        }
+    }
+}
+
 struct Proxy {
     child: Child,
 }

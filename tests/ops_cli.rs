@@ -95,6 +95,53 @@ fn settings_precedence_is_flag_then_env_then_file_then_default() {
 }
 
 #[test]
+fn print_config_output_loads_back_with_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    write(&token, "s3cret\n");
+    let o = run(
+        &[
+            "pika",
+            "--listen",
+            "127.0.0.1:7101",
+            "--master",
+            "127.0.0.1:9221",
+            "--admin",
+            "0.0.0.0:9121",
+            "--admin-token-file",
+            token.to_str().unwrap(),
+            "--state-dir",
+            "/tmp/s",
+            "--disable-family",
+            "hash",
+            "--print-config",
+        ],
+        &[("PIKA_TTL_PROXY_MASTER_PASSWORD", "hunter2")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o);
+    assert!(!printed.contains("hunter2") && printed.contains("<redacted>"));
+    let file = dir.path().join("printed.toml");
+    write(&file, &printed);
+    let again = run(
+        &["pika", "--config", file.to_str().unwrap(), "--print-config"],
+        &[],
+    );
+    assert!(again.status.success(), "{printed}\n{}", stderr(&again));
+    let keys = |t: &str| {
+        t.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&stdout(&again)), keys(&printed));
+    // The file names its relay.
+    let other = run(&["redis", "--config", file.to_str().unwrap(), "--print-config"], &[]);
+    assert_eq!(other.status.code(), Some(2));
+    assert!(stderr(&other).contains("'mode'"), "{}", stderr(&other));
+}
+
+#[test]
 fn invalid_settings_exit_2_with_one_line_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().to_str().unwrap();

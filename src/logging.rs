@@ -19,3 +19,14 @@ pub fn init(format: LogFormat, filter: &str) {
         eprintln!("logging already initialised: {e}");
     }
 }
+
+/// Bytes of a foreign server's answer quoted in the log: enough to recognise it (an HTTP
+/// status line, an SSH banner), short enough for one log line.
+const QUOTED_ANSWER: usize = 48;
+
+/// `bytes` (network data) as a short, escaped quotation for a log line.
+pub fn quote_answer(bytes: &[u8]) -> String {
+    let shown = &bytes[..bytes.len().min(QUOTED_ANSWER)];
+    let more = if bytes.len() > QUOTED_ANSWER { "…" } else { "" };
+    format!("\"{}{more}\"", shown.escape_ascii())
+}

@@ -444,3 +444,51 @@ fn admin_api_and_family_switches_on_a_live_proxy() {
     assert!(log.contains("SIGTERM"), "{log}");
     assert!(!log.contains("s3cret"));
 }
+
+#[test]
+fn a_master_that_is_no_redis_server_is_named_with_what_it_answered() {
+    use std::io::Read;
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let master = http.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in http.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = [0u8; 256];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let log_path = dir.path().join("proxy.log");
+    let _proxy = Proxy {
+        child: Command::new(BIN)
+            .args([
+                "redis",
+                "--listen",
+                &listen,
+                "--master",
+                &master,
+                "--admin",
+                &format!("127.0.0.1:{}", free_port()),
+                "--state-dir",
+                dir.path().join("state").to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    };
+    wait_until("the relay listens", || {
+        std::net::TcpStream::connect(&listen).is_ok()
+    });
+    // What a replica sends first; the proxy relays PING to the master.
+    let mut replica = std::net::TcpStream::connect(&listen).unwrap();
+    replica.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    wait_until("the foreign master is named in the log", || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        log.contains("not a Redis server")
+            && log.contains("\"HTTP/1.1 400 Bad Request\"")
+            && log.contains(&master)
+    });
+}

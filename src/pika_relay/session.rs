@@ -230,6 +230,8 @@ pub(crate) async fn run_link(
         codec,
         last_upstream: Instant::now(),
         hold: HoldClock::new(),
+        master_addr,
+        master_spoke: false,
     };
     stats::link_up(Side::Master, &link.name, true);
     tracing::info!(%peer, link = id, "replica connected; relaying to {master_addr}");
@@ -278,6 +280,10 @@ struct Link {
     last_upstream: Instant,
     /// How long the master's data waits in the proxy.
     hold: HoldClock,
+    /// The master's replication port.
+    master_addr: SocketAddr,
+    /// Whether the master sent one valid message yet.
+    master_spoke: bool,
 }
 
 /// Reads whole frames from one connection. `next` is cancel-safe (its only await point is a
@@ -286,6 +292,9 @@ struct FrameReader {
     half: OwnedReadHalf,
     buf: BytesMut,
     codec: FrameCodec,
+    /// The first bytes the peer sent, kept until it sent a valid message, to name a server
+    /// that is not a Pika master by what it answered.
+    opening: Vec<u8>,
 }
 
 impl FrameReader {
@@ -294,6 +303,7 @@ impl FrameReader {
             half,
             buf: BytesMut::with_capacity(64 * 1024),
             codec,
+            opening: Vec::new(),
         }
     }
 
@@ -310,7 +320,14 @@ impl FrameReader {
                 Ok(None) => {}
                 Err(e) => return Some(Err(e)),
             }
-            match self.half.read_buf(&mut self.buf).await {
+            let before = self.buf.len();
+            let read = self.half.read_buf(&mut self.buf).await;
+            if self.opening.len() < OPENING_KEPT {
+                let new = &self.buf[before..];
+                let room = OPENING_KEPT - self.opening.len();
+                self.opening.extend_from_slice(&new[..new.len().min(room)]);
+            }
+            match read {
                 Ok(0) if self.buf.is_empty() => return None,
                 Ok(0) => {
                     let missing = match self.codec.decode(&mut self.buf) {
@@ -327,6 +344,9 @@ impl FrameReader {
 }
 
 type Frames = FrameReader;
+
+/// Opening bytes of the master's connection kept for [`Link::unless_foreign`].
+const OPENING_KEPT: usize = 64;
 
 impl Link {
     async fn pump(
@@ -366,11 +386,16 @@ impl Link {
                                 Side::Master,
                                 std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the master closed the connection"),
                             )),
-                            Some(Err(e)) => return Err(frame_err(Side::Master, e)),
+                            Some(Err(e)) => {
+                                return Err(self.unless_foreign(&master, frame_err(Side::Master, e)))
+                            }
                             Some(Ok(body)) => {
                                 self.bytes.received(Side::Master, body.len() + 4);
                                 self.last_upstream = Instant::now();
-                                self.on_response(body).await?;
+                                if let Err(e) = self.on_response(body).await {
+                                    return Err(self.unless_foreign(&master, e));
+                                }
+                                self.master_spoke = true;
                             }
                         }
                         frame = master.next_buffered();
@@ -384,6 +409,25 @@ impl Link {
             }
             self.flush().await?;
         }
+    }
+
+    /// A master-side error before the master sent one valid message most likely means that
+    /// something other than a Pika master listens on its replication port (an HTTP server, a
+    /// Redis): the error then names the address and quotes what it answered.
+    fn unless_foreign(&self, master: &Frames, e: LinkError) -> LinkError {
+        let foreign = e.is_protocol_violation()
+            || matches!(&e, LinkError::Io(_, io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
+        if self.master_spoke || master.opening.is_empty() || !foreign {
+            return e;
+        }
+        LinkError::Protocol(
+            Side::Master,
+            format!(
+                "{} does not speak Pika's replication protocol (is --master a Pika server?): it answered {} ({e})",
+                self.master_addr,
+                crate::logging::quote_answer(&master.opening)
+            ),
+        )
     }
 
     /// Queues one frame for `side`; [`Link::flush`] writes it.

@@ -92,6 +92,10 @@ impl Ending {
                 stats::protocol_error(Side::Upstream, "reply");
                 Ending::fail("upstream_protocol", p)
             }
+            e @ UpstreamError::NotRedis(_) => {
+                stats::protocol_error(Side::Upstream, "not_redis");
+                Ending::fail("upstream_protocol", e.to_string())
+            }
             other => Ending::fail("upstream_io", other.to_string()),
         }
     }
@@ -179,8 +183,8 @@ pub(crate) async fn serve_connection(
     let label = session.label.clone();
     stats::disconnect(ending.reason);
     if ending.failure {
-        tracing::warn!(replica = %label, reason = ending.reason, error = %ending.detail,
-            "replica connection failed");
+        tracing::warn!(replica = %label, master = %ctx.cfg.master, reason = ending.reason,
+            error = %ending.detail, "replica connection failed");
     } else {
         tracing::info!(replica = %label, reason = ending.reason, "replica connection closed");
     }

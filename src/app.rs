@@ -57,12 +57,16 @@ fn run_relay(mode: Mode, args: &RelayArgs) -> ExitCode {
     runtime.block_on(run(settings))
 }
 
+/// Readiness of the Redis relay; README "Readiness" describes each state. Only conditions
+/// that end without an operator make it 503, so a probe that gates traffic can never lock
+/// replicas out of a proxy waiting for them.
 fn redis_readiness(registry: redis_relay::SessionRegistry) -> ReadinessSource {
     Arc::new(move || {
         let sessions = registry.snapshot();
         let mut reasons = Vec::new();
+        let mut notes = Vec::new();
         if sessions.is_empty() {
-            reasons.push("no replica is attached".to_string());
+            notes.push("no replica is attached".to_string());
         }
         for s in &sessions {
             if !s.upstream_link_up {
@@ -71,38 +75,68 @@ fn redis_readiness(registry: redis_relay::SessionRegistry) -> ReadinessSource {
                     s.replica
                 ));
             }
-            if !s.table_complete {
-                reasons.push(format!(
-                    "replica {}: expiry knowledge incomplete (no scanned full sync yet)",
-                    s.replica
-                ));
+            match s.phase {
+                redis_relay::Phase::Streaming => {
+                    if !s.table_complete {
+                        notes.push(format!(
+                            "replica {}: expiry knowledge incomplete: keys not written since the proxy last relayed a full sync are passed through unchanged (after an unclean stop or an unscanned payload); a full sync of the replica restores it",
+                            s.replica
+                        ));
+                    }
+                }
+                phase => reasons.push(format!(
+                    "replica {}: synchronising ({})",
+                    s.replica,
+                    phase.name()
+                )),
             }
         }
         Readiness {
             ready: reasons.is_empty(),
             reasons,
+            notes,
             replicas: sessions.len(),
         }
     })
 }
 
+/// Readiness of the Pika relay, with the same rule as [`redis_readiness`].
 fn pika_readiness(registry: pika_relay::SessionRegistry) -> ReadinessSource {
     Arc::new(move || {
         let links = registry.snapshot();
         let mut reasons = Vec::new();
-        if links.is_empty() {
-            reasons.push("no replica is attached".to_string());
+        let mut notes = Vec::new();
+        // A connection that has not named its replica yet (a probe, a replica mid-handshake)
+        // is not a replica being served.
+        let attached = links.iter().filter(|l| !l.dbs.is_empty()).count();
+        if attached == 0 {
+            notes.push("no replica is attached".to_string());
         }
-        for l in &links {
+        for l in links.iter().filter(|l| !l.dbs.is_empty()) {
             let who = l.replica.clone().unwrap_or_else(|| l.peer.clone());
             if !l.upstream_up {
                 reasons.push(format!(
                     "replica {who}: upstream link to the master is down"
                 ));
             }
-            for db in l.dbs.iter().filter(|d| !d.table_complete) {
-                reasons.push(format!(
-                    "replica {who} {}: expiry knowledge incomplete (enable --warmup scan)",
+            for db in &l.dbs {
+                if db.phase != "streaming" {
+                    reasons.push(format!(
+                        "replica {who} {}: synchronising ({})",
+                        db.db, db.phase
+                    ));
+                    continue;
+                }
+                if db.table_complete {
+                    continue;
+                }
+                let why = match db.warmup {
+                    "running" => "warm-up scan in progress",
+                    "off" => "no warm-up: start with --warmup scan (or --empty-at-origin)",
+                    _ => "the warm-up scan did not complete (see the log)",
+                };
+                notes.push(format!(
+                    "replica {who} {}: expiry knowledge incomplete: {why}",
                     db.db
                 ));
             }
@@ -110,7 +144,8 @@ fn pika_readiness(registry: pika_relay::SessionRegistry) -> ReadinessSource {
         Readiness {
             ready: reasons.is_empty(),
             reasons,
-            replicas: links.len(),
+            notes,
+            replicas: attached,
         }
     })
 }

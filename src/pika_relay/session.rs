@@ -26,7 +26,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{PikaRelayConfig, REPLICATION_PORT_OFFSET};
+use super::config::{PikaRelayConfig, WarmupMode, REPLICATION_PORT_OFFSET};
 use super::error::{LinkError, Side};
 use super::inflight::Inflight;
 use super::map_commit::CommittedMap;
@@ -1013,6 +1013,12 @@ impl Link {
                     .as_ref()
                     .map(|rw| (rw.table().is_complete(), rw.table().len()))
                     .unwrap_or((false, 0));
+                let warmup = match (&db.warmup, self.setup.cfg.warmup) {
+                    (Some(_), _) => "running",
+                    (None, WarmupMode::Off) => "off",
+                    (None, _) if table_complete => "done",
+                    (None, _) => "failed",
+                };
                 let lag_b = lag_bytes(db.master_latest, db.acked_master, file_size);
                 let lag_s = lag_seconds(&db.inflight);
                 let points = db.map.points() + db.inflight.len();
@@ -1026,6 +1032,7 @@ impl Link {
                     offset_map_points: points,
                     table_complete,
                     table_keys,
+                    warmup,
                     lag_bytes: lag_b,
                     lag_seconds: lag_s,
                     acked_master: db.acked_master.to_string(),

@@ -19,8 +19,8 @@ const SHUTDOWN_BUDGET: std::time::Duration = std::time::Duration::from_secs(30);
 pub fn main_entry() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Redis(args) => run_relay(Mode::Redis, &args),
-        Command::Pika(args) => run_relay(Mode::Pika, &args),
+        Command::Redis(args) => run_relay(Mode::Redis, &args.into_relay()),
+        Command::Pika(args) => run_relay(Mode::Pika, &args.into_relay()),
         Command::Families(args) => cli::families(&args),
         Command::Healthcheck(args) => cli::healthcheck(&args),
         Command::ModelReplay(args) => model_replay(&args),

@@ -33,10 +33,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Relay between a Redis (7.x) or Valkey master and its replicas (`replicaof <listen>`).
-    Redis(RelayArgs),
+    Redis(RedisArgs),
     /// Relay between a Pika (3.1+) master and its replicas (`slaveof <listen>`); serves the
     /// listen port P, P+2000 (replication) and P+10001 (full-sync files).
-    Pika(RelayArgs),
+    Pika(PikaArgs),
     /// List or switch rewriting per command family on a running proxy.
     Families(FamiliesArgs),
     /// Exit 0 when the proxy's admin API answers /healthz (for container health checks).
@@ -56,7 +56,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Flags of `pika-ttl-proxy redis|pika`.
+/// Flags of `pika-ttl-proxy redis|pika`: the flags both relays take, and (skipped by clap,
+/// filled from [`RedisArgs`] or [`PikaArgs`]) those of one relay, so that each subcommand's
+/// help lists only what it reads.
 #[derive(Debug, Args, Default)]
 pub struct RelayArgs {
     /// Address replicas connect to (their `replicaof`/`slaveof` target). Pika mode also serves
@@ -99,15 +101,43 @@ pub struct RelayArgs {
         value_delimiter = ','
     )]
     pub disable_family: Vec<String>,
-    /// User for the proxy's own AUTH to the master (Redis ACL user).
-    #[arg(long, env = "PIKA_TTL_PROXY_MASTER_USER")]
-    pub master_user: Option<String>,
     /// Password for the proxy's own AUTH to the master (prefer the file or the env var).
     #[arg(long, env = "PIKA_TTL_PROXY_MASTER_PASSWORD", hide_env_values = true)]
     pub master_password: Option<String>,
     /// File holding the master password.
     #[arg(long, env = "PIKA_TTL_PROXY_MASTER_PASSWORD_FILE", value_name = "FILE")]
     pub master_password_file: Option<PathBuf>,
+    /// Redis: user for the proxy's own AUTH to the master (from [`RedisArgs`]).
+    #[arg(skip)]
+    pub master_user: Option<String>,
+    /// Redis: per-replica output limit (from [`RedisArgs`]).
+    #[arg(skip)]
+    pub replica_output_buffer_limit: Option<u64>,
+    /// Pika: the master's binlog file size (from [`PikaArgs`]).
+    #[arg(skip)]
+    pub binlog_file_size: Option<u64>,
+    /// Pika: warm-up mode (from [`PikaArgs`]).
+    #[arg(skip)]
+    pub warmup: Option<String>,
+    /// Pika: warm-up rate (from [`PikaArgs`]).
+    #[arg(skip)]
+    pub warmup_rate: Option<u32>,
+    /// Pika: keys without history do not exist (from [`PikaArgs`]).
+    #[arg(skip)]
+    pub empty_at_origin: bool,
+    /// Print the effective settings (secrets redacted) as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// `pika-ttl-proxy redis`.
+#[derive(Debug, Args, Default)]
+pub struct RedisArgs {
+    #[command(flatten)]
+    relay: RelayArgs,
+    /// User for the proxy's own AUTH to the master (Redis ACL user).
+    #[arg(long, env = "PIKA_TTL_PROXY_MASTER_USER")]
+    pub master_user: Option<String>,
     /// Bytes queued towards one replica before the proxy stops reading that replica's upstream
     /// link, so a slow replica cannot grow the proxy's memory [default: 67108864].
     #[arg(
@@ -116,24 +146,52 @@ pub struct RelayArgs {
         value_name = "BYTES"
     )]
     pub replica_output_buffer_limit: Option<u64>,
+}
+
+impl RedisArgs {
+    /// All flags, merged into the shape [`Settings::from_args`] reads.
+    pub fn into_relay(self) -> RelayArgs {
+        RelayArgs {
+            master_user: self.master_user,
+            replica_output_buffer_limit: self.replica_output_buffer_limit,
+            ..self.relay
+        }
+    }
+}
+
+/// `pika-ttl-proxy pika`.
+#[derive(Debug, Args, Default)]
+pub struct PikaArgs {
+    #[command(flatten)]
+    relay: RelayArgs,
     /// Pika's `binlog-file-size` on the master, to express lag in bytes [default: 104857600].
     #[arg(long, env = "PIKA_TTL_PROXY_BINLOG_FILE_SIZE", value_name = "BYTES")]
     pub binlog_file_size: Option<u64>,
-    /// Pika only: scan the master (SCAN + PTTL) per upstream link to learn the TTLs of keys
+    /// Scan the master (SCAN + PTTL) per upstream link to learn the TTLs of keys
     /// that existed before the proxy: `off` or `scan` [default: off].
     #[arg(long, env = "PIKA_TTL_PROXY_WARMUP", value_name = "off|scan")]
     pub warmup: Option<String>,
-    /// Pika only: keys per second the warm-up scan may read [default: 10000].
+    /// Keys per second the warm-up scan may read [default: 10000].
     #[arg(long, env = "PIKA_TTL_PROXY_WARMUP_RATE", value_name = "KEYS")]
     pub warmup_rate: Option<u32>,
-    /// Pika only: the master's data set started empty and every write went through the binlog
+    /// The master's data set started empty and every write went through the binlog
     /// the proxy sees, so a key without history does not exist. Wrong for a master holding
     /// older data: leave off unless that is certain.
     #[arg(long, env = "PIKA_TTL_PROXY_EMPTY_AT_ORIGIN")]
     pub empty_at_origin: bool,
-    /// Print the effective settings (secrets redacted) as TOML and exit.
-    #[arg(long)]
-    pub print_config: bool,
+}
+
+impl PikaArgs {
+    /// All flags, merged into the shape [`Settings::from_args`] reads.
+    pub fn into_relay(self) -> RelayArgs {
+        RelayArgs {
+            binlog_file_size: self.binlog_file_size,
+            warmup: self.warmup,
+            warmup_rate: self.warmup_rate,
+            empty_at_origin: self.empty_at_origin,
+            ..self.relay
+        }
+    }
 }
 
 /// Where the admin API is, for the client subcommands.

@@ -142,6 +142,36 @@ fn print_config_output_loads_back_with_config() {
 }
 
 #[test]
+fn each_relay_help_lists_only_its_flags() {
+    let help = |mode: &str| {
+        let o = run(&[mode, "--help"], &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let (redis, pika) = (help("redis"), help("pika"));
+    let redis_only = ["--master-user", "--replica-output-buffer-limit"];
+    let pika_only = [
+        "--warmup ",
+        "--warmup-rate",
+        "--empty-at-origin",
+        "--binlog-file-size",
+    ];
+    let both = ["--listen", "--master ", "--admin ", "--state-dir", "--config"];
+    for flag in redis_only {
+        assert!(redis.contains(flag) && !pika.contains(flag), "{flag}");
+    }
+    for flag in pika_only {
+        assert!(pika.contains(flag) && !redis.contains(flag), "{flag}");
+    }
+    for flag in both {
+        assert!(redis.contains(flag) && pika.contains(flag), "{flag}");
+    }
+    // A flag of the other relay is a usage error, not silently ignored.
+    let o = run(&["redis", "--warmup", "scan", "--print-config"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
 fn invalid_settings_exit_2_with_one_line_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().to_str().unwrap();

@@ -95,7 +95,14 @@ fn fail(message: impl AsRef<str>) -> ExitCode {
 /// `pika-ttl-proxy families …`.
 pub fn families(args: &FamiliesArgs) -> ExitCode {
     let client = &args.client;
-    let token = client.admin_token.as_deref();
+    let token = match client.token() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let token = token.as_deref();
     let answer = match &args.action {
         FamiliesAction::List => request(&client.admin, "GET", "/families", token, None),
         FamiliesAction::Enable { name } | FamiliesAction::Disable { name } => {

@@ -200,7 +200,7 @@ pub struct AdminClientArgs {
     /// Admin API address of the running proxy.
     #[arg(long, global = true, env = "PIKA_TTL_PROXY_ADMIN", default_value = DEFAULT_ADMIN, value_name = "HOST:PORT")]
     pub admin: String,
-    /// Bearer token for mutating calls.
+    /// Bearer token for mutating calls (prefer the file or the env var).
     #[arg(
         long,
         global = true,
@@ -208,6 +208,25 @@ pub struct AdminClientArgs {
         hide_env_values = true
     )]
     pub admin_token: Option<String>,
+    /// File holding the bearer token (the same file the proxy reads).
+    #[arg(
+        long,
+        global = true,
+        env = "PIKA_TTL_PROXY_ADMIN_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl AdminClientArgs {
+    /// The token to send: `--admin-token` (or its env var) if non-empty, else the file's.
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+        match (&self.admin_token, &self.admin_token_file) {
+            (Some(t), _) if !t.is_empty() => Ok(Some(t.clone())),
+            (_, Some(path)) => read_secret("admin-token-file", path).map(Some),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// `families list|enable|disable NAME`.

@@ -437,6 +437,40 @@ fn admin_api_and_family_switches_on_a_live_proxy() {
     );
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert_eq!(stdout(&ok).trim(), "string-counter: off");
+    // The token from the file the proxy itself reads.
+    let from_file = run(
+        &[
+            "families",
+            "disable",
+            "hash",
+            "--admin",
+            &admin,
+            "--admin-token-file",
+            token_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(from_file.status.success(), "{}", stderr(&from_file));
+    assert_eq!(stdout(&from_file).trim(), "hash: off");
+    let missing = run(
+        &[
+            "families",
+            "enable",
+            "hash",
+            "--admin",
+            &admin,
+            "--admin-token-file",
+            "/nonexistent/token",
+        ],
+        &[],
+    );
+    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
+    assert!(stderr(&missing).contains("'admin-token-file'"));
+    let back_on = run(
+        &["families", "enable", "hash", "--admin", &admin],
+        &[("PIKA_TTL_PROXY_ADMIN_TOKEN_FILE", token_file.to_str().unwrap())],
+    );
+    assert!(back_on.status.success(), "{}", stderr(&back_on));
     let _: i64 = redis::cmd("INCR").arg("key1").query(&mut m).unwrap();
     let _: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut m).unwrap();
     let (_, metrics) = admin_get(&admin, "/metrics");

@@ -517,10 +517,9 @@ impl Settings {
             &file.admin_token_file,
         ) {
             (Some(t), _, _) if !t.is_empty() => (Some(t.clone()), None),
-            (_, Some(p), _) | (_, None, Some(p)) => (
-                Some(read_secret("admin-token-file", p)?),
-                Some(p.clone()),
-            ),
+            (_, Some(p), _) | (_, None, Some(p)) => {
+                (Some(read_secret("admin-token-file", p)?), Some(p.clone()))
+            }
             _ => (None, None),
         };
         if !is_loopback(&admin) && admin_token.is_none() {
@@ -664,7 +663,10 @@ impl Settings {
             self.mode.name()
         );
         if let Some(path) = &self.config {
-            out.push_str(&format!("# Merged from the config file {}.\n", path.display()));
+            out.push_str(&format!(
+                "# Merged from the config file {}.\n",
+                path.display()
+            ));
         }
         if self.admin_token.is_some() && self.admin_token_file.is_none() {
             out.push_str(

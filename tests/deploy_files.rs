@@ -447,8 +447,10 @@ fn the_release_binary_carries_no_debug_info_and_benches_keep_it() {
             .unwrap_or_else(|| panic!("[profile.{name}]"))
     };
     let debug_off = |v: Option<&toml::Value>| {
-        matches!(v, None | Some(toml::Value::Integer(0)) | Some(toml::Value::Boolean(false)))
-            || matches!(v, Some(toml::Value::String(s)) if s == "none")
+        matches!(
+            v,
+            None | Some(toml::Value::Integer(0)) | Some(toml::Value::Boolean(false))
+        ) || matches!(v, Some(toml::Value::String(s)) if s == "none")
     };
     let release = profile("release");
     let split = release.get("split-debuginfo").and_then(|v| v.as_str());

@@ -136,7 +136,15 @@ fn print_config_output_loads_back_with_config() {
     };
     assert_eq!(keys(&stdout(&again)), keys(&printed));
     // The file names its relay.
-    let other = run(&["redis", "--config", file.to_str().unwrap(), "--print-config"], &[]);
+    let other = run(
+        &[
+            "redis",
+            "--config",
+            file.to_str().unwrap(),
+            "--print-config",
+        ],
+        &[],
+    );
     assert_eq!(other.status.code(), Some(2));
     assert!(stderr(&other).contains("'mode'"), "{}", stderr(&other));
 }
@@ -156,7 +164,13 @@ fn each_relay_help_lists_only_its_flags() {
         "--empty-at-origin",
         "--binlog-file-size",
     ];
-    let both = ["--listen", "--master ", "--admin ", "--state-dir", "--config"];
+    let both = [
+        "--listen",
+        "--master ",
+        "--admin ",
+        "--state-dir",
+        "--config",
+    ];
     for flag in redis_only {
         assert!(redis.contains(flag) && !pika.contains(flag), "{flag}");
     }
@@ -468,7 +482,10 @@ fn admin_api_and_family_switches_on_a_live_proxy() {
     assert!(stderr(&missing).contains("'admin-token-file'"));
     let back_on = run(
         &["families", "enable", "hash", "--admin", &admin],
-        &[("PIKA_TTL_PROXY_ADMIN_TOKEN_FILE", token_file.to_str().unwrap())],
+        &[(
+            "PIKA_TTL_PROXY_ADMIN_TOKEN_FILE",
+            token_file.to_str().unwrap(),
+        )],
     );
     assert!(back_on.status.success(), "{}", stderr(&back_on));
     let _: i64 = redis::cmd("INCR").arg("key1").query(&mut m).unwrap();
@@ -602,11 +619,14 @@ fn readyz_is_not_stuck_after_a_crash() {
     signal(&proxy.child, "-KILL");
     let _ = proxy.child.wait();
     let _proxy = start_redis_proxy(dir.path(), listen, master.port, &admin, "proxy.log");
-    wait_until("ready again after the crash, knowledge noted as incomplete", || {
-        pika_ttl_proxy::cli::request(&admin, "GET", "/readyz", None, None).is_ok_and(|a| {
-            a.status == 200
-                && a.body.contains("\"replicas\":1")
-                && a.body.contains("expiry knowledge incomplete")
-        })
-    });
+    wait_until(
+        "ready again after the crash, knowledge noted as incomplete",
+        || {
+            pika_ttl_proxy::cli::request(&admin, "GET", "/readyz", None, None).is_ok_and(|a| {
+                a.status == 200
+                    && a.body.contains("\"replicas\":1")
+                    && a.body.contains("expiry knowledge incomplete")
+            })
+        },
+    );
 }

@@ -148,7 +148,7 @@ async fn switch_family(
         }
     };
     let was = state.families.set(family, switch.enabled);
-    metrics::gauge!("pika_ttl_proxy_family_enabled", "family" => family.name())
+    metrics::gauge!(crate::metrics::names::FAMILY_ENABLED, "family" => family.name())
         .set(if switch.enabled { 1.0 } else { 0.0 });
     if was != switch.enabled {
         tracing::info!(

@@ -152,7 +152,7 @@ fn pika_readiness(registry: pika_relay::SessionRegistry) -> ReadinessSource {
 
 fn publish_family_gauges(families: &FamilySwitches) {
     for (f, on) in families.snapshot() {
-        metrics::gauge!("pika_ttl_proxy_family_enabled", "family" => f.name()).set(if on {
+        metrics::gauge!(crate::metrics::names::FAMILY_ENABLED, "family" => f.name()).set(if on {
             1.0
         } else {
             0.0
@@ -192,6 +192,10 @@ async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    crate::metrics::register_zeroes(match settings.mode {
+        Mode::Redis => "redis",
+        Mode::Pika => "pika",
+    });
     let families = settings.family_switches();
     publish_family_gauges(&families);
     let shutdown = CancellationToken::new();

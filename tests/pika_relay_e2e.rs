@@ -1020,7 +1020,7 @@ async fn metrics_show_rewrites_and_forget_a_closed_link() {
     };
     let replica = format!("127.0.0.1:{REPLICA_PORT}");
     let rewritten = r#"pika_ttl_proxy_entries_total{dialect="pika",family="string-counter",outcome="rewritten"}"#;
-    let link = format!(r#"pika_ttl_proxy_link_up{{side="replica",replica="{replica}"}}"#);
+    let link = format!(r#"pika_ttl_proxy_link_up{{side="downstream",replica="{replica}"}}"#);
     assert!(
         wait_until(PATIENCE, || series(&rig.proxy.metrics(), rewritten)
             == Some(1.0))
@@ -1040,7 +1040,7 @@ async fn metrics_show_rewrites_and_forget_a_closed_link() {
     assert!(
         series(
             &text,
-            r#"pika_ttl_proxy_bytes_total{direction="in",side="master"}"#
+            r#"pika_ttl_proxy_bytes_total{direction="in",side="upstream"}"#
         ) > Some(0.0),
         "{text}"
     );
@@ -1079,4 +1079,12 @@ async fn metrics_show_rewrites_and_forget_a_closed_link() {
     );
     let text = rig.proxy.metrics();
     assert_eq!(series(&text, &lag), Some(0.0), "{text}");
+    // Like the Redis relay, the Pika relay counts how replica connections end.
+    assert!(
+        series(
+            &text,
+            r#"pika_ttl_proxy_replica_disconnects_total{reason="replica_closed"}"#
+        ) >= Some(1.0),
+        "{text}"
+    );
 }

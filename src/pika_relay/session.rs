@@ -56,6 +56,8 @@ const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// Margin added to a replica's lag when deciding whether an entry is at risk: Pika's expiry has
 /// one-second precision.
 const AT_RISK_MARGIN_MS: i64 = 1000;
+/// At most one at-risk warning per link per this interval.
+const RISK_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Handshake phase of one DB of a link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,6 +210,7 @@ pub(crate) async fn run_link(
     };
     let Some(upstream) = upstream else {
         stats::link_up(Side::Replica, &replica_label, false);
+        stats::disconnect("upstream_unreachable");
         setup.shared.sessions.remove(id);
         return;
     };
@@ -232,6 +235,7 @@ pub(crate) async fn run_link(
         hold: HoldClock::new(),
         master_addr,
         master_spoke: false,
+        risk_log: crate::logging::Throttle::new(RISK_LOG_INTERVAL),
     };
     stats::link_up(Side::Master, &link.name, true);
     tracing::info!(%peer, link = id, "replica connected; relaying to {master_addr}");
@@ -240,9 +244,14 @@ pub(crate) async fn run_link(
         .pump(
             FrameReader::new(replica_r, codec),
             FrameReader::new(master_r, codec),
-            cancel,
+            cancel.clone(),
         )
         .await;
+    stats::disconnect(match &result {
+        Ok(()) if cancel.is_cancelled() => "shutdown",
+        Ok(()) => "replica_closed",
+        Err(e) => e.disconnect_reason(),
+    });
     match &result {
         Ok(()) => tracing::info!(replica = %link.name, link = id, "link closed"),
         Err(e) => {
@@ -284,6 +293,8 @@ struct Link {
     master_addr: SocketAddr,
     /// Whether the master sent one valid message yet.
     master_spoke: bool,
+    /// At-risk warnings of this link.
+    risk_log: crate::logging::Throttle,
 }
 
 /// Reads whole frames from one connection. `next` is cancel-safe (its only await point is a
@@ -937,15 +948,21 @@ impl Link {
         if !out.at_risk.is_empty() {
             let lag_ms = lag_seconds(&db.inflight) as i64 * 1000;
             let horizon = now_ms() + lag_ms + AT_RISK_MARGIN_MS;
+            let mut first = None;
+            let mut count = 0u64;
             for (family, risk) in &out.at_risk {
                 if risk.old_deadline_ms <= horizon {
                     stats::at_risk(*family);
-                    tracing::warn!(
-                        replica = %name, db = %key, key = %String::from_utf8_lossy(&risk.key),
-                        old_deadline_ms = risk.old_deadline_ms,
-                        "a TTL change may reach the replica after the key's old deadline; the replica may have dropped the key"
-                    );
+                    first.get_or_insert(risk);
+                    count += 1;
                 }
+            }
+            if let (Some(risk), Some(count)) = (first, self.risk_log.admit(count)) {
+                tracing::warn!(
+                    replica = %name, db = %key, key = %String::from_utf8_lossy(&risk.key),
+                    old_deadline_ms = risk.old_deadline_ms, count,
+                    "a TTL change may reach the replica after the key's old deadline; the replica may have dropped the key (count: this and the suppressed ones since the last line)"
+                );
             }
         }
         let Some(forwarded) = out.forwarded else {
@@ -1022,9 +1039,6 @@ impl Link {
                 let lag_b = lag_bytes(db.master_latest, db.acked_master, file_size);
                 let lag_s = lag_seconds(&db.inflight);
                 let points = db.map.points() + db.inflight.len();
-                stats::lag(&self.name, lag_b, lag_s);
-                stats::offset_map_points(&self.name, points);
-                stats::expiry_table(table_keys, table_complete);
                 DbLinkStatus {
                     db: db.name.clone(),
                     phase: db.phase.name(),
@@ -1041,6 +1055,11 @@ impl Link {
             })
             .collect();
         dbs.sort_by(|a, b| a.db.cmp(&b.db));
+        // One series per replica: its most lagging DB, and the points of all its DBs.
+        let lag_b = dbs.iter().map(|d| d.lag_bytes).max().unwrap_or(0);
+        let lag_s = dbs.iter().map(|d| d.lag_seconds).fold(0.0, f64::max);
+        stats::lag(&self.name, lag_b, lag_s);
+        stats::offset_map_points(&self.name, dbs.iter().map(|d| d.offset_map_points).sum());
         self.setup.shared.sessions.update(LinkStatus {
             id: self.id,
             peer: self.peer.to_string(),
@@ -1049,6 +1068,7 @@ impl Link {
             upstream_up: true,
             dbs,
         });
+        publish_tables(&self.setup.shared);
     }
 
     async fn close(mut self) {
@@ -1067,7 +1087,23 @@ impl Link {
         let _ = self.up.shutdown().await;
         stats::forget_replica(&self.name);
         self.setup.shared.sessions.remove(self.id);
+        publish_tables(&self.setup.shared);
     }
+}
+
+/// The expiry-table gauges over every streaming DB of every link (each link reporting its
+/// own made the gauges show whichever link ticked last).
+fn publish_tables(shared: &PikaRelayShared) {
+    let (keys, complete) = shared
+        .sessions
+        .snapshot()
+        .iter()
+        .flat_map(|l| l.dbs.iter())
+        .filter(|d| d.phase == "streaming")
+        .fold((0, true), |(keys, complete), d| {
+            (keys + d.table_keys, complete && d.table_complete)
+        });
+    stats::expiry_tables(keys, complete);
 }
 
 /// Seconds (master clock) the oldest unacknowledged item has waited; 0 when caught up.

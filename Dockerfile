@@ -26,6 +26,7 @@ RUN groupadd --system --gid 10001 proxy \
 COPY --from=build /build/target/release/pika-ttl-proxy /usr/local/bin/pika-ttl-proxy
 
 ENV PIKA_TTL_PROXY_LISTEN=0.0.0.0:6380 \
+    PIKA_TTL_PROXY_ADMIN=127.0.0.1:9121 \
     PIKA_TTL_PROXY_STATE_DIR=/var/lib/pika-ttl-proxy \
     PIKA_TTL_PROXY_LOG_FORMAT=json \
     PIKA_TTL_PROXY_LOG_LEVEL=info
@@ -34,7 +35,9 @@ ENV PIKA_TTL_PROXY_LISTEN=0.0.0.0:6380 \
 EXPOSE 6380 9221 11221 19222 9121
 VOLUME ["/var/lib/pika-ttl-proxy"]
 USER 10001:10001
+# No address here: the probe reads PIKA_TTL_PROXY_ADMIN like the relay does, so it follows
+# a moved admin port (a wildcard address is probed on loopback).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-    CMD ["pika-ttl-proxy", "healthcheck", "--admin", "127.0.0.1:9121"]
+    CMD ["pika-ttl-proxy", "healthcheck"]
 ENTRYPOINT ["pika-ttl-proxy"]
 CMD ["redis"]

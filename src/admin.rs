@@ -21,8 +21,12 @@ use tokio_util::sync::CancellationToken;
 pub struct Readiness {
     /// Ready to serve.
     pub ready: bool,
-    /// Why not (empty when ready).
+    /// Why not (empty when ready): conditions that end by themselves (a sync in progress, a
+    /// master link being re-established).
     pub reasons: Vec<String>,
+    /// What is degraded but does not stop the proxy from serving (no replica yet, incomplete
+    /// expiry knowledge): reported, never a reason for 503, since only an operator ends them.
+    pub notes: Vec<String>,
     /// Replica sessions the relay knows.
     pub replicas: usize,
 }
@@ -144,7 +148,7 @@ async fn switch_family(
         }
     };
     let was = state.families.set(family, switch.enabled);
-    metrics::gauge!("pika_ttl_proxy_family_enabled", "family" => family.name())
+    metrics::gauge!(crate::metrics::names::FAMILY_ENABLED, "family" => family.name())
         .set(if switch.enabled { 1.0 } else { 0.0 });
     if was != switch.enabled {
         tracing::info!(

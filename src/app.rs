@@ -19,8 +19,8 @@ const SHUTDOWN_BUDGET: std::time::Duration = std::time::Duration::from_secs(30);
 pub fn main_entry() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Redis(args) => run_relay(Mode::Redis, &args),
-        Command::Pika(args) => run_relay(Mode::Pika, &args),
+        Command::Redis(args) => run_relay(Mode::Redis, &args.into_relay()),
+        Command::Pika(args) => run_relay(Mode::Pika, &args.into_relay()),
         Command::Families(args) => cli::families(&args),
         Command::Healthcheck(args) => cli::healthcheck(&args),
         Command::ModelReplay(args) => model_replay(&args),
@@ -39,11 +39,8 @@ fn run_relay(mode: Mode, args: &RelayArgs) -> ExitCode {
         print!("{}", settings.to_toml());
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = std::fs::create_dir_all(&settings.state_dir) {
-        eprintln!(
-            "error: invalid setting 'state-dir': cannot create {}: {e}",
-            settings.state_dir.display()
-        );
+    if let Err(e) = crate::state_dir::check_writable(&settings.state_dir) {
+        eprintln!("error: invalid setting 'state-dir': {e}");
         return ExitCode::from(2);
     }
     logging::init(settings.log_format, &settings.log_level);
@@ -60,12 +57,16 @@ fn run_relay(mode: Mode, args: &RelayArgs) -> ExitCode {
     runtime.block_on(run(settings))
 }
 
+/// Readiness of the Redis relay; README "Readiness" describes each state. Only conditions
+/// that end without an operator make it 503, so a probe that gates traffic can never lock
+/// replicas out of a proxy waiting for them.
 fn redis_readiness(registry: redis_relay::SessionRegistry) -> ReadinessSource {
     Arc::new(move || {
         let sessions = registry.snapshot();
         let mut reasons = Vec::new();
+        let mut notes = Vec::new();
         if sessions.is_empty() {
-            reasons.push("no replica is attached".to_string());
+            notes.push("no replica is attached".to_string());
         }
         for s in &sessions {
             if !s.upstream_link_up {
@@ -74,38 +75,73 @@ fn redis_readiness(registry: redis_relay::SessionRegistry) -> ReadinessSource {
                     s.replica
                 ));
             }
-            if !s.table_complete {
-                reasons.push(format!(
-                    "replica {}: expiry knowledge incomplete (no scanned full sync yet)",
-                    s.replica
-                ));
+            match s.phase {
+                redis_relay::Phase::Streaming => {
+                    if !s.table_complete {
+                        notes.push(format!(
+                            "replica {}: expiry knowledge incomplete: keys not written since the proxy last relayed a full sync are passed through unchanged (after an unclean stop or an unscanned payload); a full sync of the replica restores it",
+                            s.replica
+                        ));
+                    }
+                }
+                phase => reasons.push(format!(
+                    "replica {}: synchronising ({})",
+                    s.replica,
+                    phase.name()
+                )),
             }
         }
         Readiness {
             ready: reasons.is_empty(),
             reasons,
+            notes,
             replicas: sessions.len(),
         }
     })
 }
 
+/// Readiness of the Pika relay, with the same rule as [`redis_readiness`].
 fn pika_readiness(registry: pika_relay::SessionRegistry) -> ReadinessSource {
     Arc::new(move || {
         let links = registry.snapshot();
         let mut reasons = Vec::new();
-        if links.is_empty() {
-            reasons.push("no replica is attached".to_string());
+        let mut notes = Vec::new();
+        // A connection that has not named its replica yet (a probe, a replica mid-handshake)
+        // is not a replica being served.
+        let attached = links.iter().filter(|l| !l.dbs.is_empty()).count();
+        if attached == 0 {
+            notes.push("no replica is attached".to_string());
         }
-        for l in &links {
+        for l in links.iter().filter(|l| !l.dbs.is_empty()) {
             let who = l.replica.clone().unwrap_or_else(|| l.peer.clone());
             if !l.upstream_up {
                 reasons.push(format!(
                     "replica {who}: upstream link to the master is down"
                 ));
             }
-            for db in l.dbs.iter().filter(|d| !d.table_complete) {
-                reasons.push(format!(
-                    "replica {who} {}: expiry knowledge incomplete (warm-up scan running, or --warmup off)",
+            for db in &l.dbs {
+                if db.phase != "streaming" {
+                    reasons.push(format!(
+                        "replica {who} {}: synchronising ({})",
+                        db.db, db.phase
+                    ));
+                    continue;
+                }
+                if db.table_complete {
+                    continue;
+                }
+                // A running warm-up ends by itself: until it merges, entries on keys it has not
+                // settled pass as unknown_key, so the replica is not yet fully served.
+                let (why, list) = match db.warmup {
+                    "running" => ("warm-up scan in progress", &mut reasons),
+                    "off" => (
+                        "no warm-up: start with --warmup scan (or --empty-at-origin)",
+                        &mut notes,
+                    ),
+                    _ => ("the warm-up scan did not complete (see the log)", &mut notes),
+                };
+                list.push(format!(
+                    "replica {who} {}: expiry knowledge incomplete: {why}",
                     db.db
                 ));
             }
@@ -113,14 +149,15 @@ fn pika_readiness(registry: pika_relay::SessionRegistry) -> ReadinessSource {
         Readiness {
             ready: reasons.is_empty(),
             reasons,
-            replicas: links.len(),
+            notes,
+            replicas: attached,
         }
     })
 }
 
 fn publish_family_gauges(families: &FamilySwitches) {
     for (f, on) in families.snapshot() {
-        metrics::gauge!("pika_ttl_proxy_family_enabled", "family" => f.name()).set(if on {
+        metrics::gauge!(crate::metrics::names::FAMILY_ENABLED, "family" => f.name()).set(if on {
             1.0
         } else {
             0.0
@@ -160,6 +197,10 @@ async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    crate::metrics::register_zeroes(match settings.mode {
+        Mode::Redis => "redis",
+        Mode::Pika => "pika",
+    });
     let families = settings.family_switches();
     publish_family_gauges(&families);
     let shutdown = CancellationToken::new();

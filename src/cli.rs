@@ -23,11 +23,19 @@ pub fn request(
     token: Option<&str>,
     body: Option<&str>,
 ) -> Result<HttpAnswer, String> {
-    let addr = admin
+    let mut addr = admin
         .to_socket_addrs()
         .map_err(|e| format!("admin address '{admin}' is not HOST:PORT: {e}"))?
         .next()
         .ok_or_else(|| format!("admin address '{admin}' resolves to nothing"))?;
+    // The relay's own setting may be a wildcard (to be scraped from elsewhere); the client,
+    // run beside it with the same environment, reaches it on loopback.
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
         .map_err(|e| format!("cannot reach the admin API at {admin}: {e}"))?;
     let timeout = Some(Duration::from_secs(10));
@@ -95,7 +103,14 @@ fn fail(message: impl AsRef<str>) -> ExitCode {
 /// `pika-ttl-proxy families …`.
 pub fn families(args: &FamiliesArgs) -> ExitCode {
     let client = &args.client;
-    let token = client.admin_token.as_deref();
+    let token = match client.token() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let token = token.as_deref();
     let answer = match &args.action {
         FamiliesAction::List => request(&client.admin, "GET", "/families", token, None),
         FamiliesAction::Enable { name } | FamiliesAction::Disable { name } => {

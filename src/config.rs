@@ -33,10 +33,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Relay between a Redis (7.x) or Valkey master and its replicas (`replicaof <listen>`).
-    Redis(RelayArgs),
+    Redis(RedisArgs),
     /// Relay between a Pika (3.1+) master and its replicas (`slaveof <listen>`); serves the
     /// listen port P, P+2000 (replication) and P+10001 (full-sync files).
-    Pika(RelayArgs),
+    Pika(PikaArgs),
     /// List or switch rewriting per command family on a running proxy.
     Families(FamiliesArgs),
     /// Exit 0 when the proxy's admin API answers /healthz (for container health checks).
@@ -56,7 +56,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Flags of `pika-ttl-proxy redis|pika`.
+/// Flags of `pika-ttl-proxy redis|pika`: the flags both relays take, and (skipped by clap,
+/// filled from [`RedisArgs`] or [`PikaArgs`]) those of one relay, so that each subcommand's
+/// help lists only what it reads.
 #[derive(Debug, Args, Default)]
 pub struct RelayArgs {
     /// Address replicas connect to (their `replicaof`/`slaveof` target). Pika mode also serves
@@ -99,15 +101,46 @@ pub struct RelayArgs {
         value_delimiter = ','
     )]
     pub disable_family: Vec<String>,
-    /// User for the proxy's own AUTH to the master (Redis ACL user).
-    #[arg(long, env = "PIKA_TTL_PROXY_MASTER_USER")]
-    pub master_user: Option<String>,
     /// Password for the proxy's own AUTH to the master (prefer the file or the env var).
     #[arg(long, env = "PIKA_TTL_PROXY_MASTER_PASSWORD", hide_env_values = true)]
     pub master_password: Option<String>,
     /// File holding the master password.
     #[arg(long, env = "PIKA_TTL_PROXY_MASTER_PASSWORD_FILE", value_name = "FILE")]
     pub master_password_file: Option<PathBuf>,
+    /// Redis: user for the proxy's own AUTH to the master (from [`RedisArgs`]).
+    #[arg(skip)]
+    pub master_user: Option<String>,
+    /// Redis: per-replica output limit (from [`RedisArgs`]).
+    #[arg(skip)]
+    pub replica_output_buffer_limit: Option<u64>,
+    /// Pika: the master's binlog file size (from [`PikaArgs`]).
+    #[arg(skip)]
+    pub binlog_file_size: Option<u64>,
+    /// Pika: warm-up mode (from [`PikaArgs`]).
+    #[arg(skip)]
+    pub warmup: Option<String>,
+    /// Pika: warm-up rate (from [`PikaArgs`]).
+    #[arg(skip)]
+    pub warmup_rate: Option<u32>,
+    /// Pika: warm-up bound on keys without a TTL (from [`PikaArgs`]).
+    #[arg(skip)]
+    pub warmup_max_keys: Option<u64>,
+    /// Pika: keys without history do not exist (from [`PikaArgs`]).
+    #[arg(skip)]
+    pub empty_at_origin: bool,
+    /// Print the effective settings (secrets redacted) as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// `pika-ttl-proxy redis`.
+#[derive(Debug, Args, Default)]
+pub struct RedisArgs {
+    #[command(flatten)]
+    relay: RelayArgs,
+    /// User for the proxy's own AUTH to the master (Redis ACL user).
+    #[arg(long, env = "PIKA_TTL_PROXY_MASTER_USER")]
+    pub master_user: Option<String>,
     /// Bytes queued towards one replica before the proxy stops reading that replica's upstream
     /// link, so a slow replica cannot grow the proxy's memory [default: 67108864].
     #[arg(
@@ -116,28 +149,57 @@ pub struct RelayArgs {
         value_name = "BYTES"
     )]
     pub replica_output_buffer_limit: Option<u64>,
+}
+
+impl RedisArgs {
+    /// All flags, merged into the shape [`Settings::from_args`] reads.
+    pub fn into_relay(self) -> RelayArgs {
+        RelayArgs {
+            master_user: self.master_user,
+            replica_output_buffer_limit: self.replica_output_buffer_limit,
+            ..self.relay
+        }
+    }
+}
+
+/// `pika-ttl-proxy pika`.
+#[derive(Debug, Args, Default)]
+pub struct PikaArgs {
+    #[command(flatten)]
+    relay: RelayArgs,
     /// Pika's `binlog-file-size` on the master, to express lag in bytes [default: 104857600].
     #[arg(long, env = "PIKA_TTL_PROXY_BINLOG_FILE_SIZE", value_name = "BYTES")]
     pub binlog_file_size: Option<u64>,
-    /// Pika only: scan the master (SCAN + PTTL) per upstream link to learn which keys existed
-    /// before the proxy and their TTLs: `scan` or `off` [default: scan].
+    /// Scan the master (SCAN + PTTL) per upstream link to learn which keys existed before the
+    /// proxy and their TTLs: `scan` or `off` [default: scan].
     #[arg(long, env = "PIKA_TTL_PROXY_WARMUP", value_name = "off|scan")]
     pub warmup: Option<String>,
-    /// Pika only: keys per second the warm-up scan may read [default: 10000].
+    /// Keys per second the warm-up scan may read [default: 10000].
     #[arg(long, env = "PIKA_TTL_PROXY_WARMUP_RATE", value_name = "KEYS")]
     pub warmup_rate: Option<u32>,
-    /// Pika only: most keys without a TTL one warm-up records (each costs its key bytes plus
-    /// about 40 bytes); past it only volatile keys are kept [default: 10000000].
+    /// Most keys without a TTL one warm-up records (each costs its key bytes plus about 40
+    /// bytes per replica link); past it only volatile keys are kept [default: 10000000].
     #[arg(long, env = "PIKA_TTL_PROXY_WARMUP_MAX_KEYS", value_name = "KEYS")]
     pub warmup_max_keys: Option<u64>,
-    /// Pika only: the master's data set started empty and every write went through the binlog
+    /// The master's data set started empty and every write went through the binlog
     /// the proxy sees, so a key without history does not exist. Wrong for a master holding
     /// older data: leave off unless that is certain.
     #[arg(long, env = "PIKA_TTL_PROXY_EMPTY_AT_ORIGIN")]
     pub empty_at_origin: bool,
-    /// Print the effective settings (secrets redacted) as TOML and exit.
-    #[arg(long)]
-    pub print_config: bool,
+}
+
+impl PikaArgs {
+    /// All flags, merged into the shape [`Settings::from_args`] reads.
+    pub fn into_relay(self) -> RelayArgs {
+        RelayArgs {
+            binlog_file_size: self.binlog_file_size,
+            warmup: self.warmup,
+            warmup_rate: self.warmup_rate,
+            warmup_max_keys: self.warmup_max_keys,
+            empty_at_origin: self.empty_at_origin,
+            ..self.relay
+        }
+    }
 }
 
 /// Where the admin API is, for the client subcommands.
@@ -146,7 +208,7 @@ pub struct AdminClientArgs {
     /// Admin API address of the running proxy.
     #[arg(long, global = true, env = "PIKA_TTL_PROXY_ADMIN", default_value = DEFAULT_ADMIN, value_name = "HOST:PORT")]
     pub admin: String,
-    /// Bearer token for mutating calls.
+    /// Bearer token for mutating calls (prefer the file or the env var).
     #[arg(
         long,
         global = true,
@@ -154,6 +216,25 @@ pub struct AdminClientArgs {
         hide_env_values = true
     )]
     pub admin_token: Option<String>,
+    /// File holding the bearer token (the same file the proxy reads).
+    #[arg(
+        long,
+        global = true,
+        env = "PIKA_TTL_PROXY_ADMIN_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl AdminClientArgs {
+    /// The token to send: `--admin-token` (or its env var) if non-empty, else the file's.
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+        match (&self.admin_token, &self.admin_token_file) {
+            (Some(t), _) if !t.is_empty() => Ok(Some(t.clone())),
+            (_, Some(path)) => read_secret("admin-token-file", path).map(Some),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// `families list|enable|disable NAME`.
@@ -194,7 +275,7 @@ pub struct ModelReplayArgs {
 }
 
 /// Which relay runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Redis PSYNC relay.
@@ -207,6 +288,8 @@ pub enum Mode {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSettings {
+    /// Only a check: a file written by `--print-config` names the relay it was printed for.
+    mode: Option<Mode>,
     listen: Option<String>,
     master: Option<String>,
     admin: Option<String>,
@@ -250,7 +333,7 @@ fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 /// The effective relay settings.
-#[derive(Clone, Serialize)]
+#[derive(Clone)]
 pub struct Settings {
     /// Relay kind.
     pub mode: Mode,
@@ -269,15 +352,17 @@ pub struct Settings {
     /// Log filter.
     pub log_level: String,
     /// Admin bearer token.
-    #[serde(skip)]
     pub admin_token: Option<String>,
+    /// The file the admin token was read from, if it came from one.
+    pub admin_token_file: Option<PathBuf>,
     /// Initial family states.
     pub families: BTreeMap<String, bool>,
     /// Upstream AUTH user.
     pub master_user: Option<String>,
     /// Upstream AUTH password.
-    #[serde(skip)]
     pub master_password: Option<String>,
+    /// The file the master password was read from, if it came from one.
+    pub master_password_file: Option<PathBuf>,
     /// Per-replica output limit.
     pub replica_output_buffer_limit: u64,
     /// Pika binlog file size.
@@ -370,6 +455,18 @@ impl Settings {
             Some(path) => read_file_settings(path)?,
             None => FileSettings::default(),
         };
+        if let Some(file_mode) = file.mode {
+            if file_mode != mode {
+                return Err(invalid(
+                    "mode",
+                    format!(
+                        "the config file is for the {} relay, not {}",
+                        file_mode.name(),
+                        mode.name()
+                    ),
+                ));
+            }
+        }
         let listen =
             args.listen.clone().or(file.listen.clone()).ok_or_else(|| {
                 invalid("listen", "required (flag, PIKA_TTL_PROXY_LISTEN or file)")
@@ -425,15 +522,16 @@ impl Settings {
                 ));
             }
         }
-        let admin_token = match (
+        let (admin_token, admin_token_file) = match (
             &args.admin_token,
             &args.admin_token_file,
             &file.admin_token_file,
         ) {
-            (Some(t), _, _) if !t.is_empty() => Some(t.clone()),
-            (_, Some(p), _) => Some(read_secret("admin-token-file", p)?),
-            (_, None, Some(p)) => Some(read_secret("admin-token-file", p)?),
-            _ => None,
+            (Some(t), _, _) if !t.is_empty() => (Some(t.clone()), None),
+            (_, Some(p), _) | (_, None, Some(p)) => {
+                (Some(read_secret("admin-token-file", p)?), Some(p.clone()))
+            }
+            _ => (None, None),
         };
         if !is_loopback(&admin) && admin_token.is_none() {
             return Err(invalid(
@@ -441,15 +539,17 @@ impl Settings {
                 format!("{admin} is not a loopback address: set an admin token (PIKA_TTL_PROXY_ADMIN_TOKEN or --admin-token-file)"),
             ));
         }
-        let master_password = match (
+        let (master_password, master_password_file) = match (
             &args.master_password,
             &args.master_password_file,
             &file.master_password_file,
         ) {
-            (Some(p), _, _) if !p.is_empty() => Some(p.clone()),
-            (_, Some(p), _) => Some(read_secret("master-password-file", p)?),
-            (_, None, Some(p)) => Some(read_secret("master-password-file", p)?),
-            _ => None,
+            (Some(p), _, _) if !p.is_empty() => (Some(p.clone()), None),
+            (_, Some(p), _) | (_, None, Some(p)) => (
+                Some(read_secret("master-password-file", p)?),
+                Some(p.clone()),
+            ),
+            _ => (None, None),
         };
         let mut families: BTreeMap<String, bool> = Family::ALL
             .iter()
@@ -528,9 +628,11 @@ impl Settings {
                 .unwrap_or(LogFormat::Text),
             log_level,
             admin_token,
+            admin_token_file,
             families,
             master_user: args.master_user.clone().or(file.master_user.clone()),
             master_password,
+            master_password_file,
             replica_output_buffer_limit,
             binlog_file_size,
             warmup,
@@ -550,17 +652,89 @@ impl Settings {
         is_loopback(&self.admin)
     }
 
-    /// The effective settings as TOML, secrets redacted.
+    /// The effective settings as a TOML file that `--config` loads back. Secrets given by
+    /// file appear as their file's path; secrets given directly (flag or environment) are
+    /// never printed, only noted in a comment, since a config file must not hold them.
     pub fn to_toml(&self) -> String {
-        let mut out = toml::to_string(self).unwrap_or_default();
-        if self.admin_token.is_some() {
-            out.push_str("admin_token = \"<redacted>\"\n");
+        let printed = PrintedSettings {
+            mode: self.mode,
+            listen: self.listen.to_string(),
+            master: self.master.to_string(),
+            admin: self.admin.to_string(),
+            state_dir: &self.state_dir,
+            log_format: self.log_format,
+            log_level: &self.log_level,
+            admin_token_file: self.admin_token_file.as_deref(),
+            master_user: self.master_user.as_deref(),
+            master_password_file: self.master_password_file.as_deref(),
+            replica_output_buffer_limit: self.replica_output_buffer_limit,
+            binlog_file_size: self.binlog_file_size,
+            warmup: &self.warmup,
+            warmup_rate: self.warmup_rate,
+            empty_at_origin: self.empty_at_origin,
+            families: &self.families,
+        };
+        let mut out = format!(
+            "# Effective settings of `pika-ttl-proxy {}`; load with --config.\n",
+            self.mode.name()
+        );
+        if let Some(path) = &self.config {
+            out.push_str(&format!(
+                "# Merged from the config file {}.\n",
+                path.display()
+            ));
         }
-        if self.master_password.is_some() {
-            out.push_str("master_password = \"<redacted>\"\n");
+        if self.admin_token.is_some() && self.admin_token_file.is_none() {
+            out.push_str(
+                "# admin_token: <redacted> (given by flag or environment; pass it again, or use admin_token_file)\n",
+            );
+        }
+        if self.master_password.is_some() && self.master_password_file.is_none() {
+            out.push_str(
+                "# master_password: <redacted> (given by flag or environment; pass it again, or use master_password_file)\n",
+            );
+        }
+        match toml::to_string(&printed) {
+            Ok(body) => out.push_str(&body),
+            Err(e) => out.push_str(&format!("# cannot render the settings: {e}\n")),
         }
         out
     }
+}
+
+impl Mode {
+    /// The subcommand that runs this relay.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Redis => "redis",
+            Mode::Pika => "pika",
+        }
+    }
+}
+
+/// What `--print-config` prints: the keys of [`FileSettings`], scalars before the
+/// `[families]` table (a key after a table header would belong to that table).
+#[derive(Serialize)]
+struct PrintedSettings<'a> {
+    mode: Mode,
+    listen: String,
+    master: String,
+    admin: String,
+    state_dir: &'a Path,
+    log_format: LogFormat,
+    log_level: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_token_file: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    master_user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    master_password_file: Option<&'a Path>,
+    replica_output_buffer_limit: u64,
+    binlog_file_size: u64,
+    warmup: &'a str,
+    warmup_rate: u32,
+    empty_at_origin: bool,
+    families: &'a BTreeMap<String, bool>,
 }
 
 #[cfg(test)]
@@ -611,5 +785,38 @@ mod tests {
         let s = Settings::from_args(Mode::Redis, &a).unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(!s.to_toml().contains("hunter2"));
+        assert!(s.to_toml().contains("<redacted>"));
+    }
+
+    #[test]
+    fn printed_settings_load_back_to_the_same_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let mut a = args("127.0.0.1:7000", "127.0.0.1:6379");
+        a.admin = Some("0.0.0.0:9121".into());
+        a.admin_token_file = Some(token);
+        a.master_password = Some("hunter2".into());
+        a.disable_family = vec!["hash".into()];
+        let first = Settings::from_args(Mode::Pika, &a).unwrap();
+        let printed = dir.path().join("printed.toml");
+        std::fs::write(&printed, first.to_toml()).unwrap();
+        let again = RelayArgs {
+            config: Some(printed.clone()),
+            ..RelayArgs::default()
+        };
+        let second = Settings::from_args(Mode::Pika, &again).unwrap();
+        assert_eq!(second.admin_token.as_deref(), Some("s3cret"));
+        assert_eq!(second.families, first.families);
+        let keys = |s: &Settings| {
+            s.to_toml()
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(&second), keys(&first));
+        let e = Settings::from_args(Mode::Redis, &again).unwrap_err();
+        assert_eq!(e.setting, "mode");
     }
 }

@@ -9,18 +9,10 @@ use metrics::{counter, histogram};
 use crate::engine::Outcome;
 use crate::families::Family;
 
-const ENTRIES: &str = "pika_ttl_proxy_entries_total";
-const AT_RISK: &str = "pika_ttl_proxy_at_risk_total";
-const ENTRY_DURATION: &str = "pika_ttl_proxy_entry_duration_seconds";
+use crate::metrics::names::{AT_RISK, ENTRIES, ENTRY_DURATION};
+use crate::metrics::NO_FAMILY as NO_FAMILY_LABEL;
 
-const OUTCOMES: [Outcome; 6] = [
-    Outcome::Passed,
-    Outcome::Rewritten,
-    Outcome::Disabled,
-    Outcome::UnknownKey,
-    Outcome::UnknownCommand,
-    Outcome::Malformed,
-];
+const OUTCOMES: [Outcome; 6] = Outcome::ALL;
 const NO_FAMILY: usize = Family::ALL.len();
 
 fn outcome_index(o: Outcome) -> usize {
@@ -71,7 +63,7 @@ impl EntryTally {
             return;
         }
         for (fi, row) in self.counts.iter().enumerate() {
-            let family = Family::ALL.get(fi).map_or("none", |f| f.name());
+            let family = Family::ALL.get(fi).map_or(NO_FAMILY_LABEL, |f| f.name());
             for (oi, n) in row.iter().enumerate() {
                 if *n > 0 {
                     counter!(ENTRIES, "dialect" => self.dialect, "family" => family,
@@ -82,7 +74,7 @@ impl EntryTally {
         }
         for (fi, n) in self.at_risk.iter().enumerate() {
             if *n > 0 {
-                let family = Family::ALL.get(fi).map_or("none", |f| f.name());
+                let family = Family::ALL.get(fi).map_or(NO_FAMILY_LABEL, |f| f.name());
                 counter!(AT_RISK, "family" => family).increment(*n);
             }
         }

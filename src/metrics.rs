@@ -10,6 +10,144 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 /// Prefix of every metric name.
 pub const PREFIX: &str = "pika_ttl_proxy_";
 
+/// Every metric name, for both relays: a relay never spells a name itself.
+pub mod names {
+    pub const ENTRIES: &str = "pika_ttl_proxy_entries_total";
+    pub const AT_RISK: &str = "pika_ttl_proxy_at_risk_total";
+    pub const LAG_BYTES: &str = "pika_ttl_proxy_replica_lag_bytes";
+    pub const LAG_SECONDS: &str = "pika_ttl_proxy_replica_lag_seconds";
+    pub const LINK_UP: &str = "pika_ttl_proxy_link_up";
+    pub const FULL_SYNCS: &str = "pika_ttl_proxy_full_syncs_total";
+    pub const PARTIAL_SYNCS: &str = "pika_ttl_proxy_partial_syncs_total";
+    pub const PROTOCOL_ERRORS: &str = "pika_ttl_proxy_protocol_errors_total";
+    pub const BYTES: &str = "pika_ttl_proxy_bytes_total";
+    pub const ENTRY_DURATION: &str = "pika_ttl_proxy_entry_duration_seconds";
+    pub const HOLD_SECONDS: &str = "pika_ttl_proxy_hold_seconds";
+    pub const STATE_WRITE_SECONDS: &str = "pika_ttl_proxy_state_write_seconds";
+    pub const TABLE_KEYS: &str = "pika_ttl_proxy_expiry_table_keys";
+    pub const TABLE_COMPLETE: &str = "pika_ttl_proxy_expiry_table_complete";
+    pub const MAP_POINTS: &str = "pika_ttl_proxy_offset_map_points";
+    pub const DISCONNECTS: &str = "pika_ttl_proxy_replica_disconnects_total";
+    pub const FAMILY_ENABLED: &str = "pika_ttl_proxy_family_enabled";
+}
+
+/// The `side` label: which link of a replica session a series is about. Both relays use
+/// these values (the Pika relay's own master/replica wording stays in its log lines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Proxy ↔ master.
+    Upstream,
+    /// Proxy ↔ replica.
+    Downstream,
+}
+
+impl Side {
+    /// Both sides.
+    pub const ALL: [Side; 2] = [Side::Upstream, Side::Downstream];
+
+    /// The label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Side::Upstream => "upstream",
+            Side::Downstream => "downstream",
+        }
+    }
+}
+
+/// Values of `direction` on `pika_ttl_proxy_bytes_total`.
+pub const DIRECTIONS: [&str; 2] = ["in", "out"];
+
+/// Values of `reason` on `pika_ttl_proxy_full_syncs_total`: the Redis relay's, then the Pika
+/// relay's. Both relays start every one at 0, so one dashboard fits both.
+pub const FULL_SYNC_REASONS: &[&str] = &[
+    "requested",
+    "unknown_id",
+    "not_a_boundary",
+    "master_refused_partial",
+    "state_busy",
+    "legacy_sync",
+    "replica_request",
+    "master_purged",
+    "proxy_unmapped_offset",
+];
+
+/// Values of `reason` on `pika_ttl_proxy_replica_disconnects_total` (both relays).
+pub const DISCONNECT_REASONS: &[&str] = &[
+    "replica_closed",
+    "shutdown",
+    "upstream_closed",
+    "upstream_io",
+    "upstream_protocol",
+    "upstream_unreachable",
+    "upstream_timeout",
+    "master_error",
+    "downstream_io",
+    "downstream_protocol",
+    "handshake_timeout",
+    "state_write_failed",
+];
+
+/// Values of `kind` on `pika_ttl_proxy_protocol_errors_total` (both relays; each uses those
+/// that fit its protocol).
+pub const PROTOCOL_ERROR_KINDS: &[&str] = &[
+    "reply",
+    "not_redis",
+    "framing",
+    "payload_header",
+    "psync_reply",
+    "payload_mark",
+    "stream_framing",
+    "rdb_scan",
+    "ack",
+    "frame",
+    "message",
+    "protocol",
+    "timeout",
+    "item_content",
+];
+
+/// Label value for entries whose command belongs to no family.
+pub const NO_FAMILY: &str = "none";
+
+/// Creates every counter a dashboard panel or alert reads, at 0, for all its known label
+/// values: a series that first appears already at 1 is invisible to `rate()`/`increase()`,
+/// so the first at-risk entry or protocol error would never fire an alert.
+pub fn register_zeroes(dialect: &'static str) {
+    use crate::engine::Outcome;
+    use crate::families::Family;
+    use metrics::{counter, gauge};
+    let families = Family::ALL
+        .iter()
+        .map(|f| f.name())
+        .chain(std::iter::once(NO_FAMILY));
+    for family in families {
+        for outcome in Outcome::ALL {
+            counter!(names::ENTRIES, "dialect" => dialect, "family" => family,
+                "outcome" => outcome.name())
+            .absolute(0);
+        }
+        counter!(names::AT_RISK, "family" => family).absolute(0);
+    }
+    for reason in FULL_SYNC_REASONS {
+        counter!(names::FULL_SYNCS, "reason" => *reason).absolute(0);
+    }
+    counter!(names::PARTIAL_SYNCS).absolute(0);
+    for reason in DISCONNECT_REASONS {
+        counter!(names::DISCONNECTS, "reason" => *reason).absolute(0);
+    }
+    for side in Side::ALL {
+        for kind in PROTOCOL_ERROR_KINDS {
+            counter!(names::PROTOCOL_ERRORS, "side" => side.label(), "kind" => *kind).absolute(0);
+        }
+        for direction in DIRECTIONS {
+            counter!(names::BYTES, "direction" => direction, "side" => side.label()).absolute(0);
+        }
+    }
+    // No session yet: nothing is unknown.
+    gauge!(names::TABLE_KEYS).set(0.0);
+    gauge!(names::TABLE_COMPLETE).set(1.0);
+}
+
 /// `(name, type, labels, help)` of every metric, in the order of the README's reference.
 pub const METRICS: &[(&str, &str, &str, &str)] = &[
     ("pika_ttl_proxy_entries_total", "counter", "dialect, family, outcome",
@@ -23,7 +161,7 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
     ("pika_ttl_proxy_link_up", "gauge", "side, replica",
      "1 while the upstream (to the master) or downstream (to the replica) link of a replica session is up."),
     ("pika_ttl_proxy_full_syncs_total", "counter", "reason",
-     "Full resynchronisations the proxy gave a replica, by reason (unknown_id, not_a_boundary, upstream_full, map_corrupt, …)."),
+     "Full resynchronisations the proxy gave a replica, by reason (Redis: requested, unknown_id, not_a_boundary, master_refused_partial, state_busy, legacy_sync; Pika: replica_request, master_purged, proxy_unmapped_offset)."),
     ("pika_ttl_proxy_partial_syncs_total", "counter", "",
      "Partial resynchronisations (PSYNC continue / TrySync resumed) through translated offsets."),
     ("pika_ttl_proxy_protocol_errors_total", "counter", "side, kind",
@@ -37,13 +175,13 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
     ("pika_ttl_proxy_state_write_seconds", "histogram", "",
      "Time to write and sync one batch of offset-map state to the state directory (a slow disk shows here first; replica ACKs wait for these writes)."),
     ("pika_ttl_proxy_expiry_table_keys", "gauge", "",
-     "Entries in the expiry tables of streaming sessions (volatile keys and existence markers)."),
+     "Entries in the expiry tables of all streaming sessions (and, for Pika, all their DBs), summed (volatile keys and existence markers)."),
     ("pika_ttl_proxy_expiry_table_complete", "gauge", "",
-     "1 when every streaming session knows every key's expiry (after a scanned full sync or warm-up)."),
+     "1 when every streaming session (for Pika, every DB of each) knows every key's expiry (after a scanned full sync or warm-up); 1 with no session."),
     ("pika_ttl_proxy_offset_map_points", "gauge", "replica",
      "Points in the replica's offset-translation map."),
     ("pika_ttl_proxy_replica_disconnects_total", "counter", "reason",
-     "Replica connections closed by the proxy, by reason."),
+     "Replica connections that ended, by reason (replica_closed, shutdown, upstream_closed, upstream_io, upstream_protocol, upstream_unreachable, upstream_timeout, master_error, downstream_io, downstream_protocol, handshake_timeout, state_write_failed)."),
     ("pika_ttl_proxy_family_enabled", "gauge", "family",
      "1 when rewriting of the family is switched on."),
 ];
@@ -54,7 +192,7 @@ const ENTRY_BUCKETS: &[f64] = &[
 ];
 
 /// The hold-time histogram's name (recorded by both relays).
-pub const HOLD_SECONDS: &str = "pika_ttl_proxy_hold_seconds";
+pub const HOLD_SECONDS: &str = names::HOLD_SECONDS;
 
 /// Buckets for the hold-time histogram (seconds): 10 µs … 1 s, with the 0.2 ms latency budget
 /// as a bound of its own.
@@ -63,7 +201,7 @@ const HOLD_BUCKETS: &[f64] = &[
 ];
 
 /// The state-write histogram's name (recorded by both relays' state writers).
-pub const STATE_WRITE_SECONDS: &str = "pika_ttl_proxy_state_write_seconds";
+pub const STATE_WRITE_SECONDS: &str = names::STATE_WRITE_SECONDS;
 
 /// Buckets for the state-write histogram (seconds): 100 µs … 10 s.
 const STATE_WRITE_BUCKETS: &[f64] = &[1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 10.0];
@@ -71,10 +209,7 @@ const STATE_WRITE_BUCKETS: &[f64] = &[1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0
 /// Install the global recorder and describe every metric. Call once per process.
 pub fn install() -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("pika_ttl_proxy_entry_duration_seconds".into()),
-            ENTRY_BUCKETS,
-        )
+        .set_buckets_for_metric(Matcher::Full(names::ENTRY_DURATION.into()), ENTRY_BUCKETS)
         .map_err(|e| e.to_string())?
         .set_buckets_for_metric(Matcher::Full(HOLD_SECONDS.into()), HOLD_BUCKETS)
         .map_err(|e| e.to_string())?
@@ -132,6 +267,7 @@ pub fn entry_counts(rendered: &str) -> Vec<(String, String, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use metrics_exporter_prometheus::PrometheusBuilder;
 
     #[test]
     fn every_metric_has_the_prefix_and_a_unit_suffix_when_needed() {
@@ -140,6 +276,101 @@ mod tests {
             assert!(!help.is_empty());
             if *kind == "counter" {
                 assert!(name.ends_with("_total"), "{name}");
+            }
+        }
+    }
+
+    fn names_in(rendered: &str) -> std::collections::BTreeSet<String> {
+        rendered
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn documented() -> (String, std::collections::BTreeSet<String>) {
+        let docs = include_str!("../docs/metrics.md");
+        let names = docs
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .map(str::to_string)
+            .collect();
+        (docs.to_string(), names)
+    }
+
+    #[test]
+    fn the_catalogue_the_docs_and_both_relays_agree() {
+        let (docs, documented) = documented();
+        let catalogued: std::collections::BTreeSet<String> =
+            METRICS.iter().map(|(n, ..)| n.to_string()).collect();
+        assert_eq!(catalogued, documented, "src/metrics.rs vs docs/metrics.md");
+        for value in FULL_SYNC_REASONS
+            .iter()
+            .chain(DISCONNECT_REASONS)
+            .chain(["upstream", "downstream"].iter())
+        {
+            assert!(docs.contains(&format!("`{value}`")), "docs lack `{value}`");
+        }
+        // What each relay creates at start-up: the same names, all documented.
+        let render = |dialect: &'static str| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::with_local_recorder(&recorder, || register_zeroes(dialect));
+            handle.render()
+        };
+        let (redis, pika) = (render("redis"), render("pika"));
+        assert_eq!(names_in(&redis), names_in(&pika));
+        for name in names_in(&redis) {
+            assert!(documented.contains(&name), "{name} is not documented");
+        }
+        assert!(redis.contains(r#"pika_ttl_proxy_at_risk_total{family="expire"} 0"#));
+        assert!(pika
+            .contains(r#"pika_ttl_proxy_protocol_errors_total{side="upstream",kind="frame"} 0"#));
+    }
+
+    /// The relays name metrics and label values only through this module: their sources hold
+    /// no metric name, and every reason or kind they pass is in the catalogue.
+    #[test]
+    fn relay_sources_use_only_catalogued_names_and_values() {
+        let sources = [
+            include_str!("pika_relay/stats.rs"),
+            include_str!("pika_relay/session.rs"),
+            include_str!("pika_relay/passthrough.rs"),
+            include_str!("redis_relay/stats.rs"),
+            include_str!("redis_relay/session.rs"),
+            include_str!("redis_relay/upstream.rs"),
+            include_str!("redis_relay/mod.rs"),
+        ];
+        let literal_after = |text: &str, call: &str| -> Vec<String> {
+            text.match_indices(call)
+                .filter_map(|(at, _)| {
+                    // The literal within the call's first parentheses, if any.
+                    let args = text[at + call.len()..].split(')').next()?;
+                    let rest = args.split_once('"')?.1;
+                    Some(rest.split('"').next()?.to_string())
+                })
+                .collect()
+        };
+        for text in sources {
+            let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+            assert!(
+                !code.contains("\"pika_ttl_proxy_"),
+                "a metric name outside the catalogue"
+            );
+            for kind in literal_after(code, "stats::protocol_error(Side::") {
+                assert!(PROTOCOL_ERROR_KINDS.contains(&kind.as_str()), "kind {kind}");
+            }
+            for reason in literal_after(code, "Ending::normal(")
+                .into_iter()
+                .chain(literal_after(code, "Ending::fail("))
+                .chain(literal_after(code, "stats::disconnect("))
+            {
+                assert!(
+                    DISCONNECT_REASONS.contains(&reason.as_str()),
+                    "reason {reason}"
+                );
             }
         }
     }

@@ -59,3 +59,48 @@ pub fn sync_dir(dir: &Path) {
         let _ = d.sync_all();
     }
 }
+
+/// Creates `dir` if needed and proves that files can be created, synced and removed in it, so a
+/// state directory the proxy cannot write is refused at start-up rather than found out at the
+/// first offset-map write (which would cost every replica a full sync after the next restart).
+/// The error text names the directory and the step that failed.
+pub fn check_writable(dir: &Path) -> Result<(), String> {
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    let written = (|| {
+        let mut file = File::create(&probe)?;
+        file.write_all(b"probe")?;
+        file.sync_all()
+    })();
+    let removed = fs::remove_file(&probe);
+    match (written, removed) {
+        (Err(e), _) => Err(format!("{} is not writable: {e}", dir.display())),
+        (Ok(()), Err(e)) => Err(format!(
+            "cannot remove files in {} (needed to replace state files): {e}",
+            dir.display()
+        )),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writable_directory_passes_and_keeps_no_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("a/b");
+        check_writable(&state).unwrap();
+        assert_eq!(fs::read_dir(&state).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_path_under_a_regular_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        let e = check_writable(&file.join("state")).unwrap_err();
+        assert!(e.contains("cannot create"), "{e}");
+    }
+}

@@ -243,21 +243,50 @@ fn dockerfile_commands_ports_and_env_are_the_binarys() {
         .split_once("CMD ")
         .expect("HEALTHCHECK … CMD [...]");
     let probe = exec_form(probe);
-    assert_eq!(
-        probe,
-        ["pika-ttl-proxy", "healthcheck", "--admin", "127.0.0.1:9121"]
-    );
-    // The probe's arguments parse: with nothing listening it fails to connect (exit 1), not
-    // with a usage error (exit 2). A port just released by the OS has no listener.
+    // The probe names no address: it must follow the admin address the relay is given.
+    assert_eq!(probe, ["pika-ttl-proxy", "healthcheck"]);
+    let env = env_pairs(runtime);
+    let image_admin = env
+        .iter()
+        .find(|(k, _)| k == "PIKA_TTL_PROXY_ADMIN")
+        .map(|(_, v)| v.clone())
+        .expect("the image sets PIKA_TTL_PROXY_ADMIN");
+    // The probe reads the admin address from the environment the container gives the relay:
+    // with nothing listening on a moved port it fails to connect (exit 1), and succeeds once
+    // an HTTP server answers there.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port");
     let out = Command::new(BIN)
-        .args(&probe[1..3])
-        .arg(closed.to_string())
+        .args(&probe[1..])
+        .env("PIKA_TTL_PROXY_ADMIN", closed.to_string())
         .output()
         .expect("run healthcheck");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&closed.to_string()),
+        "{out:?}"
+    );
+    let healthy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let healthy_addr = healthy.local_addr().expect("addr");
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = healthy.accept().expect("accept");
+        let mut buf = [0u8; 512];
+        let _ = conn.read(&mut buf);
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+    });
+    // A wildcard admin address (what a scraped container binds) is probed on loopback.
+    let out = Command::new(BIN)
+        .args(&probe[1..])
+        .env(
+            "PIKA_TTL_PROXY_ADMIN",
+            format!("0.0.0.0:{}", healthy_addr.port()),
+        )
+        .output()
+        .expect("run healthcheck");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    server.join().expect("server thread");
 
     let exposed: Vec<u16> = runtime
         .iter()
@@ -265,11 +294,10 @@ fn dockerfile_commands_ports_and_env_are_the_binarys() {
         .flat_map(|i| i.args.split_whitespace())
         .map(|p| p.trim_end_matches("/tcp").parse().expect("numeric port"))
         .collect();
-    let admin_port: u16 = probe[3]
+    let admin_port: u16 = image_admin
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse().ok())
         .expect("admin port");
-    let env = env_pairs(runtime);
     let listen_port: u16 = env
         .iter()
         .find(|(k, _)| k == "PIKA_TTL_PROXY_LISTEN")
@@ -406,4 +434,33 @@ fn compose_example_wires_replica_and_prometheus_to_the_proxy() {
         "Prometheus does not scrape {scrape}"
     );
     assert!(active.iter().any(|l| l.trim() == "grafana:"));
+}
+
+#[test]
+fn the_release_binary_carries_no_debug_info_and_benches_keep_it() {
+    let manifest: toml::Table = repo_file("Cargo.toml").parse().expect("Cargo.toml");
+    let profile = |name: &str| {
+        manifest
+            .get("profile")
+            .and_then(|p| p.get(name))
+            .cloned()
+            .unwrap_or_else(|| panic!("[profile.{name}]"))
+    };
+    let debug_off = |v: Option<&toml::Value>| {
+        matches!(
+            v,
+            None | Some(toml::Value::Integer(0)) | Some(toml::Value::Boolean(false))
+        ) || matches!(v, Some(toml::Value::String(s)) if s == "none")
+    };
+    let release = profile("release");
+    let split = release.get("split-debuginfo").and_then(|v| v.as_str());
+    assert!(
+        debug_off(release.get("debug")) || matches!(split, Some("packed" | "unpacked")),
+        "[profile.release] ships debug info: {release:?}"
+    );
+    let bench = profile("bench");
+    assert!(
+        !debug_off(bench.get("debug")),
+        "[profile.bench] needs debug info for profiling: {bench:?}"
+    );
 }

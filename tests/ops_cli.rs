@@ -95,6 +95,97 @@ fn settings_precedence_is_flag_then_env_then_file_then_default() {
 }
 
 #[test]
+fn print_config_output_loads_back_with_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    write(&token, "s3cret\n");
+    let o = run(
+        &[
+            "pika",
+            "--listen",
+            "127.0.0.1:7101",
+            "--master",
+            "127.0.0.1:9221",
+            "--admin",
+            "0.0.0.0:9121",
+            "--admin-token-file",
+            token.to_str().unwrap(),
+            "--state-dir",
+            "/tmp/s",
+            "--disable-family",
+            "hash",
+            "--print-config",
+        ],
+        &[("PIKA_TTL_PROXY_MASTER_PASSWORD", "hunter2")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o);
+    assert!(!printed.contains("hunter2") && printed.contains("<redacted>"));
+    let file = dir.path().join("printed.toml");
+    write(&file, &printed);
+    let again = run(
+        &["pika", "--config", file.to_str().unwrap(), "--print-config"],
+        &[],
+    );
+    assert!(again.status.success(), "{printed}\n{}", stderr(&again));
+    let keys = |t: &str| {
+        t.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&stdout(&again)), keys(&printed));
+    // The file names its relay.
+    let other = run(
+        &[
+            "redis",
+            "--config",
+            file.to_str().unwrap(),
+            "--print-config",
+        ],
+        &[],
+    );
+    assert_eq!(other.status.code(), Some(2));
+    assert!(stderr(&other).contains("'mode'"), "{}", stderr(&other));
+}
+
+#[test]
+fn each_relay_help_lists_only_its_flags() {
+    let help = |mode: &str| {
+        let o = run(&[mode, "--help"], &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let (redis, pika) = (help("redis"), help("pika"));
+    let redis_only = ["--master-user", "--replica-output-buffer-limit"];
+    let pika_only = [
+        "--warmup ",
+        "--warmup-rate",
+        "--empty-at-origin",
+        "--binlog-file-size",
+    ];
+    let both = [
+        "--listen",
+        "--master ",
+        "--admin ",
+        "--state-dir",
+        "--config",
+    ];
+    for flag in redis_only {
+        assert!(redis.contains(flag) && !pika.contains(flag), "{flag}");
+    }
+    for flag in pika_only {
+        assert!(pika.contains(flag) && !redis.contains(flag), "{flag}");
+    }
+    for flag in both {
+        assert!(redis.contains(flag) && pika.contains(flag), "{flag}");
+    }
+    // A flag of the other relay is a usage error, not silently ignored.
+    let o = run(&["redis", "--warmup", "scan", "--print-config"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
 fn invalid_settings_exit_2_with_one_line_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().to_str().unwrap();
@@ -194,6 +285,41 @@ fn invalid_settings_exit_2_with_one_line_naming_the_setting() {
     }
 }
 
+#[test]
+fn an_unwritable_state_dir_is_refused_at_start_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("regular-file");
+    write(&file, "x");
+    let under_file = file.join("state");
+    // Tests run as root, so permission bits prove nothing: a path under a regular file cannot
+    // be created by anyone, and /proc exists but takes no new files even from root.
+    for state in [under_file.to_str().unwrap(), "/proc"] {
+        for mode in ["redis", "pika"] {
+            let o = run(
+                &[
+                    mode,
+                    "--listen",
+                    "127.0.0.1:7000",
+                    "--master",
+                    "127.0.0.1:6379",
+                    "--admin",
+                    "127.0.0.1:1",
+                    "--state-dir",
+                    state,
+                ],
+                &[],
+            );
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{mode} {state}: {err}");
+            assert!(
+                err.starts_with("error: invalid setting 'state-dir': ") && err.contains(state),
+                "{mode} {state}: {err}"
+            );
+            assert_eq!(err.trim().lines().count(), 1, "{err}");
+        }
+    }
+}
+
 struct Proxy {
     child: Child,
 }
@@ -261,14 +387,16 @@ fn admin_api_and_family_switches_on_a_live_proxy() {
     let hc = run(&["healthcheck", "--admin", &admin], &[]);
     assert!(hc.status.success());
 
-    // No replica yet: not ready, with a reason.
+    // No replica yet: ready to accept one (a probe gating traffic must let replicas in),
+    // with a note.
     let (status, body) = admin_get(&admin, "/readyz");
-    assert_eq!(status, 503);
+    assert_eq!(status, 200, "{body}");
     assert!(body.contains("no replica is attached"), "{body}");
 
     let replica = RedisServer::start_replica(dir.path(), "replica", listen);
     wait_until("replica streaming and ready", || {
-        admin_get(&admin, "/readyz").0 == 200
+        let (status, body) = admin_get(&admin, "/readyz");
+        status == 200 && body.contains("\"replicas\":1") && body.contains("\"notes\":[]")
     });
     let mut m = master.conn();
     let _: () = redis::cmd("SETEX")
@@ -323,6 +451,43 @@ fn admin_api_and_family_switches_on_a_live_proxy() {
     );
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert_eq!(stdout(&ok).trim(), "string-counter: off");
+    // The token from the file the proxy itself reads.
+    let from_file = run(
+        &[
+            "families",
+            "disable",
+            "hash",
+            "--admin",
+            &admin,
+            "--admin-token-file",
+            token_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(from_file.status.success(), "{}", stderr(&from_file));
+    assert_eq!(stdout(&from_file).trim(), "hash: off");
+    let missing = run(
+        &[
+            "families",
+            "enable",
+            "hash",
+            "--admin",
+            &admin,
+            "--admin-token-file",
+            "/nonexistent/token",
+        ],
+        &[],
+    );
+    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
+    assert!(stderr(&missing).contains("'admin-token-file'"));
+    let back_on = run(
+        &["families", "enable", "hash", "--admin", &admin],
+        &[(
+            "PIKA_TTL_PROXY_ADMIN_TOKEN_FILE",
+            token_file.to_str().unwrap(),
+        )],
+    );
+    assert!(back_on.status.success(), "{}", stderr(&back_on));
     let _: i64 = redis::cmd("INCR").arg("key1").query(&mut m).unwrap();
     let _: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut m).unwrap();
     let (_, metrics) = admin_get(&admin, "/metrics");
@@ -361,4 +526,107 @@ fn admin_api_and_family_switches_on_a_live_proxy() {
     );
     assert!(log.contains("SIGTERM"), "{log}");
     assert!(!log.contains("s3cret"));
+}
+
+#[test]
+fn a_master_that_is_no_redis_server_is_named_with_what_it_answered() {
+    use std::io::Read;
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let master = http.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in http.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = [0u8; 256];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let log_path = dir.path().join("proxy.log");
+    let _proxy = Proxy {
+        child: Command::new(BIN)
+            .args([
+                "redis",
+                "--listen",
+                &listen,
+                "--master",
+                &master,
+                "--admin",
+                &format!("127.0.0.1:{}", free_port()),
+                "--state-dir",
+                dir.path().join("state").to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    };
+    wait_until("the relay listens", || {
+        std::net::TcpStream::connect(&listen).is_ok()
+    });
+    // What a replica sends first; the proxy relays PING to the master.
+    let mut replica = std::net::TcpStream::connect(&listen).unwrap();
+    replica.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    wait_until("the foreign master is named in the log", || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        log.contains("not a Redis server")
+            && log.contains("\"HTTP/1.1 400 Bad Request\"")
+            && log.contains(&master)
+    });
+}
+
+fn start_redis_proxy(dir: &Path, listen: u16, master: u16, admin: &str, log: &str) -> Proxy {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join(log))
+        .unwrap();
+    Proxy {
+        child: Command::new(BIN)
+            .args([
+                "redis",
+                "--listen",
+                &format!("127.0.0.1:{listen}"),
+                "--master",
+                &format!("127.0.0.1:{master}"),
+                "--admin",
+                admin,
+                "--state-dir",
+                dir.join("state").to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    }
+}
+
+#[test]
+fn readyz_is_not_stuck_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = RedisServer::start(dir.path(), "master", &[]);
+    let listen = free_port();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut proxy = start_redis_proxy(dir.path(), listen, master.port, &admin, "proxy.log");
+    let _replica = RedisServer::start_replica(dir.path(), "replica", listen);
+    wait_until("replica streaming with complete knowledge", || {
+        pika_ttl_proxy::cli::request(&admin, "GET", "/readyz", None, None).is_ok_and(|a| {
+            a.status == 200 && a.body.contains("\"replicas\":1") && a.body.contains("\"notes\":[]")
+        })
+    });
+    // A crash: no table saved. No write follows; the replica resumes partially.
+    signal(&proxy.child, "-KILL");
+    let _ = proxy.child.wait();
+    let _proxy = start_redis_proxy(dir.path(), listen, master.port, &admin, "proxy.log");
+    wait_until(
+        "ready again after the crash, knowledge noted as incomplete",
+        || {
+            pika_ttl_proxy::cli::request(&admin, "GET", "/readyz", None, None).is_ok_and(|a| {
+                a.status == 200
+                    && a.body.contains("\"replicas\":1")
+                    && a.body.contains("expiry knowledge incomplete")
+            })
+        },
+    );
 }

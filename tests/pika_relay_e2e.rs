@@ -629,6 +629,48 @@ async fn malformed_frames_close_one_link_and_nothing_else() {
     tokio::task::block_in_place(|| proxy2.kill9());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_that_is_no_pika_server_is_named_with_what_it_answered() {
+    let bad = free_base_port();
+    let listener = TcpListener::bind(("127.0.0.1", bad + 2000)).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 256];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut proxy = start_proxy(bad, dir.path(), &[]).await;
+    let mut c = FramedConn::connect(SocketAddr::from(([127, 0, 0, 1], proxy.port + 2000)))
+        .await
+        .unwrap();
+    c.send(&wire::meta_sync_request("127.0.0.1", REPLICA_PORT))
+        .await
+        .unwrap();
+    assert!(tokio::time::timeout(PATIENCE, c.recv())
+        .await
+        .unwrap()
+        .is_none());
+    let master = format!("127.0.0.1:{}", bad + 2000);
+    assert!(
+        wait_until(PATIENCE, || {
+            let log = proxy.log();
+            log.contains("is --master a Pika server?")
+                && log.contains("HTTP/1.1 400 Bad Request\\r\\n")
+                && log.contains(&master)
+        })
+        .await,
+        "{}",
+        proxy.log()
+    );
+    tokio::task::block_in_place(|| proxy.kill9());
+}
+
 /// Reads `RsyncRequest`/`RsyncResponse` `(reader_index, filename)`; meta frames have no file.
 fn rsync_key(body: &[u8], response: bool) -> (i32, Vec<u8>) {
     let (reader_field, file_field, name_field) = if response { (2, 8, 6) } else { (2, 5, 1) };
@@ -991,7 +1033,7 @@ async fn metrics_show_rewrites_and_forget_a_closed_link() {
     };
     let replica = format!("127.0.0.1:{REPLICA_PORT}");
     let rewritten = r#"pika_ttl_proxy_entries_total{dialect="pika",family="string-counter",outcome="rewritten"}"#;
-    let link = format!(r#"pika_ttl_proxy_link_up{{side="replica",replica="{replica}"}}"#);
+    let link = format!(r#"pika_ttl_proxy_link_up{{side="downstream",replica="{replica}"}}"#);
     assert!(
         wait_until(PATIENCE, || series(&rig.proxy.metrics(), rewritten)
             == Some(1.0))
@@ -1011,7 +1053,7 @@ async fn metrics_show_rewrites_and_forget_a_closed_link() {
     assert!(
         series(
             &text,
-            r#"pika_ttl_proxy_bytes_total{direction="in",side="master"}"#
+            r#"pika_ttl_proxy_bytes_total{direction="in",side="upstream"}"#
         ) > Some(0.0),
         "{text}"
     );
@@ -1050,4 +1092,12 @@ async fn metrics_show_rewrites_and_forget_a_closed_link() {
     );
     let text = rig.proxy.metrics();
     assert_eq!(series(&text, &lag), Some(0.0), "{text}");
+    // Like the Redis relay, the Pika relay counts how replica connections end.
+    assert!(
+        series(
+            &text,
+            r#"pika_ttl_proxy_replica_disconnects_total{reason="replica_closed"}"#
+        ) >= Some(1.0),
+        "{text}"
+    );
 }

@@ -119,6 +119,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in the metric's documented order.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Passed,
+        Outcome::Rewritten,
+        Outcome::Disabled,
+        Outcome::UnknownKey,
+        Outcome::UnknownCommand,
+        Outcome::Malformed,
+    ];
+
     /// Metric label.
     pub const fn name(self) -> &'static str {
         match self {

@@ -57,11 +57,19 @@ pub enum Side {
 }
 
 impl Side {
-    /// Metric label.
+    /// The peer's name, for log lines.
     pub const fn name(self) -> &'static str {
         match self {
             Side::Master => "master",
             Side::Replica => "replica",
+        }
+    }
+
+    /// The `side` metric label, shared with the Redis relay.
+    pub const fn metric(self) -> crate::metrics::Side {
+        match self {
+            Side::Master => crate::metrics::Side::Upstream,
+            Side::Replica => crate::metrics::Side::Downstream,
         }
     }
 }
@@ -85,6 +93,27 @@ pub enum LinkError {
 }
 
 impl LinkError {
+    /// The `reason` of `pika_ttl_proxy_replica_disconnects_total` for a link that ended with
+    /// this error (the Redis relay's vocabulary).
+    pub fn disconnect_reason(&self) -> &'static str {
+        match self {
+            LinkError::Io(Side::Master, e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                "upstream_closed"
+            }
+            LinkError::Io(Side::Master, _) => "upstream_io",
+            LinkError::Io(Side::Replica, _) => "downstream_io",
+            LinkError::Frame(Side::Master, _)
+            | LinkError::Message(Side::Master, _)
+            | LinkError::Protocol(Side::Master, _) => "upstream_protocol",
+            LinkError::Frame(Side::Replica, _)
+            | LinkError::Message(Side::Replica, _)
+            | LinkError::Protocol(Side::Replica, _) => "downstream_protocol",
+            LinkError::Timeout(Side::Master, _) => "upstream_timeout",
+            LinkError::Timeout(Side::Replica, _) => "handshake_timeout",
+            LinkError::Persist(_) => "state_write_failed",
+        }
+    }
+
     /// Metric label for `protocol_errors_total{kind}`.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -41,6 +41,9 @@ pub struct DbLinkStatus {
     pub table_complete: bool,
     /// Entries in the link's expiry table.
     pub table_keys: usize,
+    /// Warm-up scan: `off` (not configured), `running`, `done`, `failed` (ended without
+    /// completing the table).
+    pub warmup: &'static str,
     /// Master binlog bytes not yet acknowledged by the replica.
     pub lag_bytes: u64,
     /// Age (master clock) of the oldest item the replica has not acknowledged; 0 when caught up.

@@ -26,7 +26,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{PikaRelayConfig, REPLICATION_PORT_OFFSET};
+use super::config::{PikaRelayConfig, WarmupMode, REPLICATION_PORT_OFFSET};
 use super::error::{LinkError, Side};
 use super::inflight::Inflight;
 use super::map_commit::CommittedMap;
@@ -56,6 +56,8 @@ const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// Margin added to a replica's lag when deciding whether an entry is at risk: Pika's expiry has
 /// one-second precision.
 const AT_RISK_MARGIN_MS: i64 = 1000;
+/// At most one at-risk warning per link per this interval.
+const RISK_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Handshake phase of one DB of a link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,6 +210,7 @@ pub(crate) async fn run_link(
     };
     let Some(upstream) = upstream else {
         stats::link_up(Side::Replica, &replica_label, false);
+        stats::disconnect("upstream_unreachable");
         setup.shared.sessions.remove(id);
         return;
     };
@@ -230,6 +233,9 @@ pub(crate) async fn run_link(
         codec,
         last_upstream: Instant::now(),
         hold: HoldClock::new(),
+        master_addr,
+        master_spoke: false,
+        risk_log: crate::logging::Throttle::new(RISK_LOG_INTERVAL),
     };
     stats::link_up(Side::Master, &link.name, true);
     tracing::info!(%peer, link = id, "replica connected; relaying to {master_addr}");
@@ -238,9 +244,14 @@ pub(crate) async fn run_link(
         .pump(
             FrameReader::new(replica_r, codec),
             FrameReader::new(master_r, codec),
-            cancel,
+            cancel.clone(),
         )
         .await;
+    stats::disconnect(match &result {
+        Ok(()) if cancel.is_cancelled() => "shutdown",
+        Ok(()) => "replica_closed",
+        Err(e) => e.disconnect_reason(),
+    });
     match &result {
         Ok(()) => tracing::info!(replica = %link.name, link = id, "link closed"),
         Err(e) => {
@@ -278,6 +289,12 @@ struct Link {
     last_upstream: Instant,
     /// How long the master's data waits in the proxy.
     hold: HoldClock,
+    /// The master's replication port.
+    master_addr: SocketAddr,
+    /// Whether the master sent one valid message yet.
+    master_spoke: bool,
+    /// At-risk warnings of this link.
+    risk_log: crate::logging::Throttle,
 }
 
 /// Reads whole frames from one connection. `next` is cancel-safe (its only await point is a
@@ -286,6 +303,9 @@ struct FrameReader {
     half: OwnedReadHalf,
     buf: BytesMut,
     codec: FrameCodec,
+    /// The first bytes the peer sent, kept until it sent a valid message, to name a server
+    /// that is not a Pika master by what it answered.
+    opening: Vec<u8>,
 }
 
 impl FrameReader {
@@ -294,6 +314,7 @@ impl FrameReader {
             half,
             buf: BytesMut::with_capacity(64 * 1024),
             codec,
+            opening: Vec::new(),
         }
     }
 
@@ -310,7 +331,14 @@ impl FrameReader {
                 Ok(None) => {}
                 Err(e) => return Some(Err(e)),
             }
-            match self.half.read_buf(&mut self.buf).await {
+            let before = self.buf.len();
+            let read = self.half.read_buf(&mut self.buf).await;
+            if self.opening.len() < OPENING_KEPT {
+                let new = &self.buf[before..];
+                let room = OPENING_KEPT - self.opening.len();
+                self.opening.extend_from_slice(&new[..new.len().min(room)]);
+            }
+            match read {
                 Ok(0) if self.buf.is_empty() => return None,
                 Ok(0) => {
                     let missing = match self.codec.decode(&mut self.buf) {
@@ -327,6 +355,9 @@ impl FrameReader {
 }
 
 type Frames = FrameReader;
+
+/// Opening bytes of the master's connection kept for [`Link::unless_foreign`].
+const OPENING_KEPT: usize = 64;
 
 impl Link {
     async fn pump(
@@ -366,11 +397,16 @@ impl Link {
                                 Side::Master,
                                 std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the master closed the connection"),
                             )),
-                            Some(Err(e)) => return Err(frame_err(Side::Master, e)),
+                            Some(Err(e)) => {
+                                return Err(self.unless_foreign(&master, frame_err(Side::Master, e)))
+                            }
                             Some(Ok(body)) => {
                                 self.bytes.received(Side::Master, body.len() + 4);
                                 self.last_upstream = Instant::now();
-                                self.on_response(body).await?;
+                                if let Err(e) = self.on_response(body).await {
+                                    return Err(self.unless_foreign(&master, e));
+                                }
+                                self.master_spoke = true;
                             }
                         }
                         frame = master.next_buffered();
@@ -384,6 +420,25 @@ impl Link {
             }
             self.flush().await?;
         }
+    }
+
+    /// A master-side error before the master sent one valid message most likely means that
+    /// something other than a Pika master listens on its replication port (an HTTP server, a
+    /// Redis): the error then names the address and quotes what it answered.
+    fn unless_foreign(&self, master: &Frames, e: LinkError) -> LinkError {
+        let foreign = e.is_protocol_violation()
+            || matches!(&e, LinkError::Io(_, io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
+        if self.master_spoke || master.opening.is_empty() || !foreign {
+            return e;
+        }
+        LinkError::Protocol(
+            Side::Master,
+            format!(
+                "{} does not speak Pika's replication protocol (is --master a Pika server?): it answered {} ({e})",
+                self.master_addr,
+                crate::logging::quote_answer(&master.opening)
+            ),
+        )
     }
 
     /// Queues one frame for `side`; [`Link::flush`] writes it.
@@ -893,15 +948,21 @@ impl Link {
         if !out.at_risk.is_empty() {
             let lag_ms = lag_seconds(&db.inflight) as i64 * 1000;
             let horizon = now_ms() + lag_ms + AT_RISK_MARGIN_MS;
+            let mut first = None;
+            let mut count = 0u64;
             for (family, risk) in &out.at_risk {
                 if risk.old_deadline_ms <= horizon {
                     stats::at_risk(*family);
-                    tracing::warn!(
-                        replica = %name, db = %key, key = %String::from_utf8_lossy(&risk.key),
-                        old_deadline_ms = risk.old_deadline_ms,
-                        "a TTL change may reach the replica after the key's old deadline; the replica may have dropped the key"
-                    );
+                    first.get_or_insert(risk);
+                    count += 1;
                 }
+            }
+            if let (Some(risk), Some(count)) = (first, self.risk_log.admit(count)) {
+                tracing::warn!(
+                    replica = %name, db = %key, key = %String::from_utf8_lossy(&risk.key),
+                    old_deadline_ms = risk.old_deadline_ms, count,
+                    "a TTL change may reach the replica after the key's old deadline; the replica may have dropped the key (count: this and the suppressed ones since the last line)"
+                );
             }
         }
         let Some(forwarded) = out.forwarded else {
@@ -969,12 +1030,15 @@ impl Link {
                     .as_ref()
                     .map(|rw| (rw.table().is_complete(), rw.table().len()))
                     .unwrap_or((false, 0));
+                let warmup = match (&db.warmup, self.setup.cfg.warmup) {
+                    (Some(_), _) => "running",
+                    (None, WarmupMode::Off) => "off",
+                    (None, _) if table_complete => "done",
+                    (None, _) => "failed",
+                };
                 let lag_b = lag_bytes(db.master_latest, db.acked_master, file_size);
                 let lag_s = lag_seconds(&db.inflight);
                 let points = db.map.points() + db.inflight.len();
-                stats::lag(&self.name, lag_b, lag_s);
-                stats::offset_map_points(&self.name, points);
-                stats::expiry_table(table_keys, table_complete);
                 DbLinkStatus {
                     db: db.name.clone(),
                     phase: db.phase.name(),
@@ -982,6 +1046,7 @@ impl Link {
                     offset_map_points: points,
                     table_complete,
                     table_keys,
+                    warmup,
                     lag_bytes: lag_b,
                     lag_seconds: lag_s,
                     acked_master: db.acked_master.to_string(),
@@ -990,6 +1055,11 @@ impl Link {
             })
             .collect();
         dbs.sort_by(|a, b| a.db.cmp(&b.db));
+        // One series per replica: its most lagging DB, and the points of all its DBs.
+        let lag_b = dbs.iter().map(|d| d.lag_bytes).max().unwrap_or(0);
+        let lag_s = dbs.iter().map(|d| d.lag_seconds).fold(0.0, f64::max);
+        stats::lag(&self.name, lag_b, lag_s);
+        stats::offset_map_points(&self.name, dbs.iter().map(|d| d.offset_map_points).sum());
         self.setup.shared.sessions.update(LinkStatus {
             id: self.id,
             peer: self.peer.to_string(),
@@ -998,6 +1068,7 @@ impl Link {
             upstream_up: true,
             dbs,
         });
+        publish_tables(&self.setup.shared);
     }
 
     async fn close(mut self) {
@@ -1016,7 +1087,23 @@ impl Link {
         let _ = self.up.shutdown().await;
         stats::forget_replica(&self.name);
         self.setup.shared.sessions.remove(self.id);
+        publish_tables(&self.setup.shared);
     }
+}
+
+/// The expiry-table gauges over every streaming DB of every link (each link reporting its
+/// own made the gauges show whichever link ticked last).
+fn publish_tables(shared: &PikaRelayShared) {
+    let (keys, complete) = shared
+        .sessions
+        .snapshot()
+        .iter()
+        .flat_map(|l| l.dbs.iter())
+        .filter(|d| d.phase == "streaming")
+        .fold((0, true), |(keys, complete), d| {
+            (keys + d.table_keys, complete && d.table_complete)
+        });
+    stats::expiry_tables(keys, complete);
 }
 
 /// Seconds (master clock) the oldest unacknowledged item has waited; 0 when caught up.

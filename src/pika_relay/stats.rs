@@ -6,9 +6,7 @@ use metrics::{counter, gauge, Counter};
 use super::error::Side;
 pub use crate::entry_tally::EntryTally;
 use crate::families::Family;
-
-/// Label value for entries whose command belongs to no family.
-const NO_FAMILY: &str = "none";
+use crate::metrics::{names, NO_FAMILY};
 
 fn family_label(family: Option<Family>) -> &'static str {
     family.map_or(NO_FAMILY, Family::name)
@@ -21,20 +19,20 @@ pub fn entry_tally() -> EntryTally {
 
 /// An entry extends or removes a TTL that a lagging replica may already have applied.
 pub fn at_risk(family: Option<Family>) {
-    counter!("pika_ttl_proxy_at_risk_total", "family" => family_label(family)).increment(1);
+    counter!(names::AT_RISK, "family" => family_label(family)).increment(1);
 }
 
 /// A replica's lag in bytes and seconds.
 pub fn lag(replica: &str, bytes: u64, seconds: f64) {
-    gauge!("pika_ttl_proxy_replica_lag_bytes", "replica" => replica.to_string()).set(bytes as f64);
-    gauge!("pika_ttl_proxy_replica_lag_seconds", "replica" => replica.to_string()).set(seconds);
+    gauge!(names::LAG_BYTES, "replica" => replica.to_string()).set(bytes as f64);
+    gauge!(names::LAG_SECONDS, "replica" => replica.to_string()).set(seconds);
 }
 
 /// One side of a replica's link went up or down.
 pub fn link_up(side: Side, replica: &str, up: bool) {
     gauge!(
-        "pika_ttl_proxy_link_up",
-        "side" => side.name(),
+        names::LINK_UP,
+        "side" => side.metric().label(),
         "replica" => replica.to_string()
     )
     .set(if up { 1.0 } else { 0.0 });
@@ -42,19 +40,19 @@ pub fn link_up(side: Side, replica: &str, up: bool) {
 
 /// A full sync started; `reason` says who asked for it.
 pub fn full_sync(reason: &'static str) {
-    counter!("pika_ttl_proxy_full_syncs_total", "reason" => reason).increment(1);
+    counter!(names::FULL_SYNCS, "reason" => reason).increment(1);
 }
 
 /// A replica resumed incrementally (TrySync answered kOk).
 pub fn partial_sync() {
-    counter!("pika_ttl_proxy_partial_syncs_total").increment(1);
+    counter!(names::PARTIAL_SYNCS).increment(1);
 }
 
 /// A peer broke the protocol (or a socket failed); `kind` names how.
 pub fn protocol_error(side: Side, kind: &'static str) {
     counter!(
-        "pika_ttl_proxy_protocol_errors_total",
-        "side" => side.name(),
+        names::PROTOCOL_ERRORS,
+        "side" => side.metric().label(),
         "kind" => kind
     )
     .increment(1);
@@ -67,9 +65,9 @@ pub fn bytes(direction: &'static str, side: Side, n: usize) {
 
 fn byte_counter(direction: &'static str, side: Side) -> Counter {
     counter!(
-        "pika_ttl_proxy_bytes_total",
+        names::BYTES,
         "direction" => direction,
-        "side" => side.name()
+        "side" => side.metric().label()
     )
 }
 
@@ -116,15 +114,21 @@ impl Default for ByteCounters {
     }
 }
 
-/// Size and completeness of one link's expiry table (the last link to report wins).
-pub fn expiry_table(keys: usize, complete: bool) {
-    gauge!("pika_ttl_proxy_expiry_table_keys").set(keys as f64);
-    gauge!("pika_ttl_proxy_expiry_table_complete").set(if complete { 1.0 } else { 0.0 });
+/// Expiry-table entries summed over every streaming DB of every link, and whether all of
+/// them are complete (true when there are none).
+pub fn expiry_tables(keys: usize, complete: bool) {
+    gauge!(names::TABLE_KEYS).set(keys as f64);
+    gauge!(names::TABLE_COMPLETE).set(if complete { 1.0 } else { 0.0 });
+}
+
+/// A replica connection ended, and why (one of [`crate::metrics::DISCONNECT_REASONS`]).
+pub fn disconnect(reason: &'static str) {
+    counter!(names::DISCONNECTS, "reason" => reason).increment(1);
 }
 
 /// Correspondences (anchors plus outstanding responses) held for a replica.
 pub fn offset_map_points(replica: &str, points: usize) {
-    gauge!("pika_ttl_proxy_offset_map_points", "replica" => replica.to_string()).set(points as f64);
+    gauge!(names::MAP_POINTS, "replica" => replica.to_string()).set(points as f64);
 }
 
 /// Zeroes the per-replica gauges of a replica whose link closed, so dashboards and alerts do

@@ -36,6 +36,16 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase as the status JSON spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Handshake => "handshake",
+            Phase::FullSync => "full_sync",
+            Phase::AwaitingFirstAck => "awaiting_first_ack",
+            Phase::Streaming => "streaming",
+        }
+    }
+
     fn from_u8(v: u8) -> Phase {
         match v {
             1 => Phase::FullSync,

@@ -59,6 +59,9 @@ const MAX_MAP_POINTS: usize = 1 << 16;
 /// (about log2(entries / 32)).
 const FIRST_SLICE_ENTRIES: usize = 32;
 
+/// At most one at-risk warning per replica per this interval.
+const RISK_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Why a connection ended.
 #[derive(Debug)]
 pub(crate) struct Ending {
@@ -91,6 +94,10 @@ impl Ending {
             UpstreamError::Protocol(p) => {
                 stats::protocol_error(Side::Upstream, "reply");
                 Ending::fail("upstream_protocol", p)
+            }
+            e @ UpstreamError::NotRedis(_) => {
+                stats::protocol_error(Side::Upstream, "not_redis");
+                Ending::fail("upstream_protocol", e.to_string())
             }
             other => Ending::fail("upstream_io", other.to_string()),
         }
@@ -179,8 +186,8 @@ pub(crate) async fn serve_connection(
     let label = session.label.clone();
     stats::disconnect(ending.reason);
     if ending.failure {
-        tracing::warn!(replica = %label, reason = ending.reason, error = %ending.detail,
-            "replica connection failed");
+        tracing::warn!(replica = %label, master = %ctx.cfg.master, reason = ending.reason,
+            error = %ending.detail, "replica connection failed");
     } else {
         tracing::info!(replica = %label, reason = ending.reason, "replica connection closed");
     }
@@ -720,8 +727,7 @@ struct LinkState {
     /// (upstream offset received through, when) per read, for the lag in seconds.
     received: VecDeque<(u64, Instant)>,
     tally: EntryTally,
-    last_risk_log: Option<Instant>,
-    risks_unlogged: u64,
+    risk_log: crate::logging::Throttle,
     /// The replica's lag at the last tick, in ms: entries that extend a TTL ending within it
     /// are at risk.
     lag_ms: u64,
@@ -784,8 +790,7 @@ impl LinkState {
             acked_u: 0,
             received: VecDeque::new(),
             tally: stats::entry_tally(),
-            last_risk_log: None,
-            risks_unlogged: 0,
+            risk_log: crate::logging::Throttle::new(RISK_LOG_INTERVAL),
             lag_ms: 0,
             held_acks: HeldAcks::default(),
             ack_writes: None,
@@ -926,16 +931,13 @@ impl LinkState {
     }
 
     fn log_risks(&mut self, risks: &[super::stream::AtRiskEntry]) {
-        self.risks_unlogged += risks.len() as u64;
-        let due = self
-            .last_risk_log
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-        if let (true, Some(first)) = (due, risks.first()) {
+        let Some(first) = risks.first() else {
+            return;
+        };
+        if let Some(count) = self.risk_log.admit(risks.len() as u64) {
             tracing::warn!(replica = %self.label, db = first.db, key = %first.key,
-                old_deadline_ms = first.old_deadline_ms, count = self.risks_unlogged,
-                "entry extends or removes a TTL that may already have expired on a lagging replica");
-            self.last_risk_log = Some(Instant::now());
-            self.risks_unlogged = 0;
+                old_deadline_ms = first.old_deadline_ms, count,
+                "entry extends or removes a TTL that may already have expired on a lagging replica (count: this and the suppressed ones since the last line)");
         }
     }
 

@@ -6,39 +6,8 @@
 pub use crate::entry_tally::EntryTally;
 use metrics::{counter, gauge};
 
-/// Metric names (prefix `pika_ttl_proxy_`; entry counts, at-risk counts and entry durations are named in
-/// [`crate::entry_tally`], shared with the Pika relay).
-pub mod names {
-    pub const LAG_BYTES: &str = "pika_ttl_proxy_replica_lag_bytes";
-    pub const LAG_SECONDS: &str = "pika_ttl_proxy_replica_lag_seconds";
-    pub const LINK_UP: &str = "pika_ttl_proxy_link_up";
-    pub const FULL_SYNCS: &str = "pika_ttl_proxy_full_syncs_total";
-    pub const PARTIAL_SYNCS: &str = "pika_ttl_proxy_partial_syncs_total";
-    pub const PROTOCOL_ERRORS: &str = "pika_ttl_proxy_protocol_errors_total";
-    pub const BYTES: &str = "pika_ttl_proxy_bytes_total";
-    pub const TABLE_KEYS: &str = "pika_ttl_proxy_expiry_table_keys";
-    pub const TABLE_COMPLETE: &str = "pika_ttl_proxy_expiry_table_complete";
-    pub const MAP_POINTS: &str = "pika_ttl_proxy_offset_map_points";
-    pub const DISCONNECTS: &str = "pika_ttl_proxy_replica_disconnects_total";
-}
-
-/// Which link a byte or error count belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    /// Proxy ↔ master.
-    Upstream,
-    /// Proxy ↔ replica.
-    Downstream,
-}
-
-impl Side {
-    fn label(self) -> &'static str {
-        match self {
-            Side::Upstream => "upstream",
-            Side::Downstream => "downstream",
-        }
-    }
-}
+use crate::metrics::names;
+pub use crate::metrics::Side;
 
 /// Engine decisions of one read batch, reported in one go (dialect `redis`).
 pub fn entry_tally() -> EntryTally {

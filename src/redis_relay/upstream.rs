@@ -3,6 +3,7 @@
 //! PSYNC reply grammar (spec §1.2).
 
 use super::stats::{self, Side};
+use crate::logging::quote_answer;
 use crate::resp::encode_command;
 use bytes::BytesMut;
 use std::net::SocketAddr;
@@ -13,6 +14,29 @@ use tokio::net::TcpStream;
 
 /// Longest reply line accepted during the handshake (Redis caps inline replies far lower).
 const MAX_LINE: usize = 64 * 1024;
+
+/// Whether `line` can start a RESP reply (RESP2 or RESP3 type byte).
+fn is_resp_reply(line: &[u8]) -> bool {
+    matches!(
+        line.first(),
+        Some(
+            b'+' | b'-'
+                | b':'
+                | b'$'
+                | b'*'
+                | b'_'
+                | b','
+                | b'#'
+                | b'!'
+                | b'='
+                | b'('
+                | b'%'
+                | b'~'
+                | b'>'
+                | b'|'
+        )
+    )
+}
 
 /// Why the upstream link failed.
 #[derive(Debug)]
@@ -25,6 +49,8 @@ pub enum UpstreamError {
     Closed,
     /// The master sent something that is not a valid reply here.
     Protocol(String),
+    /// The master's address answers, but not in RESP: something else listens there.
+    NotRedis(String),
 }
 
 impl std::fmt::Display for UpstreamError {
@@ -34,6 +60,10 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Timeout => write!(f, "the master did not answer in time"),
             UpstreamError::Closed => write!(f, "the master closed the connection"),
             UpstreamError::Protocol(why) => write!(f, "unexpected bytes from the master: {why}"),
+            UpstreamError::NotRedis(answer) => write!(
+                f,
+                "the master address is not a Redis server: it answered {answer}"
+            ),
         }
     }
 }
@@ -188,6 +218,11 @@ impl Upstream {
                 .await
                 .map_err(|_| UpstreamError::Timeout)??;
             if n == 0 {
+                // A server that writes a banner without a line end and hangs up is named by
+                // what it wrote, not reported as a master that merely closed.
+                if !self.buf.is_empty() && !is_resp_reply(&self.buf) {
+                    return Err(UpstreamError::NotRedis(quote_answer(&self.buf)));
+                }
                 return Err(UpstreamError::Closed);
             }
             stats::bytes(Side::Upstream, true, n);
@@ -195,9 +230,14 @@ impl Upstream {
     }
 
     /// Read the reply to a command sent during the handshake: the first non-keepalive line.
+    /// A line that is no RESP reply means another kind of server listens at the master's
+    /// address; relaying it would only make the replica drop the link and retry forever.
     pub async fn read_reply(&mut self, timeout: Duration) -> Result<Vec<u8>, UpstreamError> {
         loop {
             if let Line::Text(t) = self.read_line(timeout).await? {
+                if !is_resp_reply(&t) {
+                    return Err(UpstreamError::NotRedis(quote_answer(&t)));
+                }
                 return Ok(t);
             }
         }
@@ -287,5 +327,29 @@ mod tests {
         assert_eq!(up.read_line(t).await.unwrap(), Line::Text(b"$172".to_vec()));
         server.await.unwrap();
         assert!(matches!(up.read_line(t).await, Err(UpstreamError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn a_foreign_server_is_named_by_what_it_answered() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            for answer in [&b"HTTP/1.1 400 Bad Request\r\n\r\n"[..], b"\x00\xffbanner"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                s.write_all(answer).await.unwrap();
+            }
+        });
+        let t = Duration::from_secs(5);
+        let mut up = Upstream::connect(addr, t).await.unwrap();
+        let e = up.read_reply(t).await.unwrap_err().to_string();
+        assert!(
+            e.contains("not a Redis server") && e.contains("\"HTTP/1.1 400 Bad Request\""),
+            "{e}"
+        );
+        let mut up = Upstream::connect(addr, t).await.unwrap();
+        let e = up.read_reply(t).await.unwrap_err().to_string();
+        assert!(e.contains("\"\\x00\\xffbanner\""), "{e}");
+        server.await.unwrap();
+        assert_eq!(quote_answer(&[b'a'; 60]).chars().count(), 48 + 3);
     }
 }

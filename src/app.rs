@@ -138,7 +138,10 @@ fn pika_readiness(registry: pika_relay::SessionRegistry) -> ReadinessSource {
                         "no warm-up: start with --warmup scan (or --empty-at-origin)",
                         &mut notes,
                     ),
-                    _ => ("the warm-up scan did not complete (see the log)", &mut notes),
+                    _ => (
+                        "the warm-up scan did not complete (see the log)",
+                        &mut notes,
+                    ),
                 };
                 list.push(format!(
                     "replica {who} {}: expiry knowledge incomplete: {why}",

@@ -20,7 +20,7 @@
 
 use bytes::Bytes;
 use pika_ttl_proxy::engine::{
-    self, AtRisk, Dialect, Emit, Outcome, Policy, RiskCause, StreamState,
+    self, AtRisk, Dialect, Emit, Outcome, PikaRelease, Policy, RiskCause, StreamState,
 };
 use pika_ttl_proxy::families::FamilySwitches;
 use pika_ttl_proxy::model::{show_argv, show_bytes, Argv, Master, ModelErrorKind, Replica};
@@ -476,6 +476,30 @@ fn step(dialect: Dialect) -> BoxedStrategy<Step> {
         .boxed()
 }
 
+/// Histories for a Pika release. A 4.0 master deletes a key on a client's own PEXPIREAT (its
+/// int32 cast, on the master itself) yet logs it like a PEXPIRE that kept the key: no proxy can
+/// tell the two apart, so 4.0 histories use EXPIREAT instead (the README tells users to).
+fn history_for(dialect: Dialect, release: PikaRelease) -> BoxedStrategy<History> {
+    if release == PikaRelease::V3 {
+        return history(dialect);
+    }
+    history(dialect)
+        .prop_map(|mut h| {
+            for step in &mut h.steps {
+                if let Action::Client(args) = &mut step.action {
+                    if matches!(args.first(), Some(Arg::Lit("PEXPIREAT"))) {
+                        if let Some(Arg::AbsMs(off)) = args.get(2).cloned() {
+                            args[0] = Arg::Lit("EXPIREAT");
+                            args[2] = Arg::AbsSec(off.div_euclid(1000));
+                        }
+                    }
+                }
+            }
+            h
+        })
+        .boxed()
+}
+
 fn history(dialect: Dialect) -> BoxedStrategy<History> {
     // Pika only: a Redis relay learns the keyspace exactly from the RDB of the full sync.
     let max_attach: usize = if dialect == Dialect::Pika { 10 } else { 0 };
@@ -510,6 +534,8 @@ enum Origin {
 #[derive(Clone, Copy, Debug)]
 struct Options {
     dialect: Dialect,
+    /// Pika release of master, replica and policy.
+    release: PikaRelease,
     rewriting: bool,
     origin: Origin,
     /// Feed the engine the proxy's receive time (between exec and apply) instead of the
@@ -608,6 +634,7 @@ fn policy(dialect: Dialect, rewriting: bool) -> Policy {
 /// Forms a proxy must never send (rewrite-rules §2 and §4.6), checked on replacements.
 fn dialect_form_violation(
     dialect: Dialect,
+    release: PikaRelease,
     cmds: &[Argv],
     in_multi_before: bool,
 ) -> Option<String> {
@@ -643,6 +670,12 @@ fn dialect_form_violation(
                         .and_then(|t| t.parse::<i64>().ok());
                     if c.len() != 4 || !ts.is_some_and(|t| (0..i64::from(i32::MAX)).contains(&t)) {
                         return Some(format!("`{}`: pksetexat out of range", show_argv(c)));
+                    }
+                    if release == PikaRelease::V4 && ts != Some(0) {
+                        return Some(format!(
+                            "`{}`: a Pika 4.0 replica reads this timestamp as int32 ms",
+                            show_argv(c)
+                        ));
                     }
                 }
             }
@@ -686,12 +719,13 @@ fn seed_from_scan(table: &ExpiryTable, master: &Master, at_ms: i64, origin: Orig
 
 fn run_history(steps: &[Concrete], attach_after: usize, start_ms: i64, opts: Options) -> Run {
     let dialect = opts.dialect;
-    let policy = policy(dialect, opts.rewriting);
+    let mut policy = policy(dialect, opts.rewriting);
+    policy.pika_release = opts.release;
     let table = ExpiryTable::new(Baseline::Absent);
     let mut stream = StreamState::default();
     let mut run = Run {
-        master: Master::new(dialect),
-        replica: Replica::new(dialect),
+        master: Master::new(dialect).with_pika_release(opts.release),
+        replica: Replica::new(dialect).with_pika_release(opts.release),
         start_ms,
         last_apply_ms: start_ms,
         trace: Vec::new(),
@@ -800,7 +834,9 @@ fn run_history(steps: &[Concrete], attach_after: usize, start_ms: i64, opts: Opt
                         ),
                     });
                 }
-                if let Some(msg) = dialect_form_violation(dialect, &cmds, in_multi_before) {
+                if let Some(msg) =
+                    dialect_form_violation(dialect, opts.release, &cmds, in_multi_before)
+                {
                     run.violations.push(Violation {
                         property: "R6 (dialect form)",
                         key: None,
@@ -984,7 +1020,7 @@ fn check_property(
 ) -> (Totals, Option<String>) {
     let totals = RefCell::new(Totals::default());
     let mut runner = runner(cases);
-    let result = runner.run(&history(opts.dialect), |h| {
+    let result = runner.run(&history_for(opts.dialect, opts.release), |h| {
         let run = run_history(&materialize(&h), h.attach_after, h.start_ms, opts);
         let mut t = totals.borrow_mut();
         t.histories += 1;
@@ -1031,6 +1067,7 @@ fn convergence(dialect: Dialect, receive_lag: bool, default_cases: u32) {
         rewriting: true,
         receive_lag,
         origin: Origin::ScanEveryKey,
+        release: PikaRelease::V3,
     };
     let (totals, failure) = check_property(opts, cases(default_cases), |_| true);
     let label = format!(
@@ -1067,6 +1104,7 @@ fn negative_control(dialect: Dialect) {
         rewriting: false,
         receive_lag: false,
         origin: Origin::ScanEveryKey,
+        release: PikaRelease::V3,
     };
     let (totals, failure) = check_property(opts, cases(10_000), Violation::is_p1);
     print_totals(&format!("{dialect:?} negative control"), &totals);
@@ -1103,6 +1141,7 @@ fn negative_control_pika_scan_of_volatile_keys_only() {
         rewriting: true,
         receive_lag: false,
         origin: Origin::ScanVolatileOnly,
+        release: PikaRelease::V3,
     };
     let (totals, failure) = check_property(opts, cases(10_000), Violation::is_p1);
     print_totals("Pika, warm-up of volatile keys only", &totals);
@@ -1116,6 +1155,43 @@ fn negative_control_pika_scan_of_volatile_keys_only() {
     }
 }
 
+/// The same proof against the Pika 4.0.1 dialect: its master logs INCR/APPEND as
+/// `pksetexat` and PSETEX in milliseconds, its replica misreads every real `pksetexat`.
+#[test]
+fn converges_pika_4_0() {
+    let opts = Options {
+        dialect: Dialect::Pika,
+        release: PikaRelease::V4,
+        rewriting: true,
+        receive_lag: false,
+        origin: Origin::ScanEveryKey,
+    };
+    let (totals, failure) = check_property(opts, cases(10_000), |_| true);
+    print_totals("Pika 4.0", &totals);
+    if let Some(report) = failure {
+        panic!("Pika 4.0: convergence failed on this minimal history\n{report}");
+    }
+}
+
+/// A 4.0.1 replica fed directly by a 4.0.1 master diverges (every SETEX lands expired).
+#[test]
+fn negative_control_pika_4_0() {
+    let opts = Options {
+        dialect: Dialect::Pika,
+        release: PikaRelease::V4,
+        rewriting: false,
+        receive_lag: false,
+        origin: Origin::ScanEveryKey,
+    };
+    let (totals, failure) = check_property(opts, cases(10_000), Violation::is_p1);
+    print_totals("Pika 4.0 negative control", &totals);
+    assert!(
+        failure.is_some(),
+        "a direct 4.0.1 replica showed no P1 violation in {} histories",
+        totals.histories
+    );
+}
+
 #[test]
 fn families_off_forward_every_entry() {
     for dialect in [Dialect::Pika, Dialect::Redis] {
@@ -1124,6 +1200,7 @@ fn families_off_forward_every_entry() {
             rewriting: false,
             receive_lag: false,
             origin: Origin::ScanEveryKey,
+            release: PikaRelease::V3,
         };
         let (totals, failure) = check_property(opts, cases(2_000), Violation::is_p3);
         print_totals(&format!("{dialect:?} P3 families off"), &totals);
@@ -1166,6 +1243,7 @@ fn run_scenario(steps: &[Concrete], dialect: Dialect, rewriting: bool) -> Run {
             rewriting,
             receive_lag: false,
             origin: Origin::ScanEveryKey,
+            release: PikaRelease::V3,
         },
     )
 }
@@ -1192,6 +1270,7 @@ fn run_attached(steps: &[(i64, &str, i64)], before: usize, origin: Origin) -> Ru
         steps.first().map_or(START_MS, |s| s.t_ms),
         Options {
             dialect: Dialect::Pika,
+            release: PikaRelease::V3,
             rewriting: true,
             receive_lag: false,
             origin,
@@ -1496,6 +1575,7 @@ fn run_with_receive(steps: &[(i64, &str, i64, i64)], dialect: Dialect) -> Run {
             rewriting: true,
             receive_lag: true,
             origin: Origin::ScanEveryKey,
+            release: PikaRelease::V3,
         },
     )
 }

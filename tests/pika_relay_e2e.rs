@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use pika_ttl_proxy::engine::PikaRelease;
 use pika_ttl_proxy::families::FamilySwitches;
 use pika_ttl_proxy::model::{Record, Value};
 use pika_ttl_proxy::pika::frame::FrameCodec;
@@ -1100,4 +1101,70 @@ async fn metrics_show_rewrites_and_forget_a_closed_link() {
         ) >= Some(1.0),
         "{text}"
     );
+}
+
+/// A Pika 4.0 master and replica through the proxy (the captured 4.0.1 session's commands):
+/// the proxy learns the release from MetaSync, so SETEX/INCR (logged as `pksetexat`, which a
+/// 4.0.1 replica reads as int32 ms and drops) and PSETEX (a millisecond `pksetexat` that
+/// stalls a 4.0.1 replica for good) reach the replica as `set` + `expireat`; APPEND on a
+/// missing key, whose value the master's log lost, is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pika_4_0_replication_is_made_correct() {
+    let opts = MasterOptions {
+        release: PikaRelease::V4,
+        ..fast_keepalives()
+    };
+    let master = FakeMaster::start(opts, T0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(master.port, dir.path(), &["--empty-at-origin"]).await;
+    let replica = FakeReplica::start_release(proxy.port, REPLICA_PORT, T0, false, PikaRelease::V4);
+    assert!(
+        wait_until(PATIENCE, || replica.is_streaming()).await,
+        "{}",
+        proxy.log()
+    );
+    assert!(proxy.log().contains("release=4.0"), "{}", proxy.log());
+    master.exec(&["SETEX", "k", "10", "100"]);
+    master.exec(&["INCR", "k"]);
+    master.exec(&["INCR", "fresh"]);
+    master.exec(&["APPEND", "a", "y"]);
+    master.exec(&["HMSET", "h", "f", "v"]);
+    master.exec(&["EXPIRE", "h", "10"]);
+    master.exec(&["HINCRBY", "h", "n", "1"]);
+    master.exec(&["PSETEX", "ps", "5000", "v"]);
+    master.exec(&["SET", "after_ps", "1"]);
+    assert!(
+        wait_until(PATIENCE, || replica.applied_items() >= 9).await,
+        "the replica stalled: {}",
+        proxy.log()
+    );
+    let at = T0 + 500;
+    let (m, r) = (master.state_at(at), replica.state_at(at));
+    for key in ["k", "fresh", "h", "ps", "after_ps"] {
+        let k = (0, Bytes::from_static(key.as_bytes()));
+        assert_eq!(m.keys.get(&k), r.keys.get(&k), "{key}\n{}", proxy.log());
+    }
+    assert_eq!(
+        m.keys
+            .get(&(0, Bytes::from_static(b"k")))
+            .and_then(|r| r.deadline_ms),
+        Some(T0 + 10_000)
+    );
+    // The master logged `pksetexat a 0 ""`: the replica holds "" where the master has "y".
+    let lost = r#"pika_ttl_proxy_at_risk_total{family="none"}"#;
+    assert!(
+        wait_until(PATIENCE, || proxy
+            .metrics()
+            .lines()
+            .any(|l| l.starts_with(lost) && !l.ends_with(" 0")))
+        .await,
+        "{}",
+        proxy.metrics()
+    );
+    assert!(
+        proxy.log().contains("value_lost_by_master"),
+        "{}",
+        proxy.log()
+    );
+    replica.stop();
 }

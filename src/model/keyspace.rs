@@ -12,7 +12,7 @@
 //! and its histories never reuse a name across types.
 
 use super::value::{format_float, DbKey, Record, State, Value};
-use crate::engine::Dialect;
+use crate::engine::{Dialect, PikaRelease};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -165,11 +165,21 @@ pub(crate) struct Keyspace {
     /// Applies a replication stream: an absolute expiry at exactly `now` is stored (the key is
     /// still alive at its deadline), while a master executing a client's EXPIREAT deletes it.
     replica: bool,
+    /// Pika 4.0 reads the timestamps of `pksetexat` (on a replica) and `pexpireat` (on both
+    /// nodes) as int32 milliseconds.
+    pika_release: PikaRelease,
+}
+
+/// What Pika 4.0 makes of an absolute time in ms: `static_cast<int32_t>`, which turns every
+/// current date into one in January 1970 (or before), so the key is dead at once.
+fn pika_4_0_int32_ms(ms: i64) -> i64 {
+    i64::from(ms as i32)
 }
 
 impl Keyspace {
     pub(crate) fn new(dialect: Dialect) -> Self {
         Keyspace {
+            pika_release: PikaRelease::V3,
             replica: false,
             dialect,
             records: BTreeMap::new(),
@@ -283,6 +293,16 @@ impl Keyspace {
         self.dialect == Dialect::Pika
     }
 
+    /// The same keyspace with the quirks of a Pika release.
+    pub(crate) fn with_pika_release(mut self, release: PikaRelease) -> Self {
+        self.pika_release = release;
+        self
+    }
+
+    fn is_pika_4_0(&self) -> bool {
+        self.is_pika() && self.pika_release == PikaRelease::V4
+    }
+
     /// Deadline for a TTL of `ttl_ms` counted from `now`, at this keyspace's precision. Pika
     /// counts whole seconds from the start of the current second and truncates ms TTLs.
     fn relative_deadline(&self, now: i64, ttl_ms: i64) -> Result<i64, Failure> {
@@ -354,6 +374,10 @@ impl Keyspace {
                 let deadline = match ts {
                     0 => None,
                     t if t < 0 => Some(now - 1),
+                    // The 4.0 replica's int32 cast: lands already expired.
+                    t if self.replica && self.is_pika_4_0() => {
+                        Some(pika_4_0_int32_ms(t.saturating_mul(1000)))
+                    }
                     t => Some(Self::seconds_to_ms(t)?),
                 };
                 self.put_string(db, &argv[1], argv[3].clone(), deadline);
@@ -926,6 +950,7 @@ impl Keyspace {
             "EXPIRE" => self.relative_deadline(now, Self::seconds_to_ms(raw)?)?,
             "PEXPIRE" => self.relative_deadline(now, raw)?,
             "EXPIREAT" => Self::seconds_to_ms(raw)?,
+            _ if self.is_pika_4_0() => pika_4_0_int32_ms(raw),
             _ => self.absolute_ms(raw),
         };
         let key = &argv[1];

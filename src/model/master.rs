@@ -16,7 +16,7 @@
 use super::keyspace::{Effect, Failure, Keyspace, Reply};
 use super::value::{DbKey, Record, State};
 use super::{upper_name, Argv, ModelError, ModelErrorKind};
-use crate::engine::Dialect;
+use crate::engine::{Dialect, PikaRelease};
 use bytes::Bytes;
 
 /// One replication entry: a command and the exec time the master attaches to it.
@@ -42,6 +42,7 @@ pub struct Executed {
 #[derive(Clone, Debug)]
 pub struct Master {
     dialect: Dialect,
+    pika_release: PikaRelease,
     keyspace: Keyspace,
     /// DB of the last entry written to the Redis stream (`None` before the first).
     stream_db: Option<u32>,
@@ -93,9 +94,20 @@ impl Master {
     pub fn new(dialect: Dialect) -> Self {
         Master {
             dialect,
+            pika_release: PikaRelease::V3,
             keyspace: Keyspace::new(dialect),
             stream_db: None,
         }
+    }
+
+    /// The same (empty) master as a given Pika release: 4.0 logs INCR, INCRBY, INCRBYFLOAT and
+    /// APPEND as `pksetexat k <sec or 0> <new value>` (APPEND on a missing key with an empty
+    /// value), PSETEX as a millisecond `pksetexat`, PEXPIRE as `pexpireat <ms>`, and deletes a
+    /// key on a client's own PEXPIREAT (its int32 cast), as the captured 4.0.1 session shows.
+    pub fn with_pika_release(mut self, release: PikaRelease) -> Self {
+        self.pika_release = release;
+        self.keyspace = Keyspace::new(self.dialect).with_pika_release(release);
+        self
     }
 
     /// The dialect this master writes.
@@ -140,6 +152,8 @@ impl Master {
         }
         // The binlog carries whole seconds; the master's own view is that second too.
         let now = t_ms.div_euclid(1000) * 1000;
+        let key = argv.get(1).cloned().unwrap_or_default();
+        let was_missing = self.keyspace.live(db, &key, now).is_none();
         let reply = match self.keyspace.exec(db, name, argv, now) {
             Ok(effect) => effect.reply,
             Err(Failure::Failed(msg)) => {
@@ -150,7 +164,15 @@ impl Master {
             }
             Err(f) => return Err(ModelError::from_failure(f, argv)),
         };
-        let entries = pika_log(name, argv, now)
+        let logged = match self.pika_release {
+            PikaRelease::V4 => {
+                let after = self.keyspace.live(db, &key, now);
+                pika_4_0_log(name, argv, t_ms, after, was_missing)
+            }
+            PikaRelease::V3 => None,
+        };
+        let entries = logged
+            .unwrap_or_else(|| pika_log(name, argv, now))
             .into_iter()
             .map(|argv| Entry { argv, exec_ms: now })
             .collect();
@@ -250,6 +272,48 @@ impl Master {
     /// The alive keys at `t_ms`, one per line.
     pub fn dump(&self, t_ms: i64) -> String {
         self.state_at(t_ms).to_string()
+    }
+}
+
+/// What Pika 4.0.1 writes where it differs from 3.5.4 (`None`: the same), given the key's
+/// record after the command and whether the key was missing before it.
+fn pika_4_0_log(
+    name: &str,
+    argv: &[Bytes],
+    t_ms: i64,
+    after: Option<&Record>,
+    was_missing: bool,
+) -> Option<Vec<Argv>> {
+    let int = |i: usize| super::keyspace::parse_i64(&argv[i]).unwrap_or(0);
+    match name {
+        "INCR" | "INCRBY" | "INCRBYFLOAT" | "APPEND" => {
+            let after = after?;
+            let super::value::Value::Str(value) = &after.value else {
+                return None;
+            };
+            let ts = after.deadline_ms.map_or(0, |d| d / 1000);
+            let value = if name == "APPEND" && was_missing {
+                Bytes::new()
+            } else {
+                value.clone()
+            };
+            Some(vec![vec![b("pksetexat"), argv[1].clone(), num(ts), value]])
+        }
+        // 4.0 logs these in milliseconds. A real 4.0 master also keeps its own deadlines in
+        // ms; the model keeps whole seconds (as for 3.5), so it logs its own deadline in ms.
+        "PSETEX" => Some(vec![vec![
+            b("pksetexat"),
+            argv[1].clone(),
+            num(after?.deadline_ms?),
+            argv[3].clone(),
+        ]]),
+        "PEXPIRE" => Some(vec![vec![
+            b("pexpireat"),
+            argv[1].clone(),
+            num(after.and_then(|r| r.deadline_ms).unwrap_or(t_ms + int(2))),
+        ]]),
+        "PEXPIREAT" => Some(vec![argv.to_vec()]),
+        _ => None,
     }
 }
 

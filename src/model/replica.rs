@@ -10,7 +10,7 @@
 use super::keyspace::Keyspace;
 use super::value::{DbKey, Record, State};
 use super::{upper_name, Argv, ModelError, ModelErrorKind};
-use crate::engine::Dialect;
+use crate::engine::{Dialect, PikaRelease};
 use bytes::Bytes;
 
 /// Highest DB index a Redis-dialect replica accepts in SELECT.
@@ -20,6 +20,7 @@ const MAX_DB: i64 = 15;
 #[derive(Clone, Debug)]
 pub struct Replica {
     dialect: Dialect,
+    release: PikaRelease,
     keyspace: Keyspace,
     db: u32,
     /// Commands queued since MULTI (Redis dialect), applied together at EXEC.
@@ -31,10 +32,19 @@ impl Replica {
     pub fn new(dialect: Dialect) -> Self {
         Replica {
             dialect,
+            release: PikaRelease::V3,
             keyspace: Keyspace::for_replica(dialect),
             db: 0,
             queued: None,
         }
+    }
+
+    /// The same (empty) replica as a given Pika release (4.0 misreads `pksetexat` and
+    /// `pexpireat` timestamps as int32 milliseconds).
+    pub fn with_pika_release(mut self, release: PikaRelease) -> Self {
+        self.keyspace = Keyspace::for_replica(self.dialect).with_pika_release(release);
+        self.release = release;
+        self
     }
 
     /// The dialect this replica understands.
@@ -145,7 +155,7 @@ impl Replica {
     /// Replace the whole data set with `snapshot` (a full sync: Pika copies the master's
     /// files, TTLs included, so the replica starts from the master's keys at that instant).
     pub fn load_full_sync(&mut self, snapshot: &State) {
-        self.keyspace = Keyspace::for_replica(self.dialect);
+        self.keyspace = Keyspace::for_replica(self.dialect).with_pika_release(self.release);
         for ((db, key), record) in &snapshot.keys {
             self.keyspace.restore(*db, key.clone(), record.clone());
         }

@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use super::inflight::Forwarded;
 use super::stats;
 use crate::engine::args::{Args, FrameArgs};
-use crate::engine::{self, AtRisk, Dialect, Emit, Policy, StreamState};
+use crate::engine::{self, AtRisk, Dialect, Emit, PikaRelease, Policy, StreamState};
 use crate::families::{Family, FamilySwitches};
 use crate::pika::item::{put_item, BinlogItem};
 use crate::pika::messages::{InnerResponse, LogicalOffset, MessageError};
@@ -85,6 +85,11 @@ impl LinkRewriter {
             content: BytesMut::new(),
             item: Vec::new(),
         }
+    }
+
+    /// The Pika release at both ends of the link (decides the forms a replica can apply).
+    pub fn set_pika_release(&mut self, release: PikaRelease) {
+        self.policy.pika_release = release;
     }
 
     /// The link's expiry table.

@@ -38,12 +38,13 @@ use super::registry::{DbLinkStatus, LinkStatus, ParkedTable, PikaRelayShared};
 use super::rewrite::LinkRewriter;
 use super::stats;
 use super::warmup::{self, WarmupState};
-use crate::engine::StreamState;
+use crate::engine::{PikaRelease, RiskCause, StreamState};
 use crate::pika::frame::{FrameCodec, FrameError};
 use crate::pika::messages::{
     build_try_sync_purged_response, replace_ack_range, replace_ack_range_end,
     replace_try_sync_offset, BinlogPosition, BinlogSyncRequest, InnerRequest, InnerResponse,
-    LogicalOffset, MessageError, MessageType, Node, Slot, SyncPointRequest, TrySyncReplyCode,
+    LogicalOffset, MessageError, MessageType, MetaSyncResponse, Node, Slot, SyncPointRequest,
+    TrySyncReplyCode,
 };
 use crate::table::{Baseline, ExpiryTable};
 
@@ -236,6 +237,7 @@ pub(crate) async fn run_link(
         master_addr,
         master_spoke: false,
         risk_log: crate::logging::Throttle::new(RISK_LOG_INTERVAL),
+        pika_release: PikaRelease::V3,
     };
     stats::link_up(Side::Master, &link.name, true);
     tracing::info!(%peer, link = id, "replica connected; relaying to {master_addr}");
@@ -295,6 +297,8 @@ struct Link {
     master_spoke: bool,
     /// At-risk warnings of this link.
     risk_log: crate::logging::Throttle,
+    /// The master's release, from its MetaSync answer (4.0 adds `db_instance_num`).
+    pika_release: PikaRelease,
 }
 
 /// Reads whole frames from one connection. `next` is cancel-safe (its only await point is a
@@ -520,6 +524,23 @@ impl Link {
             stats::link_up(Side::Replica, &self.name, true);
             stats::link_up(Side::Master, &self.name, true);
         }
+    }
+
+    /// Learns the master's release: a 4.0 master names each DB's `db_instance_num`, which no
+    /// 3.x master sends (and which a 4.0 replica requires). The rewrite forms follow it.
+    fn on_meta_sync_reply(&mut self, meta: &MetaSyncResponse<'_>) {
+        let release = if meta.dbs_info.iter().any(|d| d.db_instance_num.is_some()) {
+            PikaRelease::V4
+        } else {
+            PikaRelease::V3
+        };
+        if release != self.pika_release || release == PikaRelease::V4 {
+            tracing::info!(
+                replica = %self.name, release = %release.name(),
+                "master release from its MetaSync answer; rewrites use its forms"
+            );
+        }
+        self.pika_release = release;
     }
 
     /// The DB link for `slot`, opening its offset map on first use.
@@ -773,6 +794,7 @@ impl Link {
 
     /// Streaming starts at master position `master` for DB `key`.
     fn start_streaming(&mut self, key: &str, master: BinlogPosition) {
+        let release = self.pika_release;
         let families = self.setup.shared.families.clone();
         let shared = self.setup.shared.clone();
         let cfg = self.setup.cfg.clone();
@@ -818,6 +840,8 @@ impl Link {
                 )
             }
         });
+        let mut rewriter = rewriter;
+        rewriter.set_pika_release(release);
         let complete = rewriter.table().is_complete();
         db.rewriter = Some(rewriter);
         if !complete {
@@ -832,6 +856,12 @@ impl Link {
     async fn on_response(&mut self, body: Bytes) -> Result<(), LinkError> {
         let resp = InnerResponse::parse(&body).map_err(msg_err(Side::Master))?;
         match resp.msg_type {
+            MessageType::MetaSync => {
+                if let Some(meta) = resp.meta_sync().map_err(msg_err(Side::Master))? {
+                    self.on_meta_sync_reply(&meta);
+                }
+                self.send(Side::Replica, &body).await
+            }
             MessageType::TrySync => {
                 if let Some(ts) = resp.try_sync().map_err(msg_err(Side::Master))? {
                     self.on_try_sync_reply(
@@ -960,8 +990,9 @@ impl Link {
             if let (Some(risk), Some(count)) = (first, self.risk_log.admit(count)) {
                 tracing::warn!(
                     replica = %name, db = %key, key = %String::from_utf8_lossy(&risk.key),
-                    old_deadline_ms = risk.old_deadline_ms, count,
-                    "a TTL change may reach the replica after the key's old deadline; the replica may have dropped the key (count: this and the suppressed ones since the last line)"
+                    old_deadline_ms = risk.old_deadline_ms, cause = risk.cause.name(), count,
+                    "{} (count: this and the suppressed ones since the last line)",
+                    risk_message(risk.cause)
                 );
             }
         }
@@ -1133,4 +1164,19 @@ fn park_rewriter(shared: &PikaRelayShared, key: &str, rw: LinkRewriter, at: Binl
             at,
         },
     );
+}
+
+/// What an at-risk entry means for the operator, by cause.
+fn risk_message(cause: RiskCause) -> &'static str {
+    match cause {
+        RiskCause::TtlChangeAfterDeadline => {
+            "a TTL change may reach the replica after the key's old deadline; the replica may have dropped the key"
+        }
+        RiskCause::ExistenceAmbiguous | RiskCause::ExistenceUntracked => {
+            "a write after an EXPIRE on a key the proxy could not tell existed passed unchanged; the replica may keep the key without its TTL"
+        }
+        RiskCause::ValueLostByMaster => {
+            "the Pika 4.0 master logged this write with an empty value (its APPEND/SETRANGE on a missing key); every replica stores \"\" for the key"
+        }
+    }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use pika_ttl_proxy::engine::Dialect;
+use pika_ttl_proxy::engine::{Dialect, PikaRelease};
 use pika_ttl_proxy::model::{Master, Reply, State};
 use pika_ttl_proxy::pika::binlog_file::BinlogFileWriter;
 use pika_ttl_proxy::pika::item::{build_item, ItemHeader};
@@ -51,6 +51,8 @@ pub struct MasterOptions {
     pub send_mode: SendMode,
     pub run_id: String,
     pub replication_id: String,
+    /// 3.5 by default; 4.0 logs like 4.0.1 and names `db_instance_num` in MetaSync.
+    pub release: PikaRelease,
 }
 
 impl Default for MasterOptions {
@@ -61,6 +63,7 @@ impl Default for MasterOptions {
             send_mode: SendMode::Pika,
             run_id: "03aa13b8ae89cfb89b06420c6c642ab4bb45876e".into(),
             replication_id: "5edf6bdb40a52bc6e531482d1995096ed58a17eb857920301b".into(),
+            release: PikaRelease::V3,
         }
     }
 }
@@ -178,7 +181,7 @@ impl FakeMaster {
         let (items_tx, _) = watch::channel(0usize);
         let shared = Arc::new(Shared {
             st: Mutex::new(State_ {
-                model: Master::new(Dialect::Pika),
+                model: Master::new(Dialect::Pika).with_pika_release(opts.release),
                 clock_ms,
                 writer: BinlogFileWriter::new(0),
                 items: Vec::new(),
@@ -462,9 +465,12 @@ impl Session {
                     .map_err(|e| e.to_string())?
                     .ok_or("no meta_sync")?;
                 event(&self.shared, MasterEvent::MetaSync { port: m.node.port });
+                // Pika 4.0's default `db-instance-num` is 3.
+                let instances = (self.shared.opts.release == PikaRelease::V4).then_some(3);
                 let reply = wire::meta_sync_response(
                     &self.shared.opts.run_id,
                     &self.shared.opts.replication_id,
+                    instances,
                 );
                 self.send(&reply).await
             }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use pika_ttl_proxy::engine::Dialect;
+use pika_ttl_proxy::engine::{Dialect, PikaRelease};
 use pika_ttl_proxy::model::{Replica, State};
 use pika_ttl_proxy::pika::binlog_file::BinlogFileWriter;
 use pika_ttl_proxy::pika::item::BinlogItem;
@@ -174,11 +174,22 @@ impl FakeReplica {
     /// `synced`: the replica already holds the master's (empty) data at position 0/0, so it
     /// TrySyncs instead of running a first DBSync.
     pub fn start_with(proxy_port: u16, node_port: u16, clock_ms: i64, synced: bool) -> FakeReplica {
+        Self::start_release(proxy_port, node_port, clock_ms, synced, PikaRelease::V3)
+    }
+
+    /// A replica of a given Pika release (4.0 misreads `pksetexat`/`pexpireat` timestamps).
+    pub fn start_release(
+        proxy_port: u16,
+        node_port: u16,
+        clock_ms: i64,
+        synced: bool,
+        release: PikaRelease,
+    ) -> FakeReplica {
         let (paused_tx, _) = watch::channel(false);
         let (drop_link, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             st: Mutex::new(RState {
-                model: Replica::new(Dialect::Pika),
+                model: Replica::new(Dialect::Pika).with_pika_release(release),
                 writer: BinlogFileWriter::new(0),
                 logic_id: 0,
                 synced,

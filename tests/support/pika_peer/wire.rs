@@ -84,7 +84,16 @@ pub fn db_sync_request(ip: &str, port: u16, db: &str, at: BinlogPosition) -> Vec
 
 // ----- responses (master → replica) -----
 
-pub fn meta_sync_response(run_id: &str, replication_id: &str) -> Vec<u8> {
+/// MetaSync reply; `db_instance_num` is set by 4.0 masters only.
+pub fn meta_sync_response(
+    run_id: &str,
+    replication_id: &str,
+    db_instance_num: Option<i32>,
+) -> Vec<u8> {
+    let mut db = Msg::new().bytes(1, b"db0").int32(2, 1);
+    if let Some(n) = db_instance_num {
+        db = db.int32(3, n);
+    }
     Msg::new()
         .varint(1, 1)
         .varint(2, 1)
@@ -92,7 +101,7 @@ pub fn meta_sync_response(run_id: &str, replication_id: &str) -> Vec<u8> {
             4,
             Msg::new()
                 .varint(1, 1)
-                .msg(2, Msg::new().bytes(1, b"db0").int32(2, 1))
+                .msg(2, db)
                 .bytes(3, run_id.as_bytes())
                 .bytes(4, replication_id.as_bytes()),
         )

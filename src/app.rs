@@ -256,6 +256,7 @@ async fn run(settings: Settings) -> ExitCode {
                 };
                 cfg.warmup_rate = settings.warmup_rate;
                 cfg.warmup_max_keys = settings.warmup_max_keys;
+                cfg.allow_unknown_version = settings.allow_unknown_pika_version;
                 cfg.empty_at_origin = settings.empty_at_origin;
                 let shared = pika_relay::PikaRelayShared::new(families.clone());
                 let readiness = pika_readiness(shared.sessions.clone());

@@ -125,6 +125,9 @@ pub struct RelayArgs {
     /// Pika: warm-up bound on keys without a TTL (from [`PikaArgs`]).
     #[arg(skip)]
     pub warmup_max_keys: Option<u64>,
+    /// Pika: relay an unknown master release (from [`PikaArgs`]).
+    #[arg(skip)]
+    pub allow_unknown_pika_version: bool,
     /// Pika: keys without history do not exist (from [`PikaArgs`]).
     #[arg(skip)]
     pub empty_at_origin: bool,
@@ -181,6 +184,10 @@ pub struct PikaArgs {
     /// bytes per replica link); past it only volatile keys are kept [default: 10000000].
     #[arg(long, env = "PIKA_TTL_PROXY_WARMUP_MAX_KEYS", value_name = "KEYS")]
     pub warmup_max_keys: Option<u64>,
+    /// Relay a master whose `pika_version` is not 3.1–3.5 or 4.0 (refused by default: the
+    /// rewrite forms may be wrong for it).
+    #[arg(long, env = "PIKA_TTL_PROXY_ALLOW_UNKNOWN_PIKA_VERSION")]
+    pub allow_unknown_pika_version: bool,
     /// The master's data set started empty and every write went through the binlog
     /// the proxy sees, so a key without history does not exist. Wrong for a master holding
     /// older data: leave off unless that is certain.
@@ -196,6 +203,7 @@ impl PikaArgs {
             warmup: self.warmup,
             warmup_rate: self.warmup_rate,
             warmup_max_keys: self.warmup_max_keys,
+            allow_unknown_pika_version: self.allow_unknown_pika_version,
             empty_at_origin: self.empty_at_origin,
             ..self.relay
         }
@@ -304,6 +312,7 @@ pub struct FileSettings {
     warmup: Option<String>,
     warmup_rate: Option<u32>,
     warmup_max_keys: Option<u64>,
+    allow_unknown_pika_version: Option<bool>,
     empty_at_origin: Option<bool>,
     families: Option<BTreeMap<String, bool>>,
 }
@@ -373,6 +382,8 @@ pub struct Settings {
     pub warmup_rate: u32,
     /// Pika warm-up bound on keys without a TTL.
     pub warmup_max_keys: u64,
+    /// Pika: relay a master release the proxy does not know.
+    pub allow_unknown_pika_version: bool,
     /// Pika: keys without history do not exist.
     pub empty_at_origin: bool,
 }
@@ -638,6 +649,8 @@ impl Settings {
             warmup,
             warmup_rate,
             warmup_max_keys,
+            allow_unknown_pika_version: args.allow_unknown_pika_version
+                || file.allow_unknown_pika_version.unwrap_or(false),
             empty_at_origin: args.empty_at_origin || file.empty_at_origin.unwrap_or(false),
         })
     }
@@ -671,6 +684,8 @@ impl Settings {
             binlog_file_size: self.binlog_file_size,
             warmup: &self.warmup,
             warmup_rate: self.warmup_rate,
+            warmup_max_keys: self.warmup_max_keys,
+            allow_unknown_pika_version: self.allow_unknown_pika_version,
             empty_at_origin: self.empty_at_origin,
             families: &self.families,
         };
@@ -733,6 +748,8 @@ struct PrintedSettings<'a> {
     binlog_file_size: u64,
     warmup: &'a str,
     warmup_rate: u32,
+    warmup_max_keys: u64,
+    allow_unknown_pika_version: bool,
     empty_at_origin: bool,
     families: &'a BTreeMap<String, bool>,
 }

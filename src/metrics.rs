@@ -104,6 +104,7 @@ pub const PROTOCOL_ERROR_KINDS: &[&str] = &[
     "protocol",
     "timeout",
     "item_content",
+    "unknown_version",
 ];
 
 /// Label value for entries whose command belongs to no family.

@@ -1168,3 +1168,48 @@ async fn pika_4_0_replication_is_made_correct() {
     );
     replica.stop();
 }
+
+/// A master whose `INFO server` names a release the proxy does not know is refused at link
+/// start with a clear error (no silent pass), unless the operator allows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_master_release_is_refused_at_link_start() {
+    let opts = MasterOptions {
+        pika_version: Some("4.1.0".into()),
+        ..fast_keepalives()
+    };
+    let master = FakeMaster::start(opts.clone(), T0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(master.port, dir.path(), &["--empty-at-origin"]).await;
+    let replica = FakeReplica::start(proxy.port, REPLICA_PORT, T0);
+    assert!(
+        wait_until(PATIENCE, || proxy.log().contains("refusing the replica")).await,
+        "{}",
+        proxy.log()
+    );
+    assert!(proxy.log().contains("Pika 4.1.0"), "{}", proxy.log());
+    assert!(!replica.is_streaming());
+    assert!(proxy
+        .metrics()
+        .lines()
+        .any(|l| l.contains(r#"kind="unknown_version""#) && !l.ends_with(" 0")));
+    replica.stop();
+
+    let master = FakeMaster::start(opts, T0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        master.port,
+        dir.path(),
+        &["--empty-at-origin", "--allow-unknown-pika-version"],
+    )
+    .await;
+    let replica = FakeReplica::start(proxy.port, REPLICA_PORT, T0);
+    assert!(
+        wait_until(PATIENCE, || replica.is_streaming()).await,
+        "{}",
+        proxy.log()
+    );
+    assert!(proxy
+        .log()
+        .contains("as allowed by --allow-unknown-pika-version"));
+    replica.stop();
+}

@@ -70,6 +70,9 @@ pub struct PikaRelayConfig {
     /// every write, so a master at 0/0 has never logged one; but a master whose data was put in
     /// place without a binlog (e.g. restored files) would make this wrong, hence off by default.
     pub empty_at_origin: bool,
+    /// Relay a master whose `pika_version` is not a release the proxy knows (its rewrite forms
+    /// may then be wrong for it). Off: such a link is refused at its start with a clear error.
+    pub allow_unknown_version: bool,
     /// Close a link when nothing arrives from the master for this long (Pika's replica gives up
     /// after 20 s; the relay waits a little longer so the replica's own timeout decides).
     pub upstream_idle_timeout: Duration,
@@ -89,6 +92,7 @@ impl PikaRelayConfig {
             binlog_file_size: DEFAULT_BINLOG_FILE_SIZE,
             max_frame_len: 512 * 1024 * 1024,
             empty_at_origin: false,
+            allow_unknown_version: false,
             upstream_idle_timeout: Duration::from_secs(30),
         }
     }

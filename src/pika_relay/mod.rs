@@ -16,6 +16,7 @@
 //! acks by `map_commit`). A clean stop saves each DB's expiry table for the next start
 //! (`table_store`). See `shared/specs/pika-replication.md` for the protocol.
 
+mod client_port;
 pub mod config;
 pub mod error;
 pub mod inflight;

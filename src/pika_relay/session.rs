@@ -26,6 +26,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::client_port;
 use super::config::{PikaRelayConfig, WarmupMode, REPLICATION_PORT_OFFSET};
 use super::error::{LinkError, Side};
 use super::inflight::Inflight;
@@ -215,6 +216,20 @@ pub(crate) async fn run_link(
         setup.shared.sessions.remove(id);
         return;
     };
+    let release = match master_release(&setup.cfg, peer).await {
+        Ok(release) => release,
+        Err(why) => {
+            tracing::error!(
+                %peer, master = %setup.cfg.master,
+                "refusing the replica: the master runs {why}; its rewrite forms are unproven (start with --allow-unknown-pika-version to relay it anyway)"
+            );
+            stats::protocol_error(Side::Master, "unknown_version");
+            stats::link_up(Side::Replica, &replica_label, false);
+            stats::disconnect("master_error");
+            setup.shared.sessions.remove(id);
+            return;
+        }
+    };
     let _ = replica.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     let (replica_r, replica_w) = replica.into_split();
@@ -237,7 +252,7 @@ pub(crate) async fn run_link(
         master_addr,
         master_spoke: false,
         risk_log: crate::logging::Throttle::new(RISK_LOG_INTERVAL),
-        pika_release: PikaRelease::V3,
+        pika_release: release.unwrap_or_default(),
     };
     stats::link_up(Side::Master, &link.name, true);
     tracing::info!(%peer, link = id, "replica connected; relaying to {master_addr}");
@@ -271,6 +286,43 @@ pub(crate) async fn run_link(
         }
     }
     link.close().await;
+}
+
+/// How long a link start waits for the master's `INFO server`.
+const RELEASE_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The master's release as its client port P names it. `Err` refuses the link: a release the
+/// proxy does not know (unless allowed). A master that cannot be asked, or names no
+/// `pika_version`, is logged and left to its MetaSync answer.
+async fn master_release(
+    cfg: &PikaRelayConfig,
+    peer: SocketAddr,
+) -> Result<Option<PikaRelease>, String> {
+    let asked = tokio::time::timeout(
+        RELEASE_QUERY_TIMEOUT,
+        client_port::master_release(cfg.master, cfg.master_password.as_deref()),
+    )
+    .await;
+    match asked {
+        Ok(Ok(Some(Ok(release)))) => Ok(Some(release)),
+        Ok(Ok(Some(Err(why)))) if cfg.allow_unknown_version => {
+            tracing::warn!(%peer, master = %cfg.master, "the master runs {why}; relaying it as allowed by --allow-unknown-pika-version");
+            Ok(None)
+        }
+        Ok(Ok(Some(Err(why)))) => Err(why),
+        Ok(Ok(None)) => {
+            tracing::warn!(%peer, master = %cfg.master, "the master's INFO server names no pika_version; its release is taken from its MetaSync answer");
+            Ok(None)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, master = %cfg.master, "could not ask the master for its release on port P: {e}; it is taken from its MetaSync answer");
+            Ok(None)
+        }
+        Err(_) => {
+            tracing::warn!(%peer, master = %cfg.master, "the master did not answer INFO server within {RELEASE_QUERY_TIMEOUT:?}; its release is taken from its MetaSync answer");
+            Ok(None)
+        }
+    }
 }
 
 struct Link {

@@ -36,18 +36,15 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
-use redis_protocol::resp2::decode::decode_bytes_mut;
+use bytes::Bytes;
 use redis_protocol::resp2::types::BytesFrame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::client_port::Client;
 use super::config::{PikaRelayConfig, WarmupMode};
 use super::rewrite::LinkRewriter;
 use crate::pika::messages::BinlogPosition;
-use crate::resp::encode_command;
 use crate::table::{Baseline, KeyKnowledge};
 
 /// Keys asked for per `SCAN`.
@@ -232,112 +229,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A RESP connection to the master's client port.
-struct Client {
-    stream: TcpStream,
-    buf: BytesMut,
-    out: BytesMut,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> std::io::Result<Client> {
-        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
-        stream.set_nodelay(true)?;
-        Ok(Client {
-            stream,
-            buf: BytesMut::with_capacity(64 * 1024),
-            out: BytesMut::new(),
-        })
-    }
-
-    fn queue(&mut self, args: &[&[u8]]) {
-        encode_command(args, &mut self.out);
-    }
-
-    async fn flush(&mut self) -> std::io::Result<()> {
-        self.stream.write_all(&self.out).await?;
-        self.out.clear();
-        Ok(())
-    }
-
-    async fn reply(&mut self) -> std::io::Result<BytesFrame> {
-        loop {
-            match decode_bytes_mut(&mut self.buf) {
-                Ok(Some((frame, _, _))) => return Ok(frame),
-                Ok(None) => {}
-                Err(e) => return Err(std::io::Error::other(format!("bad reply: {e:?}"))),
-            }
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the master closed the connection",
-                ));
-            }
-        }
-    }
-
-    async fn call(&mut self, args: &[&[u8]]) -> std::io::Result<BytesFrame> {
-        self.queue(args);
-        self.flush().await?;
-        match self.reply().await? {
-            BytesFrame::Error(e) => Err(std::io::Error::other(format!(
-                "{} failed: {e}",
-                String::from_utf8_lossy(args[0])
-            ))),
-            frame => Ok(frame),
-        }
-    }
-
-    /// The master's clock from `TIME`, or `None` when it does not answer it.
-    async fn master_clock_ms(&mut self) -> std::io::Result<Option<i64>> {
-        self.queue(&[b"TIME"]);
-        self.flush().await?;
-        let BytesFrame::Array(parts) = self.reply().await? else {
-            return Ok(None);
-        };
-        let num = |f: Option<&BytesFrame>| -> Option<i64> {
-            match f? {
-                BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => {
-                    std::str::from_utf8(b).ok()?.parse().ok()
-                }
-                BytesFrame::Integer(i) => Some(*i),
-                _ => None,
-            }
-        };
-        Ok(match (num(parts.first()), num(parts.get(1))) {
-            (Some(s), Some(us)) => Some(s * 1000 + us / 1000),
-            _ => None,
-        })
-    }
-
-    /// `db<N>:binlog_offset=<filenum> <offset>,…` from `INFO replication`.
-    async fn binlog_offset(&mut self, db_name: &str) -> std::io::Result<BinlogPosition> {
-        let frame = self.call(&[b"INFO", b"replication"]).await?;
-        let text = match frame {
-            BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => b,
-            _ => return Err(std::io::Error::other("INFO returned no text")),
-        };
-        parse_binlog_offset(&text, db_name).ok_or_else(|| {
-            std::io::Error::other(format!("INFO replication has no {db_name}:binlog_offset"))
-        })
-    }
-}
-
-/// Finds `<db>:binlog_offset=<filenum> <offset>` in an `INFO replication` text.
-pub fn parse_binlog_offset(info: &[u8], db_name: &str) -> Option<BinlogPosition> {
-    let text = std::str::from_utf8(info).ok()?;
-    let prefix = format!("{db_name}:binlog_offset=");
-    let line = text.lines().find_map(|l| l.trim().strip_prefix(&prefix))?;
-    let value = line.split(',').next()?;
-    let mut parts = value.split_whitespace();
-    let filenum = parts.next()?.parse().ok()?;
-    let offset = parts.next()?.parse().ok()?;
-    Some(BinlogPosition::new(filenum, offset))
-}
+pub use super::client_port::parse_binlog_offset;
 
 async fn scan(
     master: SocketAddr,

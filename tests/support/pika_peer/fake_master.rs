@@ -53,6 +53,8 @@ pub struct MasterOptions {
     pub replication_id: String,
     /// 3.5 by default; 4.0 logs like 4.0.1 and names `db_instance_num` in MetaSync.
     pub release: PikaRelease,
+    /// What `INFO server` names as `pika_version` (default: the release's).
+    pub pika_version: Option<String>,
 }
 
 impl Default for MasterOptions {
@@ -64,6 +66,7 @@ impl Default for MasterOptions {
             run_id: "03aa13b8ae89cfb89b06420c6c642ab4bb45876e".into(),
             replication_id: "5edf6bdb40a52bc6e531482d1995096ed58a17eb857920301b".into(),
             release: PikaRelease::V3,
+            pika_version: None,
         }
     }
 }
@@ -737,6 +740,21 @@ async fn serve_resp(mut stream: TcpStream, shared: Arc<Shared>, cancel: Cancella
                 out.extend_from_slice(b"*2\r\n");
                 bulk(&mut out, (ms / 1000).to_string().as_bytes());
                 bulk(&mut out, ((ms % 1000) * 1000).to_string().as_bytes());
+            }
+            "INFO"
+                if cmd
+                    .arg(1)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"server")) =>
+            {
+                let version = shared.opts.pika_version.clone().unwrap_or_else(|| {
+                    match shared.opts.release {
+                        PikaRelease::V3 => "3.5.4".to_string(),
+                        // 4.0.1 never bumped its version header.
+                        PikaRelease::V4 => "4.0.0".to_string(),
+                    }
+                });
+                let text = format!("# Server\r\npika_version:{version}\r\nos:Linux\r\n");
+                bulk(&mut out, text.as_bytes());
             }
             "INFO" => {
                 let hold = {

@@ -3,7 +3,7 @@
 //! Inputs are the entry's arguments, the master's execution time, the per-stream state (selected
 //! DB, MULTI), the [`ExpiryTable`](crate::table::ExpiryTable) and the [`Policy`] (dialect and family switches). The engine
 //! does no I/O; it maintains the table as a side effect so the next entry sees the master's state.
-//! See `shared/specs/rewrite-rules.md` for the contract every rule implements.
+//! See `docs/rewrites.md` for the contract every rule implements.
 
 pub mod args;
 pub mod command;
@@ -103,9 +103,9 @@ impl Outcome {
     }
 }
 
-/// A command that extends or removes a TTL of a volatile key whose value the proxy cannot
-/// restore: if a replica applies it after the old deadline, the replica has already dropped the
-/// key and the master keeps it (spec section 3). The relay compares `old_deadline_ms` with the
+/// A command that extends or removes a TTL of a volatile key whose value the proxy cannot restore:
+/// if a replica applies it after the old deadline, the replica has already dropped the key and the
+/// master keeps it (`docs/rewrites.md#at-risk`). The relay compares `old_deadline_ms` with the
 /// replica's lag to decide whether to count and log it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AtRisk {

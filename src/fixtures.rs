@@ -41,7 +41,11 @@ mod tests {
         let own = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         assert_eq!(roots().last(), Some(&own));
         for dir in ["pika-3.5.4", "pika-4.0.1", "redis-7.0.15", "redis-7.4.1"] {
-            assert!(own.join(dir).is_dir(), "{dir} missing under {}", own.display());
+            assert!(
+                own.join(dir).is_dir(),
+                "{dir} missing under {}",
+                own.display()
+            );
         }
         assert!(read("pika-4.0.1/session1-master-binlog-write2file0.bin").is_ok());
         assert!(read("no-such-version/none.bin").is_err());

@@ -1,11 +1,10 @@
 //! The hand-written checksum and decompression codecs against the crates that could replace them,
-//! in one run so the numbers compare: CRC-32 (state-file records and table files) against
-//! `crc32fast`, the RDB trailer's CRC-64 against the `crc` crate's `CRC_64_REDIS`, and LZF
-//! expansion of RDB strings against the `lzf` crate.
+//! in one run so the numbers compare: the RDB trailer's CRC-64 against the `crc` crate's
+//! `CRC_64_REDIS`, and LZF expansion of RDB strings against the `lzf` crate. (CRC-32 was compared
+//! with `crc32fast` the same way and replaced by it.)
 //!
-//! Sizes follow the callers: a state-file record is tens of bytes, a saved table is megabytes; the
-//! RDB checksum is fed in 64 KiB socket reads; LZF strings the scanner expands are keys and small
-//! AUX values (Redis compresses strings over 20 bytes).
+//! Sizes follow the callers: the RDB checksum is fed in 64 KiB socket reads; LZF strings the
+//! scanner expands are keys and small AUX values (Redis compresses strings over 20 bytes).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pika_ttl_proxy::rdb::{crc64, lzf};
@@ -28,22 +27,6 @@ fn keyish(len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
-}
-
-fn crc32(c: &mut Criterion) {
-    let mut group = c.benchmark_group("crc32");
-    for len in [48usize, 4 << 10, 4 << 20] {
-        let data = noise(len);
-        assert_eq!(pika_ttl_proxy::crc32::crc32(&data), crc32fast::hash(&data));
-        group.throughput(Throughput::Bytes(len as u64));
-        group.bench_with_input(BenchmarkId::new("ours", len), &data, |b, d| {
-            b.iter(|| pika_ttl_proxy::crc32::crc32(black_box(d)))
-        });
-        group.bench_with_input(BenchmarkId::new("crc32fast", len), &data, |b, d| {
-            b.iter(|| crc32fast::hash(black_box(d)))
-        });
-    }
-    group.finish();
 }
 
 static CRC64: crc::Crc<u64, crc::Table<16>> =
@@ -101,5 +84,5 @@ fn lzf_expand(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, crc32, crc64, lzf_expand);
+criterion_group!(benches, crc64, lzf_expand);
 criterion_main!(benches);

@@ -21,7 +21,6 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
-pub mod crc32;
 pub mod engine;
 pub mod entry_tally;
 pub mod families;

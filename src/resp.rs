@@ -1086,17 +1086,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
-    use std::path::PathBuf;
 
-    /// Real captured bytes; `PIKA_TTL_PROXY_FIXTURES` overrides the shared location.
+    /// Real captured bytes (see [`crate::fixtures`]).
     fn fixture(relative: &str) -> Vec<u8> {
-        let root = std::env::var_os("PIKA_TTL_PROXY_FIXTURES")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
-            });
-        let path = root.join(relative);
-        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        crate::fixtures::read(relative).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn fixture_text(relative: &str) -> String {

@@ -9,7 +9,6 @@
 //! [`ExpiryTable::for_each_raw`]), and last a CRC-32 of everything before it. A file that is
 //! short, long, or fails its checksum is rejected.
 
-use crate::crc32::crc32;
 use crate::table::{Baseline, ExpiryTable};
 
 const MAGIC: &[u8; 8] = b"PTPTB002";
@@ -30,7 +29,7 @@ pub fn encode(header: &[u8], table: &ExpiryTable) -> Vec<u8> {
         count += 1;
     });
     out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
-    let crc = crc32(&out);
+    let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
 }
@@ -40,7 +39,7 @@ pub fn decode(bytes: &[u8]) -> Result<(&[u8], ExpiryTable), String> {
     let (body, crc) = bytes
         .split_last_chunk::<4>()
         .ok_or("shorter than its checksum")?;
-    if crc32(body) != u32::from_le_bytes(*crc) {
+    if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
         return Err("checksum mismatch".into());
     }
     let mut r = Fields::new(body);
@@ -175,6 +174,13 @@ fn baseline_from(code: u8) -> Option<Baseline> {
 mod tests {
     use super::*;
     use crate::table::KeyKnowledge;
+
+    /// Files written by earlier builds must keep verifying: the checksum is zlib's CRC-32.
+    #[test]
+    fn the_checksum_is_zlib_crc32() {
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32fast::hash(b""), 0);
+    }
 
     fn sample() -> ExpiryTable {
         let t = ExpiryTable::new(Baseline::NotVolatile);

@@ -1,4 +1,5 @@
-//! Convergence proof of the rewrite engine against the reference model (rewrite-rules.md §3).
+//! Convergence proof of the rewrite engine against the reference model
+//! (`docs/rewrites.md#convergence`).
 //!
 //! A history is a sequence of client commands on a small, type-partitioned key space, with time
 //! advancing between them, plus a delivery delay per step. The model's master executes each
@@ -13,9 +14,9 @@
 //!   replaced;
 //! - R6: the replica never rejects an emitted command, and Pika never receives a forbidden form.
 //!
-//! A key is exempt only when the engine reported it at risk (a TTL extension reaching the
-//! replica after the old deadline, spec §3) and the replica did apply that entry at or after
-//! the old deadline. The negative control runs the same generator with every family off and
+//! A key is exempt only when the engine reported it at risk (a TTL extension reaching the replica
+//! after the old deadline, `docs/rewrites.md#at-risk`) and the replica did apply that entry at or
+//! after the old deadline. The negative control runs the same generator with every family off and
 //! must find a P1 violation.
 
 use bytes::Bytes;
@@ -631,7 +632,8 @@ fn policy(dialect: Dialect, rewriting: bool) -> Policy {
     }
 }
 
-/// Forms a proxy must never send (rewrite-rules §2 and §4.6), checked on replacements.
+/// Forms a proxy must never send (`docs/rewrites.md#dialects` and
+/// `docs/rewrites.md#6-nothing-a-replica-would-refuse`), checked on replacements.
 fn dialect_form_violation(
     dialect: Dialect,
     release: PikaRelease,
@@ -1091,8 +1093,8 @@ fn converges_redis() {
 }
 
 /// Redis streams carry no time: the proxy stamps entries when it receives them, somewhere
-/// between the master's execution and the replica's apply. The spec says that is good enough
-/// because the master sends its own DELs for expired keys.
+/// between the master's execution and the replica's apply. `docs/rewrites.md#vocabulary` says
+/// that is good enough because the master sends its own DELs for expired keys.
 #[test]
 fn converges_redis_with_receive_time() {
     convergence(Dialect::Redis, true, 2_000);
@@ -1362,7 +1364,7 @@ fn seed_scenario_both_dialects() {
     }
 }
 
-/// pika-replication.md §11: the late-replica session on real Pika 3.5.4.
+/// `docs/pika-protocol.md#late-replica-session`: the late-replica session on real Pika 3.5.4.
 #[test]
 fn pika_session_reproduction() {
     // 21:40:00 UTC on the session's machine clock.
@@ -1411,8 +1413,8 @@ fn pika_session_reproduction() {
     println!("rewritten trace:\n{}", fixed.trace.join("\n"));
 }
 
-/// Spec §3: TTL extension after the deadline. Strings whose new value travels in the entry are
-/// repaired; a hash whose TTL is extended or removed too late is reported as at risk.
+/// `docs/rewrites.md#at-risk`: TTL extension after the deadline. Strings whose new value travels in
+/// the entry are repaired; a hash whose TTL is extended or removed too late is reported as at risk.
 #[test]
 fn ttl_extension_after_deadline() {
     let t0 = START_MS;

@@ -1,5 +1,5 @@
-//! The Pika codec against real Pika 3.5.4 captures (`../shared/fixtures/pika-3.5.4/`, beside
-//! the checkout; their README documents every frame).
+//! The Pika codec against real Pika 3.5.4 captures (`tests/fixtures/pika-3.5.4/`; their README
+//! documents every frame).
 //!
 //! Expected values below are transcribed from that README's tables; the tests check that the
 //! decoded bytes agree with them, that unchanged frames re-encode byte for byte, that edits
@@ -23,8 +23,6 @@ use pika_ttl_proxy::pika::proto::{
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/pika-3.5.4");
-
 const REPL1_UP: &str = "session1-repl1-replica-to-master.bin";
 const REPL1_DOWN: &str = "session1-repl1-master-to-replica.bin";
 const REPL2_UP: &str = "session1-repl2-replica-to-master.bin";
@@ -45,7 +43,7 @@ const UP_FILES: [&str; 3] = [REPL1_UP, REPL2_UP, SESSION2_UP];
 const DOWN_FILES: [&str; 3] = [REPL1_DOWN, REPL2_DOWN, SESSION2_DOWN];
 
 fn load(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
+    pika_ttl_proxy::fixtures::read(&format!("pika-3.5.4/{name}")).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Frame bodies with the offset of each frame's length prefix in the file.

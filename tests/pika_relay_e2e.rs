@@ -270,7 +270,7 @@ async fn seed_scenario_keeps_an_immortal_key_with_rewriting_off() {
     assert!(frames.len() >= 2);
 }
 
-/// The late-replica reproduction of pika-replication.md §11.
+/// The late-replica reproduction of `docs/pika-protocol.md#late-replica-session`.
 async fn section11(rig: &Rig) -> i64 {
     let t = T0 + 67_000;
     rig.master.set_clock_ms(t);

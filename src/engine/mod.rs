@@ -3,7 +3,7 @@
 //! Inputs are the entry's arguments, the master's execution time, the per-stream state (selected
 //! DB, MULTI), the [`ExpiryTable`](crate::table::ExpiryTable) and the [`Policy`] (dialect and family switches). The engine
 //! does no I/O; it maintains the table as a side effect so the next entry sees the master's state.
-//! See `shared/specs/rewrite-rules.md` for the contract every rule implements.
+//! See `docs/rewrites.md` for the contract every rule implements.
 
 pub mod args;
 pub mod command;
@@ -147,7 +147,7 @@ impl Outcome {
 pub enum RiskCause {
     /// The entry extends or removes a TTL, or moves data out of a volatile key: a replica that
     /// applies it after the old deadline has already dropped the key, and the stream carries no
-    /// value to restore it with (the class no rewrite can repair; see `docs/rewrites.md`).
+    /// value to restore it with (the class no rewrite can repair; see `docs/rewrites.md#at-risk`).
     TtlChangeAfterDeadline,
     /// Whether the key still existed cannot be told from the stream: a removal (HDEL, SREM,
     /// LPOP, ZREM, …) may have emptied it, or Pika's same-second `expireat` may have deleted it.

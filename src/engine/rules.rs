@@ -1,4 +1,4 @@
-//! The per-command rules of the rewrite engine (spec `rewrite-rules.md` section 4).
+//! The per-command rules of the rewrite engine (`docs/rewrites.md#rules`).
 //!
 //! Every entry goes through three steps: classify the command, update the expiry table to the
 //! state the master has after executing it, and — when the outcome on a late replica could

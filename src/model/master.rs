@@ -1,17 +1,17 @@
 //! The model's masters: execute client commands and return the replication entries a real
 //! master of each dialect writes for them.
 //!
-//! - Pika 3.5.4 (pika-replication.md §8 and §10): the binlog item's exec time is whole seconds,
-//!   so the master runs each command at the start of its second. Relative TTLs become
-//!   `pksetexat`/`expireat` with absolute seconds; conditional `SET … NX|XX`, `SETNX` and every
-//!   other write are logged as sent (lower-case `setnx`), **even when they did nothing**; `MSET`
-//!   and `DEL` are split per key. Pika never logs expiry.
-//! - Redis 7 (redis-replication.md §6): TTLs travel as `SET k v PXAT ms` / `PEXPIREAT k ms`;
-//!   writes that changed nothing propagate nothing; `GETSET` → `SET`, `INCRBYFLOAT` →
-//!   `SET k v KEEPTTL`, `HINCRBYFLOAT` → `HSET`; a command that touches a logically expired key
-//!   first deletes it and propagates `DEL k`, wrapped with the command's own propagation in
-//!   `MULTI … EXEC`; `SELECT` precedes the first entry for another DB; [`Master::active_expire`]
-//!   models the active expiry cycle.
+//! - Pika 3.5.4 (`docs/pika-protocol.md#versions` and `#expiry-and-no-op-writes`): the binlog
+//!   item's exec time is whole seconds, so the master runs each command at the start of its second.
+//!   Relative TTLs become `pksetexat`/`expireat` with absolute seconds; conditional `SET … NX|XX`,
+//!   `SETNX` and every other write are logged as sent (lower-case `setnx`), **even when they did
+//!   nothing**; `MSET` and `DEL` are split per key. Pika never logs expiry.
+//! - Redis 7 (`docs/redis-protocol.md#propagation`): TTLs travel as `SET k v PXAT ms` /
+//!   `PEXPIREAT k ms`; writes that changed nothing propagate nothing; `GETSET` → `SET`,
+//!   `INCRBYFLOAT` → `SET k v KEEPTTL`, `HINCRBYFLOAT` → `HSET`; a command that touches a
+//!   logically expired key first deletes it and propagates `DEL k`, wrapped with the command's
+//!   own propagation in `MULTI … EXEC`; `SELECT` precedes the first entry for another DB;
+//!   [`Master::active_expire`] models the active expiry cycle.
 
 use super::keyspace::{Effect, Failure, Keyspace, Reply};
 use super::value::{DbKey, Record, State};

@@ -1,5 +1,5 @@
 //! Reference model of master and replica semantics, used to prove that the rewrite engine's
-//! output converges (rewrite-rules.md §3) and to replay recorded streams in the demo.
+//! output converges (`docs/rewrites.md#convergence`) and to replay recorded streams in the demo.
 //!
 //! What it owns:
 //! - values of the five basic types and keys with an optional absolute deadline in ms; a key

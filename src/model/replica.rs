@@ -1,11 +1,12 @@
 //! The model's replicas: apply stream entries at the replica's own time and expire keys by the
 //! replica's own clock.
 //!
-//! That is Pika's behaviour (pika-replication.md §10). For the Redis dialect it models a target
-//! that also expires by its own clock (kvrocks, a Pika fed by a Redis stream, a promoted replica;
-//! redis-replication.md §7 (e)): a real Redis replica waits for the master's DEL instead and does
-//! not need the rewrite. So `SET k v NX EX s` counts from the replica's apply time, and a write
-//! on a key whose deadline has passed on the replica's clock starts from an absent key.
+//! That is Pika's behaviour (`docs/pika-protocol.md#expiry-and-no-op-writes`). For the Redis
+//! dialect it models a target that also expires by its own clock (kvrocks, a Pika fed by a Redis
+//! stream, a promoted replica; `docs/redis-protocol.md#replica-expiry`): a real Redis replica waits
+//! for the master's DEL instead and does not need the rewrite. So `SET k v NX EX s` counts from the
+//! replica's apply time, and a write on a key whose deadline has passed on the replica's clock
+//! starts from an absent key.
 
 use super::keyspace::Keyspace;
 use super::value::{DbKey, Record, State};

@@ -9,7 +9,7 @@
 //! - [`item`]: the 34-byte binlog item header carried in `binlog_sync[].binlog`;
 //! - [`binlog_file`]: the on-disk `write2file<N>` block log and its manifest.
 //!
-//! See `shared/specs/pika-replication.md` for the protocol.
+//! See `docs/pika-protocol.md` for the protocol.
 
 pub mod binlog_file;
 pub mod frame;

@@ -17,7 +17,6 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::offset_map::{MapState, Pair};
-use crate::crc32::crc32;
 use crate::pika::messages::BinlogPosition;
 
 const MAGIC: &[u8; 8] = b"PKOMAP1\n";
@@ -100,7 +99,7 @@ fn encode_record(state: &MapState) -> Vec<u8> {
     let payload = encode_payload(state);
     let mut out = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32(&payload).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
     out
 }
@@ -129,7 +128,7 @@ pub fn parse(data: &[u8]) -> Loaded {
         let mut crc_bytes = [0u8; 4];
         crc_bytes.copy_from_slice(&rest[pos + 4..pos + 8]);
         let payload = &rest[pos + RECORD_HEADER_LEN..pos + RECORD_HEADER_LEN + len];
-        if crc32(payload) != u32::from_le_bytes(crc_bytes) {
+        if crc32fast::hash(payload) != u32::from_le_bytes(crc_bytes) {
             return Loaded::Corrupt(format!("checksum mismatch at byte {}", pos + 8));
         }
         match decode_payload(payload) {

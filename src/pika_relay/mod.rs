@@ -14,7 +14,8 @@
 //! its own binlog space (acks, TrySync, first_send) is translated with an offset map learned
 //! from acks and persisted per replica ([`offset_map`], [`map_store`], written behind the
 //! acks by `map_commit`). A clean stop saves each DB's expiry table for the next start
-//! (`table_store`). See `shared/specs/pika-replication.md` for the protocol.
+//! (`table_store`). See `docs/pika-protocol.md` for the protocol (and its
+//! `#what-the-relay-does` section for the duties above).
 
 mod client_port;
 pub mod config;

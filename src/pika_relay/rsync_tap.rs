@@ -164,23 +164,10 @@ pub fn parse_info(data: &[u8]) -> Option<BinlogPosition> {
 mod tests {
     use super::*;
 
-    /// Real captured bytes: `$PIKA_TTL_FIXTURES` / `$PIKA_TTL_PROXY_FIXTURES`, then
-    /// `../shared/fixtures` beside the crate, then `/work/shared/fixtures`.
+    /// Real captured bytes (see [`crate::fixtures`]).
     fn fixture() -> Vec<u8> {
-        let name = "pika-3.5.4/session1-rsync-master-to-replica.bin";
-        let roots = [
-            std::env::var_os("PIKA_TTL_FIXTURES").map(std::path::PathBuf::from),
-            std::env::var_os("PIKA_TTL_PROXY_FIXTURES").map(std::path::PathBuf::from),
-            Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")),
-            Some(std::path::PathBuf::from("/work/shared/fixtures")),
-        ];
-        let path = roots
-            .into_iter()
-            .flatten()
-            .map(|r| r.join(name))
-            .find(|p| p.is_file())
-            .expect("fixture not found; set PIKA_TTL_FIXTURES");
-        std::fs::read(path).unwrap()
+        crate::fixtures::read("pika-3.5.4/session1-rsync-master-to-replica.bin")
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]

@@ -5,6 +5,14 @@
 //! Otherwise the top 3 bits hold a match length (7 means "add the next byte") and the low 5 bits
 //! plus the following byte hold a back-reference distance minus one; the match copies
 //! `length + 2` bytes, possibly overlapping its own output.
+//!
+//! Why not the `lzf` crate: its author marks it deprecated; it allocates and zero-fills the
+//! declared output length on every call (a length read from the network); and it is slower
+//! here. `cargo bench --bench codecs` runs both on the same compressed inputs in one run; on
+//! the development machine (2 shared cores) ours took 47.8 ns / 116 ns / 6.1 µs for a 40 B key,
+//! a 200 B value and 16 KiB, against 65.4 ns / 196 ns / 7.8 µs for the crate: 1.4× and 1.7×
+//! faster at the key and small-value sizes the scanner expands (1.3× at 16 KiB), mostly because
+//! it reuses one output buffer and copies non-overlapping matches in one go.
 
 /// Why a compressed string could not be expanded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

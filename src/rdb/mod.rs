@@ -14,7 +14,7 @@
 //! never decoded. Memory is therefore O(largest expiring key), not
 //! O(value). The CRC is updated once per chunk over the consumed range.
 //!
-//! Supported: RDB versions 1–12 (Redis up to 7.4; per the replication spec also 8.0–8.4).
+//! Supported: RDB versions 1–12 (Redis up to 7.4; per `docs/redis-protocol.md#rdb` also 8.0–8.4).
 //! Version 13+ is refused with [`RdbError::UnsupportedVersion`]: the Redis sources available to
 //! this project stop at version 12, and a guessed layout would silently desynchronise the walk.
 //!

@@ -1,4 +1,5 @@
-//! What to do with each command a replica sends before its stream starts (spec §1.1).
+//! What to do with each command a replica sends before its stream starts
+//! (`docs/redis-protocol.md#handshake`).
 //!
 //! The proxy plays master towards the replica and replica towards the master, over one upstream
 //! link per replica connection:

@@ -1,5 +1,6 @@
 //! The Redis replication relay: a master to its replicas, a replica to the real master, and a
-//! rewriter of expiry-dependent entries in between (spec `redis-replication.md` §5 and §9).
+//! rewriter of expiry-dependent entries in between (`docs/redis-protocol.md#offset-translation`
+//! and `docs/redis-protocol.md#what-the-relay-does`).
 //!
 //! Every replica connection gets **its own upstream link** to the master, its own replication ID
 //! (random, 40 hex characters, new for every downstream full sync), its own offset map and its

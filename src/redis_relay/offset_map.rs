@@ -1,4 +1,5 @@
-//! Translation between the two offset spaces of one replica link (spec §5).
+//! Translation between the two offset spaces of one replica link
+//! (`docs/redis-protocol.md#offset-translation`).
 //!
 //! Once the proxy changes the length of entries, the master's numbering of the bytes the proxy
 //! receives (**U**) and the replica's numbering of the bytes the proxy sends (**D**) differ. The
@@ -258,7 +259,8 @@ impl OffsetMap {
 mod tests {
     use super::*;
 
-    /// The prototype's numbers (spec §5): base 0/0, rewrites make D run ahead of U.
+    /// The prototype's numbers (`docs/redis-protocol.md#offset-translation`): base 0/0, rewrites
+    /// make D run ahead of U.
     fn sample() -> OffsetMap {
         let mut m = OffsetMap::new(100, 100, 0);
         // SELECT 3 at [100,123): DB changes, no rewrite.

@@ -69,8 +69,6 @@ fn corrupt(why: impl Into<String>) -> StateFileError {
     StateFileError::Corrupt { why: why.into() }
 }
 
-use crate::crc32::crc32;
-
 /// The replica state a file describes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PersistedState {
@@ -113,7 +111,7 @@ pub fn list_state_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
 
 fn put_record(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32(payload).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     out.extend_from_slice(payload);
 }
 
@@ -175,7 +173,7 @@ pub fn decode(bytes: &[u8]) -> Result<PersistedState, StateFileError> {
         let Some(payload) = bytes.get(pos + 8..pos + 8 + len) else {
             return Err(corrupt(format!("torn record at byte {pos}")));
         };
-        if crc32(payload) != crc {
+        if crc32fast::hash(payload) != crc {
             return Err(corrupt(format!("checksum mismatch at byte {pos}")));
         }
         pos += 8 + len;

@@ -1,6 +1,6 @@
 //! Relaying a full-sync payload byte for byte while scanning it for key expiries.
 //!
-//! Two framings reach the proxy (spec §1.3):
+//! Two framings reach the proxy (`docs/redis-protocol.md#full-sync-payload`):
 //!
 //! * `$<len>\r\n` + exactly `len` bytes, **no trailing CRLF**: the next byte is stream.
 //! * `$EOF:<40-byte mark>\r\n` + RDB + the same mark. The end is found from the payload itself:

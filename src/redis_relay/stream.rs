@@ -17,7 +17,7 @@ pub const READ_CHUNK: usize = 64 * 1024;
 /// entry) is released by [`StreamRelay::release_spent_room`].
 const KEEP_READ_CAPACITY: usize = 4 * READ_CHUNK;
 
-/// An entry the engine flagged as at risk (spec rewrite-rules §3), for logging.
+/// An entry the engine flagged as at risk (`docs/rewrites.md#at-risk`), for logging.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AtRiskEntry {
     /// DB of the key.

@@ -1,6 +1,6 @@
 //! The proxy's link to the master, as seen by one replica connection: connect, authenticate,
 //! send commands, read one-line replies (skipping the master's `\n` keepalives), and the
-//! PSYNC reply grammar (spec §1.2).
+//! PSYNC reply grammar (`docs/redis-protocol.md#psync-replies`).
 
 use super::stats::{self, Side};
 use crate::logging::quote_answer;

@@ -1,4 +1,4 @@
-//! A fake Pika 3.5.4 master, written from `pika-replication.md`.
+//! A fake Pika 3.5.4 master, written from `docs/pika-protocol.md`.
 //!
 //! * Client commands run on the reference model (`model::Master`, Pika dialect) at an injected
 //!   clock; the entries it logs are appended to a real block-structured binlog

@@ -1,4 +1,4 @@
-//! A fake Pika 3.5.4 replica, written from `pika-replication.md`.
+//! A fake Pika 3.5.4 replica, written from `docs/pika-protocol.md`.
 //!
 //! * It applies every command of every item to the reference model (`model::Replica`, Pika
 //!   dialect) at its **own** clock (injected by the test), so a late apply expires keys the way a

@@ -257,6 +257,8 @@ async fn run(settings: Settings) -> ExitCode {
                 cfg.warmup_rate = settings.warmup_rate;
                 cfg.warmup_max_keys = settings.warmup_max_keys;
                 cfg.allow_unknown_version = settings.allow_unknown_pika_version;
+                cfg.checkpoint_interval =
+                    std::time::Duration::from_secs(settings.checkpoint_interval);
                 cfg.empty_at_origin = settings.empty_at_origin;
                 let shared = pika_relay::PikaRelayShared::new(families.clone());
                 let readiness = pika_readiness(shared.sessions.clone());

@@ -128,6 +128,9 @@ pub struct RelayArgs {
     /// Pika: relay an unknown master release (from [`PikaArgs`]).
     #[arg(skip)]
     pub allow_unknown_pika_version: bool,
+    /// Pika: seconds between table checkpoints (from [`PikaArgs`]).
+    #[arg(skip)]
+    pub checkpoint_interval: Option<u64>,
     /// Pika: keys without history do not exist (from [`PikaArgs`]).
     #[arg(skip)]
     pub empty_at_origin: bool,
@@ -184,6 +187,11 @@ pub struct PikaArgs {
     /// bytes per replica link); past it only volatile keys are kept [default: 10000000].
     #[arg(long, env = "PIKA_TTL_PROXY_WARMUP_MAX_KEYS", value_name = "KEYS")]
     pub warmup_max_keys: Option<u64>,
+    /// Seconds between checkpoints of each replica DB's expiry table; after a crash the table
+    /// is brought from its checkpoint to the replica's resume position along the master's
+    /// binlog [default: 60].
+    #[arg(long, env = "PIKA_TTL_PROXY_CHECKPOINT_INTERVAL", value_name = "SECS")]
+    pub checkpoint_interval: Option<u64>,
     /// Relay a master whose `pika_version` is not 3.1–3.5 or 4.0 (refused by default: the
     /// rewrite forms may be wrong for it).
     #[arg(long, env = "PIKA_TTL_PROXY_ALLOW_UNKNOWN_PIKA_VERSION")]
@@ -204,6 +212,7 @@ impl PikaArgs {
             warmup_rate: self.warmup_rate,
             warmup_max_keys: self.warmup_max_keys,
             allow_unknown_pika_version: self.allow_unknown_pika_version,
+            checkpoint_interval: self.checkpoint_interval,
             empty_at_origin: self.empty_at_origin,
             ..self.relay
         }
@@ -313,6 +322,7 @@ pub struct FileSettings {
     warmup_rate: Option<u32>,
     warmup_max_keys: Option<u64>,
     allow_unknown_pika_version: Option<bool>,
+    checkpoint_interval: Option<u64>,
     empty_at_origin: Option<bool>,
     families: Option<BTreeMap<String, bool>>,
 }
@@ -384,6 +394,8 @@ pub struct Settings {
     pub warmup_max_keys: u64,
     /// Pika: relay a master release the proxy does not know.
     pub allow_unknown_pika_version: bool,
+    /// Pika: seconds between table checkpoints.
+    pub checkpoint_interval: u64,
     /// Pika: keys without history do not exist.
     pub empty_at_origin: bool,
 }
@@ -611,6 +623,13 @@ impl Settings {
         if warmup_rate == 0 {
             return Err(invalid("warmup-rate", "must be positive"));
         }
+        let checkpoint_interval = args
+            .checkpoint_interval
+            .or(file.checkpoint_interval)
+            .unwrap_or(60);
+        if checkpoint_interval == 0 {
+            return Err(invalid("checkpoint-interval", "must be positive"));
+        }
         let warmup_max_keys = args
             .warmup_max_keys
             .or(file.warmup_max_keys)
@@ -651,6 +670,7 @@ impl Settings {
             warmup_max_keys,
             allow_unknown_pika_version: args.allow_unknown_pika_version
                 || file.allow_unknown_pika_version.unwrap_or(false),
+            checkpoint_interval,
             empty_at_origin: args.empty_at_origin || file.empty_at_origin.unwrap_or(false),
         })
     }
@@ -686,6 +706,7 @@ impl Settings {
             warmup_rate: self.warmup_rate,
             warmup_max_keys: self.warmup_max_keys,
             allow_unknown_pika_version: self.allow_unknown_pika_version,
+            checkpoint_interval: self.checkpoint_interval,
             empty_at_origin: self.empty_at_origin,
             families: &self.families,
         };
@@ -750,6 +771,7 @@ struct PrintedSettings<'a> {
     warmup_rate: u32,
     warmup_max_keys: u64,
     allow_unknown_pika_version: bool,
+    checkpoint_interval: u64,
     empty_at_origin: bool,
     families: &'a BTreeMap<String, bool>,
 }

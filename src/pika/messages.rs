@@ -1634,6 +1634,47 @@ pub fn build_try_sync_purged_response(
     out
 }
 
+/// A MetaSync request for `node`, with the master's `requirepass` when it has one.
+pub fn build_meta_sync_request(node: Node<'_>, auth: Option<&[u8]>) -> Vec<u8> {
+    let node_len = node.encoded_len();
+    let meta_len = len_field_len(meta_sync_request::NODE, node_len)
+        + auth.map_or(0, |a| len_field_len(meta_sync_request::AUTH, a.len()));
+    let mut out = Vec::with_capacity(4 + meta_len);
+    put_varint_field(&mut out, request::TYPE, MessageType::MetaSync.to_wire());
+    put_message(&mut out, request::META_SYNC, meta_len, |out| {
+        put_message(out, meta_sync_request::NODE, node_len, |out| {
+            node.write(out)
+        });
+        if let Some(auth) = auth {
+            put_len_field(out, meta_sync_request::AUTH, auth);
+        }
+    });
+    out
+}
+
+/// A TrySync request of `node` for `slot` at `position` (fields 1 and 2 of the offset only,
+/// as a replica writes it).
+pub fn build_try_sync_request(node: Node<'_>, slot: Slot<'_>, position: BinlogPosition) -> Vec<u8> {
+    let (node_len, slot_len, pos_len) = (
+        node.encoded_len(),
+        slot.encoded_len(),
+        position_len(&position),
+    );
+    let try_len = len_field_len(try_sync_request::NODE, node_len)
+        + len_field_len(try_sync_request::SLOT, slot_len)
+        + len_field_len(try_sync_request::BINLOG_OFFSET, pos_len);
+    let mut out = Vec::with_capacity(4 + try_len);
+    put_varint_field(&mut out, request::TYPE, MessageType::TrySync.to_wire());
+    put_message(&mut out, request::TRY_SYNC, try_len, |out| {
+        put_message(out, try_sync_request::NODE, node_len, |out| node.write(out));
+        put_message(out, try_sync_request::SLOT, slot_len, |out| slot.write(out));
+        put_message(out, try_sync_request::BINLOG_OFFSET, pos_len, |out| {
+            write_position(out, &position)
+        });
+    });
+    out
+}
+
 /// A BinlogSync request built from scratch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NewBinlogSyncRequest<'r> {
@@ -2048,5 +2089,38 @@ mod tests {
         assert!(BinlogPosition::new(0, 5000) < BinlogPosition::new(1, 0));
         assert!(BinlogPosition::new(1, 4) < BinlogPosition::new(1, 5));
         assert_eq!(BinlogPosition::new(0, 1687).to_string(), "0/1687");
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The bytes a real Pika 4.0.1 replica (node 127.0.0.1:16011) sent in the captured session.
+    #[test]
+    fn requests_are_built_as_a_real_replica_writes_them() {
+        let node = Node {
+            ip: b"127.0.0.1",
+            port: 16011,
+        };
+        assert_eq!(
+            build_meta_sync_request(node, None),
+            unhex("080112100a0e0a093132372e302e302e31108b7d")
+        );
+        let slot = Slot {
+            db_name: b"db0",
+            slot_id: 0,
+        };
+        assert_eq!(
+            build_try_sync_request(node, slot, BinlogPosition::new(0, 546)),
+            unhex("08021a200a0e0a093132372e302e302e31108b7d12070a0364623010001a05080010a204")
+        );
+        let with_auth = build_meta_sync_request(node, Some(b"pw"));
+        let parsed = InnerRequest::parse(&with_auth).unwrap();
+        let meta = parsed.meta_sync().unwrap().unwrap();
+        assert_eq!(meta.auth, Some(&b"pw"[..]));
+        assert_eq!(meta.node, node);
     }
 }

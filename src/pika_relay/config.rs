@@ -70,6 +70,13 @@ pub struct PikaRelayConfig {
     /// every write, so a master at 0/0 has never logged one; but a master whose data was put in
     /// place without a binlog (e.g. restored files) would make this wrong, hence off by default.
     pub empty_at_origin: bool,
+    /// How often a streaming DB link writes a checkpoint of its expiry table (when it moved on
+    /// since the last one). After a crash, the table is brought from the checkpoint to the
+    /// replica's resume position along the master's binlog; a longer interval means a longer
+    /// catch-up, and a checkpoint the master has purged cannot be used.
+    pub checkpoint_interval: Duration,
+    /// How long a catch-up from a checkpoint may take before the link starts without it.
+    pub catch_up_limit: Duration,
     /// Relay a master whose `pika_version` is not a release the proxy knows (its rewrite forms
     /// may then be wrong for it). Off: such a link is refused at its start with a clear error.
     pub allow_unknown_version: bool,
@@ -93,6 +100,8 @@ impl PikaRelayConfig {
             max_frame_len: 512 * 1024 * 1024,
             empty_at_origin: false,
             allow_unknown_version: false,
+            checkpoint_interval: Duration::from_secs(60),
+            catch_up_limit: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(30),
         }
     }

@@ -17,6 +17,7 @@
 //! (`table_store`). See `docs/pika-protocol.md` for the protocol (and its
 //! `#what-the-relay-does` section for the duties above).
 
+mod catch_up;
 mod client_port;
 pub mod config;
 pub mod error;

@@ -152,6 +152,8 @@ pub struct PikaRelayShared {
     stores: Arc<Mutex<HashMap<String, CommittedMap>>>,
     parked: Arc<Mutex<HashMap<String, ParkedTable>>>,
     snapshots: Arc<Mutex<Vec<SnapshotSeen>>>,
+    /// Held by the one catch-up at a time: they share the relay's node name on the master.
+    pub(crate) catch_up: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl PikaRelayShared {
@@ -163,6 +165,7 @@ impl PikaRelayShared {
             stores: Arc::default(),
             parked: Arc::default(),
             snapshots: Arc::default(),
+            catch_up: Arc::default(),
         }
     }
 
@@ -202,6 +205,11 @@ impl PikaRelayShared {
     /// Every parked table, removed (the relay is stopping).
     pub(crate) fn take_parked_tables(&self) -> Vec<(String, ParkedTable)> {
         lock(&self.parked).drain().collect()
+    }
+
+    /// True when a table is parked for `key` exactly at `at`.
+    pub(crate) fn is_parked_at(&self, key: &str, at: BinlogPosition) -> bool {
+        lock(&self.parked).get(key).is_some_and(|p| p.at == at)
     }
 
     /// The table parked for `key` if it is valid exactly at `at` (it is removed either way).

@@ -21,7 +21,7 @@ use crate::engine::args::{Args, FrameArgs};
 use crate::engine::{self, AtRisk, Dialect, Emit, PikaRelease, Policy, StreamState};
 use crate::families::{Family, FamilySwitches};
 use crate::pika::item::{put_item, BinlogItem};
-use crate::pika::messages::{InnerResponse, LogicalOffset, MessageError};
+use crate::pika::messages::{BinlogPosition, InnerResponse, LogicalOffset, MessageError};
 use crate::resp::{whole_command, CommandParser, FrameKind, ParserLimits};
 use crate::table::ExpiryTable;
 
@@ -57,6 +57,21 @@ pub struct LinkRewriter {
     frames: ItemFrames,
     content: BytesMut,
     item: Vec<u8>,
+    /// Set while entries are replayed only to bring the table forward: they are not counted.
+    replaying: bool,
+}
+
+/// What [`LinkRewriter::replay_response`] did with one BinlogSync response.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// END of the response's first item, and of its last (what an ack names).
+    pub first: Option<LogicalOffset>,
+    /// END of the response's last item.
+    pub last: Option<LogicalOffset>,
+    /// The item ending exactly at the target was applied.
+    pub reached: bool,
+    /// An item ends past the target without one ending at it.
+    pub overshot: bool,
 }
 
 /// Entries between two table prunes.
@@ -84,6 +99,7 @@ impl LinkRewriter {
             frames: ItemFrames::default(),
             content: BytesMut::new(),
             item: Vec::new(),
+            replaying: false,
         }
     }
 
@@ -188,6 +204,55 @@ impl LinkRewriter {
         Ok(out)
     }
 
+    /// Runs the items of the BinlogSync response `body` that end at or before `until` through
+    /// the engine for their effect on the table only (nothing is emitted, counted or reported):
+    /// the table is brought from an older position to `until` along the master's binlog.
+    pub fn replay_response(
+        &mut self,
+        body: &Bytes,
+        until: BinlogPosition,
+    ) -> Result<Replayed, MessageError> {
+        let response = InnerResponse::parse(body)?;
+        let mut done = Replayed::default();
+        let mut scratch = RewrittenResponse {
+            body: None,
+            forwarded: None,
+            unparsable_items: 0,
+            at_risk: Vec::new(),
+        };
+        self.replaying = true;
+        let mut records = response.binlog_sync_entries();
+        let result = loop {
+            let Some(record) = records.next_record() else {
+                break Ok(done);
+            };
+            let entry = match record {
+                Ok(r) => r.entry,
+                Err(e) => break Err(e),
+            };
+            if entry.is_keepalive() {
+                continue;
+            }
+            let end = entry.binlog_offset.logical();
+            done.first.get_or_insert(end);
+            done.last = Some(end);
+            if done.reached || end.position() > until {
+                done.overshot |= !done.reached;
+                continue;
+            }
+            let item = match entry.item() {
+                Ok(item) => item,
+                Err(e) => break Err(MessageError::Item(e)),
+            };
+            if let Err(e) = self.rewrite_item(body, &item, &mut scratch) {
+                break Err(e);
+            }
+            done.reached = end.position() == until;
+        };
+        self.replaying = false;
+        result
+    }
+
     /// Runs one item's commands through the engine; true when it changed, with the new item's
     /// bytes in `self.item`.
     fn rewrite_item(
@@ -235,7 +300,9 @@ impl LinkRewriter {
             }
             let decision =
                 engine::rewrite(&args, exec_ms, &mut self.state, &self.table, &self.policy);
-            self.tally.count(decision.family, decision.outcome);
+            if !self.replaying {
+                self.tally.count(decision.family, decision.outcome);
+            }
             if let Some(risk) = decision.at_risk {
                 out.at_risk.push((decision.family, risk));
             }

@@ -141,6 +141,52 @@ pub(crate) fn load_all(dir: &Path, master: SocketAddr) -> Vec<(String, ParkedTab
     loaded
 }
 
+/// The newest checkpoint of a DB link's table, written while it streams.
+const CHECKPOINT_SUFFIX: &str = ".pika-checkpoint";
+/// The one before it: a replica may resume before the newest (it had not applied every item
+/// the relay forwarded when the checkpoint was taken).
+const PREVIOUS_SUFFIX: &str = ".pika-checkpoint.prev";
+
+fn checkpoint_path(dir: &Path, key: &str, suffix: &str) -> PathBuf {
+    dir.join(format!("{key}{suffix}"))
+}
+
+/// Writes `encoded` (see [`encode`]) as the newest checkpoint of `key`; the newest one so far
+/// becomes the previous one. A crash in between leaves a checkpoint either way.
+pub(crate) fn save_checkpoint(dir: &Path, key: &str, encoded: &[u8]) -> std::io::Result<()> {
+    let newest = checkpoint_path(dir, key, CHECKPOINT_SUFFIX);
+    if newest.exists() {
+        std::fs::rename(&newest, checkpoint_path(dir, key, PREVIOUS_SUFFIX))?;
+    }
+    replace_file(&newest, encoded)
+}
+
+/// The newest checkpoint of `key` learned from `master` at or before `not_after` (the position
+/// the replica resumes from), if any.
+pub(crate) fn load_checkpoint(
+    dir: &Path,
+    key: &str,
+    master: SocketAddr,
+    not_after: BinlogPosition,
+) -> Option<ParkedTable> {
+    for suffix in [CHECKPOINT_SUFFIX, PREVIOUS_SUFFIX] {
+        let path = checkpoint_path(dir, key, suffix);
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        match decode(&bytes, master) {
+            Ok(Saved::Table(saved_key, parked)) if saved_key == key && parked.at <= not_after => {
+                return Some(parked)
+            }
+            Ok(_) => {}
+            Err(why) => {
+                tracing::warn!(file = %path.display(), %why, "ignoring a damaged checkpoint")
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +237,38 @@ mod tests {
             ["127.0.0.1_9231_db1.pika-table"],
             "the other master's stays"
         );
+    }
+
+    #[test]
+    fn the_newest_checkpoint_not_after_the_resume_point_is_chosen() {
+        let dir = tempfile::tempdir().unwrap();
+        let master: SocketAddr = "127.0.0.1:9221".parse().unwrap();
+        let key = "127.0.0.1_9231_db0";
+        let at = |offset| {
+            let table = ExpiryTable::new(Baseline::Absent);
+            table.set_deadline(0, b"k", offset as i64);
+            ParkedTable {
+                table: Arc::new(table),
+                state: StreamState::default(),
+                at: BinlogPosition::new(0, offset),
+            }
+        };
+        assert!(load_checkpoint(dir.path(), key, master, BinlogPosition::new(9, 0)).is_none());
+        save_checkpoint(dir.path(), key, &encode(key, master, &at(100))).unwrap();
+        save_checkpoint(dir.path(), key, &encode(key, master, &at(500))).unwrap();
+        let pick = |offset| {
+            load_checkpoint(dir.path(), key, master, BinlogPosition::new(0, offset))
+                .map(|p| p.at.offset)
+        };
+        assert_eq!(pick(600), Some(500));
+        assert_eq!(pick(500), Some(500));
+        assert_eq!(
+            pick(499),
+            Some(100),
+            "the replica resumes before the newest"
+        );
+        assert_eq!(pick(99), None);
+        let other: SocketAddr = "127.0.0.2:9221".parse().unwrap();
+        assert!(load_checkpoint(dir.path(), key, other, BinlogPosition::new(0, 600)).is_none());
     }
 }

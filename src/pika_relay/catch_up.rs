@@ -64,7 +64,7 @@ pub(crate) struct CatchUp {
 /// How a catch-up ended, for the log.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Caught {
-    /// Items read from the master.
+    /// Items run through the engine.
     pub items: u64,
     /// How long it took.
     pub took: Duration,
@@ -214,7 +214,7 @@ async fn run_unbounded(job: &CatchUp, rewriter: &mut LinkRewriter) -> Result<Cau
         let done = rewriter
             .replay_response(&body, job.until)
             .map_err(|e| format!("an item: {e}"))?;
-        items += resp.binlog_sync_count() as u64;
+        items += done.applied;
         if let (Some(first), Some(last)) = (done.first, done.last) {
             conn.send(&request(first, last, false)).await?;
         }

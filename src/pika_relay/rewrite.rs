@@ -72,6 +72,8 @@ pub struct Replayed {
     pub reached: bool,
     /// An item ends past the target without one ending at it.
     pub overshot: bool,
+    /// Items run through the engine.
+    pub applied: u64,
 }
 
 /// Entries between two table prunes.
@@ -247,6 +249,7 @@ impl LinkRewriter {
             if let Err(e) = self.rewrite_item(body, &item, &mut scratch) {
                 break Err(e);
             }
+            done.applied += 1;
             done.reached = end.position() == until;
         };
         self.replaying = false;

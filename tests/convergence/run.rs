@@ -1,0 +1,480 @@
+//! Playing one history: the model's master logs, the engine decides, the model's replica
+//! applies late; then P1/P2/P3/R6 are checked.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// Running a history
+// ---------------------------------------------------------------------------------------------
+
+/// What the proxy knows of the keys that existed when it attached (only matters when a history
+/// has steps before the attach point).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The warm-up listed every key: volatile ones with their deadline, the others as existing.
+    ScanEveryKey,
+    /// The warm-up kept only volatile keys (its key bound was hit, or today's engine before
+    /// existence was tracked): keys without a TTL are "not volatile, existence unknown".
+    ScanVolatileOnly,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Options {
+    pub(crate) dialect: Dialect,
+    /// Pika release of master, replica and policy.
+    pub(crate) release: PikaRelease,
+    pub(crate) rewriting: bool,
+    pub(crate) origin: Origin,
+    /// Feed the engine the proxy's receive time (between exec and apply) instead of the
+    /// master's exec time (Redis: the stream carries no time).
+    pub(crate) receive_lag: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Violation {
+    pub(crate) property: &'static str,
+    pub(crate) key: Option<(u32, Bytes)>,
+    pub(crate) at_ms: Option<i64>,
+    pub(crate) detail: String,
+}
+
+impl Violation {
+    pub(crate) fn is_p1(&self) -> bool {
+        self.property.starts_with("P1")
+    }
+    pub(crate) fn is_p3(&self) -> bool {
+        self.property.starts_with("P3")
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.property)?;
+        if let Some((db, k)) = &self.key {
+            write!(f, " on db{db} {}", show_bytes(k))?;
+        }
+        if let Some(t) = self.at_ms {
+            write!(f, " at T={t}")?;
+        }
+        write!(f, ": {}", self.detail)
+    }
+}
+
+pub(crate) struct Run {
+    pub(crate) master: Master,
+    pub(crate) replica: Replica,
+    pub(crate) start_ms: i64,
+    pub(crate) last_apply_ms: i64,
+    pub(crate) trace: Vec<String>,
+    pub(crate) violations: Vec<Violation>,
+    pub(crate) client_commands: usize,
+    pub(crate) entries: usize,
+    pub(crate) rewritten: usize,
+    pub(crate) at_risk: Vec<AtRisk>,
+    pub(crate) exempt: BTreeSet<(u32, Bytes)>,
+}
+
+impl Run {
+    pub(crate) fn first(&self, relevant: impl Fn(&Violation) -> bool) -> Option<&Violation> {
+        self.violations.iter().find(|v| relevant(v))
+    }
+
+    pub(crate) fn report(&self, violation: &Violation) -> String {
+        let mut out = format!(
+            "violated: {violation}\nhistory (times relative to {} ms; apply = replica's clock):\n",
+            self.start_ms
+        );
+        for line in &self.trace {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        let at = violation.at_ms.unwrap_or(self.last_apply_ms);
+        out.push_str(&format!(
+            "master at T={at}:\n{}replica at T={at}:\n{}",
+            indent(&self.master.dump(at)),
+            indent(&self.replica.dump(at))
+        ));
+        out
+    }
+}
+
+pub(crate) fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+pub(crate) fn rel(ms: i64, start: i64) -> String {
+    format!("+{:.3}s", (ms - start) as f64 / 1000.0)
+}
+
+pub(crate) fn policy(dialect: Dialect, rewriting: bool) -> Policy {
+    Policy {
+        families: if rewriting {
+            FamilySwitches::all_on()
+        } else {
+            FamilySwitches::all_off()
+        },
+        ..Policy::new(dialect)
+    }
+}
+
+/// Forms a proxy must never send (`docs/rewrites.md#dialects` and
+/// `docs/rewrites.md#6-nothing-a-replica-would-refuse`), checked on replacements.
+pub(crate) fn dialect_form_violation(
+    dialect: Dialect,
+    release: PikaRelease,
+    cmds: &[Argv],
+    in_multi_before: bool,
+) -> Option<String> {
+    match dialect {
+        Dialect::Pika => {
+            for c in cmds {
+                let name = String::from_utf8_lossy(&c[0]).to_ascii_lowercase();
+                let forbidden = [
+                    "pexpireat",
+                    "pexpire",
+                    "psetex",
+                    "setex",
+                    "expire",
+                    "multi",
+                    "exec",
+                    "select",
+                ];
+                if forbidden.contains(&name.as_str()) {
+                    return Some(format!("`{}` must never be sent to Pika", show_argv(c)));
+                }
+                if name == "set"
+                    && c.iter().skip(3).any(|a| {
+                        let a = a.to_ascii_uppercase();
+                        matches!(a.as_slice(), b"EX" | b"PX" | b"EXAT" | b"PXAT" | b"KEEPTTL")
+                    })
+                {
+                    return Some(format!("`{}`: Pika SET must not carry a TTL", show_argv(c)));
+                }
+                if name == "pksetexat" {
+                    let ts = c
+                        .get(2)
+                        .and_then(|t| std::str::from_utf8(t).ok())
+                        .and_then(|t| t.parse::<i64>().ok());
+                    if c.len() != 4 || !ts.is_some_and(|t| (0..i64::from(i32::MAX)).contains(&t)) {
+                        return Some(format!("`{}`: pksetexat out of range", show_argv(c)));
+                    }
+                    if release == PikaRelease::V4 && ts != Some(0) {
+                        return Some(format!(
+                            "`{}`: a Pika 4.0 replica reads this timestamp as int32 ms",
+                            show_argv(c)
+                        ));
+                    }
+                }
+            }
+            None
+        }
+        Dialect::Redis => {
+            let is = |c: &Argv, n: &str| c[0].eq_ignore_ascii_case(n.as_bytes());
+            if in_multi_before {
+                if let Some(c) = cmds.iter().find(|c| is(c, "MULTI") || is(c, "EXEC")) {
+                    return Some(format!("`{}` inside an upstream MULTI", show_argv(c)));
+                }
+            } else if cmds.len() > 1
+                && !(is(&cmds[0], "MULTI") && is(&cmds[cmds.len() - 1], "EXEC"))
+            {
+                return Some("several commands for one entry without MULTI/EXEC".to_string());
+            }
+            None
+        }
+    }
+}
+
+pub(crate) fn run_steps(steps: &[Concrete], start_ms: i64, opts: Options) -> Run {
+    run_history(steps, 0, start_ms, opts)
+}
+
+/// What a warm-up scan of `master` at `at_ms` gives the table (see [`Origin`]).
+pub(crate) fn seed_from_scan(table: &ExpiryTable, master: &Master, at_ms: i64, origin: Origin) {
+    table.reset(Baseline::Unknown);
+    for ((db, key), record) in master.state_at(at_ms).keys {
+        match record.deadline_ms {
+            Some(deadline) => table.set_deadline(db, &key, deadline),
+            None if origin == Origin::ScanEveryKey => table.mark_persistent(db, &key, true),
+            None => {}
+        }
+    }
+    table.set_baseline(match origin {
+        Origin::ScanEveryKey => Baseline::Absent,
+        Origin::ScanVolatileOnly => Baseline::NotVolatile,
+    });
+}
+
+pub(crate) fn run_history(
+    steps: &[Concrete],
+    attach_after: usize,
+    start_ms: i64,
+    opts: Options,
+) -> Run {
+    let dialect = opts.dialect;
+    let mut policy = policy(dialect, opts.rewriting);
+    policy.pika_release = opts.release;
+    let table = ExpiryTable::new(Baseline::Absent);
+    let mut stream = StreamState::default();
+    let mut run = Run {
+        master: Master::new(dialect).with_pika_release(opts.release),
+        replica: Replica::new(dialect).with_pika_release(opts.release),
+        start_ms,
+        last_apply_ms: start_ms,
+        trace: Vec::new(),
+        violations: Vec::new(),
+        client_commands: 0,
+        entries: 0,
+        rewritten: 0,
+        at_risk: Vec::new(),
+        exempt: BTreeSet::new(),
+    };
+    // Replica failures, judged at the end once every at-risk report is known.
+    let mut failures: Vec<(u32, Bytes, String)> = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        if i < attach_after {
+            let ConcreteAction::Client(argv) = &s.action else {
+                continue;
+            };
+            run.client_commands += 1;
+            let reply = match run.master.execute(s.db, argv, s.t_ms) {
+                Ok(e) => e.reply.to_string(),
+                Err(e) => format!("model error: {e}"),
+            };
+            run.trace.push(format!(
+                "{} {} -> {reply} | before the proxy attached",
+                rel(s.t_ms, start_ms),
+                show_argv(argv)
+            ));
+            if i + 1 == attach_after {
+                // The Pika master's clock is whole seconds: its files, and a scan, hold every
+                // key alive in that second.
+                let at = s.t_ms.div_euclid(1000) * 1000;
+                let snapshot = run.master.state_at(at);
+                run.replica.load_full_sync(&snapshot);
+                seed_from_scan(&table, &run.master, at, opts.origin);
+                run.trace.push(format!(
+                    "{} proxy attached: full sync of {} keys, warm-up {:?}",
+                    rel(s.t_ms, start_ms),
+                    snapshot.keys.len(),
+                    opts.origin
+                ));
+            }
+            continue;
+        }
+        let (what, reply, entries) = match &s.action {
+            ConcreteAction::Client(argv) => {
+                run.client_commands += 1;
+                match run.master.execute(s.db, argv, s.t_ms) {
+                    Ok(e) => (show_argv(argv), format!(" -> {}", e.reply), e.entries),
+                    Err(e) => (show_argv(argv), format!(" -> model error: {e}"), Vec::new()),
+                }
+            }
+            ConcreteAction::ActiveExpire(k) => (
+                format!("(active expiry of {})", show_bytes(k)),
+                String::new(),
+                run.master.active_expire(s.db, k, s.t_ms),
+            ),
+        };
+        let mut parts = Vec::new();
+        for entry in entries {
+            run.entries += 1;
+            let exec_ms = if opts.receive_lag {
+                s.receive_ms
+            } else {
+                entry.exec_ms
+            };
+            let in_multi_before = stream.in_multi;
+            let decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &policy);
+            let cmds: Vec<Argv> = match &decision.emit {
+                Emit::Forward => vec![entry.argv.clone()],
+                Emit::Replace(v) => v.argvs(&entry.argv),
+            };
+            let shown = match &decision.emit {
+                Emit::Forward => format!("{} => fwd", show_argv(&entry.argv)),
+                Emit::Replace(v) => format!(
+                    "{} => [{}]",
+                    show_argv(&entry.argv),
+                    v.argvs(&entry.argv)
+                        .iter()
+                        .map(|c| show_argv(c))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            };
+            let mut notes = String::new();
+            if decision.outcome != Outcome::Passed {
+                notes.push_str(&format!(" ({})", decision.outcome.name()));
+            }
+            if matches!(decision.emit, Emit::Replace(_)) {
+                run.rewritten += 1;
+                if !opts.rewriting {
+                    run.violations.push(Violation {
+                        property: "P3 (families off must forward)",
+                        key: None,
+                        at_ms: None,
+                        detail: shown.clone(),
+                    });
+                }
+                if decision.outcome != Outcome::Rewritten {
+                    run.violations.push(Violation {
+                        property: "P3 (untouched entries pass byte for byte)",
+                        key: None,
+                        at_ms: None,
+                        detail: format!(
+                            "outcome {} but replaced: {shown}",
+                            decision.outcome.name()
+                        ),
+                    });
+                }
+                if let Some(msg) =
+                    dialect_form_violation(dialect, opts.release, &cmds, in_multi_before)
+                {
+                    run.violations.push(Violation {
+                        property: "R6 (dialect form)",
+                        key: None,
+                        at_ms: None,
+                        detail: msg,
+                    });
+                }
+            }
+            // A move out of a key that already differs on the replica through the known limit
+            // (exempt) moves something else, or nothing, there: the difference travels to the
+            // destination, whatever the engine knows of the source now.
+            if is_move(&entry.argv) {
+                if let (Some(src), Some(dst)) = (entry.argv.get(1), entry.argv.get(2)) {
+                    if run.exempt.contains(&(stream.db, src.clone())) {
+                        run.exempt.insert((stream.db, dst.clone()));
+                    }
+                }
+            }
+            if let Some(risk) = &decision.at_risk {
+                notes.push_str(&format!(
+                    " [at risk: db{} {} old deadline {}]",
+                    risk.db,
+                    show_bytes(&risk.key),
+                    rel(risk.old_deadline_ms, start_ms)
+                ));
+                notes.push_str(&format!(" [cause: {}]", risk.cause.name()));
+                // Only the documented limits exempt a key; a gap in what the proxy could have
+                // known (existence it never tracked) must fail the proof.
+                if risk.old_deadline_ms <= s.apply_ms && risk.cause != RiskCause::ExistenceUntracked
+                {
+                    run.exempt.insert((risk.db, risk.key.clone()));
+                }
+                run.at_risk.push(risk.clone());
+            }
+            for c in &cmds {
+                let db = run.replica.selected_db();
+                if let Err(e) = run.replica.apply(c, s.apply_ms) {
+                    notes.push_str(&format!(" [replica: {e}]"));
+                    if e.kind == ModelErrorKind::Failed {
+                        let key = e.key().cloned().unwrap_or_default();
+                        failures.push((db, key, e.to_string()));
+                    } else {
+                        run.violations.push(Violation {
+                            property: "R6 (replica rejected an emitted command)",
+                            key: e.key().map(|k| (db, k.clone())),
+                            at_ms: Some(s.apply_ms),
+                            detail: e.to_string(),
+                        });
+                    }
+                }
+            }
+            parts.push(format!("{shown}{notes}"));
+        }
+        run.last_apply_ms = s.apply_ms;
+        let db = if dialect == Dialect::Redis {
+            format!("db{} ", s.db)
+        } else {
+            String::new()
+        };
+        run.trace.push(format!(
+            "{} {db}{what}{reply} | {} | apply {}",
+            rel(s.t_ms, start_ms),
+            if parts.is_empty() {
+                "no entry".to_string()
+            } else {
+                parts.join(" ; ")
+            },
+            rel(s.apply_ms, start_ms)
+        ));
+    }
+    if run.replica.in_transaction() {
+        run.violations.push(Violation {
+            property: "R6 (stream ends inside MULTI)",
+            key: None,
+            at_ms: None,
+            detail: "the replica is still queueing a transaction".to_string(),
+        });
+    }
+    for (db, key, msg) in failures {
+        if !run.exempt.contains(&(db, key.clone())) {
+            run.violations.push(Violation {
+                property: "P2 (replica failed an entry the master executed)",
+                key: Some((db, key)),
+                at_ms: None,
+                detail: msg,
+            });
+        }
+    }
+    check_states(&mut run);
+    run
+}
+
+/// P1 and P2 at a_n, around every deadline after a_n, and far in the future.
+pub(crate) fn check_states(run: &mut Run) {
+    let a_n = run.last_apply_ms;
+    let mut keys: BTreeSet<(u32, Bytes)> = BTreeSet::new();
+    let mut instants: BTreeSet<i64> = BTreeSet::from([a_n, a_n + FAR_FUTURE_MS]);
+    for (k, r) in run.master.records().chain(run.replica.records()) {
+        keys.insert(k.clone());
+        if let Some(d) = r.deadline_ms {
+            instants.extend([d - 1, d, d + 1].into_iter().filter(|t| *t >= a_n));
+        }
+    }
+    for t in instants {
+        for (db, key) in &keys {
+            if run.exempt.contains(&(*db, key.clone())) {
+                continue;
+            }
+            let m = run.master.record_at(*db, key, t);
+            let r = run.replica.record_at(*db, key, t);
+            let v = match (m, r) {
+                (None, None) => None,
+                (Some(m), None) => {
+                    Some(("P1 (presence)", format!("master has {m}, replica has none")))
+                }
+                (None, Some(r)) => {
+                    Some(("P1 (presence)", format!("replica has {r}, master has none")))
+                }
+                (Some(m), Some(r)) if m.deadline_ms != r.deadline_ms => {
+                    Some(("P1 (absolute expiry)", format!("master {m}, replica {r}")))
+                }
+                (Some(m), Some(r)) if m.value != r.value => {
+                    Some(("P2 (value)", format!("master {m}, replica {r}")))
+                }
+                _ => None,
+            };
+            if let Some((property, detail)) = v {
+                run.violations.push(Violation {
+                    property,
+                    key: Some((*db, key.clone())),
+                    at_ms: Some(t),
+                    detail,
+                });
+                // One violation per key is enough to explain the failure.
+                return;
+            }
+        }
+    }
+}
+
+/// SMOVE, RPOPLPUSH, LMOVE and their blocking forms: an element leaves `argv[1]`.
+pub(crate) fn is_move(argv: &Argv) -> bool {
+    argv.first().is_some_and(|name| {
+        ["smove", "rpoplpush", "lmove", "blmove", "brpoplpush"]
+            .iter()
+            .any(|m| name.eq_ignore_ascii_case(m.as_bytes()))
+    })
+}

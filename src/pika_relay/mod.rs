@@ -18,6 +18,7 @@
 //! `#what-the-relay-does` section for the duties above).
 
 mod catch_up;
+mod checkpoint;
 mod client_port;
 pub mod config;
 pub mod error;

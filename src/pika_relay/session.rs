@@ -26,7 +26,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::catch_up::{self, CatchUp};
+use super::checkpoint::{self, Checkpointing};
 use super::client_port;
 use super::config::{PikaRelayConfig, WarmupMode, REPLICATION_PORT_OFFSET};
 use super::error::{LinkError, Side};
@@ -39,7 +39,6 @@ use super::position::lag_bytes;
 use super::registry::{DbLinkStatus, LinkStatus, ParkedTable, PikaRelayShared};
 use super::rewrite::LinkRewriter;
 use super::stats;
-use super::table_store;
 use super::warmup::{self, WarmupState};
 use crate::engine::{PikaRelease, RiskCause, StreamState};
 use crate::pika::frame::{FrameCodec, FrameError};
@@ -117,25 +116,6 @@ struct DbLink {
     dbsync_requested: Option<Instant>,
     /// The last checkpoint of the table: where and when, and its write if still running.
     checkpoint: Checkpointing,
-}
-
-/// Checkpoints of one DB link's table (see [`super::catch_up`]).
-#[derive(Debug)]
-struct Checkpointing {
-    at: BinlogPosition,
-    /// When the last one was taken; the first is due as soon as the table is complete.
-    taken: Option<Instant>,
-    writing: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Checkpointing {
-    fn new() -> Self {
-        Checkpointing {
-            at: BinlogPosition::default(),
-            taken: None,
-            writing: None,
-        }
-    }
 }
 
 /// The DB key of a slot: `db0`, or `db0:<slot>` when the slot is not 0.
@@ -735,20 +715,16 @@ impl Link {
         }
     }
 
-    /// After a crash nothing is parked for a replica that resumes at `master`: a checkpoint of
-    /// its table at or before that position is brought forward along the master's binlog
-    /// ([`super::catch_up`]) and parked there, so the link starts with exact knowledge. Without
-    /// a usable checkpoint the link starts as before (warm-up), and the log says why.
+    /// After a crash nothing is parked for a replica that resumes at `master`: its table is
+    /// rebuilt there from a checkpoint ([`checkpoint::restore_at`]) and parked, so the link
+    /// starts with exact knowledge.
     async fn catch_up_from_checkpoint(
         &mut self,
         key: &str,
         ts: &SyncPointRequest<'_>,
         master: BinlogPosition,
     ) {
-        let cfg = self.setup.cfg.clone();
         let shared = self.setup.shared.clone();
-        let release = self.pika_release;
-        let name = self.name.clone();
         let Some(db) = self.dbs.get(key) else {
             return;
         };
@@ -756,65 +732,16 @@ impl Link {
             return;
         }
         let store_key = db.store_key.clone();
-        let dir = cfg.state_dir.clone();
-        let (lookup_key, master_addr) = (store_key.clone(), cfg.master);
-        let found = tokio::task::spawn_blocking(move || {
-            table_store::load_checkpoint(&dir, &lookup_key, master_addr, master)
-        })
-        .await
-        .ok()
-        .flatten();
-        let Some(checkpoint) = found else {
-            return;
+        let restore = checkpoint::Restore {
+            cfg: &self.setup.cfg,
+            shared: &shared,
+            release: self.pika_release,
+            replica: &self.name,
+            db: key,
+            store_key: &store_key,
+            slot: ts.slot,
         };
-        let families = shared.families.clone();
-        let mut rw = LinkRewriter::new(checkpoint.table.clone(), checkpoint.state.db, families);
-        rw.set_stream_state(checkpoint.state);
-        rw.set_pika_release(release);
-        if checkpoint.at < master {
-            let Some(repl) = PikaRelayConfig::shifted(cfg.master, REPLICATION_PORT_OFFSET) else {
-                return;
-            };
-            let job = CatchUp {
-                master: repl,
-                password: cfg.master_password.clone(),
-                node_ip: match cfg.listen.ip() {
-                    ip if ip.is_unspecified() => "127.0.0.1".to_string(),
-                    ip => ip.to_string(),
-                },
-                node_port: cfg.listen.port(),
-                db_name: ts.slot.db_name.to_vec(),
-                slot_id: ts.slot.slot_id,
-                from: checkpoint.at,
-                until: master,
-            };
-            let _one_at_a_time = shared.catch_up.lock().await;
-            match catch_up::run(&job, &mut rw, cfg.catch_up_limit).await {
-                Ok(caught) => tracing::info!(
-                    replica = %name, db = %key, from = %checkpoint.at, to = %master,
-                    items = caught.items, took_ms = caught.took.as_millis() as u64,
-                    "expiry table brought from its checkpoint to the resume position along the master's binlog"
-                ),
-                Err(why) => {
-                    tracing::warn!(
-                        replica = %name, db = %key, from = %checkpoint.at, to = %master,
-                        "cannot bring the expiry table's checkpoint to the resume position: {why}; starting without it (warm-up)"
-                    );
-                    return;
-                }
-            }
-        } else {
-            tracing::info!(replica = %name, db = %key, at = %master,
-                "resuming exactly at the expiry table's checkpoint");
-        }
-        shared.park_table(
-            &store_key,
-            ParkedTable {
-                table: rw.table().clone(),
-                state: rw.stream_state(),
-                at: master,
-            },
-        );
+        restore.at(master).await;
     }
 
     async fn on_db_sync(
@@ -1208,7 +1135,13 @@ impl Link {
                     db.warmup = None;
                 }
             }
-            take_checkpoint(&self.setup.cfg, db);
+            if db.phase == Phase::Streaming && db.warmup.is_none() {
+                if let Some(rw) = db.rewriter.as_ref() {
+                    let cfg = &self.setup.cfg;
+                    db.checkpoint
+                        .maybe_take(cfg, &db.store_key, rw, db.last_forwarded);
+                }
+            }
         }
         self.publish_status();
         Ok(())
@@ -1308,53 +1241,6 @@ fn lag_seconds(inflight: &Inflight) -> f64 {
     };
     let now_s = now_ms() as f64 / 1000.0;
     (now_s - f64::from(oldest.first_exec_time)).max(0.0)
-}
-
-/// Writes a checkpoint of a streaming DB link's complete table when the interval has passed
-/// and the stream moved on. The table is encoded here, between two responses, so that it is
-/// exactly the table at `last_forwarded`; the file is written on a blocking thread.
-fn take_checkpoint(cfg: &Arc<PikaRelayConfig>, db: &mut DbLink) {
-    let cp = &mut db.checkpoint;
-    if db.phase != Phase::Streaming
-        || db.warmup.is_some()
-        || cp.at == db.last_forwarded
-        || cp
-            .taken
-            .is_some_and(|t| t.elapsed() < cfg.checkpoint_interval)
-        || cp.writing.as_ref().is_some_and(|w| !w.is_finished())
-    {
-        return;
-    }
-    let Some(rw) = db.rewriter.as_ref() else {
-        return;
-    };
-    if !rw.table().is_complete() {
-        return;
-    }
-    let parked = ParkedTable {
-        table: rw.table().clone(),
-        state: rw.stream_state(),
-        at: db.last_forwarded,
-    };
-    let started = Instant::now();
-    let encoded = table_store::encode(&db.store_key, cfg.master, &parked);
-    let encode_ms = started.elapsed().as_millis();
-    let (dir, key, at, keys) = (
-        cfg.state_dir.clone(),
-        db.store_key.clone(),
-        parked.at,
-        parked.table.len(),
-    );
-    cp.at = at;
-    cp.taken = Some(Instant::now());
-    cp.writing = Some(tokio::task::spawn_blocking(
-        move || match table_store::save_checkpoint(&dir, &key, &encoded) {
-            Ok(()) => tracing::debug!(db_link = %key, %at, keys, bytes = encoded.len(), encode_ms,
-                "checkpoint of the expiry table written"),
-            Err(e) => tracing::warn!(db_link = %key, %at, error = %e,
-                "cannot write a checkpoint of the expiry table; after a crash its keys are unknown until the warm-up"),
-        },
-    ));
 }
 
 /// Parks a DB's expiry table so the next link can reuse it if it resumes at the same position.

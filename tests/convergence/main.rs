@@ -130,11 +130,8 @@ fn print_totals(label: &str, t: &Totals) {
 
 fn convergence(dialect: Dialect, receive_lag: bool, default_cases: u32) {
     let opts = Options {
-        dialect,
-        rewriting: true,
         receive_lag,
-        origin: Origin::ScanEveryKey,
-        release: PikaRelease::V3,
+        ..Options::new(dialect)
     };
     let (totals, failure) = check_property(opts, cases(default_cases), |_| true);
     let label = format!(
@@ -167,11 +164,8 @@ fn converges_redis_with_receive_time() {
 
 fn negative_control(dialect: Dialect) {
     let opts = Options {
-        dialect,
         rewriting: false,
-        receive_lag: false,
-        origin: Origin::ScanEveryKey,
-        release: PikaRelease::V3,
+        ..Options::new(dialect)
     };
     let (totals, failure) = check_property(opts, cases(10_000), Violation::is_p1);
     print_totals(&format!("{dialect:?} negative control"), &totals);
@@ -204,11 +198,8 @@ fn negative_control_redis() {
 #[test]
 fn negative_control_pika_scan_of_volatile_keys_only() {
     let opts = Options {
-        dialect: Dialect::Pika,
-        rewriting: true,
-        receive_lag: false,
         origin: Origin::ScanVolatileOnly,
-        release: PikaRelease::V3,
+        ..Options::new(Dialect::Pika)
     };
     let (totals, failure) = check_property(opts, cases(10_000), Violation::is_p1);
     print_totals("Pika, warm-up of volatile keys only", &totals);
@@ -227,11 +218,8 @@ fn negative_control_pika_scan_of_volatile_keys_only() {
 #[test]
 fn converges_pika_4_0() {
     let opts = Options {
-        dialect: Dialect::Pika,
         release: PikaRelease::V4,
-        rewriting: true,
-        receive_lag: false,
-        origin: Origin::ScanEveryKey,
+        ..Options::new(Dialect::Pika)
     };
     let (totals, failure) = check_property(opts, cases(10_000), |_| true);
     print_totals("Pika 4.0", &totals);
@@ -244,11 +232,9 @@ fn converges_pika_4_0() {
 #[test]
 fn negative_control_pika_4_0() {
     let opts = Options {
-        dialect: Dialect::Pika,
         release: PikaRelease::V4,
         rewriting: false,
-        receive_lag: false,
-        origin: Origin::ScanEveryKey,
+        ..Options::new(Dialect::Pika)
     };
     let (totals, failure) = check_property(opts, cases(10_000), Violation::is_p1);
     print_totals("Pika 4.0 negative control", &totals);
@@ -263,11 +249,8 @@ fn negative_control_pika_4_0() {
 fn families_off_forward_every_entry() {
     for dialect in [Dialect::Pika, Dialect::Redis] {
         let opts = Options {
-            dialect,
             rewriting: false,
-            receive_lag: false,
-            origin: Origin::ScanEveryKey,
-            release: PikaRelease::V3,
+            ..Options::new(dialect)
         };
         let (totals, failure) = check_property(opts, cases(2_000), Violation::is_p3);
         print_totals(&format!("{dialect:?} P3 families off"), &totals);

@@ -30,6 +30,19 @@ pub(crate) struct Options {
     pub(crate) receive_lag: bool,
 }
 
+impl Options {
+    /// Rewriting on, the master's exec time, every key scanned at attach, Pika 3.
+    pub(crate) fn new(dialect: Dialect) -> Self {
+        Options {
+            dialect,
+            release: PikaRelease::V3,
+            rewriting: true,
+            origin: Origin::ScanEveryKey,
+            receive_lag: false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Violation {
     pub(crate) property: &'static str,

@@ -34,11 +34,8 @@ pub(crate) fn run_scenario(steps: &[Concrete], dialect: Dialect, rewriting: bool
         steps,
         steps.first().map_or(START_MS, |s| s.t_ms),
         Options {
-            dialect,
             rewriting,
-            receive_lag: false,
-            origin: Origin::ScanEveryKey,
-            release: PikaRelease::V3,
+            ..Options::new(dialect)
         },
     )
 }
@@ -66,11 +63,8 @@ pub(crate) fn run_attached(steps: &[(i64, &str, i64)], before: usize, origin: Or
         before,
         steps.first().map_or(START_MS, |s| s.t_ms),
         Options {
-            dialect: Dialect::Pika,
-            release: PikaRelease::V3,
-            rewriting: true,
-            receive_lag: false,
             origin,
+            ..Options::new(Dialect::Pika)
         },
     )
 }
@@ -359,11 +353,8 @@ pub(crate) fn run_with_receive(steps: &[(i64, &str, i64, i64)], dialect: Dialect
         &concrete,
         START_MS,
         Options {
-            dialect,
-            rewriting: true,
             receive_lag: true,
-            origin: Origin::ScanEveryKey,
-            release: PikaRelease::V3,
+            ..Options::new(dialect)
         },
     )
 }

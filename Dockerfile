@@ -6,7 +6,7 @@
 #   docker run -e PIKA_TTL_PROXY_LISTEN=0.0.0.0:9221 -e PIKA_TTL_PROXY_MASTER=pika-master:9221 \
 #       -p 9221:9221 -p 11221:11221 -p 19222:19222 pika-ttl-proxy pika                    # Pika relay
 #
-# Every setting is an environment variable (PIKA_TTL_PROXY_*, see README.md); the admin API
+# Every setting is an environment variable (PIKA_TTL_PROXY_*, see docs/configuration.md); the admin API
 # stays on loopback unless PIKA_TTL_PROXY_ADMIN and an admin token are set.
 
 FROM rust:1.95-bookworm AS build

@@ -57,7 +57,7 @@ fn run_relay(mode: Mode, args: &RelayArgs) -> ExitCode {
     runtime.block_on(run(settings))
 }
 
-/// Readiness of the Redis relay; README "Readiness" describes each state. Only conditions
+/// Readiness of the Redis relay; `docs/configuration.md` ("/readyz") describes each state. Only conditions
 /// that end without an operator make it 503, so a probe that gates traffic can never lock
 /// replicas out of a proxy waiting for them.
 fn redis_readiness(registry: redis_relay::SessionRegistry) -> ReadinessSource {

@@ -149,7 +149,7 @@ pub fn register_zeroes(dialect: &'static str) {
     gauge!(names::TABLE_COMPLETE).set(1.0);
 }
 
-/// `(name, type, labels, help)` of every metric, in the order of the README's reference.
+/// `(name, type, labels, help)` of every metric, in the order of `docs/metrics.md`.
 pub const METRICS: &[(&str, &str, &str, &str)] = &[
     ("pika_ttl_proxy_entries_total", "counter", "dialect, family, outcome",
      "Entries seen in the replication stream, by family and by what the engine did (rewritten, passed, disabled, unknown_key, unknown_command, malformed)."),

@@ -97,6 +97,7 @@ impl<'a> Commands<'a> {
         let Some(first) = first else {
             return self;
         };
+        debug_assert!(self.len() < MAX_COMMANDS, "no room to prepend a command");
         let mut items = [NewCommand::Original; MAX_COMMANDS];
         items[0] = first;
         let kept = self.len().min(MAX_COMMANDS - 1);

@@ -109,8 +109,10 @@ pub(crate) fn load_all(dir: &Path, master: SocketAddr) -> Vec<(String, ParkedTab
             Vec::new()
         })
     };
-    for (path, _) in files_ending(TMP_SUFFIX) {
-        let _ = std::fs::remove_file(&path);
+    for suffix in [TMP_SUFFIX, CHECKPOINT_TMP_SUFFIX] {
+        for (path, _) in files_ending(suffix) {
+            let _ = std::fs::remove_file(&path);
+        }
     }
     let mut loaded = Vec::new();
     for (path, name) in files_ending(FILE_SUFFIX) {
@@ -146,6 +148,8 @@ const CHECKPOINT_SUFFIX: &str = ".pika-checkpoint";
 /// The one before it: a replica may resume before the newest (it had not applied every item
 /// the relay forwarded when the checkpoint was taken).
 const PREVIOUS_SUFFIX: &str = ".pika-checkpoint.prev";
+/// What an interrupted checkpoint write leaves ([`crate::state_dir::replace_file`]'s temporary).
+const CHECKPOINT_TMP_SUFFIX: &str = ".pika-checkpoint.tmp";
 
 fn checkpoint_path(dir: &Path, key: &str, suffix: &str) -> PathBuf {
     dir.join(format!("{key}{suffix}"))

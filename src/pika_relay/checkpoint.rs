@@ -18,6 +18,9 @@ use super::table_store;
 use crate::engine::PikaRelease;
 use crate::pika::messages::{BinlogPosition, Slot};
 
+/// Encoding slower than this is logged: the link's stream waited for it.
+const SLOW_ENCODE_MS: u128 = 50;
+
 /// Checkpoints of one DB link's table.
 #[derive(Debug)]
 pub(super) struct Checkpointing {
@@ -69,6 +72,11 @@ impl Checkpointing {
         );
         self.at = at;
         self.taken = Some(Instant::now());
+        if encode_ms >= SLOW_ENCODE_MS {
+            // The link waited for it: the operator should see what checkpoints cost.
+            tracing::info!(db_link = %store_key, %at, keys, encode_ms,
+                "checkpoint of a large expiry table held the link while it was encoded");
+        }
         self.writing = Some(tokio::task::spawn_blocking(
             move || match table_store::save_checkpoint(&dir, &key, &encoded) {
                 Ok(()) => {

@@ -158,6 +158,22 @@ fn pika_readiness(registry: pika_relay::SessionRegistry) -> ReadinessSource {
     })
 }
 
+/// The per-replica series' grace period from the environment (tests shorten it; the default
+/// suits the shipped alerts).
+fn configure_series_grace() {
+    use crate::replica_series::{global, GRACE_ENV};
+    let Ok(value) = std::env::var(GRACE_ENV) else {
+        return;
+    };
+    match value.trim().parse::<u64>() {
+        Ok(secs) => global().set_grace(std::time::Duration::from_secs(secs)),
+        Err(_) => tracing::warn!(
+            value = %value,
+            "{GRACE_ENV} is not a whole number of seconds; the default grace period applies"
+        ),
+    }
+}
+
 fn publish_family_gauges(families: &FamilySwitches) {
     for (f, on) in families.snapshot() {
         metrics::gauge!(crate::metrics::names::FAMILY_ENABLED, "family" => f.name()).set(if on {
@@ -200,6 +216,7 @@ async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    configure_series_grace();
     crate::metrics::register_zeroes(match settings.mode {
         Mode::Redis => "redis",
         Mode::Pika => "pika",
@@ -272,6 +289,7 @@ async fn run(settings: Settings) -> ExitCode {
     let admin_state = AdminState {
         families: families.clone(),
         prometheus,
+        replicas: crate::replica_series::global(),
         readiness,
         token: settings.admin_token.as_deref().map(Arc::from),
     };

@@ -143,6 +143,11 @@ pub fn register_zeroes(dialect: &'static str) {
             counter!(names::BYTES, "direction" => direction, "side" => side.label()).absolute(0);
         }
     }
+    // Histograms too (empty), so the series count does not change when the first link comes:
+    // a steady count is how a scrape shows that connections leave nothing behind.
+    for histogram in [names::ENTRY_DURATION, HOLD_SECONDS, STATE_WRITE_SECONDS] {
+        let _ = metrics::histogram!(histogram);
+    }
     // No session yet: nothing is unknown.
     gauge!(names::TABLE_KEYS).set(0.0);
     gauge!(names::TABLE_COMPLETE).set(1.0);
@@ -159,7 +164,7 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
     ("pika_ttl_proxy_replica_lag_seconds", "gauge", "replica",
      "Age of the oldest upstream entry the replica has not acknowledged; 0 when caught up."),
     ("pika_ttl_proxy_link_up", "gauge", "side, replica",
-     "1 while the upstream (to the master) or downstream (to the replica) link of a replica session is up."),
+     "1 while the upstream (to the master) or downstream (to the replica) link of a replica session is up; 0 for a grace period after the replica left, then removed."),
     ("pika_ttl_proxy_full_syncs_total", "counter", "reason",
      "Full resynchronisations the proxy gave a replica, by reason (Redis: requested, unknown_id, not_a_boundary, master_refused_partial, state_busy, legacy_sync; Pika: replica_request, master_purged, proxy_unmapped_offset)."),
     ("pika_ttl_proxy_partial_syncs_total", "counter", "",
@@ -285,7 +290,18 @@ mod tests {
             .lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
             .filter_map(|l| l.split(['{', ' ']).next())
-            .map(str::to_string)
+            .map(|name| {
+                // A histogram renders as its `_bucket`, `_sum` and `_count` series.
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .filter(|base| {
+                        METRICS
+                            .iter()
+                            .any(|(n, kind, ..)| n == base && *kind == "histogram")
+                    });
+                base.unwrap_or(name).to_string()
+            })
             .collect()
     }
 

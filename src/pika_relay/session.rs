@@ -46,6 +46,7 @@ use crate::pika::messages::{
     LogicalOffset, MessageError, MessageType, MetaSyncResponse, Node, Slot, SyncPointRequest,
     TrySyncReplyCode,
 };
+use crate::replica_series::{self, ReplicaHandle};
 use crate::table::{Baseline, ExpiryTable};
 
 /// How often link status, lag gauges and timeouts are refreshed.
@@ -195,7 +196,6 @@ pub(crate) async fn run_link(
     };
     let id = setup.shared.sessions.register(peer.to_string());
     let replica_label = peer.to_string();
-    stats::link_up(Side::Replica, &replica_label, true);
     let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(master_addr))
         .await
     {
@@ -210,7 +210,6 @@ pub(crate) async fn run_link(
         }
     };
     let Some(upstream) = upstream else {
-        stats::link_up(Side::Replica, &replica_label, false);
         stats::disconnect("upstream_unreachable");
         setup.shared.sessions.remove(id);
         return;
@@ -238,8 +237,8 @@ pub(crate) async fn run_link(
         master_spoke: false,
         risk_log: crate::logging::Throttle::new(RISK_LOG_INTERVAL),
         pika_release: PikaRelease::V3,
+        series: None,
     };
-    stats::link_up(Side::Master, &link.name, true);
     tracing::info!(%peer, link = id, "replica connected; relaying to {master_addr}");
     link.publish_status();
     let result = link
@@ -299,6 +298,9 @@ struct Link {
     risk_log: crate::logging::Throttle,
     /// The master's release, from its MetaSync answer (4.0 adds `db_instance_num`).
     pika_release: PikaRelease,
+    /// The replica's series, from when it named itself (a connection that never does, such as
+    /// a port probe, creates none) until the link closes.
+    series: Option<ReplicaHandle>,
 }
 
 /// Reads whole frames from one connection. `next` is cancel-safe (its only await point is a
@@ -517,12 +519,11 @@ impl Link {
 
     fn set_name(&mut self, node: &Node<'_>) {
         let name = format!("{}:{}", String::from_utf8_lossy(node.ip), node.port);
-        if name != self.name {
-            stats::link_up(Side::Replica, &self.name, false);
-            stats::link_up(Side::Master, &self.name, false);
+        if self.series.is_none() || name != self.name {
+            // Detaches the previous name, if any (the upstream connection lives exactly as long
+            // as the link, so both sides are up).
+            self.series = Some(replica_series::global().attach(&name));
             self.name = name;
-            stats::link_up(Side::Replica, &self.name, true);
-            stats::link_up(Side::Master, &self.name, true);
         }
     }
 
@@ -1089,8 +1090,10 @@ impl Link {
         // One series per replica: its most lagging DB, and the points of all its DBs.
         let lag_b = dbs.iter().map(|d| d.lag_bytes).max().unwrap_or(0);
         let lag_s = dbs.iter().map(|d| d.lag_seconds).fold(0.0, f64::max);
-        stats::lag(&self.name, lag_b, lag_s);
-        stats::offset_map_points(&self.name, dbs.iter().map(|d| d.offset_map_points).sum());
+        if let Some(series) = &self.series {
+            series.set_lag(lag_b, lag_s);
+            series.set_map_points(dbs.iter().map(|d| d.offset_map_points).sum());
+        }
         self.setup.shared.sessions.update(LinkStatus {
             id: self.id,
             peer: self.peer.to_string(),
@@ -1116,7 +1119,8 @@ impl Link {
         }
         let _ = self.down.shutdown().await;
         let _ = self.up.shutdown().await;
-        stats::forget_replica(&self.name);
+        // Link down now; the series go once the grace period ends.
+        self.series = None;
         self.setup.shared.sessions.remove(self.id);
         publish_tables(&self.setup.shared);
     }

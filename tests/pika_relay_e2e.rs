@@ -1184,3 +1184,68 @@ async fn pika_4_0_replication_is_made_correct() {
     );
     replica.stop();
 }
+
+/// Pika's master sends a replica one window at a time, so while a replica is stopped the relay
+/// receives nothing past the window: lag is measured against the master's binlog tip (read on
+/// its client port every second), keeps growing in bytes and seconds while the replica does
+/// not ack, and returns to 0 once it caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_is_measured_against_the_masters_tip_while_a_replica_stalls() {
+    // The master's clock is the real one, so item exec times give no lag of their own.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let rig = rig_with(&["--empty-at-origin"], fast_keepalives(), now).await;
+    rig.master.exec(&["SET", "a", "1"]);
+    rig.applied(1).await;
+    rig.caught_up().await;
+    let replica = format!("127.0.0.1:{REPLICA_PORT}");
+    let gauge = |name: &str| -> Option<f64> {
+        let prefix = format!("{name}{{replica=\"{replica}\"}} ");
+        rig.proxy
+            .metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+    };
+    // Stopped: the master sends one response, then waits for its ack while it keeps writing.
+    rig.replica.pause();
+    rig.master.exec(&["INCR", "a"]);
+    let incr_end = rig.master.producer().offset;
+    assert!(
+        wait_until(PATIENCE, || rig.master.events().iter().any(
+            |e| matches!(e, MasterEvent::Sent { last_end, .. } if *last_end == incr_end)
+        ))
+        .await
+    );
+    for i in 0..40 {
+        rig.master.exec(&["SET", &format!("k{i}"), "some value"]);
+    }
+    let behind = rig.master.producer().offset - rig.master.acked_end();
+    assert!(
+        wait_until(PATIENCE, || gauge("pika_ttl_proxy_replica_lag_bytes")
+            == Some(behind as f64))
+        .await,
+        "lag_bytes {:?}, the master is {behind} bytes ahead; tip polls {}\n{}",
+        gauge("pika_ttl_proxy_replica_lag_bytes"),
+        rig.master.tip_polls(),
+        rig.proxy.metrics()
+    );
+    assert!(
+        wait_until(PATIENCE, || gauge("pika_ttl_proxy_replica_lag_seconds")
+            >= Some(3.0))
+        .await,
+        "lag_seconds {:?}",
+        gauge("pika_ttl_proxy_replica_lag_seconds")
+    );
+    rig.replica.resume();
+    rig.caught_up().await;
+    assert!(
+        wait_until(PATIENCE, || gauge("pika_ttl_proxy_replica_lag_bytes")
+            == Some(0.0)
+            && gauge("pika_ttl_proxy_replica_lag_seconds") == Some(0.0))
+        .await,
+        "{}",
+        rig.proxy.metrics()
+    );
+}

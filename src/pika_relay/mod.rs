@@ -30,6 +30,7 @@ pub mod rsync_tap;
 mod session;
 pub mod stats;
 mod table_store;
+mod tip;
 pub mod warmup;
 
 use std::net::SocketAddr;
@@ -97,6 +98,15 @@ pub async fn serve(
     };
     let links = shutdown.child_token();
     let mut tasks = JoinSet::new();
+    // One tip poller for every link (lag against the master's binlog tip).
+    tasks.spawn(tip::run(
+        cfg.master,
+        cfg.master_password.clone(),
+        shared.lag.clone(),
+        crate::replica_series::global(),
+        cfg.binlog_file_size,
+        links.clone(),
+    ));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::map_commit::CommittedMap;
 use super::map_store::Loaded;
 use super::offset_map::MapState;
+use super::tip::LagBoard;
 use crate::engine::StreamState;
 use crate::families::FamilySwitches;
 use crate::pika::messages::BinlogPosition;
@@ -152,6 +153,8 @@ pub struct PikaRelayShared {
     stores: Arc<Mutex<HashMap<String, CommittedMap>>>,
     parked: Arc<Mutex<HashMap<String, ParkedTable>>>,
     snapshots: Arc<Mutex<Vec<SnapshotSeen>>>,
+    /// Per replica and DB: what lag is measured from (see [`super::tip`]).
+    pub(crate) lag: LagBoard,
 }
 
 impl PikaRelayShared {
@@ -163,6 +166,7 @@ impl PikaRelayShared {
             stores: Arc::default(),
             parked: Arc::default(),
             snapshots: Arc::default(),
+            lag: LagBoard::default(),
         }
     }
 

@@ -33,10 +33,11 @@ use super::map_commit::CommittedMap;
 use super::map_store::Loaded;
 use super::offset_map::MapState;
 use super::passthrough::CONNECT_TIMEOUT;
-use super::position::lag_bytes;
+use super::registry::lock;
 use super::registry::{DbLinkStatus, LinkStatus, ParkedTable, PikaRelayShared};
 use super::rewrite::LinkRewriter;
 use super::stats;
+use super::tip::DbLag;
 use super::warmup::{self, WarmupState};
 use crate::engine::{PikaRelease, RiskCause, StreamState};
 use crate::pika::frame::{FrameCodec, FrameError};
@@ -113,6 +114,9 @@ struct DbLink {
     answered_purged: bool,
     master_said_purged: bool,
     dbsync_requested: Option<Instant>,
+    /// This replica's lag tracker for the DB, shared with the tip poller (it outlives the link
+    /// so a dropped replica's lag keeps growing).
+    lag: Arc<std::sync::Mutex<DbLag>>,
 }
 
 /// The DB key of a slot: `db0`, or `db0:<slot>` when the slot is not 0.
@@ -574,9 +578,11 @@ impl Link {
                 ),
                 None => {}
             }
+            let lag = self.setup.shared.lag.tracker(&self.name, &key);
             self.dbs.insert(
                 key.clone(),
                 DbLink {
+                    lag,
                     name: key.clone(),
                     store_key: skey,
                     store,
@@ -782,6 +788,7 @@ impl Link {
             db.map = next;
         }
         db.acked_master = master_end.position();
+        lock(&db.lag).set_acked(db.acked_master);
         if replica_end == master_end.position() {
             self.send(Side::Master, body).await?;
         } else {
@@ -807,6 +814,7 @@ impl Link {
         db.phase = Phase::Streaming;
         db.inflight = Inflight::default();
         db.acked_master = master;
+        lock(&db.lag).set_acked(master);
         db.last_forwarded = master;
         db.master_latest = db.master_latest.max(master);
         db.warmup = None;
@@ -1053,6 +1061,7 @@ impl Link {
 
     fn publish_status(&self) {
         let file_size = self.setup.cfg.binlog_file_size;
+        let now = Instant::now();
         let mut dbs: Vec<DbLinkStatus> = self
             .dbs
             .values()
@@ -1068,8 +1077,11 @@ impl Link {
                     (None, _) if table_complete => "done",
                     (None, _) => "failed",
                 };
-                let lag_b = lag_bytes(db.master_latest, db.acked_master, file_size);
-                let lag_s = lag_seconds(&db.inflight);
+                let (lag_b, lag_s) = {
+                    let mut lag = lock(&db.lag);
+                    lag.set_link_view(db.master_latest, lag_seconds(&db.inflight));
+                    lag.lag(now, file_size)
+                };
                 let points = db.map.points() + db.inflight.len();
                 DbLinkStatus {
                     db: db.name.clone(),
@@ -1111,6 +1123,7 @@ impl Link {
         // (and saved, when the relay is stopping).
         for db in self.dbs.values_mut() {
             park_table(&shared, db);
+            lock(&db.lag).link_closed();
         }
         for db in self.dbs.values_mut() {
             // What this link learned last is what its replica resumes from; a failure was

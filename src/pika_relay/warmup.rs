@@ -232,15 +232,15 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A RESP connection to the master's client port.
-struct Client {
+/// A RESP connection to the master's client port (the warm-up's, and the tip poller's).
+pub(super) struct Client {
     stream: TcpStream,
     buf: BytesMut,
     out: BytesMut,
 }
 
 impl Client {
-    async fn connect(addr: SocketAddr) -> std::io::Result<Client> {
+    pub(super) async fn connect(addr: SocketAddr) -> std::io::Result<Client> {
         let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
             .await
             .map_err(|_| {
@@ -280,7 +280,7 @@ impl Client {
         }
     }
 
-    async fn call(&mut self, args: &[&[u8]]) -> std::io::Result<BytesFrame> {
+    pub(super) async fn call(&mut self, args: &[&[u8]]) -> std::io::Result<BytesFrame> {
         self.queue(args);
         self.flush().await?;
         match self.reply().await? {
@@ -314,13 +314,17 @@ impl Client {
         })
     }
 
+    /// The text of `INFO replication`.
+    pub(super) async fn info_replication(&mut self) -> std::io::Result<Bytes> {
+        match self.call(&[b"INFO", b"replication"]).await? {
+            BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => Ok(b),
+            _ => Err(std::io::Error::other("INFO returned no text")),
+        }
+    }
+
     /// `db<N>:binlog_offset=<filenum> <offset>,…` from `INFO replication`.
     async fn binlog_offset(&mut self, db_name: &str) -> std::io::Result<BinlogPosition> {
-        let frame = self.call(&[b"INFO", b"replication"]).await?;
-        let text = match frame {
-            BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => b,
-            _ => return Err(std::io::Error::other("INFO returned no text")),
-        };
+        let text = self.info_replication().await?;
         parse_binlog_offset(&text, db_name).ok_or_else(|| {
             std::io::Error::other(format!("INFO replication has no {db_name}:binlog_offset"))
         })

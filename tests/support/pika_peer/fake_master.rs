@@ -125,6 +125,7 @@ struct State_ {
     snapshot: BinlogPosition,
     hold_second_info: bool,
     info_calls: u32,
+    tip_polls: u32,
     max_outstanding: usize,
     acked_end: u64,
     sent_binlog_sync: Vec<Vec<u8>>,
@@ -191,6 +192,7 @@ impl FakeMaster {
                 snapshot: BinlogPosition::default(),
                 hold_second_info: false,
                 info_calls: 0,
+                tip_polls: 0,
                 max_outstanding: 0,
                 acked_end: 0,
                 sent_binlog_sync: Vec::new(),
@@ -333,8 +335,14 @@ impl FakeMaster {
         lock(&self.shared).max_outstanding
     }
 
+    /// `INFO` calls of the warm-up (connections that asked for `TIME` first).
     pub fn info_calls(&self) -> u32 {
         lock(&self.shared).info_calls
+    }
+
+    /// `INFO` calls of the relay's tip poller (connections that never asked for `TIME`).
+    pub fn tip_polls(&self) -> u32 {
+        lock(&self.shared).tip_polls
     }
 
     pub fn release_info(&self) {
@@ -709,6 +717,10 @@ fn bulk(out: &mut Vec<u8>, b: &[u8]) {
 async fn serve_resp(mut stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
     let mut parser = CommandParser::new(ParserLimits::replica_stream());
     let mut buf = BytesMut::new();
+    // The warm-up reads TIME before its INFO; the relay's tip poller only ever sends INFO.
+    // Only the warm-up's INFO calls are counted and held, so the poller cannot disturb tests
+    // that pace the warm-up.
+    let mut warm_up = false;
     loop {
         let frame = match parser.parse(&mut buf) {
             Ok(Some(f)) => f,
@@ -733,6 +745,7 @@ async fn serve_resp(mut stream: TcpStream, shared: Arc<Shared>, cancel: Cancella
             "PING" => out.extend_from_slice(b"+PONG\r\n"),
             "AUTH" | "SELECT" => out.extend_from_slice(b"+OK\r\n"),
             "TIME" => {
+                warm_up = true;
                 let ms = lock(&shared).clock_ms;
                 out.extend_from_slice(b"*2\r\n");
                 bulk(&mut out, (ms / 1000).to_string().as_bytes());
@@ -741,8 +754,13 @@ async fn serve_resp(mut stream: TcpStream, shared: Arc<Shared>, cancel: Cancella
             "INFO" => {
                 let hold = {
                     let mut st = lock(&shared);
-                    st.info_calls += 1;
-                    st.info_calls > 1 && st.hold_second_info
+                    if warm_up {
+                        st.info_calls += 1;
+                        st.info_calls > 1 && st.hold_second_info
+                    } else {
+                        st.tip_polls += 1;
+                        false
+                    }
                 };
                 if hold {
                     let released = shared.info_release.notified();

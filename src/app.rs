@@ -162,16 +162,20 @@ fn pika_readiness(registry: pika_relay::SessionRegistry) -> ReadinessSource {
 /// suits the shipped alerts).
 fn configure_series_grace() {
     use crate::replica_series::{global, GRACE_ENV};
-    let Ok(value) = std::env::var(GRACE_ENV) else {
-        return;
-    };
-    match value.trim().parse::<u64>() {
-        Ok(secs) => global().set_grace(std::time::Duration::from_secs(secs)),
-        Err(_) => tracing::warn!(
-            value = %value,
-            "{GRACE_ENV} is not a whole number of seconds; the default grace period applies"
-        ),
+    if let Some(secs) = env_secs(GRACE_ENV) {
+        global().set_grace(std::time::Duration::from_secs(secs));
     }
+}
+
+/// A whole number of seconds from environment variable `name` (timing overrides that tests
+/// use); a value that is not one is logged and ignored.
+fn env_secs(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    let parsed = value.trim().parse::<u64>().ok();
+    if parsed.is_none() {
+        tracing::warn!(value = %value, "{name} is not a whole number of seconds; the default applies");
+    }
+    parsed
 }
 
 fn publish_family_gauges(families: &FamilySwitches) {
@@ -274,6 +278,9 @@ async fn run(settings: Settings) -> ExitCode {
                 cfg.warmup_rate = settings.warmup_rate;
                 cfg.warmup_max_keys = settings.warmup_max_keys;
                 cfg.empty_at_origin = settings.empty_at_origin;
+                if let Some(secs) = env_secs(pika_relay::MASTER_DROP_ENV) {
+                    cfg.master_drop_after = std::time::Duration::from_secs(secs);
+                }
                 let shared = pika_relay::PikaRelayShared::new(families.clone());
                 let readiness = pika_readiness(shared.sessions.clone());
                 let token = shutdown.clone();

@@ -84,6 +84,7 @@ pub const DISCONNECT_REASONS: &[&str] = &[
     "downstream_io",
     "downstream_protocol",
     "handshake_timeout",
+    "replica_timeout",
     "state_write_failed",
 ];
 
@@ -186,7 +187,7 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
     ("pika_ttl_proxy_offset_map_points", "gauge", "replica",
      "Points in the replica's offset-translation map."),
     ("pika_ttl_proxy_replica_disconnects_total", "counter", "reason",
-     "Replica connections that ended, by reason (replica_closed, shutdown, upstream_closed, upstream_io, upstream_protocol, upstream_unreachable, upstream_timeout, master_error, downstream_io, downstream_protocol, handshake_timeout, state_write_failed)."),
+     "Replica connections that ended, by reason (replica_closed, shutdown, upstream_closed, upstream_io, upstream_protocol, upstream_unreachable, upstream_timeout, master_error, downstream_io, downstream_protocol, handshake_timeout, replica_timeout, state_write_failed)."),
     ("pika_ttl_proxy_family_enabled", "gauge", "family",
      "1 when rewriting of the family is switched on."),
 ];

@@ -48,19 +48,28 @@ const SERIES_GRACE_ENV: &str = "PIKA_TTL_PROXY_SERIES_GRACE_SECS";
 const SERIES_GRACE_SECS: &str = "3";
 
 async fn start_proxy(master_port: u16, dir: &Path, args: &[&str]) -> ProxyProcess {
+    start_proxy_env(master_port, dir, args, &[]).await
+}
+
+async fn start_proxy_env(
+    master_port: u16,
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> ProxyProcess {
     let port = free_base_port();
     let dir = dir.to_path_buf();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    // A short grace period, so a test sees a closed link's series go.
+    let mut env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.push((SERIES_GRACE_ENV.into(), SERIES_GRACE_SECS.into()));
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        // A short grace period, so a test sees a closed link's series go.
-        ProxyProcess::start_env(
-            port,
-            master_port,
-            &dir,
-            &args,
-            &[(SERIES_GRACE_ENV, SERIES_GRACE_SECS)],
-        )
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        ProxyProcess::start_env(port, master_port, &dir, &args, &env)
     })
     .await
     .unwrap()
@@ -1248,4 +1257,81 @@ async fn lag_is_measured_against_the_masters_tip_while_a_replica_stalls() {
         "{}",
         rig.proxy.metrics()
     );
+}
+
+/// A replica the master dropped (no ack or ping for its timeout; a real 3.5.4 master may keep
+/// the connection open and silent) is reported down within seconds, with its own disconnect
+/// reason, instead of looking up until the relay's 30 s idle timeout; its lag keeps growing
+/// while its series remain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_the_master_dropped_is_reported_down_within_seconds() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let opts = MasterOptions {
+        timeout: Duration::from_secs(3),
+        close_on_drop: false,
+        ..fast_keepalives()
+    };
+    let master = FakeMaster::start(opts, now).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy_env(
+        master.port,
+        dir.path(),
+        &["--empty-at-origin"],
+        &[(pika_ttl_proxy::pika_relay::MASTER_DROP_ENV, "3")],
+    )
+    .await;
+    let replica = FakeReplica::start(proxy.port, REPLICA_PORT, now);
+    assert!(wait_until(PATIENCE, || replica.is_streaming()).await);
+    master.exec(&["SET", "a", "1"]);
+    assert!(wait_until(PATIENCE, || replica.applied_items() >= 1).await);
+    let name = format!("replica=\"127.0.0.1:{REPLICA_PORT}\"");
+    let value = |line_start: &str| -> Option<f64> {
+        proxy
+            .metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+    };
+    let link = format!("pika_ttl_proxy_link_up{{side=\"downstream\",{name}}}");
+    let lag_seconds = format!("pika_ttl_proxy_replica_lag_seconds{{{name}}}");
+    assert!(wait_until(PATIENCE, || value(&link) == Some(1.0)).await);
+
+    replica.pause();
+    let paused = std::time::Instant::now();
+    for i in 0..10 {
+        master.exec(&["SET", &format!("k{i}"), "v"]);
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || value(&link) == Some(0.0)).await,
+        "still up {:?} after the master dropped the replica; master {:?}\n{}",
+        paused.elapsed(),
+        master.disconnects(),
+        proxy.log()
+    );
+    println!(
+        "reported down {:?} after the replica stopped",
+        paused.elapsed()
+    );
+    assert!(paused.elapsed() < Duration::from_secs(6));
+    assert!(master
+        .disconnects()
+        .iter()
+        .any(|r| r.starts_with("no BinlogSync request")));
+    assert_eq!(
+        value("pika_ttl_proxy_replica_disconnects_total{reason=\"replica_timeout\"}"),
+        Some(1.0)
+    );
+    assert!(
+        proxy.log().contains("so the master has dropped it"),
+        "{}",
+        proxy.log()
+    );
+    // The lag keeps counting after the link closed (until the series go).
+    let first = value(&lag_seconds).unwrap_or(0.0);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = value(&lag_seconds).unwrap_or(0.0);
+    assert!(later >= first + 1.0, "{first} then {later}");
+    assert!(value(&format!("pika_ttl_proxy_replica_lag_bytes{{{name}}}")) > Some(0.0));
 }

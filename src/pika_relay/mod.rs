@@ -41,7 +41,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{PikaRelayConfig, WarmupMode, DEFAULT_WARMUP_MAX_KEYS};
+pub use config::{PikaRelayConfig, WarmupMode, DEFAULT_WARMUP_MAX_KEYS, MASTER_DROP_ENV};
 pub use error::RelayError;
 pub use registry::{DbLinkStatus, LinkStatus, PikaRelayShared, SessionRegistry};
 

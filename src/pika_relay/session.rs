@@ -236,6 +236,7 @@ pub(crate) async fn run_link(
         bytes: stats::ByteCounters::new(),
         codec,
         last_upstream: Instant::now(),
+        last_binlog_request: Instant::now(),
         hold: HoldClock::new(),
         master_addr,
         master_spoke: false,
@@ -268,6 +269,8 @@ pub(crate) async fn run_link(
             }
             if e.is_protocol_violation() || matches!(e, LinkError::Persist(_)) {
                 tracing::error!(replica = %link.name, link = id, "closing the link: {e}");
+            } else if matches!(e, LinkError::ReplicaSilent(_)) {
+                tracing::warn!(replica = %link.name, link = id, "closing the link: {e}");
             } else {
                 tracing::info!(replica = %link.name, link = id, "link closed: {e}");
             }
@@ -292,6 +295,9 @@ struct Link {
     bytes: stats::ByteCounters,
     codec: FrameCodec,
     last_upstream: Instant,
+    /// When a BinlogSync request (first_send, ack or ping) last went to the master: the master
+    /// drops a replica whose requests stop for 20 s.
+    last_binlog_request: Instant,
     /// How long the master's data waits in the proxy.
     hold: HoldClock,
     /// The master's replication port.
@@ -515,6 +521,7 @@ impl Link {
                     .binlog_sync()
                     .map_err(msg_err(Side::Replica))?
                     .ok_or_else(|| missing(Side::Replica, "binlog_sync"))?;
+                self.last_binlog_request = Instant::now();
                 self.on_binlog_sync_request(&body, &bs).await
             }
             _ => self.send(Side::Master, &body).await,
@@ -1048,6 +1055,13 @@ impl Link {
         if streaming && self.last_upstream.elapsed() > timeout {
             return Err(LinkError::Timeout(Side::Master, timeout));
         }
+        // A real Pika master that drops a silent replica may leave the connection open and
+        // send nothing: without this, the link would look up (and its lag stale) until the
+        // idle timeout above.
+        let drop_after = self.setup.cfg.master_drop_after;
+        if streaming && self.last_binlog_request.elapsed() > drop_after {
+            return Err(LinkError::ReplicaSilent(drop_after));
+        }
         for db in self.dbs.values_mut() {
             if let Some(warm) = db.warmup.as_mut() {
                 if warm.try_merge(db.rewriter.as_mut(), db.last_forwarded) {
@@ -1123,7 +1137,6 @@ impl Link {
         // (and saved, when the relay is stopping).
         for db in self.dbs.values_mut() {
             park_table(&shared, db);
-            lock(&db.lag).link_closed();
         }
         for db in self.dbs.values_mut() {
             // What this link learned last is what its replica resumes from; a failure was

@@ -71,11 +71,6 @@ impl DbLag {
         self.inflight_seconds = inflight_seconds;
     }
 
-    /// The link closed: nothing is in flight any more (what it acked and saw stays).
-    pub(crate) fn link_closed(&mut self) {
-        self.inflight_seconds = 0.0;
-    }
-
     fn observe_tip(&mut self, tip: BinlogPosition, at: Instant) {
         self.tip = Some(self.tip.map_or(tip, |t| t.max(tip)));
         let Some(acked) = self.acked else {

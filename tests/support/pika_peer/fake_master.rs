@@ -53,6 +53,10 @@ pub struct MasterOptions {
     pub replication_id: String,
     /// 3.5 by default; 4.0 logs like 4.0.1 and names `db_instance_num` in MetaSync.
     pub release: PikaRelease,
+    /// Whether dropping a replica after `timeout` closes its connection. A real 3.5.4 master
+    /// was seen keeping it open and silent (issue 16: the relay saw no end until its own
+    /// timeout), which `false` reproduces.
+    pub close_on_drop: bool,
 }
 
 impl Default for MasterOptions {
@@ -64,6 +68,7 @@ impl Default for MasterOptions {
             run_id: "03aa13b8ae89cfb89b06420c6c642ab4bb45876e".into(),
             replication_id: "5edf6bdb40a52bc6e531482d1995096ed58a17eb857920301b".into(),
             release: PikaRelease::V3,
+            close_on_drop: true,
         }
     }
 }
@@ -428,6 +433,7 @@ async fn serve_repl(stream: TcpStream, shared: Arc<Shared>, cancel: Cancellation
         last_send: Instant::now(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut timed_out = false;
     let reason = loop {
         tokio::select! {
             _ = cancel.cancelled() => break "master shut down".to_string(),
@@ -445,6 +451,7 @@ async fn serve_repl(stream: TcpStream, shared: Arc<Shared>, cancel: Cancellation
             }
             _ = tick.tick() => {
                 if s.last_request.elapsed() > shared.opts.timeout {
+                    timed_out = true;
                     break format!("no BinlogSync request for {:?}", shared.opts.timeout);
                 }
                 if let Err(r) = s.pump(false).await { break r; }
@@ -452,6 +459,15 @@ async fn serve_repl(stream: TcpStream, shared: Arc<Shared>, cancel: Cancellation
         }
     };
     event(&shared, MasterEvent::Disconnect { reason });
+    if timed_out && !shared.opts.close_on_drop {
+        // Dropped from the sync state; the socket stays open, everything on it is ignored.
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                frame = s.conn.recv() => if frame.is_none() { break },
+            }
+        }
+    }
 }
 
 impl Session {

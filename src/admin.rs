@@ -41,6 +41,8 @@ pub struct AdminState {
     pub families: FamilySwitches,
     /// Prometheus rendering.
     pub prometheus: PrometheusHandle,
+    /// The per-replica series, rendered after the recorder's.
+    pub replicas: Arc<crate::replica_series::ReplicaSeries>,
     /// Readiness of the relay.
     pub readiness: ReadinessSource,
     /// Token required by mutations, if any.
@@ -69,7 +71,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 async fn metrics(State(state): State<AdminState>) -> Response {
     (
         [("content-type", "text/plain; version=0.0.4")],
-        state.prometheus.render(),
+        state.prometheus.render() + &state.replicas.render(),
     )
         .into_response()
 }

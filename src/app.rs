@@ -158,6 +158,26 @@ fn pika_readiness(registry: pika_relay::SessionRegistry) -> ReadinessSource {
     })
 }
 
+/// The per-replica series' grace period from the environment (tests shorten it; the default
+/// suits the shipped alerts).
+fn configure_series_grace() {
+    use crate::replica_series::{global, GRACE_ENV};
+    if let Some(secs) = env_secs(GRACE_ENV) {
+        global().set_grace(std::time::Duration::from_secs(secs));
+    }
+}
+
+/// A whole number of seconds from environment variable `name` (timing overrides that tests
+/// use); a value that is not one is logged and ignored.
+fn env_secs(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    let parsed = value.trim().parse::<u64>().ok();
+    if parsed.is_none() {
+        tracing::warn!(value = %value, "{name} is not a whole number of seconds; the default applies");
+    }
+    parsed
+}
+
 fn publish_family_gauges(families: &FamilySwitches) {
     for (f, on) in families.snapshot() {
         metrics::gauge!(crate::metrics::names::FAMILY_ENABLED, "family" => f.name()).set(if on {
@@ -200,6 +220,7 @@ async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    configure_series_grace();
     crate::metrics::register_zeroes(match settings.mode {
         Mode::Redis => "redis",
         Mode::Pika => "pika",
@@ -260,6 +281,9 @@ async fn run(settings: Settings) -> ExitCode {
                 cfg.checkpoint_interval =
                     std::time::Duration::from_secs(settings.checkpoint_interval);
                 cfg.empty_at_origin = settings.empty_at_origin;
+                if let Some(secs) = env_secs(pika_relay::MASTER_DROP_ENV) {
+                    cfg.master_drop_after = std::time::Duration::from_secs(secs);
+                }
                 let shared = pika_relay::PikaRelayShared::new(families.clone());
                 let readiness = pika_readiness(shared.sessions.clone());
                 let token = shutdown.clone();
@@ -275,6 +299,7 @@ async fn run(settings: Settings) -> ExitCode {
     let admin_state = AdminState {
         families: families.clone(),
         prometheus,
+        replicas: crate::replica_series::global(),
         readiness,
         token: settings.admin_token.as_deref().map(Arc::from),
     };

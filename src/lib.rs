@@ -7,7 +7,7 @@
 //!   [`families`] switches to the entries to emit;
 //! - the relays ([`redis_relay`], [`pika_relay`]) run the replication sessions: handshakes,
 //!   offset translation, persistence; they move bytes and call the engine;
-//! - operations: [`config`], [`admin`], [`metrics`], [`logging`], [`cli`], wired by [`app`];
+//! - operations: [`config`], [`admin`], [`metrics`], [`replica_series`], [`logging`], [`cli`], wired by [`app`];
 //! - the [`model`] is a reference implementation of master and replica semantics used to prove
 //!   that the engine's output converges.
 
@@ -34,6 +34,7 @@ pub mod pika;
 pub mod pika_relay;
 pub mod rdb;
 pub mod redis_relay;
+pub mod replica_series;
 pub mod resp;
 pub mod state_dir;
 pub mod table;

@@ -84,6 +84,7 @@ pub const DISCONNECT_REASONS: &[&str] = &[
     "downstream_io",
     "downstream_protocol",
     "handshake_timeout",
+    "replica_timeout",
     "state_write_failed",
 ];
 
@@ -144,6 +145,11 @@ pub fn register_zeroes(dialect: &'static str) {
             counter!(names::BYTES, "direction" => direction, "side" => side.label()).absolute(0);
         }
     }
+    // Histograms too (empty), so the series count does not change when the first link comes:
+    // a steady count is how a scrape shows that connections leave nothing behind.
+    for histogram in [names::ENTRY_DURATION, HOLD_SECONDS, STATE_WRITE_SECONDS] {
+        let _ = metrics::histogram!(histogram);
+    }
     // No session yet: nothing is unknown.
     gauge!(names::TABLE_KEYS).set(0.0);
     gauge!(names::TABLE_COMPLETE).set(1.0);
@@ -156,11 +162,11 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
     ("pika_ttl_proxy_at_risk_total", "counter", "family",
      "Entries that extend or remove the TTL of a key a late replica may already have dropped (the known limit): counted and logged, not repaired."),
     ("pika_ttl_proxy_replica_lag_bytes", "gauge", "replica",
-     "Master offset received by the proxy minus the offset the replica acknowledged (translated to master space)."),
+     "Bytes the replica has not acknowledged (in master space): Redis, the master offset the proxy received minus the replica's ack; Pika, the master's binlog tip (read every second with INFO replication) minus the replica's ack, so it keeps growing while a replica is stopped."),
     ("pika_ttl_proxy_replica_lag_seconds", "gauge", "replica",
-     "Age of the oldest upstream entry the replica has not acknowledged; 0 when caught up."),
+     "How long the replica has been behind: Redis, the age of the oldest received entry it has not acknowledged; Pika, the time since the master's tip first moved past the replica's acknowledged position (kept across the master dropping the replica and its reconnects); 0 when caught up."),
     ("pika_ttl_proxy_link_up", "gauge", "side, replica",
-     "1 while the upstream (to the master) or downstream (to the replica) link of a replica session is up."),
+     "1 while the upstream (to the master) or downstream (to the replica) link of a replica session is up; 0 for a grace period after the replica left, then removed."),
     ("pika_ttl_proxy_full_syncs_total", "counter", "reason",
      "Full resynchronisations the proxy gave a replica, by reason (Redis: requested, unknown_id, not_a_boundary, master_refused_partial, state_busy, legacy_sync; Pika: replica_request, master_purged, proxy_unmapped_offset)."),
     ("pika_ttl_proxy_partial_syncs_total", "counter", "",
@@ -182,7 +188,7 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
     ("pika_ttl_proxy_offset_map_points", "gauge", "replica",
      "Points in the replica's offset-translation map."),
     ("pika_ttl_proxy_replica_disconnects_total", "counter", "reason",
-     "Replica connections that ended, by reason (replica_closed, shutdown, upstream_closed, upstream_io, upstream_protocol, upstream_unreachable, upstream_timeout, master_error, downstream_io, downstream_protocol, handshake_timeout, state_write_failed)."),
+     "Replica connections that ended, by reason (replica_closed, shutdown, upstream_closed, upstream_io, upstream_protocol, upstream_unreachable, upstream_timeout, master_error, downstream_io, downstream_protocol, handshake_timeout, replica_timeout, state_write_failed)."),
     ("pika_ttl_proxy_family_enabled", "gauge", "family",
      "1 when rewriting of the family is switched on."),
 ];
@@ -286,7 +292,18 @@ mod tests {
             .lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
             .filter_map(|l| l.split(['{', ' ']).next())
-            .map(str::to_string)
+            .map(|name| {
+                // A histogram renders as its `_bucket`, `_sum` and `_count` series.
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .filter(|base| {
+                        METRICS
+                            .iter()
+                            .any(|(n, kind, ..)| n == base && *kind == "histogram")
+                    });
+                base.unwrap_or(name).to_string()
+            })
             .collect()
     }
 

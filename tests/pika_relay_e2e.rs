@@ -44,13 +44,32 @@ fn fast_keepalives() -> MasterOptions {
     }
 }
 
+const SERIES_GRACE_ENV: &str = "PIKA_TTL_PROXY_SERIES_GRACE_SECS";
+const SERIES_GRACE_SECS: &str = "3";
+
 async fn start_proxy(master_port: u16, dir: &Path, args: &[&str]) -> ProxyProcess {
+    start_proxy_env(master_port, dir, args, &[]).await
+}
+
+async fn start_proxy_env(
+    master_port: u16,
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> ProxyProcess {
     let port = free_base_port();
     let dir = dir.to_path_buf();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    // A short grace period, so a test sees a closed link's series go.
+    let mut env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.push((SERIES_GRACE_ENV.into(), SERIES_GRACE_SECS.into()));
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        ProxyProcess::start(port, master_port, &dir, &args)
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        ProxyProcess::start_env(port, master_port, &dir, &args, &env)
     })
     .await
     .unwrap()
@@ -1017,7 +1036,8 @@ async fn soak_with_relay_kills_and_replica_reconnects_converges() {
 }
 
 /// What an operator scrapes from a live Pika relay: entries by family and outcome, bytes, lag
-/// and link state per replica; once the replica is gone its gauges stop claiming a live link.
+/// and link state per replica; once the replica is gone its series say the link is down, and
+/// after the grace period they are gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_rewrites_and_forget_a_closed_link() {
     let rig = rig(&["--empty-at-origin"]).await;
@@ -1091,8 +1111,13 @@ async fn metrics_show_rewrites_and_forget_a_closed_link() {
         "{}",
         rig.proxy.metrics()
     );
+    // Removed, not zeroed, once the grace period is over.
+    assert!(
+        wait_until(PATIENCE, || !rig.proxy.metrics().contains(&replica)).await,
+        "{}",
+        rig.proxy.metrics()
+    );
     let text = rig.proxy.metrics();
-    assert_eq!(series(&text, &lag), Some(0.0), "{text}");
     // Like the Redis relay, the Pika relay counts how replica connections end.
     assert!(
         series(
@@ -1272,4 +1297,146 @@ async fn a_killed_relay_catches_its_table_up_from_a_checkpoint() {
     rig.assert_converged(T0);
     assert_eq!(rig.replica_full_syncs(), 1, "resumed without a full sync");
     rig.no_window_mismatch();
+}
+
+/// Pika's master sends a replica one window at a time, so while a replica is stopped the relay
+/// receives nothing past the window: lag is measured against the master's binlog tip (read on
+/// its client port every second), keeps growing in bytes and seconds while the replica does
+/// not ack, and returns to 0 once it caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_is_measured_against_the_masters_tip_while_a_replica_stalls() {
+    // The master's clock is the real one, so item exec times give no lag of their own.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let rig = rig_with(&["--empty-at-origin"], fast_keepalives(), now).await;
+    rig.master.exec(&["SET", "a", "1"]);
+    rig.applied(1).await;
+    rig.caught_up().await;
+    let replica = format!("127.0.0.1:{REPLICA_PORT}");
+    let gauge = |name: &str| -> Option<f64> {
+        let prefix = format!("{name}{{replica=\"{replica}\"}} ");
+        rig.proxy
+            .metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+    };
+    // Stopped: the master sends one response, then waits for its ack while it keeps writing.
+    rig.replica.pause();
+    rig.master.exec(&["INCR", "a"]);
+    let incr_end = rig.master.producer().offset;
+    assert!(
+        wait_until(PATIENCE, || rig.master.events().iter().any(
+            |e| matches!(e, MasterEvent::Sent { last_end, .. } if *last_end == incr_end)
+        ))
+        .await
+    );
+    for i in 0..40 {
+        rig.master.exec(&["SET", &format!("k{i}"), "some value"]);
+    }
+    let behind = rig.master.producer().offset - rig.master.acked_end();
+    assert!(
+        wait_until(PATIENCE, || gauge("pika_ttl_proxy_replica_lag_bytes")
+            == Some(behind as f64))
+        .await,
+        "lag_bytes {:?}, the master is {behind} bytes ahead; tip polls {}\n{}",
+        gauge("pika_ttl_proxy_replica_lag_bytes"),
+        rig.master.tip_polls(),
+        rig.proxy.metrics()
+    );
+    assert!(
+        wait_until(PATIENCE, || gauge("pika_ttl_proxy_replica_lag_seconds")
+            >= Some(3.0))
+        .await,
+        "lag_seconds {:?}",
+        gauge("pika_ttl_proxy_replica_lag_seconds")
+    );
+    rig.replica.resume();
+    rig.caught_up().await;
+    assert!(
+        wait_until(PATIENCE, || gauge("pika_ttl_proxy_replica_lag_bytes")
+            == Some(0.0)
+            && gauge("pika_ttl_proxy_replica_lag_seconds") == Some(0.0))
+        .await,
+        "{}",
+        rig.proxy.metrics()
+    );
+}
+
+/// A replica the master dropped (no ack or ping for its timeout; a real 3.5.4 master may keep
+/// the connection open and silent) is reported down within seconds, with its own disconnect
+/// reason, instead of looking up until the relay's 30 s idle timeout; its lag keeps growing
+/// while its series remain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_the_master_dropped_is_reported_down_within_seconds() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let opts = MasterOptions {
+        timeout: Duration::from_secs(3),
+        close_on_drop: false,
+        ..fast_keepalives()
+    };
+    let master = FakeMaster::start(opts, now).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy_env(
+        master.port,
+        dir.path(),
+        &["--empty-at-origin"],
+        &[(pika_ttl_proxy::pika_relay::MASTER_DROP_ENV, "3")],
+    )
+    .await;
+    let replica = FakeReplica::start(proxy.port, REPLICA_PORT, now);
+    assert!(wait_until(PATIENCE, || replica.is_streaming()).await);
+    master.exec(&["SET", "a", "1"]);
+    assert!(wait_until(PATIENCE, || replica.applied_items() >= 1).await);
+    let name = format!("replica=\"127.0.0.1:{REPLICA_PORT}\"");
+    let value = |line_start: &str| -> Option<f64> {
+        proxy
+            .metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+    };
+    let link = format!("pika_ttl_proxy_link_up{{side=\"downstream\",{name}}}");
+    let lag_seconds = format!("pika_ttl_proxy_replica_lag_seconds{{{name}}}");
+    assert!(wait_until(PATIENCE, || value(&link) == Some(1.0)).await);
+
+    replica.pause();
+    let paused = std::time::Instant::now();
+    for i in 0..10 {
+        master.exec(&["SET", &format!("k{i}"), "v"]);
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || value(&link) == Some(0.0)).await,
+        "still up {:?} after the master dropped the replica; master {:?}\n{}",
+        paused.elapsed(),
+        master.disconnects(),
+        proxy.log()
+    );
+    println!(
+        "reported down {:?} after the replica stopped",
+        paused.elapsed()
+    );
+    assert!(paused.elapsed() < Duration::from_secs(6));
+    assert!(master
+        .disconnects()
+        .iter()
+        .any(|r| r.starts_with("no BinlogSync request")));
+    assert_eq!(
+        value("pika_ttl_proxy_replica_disconnects_total{reason=\"replica_timeout\"}"),
+        Some(1.0)
+    );
+    assert!(
+        proxy.log().contains("so the master has dropped it"),
+        "{}",
+        proxy.log()
+    );
+    // The lag keeps counting after the link closed (until the series go).
+    let first = value(&lag_seconds).unwrap_or(0.0);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = value(&lag_seconds).unwrap_or(0.0);
+    assert!(later >= first + 1.0, "{first} then {later}");
+    assert!(value(&format!("pika_ttl_proxy_replica_lag_bytes{{{name}}}")) > Some(0.0));
 }

@@ -1,5 +1,6 @@
 //! A RESP connection to the master's client port P: what the relay asks the master outside the
-//! replication protocol (its clock, binlog position and keys for the warm-up, its release).
+//! replication protocol (its clock, binlog position and keys for the warm-up, its binlog tip for
+//! lag, its release).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -96,13 +97,17 @@ impl Client {
         })
     }
 
+    /// The text of `INFO replication`.
+    pub(crate) async fn info_replication(&mut self) -> std::io::Result<bytes::Bytes> {
+        match self.call(&[b"INFO", b"replication"]).await? {
+            BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => Ok(b),
+            _ => Err(std::io::Error::other("INFO returned no text")),
+        }
+    }
+
     /// `db<N>:binlog_offset=<filenum> <offset>,…` from `INFO replication`.
     pub(crate) async fn binlog_offset(&mut self, db_name: &str) -> std::io::Result<BinlogPosition> {
-        let frame = self.call(&[b"INFO", b"replication"]).await?;
-        let text = match frame {
-            BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => b,
-            _ => return Err(std::io::Error::other("INFO returned no text")),
-        };
+        let text = self.info_replication().await?;
         parse_binlog_offset(&text, db_name).ok_or_else(|| {
             std::io::Error::other(format!("INFO replication has no {db_name}:binlog_offset"))
         })

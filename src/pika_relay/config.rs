@@ -83,7 +83,15 @@ pub struct PikaRelayConfig {
     /// Close a link when nothing arrives from the master for this long (Pika's replica gives up
     /// after 20 s; the relay waits a little longer so the replica's own timeout decides).
     pub upstream_idle_timeout: Duration,
+    /// A streaming replica that sent no BinlogSync request (ack or ping) for this long has been
+    /// dropped by the master (Pika's fixed 20 s), which may keep the connection open and
+    /// silent: the relay then closes the link itself, so the replica shows as down at once.
+    pub master_drop_after: Duration,
 }
+
+/// Environment variable overriding [`PikaRelayConfig::master_drop_after`] (whole seconds):
+/// for tests against a fake master with a shorter timeout; a real Pika master's is 20 s.
+pub const MASTER_DROP_ENV: &str = "PIKA_TTL_PROXY_PIKA_MASTER_DROP_SECS";
 
 impl PikaRelayConfig {
     /// A configuration with the documented defaults for everything but the addresses.
@@ -103,6 +111,7 @@ impl PikaRelayConfig {
             checkpoint_interval: Duration::from_secs(60),
             catch_up_limit: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(30),
+            master_drop_after: Duration::from_secs(20),
         }
     }
 

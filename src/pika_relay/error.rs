@@ -90,6 +90,9 @@ pub enum LinkError {
     Persist(io::Error),
     /// Nothing arrived from that side for too long.
     Timeout(Side, std::time::Duration),
+    /// The replica sent no BinlogSync request for the master's drop timeout: the master has
+    /// dropped it.
+    ReplicaSilent(std::time::Duration),
 }
 
 impl LinkError {
@@ -110,6 +113,7 @@ impl LinkError {
             | LinkError::Protocol(Side::Replica, _) => "downstream_protocol",
             LinkError::Timeout(Side::Master, _) => "upstream_timeout",
             LinkError::Timeout(Side::Replica, _) => "handshake_timeout",
+            LinkError::ReplicaSilent(_) => "replica_timeout",
             LinkError::Persist(_) => "state_write_failed",
         }
     }
@@ -122,7 +126,7 @@ impl LinkError {
             LinkError::Message(..) => "message",
             LinkError::Protocol(..) => "protocol",
             LinkError::Persist(_) => "persist",
-            LinkError::Timeout(..) => "timeout",
+            LinkError::Timeout(..) | LinkError::ReplicaSilent(_) => "timeout",
         }
     }
 
@@ -134,6 +138,7 @@ impl LinkError {
             | LinkError::Message(s, _)
             | LinkError::Protocol(s, _)
             | LinkError::Timeout(s, _) => Some(*s),
+            LinkError::ReplicaSilent(_) => Some(Side::Replica),
             LinkError::Persist(_) => None,
         }
     }
@@ -158,6 +163,11 @@ impl fmt::Display for LinkError {
             }
             LinkError::Protocol(s, m) => write!(f, "protocol violation by the {}: {m}", s.name()),
             LinkError::Persist(e) => write!(f, "cannot persist the offset map: {e}"),
+            LinkError::ReplicaSilent(d) => write!(
+                f,
+                "the replica sent no BinlogSync request for {} s, so the master has dropped it",
+                d.as_secs()
+            ),
             LinkError::Timeout(s, d) => {
                 write!(
                     f,

@@ -34,6 +34,7 @@ pub mod rsync_tap;
 mod session;
 pub mod stats;
 mod table_store;
+mod tip;
 pub mod warmup;
 
 use std::net::SocketAddr;
@@ -44,7 +45,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{PikaRelayConfig, WarmupMode, DEFAULT_WARMUP_MAX_KEYS};
+pub use config::{PikaRelayConfig, WarmupMode, DEFAULT_WARMUP_MAX_KEYS, MASTER_DROP_ENV};
 pub use error::RelayError;
 pub use registry::{DbLinkStatus, LinkStatus, PikaRelayShared, SessionRegistry};
 
@@ -101,6 +102,15 @@ pub async fn serve(
     };
     let links = shutdown.child_token();
     let mut tasks = JoinSet::new();
+    // One tip poller for every link (lag against the master's binlog tip).
+    tasks.spawn(tip::run(
+        cfg.master,
+        cfg.master_password.clone(),
+        shared.lag.clone(),
+        crate::replica_series::global(),
+        cfg.binlog_file_size,
+        links.clone(),
+    ));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::map_commit::CommittedMap;
 use super::map_store::Loaded;
 use super::offset_map::MapState;
+use super::tip::LagBoard;
 use crate::engine::StreamState;
 use crate::families::FamilySwitches;
 use crate::pika::messages::BinlogPosition;
@@ -154,6 +155,8 @@ pub struct PikaRelayShared {
     snapshots: Arc<Mutex<Vec<SnapshotSeen>>>,
     /// Held by the one catch-up at a time: they share the relay's node name on the master.
     pub(crate) catch_up: Arc<tokio::sync::Mutex<()>>,
+    /// Per replica and DB: what lag is measured from (see [`super::tip`]).
+    pub(crate) lag: LagBoard,
 }
 
 impl PikaRelayShared {
@@ -166,6 +169,7 @@ impl PikaRelayShared {
             parked: Arc::default(),
             snapshots: Arc::default(),
             catch_up: Arc::default(),
+            lag: LagBoard::default(),
         }
     }
 

@@ -35,10 +35,11 @@ use super::map_commit::CommittedMap;
 use super::map_store::Loaded;
 use super::offset_map::MapState;
 use super::passthrough::CONNECT_TIMEOUT;
-use super::position::lag_bytes;
+use super::registry::lock;
 use super::registry::{DbLinkStatus, LinkStatus, ParkedTable, PikaRelayShared};
 use super::rewrite::LinkRewriter;
 use super::stats;
+use super::tip::DbLag;
 use super::warmup::{self, WarmupState};
 use crate::engine::{PikaRelease, RiskCause, StreamState};
 use crate::pika::frame::{FrameCodec, FrameError};
@@ -48,6 +49,7 @@ use crate::pika::messages::{
     LogicalOffset, MessageError, MessageType, MetaSyncResponse, Node, Slot, SyncPointRequest,
     TrySyncReplyCode,
 };
+use crate::replica_series::{self, ReplicaHandle};
 use crate::table::{Baseline, ExpiryTable};
 
 /// How often link status, lag gauges and timeouts are refreshed.
@@ -116,6 +118,9 @@ struct DbLink {
     dbsync_requested: Option<Instant>,
     /// The last checkpoint of the table: where and when, and its write if still running.
     checkpoint: Checkpointing,
+    /// This replica's lag tracker for the DB, shared with the tip poller (it outlives the link
+    /// so a dropped replica's lag keeps growing).
+    lag: Arc<std::sync::Mutex<DbLag>>,
 }
 
 /// The DB key of a slot: `db0`, or `db0:<slot>` when the slot is not 0.
@@ -199,7 +204,6 @@ pub(crate) async fn run_link(
     };
     let id = setup.shared.sessions.register(peer.to_string());
     let replica_label = peer.to_string();
-    stats::link_up(Side::Replica, &replica_label, true);
     let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(master_addr))
         .await
     {
@@ -214,7 +218,6 @@ pub(crate) async fn run_link(
         }
     };
     let Some(upstream) = upstream else {
-        stats::link_up(Side::Replica, &replica_label, false);
         stats::disconnect("upstream_unreachable");
         setup.shared.sessions.remove(id);
         return;
@@ -227,7 +230,6 @@ pub(crate) async fn run_link(
                 "refusing the replica: the master runs {why}; its rewrite forms are unproven (start with --allow-unknown-pika-version to relay it anyway)"
             );
             stats::protocol_error(Side::Master, "unknown_version");
-            stats::link_up(Side::Replica, &replica_label, false);
             stats::disconnect("master_error");
             setup.shared.sessions.remove(id);
             return;
@@ -251,13 +253,14 @@ pub(crate) async fn run_link(
         bytes: stats::ByteCounters::new(),
         codec,
         last_upstream: Instant::now(),
+        last_binlog_request: Instant::now(),
         hold: HoldClock::new(),
         master_addr,
         master_spoke: false,
         risk_log: crate::logging::Throttle::new(RISK_LOG_INTERVAL),
         pika_release: release.unwrap_or_default(),
+        series: None,
     };
-    stats::link_up(Side::Master, &link.name, true);
     tracing::info!(%peer, link = id, "replica connected; relaying to {master_addr}");
     link.publish_status();
     let result = link
@@ -283,6 +286,8 @@ pub(crate) async fn run_link(
             }
             if e.is_protocol_violation() || matches!(e, LinkError::Persist(_)) {
                 tracing::error!(replica = %link.name, link = id, "closing the link: {e}");
+            } else if matches!(e, LinkError::ReplicaSilent(_)) {
+                tracing::warn!(replica = %link.name, link = id, "closing the link: {e}");
             } else {
                 tracing::info!(replica = %link.name, link = id, "link closed: {e}");
             }
@@ -344,6 +349,9 @@ struct Link {
     bytes: stats::ByteCounters,
     codec: FrameCodec,
     last_upstream: Instant,
+    /// When a BinlogSync request (first_send, ack or ping) last went to the master: the master
+    /// drops a replica whose requests stop for 20 s.
+    last_binlog_request: Instant,
     /// How long the master's data waits in the proxy.
     hold: HoldClock,
     /// The master's replication port.
@@ -354,6 +362,9 @@ struct Link {
     risk_log: crate::logging::Throttle,
     /// The master's release, from its MetaSync answer (4.0 adds `db_instance_num`).
     pika_release: PikaRelease,
+    /// The replica's series, from when it named itself (a connection that never does, such as
+    /// a port probe, creates none) until the link closes.
+    series: Option<ReplicaHandle>,
 }
 
 /// Reads whole frames from one connection. `next` is cancel-safe (its only await point is a
@@ -564,6 +575,7 @@ impl Link {
                     .binlog_sync()
                     .map_err(msg_err(Side::Replica))?
                     .ok_or_else(|| missing(Side::Replica, "binlog_sync"))?;
+                self.last_binlog_request = Instant::now();
                 self.on_binlog_sync_request(&body, &bs).await
             }
             _ => self.send(Side::Master, &body).await,
@@ -572,12 +584,11 @@ impl Link {
 
     fn set_name(&mut self, node: &Node<'_>) {
         let name = format!("{}:{}", String::from_utf8_lossy(node.ip), node.port);
-        if name != self.name {
-            stats::link_up(Side::Replica, &self.name, false);
-            stats::link_up(Side::Master, &self.name, false);
+        if self.series.is_none() || name != self.name {
+            // Detaches the previous name, if any (the upstream connection lives exactly as long
+            // as the link, so both sides are up).
+            self.series = Some(replica_series::global().attach(&name));
             self.name = name;
-            stats::link_up(Side::Replica, &self.name, true);
-            stats::link_up(Side::Master, &self.name, true);
         }
     }
 
@@ -628,9 +639,11 @@ impl Link {
                 ),
                 None => {}
             }
+            let lag = self.setup.shared.lag.tracker(&self.name, &key);
             self.dbs.insert(
                 key.clone(),
                 DbLink {
+                    lag,
                     name: key.clone(),
                     store_key: skey,
                     store,
@@ -871,6 +884,7 @@ impl Link {
             db.map = next;
         }
         db.acked_master = master_end.position();
+        lock(&db.lag).set_acked(db.acked_master);
         if replica_end == master_end.position() {
             self.send(Side::Master, body).await?;
         } else {
@@ -896,6 +910,7 @@ impl Link {
         db.phase = Phase::Streaming;
         db.inflight = Inflight::default();
         db.acked_master = master;
+        lock(&db.lag).set_acked(master);
         db.last_forwarded = master;
         db.master_latest = db.master_latest.max(master);
         db.warmup = None;
@@ -1129,6 +1144,13 @@ impl Link {
         if streaming && self.last_upstream.elapsed() > timeout {
             return Err(LinkError::Timeout(Side::Master, timeout));
         }
+        // A real Pika master that drops a silent replica may leave the connection open and
+        // send nothing: without this, the link would look up (and its lag stale) until the
+        // idle timeout above.
+        let drop_after = self.setup.cfg.master_drop_after;
+        if streaming && self.last_binlog_request.elapsed() > drop_after {
+            return Err(LinkError::ReplicaSilent(drop_after));
+        }
         for db in self.dbs.values_mut() {
             if let Some(warm) = db.warmup.as_mut() {
                 if warm.try_merge(db.rewriter.as_mut(), db.last_forwarded) {
@@ -1149,6 +1171,7 @@ impl Link {
 
     fn publish_status(&self) {
         let file_size = self.setup.cfg.binlog_file_size;
+        let now = Instant::now();
         let mut dbs: Vec<DbLinkStatus> = self
             .dbs
             .values()
@@ -1164,8 +1187,11 @@ impl Link {
                     (None, _) if table_complete => "done",
                     (None, _) => "failed",
                 };
-                let lag_b = lag_bytes(db.master_latest, db.acked_master, file_size);
-                let lag_s = lag_seconds(&db.inflight);
+                let (lag_b, lag_s) = {
+                    let mut lag = lock(&db.lag);
+                    lag.set_link_view(db.master_latest, lag_seconds(&db.inflight));
+                    lag.lag(now, file_size)
+                };
                 let points = db.map.points() + db.inflight.len();
                 DbLinkStatus {
                     db: db.name.clone(),
@@ -1186,8 +1212,10 @@ impl Link {
         // One series per replica: its most lagging DB, and the points of all its DBs.
         let lag_b = dbs.iter().map(|d| d.lag_bytes).max().unwrap_or(0);
         let lag_s = dbs.iter().map(|d| d.lag_seconds).fold(0.0, f64::max);
-        stats::lag(&self.name, lag_b, lag_s);
-        stats::offset_map_points(&self.name, dbs.iter().map(|d| d.offset_map_points).sum());
+        if let Some(series) = &self.series {
+            series.set_lag(lag_b, lag_s);
+            series.set_map_points(dbs.iter().map(|d| d.offset_map_points).sum());
+        }
         self.setup.shared.sessions.update(LinkStatus {
             id: self.id,
             peer: self.peer.to_string(),
@@ -1213,7 +1241,8 @@ impl Link {
         }
         let _ = self.down.shutdown().await;
         let _ = self.up.shutdown().await;
-        stats::forget_replica(&self.name);
+        // Link down now; the series go once the grace period ends.
+        self.series = None;
         self.setup.shared.sessions.remove(self.id);
         publish_tables(&self.setup.shared);
     }

@@ -3,6 +3,8 @@
 
 use metrics::{counter, gauge, Counter};
 
+// Per-replica series (link state, lag, map points) live in `crate::replica_series`.
+
 use super::error::Side;
 pub use crate::entry_tally::EntryTally;
 use crate::families::Family;
@@ -20,22 +22,6 @@ pub fn entry_tally() -> EntryTally {
 /// An entry extends or removes a TTL that a lagging replica may already have applied.
 pub fn at_risk(family: Option<Family>) {
     counter!(names::AT_RISK, "family" => family_label(family)).increment(1);
-}
-
-/// A replica's lag in bytes and seconds.
-pub fn lag(replica: &str, bytes: u64, seconds: f64) {
-    gauge!(names::LAG_BYTES, "replica" => replica.to_string()).set(bytes as f64);
-    gauge!(names::LAG_SECONDS, "replica" => replica.to_string()).set(seconds);
-}
-
-/// One side of a replica's link went up or down.
-pub fn link_up(side: Side, replica: &str, up: bool) {
-    gauge!(
-        names::LINK_UP,
-        "side" => side.metric().label(),
-        "replica" => replica.to_string()
-    )
-    .set(if up { 1.0 } else { 0.0 });
 }
 
 /// A full sync started; `reason` says who asked for it.
@@ -124,18 +110,4 @@ pub fn expiry_tables(keys: usize, complete: bool) {
 /// A replica connection ended, and why (one of [`crate::metrics::DISCONNECT_REASONS`]).
 pub fn disconnect(reason: &'static str) {
     counter!(names::DISCONNECTS, "reason" => reason).increment(1);
-}
-
-/// Correspondences (anchors plus outstanding responses) held for a replica.
-pub fn offset_map_points(replica: &str, points: usize) {
-    gauge!(names::MAP_POINTS, "replica" => replica.to_string()).set(points as f64);
-}
-
-/// Zeroes the per-replica gauges of a replica whose link closed, so dashboards and alerts do
-/// not keep showing the last lag of a link that no longer exists (`link_up` says it is down).
-pub fn forget_replica(replica: &str) {
-    link_up(Side::Replica, replica, false);
-    link_up(Side::Master, replica, false);
-    lag(replica, 0, 0.0);
-    offset_map_points(replica, 0);
 }

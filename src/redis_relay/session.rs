@@ -33,6 +33,7 @@ use super::stream::{StreamRelay, READ_CHUNK};
 use super::upstream::{parse_psync_reply, Line, PsyncReply, Upstream, UpstreamError};
 use super::Ctx;
 use crate::hold::HoldClock;
+use crate::replica_series::{self, ReplicaHandle};
 use crate::resp::{CommandParser, Frame, ParserLimits};
 use crate::table::{Baseline, ExpiryTable};
 use bytes::{Bytes, BytesMut};
@@ -178,8 +179,8 @@ pub(crate) async fn serve_connection(
         hello: ReplicaHello::default(),
         label: peer.to_string(),
         peer,
+        series: None,
     };
-    stats::link_up(Side::Downstream, &session.label, true);
     let ending = match session.run().await {
         Ok(end) | Err(end) => end,
     };
@@ -191,7 +192,8 @@ pub(crate) async fn serve_connection(
     } else {
         tracing::info!(replica = %label, reason = ending.reason, "replica connection closed");
     }
-    stats::forget_replica(&label);
+    // Link down now; the series go once the grace period ends.
+    session.series = None;
     ctx.shared.sessions.unregister(&status);
 }
 
@@ -206,6 +208,9 @@ struct Session {
     hello: ReplicaHello,
     label: String,
     peer: SocketAddr,
+    /// The replica's series, from its sync request (the end of its handshake: a connection
+    /// that never gets there, such as a port probe, creates none) until the session ends.
+    series: Option<ReplicaHandle>,
 }
 
 impl Session {
@@ -225,7 +230,6 @@ impl Session {
                 .map_err(Ending::upstream)?;
         }
         self.status.set_upstream_up(up.is_some());
-        stats::link_up(Side::Upstream, &self.label, up.is_some());
         let request = match self.handshake(&mut up).await? {
             Some(req) => req,
             None => return Ok(Ending::normal("replica_closed")),
@@ -234,6 +238,8 @@ impl Session {
             self.reply("-ERR the proxy cannot reach its master").await?;
             return Err(Ending::fail("upstream_unreachable", "no master link"));
         };
+        // Both connections are up from here until the session ends.
+        self.series = Some(replica_series::global().attach(&self.label));
         self.sync(up, request).await
     }
 
@@ -308,11 +314,8 @@ impl Session {
             if let Some(port) = self.hello.listening_port {
                 let label = format!("{}:{}", self.peer.ip(), port);
                 if label != self.label {
-                    stats::forget_replica(&self.label);
                     self.label = label;
                     self.status.set_replica(self.label.clone());
-                    stats::link_up(Side::Downstream, &self.label, true);
-                    stats::link_up(Side::Upstream, &self.label, up.is_some());
                 }
             }
             match step {
@@ -1113,8 +1116,9 @@ impl LinkState {
             self.status
                 .set_offsets(received, s.downstream_offset(), self.acked_u);
         }
-        stats::lag(&self.label, lag_bytes, lag.as_secs_f64());
-        stats::map_points(&self.label, points);
+        let series = replica_series::global();
+        series.set_lag(&self.label, lag_bytes, lag.as_secs_f64());
+        series.set_map_points(&self.label, points);
     }
 }
 

@@ -1,7 +1,8 @@
 //! Every metric the Redis relay reports, in one place, through the `metrics` facade.
 //!
 //! The relay never calls a metrics macro anywhere else, so names and labels are defined once
-//! here (entry counts go through the shared [`EntryTally`]).
+//! here (entry counts go through the shared [`EntryTally`]; per-replica series through
+//! [`crate::replica_series`]).
 
 pub use crate::entry_tally::EntryTally;
 use metrics::{counter, gauge};
@@ -21,26 +22,6 @@ pub fn bytes(side: Side, incoming: bool, n: usize) {
         counter!(names::BYTES, "direction" => direction, "side" => side.label())
             .increment(n as u64);
     }
-}
-
-/// A link came up or went down.
-pub fn link_up(side: Side, replica: &str, up: bool) {
-    gauge!(names::LINK_UP, "side" => side.label(), "replica" => replica.to_string()).set(if up {
-        1.0
-    } else {
-        0.0
-    });
-}
-
-/// The replica's lag behind what the proxy received.
-pub fn lag(replica: &str, bytes: u64, seconds: f64) {
-    gauge!(names::LAG_BYTES, "replica" => replica.to_string()).set(bytes as f64);
-    gauge!(names::LAG_SECONDS, "replica" => replica.to_string()).set(seconds);
-}
-
-/// Points currently in a replica's offset map.
-pub fn map_points(replica: &str, points: usize) {
-    gauge!(names::MAP_POINTS, "replica" => replica.to_string()).set(points as f64);
 }
 
 /// A downstream full resynchronisation, and why.
@@ -67,12 +48,4 @@ pub fn disconnect(reason: &'static str) {
 pub fn tables(keys: usize, all_complete: bool) {
     gauge!(names::TABLE_KEYS).set(keys as f64);
     gauge!(names::TABLE_COMPLETE).set(if all_complete { 1.0 } else { 0.0 });
-}
-
-/// Remove the per-replica gauges of a replica that went away.
-pub fn forget_replica(replica: &str) {
-    link_up(Side::Upstream, replica, false);
-    link_up(Side::Downstream, replica, false);
-    lag(replica, 0, 0.0);
-    map_points(replica, 0);
 }

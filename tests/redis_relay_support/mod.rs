@@ -338,6 +338,18 @@ impl ProxyProcess {
         log: &Path,
         extra: &[&str],
     ) -> ProxyProcess {
+        Self::start_env(port, master_port, state_dir, log, extra, &[])
+    }
+
+    /// [`ProxyProcess::start`] with environment variables for the relay.
+    pub fn start_env(
+        port: u16,
+        master_port: u16,
+        state_dir: &Path,
+        log: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> ProxyProcess {
         let admin = format!("127.0.0.1:{}", free_port());
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -358,6 +370,7 @@ impl ProxyProcess {
             ])
             .args(extra)
             .env("PIKA_TTL_PROXY_LOG_LEVEL", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

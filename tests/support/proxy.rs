@@ -48,11 +48,24 @@ pub struct ProxyProcess {
     /// The admin API address (`/metrics`, `/families`, …).
     pub admin: String,
     extra: Vec<String>,
+    /// Environment variables for the relay (e.g. the per-replica series' grace period).
+    env: Vec<(String, String)>,
 }
 
 impl ProxyProcess {
     /// Starts the relay on `port` for the master at `master_port` and waits until it listens.
     pub fn start(port: u16, master_port: u16, state_dir: &Path, extra: &[&str]) -> ProxyProcess {
+        Self::start_env(port, master_port, state_dir, extra, &[])
+    }
+
+    /// [`ProxyProcess::start`] with environment variables for the relay.
+    pub fn start_env(
+        port: u16,
+        master_port: u16,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> ProxyProcess {
         let mut p = ProxyProcess {
             child: None,
             port,
@@ -61,6 +74,10 @@ impl ProxyProcess {
             log_path: state_dir.join(format!("relay-{port}.log")),
             admin: format!("127.0.0.1:{}", free_port()),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         p.spawn();
         p
@@ -99,6 +116,7 @@ impl ProxyProcess {
             .arg(&self.state_dir)
             .args(product_flags(&self.extra))
             .env("PIKA_TTL_PROXY_LOG_LEVEL", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()

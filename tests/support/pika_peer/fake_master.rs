@@ -55,6 +55,10 @@ pub struct MasterOptions {
     pub release: PikaRelease,
     /// What `INFO server` names as `pika_version` (default: the release's).
     pub pika_version: Option<String>,
+    /// Whether dropping a replica after `timeout` closes its connection. A real 3.5.4 master
+    /// was seen keeping it open and silent (issue 16: the relay saw no end until its own
+    /// timeout), which `false` reproduces.
+    pub close_on_drop: bool,
 }
 
 impl Default for MasterOptions {
@@ -67,6 +71,7 @@ impl Default for MasterOptions {
             replication_id: "5edf6bdb40a52bc6e531482d1995096ed58a17eb857920301b".into(),
             release: PikaRelease::V3,
             pika_version: None,
+            close_on_drop: true,
         }
     }
 }
@@ -128,6 +133,7 @@ struct State_ {
     snapshot: BinlogPosition,
     hold_second_info: bool,
     info_calls: u32,
+    tip_polls: u32,
     max_outstanding: usize,
     acked_end: u64,
     sent_binlog_sync: Vec<Vec<u8>>,
@@ -194,6 +200,7 @@ impl FakeMaster {
                 snapshot: BinlogPosition::default(),
                 hold_second_info: false,
                 info_calls: 0,
+                tip_polls: 0,
                 max_outstanding: 0,
                 acked_end: 0,
                 sent_binlog_sync: Vec::new(),
@@ -336,8 +343,14 @@ impl FakeMaster {
         lock(&self.shared).max_outstanding
     }
 
+    /// `INFO` calls of the warm-up (connections that asked for `TIME` first).
     pub fn info_calls(&self) -> u32 {
         lock(&self.shared).info_calls
+    }
+
+    /// `INFO` calls of the relay's tip poller (connections that never asked for `TIME`).
+    pub fn tip_polls(&self) -> u32 {
+        lock(&self.shared).tip_polls
     }
 
     pub fn release_info(&self) {
@@ -423,6 +436,7 @@ async fn serve_repl(stream: TcpStream, shared: Arc<Shared>, cancel: Cancellation
         last_send: Instant::now(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut timed_out = false;
     let reason = loop {
         tokio::select! {
             _ = cancel.cancelled() => break "master shut down".to_string(),
@@ -440,6 +454,7 @@ async fn serve_repl(stream: TcpStream, shared: Arc<Shared>, cancel: Cancellation
             }
             _ = tick.tick() => {
                 if s.last_request.elapsed() > shared.opts.timeout {
+                    timed_out = true;
                     break format!("no BinlogSync request for {:?}", shared.opts.timeout);
                 }
                 if let Err(r) = s.pump(false).await { break r; }
@@ -447,6 +462,15 @@ async fn serve_repl(stream: TcpStream, shared: Arc<Shared>, cancel: Cancellation
         }
     };
     event(&shared, MasterEvent::Disconnect { reason });
+    if timed_out && !shared.opts.close_on_drop {
+        // Dropped from the sync state; the socket stays open, everything on it is ignored.
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                frame = s.conn.recv() => if frame.is_none() { break },
+            }
+        }
+    }
 }
 
 impl Session {
@@ -712,6 +736,10 @@ fn bulk(out: &mut Vec<u8>, b: &[u8]) {
 async fn serve_resp(mut stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
     let mut parser = CommandParser::new(ParserLimits::replica_stream());
     let mut buf = BytesMut::new();
+    // The warm-up reads TIME before its INFO; the relay's tip poller only ever sends INFO.
+    // Only the warm-up's INFO calls are counted and held, so the poller cannot disturb tests
+    // that pace the warm-up.
+    let mut warm_up = false;
     loop {
         let frame = match parser.parse(&mut buf) {
             Ok(Some(f)) => f,
@@ -736,6 +764,7 @@ async fn serve_resp(mut stream: TcpStream, shared: Arc<Shared>, cancel: Cancella
             "PING" => out.extend_from_slice(b"+PONG\r\n"),
             "AUTH" | "SELECT" => out.extend_from_slice(b"+OK\r\n"),
             "TIME" => {
+                warm_up = true;
                 let ms = lock(&shared).clock_ms;
                 out.extend_from_slice(b"*2\r\n");
                 bulk(&mut out, (ms / 1000).to_string().as_bytes());
@@ -759,8 +788,13 @@ async fn serve_resp(mut stream: TcpStream, shared: Arc<Shared>, cancel: Cancella
             "INFO" => {
                 let hold = {
                     let mut st = lock(&shared);
-                    st.info_calls += 1;
-                    st.info_calls > 1 && st.hold_second_info
+                    if warm_up {
+                        st.info_calls += 1;
+                        st.info_calls > 1 && st.hold_second_info
+                    } else {
+                        st.tip_polls += 1;
+                        false
+                    }
                 };
                 if hold {
                     let released = shared.info_release.notified();

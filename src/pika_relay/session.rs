@@ -865,7 +865,8 @@ impl Link {
                 );
                 Some(MapState::Unknown.after_ack(replica_end, master_end.position()))
             }
-            // A full sync began on this link: the replica is about to reset its binlog.
+            // Not reached while streaming (a DBSync leaves that phase first); an ack says nothing
+            // about a map that must be relearned.
             MapState::Unknown => None,
             map => Some(map.after_ack(replica_end, master_end.position())),
         };
@@ -1013,6 +1014,11 @@ impl Link {
             }
             (TrySyncReplyCode::SyncPointBePurged, _) => {
                 db.master_said_purged = true;
+                db.phase = Phase::Handshake;
+            }
+            (TrySyncReplyCode::Ok, phase) => {
+                tracing::warn!(replica = %name, db = %key, phase = phase.name(),
+                    "a TrySync acceptance the link did not ask for; waiting for the replica's next TrySync");
                 db.phase = Phase::Handshake;
             }
             (code, _) => {

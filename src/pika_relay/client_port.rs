@@ -11,6 +11,7 @@ use redis_protocol::resp2::types::BytesFrame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::config::PikaRelayConfig;
 use crate::engine::PikaRelease;
 use crate::pika::messages::BinlogPosition;
 use crate::resp::encode_command;
@@ -170,6 +171,43 @@ pub(crate) async fn master_release(
         client.call(&[b"AUTH", pw.as_bytes()]).await?;
     }
     Ok(client.pika_version().await?.map(|v| release_of(&v)))
+}
+
+/// How long a link start waits for the master's `INFO server`.
+const RELEASE_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The master's release as its client port P names it. `Err` refuses the link: a release the
+/// proxy does not know (unless allowed). A master that cannot be asked, or names no
+/// `pika_version`, is logged and left to its MetaSync answer.
+pub(crate) async fn release_for_link(
+    cfg: &PikaRelayConfig,
+    peer: SocketAddr,
+) -> Result<Option<PikaRelease>, String> {
+    let asked = tokio::time::timeout(
+        RELEASE_QUERY_TIMEOUT,
+        master_release(cfg.master, cfg.master_password.as_deref()),
+    )
+    .await;
+    match asked {
+        Ok(Ok(Some(Ok(release)))) => Ok(Some(release)),
+        Ok(Ok(Some(Err(why)))) if cfg.allow_unknown_version => {
+            tracing::warn!(%peer, master = %cfg.master, "the master runs {why}; relaying it as allowed by --allow-unknown-pika-version");
+            Ok(None)
+        }
+        Ok(Ok(Some(Err(why)))) => Err(why),
+        Ok(Ok(None)) => {
+            tracing::warn!(%peer, master = %cfg.master, "the master's INFO server names no pika_version; its release is taken from its MetaSync answer");
+            Ok(None)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, master = %cfg.master, "could not ask the master for its release on port P: {e}; it is taken from its MetaSync answer");
+            Ok(None)
+        }
+        Err(_) => {
+            tracing::warn!(%peer, master = %cfg.master, "the master did not answer INFO server within {RELEASE_QUERY_TIMEOUT:?}; its release is taken from its MetaSync answer");
+            Ok(None)
+        }
+    }
 }
 
 #[cfg(test)]

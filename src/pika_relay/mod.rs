@@ -22,6 +22,7 @@ mod checkpoint;
 mod client_port;
 pub mod config;
 pub mod error;
+mod frame_reader;
 pub mod inflight;
 mod map_commit;
 pub mod map_store;

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,7 @@ use super::checkpoint::{self, Checkpointing};
 use super::client_port;
 use super::config::{PikaRelayConfig, WarmupMode, REPLICATION_PORT_OFFSET};
 use super::error::{LinkError, Side};
+use super::frame_reader::{FrameReader, Frames};
 use super::inflight::Inflight;
 use super::map_commit::CommittedMap;
 use super::map_store::Loaded;
@@ -222,7 +223,7 @@ pub(crate) async fn run_link(
         setup.shared.sessions.remove(id);
         return;
     };
-    let release = match master_release(&setup.cfg, peer).await {
+    let release = match client_port::release_for_link(&setup.cfg, peer).await {
         Ok(release) => release,
         Err(why) => {
             tracing::error!(
@@ -296,43 +297,6 @@ pub(crate) async fn run_link(
     link.close().await;
 }
 
-/// How long a link start waits for the master's `INFO server`.
-const RELEASE_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The master's release as its client port P names it. `Err` refuses the link: a release the
-/// proxy does not know (unless allowed). A master that cannot be asked, or names no
-/// `pika_version`, is logged and left to its MetaSync answer.
-async fn master_release(
-    cfg: &PikaRelayConfig,
-    peer: SocketAddr,
-) -> Result<Option<PikaRelease>, String> {
-    let asked = tokio::time::timeout(
-        RELEASE_QUERY_TIMEOUT,
-        client_port::master_release(cfg.master, cfg.master_password.as_deref()),
-    )
-    .await;
-    match asked {
-        Ok(Ok(Some(Ok(release)))) => Ok(Some(release)),
-        Ok(Ok(Some(Err(why)))) if cfg.allow_unknown_version => {
-            tracing::warn!(%peer, master = %cfg.master, "the master runs {why}; relaying it as allowed by --allow-unknown-pika-version");
-            Ok(None)
-        }
-        Ok(Ok(Some(Err(why)))) => Err(why),
-        Ok(Ok(None)) => {
-            tracing::warn!(%peer, master = %cfg.master, "the master's INFO server names no pika_version; its release is taken from its MetaSync answer");
-            Ok(None)
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(%peer, master = %cfg.master, "could not ask the master for its release on port P: {e}; it is taken from its MetaSync answer");
-            Ok(None)
-        }
-        Err(_) => {
-            tracing::warn!(%peer, master = %cfg.master, "the master did not answer INFO server within {RELEASE_QUERY_TIMEOUT:?}; its release is taken from its MetaSync answer");
-            Ok(None)
-        }
-    }
-}
-
 struct Link {
     id: u64,
     peer: SocketAddr,
@@ -366,68 +330,6 @@ struct Link {
     /// a port probe, creates none) until the link closes.
     series: Option<ReplicaHandle>,
 }
-
-/// Reads whole frames from one connection. `next` is cancel-safe (its only await point is a
-/// cancel-safe `read_buf` into the reader's own buffer), so it can sit in a `select!`.
-struct FrameReader {
-    half: OwnedReadHalf,
-    buf: BytesMut,
-    codec: FrameCodec,
-    /// The first bytes the peer sent, kept until it sent a valid message, to name a server
-    /// that is not a Pika master by what it answered.
-    opening: Vec<u8>,
-}
-
-impl FrameReader {
-    fn new(half: OwnedReadHalf, codec: FrameCodec) -> Self {
-        FrameReader {
-            half,
-            buf: BytesMut::with_capacity(64 * 1024),
-            codec,
-            opening: Vec::new(),
-        }
-    }
-
-    /// The next frame already in the buffer, without reading.
-    fn next_buffered(&mut self) -> Option<Result<Bytes, FrameError>> {
-        self.codec.decode(&mut self.buf).transpose()
-    }
-
-    /// The next frame body; `None` at a clean end of stream.
-    async fn next(&mut self) -> Option<Result<Bytes, FrameError>> {
-        loop {
-            match self.codec.decode(&mut self.buf) {
-                Ok(Some(body)) => return Some(Ok(body)),
-                Ok(None) => {}
-                Err(e) => return Some(Err(e)),
-            }
-            let before = self.buf.len();
-            let read = self.half.read_buf(&mut self.buf).await;
-            if self.opening.len() < OPENING_KEPT {
-                let new = &self.buf[before..];
-                let room = OPENING_KEPT - self.opening.len();
-                self.opening.extend_from_slice(&new[..new.len().min(room)]);
-            }
-            match read {
-                Ok(0) if self.buf.is_empty() => return None,
-                Ok(0) => {
-                    let missing = match self.codec.decode(&mut self.buf) {
-                        Ok(_) => self.buf.len(),
-                        Err(e) => return Some(Err(e)),
-                    };
-                    return Some(Err(FrameError::Truncated { missing }));
-                }
-                Ok(_) => {}
-                Err(e) => return Some(Err(FrameError::Io(e))),
-            }
-        }
-    }
-}
-
-type Frames = FrameReader;
-
-/// Opening bytes of the master's connection kept for [`Link::unless_foreign`].
-const OPENING_KEPT: usize = 64;
 
 impl Link {
     async fn pump(

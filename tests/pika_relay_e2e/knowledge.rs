@@ -1,0 +1,151 @@
+//! What the relay knows of keys from before it: the warm-up scan, and Pika 4.0's own forms.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_up_learns_old_ttls_and_leaves_raced_keys_unknown() {
+    let master = FakeMaster::start(fast_keepalives(), T0).await;
+    // Keys written before the relay existed.
+    master.exec(&["SETEX", "old", "100", "5"]);
+    master.exec(&["SETEX", "raced", "100", "7"]);
+    master.exec(&["SET", "plain", "1"]);
+    master.hold_second_info();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(master.port, dir.path(), &["--warmup", "scan"]).await;
+    let replica = FakeReplica::start(proxy.port, REPLICA_PORT, T0);
+    assert!(wait_until(PATIENCE, || replica.is_streaming()).await);
+    // The scan has looked everything up and waits for its closing INFO; meanwhile the stream
+    // changes `raced`.
+    assert!(
+        wait_until(PATIENCE, || master.info_calls() >= 2).await,
+        "{}",
+        proxy.log()
+    );
+    master.set_clock_ms(T0 + 1000);
+    master.exec(&["EXPIRE", "raced", "500"]);
+    assert!(wait_until(PATIENCE, || replica.applied_items() >= 1).await);
+    master.release_info();
+    assert!(
+        wait_until(PATIENCE, || proxy.log().contains("warm-up merged")).await,
+        "{}",
+        proxy.log()
+    );
+    let merged_line = proxy
+        .log()
+        .lines()
+        .find(|l| l.contains("warm-up merged"))
+        .unwrap()
+        .to_string();
+    // `old` with its deadline and `plain` as existing without one; `raced` stays unknown.
+    assert!(merged_line.contains("merged=2"), "{merged_line}");
+    assert!(!merged_line.contains("touched=0"), "{merged_line}");
+
+    master.set_clock_ms(T0 + 2000);
+    replica.set_clock_ms(T0 + 2000);
+    master.exec(&["INCR", "old"]);
+    master.exec(&["INCR", "raced"]);
+    // `plain` had no TTL and the scan listed it: an EXPIRE gives it a deadline the proxy knows,
+    // so the write after it carries that deadline.
+    master.exec(&["EXPIRE", "plain", "50"]);
+    master.exec(&["INCR", "plain"]);
+    assert!(wait_until(PATIENCE, || replica.applied_items() >= 5).await);
+    let at = T0 + 2000;
+    let get = |state: pika_ttl_proxy::model::State, k: &str| {
+        state
+            .keys
+            .get(&(0, Bytes::copy_from_slice(k.as_bytes())))
+            .cloned()
+    };
+    // `old` was known from the scan: the INCR carried its deadline (the fake full sync moved no
+    // data, so the replica's value differs; the deadline is what the rewrite fixes).
+    let master_old = get(master.state_at(at), "old").unwrap();
+    assert_eq!(master_old.deadline_ms, Some(T0 + 100_000));
+    assert_eq!(
+        get(replica.state_at(at), "old").unwrap().deadline_ms,
+        master_old.deadline_ms
+    );
+    // `raced` changed while the scan ran: unknown, so its INCR went through unchanged.
+    assert_eq!(
+        get(replica.state_at(at), "raced").unwrap().deadline_ms,
+        None
+    );
+    assert_eq!(
+        get(master.state_at(at), "raced").unwrap().deadline_ms,
+        Some(T0 + 1000 + 500_000)
+    );
+    assert_eq!(
+        get(master.state_at(at), "plain").unwrap().deadline_ms,
+        Some(T0 + 2000 + 50_000)
+    );
+    assert_eq!(
+        get(replica.state_at(at), "plain").unwrap().deadline_ms,
+        Some(T0 + 2000 + 50_000)
+    );
+    replica.stop();
+}
+
+/// A Pika 4.0 master and replica through the proxy (the captured 4.0.1 session's commands):
+/// the proxy learns the release from MetaSync, so SETEX/INCR (logged as `pksetexat`, which a
+/// 4.0.1 replica reads as int32 ms and drops) and PSETEX (a millisecond `pksetexat` that
+/// stalls a 4.0.1 replica for good) reach the replica as `set` + `expireat`; APPEND on a
+/// missing key, whose value the master's log lost, is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pika_4_0_replication_is_made_correct() {
+    let opts = MasterOptions {
+        release: PikaRelease::V4,
+        ..fast_keepalives()
+    };
+    let master = FakeMaster::start(opts, T0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(master.port, dir.path(), &["--empty-at-origin"]).await;
+    let replica = FakeReplica::start_release(proxy.port, REPLICA_PORT, T0, false, PikaRelease::V4);
+    assert!(
+        wait_until(PATIENCE, || replica.is_streaming()).await,
+        "{}",
+        proxy.log()
+    );
+    assert!(proxy.log().contains("release=4.0"), "{}", proxy.log());
+    master.exec(&["SETEX", "k", "10", "100"]);
+    master.exec(&["INCR", "k"]);
+    master.exec(&["INCR", "fresh"]);
+    master.exec(&["APPEND", "a", "y"]);
+    master.exec(&["HMSET", "h", "f", "v"]);
+    master.exec(&["EXPIRE", "h", "10"]);
+    master.exec(&["HINCRBY", "h", "n", "1"]);
+    master.exec(&["PSETEX", "ps", "5000", "v"]);
+    master.exec(&["SET", "after_ps", "1"]);
+    assert!(
+        wait_until(PATIENCE, || replica.applied_items() >= 9).await,
+        "the replica stalled: {}",
+        proxy.log()
+    );
+    let at = T0 + 500;
+    let (m, r) = (master.state_at(at), replica.state_at(at));
+    for key in ["k", "fresh", "h", "ps", "after_ps"] {
+        let k = (0, Bytes::from_static(key.as_bytes()));
+        assert_eq!(m.keys.get(&k), r.keys.get(&k), "{key}\n{}", proxy.log());
+    }
+    assert_eq!(
+        m.keys
+            .get(&(0, Bytes::from_static(b"k")))
+            .and_then(|r| r.deadline_ms),
+        Some(T0 + 10_000)
+    );
+    // The master logged `pksetexat a 0 ""`: the replica holds "" where the master has "y".
+    let lost = r#"pika_ttl_proxy_at_risk_total{family="none"}"#;
+    assert!(
+        wait_until(PATIENCE, || proxy
+            .metrics()
+            .lines()
+            .any(|l| l.starts_with(lost) && !l.ends_with(" 0")))
+        .await,
+        "{}",
+        proxy.metrics()
+    );
+    assert!(
+        proxy.log().contains("value_lost_by_master"),
+        "{}",
+        proxy.log()
+    );
+    replica.stop();
+}

@@ -13,8 +13,14 @@
 #   takes most of the host scheduler's noise out of the comparison.
 # Bounded: N commands (default 2,000,000; BENCH_N to change). Loopback only; every process it
 # starts is stopped on exit.
+# With PIKA_BIN=/path/to/pika it benchmarks real Pika servers instead (scripts/bench-pika.sh:
+# a Pika master under redis-benchmark load, one replica direct, one through the proxy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -n "${PIKA_BIN:-}" ]; then
+  # shellcheck source=scripts/bench-pika.sh
+  . scripts/bench-pika.sh
+fi
 
 N=${BENCH_N:-2000000}
 PER=$((N / 5))

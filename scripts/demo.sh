@@ -6,7 +6,14 @@
 # /metrics; switching a rewrite family off and on through the CLI; and the immortal-key bug and
 # its fix on the reference model of a replica that expires keys by its own clock.
 #
+# With a Pika binary (PIKA_BIN=/path/to/pika, or `pika` on PATH) it shows the bug and the fix on
+# REAL Pika servers instead: a Pika master, a Pika replica directly on it and one through the
+# proxy, both replicas paused across the keys' TTLs, immortal keys on the direct replica only
+# (on Pika 4.0.x also SETEX lost on the direct replica and kept through the proxy). Without
+# one, the Redis + reference-model demo above runs as the fallback.
+#
 # Usage: scripts/demo.sh            (as root on a fresh Debian machine it installs what it needs)
+#   PIKA_BIN=/opt/pika/bin/pika scripts/demo.sh   the real-Pika demo (Pika 3.5.x or 4.0.x)
 #   KEEP_DEMO_DIR=1 scripts/demo.sh   keeps the temporary directory (logs, streams) afterwards.
 # Exit status: 0 when every check passed, 1 when one failed, 2 when the demo could not run.
 set -euo pipefail
@@ -54,8 +61,18 @@ die() {
 # What the demo needs: redis-server and redis-cli (7.0+: PXAT, PEXPIRETIME), curl, a release
 # build of the proxy.
 section "Setup"
+# A real Pika server when one is given (PIKA_BIN, else `pika` on PATH); otherwise the fallback.
+PIKA_BIN=${PIKA_BIN:-$(command -v pika 2>/dev/null || true)}
+if [ -n "$PIKA_BIN" ]; then
+  [ -x "$PIKA_BIN" ] || die "PIKA_BIN=$PIKA_BIN is not an executable file"
+  PIKA_VERSION=$("$PIKA_BIN" -v 2>/dev/null | sed -n 's/^pika_version: *//p' | head -1)
+  PIKA_SHA=$("$PIKA_BIN" -v 2>/dev/null | sed -n 's/^pika_git_sha: *//p' | head -1 | cut -c1-8)
+  [ -n "$PIKA_VERSION" ] || die "$PIKA_BIN -v printed no pika_version (is it Pika?)"
+  PIKA_MAJOR=${PIKA_VERSION%%.*}
+  say "real Pika: $PIKA_BIN, pika_version $PIKA_VERSION (git $PIKA_SHA)"
+fi
 need_pkgs=()
-command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
+[ -n "$PIKA_BIN" ] || command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_pkgs+=(redis-tools)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -67,10 +84,15 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   # Debian starts a redis-server service on 6379; the demo uses its own ports.
   (service redis-server stop || true) >/dev/null 2>&1
 fi
-redis_version=$(redis-server --version | sed -n 's/.*v=\([0-9][0-9.]*\).*/\1/p')
-[ "${redis_version%%.*}" -ge 7 ] 2>/dev/null ||
-  die "redis-server $redis_version is too old: the demo needs Redis 7 (PXAT, PEXPIRETIME)"
-say "redis-server $redis_version, $(redis-cli --version)"
+if [ -z "$PIKA_BIN" ]; then
+  redis_version=$(redis-server --version | sed -n 's/.*v=\([0-9][0-9.]*\).*/\1/p')
+  [ "${redis_version%%.*}" -ge 7 ] 2>/dev/null ||
+    die "redis-server $redis_version is too old: the demo needs Redis 7 (PXAT, PEXPIRETIME)"
+  say "redis-server $redis_version, $(redis-cli --version)"
+  say "${BOLD}no Pika binary given: this is the FALLBACK demo${OFF} (Redis servers + the reference model of a"
+  say "Pika replica). For the real thing: PIKA_BIN=/path/to/pika scripts/demo.sh, with a binary from"
+  say "the official release tarball (github.com/OpenAtomFoundation/pika/releases) or image (pikadb/pika)."
+fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
   PATH="$HOME/.cargo/bin:$PATH"
@@ -101,8 +123,15 @@ demo_started=$SECONDS
 # Processes, ports, cleanup
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pika-ttl-proxy-demo.XXXXXX")
 PIDS=()
+PIKA_PIDS=()
 cleanup() {
   local status=$?
+  # Pika servers: SIGKILL (after SIGCONT, one may be paused). A clean Pika stop takes 5-20 s and
+  # their data directories are thrown away.
+  for pid in "${PIKA_PIDS[@]}"; do
+    kill -CONT "$pid" 2>/dev/null || true
+    kill -KILL "$pid" 2>/dev/null || true
+  done
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
     kill "${PIDS[i]}" 2>/dev/null || true
   done
@@ -156,6 +185,8 @@ rcli() { # rcli PORT command...: one command, raw output
   shift
   redis-cli -h 127.0.0.1 -p "$port" --raw "$@"
 }
+
+[ -z "$PIKA_BIN" ] || . "$ROOT/scripts/demo-pika.sh"  # runs the real-Pika demo and exits
 
 MASTER=$(free_port)
 PROXY=$(free_port)
@@ -484,7 +515,8 @@ cat <<EOF
   drops keys when its own clock passes their deadline. Applying the same stream $((MODEL_DELAY_MS / 1000)) s late, it finds key1 expired,
   and INCR creates key1=1 with no TTL: the master dropped key1 long ago, the replica keeps it forever.
 
-  No Pika server runs here, so the next part uses the project's ${BOLD}REFERENCE MODEL${OFF} of such a
+  No Pika server runs here (give one with PIKA_BIN=/path/to/pika to see this on real Pika
+  servers), so the next part uses the project's ${BOLD}REFERENCE MODEL${OFF} of such a
   replica (src/model, the model the test suite proves the rewrite rules against). It replays the
   two recordings above, applying every entry $((MODEL_DELAY_MS / 1000)) s after the master sent it:
     \$ pika-ttl-proxy model-replay --delay-ms $MODEL_DELAY_MS direct.recording     (rewriting off)

@@ -8,7 +8,7 @@
 //! the same item, with the header's `content_len` updated. The entry's `binlog_offset` stays the
 //! master's END: the replica copies it into `ack_range_start`, which the master checks.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +38,11 @@ pub struct RewrittenResponse {
     pub at_risk: Vec<(Option<Family>, AtRisk)>,
 }
 
+/// Keys written while a warm-up scan runs, each with the master END position of the last entry
+/// that wrote it: the merge needs to know whether that entry was already in the master's data
+/// when the scan started (see `warmup::merge`).
+pub type Touched = HashMap<(u32, Vec<u8>), BinlogPosition>;
+
 /// The engine state of one upstream link (one replica, one DB).
 #[derive(Debug)]
 pub struct LinkRewriter {
@@ -45,7 +50,9 @@ pub struct LinkRewriter {
     state: StreamState,
     policy: Policy,
     /// Keys written by entries while a warm-up scan result waits to be merged.
-    touched: Option<HashSet<(u32, Vec<u8>)>>,
+    touched: Option<Touched>,
+    /// Master end position of the item being rewritten (for `touched`).
+    item_end: BinlogPosition,
     entries_since_prune: u32,
     tally: stats::EntryTally,
     /// Reused per item so the hot path does not allocate for them: the content parser and its
@@ -94,6 +101,7 @@ impl LinkRewriter {
                 pika_release: Default::default(),
             },
             touched: None,
+            item_end: BinlogPosition::default(),
             entries_since_prune: 0,
             tally: stats::entry_tally(),
             parser: content_parser(),
@@ -127,11 +135,12 @@ impl LinkRewriter {
 
     /// Starts recording the keys every entry touches (a warm-up scan is running).
     pub fn start_recording_touched(&mut self) {
-        self.touched = Some(HashSet::new());
+        self.touched = Some(Touched::new());
     }
 
-    /// Stops recording and returns the keys touched since [`Self::start_recording_touched`].
-    pub fn take_touched(&mut self) -> HashSet<(u32, Vec<u8>)> {
+    /// Stops recording and returns the keys touched since [`Self::start_recording_touched`],
+    /// each with the end position of the last entry that touched it.
+    pub fn take_touched(&mut self) -> Touched {
         self.touched.take().unwrap_or_default()
     }
 
@@ -180,6 +189,7 @@ impl LinkRewriter {
             first.get_or_insert((end, item.header.exec_time));
             last = Some((end, item.header.exec_time));
             items += 1;
+            self.item_end = end.position();
             if self.rewrite_item(body, &item, &mut out)? {
                 let new_body = out
                     .body
@@ -297,8 +307,10 @@ impl LinkRewriter {
             if let Some(touched) = self.touched.as_mut() {
                 // Every argument may be a key (RENAME, SMOVE, DEL k1 k2…); marking a value as
                 // touched only makes the warm-up more conservative.
+                let end = self.item_end;
                 for arg in (1..args.count()).filter_map(|i| args.get(i)) {
-                    touched.insert((self.state.db, arg.to_vec()));
+                    let at = touched.entry((self.state.db, arg.to_vec())).or_insert(end);
+                    *at = (*at).max(end);
                 }
             }
             let decision =
@@ -719,7 +731,9 @@ mod tests {
         )]))
         .unwrap();
         let touched = rw.take_touched();
-        assert!(touched.contains(&(0, b"b".to_vec())) && touched.contains(&(0, b"c".to_vec())));
-        assert!(!touched.contains(&(0, b"a".to_vec())));
+        let at = BinlogPosition::new(0, 130);
+        assert_eq!(touched.get(&(0, b"b".to_vec())), Some(&at));
+        assert_eq!(touched.get(&(0, b"c".to_vec())), Some(&at));
+        assert!(!touched.contains_key(&(0, b"a".to_vec())));
     }
 }

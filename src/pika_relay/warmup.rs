@@ -11,9 +11,14 @@
 //!   would let an entry between the link's position and `B1` be judged against a state that
 //!   already includes its own effect (e.g. a `SET … NX` judged as failing because the scan saw the
 //!   key it created);
-//! * every key written by an entry the link processed since the scan started (which covers every
-//!   entry after `B0`) is left out of the merge and stays whatever the stream made of it
-//!   (usually unknown), because the scan may have read it before or after that entry;
+//! * every key written by an entry that ends after `B0` is left out of the merge and stays
+//!   whatever the stream made of it (usually unknown), because the scan may have read it before
+//!   or after that entry. Entries ending at or before `B0` were in the master's data before the
+//!   first `SCAN`, so the scan's answer already includes them: their keys take the scan's
+//!   answer like untouched keys (a key the stream could not decide and the scan did not list
+//!   is absent). That matters after a full sync: Pika 3.5 serves a second replica the dump it
+//!   made for the first one, so the link replays the binlog from that old dump's position while
+//!   the scan runs, and every key of the replayed history would otherwise stay unknown;
 //! * keys the stream already knows exactly keep the stream's answer (the scan's is only good to
 //!   a second: 3.5.4 computes `PTTL` as whole seconds × 1000). Deadlines are `PTTL` added to the
 //!   master's clock (read with `TIME` at the start; the local clock if the master has no `TIME`).
@@ -43,7 +48,7 @@ use tokio::task::JoinHandle;
 
 use super::client_port::Client;
 use super::config::{PikaRelayConfig, WarmupMode};
-use super::rewrite::LinkRewriter;
+use super::rewrite::{LinkRewriter, Touched};
 use crate::pika::messages::BinlogPosition;
 use crate::table::{Baseline, KeyKnowledge};
 
@@ -153,6 +158,10 @@ impl WarmupState {
         let touched = rewriter.take_touched();
         let db = rewriter.stream_state().db;
         let merged = merge(rewriter, db, result, &touched);
+        let touched_during = touched
+            .values()
+            .filter(|&&at| at > result.started_at)
+            .count();
         if !result.existence_complete {
             tracing::warn!(
                 replica = %self.replica, db = %self.db, scanned = result.scanned,
@@ -163,7 +172,7 @@ impl WarmupState {
             replica = %self.replica, db = %self.db,
             scanned = result.scanned, volatile = result.volatile.len(),
             persistent = result.persistent.len(), existence = result.existence_complete, merged,
-            touched = touched.len(), from = %result.started_at, to = %result.finished_at,
+            touched = touched.len(), touched_during, from = %result.started_at, to = %result.finished_at,
             "warm-up merged: the expiry table is complete"
         );
         true
@@ -171,45 +180,65 @@ impl WarmupState {
 }
 
 /// Applies `result` to the rewriter's table (see the module docs); returns the keys set.
-pub fn merge(
-    rewriter: &LinkRewriter,
-    db: u32,
-    result: &ScanResult,
-    touched: &HashSet<(u32, Vec<u8>)>,
-) -> usize {
+pub fn merge(rewriter: &LinkRewriter, db: u32, result: &ScanResult, touched: &Touched) -> usize {
     let table = rewriter.table();
     if table.baseline() != Baseline::Unknown {
         return 0;
     }
+    // Written after the scan started: the scan's answer may be from before or after the write.
+    let during = |key: &Vec<u8>| {
+        touched
+            .get(&(db, key.clone()))
+            .is_some_and(|&at| at > result.started_at)
+    };
+    let undecided = |key: &[u8]| {
+        matches!(
+            table.lookup(db, key, 0),
+            KeyKnowledge::Unknown | KeyKnowledge::NotVolatile
+        )
+    };
     // Knowledge the stream built while the scan ran is kept; a key it wrote without learning
     // its state must stay unknown once an absent entry stops meaning "unknown", and the scan's
     // answer for it may be from before or after the write.
     let unknown: Vec<&Vec<u8>> = touched
         .iter()
-        .filter(|(d, k)| *d == db && table.lookup(db, k, 0) == KeyKnowledge::Unknown)
-        .map(|(_, k)| k)
+        .filter(|((d, k), &at)| {
+            *d == db && at > result.started_at && table.lookup(db, k, 0) == KeyKnowledge::Unknown
+        })
+        .map(|((_, k), _)| k)
         .collect();
-    let untouched_and_unknown = |key: &Vec<u8>| {
-        !touched.contains(&(db, key.clone()))
-            && matches!(
-                table.lookup(db, key, 0),
-                KeyKnowledge::Unknown | KeyKnowledge::NotVolatile
-            )
-    };
+    // Written only by entries the scan already saw, and left undecided by the stream: the scan
+    // decides them; those it does not list are resolved below.
+    let mut settled_by_scan: HashSet<&[u8]> = touched
+        .iter()
+        .filter(|((d, k), &at)| *d == db && at <= result.started_at && undecided(k))
+        .map(|((_, k), _)| k.as_slice())
+        .collect();
     let mut merged = 0;
     for (key, deadline) in &result.volatile {
-        if untouched_and_unknown(key) {
+        settled_by_scan.remove(key.as_slice());
+        if !during(key) && undecided(key) {
             table.set_deadline(db, key, *deadline);
             merged += 1;
         }
     }
     if result.existence_complete {
         for key in &result.persistent {
-            if untouched_and_unknown(key) {
+            settled_by_scan.remove(key.as_slice());
+            if !during(key) && undecided(key) {
                 table.mark_persistent(db, key, true);
                 merged += 1;
             }
         }
+    }
+    // Not listed: absent when the scan lists every key, else at least without a TTL.
+    for key in settled_by_scan {
+        if result.existence_complete {
+            table.mark_absent(db, key, true);
+        } else {
+            table.mark_not_volatile(db, key);
+        }
+        merged += 1;
     }
     table.set_baseline(if result.existence_complete {
         Baseline::Absent
@@ -350,6 +379,13 @@ db0:binlog_offset=0 3898,safety_purge=none\r\n";
         assert_eq!(parse_binlog_offset(info, "db1"), None);
     }
 
+    /// Keys written by entries ending after the scan's start (position 0/100 here).
+    fn during_scan(keys: &[&[u8]]) -> Touched {
+        keys.iter()
+            .map(|k| ((0, k.to_vec()), BinlogPosition::new(0, 150)))
+            .collect()
+    }
+
     #[test]
     fn merge_skips_touched_keys_and_keeps_exact_knowledge() {
         let table = Arc::new(ExpiryTable::new(Baseline::Unknown));
@@ -361,11 +397,10 @@ db0:binlog_offset=0 3898,safety_purge=none\r\n";
                 (b"raced".to_vec(), 9_000),
                 (b"exact".to_vec(), 6_000),
             ],
+            started_at: BinlogPosition::new(0, 100),
             ..ScanResult::default()
         };
-        let touched: HashSet<(u32, Vec<u8>)> = [(0, b"raced".to_vec()), (0, b"new".to_vec())]
-            .into_iter()
-            .collect();
+        let touched = during_scan(&[b"raced", b"new"]);
         assert_eq!(merge(&rw, 0, &result, &touched), 1);
         assert_eq!(table.lookup(0, b"old", 0), KeyKnowledge::Volatile(9_000));
         assert_eq!(table.lookup(0, b"exact", 0), KeyKnowledge::Volatile(5_000));
@@ -384,11 +419,10 @@ db0:binlog_offset=0 3898,safety_purge=none\r\n";
             volatile: vec![(b"session".to_vec(), 9_000)],
             persistent: vec![b"queue".to_vec(), b"raced".to_vec(), b"written".to_vec()],
             existence_complete: true,
+            started_at: BinlogPosition::new(0, 100),
             ..ScanResult::default()
         };
-        let touched: HashSet<(u32, Vec<u8>)> = [(0, b"raced".to_vec()), (0, b"written".to_vec())]
-            .into_iter()
-            .collect();
+        let touched = during_scan(&[b"raced", b"written"]);
         assert_eq!(merge(&rw, 0, &result, &touched), 2);
         assert_eq!(table.baseline(), Baseline::Absent);
         assert_eq!(table.lookup(0, b"queue", 0), KeyKnowledge::Persistent);
@@ -410,9 +444,43 @@ db0:binlog_offset=0 3898,safety_purge=none\r\n";
             existence_complete: false,
             ..ScanResult::default()
         };
-        assert_eq!(merge(&rw, 0, &result, &HashSet::new()), 1);
+        assert_eq!(merge(&rw, 0, &result, &Touched::new()), 1);
         assert_eq!(table.baseline(), Baseline::NotVolatile);
         assert_eq!(table.lookup(0, b"queue", 0), KeyKnowledge::NotVolatile);
         assert_eq!(table.len(), 1);
+    }
+
+    /// A full sync from an old dump: the link replays history that ends before the scan
+    /// started (position 0/100). The scan saw every one of those entries, so the keys the
+    /// stream could not decide take its answer, and one it does not list is absent; a key
+    /// also written after the scan started stays unknown.
+    #[test]
+    fn merge_lets_the_scan_decide_keys_replayed_from_before_it_started() {
+        let table = Arc::new(ExpiryTable::new(Baseline::Unknown));
+        let rw = LinkRewriter::new(table.clone(), 0, FamilySwitches::all_on());
+        for key in [&b"h"[..], b"gone", b"listed", b"raced"] {
+            table.mark_unknown(0, key);
+        }
+        table.set_deadline(0, b"exact", 5_000);
+        let result = ScanResult {
+            volatile: vec![(b"listed".to_vec(), 9_000), (b"exact".to_vec(), 6_000)],
+            persistent: vec![b"h".to_vec(), b"raced".to_vec()],
+            existence_complete: true,
+            started_at: BinlogPosition::new(0, 100),
+            finished_at: BinlogPosition::new(0, 120),
+            scanned: 4,
+        };
+        let before = BinlogPosition::new(0, 100);
+        let mut touched: Touched = [&b"h"[..], b"gone", b"listed", b"exact", b"raced"]
+            .iter()
+            .map(|k| ((0, k.to_vec()), before))
+            .collect();
+        touched.insert((0, b"raced".to_vec()), BinlogPosition::new(0, 110));
+        merge(&rw, 0, &result, &touched);
+        assert_eq!(table.lookup(0, b"h", 0), KeyKnowledge::Persistent);
+        assert_eq!(table.lookup(0, b"gone", 0), KeyKnowledge::Absent);
+        assert_eq!(table.lookup(0, b"listed", 0), KeyKnowledge::Volatile(9_000));
+        assert_eq!(table.lookup(0, b"exact", 0), KeyKnowledge::Volatile(5_000));
+        assert_eq!(table.lookup(0, b"raced", 0), KeyKnowledge::Unknown);
     }
 }

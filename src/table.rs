@@ -125,7 +125,21 @@ pub struct ExpiryTable {
     /// DBs ≥ FAST_DBS, keyed by `db (4 bytes BE) ‖ key`.
     other: OnceLock<KeyMap>,
     baseline: AtomicU8,
+    /// What is known to be inside collections (see [`Witness`]), keyed by `db ‖ key`.
+    witnesses: OnceLock<WitnessMap>,
 }
+
+/// Proof that a collection is not empty, so that removing something else from it cannot have
+/// emptied it (and so cannot have taken its TTL with it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Witness {
+    /// This field (hash) or member (set, sorted set) is in it.
+    Member(Box<[u8]>),
+    /// The list holds at least this many elements.
+    MinLen(u64),
+}
+
+type WitnessMap = DashMap<Box<[u8]>, Witness, foldhash::fast::RandomState>;
 
 impl Default for ExpiryTable {
     fn default() -> Self {
@@ -153,6 +167,7 @@ impl ExpiryTable {
             fast: (0..FAST_DBS).map(|_| OnceLock::new()).collect(),
             other: OnceLock::new(),
             baseline: AtomicU8::new(baseline.to_u8()),
+            witnesses: OnceLock::new(),
         }
     }
 
@@ -223,10 +238,16 @@ impl ExpiryTable {
         }
     }
 
-    /// Keep only entries for which `keep(db, value)` holds (it may rewrite the value).
-    fn retain(&self, mut keep: impl FnMut(u32, &mut i64) -> bool) {
+    /// Keep only entries for which `keep(db, key, value)` holds (it may rewrite the value).
+    fn retain(&self, mut keep: impl FnMut(u32, &[u8], &mut i64) -> bool) {
         for (db, map) in self.maps() {
-            map.retain(|k, v| keep(db.unwrap_or_else(|| split_other_key(k).0), v));
+            map.retain(|k, v| match db {
+                Some(db) => keep(db, k, v),
+                None => {
+                    let (db, key) = split_other_key(k);
+                    keep(db, key, v)
+                }
+            });
         }
     }
 
@@ -245,6 +266,7 @@ impl ExpiryTable {
         for (_, map) in self.maps() {
             map.clear();
         }
+        self.clear_witnesses_where(|_| false);
         self.baseline.store(baseline.to_u8(), Ordering::Release);
     }
 
@@ -289,12 +311,49 @@ impl ExpiryTable {
 
     /// The key has the TTL ending at `deadline_ms`, or no longer exists.
     pub fn set_maybe_volatile(&self, db: u32, key: &[u8], deadline_ms: i64) {
+        self.clear_witness(db, key);
         self.insert(db, key, -deadline_ms.max(1));
+    }
+
+    /// What is known to be in the collection `key` (if anything).
+    pub fn witness(&self, db: u32, key: &[u8]) -> Option<Witness> {
+        let map = self.witnesses.get()?;
+        map.get(other_key(db, key).as_ref()).map(|w| w.clone())
+    }
+
+    /// Records what a write left in the collection `key`.
+    pub fn set_witness(&self, db: u32, key: &[u8], witness: Witness) {
+        self.witnesses
+            .get_or_init(Default::default)
+            .insert(other_key(db, key), witness);
+    }
+
+    /// Forgets what was known to be in `key` (it was replaced, deleted or may be empty).
+    pub fn clear_witness(&self, db: u32, key: &[u8]) {
+        if let Some(map) = self.witnesses.get() {
+            if !map.is_empty() {
+                map.remove(other_key(db, key).as_ref());
+            }
+        }
+    }
+
+    /// Number of collections with a witness.
+    pub fn witness_len(&self) -> usize {
+        self.witnesses.get().map_or(0, |m| m.len())
+    }
+
+    fn clear_witnesses_where(&self, keep: impl Fn(u32) -> bool) {
+        if let Some(map) = self.witnesses.get() {
+            map.retain(|k, _| keep(split_other_key(k).0));
+        }
     }
 
     /// Store a marker, or drop the entry when the baseline already implies it. Nothing is
     /// written when the entry already says the same (the common pass-through case).
     fn put_marker(&self, db: u32, key: &[u8], marker: i64, track_existence: bool) {
+        // Whatever a key becomes here (gone, replaced, of unknown content), what was known to be
+        // inside it no longer holds; a collection write records its witness after this.
+        self.clear_witness(db, key);
         let base = self.baseline();
         let marker = if !track_existence
             && base != Baseline::Absent
@@ -361,6 +420,8 @@ impl ExpiryTable {
         } else {
             self.get(src_db, src)
         };
+        self.clear_witness(src_db, src);
+        self.clear_witness(dst_db, dst);
         if remove_source {
             self.mark_absent(src_db, src, track_existence);
         }
@@ -388,6 +449,7 @@ impl ExpiryTable {
         });
         self.flush_db(a);
         self.flush_db(b);
+        self.clear_witnesses_where(|db| db != a && db != b);
         for (db, key, v) in moved {
             self.insert(db, &key, v);
         }
@@ -395,6 +457,7 @@ impl ExpiryTable {
 
     /// FLUSHDB on `db`.
     pub fn flush_db(&self, db: u32) {
+        self.clear_witnesses_where(|d| d != db);
         match (self.map_of(db), (db as usize) < FAST_DBS) {
             (Some(map), true) => map.clear(),
             (Some(map), false) => map.retain(|k, _| split_other_key(k).0 != db),
@@ -418,7 +481,7 @@ impl ExpiryTable {
         let base = self.baseline();
         let keep_absent_marker = base == Baseline::Unknown;
         let mut pruned = 0;
-        self.retain(|_, v| {
+        self.retain(|db, key, v| {
             if is_maybe_volatile(*v) {
                 if -*v >= now_ms {
                     return true;
@@ -435,6 +498,8 @@ impl ExpiryTable {
                 return true;
             }
             pruned += 1;
+            // The key is gone: what it held no longer tells anything about a later one.
+            self.clear_witness(db, key);
             if keep_absent_marker {
                 *v = ABSENT;
                 true

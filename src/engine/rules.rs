@@ -12,7 +12,7 @@ use super::{
 use crate::engine::args::Args;
 use crate::engine::command::{spec, Cmd, Spec};
 use crate::families::Family;
-use crate::table::{Baseline, ExpiryTable, KeyKnowledge};
+use crate::table::{Baseline, ExpiryTable, KeyKnowledge, Witness};
 use bytes::Bytes;
 
 /// Largest timestamp a Pika replica accepts in `pksetexat` (it rejects `ts >= INT32_MAX`).
@@ -396,6 +396,68 @@ impl<'a> Cx<'a, '_> {
         let family = cmd.family();
         let key = self.arg(key_at);
         let (known, expired) = self.know(key);
+        let witness = if key_at == 1 {
+            self.witness_written(cmd, known)
+        } else {
+            None
+        };
+        let proposal = self.keep_ttl_decision(family, key, known, expired);
+        if let Some(w) = witness {
+            self.table.set_witness(self.db, key, w);
+        }
+        proposal
+    }
+
+    /// What a collection write leaves in its key whatever the key was before (a field, a
+    /// member, a number of list elements), so a later removal of something else is known not to
+    /// have emptied it. `None`: nothing certain (LINSERT may insert nothing, `ZADD … XX` may add
+    /// nothing, strings have no members).
+    fn witness_written(&self, cmd: Cmd, known: KeyKnowledge) -> Option<Witness> {
+        let name = self.arg(0);
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        match cmd {
+            Cmd::HashWrite | Cmd::SetAdd => Some(Witness::Member(self.arg(2).into())),
+            Cmd::ZsetWrite if is(b"zincrby") => Some(Witness::Member(self.arg(3).into())),
+            Cmd::ZsetWrite => {
+                let mut at = 2;
+                while at < self.args.count() {
+                    let opt = self.arg(at);
+                    if opt.eq_ignore_ascii_case(b"XX") {
+                        return None;
+                    }
+                    let is_opt = [&b"NX"[..], b"GT", b"LT", b"CH", b"INCR"]
+                        .iter()
+                        .any(|o| opt.eq_ignore_ascii_case(o));
+                    if !is_opt {
+                        break;
+                    }
+                    at += 1;
+                }
+                (at + 1 < self.args.count()).then(|| Witness::Member(self.arg(at + 1).into()))
+            }
+            Cmd::ListPush if is(b"lpush") || is(b"rpush") => {
+                let pushed = self.args.count().saturating_sub(2) as u64;
+                let before = match (known, self.table.witness(self.db, self.arg(1))) {
+                    (
+                        KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent,
+                        Some(Witness::MinLen(n)),
+                    ) => n,
+                    _ => 0,
+                };
+                Some(Witness::MinLen(before.saturating_add(pushed)))
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Self::keep_ttl_write`]'s decision, from what was known of the key before the write.
+    fn keep_ttl_decision(
+        &mut self,
+        family: Option<Family>,
+        key: &'a [u8],
+        known: KeyKnowledge,
+        expired: bool,
+    ) -> Proposal<'a> {
         match known {
             KeyKnowledge::Volatile(deadline) => {
                 let Some(family) = family else {
@@ -1107,7 +1169,14 @@ impl<'a> Cx<'a, '_> {
     /// gone, so whether a later write recreates it without a TTL is no longer known.
     fn removal(&mut self, key_at: usize) -> Proposal<'a> {
         let key = self.arg(key_at);
-        match self.know(key).0 {
+        let known = self.know(key).0;
+        if matches!(known, KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent)
+            && self.removal_leaves_witness(key)
+        {
+            // Something known to be in the key is still there: it exists, its TTL unchanged.
+            return Proposal::pass();
+        }
+        match known {
             KeyKnowledge::Volatile(deadline) => {
                 self.table.set_maybe_volatile(self.db, key, deadline)
             }
@@ -1115,6 +1184,45 @@ impl<'a> Cx<'a, '_> {
             _ => {}
         }
         Proposal::pass()
+    }
+
+    /// Whether the removal this entry makes from `key` leaves its witness in place (updating a
+    /// list's count). HDEL/SREM/ZREM name what they remove, SMOVE its member, LPOP/RPOP (with a
+    /// count), RPOPLPUSH and LMOVE take that many elements; anything else may remove anything.
+    fn removal_leaves_witness(&self, key: &[u8]) -> bool {
+        let name = self.arg(0);
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        let removed_members = if is(b"hdel") || is(b"srem") || is(b"zrem") {
+            Some(2..self.args.count())
+        } else if is(b"smove") {
+            Some(3..4)
+        } else {
+            None
+        };
+        let popped = if is(b"lpop") || is(b"rpop") {
+            match self.args.get(2) {
+                Some(count) => arg_i64(count).and_then(|c| u64::try_from(c).ok()),
+                None => Some(1),
+            }
+        } else if is(b"rpoplpush") || is(b"lmove") {
+            Some(1)
+        } else {
+            None
+        };
+        match (self.table.witness(self.db, key), removed_members, popped) {
+            (Some(Witness::Member(w)), Some(range), _) => {
+                range.clone().all(|i| self.arg(i) != &w[..])
+            }
+            (Some(Witness::MinLen(n)), _, Some(count)) if n > count => {
+                self.table
+                    .set_witness(self.db, key, Witness::MinLen(n - count));
+                true
+            }
+            _ => {
+                self.table.clear_witness(self.db, key);
+                false
+            }
+        }
     }
 
     /// SINTERSTORE dst …, ZUNIONSTORE dst …: dst is overwritten without a TTL (or deleted when

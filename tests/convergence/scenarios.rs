@@ -448,3 +448,77 @@ fn redis_deadline_already_past_when_received() {
     );
     assert_converged(&run);
 }
+
+/// The histories that left keys immortal through the proxy on real Pika 3.5.4
+/// (`tests/real_pika.rs`, seeds 2 and 3): a removal of something *else* from a volatile
+/// collection (often of a member that was not even there) made the proxy unsure whether the
+/// key still existed, and a later write passed as `unknown_key`. What a write left in the key
+/// (a field, a member, a count of list elements) proves it was not emptied.
+#[test]
+fn removing_something_else_keeps_a_volatile_collection_known() {
+    let t = START_MS;
+    type Steps<'s> = &'s [(i64, &'s str, i64)];
+    let cases: [(&str, Steps); 4] = [
+        (
+            "set: SREM of an absent member",
+            &[
+                (t, "SADD st1 a", t),
+                (t + 100, "EXPIRE st1 3", t + 9000),
+                (t + 200, "SREM st1 b", t + 9000),
+                (t + 300, "SADD st1 c", t + 9000),
+            ],
+        ),
+        (
+            "hash: HDEL of another field",
+            &[
+                (t, "HSET h1 f1 v", t),
+                (t + 10, "HSET h1 f2 v", t),
+                (t + 100, "EXPIRE h1 3", t + 9000),
+                (t + 200, "HDEL h1 f1", t + 9000),
+                (t + 300, "HINCRBY h1 n 1", t + 9000),
+            ],
+        ),
+        (
+            "zset: ZREM of an absent member",
+            &[
+                (t, "ZADD z1 1 a", t),
+                (t + 100, "EXPIRE z1 3", t + 9000),
+                (t + 200, "ZREM z1 b", t + 9000),
+                (t + 300, "ZINCRBY z1 1 a", t + 9000),
+            ],
+        ),
+        (
+            "list: LPOP of one of two elements",
+            &[
+                (t, "RPUSH l1 a", t),
+                (t + 10, "RPUSH l1 b", t),
+                (t + 100, "EXPIRE l1 3", t + 9000),
+                (t + 200, "LPOP l1", t + 9000),
+                (t + 300, "RPUSH l1 c", t + 9000),
+            ],
+        ),
+    ];
+    for (name, steps) in cases {
+        let run = run_scenario(&scenario(steps), Dialect::Pika, true);
+        if let Some(v) = run.violations.first() {
+            panic!("{name}: expected convergence\n{}", run.report(v));
+        }
+        assert!(
+            run.at_risk.is_empty(),
+            "{name}: nothing is at risk once the witness proves the key exists: {:?}",
+            run.at_risk
+        );
+    }
+    // Removing the witness itself leaves the key possibly empty: reported, not guessed.
+    let run = run_scenario(
+        &scenario(&[
+            (t, "SADD st1 a", t),
+            (t + 100, "EXPIRE st1 3", t + 9000),
+            (t + 200, "SREM st1 a", t + 9000),
+            (t + 300, "SADD st1 c", t + 9000),
+        ]),
+        Dialect::Pika,
+        true,
+    );
+    assert!(run.violations.is_empty(), "{}", run.trace.join("\n"));
+}

@@ -125,8 +125,11 @@ pub struct ExpiryTable {
     /// DBs ≥ FAST_DBS, keyed by `db (4 bytes BE) ‖ key`.
     other: OnceLock<KeyMap>,
     baseline: AtomicU8,
-    /// What is known to be inside collections (see [`Witness`]), keyed by `db ‖ key`.
-    witnesses: OnceLock<WitnessMap>,
+    /// What is known to be inside collections (see [`Witness`]), laid out like the deadlines:
+    /// a map per fast DB keyed by the key itself (a lookup borrows it), one shared map keyed by
+    /// `db ‖ key` for the rest.
+    witness_fast: Box<[OnceLock<WitnessMap>]>,
+    witness_other: OnceLock<WitnessMap>,
 }
 
 /// Proof that a collection is not empty, so that removing something else from it cannot have
@@ -137,6 +140,32 @@ pub enum Witness {
     Member(Box<[u8]>),
     /// The list holds at least this many elements.
     MinLen(u64),
+}
+
+/// A [`Witness`] borrowing its member, so recording one allocates only when it changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WitnessRef<'a> {
+    /// See [`Witness::Member`].
+    Member(&'a [u8]),
+    /// See [`Witness::MinLen`].
+    MinLen(u64),
+}
+
+impl WitnessRef<'_> {
+    fn is(&self, w: &Witness) -> bool {
+        match (self, w) {
+            (WitnessRef::Member(a), Witness::Member(b)) => *a == &b[..],
+            (WitnessRef::MinLen(a), Witness::MinLen(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    fn to_owned(self) -> Witness {
+        match self {
+            WitnessRef::Member(m) => Witness::Member(m.into()),
+            WitnessRef::MinLen(n) => Witness::MinLen(n),
+        }
+    }
 }
 
 type WitnessMap = DashMap<Box<[u8]>, Witness, foldhash::fast::RandomState>;
@@ -167,7 +196,8 @@ impl ExpiryTable {
             fast: (0..FAST_DBS).map(|_| OnceLock::new()).collect(),
             other: OnceLock::new(),
             baseline: AtomicU8::new(baseline.to_u8()),
-            witnesses: OnceLock::new(),
+            witness_fast: (0..FAST_DBS).map(|_| OnceLock::new()).collect(),
+            witness_other: OnceLock::new(),
         }
     }
 
@@ -315,36 +345,59 @@ impl ExpiryTable {
         self.insert(db, key, -deadline_ms.max(1));
     }
 
-    /// What is known to be in the collection `key` (if anything).
-    pub fn witness(&self, db: u32, key: &[u8]) -> Option<Witness> {
-        let map = self.witnesses.get()?;
-        map.get(other_key(db, key).as_ref()).map(|w| w.clone())
+    /// Where the witness of `db` is (or will be) kept.
+    fn witness_cell(&self, db: u32) -> &OnceLock<WitnessMap> {
+        self.witness_fast
+            .get(db as usize)
+            .unwrap_or(&self.witness_other)
     }
 
-    /// Records what a write left in the collection `key`.
-    pub fn set_witness(&self, db: u32, key: &[u8], witness: Witness) {
-        self.witnesses
-            .get_or_init(Default::default)
-            .insert(other_key(db, key), witness);
+    /// What is known to be in the collection `key` (if anything).
+    pub fn witness(&self, db: u32, key: &[u8]) -> Option<Witness> {
+        let map = self.witness_cell(db).get()?;
+        map.get(Self::map_key(db, key).as_ref()).map(|w| w.clone())
+    }
+
+    /// Records what a write left in the collection `key`; allocates only when it changed.
+    pub fn set_witness(&self, db: u32, key: &[u8], witness: WitnessRef<'_>) {
+        let map = self.witness_cell(db).get_or_init(Default::default);
+        let k = Self::map_key(db, key);
+        if let Some(mut current) = map.get_mut(k.as_ref()) {
+            if !witness.is(&current) {
+                *current = witness.to_owned();
+            }
+            return;
+        }
+        map.insert(k.into_owned().into_boxed_slice(), witness.to_owned());
     }
 
     /// Forgets what was known to be in `key` (it was replaced, deleted or may be empty).
     pub fn clear_witness(&self, db: u32, key: &[u8]) {
-        if let Some(map) = self.witnesses.get() {
+        if let Some(map) = self.witness_cell(db).get() {
             if !map.is_empty() {
-                map.remove(other_key(db, key).as_ref());
+                map.remove(Self::map_key(db, key).as_ref());
             }
         }
     }
 
     /// Number of collections with a witness.
     pub fn witness_len(&self) -> usize {
-        self.witnesses.get().map_or(0, |m| m.len())
+        self.witness_maps().map(|(_, m)| m.len()).sum()
+    }
+
+    fn witness_maps(&self) -> impl Iterator<Item = (Option<u32>, &WitnessMap)> {
+        let fast = self.witness_fast.iter().enumerate();
+        fast.filter_map(|(db, map)| Some((Some(db as u32), map.get()?)))
+            .chain(self.witness_other.get().map(|map| (None, map)))
     }
 
     fn clear_witnesses_where(&self, keep: impl Fn(u32) -> bool) {
-        if let Some(map) = self.witnesses.get() {
-            map.retain(|k, _| keep(split_other_key(k).0));
+        for (db, map) in self.witness_maps() {
+            match db {
+                Some(db) if !keep(db) => map.clear(),
+                Some(_) => {}
+                None => map.retain(|k, _| keep(split_other_key(k).0)),
+            }
         }
     }
 
@@ -631,5 +684,40 @@ mod tests {
         t.flush_all();
         assert_eq!(t.baseline(), Baseline::Absent);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn witnesses_go_with_what_invalidates_them() {
+        let t = ExpiryTable::new(Baseline::Absent);
+        let member = |m: &[u8]| Some(Witness::Member(m.into()));
+        t.mark_persistent(0, b"h", true);
+        t.set_witness(0, b"h", WitnessRef::Member(b"f"));
+        t.set_deadline(0, b"h", 5_000);
+        assert_eq!(
+            t.witness(0, b"h"),
+            member(b"f"),
+            "an EXPIRE keeps the content"
+        );
+        t.set_witness(0, b"h", WitnessRef::Member(b"g"));
+        assert_eq!(t.witness(0, b"h"), member(b"g"));
+        t.mark_absent(0, b"h", true);
+        assert_eq!(t.witness(0, b"h"), None, "DEL");
+        t.set_witness(0, b"l", WitnessRef::MinLen(2));
+        t.set_deadline(0, b"l", 5_000);
+        t.prune(6_000);
+        assert_eq!(t.witness(0, b"l"), None, "expired");
+        t.set_witness(40, b"s", WitnessRef::Member(b"m"));
+        t.set_witness(0, b"s", WitnessRef::Member(b"m"));
+        t.rename(0, b"s", b"d", true);
+        assert_eq!((t.witness(0, b"s"), t.witness(0, b"d")), (None, None));
+        assert_eq!(t.witness(40, b"s"), member(b"m"));
+        t.flush_db(40);
+        assert_eq!(t.witness(40, b"s"), None);
+        t.set_witness(1, b"z", WitnessRef::Member(b"m"));
+        t.set_maybe_volatile(1, b"z", 9_000);
+        assert_eq!(t.witness(1, b"z"), None, "maybe emptied");
+        t.set_witness(2, b"z", WitnessRef::Member(b"m"));
+        t.flush_all();
+        assert_eq!(t.witness_len(), 0);
     }
 }

@@ -12,7 +12,7 @@ use super::{
 use crate::engine::args::Args;
 use crate::engine::command::{spec, Cmd, Spec};
 use crate::families::Family;
-use crate::table::{Baseline, ExpiryTable, KeyKnowledge, Witness};
+use crate::table::{Baseline, ExpiryTable, KeyKnowledge, Witness, WitnessRef};
 use bytes::Bytes;
 
 /// Largest timestamp a Pika replica accepts in `pksetexat` (it rejects `ts >= INT32_MAX`).
@@ -412,12 +412,12 @@ impl<'a> Cx<'a, '_> {
     /// member, a number of list elements), so a later removal of something else is known not to
     /// have emptied it. `None`: nothing certain (LINSERT may insert nothing, `ZADD … XX` may add
     /// nothing, strings have no members).
-    fn witness_written(&self, cmd: Cmd, known: KeyKnowledge) -> Option<Witness> {
+    fn witness_written(&self, cmd: Cmd, known: KeyKnowledge) -> Option<WitnessRef<'a>> {
         let name = self.arg(0);
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
         match cmd {
-            Cmd::HashWrite | Cmd::SetAdd => Some(Witness::Member(self.arg(2).into())),
-            Cmd::ZsetWrite if is(b"zincrby") => Some(Witness::Member(self.arg(3).into())),
+            Cmd::HashWrite | Cmd::SetAdd => Some(WitnessRef::Member(self.arg(2))),
+            Cmd::ZsetWrite if is(b"zincrby") => Some(WitnessRef::Member(self.arg(3))),
             Cmd::ZsetWrite => {
                 let mut at = 2;
                 while at < self.args.count() {
@@ -433,7 +433,7 @@ impl<'a> Cx<'a, '_> {
                     }
                     at += 1;
                 }
-                (at + 1 < self.args.count()).then(|| Witness::Member(self.arg(at + 1).into()))
+                (at + 1 < self.args.count()).then(|| WitnessRef::Member(self.arg(at + 1)))
             }
             Cmd::ListPush if is(b"lpush") || is(b"rpush") => {
                 let pushed = self.args.count().saturating_sub(2) as u64;
@@ -444,7 +444,7 @@ impl<'a> Cx<'a, '_> {
                     ) => n,
                     _ => 0,
                 };
-                Some(Witness::MinLen(before.saturating_add(pushed)))
+                Some(WitnessRef::MinLen(before.saturating_add(pushed)))
             }
             _ => None,
         }
@@ -1215,7 +1215,7 @@ impl<'a> Cx<'a, '_> {
             }
             (Some(Witness::MinLen(n)), _, Some(count)) if n > count => {
                 self.table
-                    .set_witness(self.db, key, Witness::MinLen(n - count));
+                    .set_witness(self.db, key, WitnessRef::MinLen(n - count));
                 true
             }
             _ => {

@@ -136,34 +136,44 @@ pub struct ExpiryTable {
 /// emptied it (and so cannot have taken its TTL with it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Witness {
-    /// This field (hash) or member (set, sorted set) is in it.
-    Member(Box<[u8]>),
+    /// These fields (hash) or members (set, sorted set) are in it: the last
+    /// [`WITNESS_MEMBERS`] the stream wrote, so removing one of them still leaves the others.
+    Members(Vec<Box<[u8]>>),
     /// The list holds at least this many elements.
     MinLen(u64),
 }
 
-/// A [`Witness`] borrowing its member, so recording one allocates only when it changes.
+/// Members a witness keeps per collection (its cost: their bytes plus a small vector).
+pub const WITNESS_MEMBERS: usize = 4;
+
+/// What a write adds to a [`Witness`], borrowing its member so that recording it allocates
+/// only when something changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WitnessRef<'a> {
-    /// See [`Witness::Member`].
+    /// This member is in the collection now (added to the members known).
     Member(&'a [u8]),
-    /// See [`Witness::MinLen`].
+    /// The list holds at least this many elements now.
     MinLen(u64),
 }
 
 impl WitnessRef<'_> {
-    fn is(&self, w: &Witness) -> bool {
-        match (self, w) {
-            (WitnessRef::Member(a), Witness::Member(b)) => *a == &b[..],
-            (WitnessRef::MinLen(a), Witness::MinLen(b)) => a == b,
-            _ => false,
-        }
-    }
-
-    fn to_owned(self) -> Witness {
-        match self {
-            WitnessRef::Member(m) => Witness::Member(m.into()),
-            WitnessRef::MinLen(n) => Witness::MinLen(n),
+    /// `current` updated with this write, or `None` when it already says so.
+    fn applied_to(self, current: Option<&Witness>) -> Option<Witness> {
+        match (self, current) {
+            (WitnessRef::Member(m), Some(Witness::Members(known))) => {
+                if known.iter().any(|k| &k[..] == m) {
+                    return None;
+                }
+                let mut known = known.clone();
+                if known.len() >= WITNESS_MEMBERS {
+                    known.remove(0);
+                }
+                known.push(m.into());
+                Some(Witness::Members(known))
+            }
+            (WitnessRef::Member(m), _) => Some(Witness::Members(vec![m.into()])),
+            (WitnessRef::MinLen(n), Some(Witness::MinLen(k))) if *k == n => None,
+            (WitnessRef::MinLen(n), _) => Some(Witness::MinLen(n)),
         }
     }
 }
@@ -363,12 +373,42 @@ impl ExpiryTable {
         let map = self.witness_cell(db).get_or_init(Default::default);
         let k = Self::map_key(db, key);
         if let Some(mut current) = map.get_mut(k.as_ref()) {
-            if !witness.is(&current) {
-                *current = witness.to_owned();
+            if let Some(next) = witness.applied_to(Some(&current)) {
+                *current = next;
             }
             return;
         }
-        map.insert(k.into_owned().into_boxed_slice(), witness.to_owned());
+        if let Some(first) = witness.applied_to(None) {
+            map.insert(k.into_owned().into_boxed_slice(), first);
+        }
+    }
+
+    /// Drops the members `removed` says a removal took from `key`; true when a member known to
+    /// be in it is left (the key still exists).
+    pub fn remove_witness_members(
+        &self,
+        db: u32,
+        key: &[u8],
+        removed: impl Fn(&[u8]) -> bool,
+    ) -> bool {
+        let Some(map) = self.witness_cell(db).get() else {
+            return false;
+        };
+        let k = Self::map_key(db, key);
+        let left = match map.get_mut(k.as_ref()) {
+            Some(mut w) => match &mut *w {
+                Witness::Members(known) => {
+                    known.retain(|m| !removed(m));
+                    !known.is_empty()
+                }
+                Witness::MinLen(_) => false,
+            },
+            None => return false,
+        };
+        if !left {
+            map.remove(k.as_ref());
+        }
+        left
     }
 
     /// Forgets what was known to be in `key` (it was replaced, deleted or may be empty).
@@ -689,7 +729,7 @@ mod tests {
     #[test]
     fn witnesses_go_with_what_invalidates_them() {
         let t = ExpiryTable::new(Baseline::Absent);
-        let member = |m: &[u8]| Some(Witness::Member(m.into()));
+        let member = |m: &[u8]| Some(Witness::Members(vec![m.into()]));
         t.mark_persistent(0, b"h", true);
         t.set_witness(0, b"h", WitnessRef::Member(b"f"));
         t.set_deadline(0, b"h", 5_000);
@@ -699,7 +739,29 @@ mod tests {
             "an EXPIRE keeps the content"
         );
         t.set_witness(0, b"h", WitnessRef::Member(b"g"));
+        assert!(
+            t.remove_witness_members(0, b"h", |m| m == b"f"),
+            "g is left"
+        );
         assert_eq!(t.witness(0, b"h"), member(b"g"));
+        assert!(
+            !t.remove_witness_members(0, b"h", |m| m == b"g"),
+            "nothing left"
+        );
+        assert_eq!(t.witness(0, b"h"), None);
+        for m in [&b"a"[..], b"b", b"c", b"d", b"e"] {
+            t.set_witness(0, b"h", WitnessRef::Member(m));
+        }
+        assert_eq!(
+            t.witness(0, b"h"),
+            Some(Witness::Members(vec![
+                b"b"[..].into(),
+                b"c"[..].into(),
+                b"d"[..].into(),
+                b"e"[..].into()
+            ])),
+            "the last four"
+        );
         t.mark_absent(0, b"h", true);
         assert_eq!(t.witness(0, b"h"), None, "DEL");
         t.set_witness(0, b"l", WitnessRef::MinLen(2));

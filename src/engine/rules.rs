@@ -1210,8 +1210,10 @@ impl<'a> Cx<'a, '_> {
             None
         };
         match (self.table.witness(self.db, key), removed_members, popped) {
-            (Some(Witness::Member(w)), Some(range), _) => {
-                range.clone().all(|i| self.arg(i) != &w[..])
+            (Some(Witness::Members(_)), Some(range), _) => {
+                self.table.remove_witness_members(self.db, key, |m| {
+                    range.clone().any(|i| self.arg(i) == m)
+                })
             }
             (Some(Witness::MinLen(n)), _, Some(count)) if n > count => {
                 self.table

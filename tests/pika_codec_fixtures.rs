@@ -8,12 +8,11 @@
 use bytes::Bytes;
 use pika_ttl_proxy::pika::binlog_file::{read_binlog_file, BinlogFileWriter, Manifest};
 use pika_ttl_proxy::pika::frame::{FrameCodec, FrameError};
-use pika_ttl_proxy::pika::item::{build_item, BinlogItem, ItemHeader, ITEM_HEADER_LEN};
+use pika_ttl_proxy::pika::item::{BinlogItem, ItemHeader, ITEM_HEADER_LEN};
 use pika_ttl_proxy::pika::messages::{
     build_binlog_sync_request, build_binlog_sync_response, build_keepalive_ack,
-    build_keepalive_response, build_try_sync_purged_response, rebuild_binlog_sync_response,
-    replace_ack_range, replace_ack_range_end, replace_ack_range_start, replace_binlog_sync_binlogs,
-    replace_try_sync_offset, BinlogOffset, BinlogPosition, EntryOutput, InnerRequest,
+    build_try_sync_purged_response, replace_ack_range, replace_ack_range_end,
+    replace_try_sync_offset, BinlogOffset, BinlogPosition, BinlogSyncSplice, InnerRequest,
     InnerResponse, LogicalOffset, MessageError, MessageType, NewBinlogSyncEntry,
     NewBinlogSyncRequest, Node, Slot, StatusCode, TrySyncReplyCode,
 };
@@ -22,6 +21,9 @@ use pika_ttl_proxy::pika::proto::{
 };
 use proptest::prelude::*;
 use std::sync::OnceLock;
+use support::pika_wire_builders::build_keepalive_response;
+
+mod support;
 
 const REPL1_UP: &str = "session1-repl1-replica-to-master.bin";
 const REPL1_DOWN: &str = "session1-repl1-master-to-replica.bin";
@@ -854,6 +856,21 @@ fn all_fixture_bodies() -> &'static [(&'static str, Bytes)] {
     })
 }
 
+/// `body` with the `binlog` of entry `i` replaced by `binlogs[i]` (`None` keeps it), through the
+/// relay's splicer.
+fn splice_binlogs(body: &[u8], binlogs: &[Option<&[u8]>]) -> Vec<u8> {
+    let response = InnerResponse::parse(body).unwrap();
+    let mut records = response.binlog_sync_entries();
+    let mut splice = BinlogSyncSplice::new(body);
+    for binlog in binlogs {
+        let record = records.next_record().unwrap().unwrap();
+        if let Some(binlog) = binlog {
+            splice.replace_binlog(&record, binlog).unwrap();
+        }
+    }
+    splice.finish().unwrap_or_else(|| body.to_vec())
+}
+
 #[test]
 fn every_frame_re_encodes_byte_identically() {
     let codec = FrameCodec::new();
@@ -899,10 +916,7 @@ fn editing_fields_to_their_current_values_is_byte_identical() {
                 .binlog_sync_entries()
                 .map(|e| Some(e.unwrap().binlog))
                 .collect();
-            assert_eq!(
-                replace_binlog_sync_binlogs(&body, &binlogs).unwrap(),
-                &body[..]
-            );
+            assert_eq!(splice_binlogs(&body, &binlogs), &body[..]);
         }
     }
 }
@@ -954,7 +968,7 @@ fn ack_range_edits_round_trip() {
         term: 0,
         index: 1,
     };
-    let edited2 = replace_ack_range_start(&edited, new_start).unwrap();
+    let edited2 = replace_ack_range(&edited, Some(new_start), None).unwrap();
     let after2 = InnerRequest::parse(&edited2)
         .unwrap()
         .binlog_sync()
@@ -1012,9 +1026,7 @@ fn binlog_replacement_rebuilds_entries_and_round_trips() {
     let new_content = b"*4\r\n$9\r\npksetexat\r\n$2\r\nm2\r\n$10\r\n1795470999\r\n$1\r\n2\r\n";
     let new_item = original_item.with_content(new_content).unwrap();
     let shorter = entries[4].item().unwrap().with_content(b"").unwrap();
-    let edited =
-        replace_binlog_sync_binlogs(body, &[None, Some(&new_item), None, None, Some(&shorter)])
-            .unwrap();
+    let edited = splice_binlogs(body, &[None, Some(&new_item), None, None, Some(&shorter)]);
 
     let after = InnerResponse::parse(&edited).unwrap();
     assert_eq!((after.msg_type, after.code), (resp.msg_type, resp.code));
@@ -1043,49 +1055,7 @@ fn binlog_replacement_rebuilds_entries_and_round_trips() {
     }
     // Putting the original items back restores the original frame.
     let originals: Vec<Option<&[u8]>> = entries.iter().map(|e| Some(e.binlog)).collect();
-    assert_eq!(
-        replace_binlog_sync_binlogs(&edited, &originals).unwrap(),
-        &body[..]
-    );
-}
-
-#[test]
-fn rebuild_can_reorder_drop_and_add_entries() {
-    let body = &bodies(REPL1_DOWN)[52]; // lids 14, 15
-    let resp = InnerResponse::parse(body).unwrap();
-    let entries: Vec<_> = resp.binlog_sync_entries().map(Result::unwrap).collect();
-    let injected_content = b"*3\r\n$8\r\nexpireat\r\n$2\r\nk5\r\n$10\r\n1795470054\r\n";
-    let injected_item = build_item(&entries[1].item().unwrap().header, injected_content).unwrap();
-    let new_entry = NewBinlogSyncEntry {
-        slot: entries[1].slot,
-        binlog_offset: entries[1].binlog_offset.logical(),
-        binlog: &injected_item,
-        session_id: entries[1].session_id,
-    };
-    let rebuilt = rebuild_binlog_sync_response(
-        body,
-        &[EntryOutput::Original(1), EntryOutput::New(new_entry)],
-    )
-    .unwrap();
-    let after: Vec<_> = InnerResponse::parse(&rebuilt)
-        .unwrap()
-        .binlog_sync_entries()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(after.len(), 2);
-    assert_eq!(after[0], entries[1]);
-    assert_eq!(
-        resp_command(after[1].item().unwrap().content),
-        "expireat k5 1795470054"
-    );
-    assert!(matches!(
-        rebuild_binlog_sync_response(body, &[EntryOutput::Original(2)]),
-        Err(MessageError::NoSuchEntry { index: 2, count: 2 })
-    ));
-    assert!(matches!(
-        replace_binlog_sync_binlogs(body, &[None, None, Some(b"x")]),
-        Err(MessageError::NoSuchEntry { .. })
-    ));
+    assert_eq!(splice_binlogs(&edited, &originals), &body[..]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1223,7 +1193,7 @@ fn binlog_edit_keeps_unknown_fields_of_entries_and_message() {
         .unwrap()
         .with_content(b"*1\r\n$4\r\nPING\r\n")
         .unwrap();
-    let edited = replace_binlog_sync_binlogs(&extended, &[Some(&new_item)]).unwrap();
+    let edited = splice_binlogs(&extended, &[Some(&new_item)]);
     let top = parse_message(&edited).unwrap();
     assert_eq!(top.last().unwrap().record(), &hex("9806 07")[..]);
     for entry in find(&top, 7) {
@@ -1667,7 +1637,7 @@ fn malformed_frames_are_errors() {
     let mut bad_item = entry.binlog.to_vec();
     bad_item[30] = 23;
     assert!(BinlogItem::parse(&bad_item).is_err());
-    let rebuilt = replace_binlog_sync_binlogs(&item_frame, &[Some(&bad_item)]).unwrap();
+    let rebuilt = splice_binlogs(&item_frame, &[Some(&bad_item)]);
     let bad_entry = InnerResponse::parse(&rebuilt)
         .unwrap()
         .binlog_sync_entries()
@@ -1734,8 +1704,12 @@ fn exercise(body: &[u8]) {
                 let _ = item.with_content(b"x");
             }
         }
-        let _ = replace_binlog_sync_binlogs(body, &[Some(b"abc")]);
-        let _ = rebuild_binlog_sync_response(body, &[EntryOutput::Original(0)]);
+        let mut records = resp.binlog_sync_entries();
+        let mut splice = BinlogSyncSplice::new(body);
+        while let Some(Ok(record)) = records.next_record() {
+            let _ = splice.replace_binlog(&record, b"abc");
+        }
+        let _ = splice.finish();
     }
     let _ = BinlogItem::parse(body);
     let _ = read_binlog_file(body);

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod pika_peer;
+pub mod pika_wire_builders;
 pub mod proxy;
 
 /// A captured fixture file (see `pika_ttl_proxy::fixtures` for where it is looked for).

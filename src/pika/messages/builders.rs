@@ -22,7 +22,7 @@ pub struct NewBinlogSyncEntry<'r> {
 }
 
 impl NewBinlogSyncEntry<'_> {
-    pub(super) fn payload_len(&self) -> usize {
+    fn payload_len(&self) -> usize {
         len_field_len(binlog_sync_entry::SLOT, self.slot.encoded_len())
             + len_field_len(
                 binlog_sync_entry::BINLOG_OFFSET,
@@ -35,7 +35,7 @@ impl NewBinlogSyncEntry<'_> {
             )
     }
 
-    pub(super) fn write_payload(&self, out: &mut Vec<u8>) {
+    fn write_payload(&self, out: &mut Vec<u8>) {
         put_message(
             out,
             binlog_sync_entry::SLOT,
@@ -224,16 +224,6 @@ pub fn build_binlog_sync_response(entries: &[NewBinlogSyncEntry<'_>]) -> Vec<u8>
     out
 }
 
-/// A keepalive response: one entry with an empty binlog and offset `(0,0,0,0)`.
-pub fn build_keepalive_response(slot: Slot<'_>, session_id: i32) -> Vec<u8> {
-    build_binlog_sync_response(&[NewBinlogSyncEntry {
-        slot,
-        binlog_offset: LogicalOffset::default(),
-        binlog: b"",
-        session_id,
-    }])
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::*;
@@ -244,7 +234,12 @@ mod tests {
             db_name: b"db0",
             slot_id: 0,
         };
-        let body = build_keepalive_response(slot, -1);
+        let body = build_binlog_sync_response(&[NewBinlogSyncEntry {
+            slot,
+            binlog_offset: LogicalOffset::default(),
+            binlog: b"",
+            session_id: -1,
+        }]);
         let e = InnerResponse::parse(&body)
             .unwrap()
             .binlog_sync_entries()

@@ -206,13 +206,6 @@ pub enum MessageError {
         /// Field name.
         field: &'static str,
     },
-    /// An edit names a `binlog_sync` entry the response does not have.
-    NoSuchEntry {
-        /// Requested index.
-        index: usize,
-        /// Entries in the response.
-        count: usize,
-    },
     /// A binlog item inside an entry is malformed.
     Item(ItemError),
     /// One BinlogSync response carries entries of two DBs (Pika sends one DB per response).
@@ -233,12 +226,6 @@ impl fmt::Display for MessageError {
             }
             MessageError::DuplicateField { message, field } => {
                 write!(f, "{message}: field {field} appears more than once")
-            }
-            MessageError::NoSuchEntry { index, count } => {
-                write!(
-                    f,
-                    "binlog_sync entry {index} requested, the response has {count}"
-                )
             }
             MessageError::Item(e) => write!(f, "binlog item: {e}"),
             MessageError::MixedSlots { first, other } => write!(
@@ -632,58 +619,6 @@ fn parse_sub<'a, T>(
 ) -> Result<(), MessageError> {
     let value = parse(f.bytes()?)?;
     set_once(slot, value, message, field)
-}
-
-/// Entries and responses the unit tests of several message modules build.
-#[cfg(test)]
-mod test_entries {
-    use super::*;
-    use crate::pika::proto::put_len_field;
-    use proptest::prelude::*;
-
-    pub(super) fn entry_payloads(body: &[u8]) -> Vec<Vec<u8>> {
-        let mut entries = InnerResponse::parse(body).unwrap().binlog_sync_entries();
-        std::iter::from_fn(|| entries.next_record())
-            .map(|r| r.unwrap().payload.to_vec())
-            .collect()
-    }
-
-    pub(super) fn arbitrary_entry() -> impl Strategy<Value = Vec<u8>> {
-        (
-            prop::collection::vec(any::<u8>(), 0..6),
-            any::<u32>(),
-            any::<(u32, u64, u32, u64)>(),
-            prop::collection::vec(any::<u8>(), 0..40),
-            any::<i32>(),
-        )
-            .prop_map(
-                |(db, slot_id, (filenum, offset, term, index), binlog, session)| {
-                    let entry = NewBinlogSyncEntry {
-                        slot: Slot {
-                            db_name: &db,
-                            slot_id,
-                        },
-                        binlog_offset: LogicalOffset {
-                            filenum,
-                            offset,
-                            term,
-                            index,
-                        },
-                        binlog: &binlog,
-                        session_id: session,
-                    };
-                    entry_payloads(&build_binlog_sync_response(&[entry])).remove(0)
-                },
-            )
-    }
-
-    /// A response whose only entry is `entry_payload`, followed by field 99.
-    pub(super) fn response_with_entry(entry_payload: &[u8]) -> Vec<u8> {
-        let mut body = vec![0x08, 0x04, 0x10, 0x01];
-        put_len_field(&mut body, response::BINLOG_SYNC, entry_payload);
-        body.extend_from_slice(&[0x98, 0x06, 0x01]);
-        body
-    }
 }
 
 #[cfg(test)]

@@ -2,10 +2,11 @@
 //! the `binlog_sync` entries (each with where its record lies, so the relay can splice while it
 //! reads) and the MetaSync, DBSync and TrySync sub-messages.
 
+use super::editors::put_binlog_sync_with_binlog;
 use super::field::*;
 use super::{
-    parse_sub, put_binlog_sync_with_binlog, required, set_once, BinlogOffset, MessageError,
-    MessageType, Slot, StatusCode, TrySyncReplyCode,
+    parse_sub, required, set_once, BinlogOffset, MessageError, MessageType, Slot, StatusCode,
+    TrySyncReplyCode,
 };
 use crate::pika::item::{BinlogItem, ItemError};
 use crate::pika::proto::{len_field_len, put_len_field, put_len_prefix, ExpectedLayout, FieldIter};
@@ -114,8 +115,8 @@ pub struct BinlogSyncEntries<'a> {
 
 impl<'a> BinlogSyncEntries<'a> {
     /// The next entry together with where its record lies in the response body and the
-    /// record's payload (what [`put_binlog_sync_with_binlog`] takes), so a caller can splice
-    /// while it reads.
+    /// record's payload, so a caller can splice while it reads (see
+    /// [`BinlogSyncSplice`](super::BinlogSyncSplice)).
     pub fn next_record(&mut self) -> Option<Result<BinlogSyncRecord<'a>, MessageError>> {
         loop {
             match self.fields.next()? {
@@ -162,9 +163,13 @@ pub struct BinlogSyncRecord<'a> {
 
 impl BinlogSyncRecord<'_> {
     /// Appends to `out` this record with its entry's `binlog` replaced by `binlog`, every other
-    /// field keeping its bytes and order (what [`put_binlog_sync_with_binlog`] does, without
-    /// reading the entry's fields again when it has a single `binlog`).
-    pub fn put_with_binlog(&self, out: &mut Vec<u8>, binlog: &[u8]) -> Result<(), MessageError> {
+    /// field keeping its bytes and order (what the general entry splicer does, without reading
+    /// the entry's fields again when it has a single `binlog`).
+    pub(super) fn put_with_binlog(
+        &self,
+        out: &mut Vec<u8>,
+        binlog: &[u8],
+    ) -> Result<(), MessageError> {
         let Some(old) = self.binlog_record.clone() else {
             return put_binlog_sync_with_binlog(out, self.payload, binlog);
         };
@@ -434,10 +439,54 @@ impl<'a> BinlogSyncEntry<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_entries::*;
     use super::super::*;
+    use super::put_binlog_sync_with_binlog;
     use crate::pika::proto::put_len_field;
     use proptest::prelude::*;
+
+    fn entry_payloads(body: &[u8]) -> Vec<Vec<u8>> {
+        let mut entries = InnerResponse::parse(body).unwrap().binlog_sync_entries();
+        std::iter::from_fn(|| entries.next_record())
+            .map(|r| r.unwrap().payload.to_vec())
+            .collect()
+    }
+
+    fn arbitrary_entry() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop::collection::vec(any::<u8>(), 0..6),
+            any::<u32>(),
+            any::<(u32, u64, u32, u64)>(),
+            prop::collection::vec(any::<u8>(), 0..40),
+            any::<i32>(),
+        )
+            .prop_map(
+                |(db, slot_id, (filenum, offset, term, index), binlog, session)| {
+                    let entry = NewBinlogSyncEntry {
+                        slot: Slot {
+                            db_name: &db,
+                            slot_id,
+                        },
+                        binlog_offset: LogicalOffset {
+                            filenum,
+                            offset,
+                            term,
+                            index,
+                        },
+                        binlog: &binlog,
+                        session_id: session,
+                    };
+                    entry_payloads(&build_binlog_sync_response(&[entry])).remove(0)
+                },
+            )
+    }
+
+    /// A response whose only entry is `entry_payload`, followed by field 99.
+    fn response_with_entry(entry_payload: &[u8]) -> Vec<u8> {
+        let mut body = vec![0x08, 0x04, 0x10, 0x01];
+        put_len_field(&mut body, response::BINLOG_SYNC, entry_payload);
+        body.extend_from_slice(&[0x98, 0x06, 0x01]);
+        body
+    }
 
     /// Every entry of the BinlogSync responses captured from Pika 3.5.4 takes the fast path, and
     /// it reads what the general decoder reads.

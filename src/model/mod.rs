@@ -24,7 +24,7 @@
 
 mod keyspace;
 mod master;
-pub mod replay;
+pub(crate) mod replay;
 mod replica;
 mod value;
 

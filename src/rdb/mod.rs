@@ -31,7 +31,7 @@
 pub mod crc64;
 mod layout;
 pub mod lzf;
-pub mod writer;
+pub(crate) mod writer;
 
 #[cfg(test)]
 pub(crate) mod tests;

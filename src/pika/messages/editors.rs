@@ -102,7 +102,8 @@ impl<'a> BinlogSyncSplice<'a> {
     }
 
     /// Replaces the `binlog` of `record`'s entry with `binlog`. The records must be those of
-    /// this body, in order, as [`BinlogSyncEntries::next_record`] yields them.
+    /// this body, in order, as
+    /// [`BinlogSyncEntries::next_record`](super::BinlogSyncEntries::next_record) yields them.
     pub fn replace_binlog(
         &mut self,
         record: &BinlogSyncRecord<'_>,

@@ -15,8 +15,8 @@
 //!
 //! This module holds what every message shares: the schema's field numbers, [`MessageError`],
 //! the enums, positions, [`Node`] and [`Slot`], and the encoding helpers of the builders. The
-//! messages themselves live in [`requests`] (replica → master), [`responses`] (master →
-//! replica), [`editors`] and [`builders`]; their items are re-exported here, so
+//! messages themselves live in `requests` (replica → master), `responses` (master →
+//! replica), `editors` and `builders`; their items are re-exported here, so
 //! `messages::InnerResponse` and the like are the paths to use.
 
 mod builders;

@@ -384,16 +384,6 @@ impl RdbScanner {
         self.phase == Phase::Done
     }
 
-    /// Bytes consumed so far.
-    pub fn bytes_consumed(&self) -> u64 {
-        self.summary.bytes
-    }
-
-    /// The DB of the key records being read (from the last SELECTDB).
-    pub fn current_db(&self) -> u32 {
-        self.db
-    }
-
     /// Feeds the next chunk, of any size and split anywhere. Appends the expiring keys whose key
     /// string completed in it to `out`. Bytes after the trailer are an error
     /// ([`RdbError::TrailingBytes`]).

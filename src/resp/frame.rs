@@ -29,6 +29,7 @@ impl Frame {
     }
 
     /// How many stream bytes this frame occupied.
+    #[cfg(test)]
     pub fn wire_len(&self) -> usize {
         self.raw().len()
     }

@@ -31,7 +31,7 @@ pub struct AtRiskEntry {
 /// What one [`StreamRelay::process_up_to`] call did.
 #[derive(Debug)]
 pub struct Processed {
-    /// Entries flagged at risk (see [`StreamRelay::process`]).
+    /// Entries flagged at risk (see [`StreamRelay::process_up_to`]).
     pub at_risk: Vec<AtRiskEntry>,
     /// It stopped at its entry budget with bytes left in `input` (which may hold more complete
     /// entries).

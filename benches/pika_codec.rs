@@ -7,7 +7,8 @@
 //! - `memcpy`: copying the frame body (the floor for touching every byte once);
 //! - `decode`: parse the response, every entry, every item header, and read the content;
 //! - `splice_prebuilt`: re-encode the response with every item replaced by an already built
-//!   item (the splicer alone);
+//!   item (reading the records and the relay's splicer, [`BinlogSyncSplice`], without the
+//!   engine);
 //! - `rewrite`: decode + build a new item with changed content for every entry + splice.
 //!
 //! Group `link_rewriter`: the relay's whole per-response path ([`LinkRewriter`]: decode, RESP
@@ -24,8 +25,8 @@ use pika_ttl_proxy::pika::binlog_file::{read_binlog_file, BinlogFileWriter};
 use pika_ttl_proxy::pika::item::BinlogItem;
 use pika_ttl_proxy::pika::item::{build_item, ItemHeader};
 use pika_ttl_proxy::pika::messages::{
-    build_binlog_sync_response, replace_binlog_sync_binlogs, InnerResponse, LogicalOffset,
-    NewBinlogSyncEntry, Slot,
+    build_binlog_sync_response, BinlogSyncSplice, InnerResponse, LogicalOffset, NewBinlogSyncEntry,
+    Slot,
 };
 use pika_ttl_proxy::pika_relay::rewrite::LinkRewriter;
 use pika_ttl_proxy::resp::encode_command;
@@ -107,16 +108,32 @@ fn changed_content(content: &[u8]) -> Vec<u8> {
 
 fn rewrite(body: &[u8]) -> Vec<u8> {
     let resp = InnerResponse::parse(body).expect("valid response");
-    let new_items: Vec<Vec<u8>> = resp
-        .binlog_sync_entries()
-        .map(|entry| {
-            let item = entry.expect("valid entry").item().expect("valid item");
-            item.with_content(&changed_content(item.content))
-                .expect("content fits")
-        })
-        .collect();
-    let replacements: Vec<Option<&[u8]>> = new_items.iter().map(|i| Some(&i[..])).collect();
-    replace_binlog_sync_binlogs(body, &replacements).expect("splice")
+    let mut records = resp.binlog_sync_entries();
+    let mut splice = BinlogSyncSplice::new(body);
+    while let Some(record) = records.next_record() {
+        let record = record.expect("valid entry");
+        let item = record.entry.item().expect("valid item");
+        let new_item = item
+            .with_content(&changed_content(item.content))
+            .expect("content fits");
+        splice.replace_binlog(&record, &new_item).expect("splice");
+    }
+    splice.finish().expect("every item changed")
+}
+
+/// `body` with the item of each entry replaced by the next of `items`, as the relay splices.
+fn splice(body: &[u8], items: &[Vec<u8>]) -> Vec<u8> {
+    let resp = InnerResponse::parse(body).expect("valid response");
+    let mut records = resp.binlog_sync_entries();
+    let mut splice = BinlogSyncSplice::new(body);
+    for item in items {
+        let record = records
+            .next_record()
+            .expect("an entry per item")
+            .expect("valid entry");
+        splice.replace_binlog(&record, item).expect("splice");
+    }
+    splice.finish().expect("every item changed")
 }
 
 /// A response of `count` items, each one command made by `command(i)`.
@@ -218,7 +235,6 @@ fn bench(c: &mut Criterion) {
                 .expect("fits")
         })
         .collect();
-    let prebuilt_refs: Vec<Option<&[u8]>> = prebuilt.iter().map(|i| Some(&i[..])).collect();
     let rewritten = rewrite(&body);
     eprintln!(
         "response: {} items, {} bytes; rewritten: {} bytes",
@@ -234,12 +250,7 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("decode", |b| b.iter(|| black_box(decode(black_box(&body)))));
     group.bench_function("splice_prebuilt", |b| {
-        b.iter(|| {
-            black_box(
-                replace_binlog_sync_binlogs(black_box(&body), black_box(&prebuilt_refs))
-                    .expect("splice"),
-            )
-        })
+        b.iter(|| black_box(splice(black_box(&body), black_box(&prebuilt))))
     });
     group.bench_function("rewrite", |b| {
         b.iter(|| black_box(rewrite(black_box(&body))))

@@ -3,7 +3,7 @@
 //! `benches/added_latency.rs` measures the latency a replica sees through the proxy, but on a
 //! small machine the host's noise swamps anything the proxy's own code does to the tail. This
 //! bench takes the network and the other processes away: it feeds the same load through the
-//! stream path a replica session runs ([`StreamRelay::process`]: RESP parse, engine, expiry
+//! stream path a replica session runs ([`StreamRelay::process_up_to`]: RESP parse, engine, expiry
 //! table, output queue, offset map, entry tally; then the session's per-read bookkeeping and a
 //! vectored drain into `tokio::io::sink()`) and times every read on its own.
 //!
@@ -100,8 +100,16 @@ fn run(reads: &[Bytes], rewriting: bool, cold: bool) -> Vec<u64> {
             up.reserve(relay.room_for_next_read(&up));
             up.extend_from_slice(read);
             let risks = relay
-                .process(
-                    &mut up, NOW_MS, &table, &policy, &mut map, &mut out, &mut tally, 0,
+                .process_up_to(
+                    &mut up,
+                    usize::MAX,
+                    NOW_MS,
+                    &table,
+                    &policy,
+                    &mut map,
+                    &mut out,
+                    &mut tally,
+                    0,
                 )
                 .expect("valid stream");
             black_box(risks);

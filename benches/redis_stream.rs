@@ -1,7 +1,7 @@
 //! The Redis relay's whole per-entry stream path, as a replica session runs it: every socket read
 //! is appended to the upstream buffer (after making the room `session.rs` makes:
 //! [`StreamRelay::room_for_next_read`]; a read fills at most that room), parsed and decided
-//! by [`StreamRelay::process`] (RESP parse, engine, expiry table, [`OutQueue`], offset map,
+//! by [`StreamRelay::process_up_to`] (RESP parse, engine, expiry table, [`OutQueue`], offset map,
 //! entry tally), followed by the session's per-read bookkeeping (map cap, tally flush), and the
 //! queue is then drained with [`OutQueue::write_some`] (vectored writes) into
 //! `tokio::io::sink()` on a current-thread runtime, standing in for a replica socket that always
@@ -151,7 +151,7 @@ fn large_input(value_len: usize, count: usize) -> Vec<u8> {
 }
 
 /// The most the link held at once: the upstream buffer's capacity after each read is appended,
-/// the output queue after each `process` (before draining).
+/// the output queue after each `process_up_to` (before draining).
 #[derive(Clone, Copy, Debug, Default)]
 struct Held {
     up_buf_capacity: usize,
@@ -204,8 +204,9 @@ impl Link {
         let started = Instant::now();
         let risks = self
             .relay
-            .process(
+            .process_up_to(
                 &mut self.up_buf,
+                usize::MAX,
                 NOW_MS,
                 &self.table,
                 &self.policy,

@@ -680,11 +680,6 @@ impl Settings {
         FamilySwitches::with(|f| self.families.get(f.name()).copied().unwrap_or(true))
     }
 
-    /// Whether the admin API may change anything without a token.
-    pub fn admin_is_loopback(&self) -> bool {
-        is_loopback(&self.admin)
-    }
-
     /// The effective settings as a TOML file that `--config` loads back. Secrets given by
     /// file appear as their file's path; secrets given directly (flag or environment) are
     /// never printed, only noted in a comment, since a config file must not hold them.

@@ -141,6 +141,7 @@ impl FamilySwitches {
     }
 
     /// True when no family rewrites anything.
+    #[cfg(test)]
     pub fn all_disabled(&self) -> bool {
         Family::ALL.iter().all(|f| !self.is_enabled(*f))
     }

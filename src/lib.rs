@@ -7,9 +7,26 @@
 //!   [`families`] switches to the entries to emit;
 //! - the relays ([`redis_relay`], [`pika_relay`]) run the replication sessions: handshakes,
 //!   offset translation, persistence; they move bytes and call the engine;
-//! - operations: [`config`], [`admin`], [`metrics`], [`replica_series`], [`logging`], [`cli`], wired by [`app`];
+//! - operations (configuration, the admin API, metrics and per-replica series, logging, the
+//!   state directory), wired by [`app`];
 //! - the [`model`] is a reference implementation of master and replica semantics used to prove
 //!   that the engine's output converges.
+//!
+//! # Public API
+//!
+//! The crate is a binary first; the library exists for the binary, the integration tests, the
+//! benches and the fuzz targets, and exposes what they use:
+//! - [`app::main_entry`], the binary's whole `main`;
+//! - the codecs: [`resp`], [`pika`] (framing, protobuf splicer, message views, editors and
+//!   builders, binlog items and files) and [`rdb`] (scanner, writer, CRC-64, LZF);
+//! - the engine and its inputs: [`engine`], [`table`], [`families`];
+//! - the relays' entry points ([`redis_relay::serve_on`], [`pika_relay::serve`], their configs
+//!   and shared state) and the per-entry paths the benches measure
+//!   ([`redis_relay::stream`], [`pika_relay::rewrite`]);
+//! - [`metrics`] (the metric names), [`cli`] (the admin client), the [`model`], and the
+//!   captured-fixture reader the tests share (`fixtures`, hidden from the docs).
+//!
+//! Modules nothing outside the crate uses are `pub(crate)`.
 
 // Data from the network must never panic the proxy (tests may unwrap).
 #![cfg_attr(
@@ -17,17 +34,17 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod app;
 pub mod cli;
-pub mod config;
+pub(crate) mod config;
 pub mod engine;
-pub mod entry_tally;
+pub(crate) mod entry_tally;
 pub mod families;
 #[doc(hidden)]
 pub mod fixtures;
-pub mod hold;
-pub mod logging;
+pub(crate) mod hold;
+pub(crate) mod logging;
 pub mod metrics;
 pub mod model;
 pub mod pika;
@@ -36,6 +53,6 @@ pub mod rdb;
 pub mod redis_relay;
 pub mod replica_series;
 pub mod resp;
-pub mod state_dir;
+pub(crate) mod state_dir;
 pub mod table;
-pub mod table_file;
+pub(crate) mod table_file;

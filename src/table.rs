@@ -77,13 +77,6 @@ pub enum KeyKnowledge {
     Unknown,
 }
 
-impl KeyKnowledge {
-    /// True when the proxy knows whether the key is volatile at this instant.
-    pub fn is_known(self) -> bool {
-        !matches!(self, KeyKnowledge::Unknown)
-    }
-}
-
 const PERSISTENT: i64 = i64::MIN;
 const ABSENT: i64 = i64::MIN + 1;
 const NOT_VOLATILE: i64 = i64::MIN + 2;
@@ -616,6 +609,7 @@ impl ExpiryTable {
     }
 
     /// Number of entries holding a deadline.
+    #[cfg(test)]
     pub fn volatile_len(&self) -> usize {
         let mut n = 0;
         self.for_each_db_entry(|_, _, v| {
@@ -626,7 +620,8 @@ impl ExpiryTable {
         n
     }
 
-    /// Every `(db, key, deadline)` with a deadline, for persistence and diagnostics.
+    /// Every `(db, key, deadline)` with a deadline (tests compare tables with it).
+    #[cfg(test)]
     pub fn volatile_entries(&self) -> Vec<(u32, Vec<u8>, i64)> {
         let mut out = Vec::new();
         self.for_each_db_entry(|db, key, v| {

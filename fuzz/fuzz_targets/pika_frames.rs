@@ -1,11 +1,14 @@
 //! Pika replication codec: framing, request/response views, item headers and the editors the
-//! relay applies never panic on arbitrary bytes; an unchanged re-splice is byte-identical.
+//! relay applies never panic on arbitrary bytes; splicing new items into a response changes
+//! those items and nothing else.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use pika_ttl_proxy::pika::frame::FrameCodec;
 use pika_ttl_proxy::pika::messages::{
-    replace_ack_range_end, replace_binlog_sync_binlogs, InnerRequest, InnerResponse, LogicalOffset,
+    replace_ack_range_end, BinlogSyncSplice, InnerRequest, InnerResponse, LogicalOffset,
 };
+
+const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
 fn body(b: &[u8]) {
     if let Ok(req) = InnerRequest::parse(b) {
@@ -29,15 +32,29 @@ fn body(b: &[u8]) {
         let _ = resp.db_sync();
         let _ = resp.try_sync();
         let _ = resp.is_keepalive();
-        let n = resp.binlog_sync_count();
         for entry in resp.binlog_sync_entries().flatten() {
             let _ = entry.item();
         }
-        let unchanged: Vec<Option<&[u8]>> = vec![None; n];
-        if let Ok(same) = replace_binlog_sync_binlogs(b, &unchanged) {
-            assert_eq!(same, b, "an unchanged splice must be byte-identical");
+        let mut records = resp.binlog_sync_entries();
+        let mut splice = BinlogSyncSplice::new(b);
+        let mut replaced = Vec::new();
+        while let Some(Ok(record)) = records.next_record() {
+            splice
+                .replace_binlog(&record, PING)
+                .expect("a record that parses splices");
+            replaced.push(record.entry);
         }
-        let _ = replace_binlog_sync_binlogs(b, &[Some(b"*1\r\n$4\r\nPING\r\n")]);
+        if let Some(spliced) = splice.finish() {
+            let after = InnerResponse::parse(&spliced).expect("a spliced response parses");
+            for (entry, before) in after.binlog_sync_entries().zip(&replaced) {
+                let entry = entry.expect("a spliced entry parses");
+                assert_eq!(entry.binlog, PING);
+                assert_eq!(
+                    (entry.slot, entry.binlog_offset, entry.session_id),
+                    (before.slot, before.binlog_offset, before.session_id)
+                );
+            }
+        }
     }
 }
 

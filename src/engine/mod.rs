@@ -5,9 +5,9 @@
 //! does no I/O; it maintains the table as a side effect so the next entry sees the master's state.
 //! See `docs/rewrites.md` for the contract every rule implements.
 
-pub mod args;
+pub(crate) mod args;
 pub mod command;
-pub mod replacement;
+pub(crate) mod replacement;
 mod rules;
 
 use crate::families::{Family, FamilySwitches};

@@ -3,7 +3,7 @@
 //!
 //! What it owns:
 //! - values of the five basic types and keys with an optional absolute deadline in ms; a key
-//!   is alive at `now` exactly when it has no deadline or `now <= deadline` ([`value`]), as on
+//!   is alive at `now` exactly when it has no deadline or `now <= deadline` (`value`), as on
 //!   both real servers;
 //! - a [`Master`] per dialect that executes client commands at a time and returns the entries
 //!   a real master logs (Pika 3.5.4) or propagates (Redis 7) for them;
@@ -24,7 +24,7 @@
 
 mod keyspace;
 mod master;
-pub mod replay;
+pub(crate) mod replay;
 mod replica;
 mod value;
 

@@ -113,18 +113,6 @@ impl Replica {
         }
     }
 
-    /// Apply several commands of one Pika binlog item (or any batch) at the same instant,
-    /// reporting the first failure after applying the rest.
-    pub fn apply_all(&mut self, commands: &[Argv], at_ms: i64) -> Result<(), ModelError> {
-        let mut first_error = None;
-        for cmd in commands {
-            if let Err(e) = self.apply(cmd, at_ms) {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-
     fn apply_one(&mut self, argv: &[Bytes], at_ms: i64) -> Result<(), ModelError> {
         let name = upper_name(argv)?;
         match name.as_str() {

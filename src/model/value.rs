@@ -27,17 +27,6 @@ pub enum Value {
 }
 
 impl Value {
-    /// The type name `TYPE` would answer.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Value::Str(_) => "string",
-            Value::Hash(_) => "hash",
-            Value::List(_) => "list",
-            Value::Set(_) => "set",
-            Value::Zset(_) => "zset",
-        }
-    }
-
     /// True for an aggregate with no element (servers delete such keys).
     pub fn is_empty_aggregate(&self) -> bool {
         match self {

@@ -459,6 +459,7 @@ impl Manifest {
     }
 
     /// The manifest file as Pika writes it (64 KiB, data first, zeros after).
+    #[cfg(test)]
     pub fn encode_file(&self) -> Vec<u8> {
         let mut out = vec![0u8; MANIFEST_FILE_LEN];
         out[0..4].copy_from_slice(&self.filenum.to_le_bytes());

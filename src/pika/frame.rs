@@ -79,9 +79,6 @@ pub struct FrameCodec {
     max_frame_len: usize,
 }
 
-/// The decoding half is the same type: the codec keeps no state between frames.
-pub type FrameDecoder = FrameCodec;
-
 impl Default for FrameCodec {
     fn default() -> Self {
         FrameCodec::new()

@@ -177,11 +177,6 @@ pub fn put_item(header: &ItemHeader, content: &[u8], out: &mut Vec<u8>) -> Resul
     Ok(())
 }
 
-/// Replaces the content of the encoded item `item`, keeping every other header field.
-pub fn replace_content(item: &[u8], content: &[u8]) -> Result<Vec<u8>, ItemError> {
-    BinlogItem::parse(item)?.with_content(content)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,7 +230,8 @@ mod tests {
     #[test]
     fn new_content_updates_only_content_len() {
         let content = b"*3\r\n$8\r\nexpireat\r\n$2\r\nk1\r\n$10\r\n1795469994\r\n";
-        let rebuilt = replace_content(INCR_K1, content).unwrap();
+        let original = BinlogItem::parse(INCR_K1).unwrap();
+        let rebuilt = original.with_content(content).unwrap();
         let item = BinlogItem::parse(&rebuilt).unwrap();
         let old = ItemHeader::decode(INCR_K1).unwrap();
         assert_eq!(
@@ -247,7 +243,7 @@ mod tests {
         );
         assert_eq!(item.content, content);
         // Empty content is a valid item too.
-        let empty = replace_content(INCR_K1, b"").unwrap();
+        let empty = original.with_content(b"").unwrap();
         assert_eq!(empty.len(), ITEM_HEADER_LEN);
         assert_eq!(BinlogItem::parse(&empty).unwrap().header.content_len, 0);
     }

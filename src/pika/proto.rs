@@ -398,6 +398,7 @@ impl<'a> Field<'a> {
 
     /// The value's bytes: the varint's bytes, the 4/8 fixed bytes, the payload of a
     /// length-delimited field (without its length), or the inside of a group.
+    #[cfg(test)]
     pub fn value_bytes(&self) -> &'a [u8] {
         self.value
     }
@@ -764,11 +765,6 @@ impl<'a> MessageEditor<'a> {
         let mut record = Vec::with_capacity(varint_field_len(number, value));
         put_varint_field(&mut record, number, value);
         self.set_record(number, record);
-    }
-
-    /// Sets an `int32` field.
-    pub fn set_int32(&mut self, number: u32, value: i32) {
-        self.set_varint(number, int32_as_varint(value));
     }
 
     /// Sets a `bytes`/`string`/sub-message field to `payload`.

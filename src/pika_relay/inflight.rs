@@ -98,6 +98,7 @@ impl Inflight {
     }
 
     /// True when the replica has acknowledged everything forwarded.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
@@ -105,11 +106,6 @@ impl Inflight {
     /// Master END of each outstanding response, oldest first.
     pub fn last_ends(&self) -> impl Iterator<Item = BinlogPosition> + '_ {
         self.queue.iter().map(|f| f.last_end.position())
-    }
-
-    /// Whether any outstanding response was changed by the relay.
-    pub fn any_changed(&self) -> bool {
-        self.queue.iter().any(|f| f.changed)
     }
 }
 

@@ -1,4 +1,4 @@
-//! Durable storage of one replica's [`MapState`]: a small append-only file.
+//! Durable storage of one replica's `MapState`: a small append-only file.
 //!
 //! Layout: the 8-byte magic `PKOMAP1\n`, then records `[len u32 LE][crc32 u32 LE][payload]`.
 //! Each payload is a whole state (kind byte, pair count, `(replica, master)` position pairs as

@@ -5,14 +5,14 @@
 //! * **P**: forwarded byte for byte to the master's P (a replica only opens it to learn its
 //!   local IP; the warm-up scan talks to the master's P directly);
 //! * **P+2000**: the protobuf replication channel, terminated here and re-originated with one
-//!   upstream connection per replica connection ([`session`]);
+//!   upstream connection per replica connection (`session`);
 //! * **P+10001**: rsync2 full-sync file transfer, forwarded byte for byte
-//!   ([`passthrough`]), with a read-only tap that notes the snapshot's binlog position
-//!   ([`rsync_tap`]).
+//!   (`passthrough`), with a read-only tap that notes the snapshot's binlog position
+//!   (`rsync_tap`).
 //!
 //! Offsets: items keep their master END offsets on the way down; what the replica reports in
 //! its own binlog space (acks, TrySync, first_send) is translated with an offset map learned
-//! from acks and persisted per replica ([`offset_map`], [`map_store`], written behind the
+//! from acks and persisted per replica (`offset_map`, [`map_store`], written behind the
 //! acks by `map_commit`). A clean stop saves each DB's expiry table for the next start
 //! (`table_store`). See `docs/pika-protocol.md` for the protocol (and its
 //! `#what-the-relay-does` section for the duties above).
@@ -20,23 +20,23 @@
 mod catch_up;
 mod checkpoint;
 mod client_port;
-pub mod config;
-pub mod error;
+pub(crate) mod config;
+pub(crate) mod error;
 mod frame_reader;
-pub mod inflight;
+pub(crate) mod inflight;
 mod map_commit;
 pub mod map_store;
-pub mod offset_map;
-pub mod passthrough;
-pub mod position;
-pub mod registry;
+pub(crate) mod offset_map;
+pub(crate) mod passthrough;
+pub(crate) mod position;
+pub(crate) mod registry;
 pub mod rewrite;
-pub mod rsync_tap;
+pub(crate) mod rsync_tap;
 mod session;
-pub mod stats;
+pub(crate) mod stats;
 mod table_store;
 mod tip;
-pub mod warmup;
+pub(crate) mod warmup;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -21,7 +21,9 @@ use crate::engine::args::{Args, FrameArgs};
 use crate::engine::{self, AtRisk, Dialect, Emit, PikaRelease, Policy, StreamState};
 use crate::families::{Family, FamilySwitches};
 use crate::pika::item::{put_item, BinlogItem};
-use crate::pika::messages::{BinlogPosition, InnerResponse, LogicalOffset, MessageError};
+use crate::pika::messages::{
+    BinlogPosition, BinlogSyncSplice, InnerResponse, LogicalOffset, MessageError,
+};
 use crate::resp::{whole_command, CommandParser, FrameKind, ParserLimits};
 use crate::table::ExpiryTable;
 
@@ -161,8 +163,7 @@ impl LinkRewriter {
         let mut first: Option<(LogicalOffset, u32)> = None;
         let mut last: Option<(LogicalOffset, u32)> = None;
         let mut items = 0;
-        // End of the part of `body` already copied into `out.body`.
-        let mut copied = 0;
+        let mut splice = BinlogSyncSplice::new(body);
         let mut slot: Option<(&[u8], u32)> = None;
         let mut records = response.binlog_sync_entries();
         while let Some(record) = records.next_record() {
@@ -191,17 +192,10 @@ impl LinkRewriter {
             items += 1;
             self.item_end = end.position();
             if self.rewrite_item(body, &item, &mut out)? {
-                let new_body = out
-                    .body
-                    .get_or_insert_with(|| Vec::with_capacity(body.len() + body.len() / 2));
-                new_body.extend_from_slice(&body[copied..record.record.start]);
-                record.put_with_binlog(new_body, &self.item)?;
-                copied = record.record.end;
+                splice.replace_binlog(&record, &self.item)?;
             }
         }
-        if let Some(new_body) = out.body.as_mut() {
-            new_body.extend_from_slice(&body[copied..]);
-        }
+        out.body = splice.finish();
         self.tally.flush(started.elapsed().as_secs_f64());
         if let (Some((first_end, first_exec)), Some((last_end, last_exec))) = (first, last) {
             out.forwarded = Some(Forwarded {

@@ -258,8 +258,6 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-pub use super::client_port::parse_binlog_offset;
-
 async fn scan(
     master: SocketAddr,
     password: Option<&str>,
@@ -362,6 +360,7 @@ fn scan_reply(frame: BytesFrame) -> std::io::Result<(Bytes, Vec<Bytes>)> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::client_port::parse_binlog_offset;
     use super::*;
     use crate::families::FamilySwitches;
     use crate::table::ExpiryTable;

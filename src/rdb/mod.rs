@@ -31,7 +31,7 @@
 pub mod crc64;
 mod layout;
 pub mod lzf;
-pub mod writer;
+pub(crate) mod writer;
 
 #[cfg(test)]
 pub(crate) mod tests;
@@ -382,16 +382,6 @@ impl RdbScanner {
     /// Whether the EOF record and its trailer have been read.
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done
-    }
-
-    /// Bytes consumed so far.
-    pub fn bytes_consumed(&self) -> u64 {
-        self.summary.bytes
-    }
-
-    /// The DB of the key records being read (from the last SELECTDB).
-    pub fn current_db(&self) -> u32 {
-        self.db
     }
 
     /// Feeds the next chunk, of any size and split anywhere. Appends the expiring keys whose key

@@ -83,6 +83,7 @@ impl RdbWriter {
     }
 
     /// Appends a RESIZEDB hint.
+    #[cfg(test)]
     pub fn resize_db(&mut self, keys: u64, expires: u64) -> &mut Self {
         self.buf.push(opcode::RESIZEDB);
         self.length(keys).length(expires)

@@ -4,35 +4,35 @@
 //!
 //! Every replica connection gets **its own upstream link** to the master, its own replication ID
 //! (random, 40 hex characters, new for every downstream full sync), its own offset map and its
-//! own expiry table (see [`store`] for why the table cannot be shared). The payload of a full
+//! own expiry table (see `store` for why the table cannot be shared). The payload of a full
 //! sync is relayed byte for byte in the master's framing while a scanner seeds the table; the
 //! command stream then goes through [`crate::engine::rewrite`] with the Redis dialect.
 //!
 //! Entry point: [`serve`] (or [`serve_on`] with a bound listener). Operators see the relay
 //! through [`RelayShared`]: the family switches it obeys and the live [`SessionRegistry`].
 //!
-//! Files, one concept each: [`handshake`] (what to do with a replica's pre-sync commands),
-//! [`upstream`] (the master link), [`session`] (one replica connection end to end),
-//! [`rdb_relay`] (payload framing and scanning), [`stream`] (entries through the engine),
-//! [`offset_map`] (D ↔ U translation), [`persist`] (the state files), [`table_snapshot`] (the
-//! expiry tables kept over a graceful restart), [`store`] (per-replica
-//! state across connections), [`registry`] (the operator view), [`outq`] (zero-copy output
+//! Files, one concept each: `handshake` (what to do with a replica's pre-sync commands),
+//! `upstream` (the master link), `session` (one replica connection end to end),
+//! `rdb_relay` (payload framing and scanning), [`stream`] (entries through the engine),
+//! [`offset_map`] (D ↔ U translation), `persist` (the state files), [`table_snapshot`] (the
+//! expiry tables kept over a graceful restart), `store` (per-replica
+//! state across connections), `registry` (the operator view), [`outq`] (zero-copy output
 //! queue), [`stats`] (every metric).
 
-pub mod handshake;
-pub mod held_acks;
+pub(crate) mod handshake;
+pub(crate) mod held_acks;
 pub mod offset_map;
 pub mod outq;
-pub mod persist;
-pub mod rdb_relay;
-pub mod registry;
+pub(crate) mod persist;
+pub(crate) mod rdb_relay;
+pub(crate) mod registry;
 mod session;
-pub mod state_writer;
+pub(crate) mod state_writer;
 pub mod stats;
-pub mod store;
+pub(crate) mod store;
 pub mod stream;
 pub mod table_snapshot;
-pub mod upstream;
+pub(crate) mod upstream;
 
 pub use registry::{Phase, RelayShared, ReplicaStatus, SessionRegistry};
 

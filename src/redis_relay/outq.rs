@@ -53,6 +53,7 @@ impl OutQueue {
     }
 
     /// Queue a small literal (a reply line, a keepalive).
+    #[cfg(test)]
     pub fn push_slice(&mut self, raw: &[u8]) {
         self.len += raw.len();
         self.scratch.extend_from_slice(raw);

@@ -29,6 +29,7 @@ use crate::state_dir::{files_named, sync_dir};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+#[cfg(test)]
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -369,6 +370,7 @@ impl StateFile {
     }
 
     /// Queue a record that the master's replication ID is now `master_id`.
+    #[cfg(test)]
     pub fn set_master_id(&mut self, master_id: &str) -> u64 {
         let mut payload = vec![b'M'];
         payload.extend_from_slice(master_id.as_bytes());
@@ -393,7 +395,8 @@ impl StateFile {
         self.writer.watch()
     }
 
-    /// Blocks until everything queued is on disk (tests).
+    /// Blocks until everything queued is on disk.
+    #[cfg(test)]
     pub fn wait_written(&self) -> io::Result<()> {
         self.writer.wait_blocking(Duration::from_secs(10))
     }

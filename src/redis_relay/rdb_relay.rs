@@ -127,11 +127,6 @@ impl PayloadRelay {
         }
     }
 
-    /// Payload bytes relayed so far.
-    pub fn relayed(&self) -> u64 {
-        self.relayed
-    }
-
     fn scan(&mut self, chunk: &[u8], table: &ExpiryTable) -> Option<usize> {
         let scanner = self.scanner.as_mut()?;
         let result = scanner.feed_until_done(chunk, &mut self.keys);

@@ -18,7 +18,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+#[cfg(test)]
+use std::time::Duration;
+use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::metrics::STATE_WRITE_SECONDS;
@@ -106,6 +108,7 @@ impl StateWriter {
     }
 
     /// What is on disk now.
+    #[cfg(test)]
     pub fn progress(&self) -> Progress {
         self.progress.borrow().clone()
     }
@@ -127,7 +130,8 @@ impl StateWriter {
         self.progress.clone()
     }
 
-    /// Blocks until every job handed in is on disk, for up to `timeout` (tests, start-up).
+    /// Blocks until every job handed in is on disk, for up to `timeout`.
+    #[cfg(test)]
     pub fn wait_blocking(&self, timeout: Duration) -> io::Result<()> {
         let until = Instant::now() + timeout;
         loop {

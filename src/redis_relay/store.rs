@@ -277,11 +277,13 @@ impl StateStore {
     }
 
     /// Number of states held.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.slots().len()
     }
 
     /// Whether no state is held.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -31,7 +31,7 @@ pub struct AtRiskEntry {
 /// What one [`StreamRelay::process_up_to`] call did.
 #[derive(Debug)]
 pub struct Processed {
-    /// Entries flagged at risk (see [`StreamRelay::process`]).
+    /// Entries flagged at risk (see [`StreamRelay::process_up_to`]).
     pub at_risk: Vec<AtRiskEntry>,
     /// It stopped at its entry budget with bytes left in `input` (which may hold more complete
     /// entries).
@@ -114,39 +114,13 @@ impl StreamRelay {
         self.state
     }
 
-    /// Parse every complete entry in `input`, decide it, queue the output and record
-    /// boundaries. `now_ms` is the entries' receive time, used as their exec time. Returns the
-    /// entries flagged at risk whose old deadline is within `risk_horizon_ms` of `now_ms` (a
-    /// replica that lags that much may apply them after the deadline).
-    #[allow(clippy::too_many_arguments)]
-    pub fn process(
-        &mut self,
-        input: &mut BytesMut,
-        now_ms: i64,
-        table: &ExpiryTable,
-        policy: &Policy,
-        map: &mut OffsetMap,
-        out: &mut OutQueue,
-        tally: &mut EntryTally,
-        risk_horizon_ms: i64,
-    ) -> Result<Vec<AtRiskEntry>, ProtocolError> {
-        let processed = self.process_up_to(
-            input,
-            usize::MAX,
-            now_ms,
-            table,
-            policy,
-            map,
-            out,
-            tally,
-            risk_horizon_ms,
-        )?;
-        Ok(processed.at_risk)
-    }
-
-    /// [`process`](Self::process), stopping after `max_entries` entries so that the caller can
-    /// send their output before deciding the rest of a large read (stopping between two
-    /// entries is the same as a read that ended there).
+    /// Parses every complete entry in `input` (at most `max_entries` of them), decides it,
+    /// queues the output and records boundaries. `now_ms` is the entries' receive time, used as
+    /// their exec time. Reports the entries flagged at risk whose old deadline is within
+    /// `risk_horizon_ms` of `now_ms` (a replica that lags that much may apply them after the
+    /// deadline). Stopping after `max_entries` lets the caller send their output before
+    /// deciding the rest of a large read (stopping between two entries is the same as a read
+    /// that ended there).
     #[allow(clippy::too_many_arguments)]
     pub fn process_up_to(
         &mut self,
@@ -263,7 +237,17 @@ mod tests {
         let mut out = OutQueue::new();
         let mut tally = crate::redis_relay::stats::entry_tally();
         relay
-            .process(input, now, table, policy, map, &mut out, &mut tally, 0)
+            .process_up_to(
+                input,
+                usize::MAX,
+                now,
+                table,
+                policy,
+                map,
+                &mut out,
+                &mut tally,
+                0,
+            )
             .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()

@@ -9,7 +9,7 @@
 //! kept in memory. After a crash there is no snapshot (or an older one, whose offset no
 //! replica resumes at), and the table starts unknown as before.
 //!
-//! The file is a [`crate::table_file`] whose header is the own id and the master id (40 bytes
+//! The file is a `crate::table_file` whose header is the own id and the master id (40 bytes
 //! each) and `table_u` (u64).
 
 use super::persist::{is_repl_id, StateFileError};

@@ -185,13 +185,6 @@ impl Upstream {
         Ok(())
     }
 
-    /// Send raw bytes.
-    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
-        self.write.write_all(bytes).await?;
-        stats::bytes(Side::Upstream, false, bytes.len());
-        Ok(())
-    }
-
     /// Read one line (a keepalive or a reply line), waiting at most `timeout` for it.
     pub async fn read_line(&mut self, timeout: Duration) -> Result<Line, UpstreamError> {
         let deadline = tokio::time::Instant::now() + timeout;

@@ -1,7 +1,9 @@
 //! Test support shared by the integration tests: Pika protocol peers and a relay process.
 #![allow(dead_code)]
 
+pub mod pika_captures;
 pub mod pika_peer;
+pub mod pika_wire_builders;
 pub mod prom;
 pub mod proxy;
 

@@ -22,8 +22,8 @@ use pika_ttl_proxy::model::{Master, Reply, State};
 use pika_ttl_proxy::pika::binlog_file::BinlogFileWriter;
 use pika_ttl_proxy::pika::item::{build_item, ItemHeader};
 use pika_ttl_proxy::pika::messages::{
-    build_binlog_sync_response, build_keepalive_response, BinlogPosition, InnerRequest,
-    LogicalOffset, MessageType, NewBinlogSyncEntry, Slot,
+    build_binlog_sync_response, BinlogPosition, InnerRequest, LogicalOffset, MessageType,
+    NewBinlogSyncEntry, Slot,
 };
 use pika_ttl_proxy::pika::proto::FieldIter;
 use pika_ttl_proxy::resp::{CommandParser, Frame, ParserLimits};
@@ -32,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::super::pika_wire_builders::build_keepalive_response;
 use super::net::{free_base_port, FramedConn};
 use super::wire;
 

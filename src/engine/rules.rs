@@ -12,7 +12,7 @@ use super::{
 use crate::engine::args::Args;
 use crate::engine::command::{spec, Cmd, Spec};
 use crate::families::Family;
-use crate::table::{Baseline, ExpiryTable, KeyKnowledge, Witness, WitnessRef};
+use crate::table::{Baseline, ExpiryTable, KeyKnowledge, Witness, WitnessRef, WITNESS_MEMBERS};
 use bytes::Bytes;
 
 /// Largest timestamp a Pika replica accepts in `pksetexat` (it rejects `ts >= INT32_MAX`).
@@ -396,34 +396,44 @@ impl<'a> Cx<'a, '_> {
         let family = cmd.family();
         let key = self.arg(key_at);
         let (known, expired) = self.know(key);
-        let witness = if key_at == 1 {
-            self.witness_written(cmd, known)
-        } else {
-            None
-        };
+        // A list's count builds on what was known before the write; read it first.
+        let list_before = self.list_len_known(key, known);
         let proposal = self.keep_ttl_decision(family, key, known, expired);
-        if let Some(w) = witness {
-            self.table.set_witness(self.db, key, w);
+        if key_at == 1 {
+            self.record_witness(cmd, key, list_before);
         }
         proposal
     }
 
-    /// What a collection write leaves in its key whatever the key was before (a field, a
-    /// member, a number of list elements), so a later removal of something else is known not to
-    /// have emptied it. `None`: nothing certain (LINSERT may insert nothing, `ZADD … XX` may add
-    /// nothing, strings have no members).
-    fn witness_written(&self, cmd: Cmd, known: KeyKnowledge) -> Option<WitnessRef<'a>> {
+    /// Elements a list was known to hold before this entry, when it was known to exist.
+    fn list_len_known(&self, key: &[u8], known: KeyKnowledge) -> u64 {
+        match (known, self.table.witness(self.db, key)) {
+            (KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent, Some(Witness::MinLen(n))) => n,
+            _ => 0,
+        }
+    }
+
+    /// Records what a collection write leaves in its key whatever the key was before (its
+    /// fields or members, a number of list elements), so a later removal of something else is
+    /// known not to have emptied it. Nothing is recorded when nothing is certain: LINSERT may
+    /// insert nothing, `ZADD … XX` may add nothing, strings have no members.
+    fn record_witness(&self, cmd: Cmd, key: &[u8], list_before: u64) {
         let name = self.arg(0);
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
-        match cmd {
-            Cmd::HashWrite | Cmd::SetAdd => Some(WitnessRef::Member(self.arg(2))),
-            Cmd::ZsetWrite if is(b"zincrby") => Some(WitnessRef::Member(self.arg(3))),
+        let n = self.args.count();
+        // Fields or members, as argument indexes; only the last few are kept.
+        let members: Option<(usize, usize)> = match cmd {
+            // HSET/HMSET k f v [f v …]; HSETNX/HINCRBY* k f …
+            Cmd::HashWrite if is(b"hset") || is(b"hmset") => Some((2, 2)),
+            Cmd::HashWrite => Some((2, usize::MAX)),
+            Cmd::SetAdd => Some((2, 1)),
+            Cmd::ZsetWrite if is(b"zincrby") => Some((3, usize::MAX)),
             Cmd::ZsetWrite => {
                 let mut at = 2;
-                while at < self.args.count() {
+                while at < n {
                     let opt = self.arg(at);
                     if opt.eq_ignore_ascii_case(b"XX") {
-                        return None;
+                        return;
                     }
                     let is_opt = [&b"NX"[..], b"GT", b"LT", b"CH", b"INCR"]
                         .iter()
@@ -433,20 +443,29 @@ impl<'a> Cx<'a, '_> {
                     }
                     at += 1;
                 }
-                (at + 1 < self.args.count()).then(|| WitnessRef::Member(self.arg(at + 1)))
+                // score member [score member …]
+                Some((at + 1, 2))
             }
             Cmd::ListPush if is(b"lpush") || is(b"rpush") => {
-                let pushed = self.args.count().saturating_sub(2) as u64;
-                let before = match (known, self.table.witness(self.db, self.arg(1))) {
-                    (
-                        KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent,
-                        Some(Witness::MinLen(n)),
-                    ) => n,
-                    _ => 0,
-                };
-                Some(WitnessRef::MinLen(before.saturating_add(pushed)))
+                let pushed = n.saturating_sub(2) as u64;
+                let len = WitnessRef::MinLen(list_before.saturating_add(pushed));
+                self.table.set_witness(self.db, key, len);
+                return;
             }
             _ => None,
+        };
+        let Some((first, step)) = members else {
+            return;
+        };
+        let indexes: Vec<usize> = if step == usize::MAX {
+            vec![first]
+        } else {
+            (first..n).step_by(step).collect()
+        };
+        let skip = indexes.len().saturating_sub(WITNESS_MEMBERS);
+        for i in indexes.into_iter().skip(skip).filter(|i| *i < n) {
+            self.table
+                .set_witness(self.db, key, WitnessRef::Member(self.arg(i)));
         }
     }
 

@@ -458,7 +458,7 @@ fn redis_deadline_already_past_when_received() {
 fn removing_something_else_keeps_a_volatile_collection_known() {
     let t = START_MS;
     type Steps<'s> = &'s [(i64, &'s str, i64)];
-    let cases: [(&str, Steps); 4] = [
+    let cases: [(&str, Steps); 5] = [
         (
             "set: SREM of an absent member",
             &[
@@ -485,6 +485,15 @@ fn removing_something_else_keeps_a_volatile_collection_known() {
                 (t + 100, "EXPIRE z1 3", t + 9000),
                 (t + 200, "ZREM z1 b", t + 9000),
                 (t + 300, "ZINCRBY z1 1 a", t + 9000),
+            ],
+        ),
+        (
+            "hash: HDEL of one of the fields HMSET wrote",
+            &[
+                (t, "HMSET h2 f1 v f2 v", t),
+                (t + 100, "EXPIRE h2 3", t + 9000),
+                (t + 200, "HDEL h2 f1", t + 9000),
+                (t + 300, "HINCRBY h2 n 1", t + 9000),
             ],
         ),
         (

@@ -165,7 +165,7 @@ impl Restore<'_> {
             tracing::info!(replica = %self.replica, db = %self.db, at = %master,
                 "resuming exactly at the expiry table's checkpoint");
         }
-        shared.park_table(
+        shared.park_for_resume(
             self.store_key,
             ParkedTable {
                 table: rw.table().clone(),

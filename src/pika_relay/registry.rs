@@ -206,6 +206,13 @@ impl PikaRelayShared {
         all.insert(key.to_string(), parked);
     }
 
+    /// Parks the table rebuilt for a replica that resumes at `parked.at`, replacing whatever is
+    /// parked: a table further along (left by the link that ran ahead of what the replica
+    /// applied, e.g. one the master dropped) describes a position this replica is no longer at.
+    pub(crate) fn park_for_resume(&self, key: &str, parked: ParkedTable) {
+        lock(&self.parked).insert(key.to_string(), parked);
+    }
+
     /// Every parked table, removed (the relay is stopping).
     pub(crate) fn take_parked_tables(&self) -> Vec<(String, ParkedTable)> {
         lock(&self.parked).drain().collect()

@@ -267,3 +267,47 @@ async fn a_killed_relay_catches_its_table_up_from_a_checkpoint() {
     assert_eq!(rig.replica_full_syncs(), 1, "resumed without a full sync");
     rig.no_window_mismatch();
 }
+
+/// A replica that reconnects behind what its old link forwarded (it had not applied the last
+/// responses, as when the master drops a stalled replica) resumes with a table rebuilt exactly
+/// at its position: the old link's table, parked further along, must not stand in the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_resuming_behind_its_old_link_gets_a_table_at_its_position() {
+    let rig = rig(&["--empty-at-origin", "--checkpoint-interval", "60"]).await;
+    rig.master.exec(&["SETEX", "a", "100", "1"]);
+    rig.applied(1).await;
+    rig.caught_up().await;
+    let checkpoint = rig
+        .dir
+        .path()
+        .join(format!("127.0.0.1_{REPLICA_PORT}_db0.pika-checkpoint"));
+    assert!(wait_until(PATIENCE, || checkpoint.exists()).await);
+    rig.replica.pause();
+    rig.master.exec(&["SETEX", "b", "100", "1"]);
+    rig.master.exec(&["SET", "c", "1"]);
+    rig.master.exec(&["EXPIRE", "c", "50"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rig.replica.reconnect();
+    rig.replica.resume();
+    // Rebuilt from the checkpoint (exactly at it here: the paused replica applied nothing
+    // after `a`), while the old link parked its table further along, at `c`'s EXPIRE.
+    const REBUILT: &str = "resuming exactly at the expiry table's checkpoint";
+    assert!(
+        wait_until(PATIENCE, || rig.proxy.log().contains(REBUILT)).await,
+        "{}",
+        rig.proxy.log()
+    );
+    assert!(wait_until(PATIENCE, || rig.replica.is_streaming()).await);
+    rig.applied(4).await;
+    let log = rig.proxy.log();
+    let after_reconnect = &log[log.find(REBUILT).unwrap_or(0)..];
+    assert!(
+        !after_reconnect.contains("warm-up scan of the master started"),
+        "the rebuilt table was not used: {log}"
+    );
+    rig.master.exec(&["INCR", "b"]);
+    rig.master.exec(&["INCR", "c"]);
+    rig.applied(6).await;
+    rig.caught_up().await;
+    rig.assert_converged(T0);
+}

@@ -92,7 +92,7 @@ fn alert_expressions() -> Vec<(String, String)> {
         }
         if let Some(expr) = line.strip_prefix("expr:") {
             let expr = expr.trim();
-            let bare = ["==", ">", "<"]
+            let bare = ["==", "!=", ">=", "<=", ">", "<"]
                 .iter()
                 .filter_map(|op| expr.rfind(&format!(" {op} ")))
                 .max()

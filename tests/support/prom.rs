@@ -144,7 +144,7 @@ pub fn alert_expressions(rules: &str) -> Vec<(String, String)> {
         }
         if let Some(expr) = line.strip_prefix("expr:") {
             let expr = expr.trim();
-            let bare = ["==", ">", "<"]
+            let bare = ["==", "!=", ">=", "<=", ">", "<"]
                 .iter()
                 .filter_map(|op| expr.rfind(&format!(" {op} ")))
                 .max()

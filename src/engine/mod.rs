@@ -150,8 +150,10 @@ pub enum RiskCause {
     /// value to restore it with (the class no rewrite can repair; see `docs/rewrites.md#at-risk`).
     TtlChangeAfterDeadline,
     /// Whether the key still existed cannot be told from the stream: a removal (HDEL, SREM,
-    /// LPOP, ZREM, …) may have emptied it, or Pika's same-second `expireat` may have deleted it.
-    /// Only a look-up on the master would tell.
+    /// LPOP, ZREM, …) may have emptied it, Pika's same-second `expireat` may have deleted it, or
+    /// (Pika 4.0) the write came in the second its deadline falls in, which that master logs
+    /// only to the second while it expires keys to the millisecond. Only a look-up on the
+    /// master would tell.
     ExistenceAmbiguous,
     /// The proxy does not track whether keys without a TTL exist (the warm-up listed only
     /// volatile keys because its key bound was hit, or never ran); a write after an EXPIRE on

@@ -169,6 +169,10 @@ impl<'a> Cx<'a, '_> {
         self.policy.dialect == Dialect::Pika
     }
 
+    fn pika_4_0(&self) -> bool {
+        self.pika() && self.policy.pika_release == PikaRelease::V4
+    }
+
     /// Knowledge of `key` at the master's exec time; an expired deadline is dropped from the
     /// table (rule 1) and reported as absent, with `was_expired` set.
     ///
@@ -482,9 +486,17 @@ impl<'a> Cx<'a, '_> {
                 let Some(family) = family else {
                     return Proposal::pass();
                 };
+                // A Pika 4.0 master keeps deadlines in ms but logs them and exec times in whole
+                // seconds: in the deadline's own second it may already have dropped the key.
+                // Nothing in the stream tells; the write is rewritten as if the key were alive
+                // and reported.
+                let risk = (self.pika_4_0() && deadline == self.now)
+                    .then(|| self.risk(key, deadline, RiskCause::ExistenceAmbiguous))
+                    .flatten();
                 match self.restate_deadline(key, deadline) {
                     Some(expire) => {
                         Proposal::rewrite(family, Commands::of([self.original(), expire]))
+                            .with_risk(risk)
                     }
                     None => Proposal::malformed(Some(family)),
                 }
@@ -798,7 +810,7 @@ impl<'a> Cx<'a, '_> {
             return Proposal::malformed(Some(Family::Expire));
         };
         self.know(key);
-        let v4 = self.pika() && self.policy.pika_release == PikaRelease::V4;
+        let v4 = self.pika_4_0();
         if ts == 0 {
             self.table.mark_persistent(self.db, key, self.track);
             if v4 && value.is_empty() {

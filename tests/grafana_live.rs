@@ -8,6 +8,9 @@
 //! Needs Debian's `prometheus` package (scripts/test.sh installs it). Set
 //! `PIKA_TTL_SKIP_PROMETHEUS=1` to skip where it cannot be installed.
 
+#[path = "support/prom.rs"]
+#[allow(dead_code)]
+mod prom;
 mod redis_relay_support;
 
 use pika_ttl_proxy::cli::request;
@@ -17,7 +20,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+use prom::ROOT;
 
 struct Killed(Child);
 
@@ -59,49 +62,11 @@ fn query(prom: &str, expr: &str) -> Result<usize, String> {
         .unwrap_or(0))
 }
 
-fn dashboard_queries() -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(Path::new(ROOT).join("grafana/pika-ttl-proxy.json"))
-        .expect("dashboard");
-    let dash: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");
-    let mut out = Vec::new();
-    for panel in dash["panels"].as_array().expect("panels") {
-        let title = panel["title"].as_str().unwrap_or("?").to_string();
-        for target in panel["targets"].as_array().expect("targets") {
-            let expr = target["expr"].as_str().expect("expr");
-            let expr = expr
-                .replace("$instance", ".*")
-                .replace("$replica", ".*")
-                .replace("$__rate_interval", "30s")
-                .replace("$__interval", "5s");
-            out.push((title.clone(), expr));
-        }
-    }
-    out
-}
-
-/// Alert expressions with their threshold comparison removed, so each must have series even
-/// when the alert does not fire.
+/// The shipped alert rules' expressions without their thresholds (see [`prom`]).
 fn alert_expressions() -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(Path::new(ROOT).join("grafana/alerts.yml")).expect("alerts");
-    let mut out = Vec::new();
-    let mut name = String::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if let Some(n) = line.strip_prefix("- alert:") {
-            name = n.trim().to_string();
-        }
-        if let Some(expr) = line.strip_prefix("expr:") {
-            let expr = expr.trim();
-            let bare = ["==", "!=", ">=", "<=", ">", "<"]
-                .iter()
-                .filter_map(|op| expr.rfind(&format!(" {op} ")))
-                .max()
-                .map(|i| expr[..i].to_string())
-                .unwrap_or_else(|| expr.to_string());
-            out.push((name.clone(), bare));
-        }
-    }
-    out
+    let rules =
+        std::fs::read_to_string(Path::new(ROOT).join("grafana/alerts.yml")).expect("alerts");
+    prom::alert_expressions(&rules)
 }
 
 #[test]
@@ -115,7 +80,10 @@ fn dashboard_and_metrics_reference_name_only_exported_metrics() {
     }
     let documented = docs.matches("| `pika_ttl_proxy_").count();
     assert_eq!(documented, pika_ttl_proxy::metrics::METRICS.len());
-    for (title, expr) in dashboard_queries().into_iter().chain(alert_expressions()) {
+    for (title, expr) in prom::dashboard_queries()
+        .into_iter()
+        .chain(alert_expressions())
+    {
         for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
             if word.starts_with("pika_ttl_proxy_") {
                 // A histogram is queried through its `_bucket`, `_count` and `_sum` series.
@@ -301,7 +269,7 @@ fn every_panel_and_alert_query_returns_series_from_a_live_prometheus() {
 
     let mut failures = Vec::new();
     let mut evaluated = 0;
-    for (what, expr) in dashboard_queries()
+    for (what, expr) in prom::dashboard_queries()
         .into_iter()
         .map(|(t, e)| (format!("panel '{t}'"), e))
         .chain(

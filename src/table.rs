@@ -150,23 +150,26 @@ pub enum WitnessRef<'a> {
 }
 
 impl WitnessRef<'_> {
-    /// `current` updated with this write, or `None` when it already says so.
-    fn applied_to(self, current: Option<&Witness>) -> Option<Witness> {
+    fn to_owned(self) -> Witness {
+        match self {
+            WitnessRef::Member(m) => Witness::Members(vec![m.into()]),
+            WitnessRef::MinLen(n) => Witness::MinLen(n),
+        }
+    }
+
+    /// Updates `current` in place (a member joins the last few known, oldest out).
+    fn apply(self, current: &mut Witness) {
         match (self, current) {
-            (WitnessRef::Member(m), Some(Witness::Members(known))) => {
-                if known.iter().any(|k| &k[..] == m) {
-                    return None;
+            (WitnessRef::Member(m), Witness::Members(known)) => {
+                if !known.iter().any(|k| &k[..] == m) {
+                    if known.len() >= WITNESS_MEMBERS {
+                        known.remove(0);
+                    }
+                    known.push(m.into());
                 }
-                let mut known = known.clone();
-                if known.len() >= WITNESS_MEMBERS {
-                    known.remove(0);
-                }
-                known.push(m.into());
-                Some(Witness::Members(known))
             }
-            (WitnessRef::Member(m), _) => Some(Witness::Members(vec![m.into()])),
-            (WitnessRef::MinLen(n), Some(Witness::MinLen(k))) if *k == n => None,
-            (WitnessRef::MinLen(n), _) => Some(Witness::MinLen(n)),
+            (WitnessRef::MinLen(n), Witness::MinLen(k)) => *k = n,
+            (w, current) => *current = w.to_owned(),
         }
     }
 }
@@ -366,14 +369,42 @@ impl ExpiryTable {
         let map = self.witness_cell(db).get_or_init(Default::default);
         let k = Self::map_key(db, key);
         if let Some(mut current) = map.get_mut(k.as_ref()) {
-            if let Some(next) = witness.applied_to(Some(&current)) {
-                *current = next;
-            }
+            witness.apply(&mut current);
             return;
         }
-        if let Some(first) = witness.applied_to(None) {
-            map.insert(k.into_owned().into_boxed_slice(), first);
+        map.insert(k.into_owned().into_boxed_slice(), witness.to_owned());
+    }
+
+    /// The list length known for `key`, without copying its witness.
+    pub fn witness_min_len(&self, db: u32, key: &[u8]) -> Option<u64> {
+        let map = self.witness_cell(db).get()?;
+        match *map.get(Self::map_key(db, key).as_ref())? {
+            Witness::MinLen(n) => Some(n),
+            Witness::Members(_) => None,
         }
+    }
+
+    /// Takes `count` elements off the list length known for `key`; true when some are known to
+    /// be left (otherwise the witness is dropped).
+    pub fn pop_witness_len(&self, db: u32, key: &[u8], count: u64) -> bool {
+        let Some(map) = self.witness_cell(db).get() else {
+            return false;
+        };
+        let k = Self::map_key(db, key);
+        let left = match map.get_mut(k.as_ref()) {
+            Some(mut w) => match &mut *w {
+                Witness::MinLen(n) if *n > count => {
+                    *n -= count;
+                    true
+                }
+                _ => false,
+            },
+            None => return false,
+        };
+        if !left {
+            map.remove(k.as_ref());
+        }
+        left
     }
 
     /// Drops the members `removed` says a removal took from `key`; true when a member known to

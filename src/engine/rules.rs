@@ -12,7 +12,7 @@ use super::{
 use crate::engine::args::Args;
 use crate::engine::command::{spec, Cmd, Spec};
 use crate::families::Family;
-use crate::table::{Baseline, ExpiryTable, KeyKnowledge, Witness, WitnessRef, WITNESS_MEMBERS};
+use crate::table::{Baseline, ExpiryTable, KeyKnowledge, WitnessRef, WITNESS_MEMBERS};
 use bytes::Bytes;
 
 /// Largest timestamp a Pika replica accepts in `pksetexat` (it rejects `ts >= INT32_MAX`).
@@ -401,7 +401,7 @@ impl<'a> Cx<'a, '_> {
         let key = self.arg(key_at);
         let (known, expired) = self.know(key);
         // A list's count builds on what was known before the write; read it first.
-        let list_before = self.list_len_known(key, known);
+        let list_before = self.list_len_known(cmd, key, known);
         let proposal = self.keep_ttl_decision(family, key, known, expired);
         if key_at == 1 {
             self.record_witness(cmd, key, list_before);
@@ -410,11 +410,13 @@ impl<'a> Cx<'a, '_> {
     }
 
     /// Elements a list was known to hold before this entry, when it was known to exist.
-    fn list_len_known(&self, key: &[u8], known: KeyKnowledge) -> u64 {
-        match (known, self.table.witness(self.db, key)) {
-            (KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent, Some(Witness::MinLen(n))) => n,
-            _ => 0,
+    fn list_len_known(&self, cmd: Cmd, key: &[u8], known: KeyKnowledge) -> u64 {
+        if cmd != Cmd::ListPush
+            || !matches!(known, KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent)
+        {
+            return 0;
         }
+        self.table.witness_min_len(self.db, key).unwrap_or(0)
     }
 
     /// Records what a collection write leaves in its key whatever the key was before (its
@@ -422,6 +424,12 @@ impl<'a> Cx<'a, '_> {
     /// known not to have emptied it. Nothing is recorded when nothing is certain: LINSERT may
     /// insert nothing, `ZADD … XX` may add nothing, strings have no members.
     fn record_witness(&self, cmd: Cmd, key: &[u8], list_before: u64) {
+        if !matches!(
+            cmd,
+            Cmd::HashWrite | Cmd::SetAdd | Cmd::ZsetWrite | Cmd::ListPush
+        ) {
+            return;
+        }
         let name = self.arg(0);
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
         let n = self.args.count();
@@ -1240,18 +1248,12 @@ impl<'a> Cx<'a, '_> {
         } else {
             None
         };
-        match (self.table.witness(self.db, key), removed_members, popped) {
-            (Some(Witness::Members(_)), Some(range), _) => {
-                self.table.remove_witness_members(self.db, key, |m| {
-                    range.clone().any(|i| self.arg(i) == m)
-                })
-            }
-            (Some(Witness::MinLen(n)), _, Some(count)) if n > count => {
-                self.table
-                    .set_witness(self.db, key, WitnessRef::MinLen(n - count));
-                true
-            }
-            _ => {
+        match (removed_members, popped) {
+            (Some(range), _) => self
+                .table
+                .remove_witness_members(self.db, key, |m| range.clone().any(|i| self.arg(i) == m)),
+            (None, Some(count)) => self.table.pop_witness_len(self.db, key, count),
+            (None, None) => {
                 self.table.clear_witness(self.db, key);
                 false
             }

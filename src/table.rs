@@ -134,6 +134,20 @@ pub enum Witness {
     Members(Vec<Box<[u8]>>),
     /// The list holds at least this many elements.
     MinLen(u64),
+    /// The list holds exactly this many elements: it was created by pushes the stream carried,
+    /// and every change since was one whose count is known.
+    ExactLen(u64),
+}
+
+/// What taking elements off a list did to what is known of its length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Popped {
+    /// Elements are known to be left.
+    Left,
+    /// The list held exactly that many or fewer: it is empty, so the key is gone.
+    Emptied,
+    /// Nothing is known any more.
+    Unknown,
 }
 
 /// Members a witness keeps per collection (its cost: their bytes plus a small vector).
@@ -147,6 +161,8 @@ pub enum WitnessRef<'a> {
     Member(&'a [u8]),
     /// The list holds at least this many elements now.
     MinLen(u64),
+    /// The list holds exactly this many elements now.
+    ExactLen(u64),
 }
 
 impl WitnessRef<'_> {
@@ -154,6 +170,7 @@ impl WitnessRef<'_> {
         match self {
             WitnessRef::Member(m) => Witness::Members(vec![m.into()]),
             WitnessRef::MinLen(n) => Witness::MinLen(n),
+            WitnessRef::ExactLen(n) => Witness::ExactLen(n),
         }
     }
 
@@ -375,36 +392,51 @@ impl ExpiryTable {
         map.insert(k.into_owned().into_boxed_slice(), witness.to_owned());
     }
 
-    /// The list length known for `key`, without copying its witness.
-    pub fn witness_min_len(&self, db: u32, key: &[u8]) -> Option<u64> {
+    /// The list length known for `key` (and whether it is exact), without copying its witness.
+    pub fn witness_len(&self, db: u32, key: &[u8]) -> Option<(u64, bool)> {
         let map = self.witness_cell(db).get()?;
         match *map.get(Self::map_key(db, key).as_ref())? {
-            Witness::MinLen(n) => Some(n),
+            Witness::MinLen(n) => Some((n, false)),
+            Witness::ExactLen(n) => Some((n, true)),
             Witness::Members(_) => None,
         }
     }
 
-    /// Takes `count` elements off the list length known for `key`; true when some are known to
-    /// be left (otherwise the witness is dropped).
-    pub fn pop_witness_len(&self, db: u32, key: &[u8], count: u64) -> bool {
+    /// An exact list length of `key` becomes a lower bound (a change of unknown size: LINSERT,
+    /// LPUSHX, a move into it).
+    pub fn loosen_witness_len(&self, db: u32, key: &[u8]) {
         let Some(map) = self.witness_cell(db).get() else {
-            return false;
+            return;
+        };
+        if let Some(mut w) = map.get_mut(Self::map_key(db, key).as_ref()) {
+            if let Witness::ExactLen(n) = *w {
+                *w = Witness::MinLen(n);
+            }
+        }
+    }
+
+    /// Takes `count` elements off the list length known for `key` (the witness is dropped when
+    /// nothing is known to be left).
+    pub fn pop_witness_len(&self, db: u32, key: &[u8], count: u64) -> Popped {
+        let Some(map) = self.witness_cell(db).get() else {
+            return Popped::Unknown;
         };
         let k = Self::map_key(db, key);
-        let left = match map.get_mut(k.as_ref()) {
+        let popped = match map.get_mut(k.as_ref()) {
             Some(mut w) => match &mut *w {
-                Witness::MinLen(n) if *n > count => {
+                Witness::MinLen(n) | Witness::ExactLen(n) if *n > count => {
                     *n -= count;
-                    true
+                    Popped::Left
                 }
-                _ => false,
+                Witness::ExactLen(_) => Popped::Emptied,
+                _ => Popped::Unknown,
             },
-            None => return false,
+            None => return Popped::Unknown,
         };
-        if !left {
+        if popped != Popped::Left {
             map.remove(k.as_ref());
         }
-        left
+        popped
     }
 
     /// Drops the members `removed` says a removal took from `key`; true when a member known to
@@ -425,7 +457,7 @@ impl ExpiryTable {
                     known.retain(|m| !removed(m));
                     !known.is_empty()
                 }
-                Witness::MinLen(_) => false,
+                Witness::MinLen(_) | Witness::ExactLen(_) => false,
             },
             None => return false,
         };
@@ -445,7 +477,7 @@ impl ExpiryTable {
     }
 
     /// Number of collections with a witness.
-    pub fn witness_len(&self) -> usize {
+    pub fn witness_count(&self) -> usize {
         self.witness_maps().map(|(_, m)| m.len()).sum()
     }
 
@@ -804,8 +836,19 @@ mod tests {
         t.set_witness(1, b"z", WitnessRef::Member(b"m"));
         t.set_maybe_volatile(1, b"z", 9_000);
         assert_eq!(t.witness(1, b"z"), None, "maybe emptied");
+        t.set_witness(3, b"l", WitnessRef::ExactLen(2));
+        assert_eq!(t.pop_witness_len(3, b"l", 1), Popped::Left);
+        assert_eq!(t.witness_len(3, b"l"), Some((1, true)));
+        assert_eq!(t.pop_witness_len(3, b"l", 1), Popped::Emptied);
+        t.set_witness(3, b"l", WitnessRef::ExactLen(2));
+        t.loosen_witness_len(3, b"l");
+        assert_eq!(
+            t.pop_witness_len(3, b"l", 2),
+            Popped::Unknown,
+            "at least 2: maybe more"
+        );
         t.set_witness(2, b"z", WitnessRef::Member(b"m"));
         t.flush_all();
-        assert_eq!(t.witness_len(), 0);
+        assert_eq!(t.witness_count(), 0);
     }
 }

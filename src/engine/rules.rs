@@ -12,7 +12,7 @@ use super::{
 use crate::engine::args::Args;
 use crate::engine::command::{spec, Cmd, Spec};
 use crate::families::Family;
-use crate::table::{Baseline, ExpiryTable, KeyKnowledge, WitnessRef, WITNESS_MEMBERS};
+use crate::table::{Baseline, ExpiryTable, KeyKnowledge, Popped, WitnessRef, WITNESS_MEMBERS};
 use bytes::Bytes;
 
 /// Largest timestamp a Pika replica accepts in `pksetexat` (it rejects `ts >= INT32_MAX`).
@@ -40,7 +40,13 @@ pub fn rewrite<'a>(
     };
     let proposal = match spec(name) {
         Some(spec) => cx.apply(spec, state),
-        None => Proposal::unknown_command(),
+        None => {
+            // It may have changed what a collection holds; forget what was known of it.
+            if let Some(key) = args.get(1) {
+                table.clear_witness(state.db, key);
+            }
+            Proposal::unknown_command()
+        }
     };
     cx.finish(proposal)
 }
@@ -409,21 +415,26 @@ impl<'a> Cx<'a, '_> {
         proposal
     }
 
-    /// Elements a list was known to hold before this entry, when it was known to exist.
-    fn list_len_known(&self, cmd: Cmd, key: &[u8], known: KeyKnowledge) -> u64 {
-        if cmd != Cmd::ListPush
-            || !matches!(known, KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent)
-        {
-            return 0;
+    /// `(elements, exact)` a list was known to hold before this entry: exactly 0 when the key
+    /// was known absent (a push creates it), its witness when it was known to exist.
+    fn list_len_known(&self, cmd: Cmd, key: &[u8], known: KeyKnowledge) -> Option<(u64, bool)> {
+        if cmd != Cmd::ListPush {
+            return None;
         }
-        self.table.witness_min_len(self.db, key).unwrap_or(0)
+        match known {
+            KeyKnowledge::Absent => Some((0, true)),
+            KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent => {
+                self.table.witness_len(self.db, key)
+            }
+            _ => None,
+        }
     }
 
     /// Records what a collection write leaves in its key whatever the key was before (its
     /// fields or members, a number of list elements), so a later removal of something else is
     /// known not to have emptied it. Nothing is recorded when nothing is certain: LINSERT may
     /// insert nothing, `ZADD … XX` may add nothing, strings have no members.
-    fn record_witness(&self, cmd: Cmd, key: &[u8], list_before: u64) {
+    fn record_witness(&self, cmd: Cmd, key: &[u8], list_before: Option<(u64, bool)>) {
         if !matches!(
             cmd,
             Cmd::HashWrite | Cmd::SetAdd | Cmd::ZsetWrite | Cmd::ListPush
@@ -460,8 +471,17 @@ impl<'a> Cx<'a, '_> {
             }
             Cmd::ListPush if is(b"lpush") || is(b"rpush") => {
                 let pushed = n.saturating_sub(2) as u64;
-                let len = WitnessRef::MinLen(list_before.saturating_add(pushed));
+                let len = match list_before {
+                    Some((k, true)) => WitnessRef::ExactLen(k.saturating_add(pushed)),
+                    Some((k, false)) => WitnessRef::MinLen(k.saturating_add(pushed)),
+                    None => WitnessRef::MinLen(pushed),
+                };
                 self.table.set_witness(self.db, key, len);
+                return;
+            }
+            // LINSERT inserts nothing when its pivot is missing.
+            Cmd::ListPush => {
+                self.table.loosen_witness_len(self.db, key);
                 return;
             }
             _ => None,
@@ -539,6 +559,7 @@ impl<'a> Cx<'a, '_> {
     /// has once the deadline passes; nothing to rewrite.
     fn push_if_exists(&mut self) -> Proposal<'a> {
         let key = self.arg(1);
+        self.table.loosen_witness_len(self.db, key);
         match self.know(key).0 {
             KeyKnowledge::Unknown => Proposal::unknown_key(Some(Family::List)),
             _ => Proposal::passed(Family::List),
@@ -565,6 +586,9 @@ impl<'a> Cx<'a, '_> {
             _ => None,
         };
         self.removal(1);
+        if write == Cmd::ListPush {
+            self.table.loosen_witness_len(self.db, dst);
+        }
         let (dst_known, _) = self.know(dst);
         match dst_known {
             KeyKnowledge::Volatile(_) | KeyKnowledge::MaybeVolatile(_) => {
@@ -1209,11 +1233,17 @@ impl<'a> Cx<'a, '_> {
     fn removal(&mut self, key_at: usize) -> Proposal<'a> {
         let key = self.arg(key_at);
         let known = self.know(key).0;
-        if matches!(known, KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent)
-            && self.removal_leaves_witness(key)
-        {
-            // Something known to be in the key is still there: it exists, its TTL unchanged.
-            return Proposal::pass();
+        if matches!(known, KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent) {
+            match self.removal_leaves(key) {
+                // Something known to be in the key is still there: it exists, TTL unchanged.
+                Popped::Left => return Proposal::pass(),
+                // A list of a known length popped empty: the master deleted the key.
+                Popped::Emptied => {
+                    self.table.mark_absent(self.db, key, self.track);
+                    return Proposal::pass();
+                }
+                Popped::Unknown => {}
+            }
         }
         match known {
             KeyKnowledge::Volatile(deadline) => {
@@ -1228,7 +1258,7 @@ impl<'a> Cx<'a, '_> {
     /// Whether the removal this entry makes from `key` leaves its witness in place (updating a
     /// list's count). HDEL/SREM/ZREM name what they remove, SMOVE its member, LPOP/RPOP (with a
     /// count), RPOPLPUSH and LMOVE take that many elements; anything else may remove anything.
-    fn removal_leaves_witness(&self, key: &[u8]) -> bool {
+    fn removal_leaves(&self, key: &[u8]) -> Popped {
         let name = self.arg(0);
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
         let removed_members = if is(b"hdel") || is(b"srem") || is(b"zrem") {
@@ -1249,13 +1279,20 @@ impl<'a> Cx<'a, '_> {
             None
         };
         match (removed_members, popped) {
-            (Some(range), _) => self
-                .table
-                .remove_witness_members(self.db, key, |m| range.clone().any(|i| self.arg(i) == m)),
+            (Some(range), _) => {
+                let left = self.table.remove_witness_members(self.db, key, |m| {
+                    range.clone().any(|i| self.arg(i) == m)
+                });
+                if left {
+                    Popped::Left
+                } else {
+                    Popped::Unknown
+                }
+            }
             (None, Some(count)) => self.table.pop_witness_len(self.db, key, count),
             (None, None) => {
                 self.table.clear_witness(self.db, key);
-                false
+                Popped::Unknown
             }
         }
     }

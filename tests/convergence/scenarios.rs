@@ -518,6 +518,25 @@ fn removing_something_else_keeps_a_volatile_collection_known() {
             run.at_risk
         );
     }
+    // A list of a known length popped empty is gone on the master: the EXPIRE after it did
+    // nothing, the push recreated it without a TTL (real Pika 3.5.4, seed 1: `w1:l0`).
+    let run = run_scenario(
+        &scenario(&[
+            (t, "DEL l1", t),
+            (t + 100, "RPUSH l1 a", t),
+            (t + 200, "LPOP l1", t + 9000),
+            (t + 300, "EXPIRE l1 4", t + 9000),
+            (t + 400, "RPUSH l1 x y", t + 9000),
+            (t + 500, "EXPIRE l1 3", t + 9000),
+            (t + 600, "RPUSH l1 z", t + 9000),
+        ]),
+        Dialect::Pika,
+        true,
+    );
+    if let Some(v) = run.violations.first() {
+        panic!("list popped empty: expected convergence\n{}", run.report(v));
+    }
+    assert!(run.at_risk.is_empty(), "{:?}", run.at_risk);
     // Removing the witness itself leaves the key possibly empty: reported, not guessed.
     let run = run_scenario(
         &scenario(&[

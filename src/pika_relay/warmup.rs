@@ -29,9 +29,13 @@
 //! volatile keys and the baseline becomes "not volatile" (no TTL, existence unknown), which is
 //! logged: an EXPIRE and a later write on such a key is then passed as `unknown_key`.
 //!
+//! For each collection the scan also reads what is in it (one member of a set or zset, one
+//! field of a hash, a list's length; see [`witnesses_of`]), so that a removal of something else
+//! after the merge keeps the key known, as it does for collections the stream wrote.
+//!
 //! # Cost
 //!
-//! Each key the table holds costs its key bytes plus 33–52 bytes (map entry, boxed key,
+//! Two more pipelined rounds per `SCAN` page (`TYPE`, then one probe per collection). Each key the table holds costs its key bytes plus 33–52 bytes (map entry, boxed key,
 //! allocator; measured by `benches/table.rs`), per upstream link, and about as much again in
 //! the scan buffer until the merge. Time is bound by `PTTL` round trips: one pipelined
 //! connection does on the order of 10⁵ keys/s against Pika, less at the configured rate. The
@@ -50,7 +54,7 @@ use super::client_port::Client;
 use super::config::{PikaRelayConfig, WarmupMode};
 use super::rewrite::{LinkRewriter, Touched};
 use crate::pika::messages::BinlogPosition;
-use crate::table::{Baseline, KeyKnowledge};
+use crate::table::{Baseline, KeyKnowledge, Witness, WitnessRef};
 
 /// Keys asked for per `SCAN`.
 const SCAN_COUNT: usize = 512;
@@ -65,6 +69,8 @@ pub struct ScanResult {
     /// True when `persistent` lists every key without a TTL the scan saw (the bound was not
     /// hit), so a key listed nowhere did not exist.
     pub existence_complete: bool,
+    /// What collections were seen to hold (one member, one field, a list's length).
+    pub witnesses: Vec<(Vec<u8>, Witness)>,
     /// Master binlog position before the first `SCAN`.
     pub started_at: BinlogPosition,
     /// Master binlog position after the last reply.
@@ -240,6 +246,21 @@ pub fn merge(rewriter: &LinkRewriter, db: u32, result: &ScanResult, touched: &To
         }
         merged += 1;
     }
+    // What the scan saw inside a collection holds at the merge unless the stream wrote the key
+    // after the scan started.
+    for (key, witness) in &result.witnesses {
+        if during(key) {
+            continue;
+        }
+        let w = match witness {
+            Witness::Members(m) => m.first().map(|m| WitnessRef::Member(m)),
+            Witness::MinLen(n) => Some(WitnessRef::MinLen(*n)),
+            Witness::ExactLen(n) => Some(WitnessRef::ExactLen(*n)),
+        };
+        if let Some(w) = w {
+            table.set_witness(db, key, w);
+        }
+    }
     table.set_baseline(if result.existence_complete {
         Baseline::Absent
     } else {
@@ -288,6 +309,9 @@ async fn scan(
             .call(&[b"SCAN", &cursor, b"COUNT", count.as_bytes()])
             .await?;
         let (next, keys) = scan_reply(reply)?;
+        result
+            .witnesses
+            .extend(witnesses_of(&mut client, &keys).await?);
         for key in &keys {
             client.queue(&[b"PTTL", key]);
         }
@@ -329,6 +353,67 @@ async fn scan(
     }
     result.finished_at = client.binlog_offset(db_name).await?;
     Ok(result)
+}
+
+/// What each collection among `keys` is known to hold (see [`Witness`]): its type, then one
+/// member (a set's or zset's), one field (a hash's) or its length (a list's), each in one
+/// pipelined round. Anything the master does not answer usefully gives no witness.
+async fn witnesses_of(
+    client: &mut Client,
+    keys: &[Bytes],
+) -> std::io::Result<Vec<(Vec<u8>, Witness)>> {
+    for key in keys {
+        client.queue(&[b"TYPE", key]);
+    }
+    client.flush().await?;
+    let mut types = Vec::with_capacity(keys.len());
+    for _ in keys {
+        types.push(match client.reply().await? {
+            BytesFrame::SimpleString(t) | BytesFrame::BulkString(t) => t.to_ascii_lowercase(),
+            _ => Vec::new(),
+        });
+    }
+    let mut asked = Vec::new();
+    for (key, kind) in keys.iter().zip(&types) {
+        let probe: &[&[u8]] = match kind.as_slice() {
+            b"set" => &[b"SRANDMEMBER", key],
+            b"zset" => &[b"ZRANGE", key, b"0", b"0"],
+            b"list" => &[b"LLEN", key],
+            b"hash" => &[b"HSCAN", key, b"0", b"COUNT", b"1"],
+            _ => continue,
+        };
+        client.queue(probe);
+        asked.push((key, kind));
+    }
+    client.flush().await?;
+    let mut out = Vec::new();
+    for (key, kind) in asked {
+        let reply = client.reply().await?;
+        let first_bulk = |items: &[BytesFrame]| match items.first() {
+            Some(BytesFrame::BulkString(m)) | Some(BytesFrame::SimpleString(m)) => {
+                Some(Witness::Members(vec![m.to_vec().into_boxed_slice()]))
+            }
+            _ => None,
+        };
+        let witness = match (kind.as_slice(), reply) {
+            (b"set", BytesFrame::BulkString(m)) => {
+                Some(Witness::Members(vec![m.to_vec().into_boxed_slice()]))
+            }
+            (b"zset", BytesFrame::Array(items)) => first_bulk(&items),
+            // A length read while the key was not written: exact at the merge (keys written
+            // during the scan are left out of it).
+            (b"list", BytesFrame::Integer(n)) if n > 0 => Some(Witness::ExactLen(n as u64)),
+            (b"hash", BytesFrame::Array(mut parts)) if parts.len() == 2 => match parts.pop() {
+                Some(BytesFrame::Array(fields)) => first_bulk(&fields),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(w) = witness {
+            out.push((key.to_vec(), w));
+        }
+    }
+    Ok(out)
 }
 
 fn scan_reply(frame: BytesFrame) -> std::io::Result<(Bytes, Vec<Bytes>)> {
@@ -468,6 +553,10 @@ db0:binlog_offset=0 3898,safety_purge=none\r\n";
             started_at: BinlogPosition::new(0, 100),
             finished_at: BinlogPosition::new(0, 120),
             scanned: 4,
+            witnesses: vec![
+                (b"h".to_vec(), Witness::Members(vec![b"f"[..].into()])),
+                (b"raced".to_vec(), Witness::ExactLen(3)),
+            ],
         };
         let before = BinlogPosition::new(0, 100);
         let mut touched: Touched = [&b"h"[..], b"gone", b"listed", b"exact", b"raced"]
@@ -477,6 +566,12 @@ db0:binlog_offset=0 3898,safety_purge=none\r\n";
         touched.insert((0, b"raced".to_vec()), BinlogPosition::new(0, 110));
         merge(&rw, 0, &result, &touched);
         assert_eq!(table.lookup(0, b"h", 0), KeyKnowledge::Persistent);
+        assert_eq!(
+            table.witness(0, b"h"),
+            Some(Witness::Members(vec![b"f"[..].into()])),
+            "what the scan saw in a key written before it started"
+        );
+        assert_eq!(table.witness(0, b"raced"), None, "written while it ran");
         assert_eq!(table.lookup(0, b"gone", 0), KeyKnowledge::Absent);
         assert_eq!(table.lookup(0, b"listed", 0), KeyKnowledge::Volatile(9_000));
         assert_eq!(table.lookup(0, b"exact", 0), KeyKnowledge::Volatile(5_000));

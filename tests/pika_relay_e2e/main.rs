@@ -218,3 +218,15 @@ pub(crate) fn master_record(rig: &Rig, key: &str, at: i64) -> Option<Record> {
         .get(&(0, Bytes::copy_from_slice(key.as_bytes())))
         .cloned()
 }
+
+/// `entries_total` of the string-counter family with `outcome`, from a `/metrics` text.
+fn counter_entries(text: &str, outcome: &str) -> f64 {
+    let start = format!(
+        r#"pika_ttl_proxy_entries_total{{dialect="pika",family="string-counter",outcome="{outcome}"}}"#
+    );
+    text.lines()
+        .find(|l| l.starts_with(&start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}

@@ -40,16 +40,7 @@ async fn a_clean_stop_keeps_the_expiry_tables_and_a_kill_does_not() {
     rig.applied(2).await;
     rig.caught_up().await;
     rig.map_on_disk().await;
-    let series = |text: &str, outcome: &str| -> f64 {
-        let start = format!(
-            r#"pika_ttl_proxy_entries_total{{dialect="pika",family="string-counter",outcome="{outcome}"}}"#
-        );
-        text.lines()
-            .find(|l| l.starts_with(&start))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let series = counter_entries;
 
     tokio::task::block_in_place(|| rig.proxy.restart_cleanly());
     assert!(wait_until(PATIENCE, || rig.replica.is_streaming()).await);
@@ -248,16 +239,7 @@ async fn a_killed_relay_catches_its_table_up_from_a_checkpoint() {
     rig.applied(6).await;
     rig.caught_up().await;
     let text = rig.proxy.metrics();
-    let series = |outcome: &str| -> f64 {
-        let start = format!(
-            r#"pika_ttl_proxy_entries_total{{dialect="pika",family="string-counter",outcome="{outcome}"}}"#
-        );
-        text.lines()
-            .find(|l| l.starts_with(&start))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let series = |outcome: &str| counter_entries(&text, outcome);
     assert_eq!(
         (series("rewritten"), series("unknown_key")),
         (2.0, 0.0),

@@ -33,8 +33,10 @@ fn test_rules() -> String {
     let mut rules = shipped.clone();
     for (from, to) in [
         (
+            // 4 s: well under what the stalled replica reaches, above what the healthy one
+            // shows while the rest of the suite loads the machine.
             "(pika_ttl_proxy_replica_lag_seconds) > 30",
-            "(pika_ttl_proxy_replica_lag_seconds) > 2",
+            "(pika_ttl_proxy_replica_lag_seconds) > 4",
         ),
         (
             "(pika_ttl_proxy_replica_lag_bytes) > 64e6",

@@ -51,6 +51,7 @@ pub mod pika;
 pub mod pika_relay;
 pub mod rdb;
 pub mod redis_relay;
+pub(crate) mod relay_core;
 pub mod replica_series;
 pub mod resp;
 pub(crate) mod state_dir;

@@ -66,9 +66,12 @@ fn kill9_restart_resumes_partially_and_lost_state_costs_one_full_sync() {
         "Partial resynchronization request from 127.0.0.1:{} accepted",
         r1.port
     )));
+    // The replica logs its success as soon as +CONTINUE arrives, maybe before the proxy's line.
+    wait_until("the proxy logged the continuation", || {
+        p2.log_text().contains("partial resync: continuing")
+    });
     let log = p2.log_text();
     assert!(log.contains("restored replica state"), "{log}");
-    assert!(log.contains("partial resync: continuing"), "{log}");
     run_workload(&mut mc, 22, 1000);
     check_data(&master, &r1, "after the restart");
     let m = p2.metrics_text();
@@ -181,6 +184,9 @@ fn sigterm_restart_keeps_the_expiry_table_and_sigkill_does_not() {
     let p2 = ProxyProcess::start(port, master.port, &state, &dir.path().join("p2.log"), &[]);
     wait_until("replica resumed through the restarted proxy", || {
         r1.log_count(PARTIAL_OK) == 1 && r1.link_up()
+    });
+    wait_until("the proxy logged the restored table", || {
+        p2.log_text().contains("table_complete=true")
     });
     let log = p2.log_text();
     assert!(

@@ -1,26 +1,27 @@
 //! Durable storage of one replica's `MapState`: a small append-only file.
 //!
-//! Layout: the 8-byte magic `PKOMAP1\n`, then records `[len u32 LE][crc32 u32 LE][payload]`.
-//! Each payload is a whole state (kind byte, pair count, `(replica, master)` position pairs as
-//! `filenum u32 LE, offset u64 LE`), so the newest valid
-//! record is the state. Every append is followed by `fsync`; once the file holds many records it
-//! is compacted to one by writing a temporary file, syncing it and renaming it over the old one
-//! (then syncing the directory), so a crash leaves either the old or the new file.
+//! Layout: the 8-byte magic `PKOMAP1\n`, then the records of a
+//! [`RecordLog`] (`[len u32 LE][crc32 u32 LE][payload]`). Each payload is a whole state (kind
+//! byte, pair count, `(replica, master)` position pairs as `filenum u32 LE, offset u64 LE`), so
+//! the newest valid record is the state. A record is in the file when [`MapStore::persist`]
+//! returns and synced behind it; once the file holds many records it is replaced by one.
 //!
-//! On load, an incomplete last record is a write the crash interrupted: it is ignored (the relay
-//! writes a record *before* acting on it, so an interrupted record was never acted on). Anything
+//! On load, an incomplete last record is a write a power loss interrupted: it is ignored (the
+//! relay writes a record *before* acting on it, so an interrupted record was never acted on). Anything
 //! else that does not check out (bad magic, checksum mismatch, unknown kind) makes the whole map
 //! untrusted: [`Loaded::Corrupt`], which the relay turns into one forced full sync.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::offset_map::{MapState, Pair};
 use crate::pika::messages::BinlogPosition;
+use crate::relay_core::record_log::{self, put_record, Progress, Record, RecordLog};
 
 const MAGIC: &[u8; 8] = b"PKOMAP1\n";
-const RECORD_HEADER_LEN: usize = 8;
 const PAIR_LEN: usize = 2 * (4 + 8);
 /// Kind byte + pair count.
 const PAYLOAD_FIXED_LEN: usize = 1 + 4;
@@ -96,11 +97,8 @@ fn decode_payload(p: &[u8]) -> Option<MapState> {
 }
 
 fn encode_record(state: &MapState) -> Vec<u8> {
-    let payload = encode_payload(state);
-    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    let mut out = Vec::new();
+    put_record(&mut out, &encode_payload(state));
     out
 }
 
@@ -110,32 +108,16 @@ pub fn parse(data: &[u8]) -> Loaded {
         return Loaded::Corrupt("bad magic".to_string());
     };
     let mut state = None;
-    let mut pos = 0;
-    while pos < rest.len() {
-        let left = rest.len() - pos;
-        if left < RECORD_HEADER_LEN {
-            return finish(state, left);
+    let max_len = PAYLOAD_FIXED_LEN + MAX_PAIRS * PAIR_LEN;
+    for record in record_log::records(rest, max_len) {
+        match record {
+            Record::Valid { at, payload } => match decode_payload(payload) {
+                Some(s) => state = Some(s),
+                None => return Loaded::Corrupt(format!("invalid record at byte {}", at + 8)),
+            },
+            Record::Torn { at } => return finish(state, rest.len() - at),
+            Record::Corrupt { why, .. } => return Loaded::Corrupt(why),
         }
-        let mut len_bytes = [0u8; 4];
-        len_bytes.copy_from_slice(&rest[pos..pos + 4]);
-        let len = u32::from_le_bytes(len_bytes) as usize;
-        if !(PAYLOAD_FIXED_LEN..=PAYLOAD_FIXED_LEN + MAX_PAIRS * PAIR_LEN).contains(&len) {
-            return Loaded::Corrupt(format!("record at byte {} has length {len}", pos + 8));
-        }
-        if left < RECORD_HEADER_LEN + len {
-            return finish(state, left);
-        }
-        let mut crc_bytes = [0u8; 4];
-        crc_bytes.copy_from_slice(&rest[pos + 4..pos + 8]);
-        let payload = &rest[pos + RECORD_HEADER_LEN..pos + RECORD_HEADER_LEN + len];
-        if crc32fast::hash(payload) != u32::from_le_bytes(crc_bytes) {
-            return Loaded::Corrupt(format!("checksum mismatch at byte {}", pos + 8));
-        }
-        match decode_payload(payload) {
-            Some(s) => state = Some(s),
-            None => return Loaded::Corrupt(format!("invalid record at byte {}", pos + 8)),
-        }
-        pos += RECORD_HEADER_LEN + len;
     }
     finish(state, 0)
 }
@@ -151,32 +133,29 @@ fn finish(state: Option<MapState>, torn: usize) -> Loaded {
 /// An open map file for one replica.
 #[derive(Debug)]
 pub struct MapStore {
-    path: PathBuf,
-    file: File,
+    log: RecordLog,
     records: usize,
     compact_after: usize,
     current: MapState,
 }
 
 impl MapStore {
-    /// Opens (or creates) the map at `path`, returning the store, what was found, and the state
-    /// to use (`Unknown` unless a valid state was loaded). The file is rewritten to hold only that
-    /// state, so a torn tail or a corrupt file does not survive the open.
-    pub fn open(path: &Path) -> io::Result<(MapStore, Loaded)> {
-        Self::open_compacting_after(path, COMPACT_AFTER_RECORDS)
+    /// Opens (or creates) the map at `path`, returning the store and what was found; the state
+    /// to use is `Unknown` unless a valid state was loaded. The file is rewritten to hold only
+    /// that state, so a torn tail or a corrupt file does not survive the open. Syncs behind the
+    /// writes happen at most once per `sync_spacing` unless somebody waits.
+    pub fn open(path: &Path, sync_spacing: Duration) -> io::Result<(MapStore, Loaded)> {
+        Self::open_compacting_after(path, sync_spacing, COMPACT_AFTER_RECORDS)
     }
 
     /// [`MapStore::open`], compacting once the file holds `compact_after` records.
     pub fn open_compacting_after(
         path: &Path,
+        sync_spacing: Duration,
         compact_after: usize,
     ) -> io::Result<(MapStore, Loaded)> {
-        let loaded = match File::open(path) {
-            Ok(mut f) => {
-                let mut data = Vec::new();
-                f.read_to_end(&mut data)?;
-                parse(&data)
-            }
+        let loaded = match std::fs::read(path) {
+            Ok(data) => parse(&data),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Loaded::Missing,
             Err(e) => return Err(e),
         };
@@ -184,11 +163,10 @@ impl MapStore {
             Loaded::State(s, _) => s.clone(),
             Loaded::Missing | Loaded::Corrupt(_) => MapState::Unknown,
         };
-        let file = write_compacted(path, &state)?;
+        let log = RecordLog::create(path, &compacted(&state), sync_spacing)?;
         Ok((
             MapStore {
-                path: path.to_path_buf(),
-                file,
+                log,
                 records: 1,
                 compact_after: compact_after.max(2),
                 current: state,
@@ -202,18 +180,35 @@ impl MapStore {
         &self.current
     }
 
-    /// Durably records `state` (write + fsync). Returns once it is on disk.
-    pub fn persist(&mut self, state: MapState) -> io::Result<()> {
-        if self.records >= self.compact_after {
-            self.file = write_compacted(&self.path, &state)?;
+    /// Records `state`; it survives a crash of the process once this returns, and is synced
+    /// behind. Returns the write's sequence number (see [`MapStore::watch`]).
+    pub fn persist(&mut self, state: MapState) -> io::Result<u64> {
+        let seq = if self.records >= self.compact_after {
+            let seq = self.log.replace(&compacted(&state))?;
             self.records = 1;
+            seq
         } else {
-            self.file.write_all(&encode_record(&state))?;
-            self.file.sync_data()?;
+            let seq = self.log.append(&encode_record(&state))?;
             self.records += 1;
-        }
+            seq
+        };
         self.current = state;
-        Ok(())
+        Ok(seq)
+    }
+
+    /// Sequence number of the last write.
+    pub fn written(&self) -> u64 {
+        self.log.written()
+    }
+
+    /// The sync progress of the writes.
+    pub fn watch(&self) -> watch::Receiver<Progress> {
+        self.log.watch()
+    }
+
+    /// Asks for the next sync without the pause between syncs.
+    pub fn urge(&self) {
+        self.log.urge();
     }
 
     /// Makes the next [`MapStore::persist`] a compaction (tests of the rename path).
@@ -224,33 +219,21 @@ impl MapStore {
 
     /// Where the map lives.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.log.path()
     }
 }
 
-/// Writes a one-record file next to `path`, syncs it, renames it over `path`, syncs the
-/// directory, and returns the new file opened for appending.
-fn write_compacted(path: &Path, state: &MapState) -> io::Result<File> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(MAGIC)?;
-        f.write_all(&encode_record(state))?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        // Makes the rename itself durable; directories can be opened read-only for fsync on Unix.
-        if let Ok(d) = File::open(dir) {
-            d.sync_all()?;
-        }
-    }
-    OpenOptions::new().append(true).open(path)
+/// A whole file holding only `state`.
+fn compacted(state: &MapState) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&encode_record(state));
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn pairs(list: &[(u64, u64)]) -> MapState {
         MapState::Pairs(
@@ -267,14 +250,14 @@ mod tests {
     fn newest_record_wins_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.map");
-        let (mut store, loaded) = MapStore::open(&path).unwrap();
+        let (mut store, loaded) = MapStore::open(&path, Duration::ZERO).unwrap();
         assert_eq!(loaded, Loaded::Missing);
         assert_eq!(store.state(), &MapState::Unknown);
         store.persist(MapState::Identity).unwrap();
         store.persist(pairs(&[(10, 20)])).unwrap();
         store.persist(pairs(&[(30, 45), (50, 60)])).unwrap();
         drop(store);
-        let (store, loaded) = MapStore::open(&path).unwrap();
+        let (store, loaded) = MapStore::open(&path, Duration::ZERO).unwrap();
         assert_eq!(loaded, Loaded::State(pairs(&[(30, 45), (50, 60)]), 0));
         assert_eq!(store.state(), &pairs(&[(30, 45), (50, 60)]));
         // Reopening compacted the file to magic + one record.
@@ -285,7 +268,7 @@ mod tests {
     fn torn_tail_is_ignored_but_corruption_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.map");
-        let (mut store, _) = MapStore::open(&path).unwrap();
+        let (mut store, _) = MapStore::open(&path, Duration::ZERO).unwrap();
         store.persist(pairs(&[(1, 2)])).unwrap();
         store.persist(pairs(&[(3, 4)])).unwrap();
         drop(store);
@@ -299,7 +282,7 @@ mod tests {
         assert!(matches!(parse(&bad), Loaded::Corrupt(_)));
         assert!(matches!(parse(b"garbage!"), Loaded::Corrupt(_)));
         fs::write(&path, &bad).unwrap();
-        let (store, loaded) = MapStore::open(&path).unwrap();
+        let (store, loaded) = MapStore::open(&path, Duration::ZERO).unwrap();
         assert!(matches!(loaded, Loaded::Corrupt(_)));
         assert_eq!(store.state(), &MapState::Unknown);
         // The corrupt file was replaced by a valid one holding Unknown.
@@ -313,7 +296,7 @@ mod tests {
     fn compaction_keeps_the_newest_state() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.map");
-        let (mut store, _) = MapStore::open_compacting_after(&path, 16).unwrap();
+        let (mut store, _) = MapStore::open_compacting_after(&path, Duration::ZERO, 16).unwrap();
         for i in 0..21 {
             store.persist(pairs(&[(i, i + 7)])).unwrap();
         }
@@ -321,7 +304,7 @@ mod tests {
         let len = fs::metadata(&path).unwrap().len();
         assert_eq!(len, 8 + 6 * 37, "file not compacted: {len} bytes");
         drop(store);
-        let (_, loaded) = MapStore::open(&path).unwrap();
+        let (_, loaded) = MapStore::open(&path, Duration::ZERO).unwrap();
         let last = 20;
         assert_eq!(loaded, Loaded::State(pairs(&[(last, last + 7)]), 0));
     }

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use super::state_writer::Progress;
+use crate::relay_core::record_log::Progress;
 
 /// Held ACKs beyond this many drop the oldest: a newer one, forwarded later, says more.
 const MAX_HELD: usize = 64;

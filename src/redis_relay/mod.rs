@@ -27,7 +27,6 @@ pub(crate) mod persist;
 pub(crate) mod rdb_relay;
 pub(crate) mod registry;
 mod session;
-pub(crate) mod state_writer;
 pub mod stats;
 pub(crate) mod store;
 pub mod stream;

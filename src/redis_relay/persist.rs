@@ -12,24 +12,21 @@
 //! | `F` | d u64 | points before the one covering d are obsolete (the replica acknowledged d) |
 //! | `M` | master id (40) | the master switched replication ID (`+CONTINUE <new-id>`) |
 //!
-//! Writers append a batch and `fsync`. Compaction rewrites the live state into a temporary file,
-//! `fsync`s it and renames it over the old one (then `fsync`s the directory), so a crash leaves
-//! either the old or the new file. The disk work is done by a thread per file
-//! ([`super::state_writer`]), in the order it was queued. A file that is truncated, fails a checksum or is otherwise
-//! inconsistent is **discarded** by the loader (logged by the caller): the replica then gets one
-//! full resync, never a wrong offset.
+//! The file is a [`RecordLog`]: records are written before the call returns and synced behind.
+//! Compaction replaces the file by the live state. A file that is truncated, fails a checksum or
+//! is otherwise inconsistent is **discarded** by the loader (logged by the caller): the replica
+//! then gets one full resync, never a wrong offset.
 //!
-//! Only offsets the proxy has *sent* matter, and a replica can be ahead of the last `W` record
-//! after a crash: the loader's map then does not cover the replica's offset and the PSYNC is
-//! answered with a full resync.
+//! Only offsets the proxy has *sent* matter. The relay writes the points and the tip covering
+//! stream bytes before it sends them ([`super::store::ReplicaState::write_ahead`]), so after a
+//! crash at any instant the replica's offset is at or before the last `W` record and resolves.
 
 use super::offset_map::{MapPoint, OffsetMap};
-use super::state_writer::{Progress, StateWriter};
+use crate::relay_core::record_log::{self, put_record, Progress, Record, RecordLog};
 use crate::state_dir::{files_named, sync_dir};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-#[cfg(test)]
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -110,12 +107,6 @@ pub fn list_state_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(files.into_iter().map(|(path, _)| path).collect())
 }
 
-fn put_record(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
-}
-
 fn header_payload(own_id: &str, master_id: &str) -> Vec<u8> {
     let mut p = Vec::with_capacity(1 + MAGIC.len() + 2 * ID_LEN);
     p.push(b'H');
@@ -156,28 +147,17 @@ fn read_u32(b: &[u8]) -> u32 {
 
 /// Parse a whole state file.
 pub fn decode(bytes: &[u8]) -> Result<PersistedState, StateFileError> {
-    let mut pos = 0;
     let mut header: Option<(String, String)> = None;
     let mut master_id = String::new();
     let mut points: Vec<MapPoint> = Vec::new();
     let mut tip: Option<u64> = None;
     let mut floor: Option<u64> = None;
-    while pos < bytes.len() {
-        if bytes.len() - pos < 8 {
-            return Err(corrupt(format!("torn record header at byte {pos}")));
-        }
-        let len = read_u32(&bytes[pos..]) as usize;
-        let crc = read_u32(&bytes[pos + 4..]);
-        if len == 0 || len > MAX_RECORD {
-            return Err(corrupt(format!("record length {len} at byte {pos}")));
-        }
-        let Some(payload) = bytes.get(pos + 8..pos + 8 + len) else {
-            return Err(corrupt(format!("torn record at byte {pos}")));
+    for record in record_log::records(bytes, MAX_RECORD) {
+        let payload = match record {
+            Record::Valid { payload, .. } => payload,
+            Record::Torn { at } => return Err(corrupt(format!("torn record at byte {at}"))),
+            Record::Corrupt { why, .. } => return Err(corrupt(why)),
         };
-        if crc32fast::hash(payload) != crc {
-            return Err(corrupt(format!("checksum mismatch at byte {pos}")));
-        }
-        pos += 8 + len;
         let body = &payload[1..];
         match (payload[0], header.is_some()) {
             (b'H', false) => {
@@ -256,24 +236,24 @@ pub fn load(path: &Path) -> Result<PersistedState, StateFileError> {
     decode(&bytes)
 }
 
-/// The append-only state file of one replica, written by its own [`StateWriter`] thread.
+/// The state file of one replica: a [`RecordLog`] and what was last written to it.
 #[derive(Debug)]
 pub struct StateFile {
-    path: PathBuf,
-    writer: StateWriter,
+    log: RecordLog,
     /// Records in the file, to decide when to compact.
     records: usize,
-    /// The highest point `d` already handed to the writer.
+    /// The highest point `d` already written.
     written_point_d: Option<u64>,
-    /// The tip last handed to the writer.
+    /// The tip last written.
     written_tip: u64,
-    /// The last floor handed to the writer.
+    /// The last floor written.
     written_floor: u64,
 }
 
 impl StateFile {
-    /// A fresh file holding exactly this state, atomically replacing any older one. The write
-    /// is queued: [`StateFile::submitted`] and [`StateFile::watch`] tell when it is on disk.
+    /// A fresh file holding exactly this state, atomically replacing any older one. It is
+    /// written when this returns; [`StateFile::written`] and [`StateFile::watch`] tell when it
+    /// is synced.
     pub fn create(
         dir: &Path,
         own_id: &str,
@@ -281,20 +261,29 @@ impl StateFile {
         map: &OffsetMap,
     ) -> io::Result<StateFile> {
         let path = state_path(dir, own_id);
+        let (bytes, records) = Self::whole(own_id, master_id, map);
         let mut file = StateFile {
-            writer: StateWriter::start(dir, &path)?,
-            path,
-            records: 0,
+            log: RecordLog::create(&path, &bytes, Duration::ZERO)?,
+            records,
             written_point_d: None,
             written_tip: 0,
             written_floor: 0,
         };
-        file.rewrite(own_id, master_id, map);
+        file.note_whole(map);
         Ok(file)
     }
 
-    /// Queue the replacement of the whole file by exactly this state.
-    pub fn rewrite(&mut self, own_id: &str, master_id: &str, map: &OffsetMap) -> u64 {
+    /// Replace the whole file by exactly this state; returns the write's sequence number.
+    pub fn rewrite(&mut self, own_id: &str, master_id: &str, map: &OffsetMap) -> io::Result<u64> {
+        let (bytes, records) = Self::whole(own_id, master_id, map);
+        let seq = self.log.replace(&bytes)?;
+        self.records = records;
+        self.note_whole(map);
+        Ok(seq)
+    }
+
+    /// The records of a whole file holding `map` (its newest points only), and their number.
+    fn whole(own_id: &str, master_id: &str, map: &OffsetMap) -> (Vec<u8>, usize) {
         let mut buf = Vec::new();
         put_record(&mut buf, &header_payload(own_id, master_id));
         let skip = map.len().saturating_sub(MAX_PERSISTED_POINTS);
@@ -305,11 +294,14 @@ impl StateFile {
         }
         let (tip, _, _) = map.tip();
         put_record(&mut buf, &offset_payload(b'W', tip));
-        self.records = written + 2;
+        (buf, written + 2)
+    }
+
+    fn note_whole(&mut self, map: &OffsetMap) {
+        let skip = map.len().saturating_sub(MAX_PERSISTED_POINTS);
         self.written_point_d = map.points().last().map(|p| p.d);
-        self.written_tip = tip;
+        self.written_tip = map.tip().0;
         self.written_floor = map.points().nth(skip).map_or(0, |p| p.d);
-        self.writer.replace(buf)
     }
 
     /// Whether `map` has anything the file does not.
@@ -317,20 +309,20 @@ impl StateFile {
         map.tip().0 != self.written_tip || map.points().last().map(|p| p.d) != self.written_point_d
     }
 
-    /// Queue the points and tip `map` gained since the last write, plus the current floor (or
-    /// a compaction, when the file has grown well beyond the live state). Returns the job to
-    /// wait for, if one was queued; fails when an earlier write failed.
+    /// Write the points and tip `map` gained since the last write, plus the current floor (or
+    /// a compaction, when the file has grown well beyond the live state). Returns the write's
+    /// sequence number, if anything was written; fails when this or an earlier write failed.
     pub fn sync(
         &mut self,
         own_id: &str,
         master_id: &str,
         map: &OffsetMap,
     ) -> io::Result<Option<u64>> {
-        if let Some(why) = self.writer.failed() {
+        if let Some(why) = self.log.failed() {
             return Err(io::Error::other(why.to_string()));
         }
         if self.records > 4 * map.len().min(MAX_PERSISTED_POINTS) + 1024 {
-            return Ok(Some(self.rewrite(own_id, master_id, map)));
+            return self.rewrite(own_id, master_id, map).map(Some);
         }
         if !self.is_behind(map) {
             return Ok(None);
@@ -346,30 +338,36 @@ impl StateFile {
         // read as part of an older point's segment.
         let skip = map.len() - unwritten + unwritten.saturating_sub(MAX_PERSISTED_POINTS);
         let mut first_written = None;
+        let mut newest_point = self.written_point_d;
         for p in map.points().skip(skip) {
             put_record(&mut buf, &point_payload(p));
             first_written.get_or_insert(p.d);
-            self.written_point_d = Some(p.d);
+            newest_point = Some(p.d);
             records += 1;
         }
         let mut floor = map.points().next().map_or(0, |p| p.d);
         if unwritten > MAX_PERSISTED_POINTS {
             floor = floor.max(first_written.unwrap_or(floor));
         }
-        if floor > self.written_floor {
+        let floor_grew = floor > self.written_floor;
+        if floor_grew {
             put_record(&mut buf, &offset_payload(b'F', floor));
-            self.written_floor = floor;
             records += 1;
         }
         let (tip, _, _) = map.tip();
         put_record(&mut buf, &offset_payload(b'W', tip));
-        self.written_tip = tip;
         records += 1;
+        let seq = self.log.append(&buf)?;
+        self.written_point_d = newest_point;
+        if floor_grew {
+            self.written_floor = floor;
+        }
+        self.written_tip = tip;
         self.records += records;
-        Ok(Some(self.writer.append(buf)))
+        Ok(Some(seq))
     }
 
-    /// Queue a record that the master's replication ID is now `master_id`.
+    /// Write a record that the master's replication ID is now `master_id`.
     #[cfg(test)]
     pub fn set_master_id(&mut self, master_id: &str) -> u64 {
         let mut payload = vec![b'M'];
@@ -377,33 +375,33 @@ impl StateFile {
         let mut buf = Vec::new();
         put_record(&mut buf, &payload);
         self.records += 1;
-        self.writer.append(buf)
+        self.log.append(&buf).unwrap()
     }
 
-    /// Queue the file's deletion after everything queued before (the replica moved on).
-    pub fn remove(mut self) {
-        self.writer.remove();
+    /// Delete the file (the replica moved on).
+    pub fn remove(self) -> io::Result<()> {
+        self.log.remove()
     }
 
-    /// Sequence number of the last job queued.
-    pub fn submitted(&self) -> u64 {
-        self.writer.submitted()
+    /// Sequence number of the last write.
+    pub fn written(&self) -> u64 {
+        self.log.written()
     }
 
-    /// The writer's progress, for waiting until a job is on disk.
+    /// The sync progress, for waiting until a write is on disk.
     pub fn watch(&self) -> watch::Receiver<Progress> {
-        self.writer.watch()
+        self.log.watch()
     }
 
-    /// Blocks until everything queued is on disk.
+    /// Blocks until everything written is synced.
     #[cfg(test)]
     pub fn wait_written(&self) -> io::Result<()> {
-        self.writer.wait_blocking(Duration::from_secs(10))
+        self.log.wait_synced(Duration::from_secs(10))
     }
 
     /// Where the file lives.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.log.path()
     }
 }
 

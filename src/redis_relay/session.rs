@@ -26,13 +26,13 @@ use super::offset_map::{OffsetMap, Resolved};
 use super::outq::OutQueue;
 use super::rdb_relay::{parse_header, Framing, PayloadDone, PayloadRelay, ScanResult};
 use super::registry::{Phase, SessionStatus};
-use super::state_writer::{self, Progress};
 use super::stats::{self, EntryTally, Side};
 use super::store::{random_repl_id, Claim, PendingWrite, ReplicaState};
 use super::stream::{StreamRelay, READ_CHUNK};
 use super::upstream::{parse_psync_reply, Line, PsyncReply, Upstream, UpstreamError};
 use super::Ctx;
 use crate::hold::HoldClock;
+use crate::relay_core::record_log::{self, Progress};
 use crate::replica_series::{self, ReplicaHandle};
 use crate::resp::{CommandParser, Frame, ParserLimits};
 use crate::table::{Baseline, ExpiryTable};
@@ -768,7 +768,7 @@ async fn held_ack_due(
             failed: Some(Arc::from("no state writer")),
         };
     };
-    match state_writer::durable(writes, seq).await {
+    match record_log::durable(writes, seq).await {
         Ok(()) => writes.borrow().clone(),
         Err(why) => Progress {
             durable: writes.borrow().durable,
@@ -920,6 +920,8 @@ impl LinkState {
                 )
             })?;
         state.table_u = Some(stream.upstream_offset());
+        // Before any of `out` reaches the replica.
+        state.write_ahead();
         if state.map.cap(MAX_MAP_POINTS) > 0 {
             tracing::debug!(replica = %self.label, "offset map capped; the replica is not acknowledging");
         }

@@ -15,8 +15,8 @@
 
 use super::offset_map::OffsetMap;
 use super::persist::{self, StateFile};
-use super::state_writer;
 use super::table_snapshot;
+use crate::relay_core::record_log;
 use crate::table::{Baseline, ExpiryTable};
 use crate::table_file::SavedTables;
 use rand::Rng;
@@ -52,7 +52,7 @@ impl ReplicaState {
         let file = self.file.as_mut()?;
         match file.sync(&self.own_id, &self.master_id, &self.map) {
             Ok(_) => Some(PendingWrite {
-                seq: file.submitted(),
+                seq: file.written(),
                 progress: file.watch(),
             }),
             Err(e) => {
@@ -64,6 +64,14 @@ impl ReplicaState {
                 None
             }
         }
+    }
+
+    /// Writes what the map gained before the relay sends the stream bytes it covers, so a
+    /// proxy killed at any instant can resolve every offset the replica may have reached. The
+    /// bytes are handed to the kernel, not synced: that survives a crash of the proxy, and the
+    /// sync follows behind. A failure disables persistence as in [`ReplicaState::persist`].
+    pub fn write_ahead(&mut self) {
+        let _written = self.persist();
     }
 
     /// Delete the state file at `path` now, after a failed write: the writer writes nothing
@@ -82,15 +90,15 @@ impl ReplicaState {
     /// sync) before this returns.
     pub async fn persist_fresh(&mut self, dir: &Path) {
         let written = match self.file.as_mut() {
-            Some(file) => Ok(file.rewrite(&self.own_id, &self.master_id, &self.map)),
+            Some(file) => file.rewrite(&self.own_id, &self.master_id, &self.map),
             None => StateFile::create(dir, &self.own_id, &self.master_id, &self.map).map(|file| {
-                let seq = file.submitted();
+                let seq = file.written();
                 self.file = Some(file);
                 seq
             }),
         };
         let result = match (written, self.file.as_ref()) {
-            (Ok(seq), Some(file)) => state_writer::durable(&mut file.watch(), seq)
+            (Ok(seq), Some(file)) => record_log::durable(&mut file.watch(), seq)
                 .await
                 .map_err(|why| why.to_string()),
             (Ok(_), None) => Ok(()),
@@ -114,7 +122,7 @@ pub struct PendingWrite {
     /// The writer's job number.
     pub seq: u64,
     /// The writer's progress.
-    pub progress: tokio::sync::watch::Receiver<state_writer::Progress>,
+    pub progress: tokio::sync::watch::Receiver<record_log::Progress>,
 }
 
 impl PendingWrite {
@@ -127,7 +135,7 @@ impl PendingWrite {
     /// Waits until the write is on disk. A failed write ends the wait too: the failure is
     /// logged and handled by the next [`ReplicaState::persist`].
     pub async fn wait(&mut self) {
-        let _ = state_writer::durable(&mut self.progress, self.seq).await;
+        let _ = record_log::durable(&mut self.progress, self.seq).await;
     }
 }
 
@@ -330,7 +338,9 @@ impl StateStore {
                 .and_then(|(slot, _)| slot.try_lock().ok()?.file.take())
             {
                 Some(file) => {
-                    file.remove();
+                    if let Err(e) = file.remove() {
+                        tracing::warn!(own_id = %id, error = %e, "cannot delete an evicted replica state file");
+                    }
                 }
                 None => {
                     let _ = std::fs::remove_file(persist::state_path(&self.dir, &id));
@@ -346,7 +356,9 @@ impl StateStore {
     pub fn remove(&self, mut guard: OwnedMutexGuard<ReplicaState>) {
         let id = guard.own_id.clone();
         if let Some(file) = guard.file.take() {
-            file.remove();
+            if let Err(e) = file.remove() {
+                tracing::warn!(own_id = %id, error = %e, "cannot delete a replica state file");
+            }
         }
         self.slots().remove(&id);
     }

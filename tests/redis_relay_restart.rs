@@ -4,7 +4,8 @@
 //! replica gets exactly one full resynchronisation. Data (values and absolute TTLs) stays equal
 //! to the master's throughout. Stopped with SIGTERM instead, the relay also keeps each
 //! replica's expiry table: after the restart, entries on keys from before it are still decided
-//! (rewritten or passed as known), where after SIGKILL they pass as `unknown_key`.
+//! (rewritten or passed as known), where after SIGKILL they pass as `unknown_key`. Killed
+//! while the master streams, it still continues the replica partially every time.
 
 mod redis_relay_support;
 
@@ -217,4 +218,62 @@ fn sigterm_restart_keeps_the_expiry_table_and_sigkill_does_not() {
     let (rewritten, passed, unknown) = outcomes(&p3);
     assert_eq!((rewritten, passed, unknown), (0.0, 0.0, 2.0));
     assert_eq!(r1.log_count(FULL), 1, "a restart caused a full sync");
+}
+
+/// SIGKILL while the master streams rewritten entries: the offset map is written before the
+/// bytes it covers go out, so wherever the replica stopped, the restarted proxy resolves its
+/// offset and continues it (no full resync), and the data still ends equal.
+#[test]
+fn kill9_under_write_load_resumes_partially_every_time() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let master = RedisServer::start(dir.path(), "master", &[]);
+    let port = free_port();
+    let log = |i: usize| dir.path().join(format!("p{i}.log"));
+    let mut proxy = ProxyProcess::start(port, master.port, &state, &log(0), &[]);
+    let r1 = RedisServer::start_replica(dir.path(), "r1", port);
+    wait_until("replica synced", || r1.link_up());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut mc = master.conn();
+        std::thread::spawn(move || {
+            let mut seed = 100;
+            let mut total = 0;
+            while !stop.load(Ordering::Relaxed) {
+                run_workload(&mut mc, seed, 100);
+                seed += 1;
+                total += 100;
+            }
+            total
+        })
+    };
+    let kills = 3;
+    for round in 1..=kills {
+        std::thread::sleep(std::time::Duration::from_millis(400 + 150 * round as u64));
+        proxy.kill9();
+        proxy = ProxyProcess::start(port, master.port, &state, &log(round), &[]);
+        wait_until("replica resumed through the restarted proxy", || {
+            r1.log_count(PARTIAL_OK) == round && r1.link_up()
+        });
+        assert_eq!(
+            r1.log_count(FULL),
+            1,
+            "kill {round} under load cost a full resync"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let entries = writer.join().unwrap();
+    println!("{entries} workload commands across {kills} kills");
+    check_data(&master, &r1, "after the kills under load");
+    let m = proxy.metrics_text();
+    assert_eq!(metric_sum(&m, "pika_ttl_proxy_full_syncs_total", &[]), 0.0);
+    assert_eq!(
+        metric_sum(&m, "pika_ttl_proxy_partial_syncs_total", &[]),
+        1.0
+    );
 }

@@ -30,6 +30,7 @@ pub(crate) mod offset_map;
 pub(crate) mod passthrough;
 pub(crate) mod position;
 pub(crate) mod registry;
+pub(crate) mod replica_layout;
 pub mod rewrite;
 pub(crate) mod rsync_tap;
 mod session;

@@ -1,0 +1,456 @@
+//! Where a Pika replica's own binlog will end once it has applied a response the relay sends.
+//!
+//! A replica re-serializes every command it applies into an item of its own (a 34-byte header
+//! and the command in canonical RESP), writes it in 64 KiB blocks, and rolls to a new file
+//! before an item once its file has grown past its `binlog-file-size`. For the commands a
+//! master logs and the forms the relay emits, that re-serialization is a pure function of the
+//! arguments, so from an exact `(replica, master)` pair the replica's position after each later
+//! response can be computed before the response is sent. The relay writes those predicted
+//! pairs ahead of the sends, which is what lets a proxy killed at any instant translate the
+//! position the replica resumes from; every ack then checks the prediction.
+//!
+//! Commands whose re-serialization depends on the replica's clock (`setex`, `expire`, `SET … EX`
+//! and their millisecond forms) make the position unpredictable: the answer is `None`, never a
+//! guess.
+
+// Wired into the link with the sans-I/O state machine.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+
+use super::offset_map::Pair;
+use crate::engine::PikaRelease;
+use crate::pika::binlog_file::{BLOCK_SIZE, RECORD_HEADER_LEN};
+use crate::pika::item::ITEM_HEADER_LEN;
+use crate::pika::messages::BinlogPosition;
+use crate::resp::{encoded_len, whole_command, ParserLimits};
+
+/// Pika's default `binlog-file-size` (100 MiB).
+pub const DEFAULT_BINLOG_FILE_SIZE: u64 = 100 * 1024 * 1024;
+
+/// How a replica lays out its binlog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaLayout {
+    /// The replica's `binlog-file-size`: before an item, a file longer than this is closed and
+    /// the item starts the next file at offset 0.
+    pub file_size: u64,
+    /// The replica's release line (3.5 and 4.0 re-serialize `pexpireat` differently).
+    pub release: PikaRelease,
+}
+
+impl ReplicaLayout {
+    /// A replica of `release` with Pika's default file size.
+    pub fn new(release: PikaRelease) -> Self {
+        ReplicaLayout {
+            file_size: DEFAULT_BINLOG_FILE_SIZE,
+            release,
+        }
+    }
+}
+
+impl ReplicaLayout {
+    /// The producer position after the replica writes one item of `item_len` bytes at `at`.
+    pub fn after_item(&self, at: BinlogPosition, item_len: usize) -> BinlogPosition {
+        let mut position = at;
+        if position.offset > self.file_size {
+            position = BinlogPosition::new(position.filenum.wrapping_add(1), 0);
+        }
+        BinlogPosition::new(position.filenum, offset_after(position.offset, item_len))
+    }
+
+    /// The producer position after the replica applies every item in `contents` (each an
+    /// item's content: one or more RESP commands), starting at `at`; `None` when some command
+    /// is re-serialized in a way that depends on the replica (see the module docs) or does not
+    /// parse.
+    pub fn after_contents<'a>(
+        &self,
+        at: BinlogPosition,
+        contents: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Option<BinlogPosition> {
+        let mut position = at;
+        let mut spans = Vec::new();
+        let limits = ParserLimits::replica_stream();
+        for content in contents {
+            let mut from = 0;
+            while from < content.len() {
+                spans.clear();
+                let end = whole_command(content, from, &limits, &mut spans)?;
+                let args: Vec<&[u8]> = spans.iter().map(|&(s, e)| &content[s..e]).collect();
+                for len in own_item_lens(&args, self.release)? {
+                    position = self.after_item(position, len);
+                }
+                from = end;
+            }
+        }
+        Some(position)
+    }
+}
+
+/// The replica positions one link predicts for the responses it forwards, checked by the acks.
+///
+/// The chain starts at an exact replica position (a resume pair, or the identical layout before
+/// the first rewrite) and moves with every response forwarded. A response whose position cannot
+/// be predicted ends the chain, and so does an ack that disagrees with its prediction (logged by
+/// the caller): from then on the link learns positions from acks only, until the next session.
+#[derive(Debug)]
+pub struct Prediction {
+    layout: ReplicaLayout,
+    /// The replica's position after the last response forwarded, while the chain holds.
+    next_start: Option<BinlogPosition>,
+    /// Predicted pairs of the responses forwarded and not yet acknowledged, oldest first.
+    outstanding: VecDeque<Pair>,
+}
+
+/// An ack that disagrees with the position predicted for its response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Misprediction {
+    /// What the chain predicted.
+    pub predicted: BinlogPosition,
+    /// What the replica acknowledged.
+    pub acked: BinlogPosition,
+}
+
+impl Prediction {
+    /// A chain that starts at the replica's exact position `replica` (`None`: no chain).
+    pub fn new(layout: ReplicaLayout, replica: Option<BinlogPosition>) -> Self {
+        Prediction {
+            layout,
+            next_start: replica,
+            outstanding: VecDeque::new(),
+        }
+    }
+
+    /// Whether positions are still being predicted.
+    pub fn holds(&self) -> bool {
+        self.next_start.is_some()
+    }
+
+    /// A response whose items (`contents`, as sent) end at master position `master_end` is
+    /// about to be forwarded: the pair it will create, if predictable.
+    pub fn forwarded<'a>(
+        &mut self,
+        master_end: BinlogPosition,
+        contents: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Option<Pair> {
+        let start = self.next_start?;
+        let Some(replica) = self.layout.after_contents(start, contents) else {
+            self.end();
+            return None;
+        };
+        self.next_start = Some(replica);
+        let pair = Pair {
+            replica,
+            master: master_end,
+        };
+        self.outstanding.push_back(pair);
+        Some(pair)
+    }
+
+    /// The replica acknowledged the response ending at master `master_end` at its own
+    /// `replica_end`. Responses acknowledged without a prediction (forwarded before the chain
+    /// or after it ended) are not checked.
+    pub fn acked(
+        &mut self,
+        replica_end: BinlogPosition,
+        master_end: BinlogPosition,
+    ) -> Result<(), Misprediction> {
+        while self
+            .outstanding
+            .front()
+            .is_some_and(|p| p.master < master_end)
+        {
+            self.outstanding.pop_front();
+        }
+        match self.outstanding.front() {
+            Some(p) if p.master == master_end => {
+                let predicted = p.replica;
+                self.outstanding.pop_front();
+                if predicted == replica_end {
+                    Ok(())
+                } else {
+                    self.end();
+                    Err(Misprediction {
+                        predicted,
+                        acked: replica_end,
+                    })
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn end(&mut self) {
+        self.next_start = None;
+        self.outstanding.clear();
+    }
+}
+
+/// The file offset after an item of `item_len` bytes is written at `offset`: fragments of at
+/// most a block minus a record header, and a block tail shorter than a header zero-filled.
+pub fn offset_after(offset: u64, item_len: usize) -> u64 {
+    let block = BLOCK_SIZE as u64;
+    let header = RECORD_HEADER_LEN as u64;
+    let mut offset = offset;
+    let mut left = item_len as u64;
+    loop {
+        let leftover = block - offset % block;
+        if leftover < header {
+            offset += leftover;
+        }
+        let avail = block - offset % block - header;
+        let fragment = left.min(avail);
+        offset += header + fragment;
+        left -= fragment;
+        if left == 0 {
+            return offset;
+        }
+    }
+}
+
+/// The lengths of the items the replica writes for one command (usually one item; multi-key
+/// `del` and `mset` are written one key per item). `None` when the replica rewrites the command
+/// with its own clock.
+fn own_item_lens(args: &[&[u8]], release: PikaRelease) -> Option<Vec<usize>> {
+    let name = args.first()?;
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    let item = |args: &[&[u8]]| ITEM_HEADER_LEN + encoded_len(args);
+    if is("setex") || is("psetex") || is("expire") || is("pexpire") {
+        return None;
+    }
+    if is("pexpireat") && release == PikaRelease::V3 {
+        // 3.5 writes `expireat k <ms / 1000>`.
+        let ms: i64 = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
+        let seconds = (ms / 1000).to_string();
+        return Some(vec![item(&[b"expireat", args.get(1)?, seconds.as_bytes()])]);
+    }
+    if is("set") && args.len() > 3 {
+        // `SET … EX/PX` becomes `pksetexat` with the replica's clock, unless NX/XX keeps it
+        // verbatim (as captured from 3.5.4).
+        let has = |opts: [&[u8]; 2]| {
+            args[3..]
+                .iter()
+                .any(|a| opts.iter().any(|o| a.eq_ignore_ascii_case(o)))
+        };
+        let rewritten = has([b"ex", b"px"]) && !has([b"nx", b"xx"]);
+        return if rewritten {
+            None
+        } else {
+            Some(vec![item(args)])
+        };
+    }
+    if is("del") && args.len() > 2 {
+        return Some(args[1..].iter().map(|k| item(&[name, k])).collect());
+    }
+    if is("mset") {
+        if args.len() % 2 == 0 {
+            return None;
+        }
+        return Some(
+            args[1..]
+                .chunks(2)
+                .map(|kv| item(&[b"set", kv[0], kv[1]]))
+                .collect(),
+        );
+    }
+    Some(vec![item(args)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pika::binlog_file::BinlogFileWriter;
+    use crate::resp::encode_command;
+    use bytes::BytesMut;
+
+    fn resp(args: &[&str]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        encode_command(args, &mut out);
+        out.to_vec()
+    }
+
+    /// The calculation agrees with the writer that lays files out as Pika does, across block
+    /// boundaries, tails shorter than a header and items larger than a block.
+    #[test]
+    fn offsets_agree_with_the_binlog_writer() {
+        let mut writer = BinlogFileWriter::new(0);
+        let mut rng = 12345u64;
+        for i in 0..3000 {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let content_len = match i % 50 {
+                0 => 70_000 + (rng >> 40) as usize % 70_000,
+                1 => 65_536 - ITEM_HEADER_LEN - 2 * RECORD_HEADER_LEN,
+                _ => (rng >> 33) as usize % 900,
+            };
+            let before = writer.position();
+            let content = vec![b'x'; content_len];
+            writer.append_item(0, 0, i, &content).unwrap();
+            assert_eq!(
+                offset_after(before, ITEM_HEADER_LEN + content_len),
+                writer.position(),
+                "item {i} of {content_len} bytes at {before}"
+            );
+        }
+    }
+
+    /// Replayed item by item, the replicas' own binlogs captured from real Pika 3.5.4 and
+    /// 4.0.1 end exactly where the calculation says.
+    #[test]
+    fn real_replica_binlogs_end_where_predicted() {
+        use crate::pika::binlog_file::read_binlog_file;
+        use crate::pika::item::BinlogItem;
+        for (file, release) in [
+            (
+                "pika-3.5.4/session1-replica-binlog-write2file0.bin",
+                PikaRelease::V3,
+            ),
+            (
+                "pika-4.0.1/session1-replica-binlog-write2file0.bin",
+                PikaRelease::V4,
+            ),
+        ] {
+            let layout = ReplicaLayout::new(release);
+            let data = crate::fixtures::read(file).unwrap();
+            let records = read_binlog_file(&data).unwrap();
+            let items: Vec<_> = records
+                .iter()
+                .filter_map(|r| Some((r, BinlogItem::parse(&r.item).ok()?)))
+                .collect();
+            assert!(items.len() > 5, "{file}: {} items", items.len());
+            for pair in items.windows(2) {
+                let (before, after) = (&pair[0].0, &pair[1]);
+                let Some(predicted) =
+                    layout.after_contents(BinlogPosition::new(0, before.end), [after.1.content])
+                else {
+                    panic!("{file}: {:?}", String::from_utf8_lossy(after.1.content));
+                };
+                assert_eq!(predicted, BinlogPosition::new(0, after.0.end), "{file}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_chain_predicts_each_response_and_the_acks_check_it() {
+        let layout = ReplicaLayout::new(PikaRelease::V3);
+        let start = BinlogPosition::new(0, 500);
+        let mut chain = Prediction::new(layout, Some(start));
+        let a = resp(&["set", "a", "1"]);
+        let b = resp(&["hset", "h", "f", "v"]);
+        let first = chain
+            .forwarded(BinlogPosition::new(0, 900), [a.as_slice()])
+            .unwrap();
+        assert_eq!(
+            first.replica,
+            layout.after_item(start, ITEM_HEADER_LEN + a.len())
+        );
+        let second = chain
+            .forwarded(BinlogPosition::new(0, 1000), [b.as_slice(), a.as_slice()])
+            .unwrap();
+        assert_eq!(chain.acked(first.replica, first.master), Ok(()));
+        let wrong = BinlogPosition::new(0, second.replica.offset + 1);
+        assert_eq!(
+            chain.acked(wrong, second.master),
+            Err(Misprediction {
+                predicted: second.replica,
+                acked: wrong
+            })
+        );
+        assert!(!chain.holds());
+        assert_eq!(
+            chain.forwarded(BinlogPosition::new(0, 1100), [a.as_slice()]),
+            None
+        );
+    }
+
+    #[test]
+    fn an_unpredictable_response_ends_the_chain() {
+        let mut chain = Prediction::new(
+            ReplicaLayout::new(PikaRelease::V3),
+            Some(BinlogPosition::new(0, 0)),
+        );
+        let setex = resp(&["setex", "k", "10", "v"]);
+        assert_eq!(
+            chain.forwarded(BinlogPosition::new(0, 50), [setex.as_slice()]),
+            None
+        );
+        assert!(!chain.holds());
+        assert_eq!(
+            chain.acked(BinlogPosition::new(0, 7), BinlogPosition::new(0, 50)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_file_past_its_size_rolls_before_the_next_item() {
+        let layout = ReplicaLayout {
+            file_size: 1000,
+            release: PikaRelease::V3,
+        };
+        let at = BinlogPosition::new(3, 990);
+        assert_eq!(layout.after_item(at, 50), BinlogPosition::new(3, 1048));
+        let past = BinlogPosition::new(3, 1001);
+        assert_eq!(layout.after_item(past, 50), BinlogPosition::new(4, 58));
+    }
+
+    #[test]
+    fn commands_become_one_item_each_and_multi_key_forms_one_per_key() {
+        let layout = ReplicaLayout::new(PikaRelease::V3);
+        let at = BinlogPosition::new(0, 100);
+        let one = resp(&["pksetexat", "k", "1800000000", "v"]);
+        let two = [
+            resp(&["set", "k", "v"]),
+            resp(&["expireat", "k", "1800000000"]),
+        ]
+        .concat();
+        let expected = layout.after_item(
+            layout.after_item(at, ITEM_HEADER_LEN + one.len()),
+            ITEM_HEADER_LEN + resp(&["set", "k", "v"]).len(),
+        );
+        let expected = layout.after_item(
+            expected,
+            ITEM_HEADER_LEN + resp(&["expireat", "k", "1800000000"]).len(),
+        );
+        assert_eq!(
+            layout.after_contents(at, [one.as_slice(), two.as_slice()]),
+            Some(expected)
+        );
+        let del = resp(&["del", "a", "bb"]);
+        let per_key = layout.after_item(
+            layout.after_item(at, ITEM_HEADER_LEN + resp(&["del", "a"]).len()),
+            ITEM_HEADER_LEN + resp(&["del", "bb"]).len(),
+        );
+        assert_eq!(layout.after_contents(at, [del.as_slice()]), Some(per_key));
+    }
+
+    #[test]
+    fn commands_the_replica_rewrites_with_its_clock_are_not_predicted() {
+        let layout = ReplicaLayout::new(PikaRelease::V3);
+        let at = BinlogPosition::new(0, 0);
+        for cmd in [
+            resp(&["setex", "k", "10", "v"]),
+            resp(&["SET", "k", "v", "EX", "10"]),
+            resp(&["expire", "k", "10"]),
+        ] {
+            assert_eq!(layout.after_contents(at, [cmd.as_slice()]), None);
+        }
+        assert_eq!(layout.after_contents(at, [b"garbage".as_slice()]), None);
+        // `pexpireat` is clock-free: 3.5 writes it as `expireat` in seconds, 4.0 verbatim.
+        let pexpireat = resp(&["pexpireat", "k", "1800000000123"]);
+        let as_expireat = resp(&["expireat", "k", "1800000000"]);
+        assert_eq!(
+            layout.after_contents(at, [pexpireat.as_slice()]),
+            Some(layout.after_item(at, ITEM_HEADER_LEN + as_expireat.len()))
+        );
+        assert_eq!(
+            ReplicaLayout::new(PikaRelease::V4).after_contents(at, [pexpireat.as_slice()]),
+            Some(layout.after_item(at, ITEM_HEADER_LEN + pexpireat.len()))
+        );
+        for kept in [
+            resp(&["set", "k", "v", "NX"]),
+            resp(&["SET", "k", "v", "EX", "30", "NX"]),
+        ] {
+            assert!(layout.after_contents(at, [kept.as_slice()]).is_some());
+        }
+    }
+}

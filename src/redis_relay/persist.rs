@@ -407,6 +407,15 @@ impl StateFile {
     }
 }
 
+impl super::store::ReplicaState {
+    /// Hand the map's unwritten records to the state file before the stream bytes they cover
+    /// are sent; this queues them with [`ReplicaState::persist`](super::store::ReplicaState::persist).
+    pub fn write_ahead(&mut self) -> io::Result<()> {
+        let _queued = self.persist();
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,8 +12,9 @@
 //! ([`Link::up_buf`], filled by socket reads) and the bytes for the replica ([`Link::out`],
 //! drained by socket writes).
 //!
-//! **Write-ahead rule.** Before replication-stream bytes whose map coverage (points and tip) is
-//! not yet handed to the state file may leave, the machine emits [`Action::PersistAhead`], and
+//! **Write-ahead rule.** Before replication-stream bytes that depend on a map point not yet
+//! handed to the state file (a new delta or DB) may leave, the machine emits
+//! [`Action::PersistAhead`], and
 //! until the driver reports it executed ([`Link::ahead_written`]), [`Link::may_send_down`] is
 //! false: the driver drains [`Link::out`] only when it is true. The state files after a full sync
 //! or a continuation are written the same way, awaited ([`Action::PersistFresh`]), before any
@@ -271,8 +272,8 @@ pub(crate) struct Link {
     held_acks: HeldAcks,
     /// The translated ACK whose [`Action::PersistBehind`] is being executed.
     ack_in_flight: Option<UpstreamAck>,
-    /// The map tip (D) the last write-ahead covered.
-    ahead_d: u64,
+    /// The newest map point (its D) the last write-ahead covered.
+    ahead_point: Option<u64>,
     /// A [`Action::PersistAhead`] was emitted and not yet reported done.
     ahead_pending: bool,
     /// When the read being decided arrived: its entries' exec time, the same for every slice.
@@ -307,7 +308,7 @@ impl Link {
             lag_ms: 0,
             held_acks: HeldAcks::default(),
             ack_in_flight: None,
-            ahead_d: 0,
+            ahead_point: None,
             ahead_pending: false,
             read_arrived: now,
             read_produced: false,
@@ -397,7 +398,7 @@ impl Link {
         link.event(Event::Phase(Phase::Streaming));
         link.stream = Some(StreamRelay::new(d, resolved.u, resolved.db));
         link.acked_u = resolved.u;
-        link.ahead_d = d;
+        link.ahead_point = newest_point(&holder.map);
         link.holder = Some(holder);
         link
     }
@@ -785,7 +786,7 @@ impl Link {
         };
         state.table_u = Some(stream.upstream_offset());
         let capped = state.map.cap(MAX_MAP_POINTS) > 0;
-        let tip = state.map.tip().0;
+        let newest = newest_point(&state.map);
         let stream_d = stream.downstream_offset();
         self.read_processing += started.elapsed();
         if processed.stopped_early {
@@ -803,10 +804,12 @@ impl Link {
             });
         }
         if self.out.len() > queued_before {
-            // The write-ahead rule: the map coverage of these bytes goes to the state file
-            // before they may leave.
-            if tip > self.ahead_d {
-                self.ahead_d = tip;
+            // The write-ahead rule: a map point these bytes depend on (a new delta or DB) goes
+            // to the state file before they may leave. Their tip alone goes behind (ticks,
+            // ACKs): a file whose tip is short of the replica costs one full sync, never a
+            // wrong offset.
+            if newest > self.ahead_point {
+                self.ahead_point = newest;
                 self.ahead_pending = true;
                 self.push(Action::PersistAhead);
             }
@@ -831,10 +834,12 @@ impl Link {
             table_complete: p.table.is_complete(),
             started: p.started,
         });
+        let map = OffsetMap::new(p.base, p.base, db);
+        self.ahead_point = newest_point(&map);
         let state = ReplicaState {
             own_id: p.own_id,
             master_id: p.master_id,
-            map: OffsetMap::new(p.base, p.base, db),
+            map,
             table: p.table,
             table_u: Some(p.base),
             file: None,
@@ -846,7 +851,6 @@ impl Link {
         }
         self.stream = Some(StreamRelay::new(p.base, p.base, db));
         self.acked_u = p.base;
-        self.ahead_d = p.base;
         self.awaiting_first_ack = eof_framed;
         self.event(Event::Phase(if eof_framed {
             Phase::AwaitingFirstAck
@@ -876,6 +880,11 @@ impl Link {
             self.received.pop_front();
         }
     }
+}
+
+/// The D offset of the map's newest point.
+fn newest_point(map: &OffsetMap) -> Option<u64> {
+    map.points().last().map(|p| p.d)
 }
 
 fn parse_u64(a: &[u8]) -> Option<u64> {

@@ -471,7 +471,7 @@ impl Session {
                 }
                 _ = ticker.tick() => link.on_tick(Now::wall()),
                 r = held_ack_due(&mut io.ack_writes, link.first_held_write()),
-                    if link.first_held_write().is_some() => link.on_write_progress(&r),
+                    if link.holds_acks() => link.on_write_progress(&r),
                 // Only what the machine allows: never stream bytes whose write-ahead is
                 // outstanding (see `link`).
                 r = link.out.write_some(&mut self.down_w), if link.may_send_down() => {
@@ -538,8 +538,14 @@ impl Session {
                         .map_err(Ending::downstream_io)?;
                     stats::bytes(Side::Downstream, false, bytes.len());
                 }
-                // Drained by the relay loop's write branch once `may_send_down`.
-                Action::SendQueuedDown { .. } => {}
+                // Drained by the relay loop's write branch once `may_send_down`, which the
+                // write-ahead before stream bytes has opened by now.
+                Action::SendQueuedDown { stream_d } => {
+                    debug_assert!(
+                        stream_d.is_none() || link.may_send_down() || link.out.is_empty(),
+                        "stream bytes queued before their write-ahead"
+                    );
+                }
                 Action::SendUp(bytes) => write_up(io.up_w, &bytes).await?,
                 Action::PersistAhead => {
                     if let Some(state) = link.state_mut() {

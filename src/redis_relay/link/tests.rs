@@ -6,6 +6,7 @@ use super::*;
 use crate::engine::Dialect;
 use crate::redis_relay::handshake::{self, ReplicaHello, Step, SyncRequest};
 use crate::redis_relay::persist::{self, StateFile};
+use crate::redis_relay::rdb_relay::Framing;
 use crate::resp::{encode_command, CommandParser, ParserLimits};
 use std::path::PathBuf;
 

@@ -19,8 +19,10 @@
 //! state across connections), `registry` (the operator view), [`outq`] (zero-copy output
 //! queue), [`stats`] (every metric).
 
+pub(crate) mod ending;
 pub(crate) mod handshake;
 pub(crate) mod held_acks;
+pub(crate) mod link;
 pub mod offset_map;
 pub mod outq;
 pub(crate) mod persist;

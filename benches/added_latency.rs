@@ -63,7 +63,9 @@
 //! the master, the proxy, the forwarder and the readers all inherit the same real-time FIFO
 //! priority, so none of them waits behind the rest of the host for a core; every hop gets the
 //! same treatment, which takes most of the scheduler's noise out of the comparison; needs root
-//! and `chrt` from util-linux).
+//! and `chrt` from util-linux), `ADDED_LATENCY_HOP_CPU=<n>` (start the proxy and the forwarder
+//! under `taskset -c <n>`; run the bench itself under `taskset -c <other>` so the master, the
+//! readers and the writer stay off that core).
 //! Needs `redis-server` on the PATH. The target is an added p99 of at most 0.2 ms at 100 k/s.
 
 use bytes::{Buf, BytesMut};
@@ -331,6 +333,23 @@ fn send_command(stream: &mut TcpStream, args: &[&[u8]]) -> Result<(), String> {
     stream
         .write_all(&out)
         .map_err(|e| format!("write to {:?}: {e}", stream.peer_addr()))
+}
+
+/// `ADDED_LATENCY_HOP_CPU=<n>`: the proxy and the forwarder run under `taskset -c <n>`, so with
+/// this process pinned elsewhere (`taskset -c <m> cargo bench …`, which the master, the readers
+/// and the writer inherit) the hop under test has a core of its own.
+const HOP_CPU_ENV: &str = "ADDED_LATENCY_HOP_CPU";
+
+/// A command for one of the two hops, pinned when [`HOP_CPU_ENV`] says so.
+fn hop_command(program: &std::path::Path) -> Command {
+    match std::env::var(HOP_CPU_ENV) {
+        Ok(cpu) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", cpu.trim()]).arg(program);
+            cmd
+        }
+        Err(_) => Command::new(program),
+    }
 }
 
 /// Waits until `port` answers PING with +PONG (for the proxy, the master's answer relayed).
@@ -1057,6 +1076,9 @@ fn run() -> Result<(), String> {
     let (m, p, a, f) = (free_port()?, free_port()?, free_port()?, free_port()?);
 
     let master_log = dir.path().join("master.log");
+    if let Ok(cpu) = std::env::var(HOP_CPU_ENV) {
+        println!("proxy and forwarder pinned to CPU {cpu} (taskset); everything else runs where this process may");
+    }
     let mut master = Proc::spawn(
         Command::new("redis-server")
             .args(["--port", &m.to_string(), "--bind", "127.0.0.1"])
@@ -1084,7 +1106,7 @@ fn run() -> Result<(), String> {
     };
     let (proxy_log, proxy_stderr) = log_file("proxy.log")?;
     let mut proxy = Proc::spawn(
-        Command::new(&proxy_bin)
+        hop_command(&proxy_bin)
             .arg("redis")
             .args(["--listen", &format!("127.0.0.1:{p}")])
             .args(["--master", &format!("127.0.0.1:{m}")])
@@ -1101,7 +1123,7 @@ fn run() -> Result<(), String> {
 
     let (forwarder_log, forwarder_stderr) = log_file("forwarder.log")?;
     let mut forwarder = Proc::spawn(
-        Command::new(&own_bin)
+        hop_command(&own_bin)
             .env(FORWARD_ENV, format!("127.0.0.1:{f},127.0.0.1:{m}"))
             .stdout(Stdio::null())
             .stderr(forwarder_stderr),

@@ -166,3 +166,17 @@ echo
 cargo bench --locked --bench added_latency 2>/dev/null \
   | grep -E '^((pika-ttl-proxy )?added latency|proxy hold time)' \
   || echo "added latency measurement failed (cargo bench --bench added_latency)"
+
+# The same two latency measurements with the hop under test on a core of its own: the proxy
+# (and the Redis bench's forwarder) under `taskset -c 1`, everything else under `taskset -c 0`.
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  echo
+  echo "pinned: proxy and forwarder on CPU 1, masters, replicas and load on CPU 0"
+  PIKA_TTL_PROXY_WRAPPER="taskset -c 1" taskset -c 0 \
+    cargo test --release --locked --test pika_throughput pika_relay_latency_at_a_fixed_rate -- --ignored --nocapture --test-threads 1 2>/dev/null \
+    | grep -oE 'pika relay latency \(protocol peers\).*' | sed 's/^/pinned: /' \
+    || echo "pinned pika relay latency measurement failed"
+  ADDED_LATENCY_HOP_CPU=1 taskset -c 0 cargo bench --locked --bench added_latency 2>/dev/null \
+    | grep -E '^((pika-ttl-proxy )?added latency|proxy hold time)' | sed 's/^/pinned: /' \
+    || echo "pinned added latency measurement failed"
+fi

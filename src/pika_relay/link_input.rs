@@ -1,0 +1,147 @@
+//! The inputs of a link's state machine ([`LinkMachine`](super::link::LinkMachine)), decoded
+//! from the frames the replica and the master send.
+//!
+//! Each frame is decoded here exactly once. A BinlogSync response in particular becomes one
+//! [`BinlogResponse`]: its entries are decoded in one pass, with the DB they name and whether
+//! they mix DBs or are all keepalives. That one view then serves the phase check, the mixed-DB
+//! check, the rewrite ([`LinkRewriter::rewrite_records`](super::rewrite::LinkRewriter)) and the
+//! offset-map update.
+
+use super::error::{LinkError, Side};
+use crate::pika::messages::{
+    BinlogSyncRecord, BinlogSyncRequest, InnerRequest, InnerResponse, MessageError, MessageType,
+    MetaSyncRequest, MetaSyncResponse, Slot, SyncPointRequest, TrySyncResponse,
+};
+
+/// A replica → master request, decoded.
+#[derive(Debug)]
+pub(crate) enum Request<'a> {
+    /// MetaSync (forwarded unchanged; the driver learns the replica's name from it).
+    MetaSync(Option<MetaSyncRequest<'a>>),
+    /// TrySync at the replica's own position.
+    TrySync(SyncPointRequest<'a>),
+    /// DBSync: the replica asks for a full sync.
+    DbSync(SyncPointRequest<'a>),
+    /// BinlogSync: first_send, an ack or a ping.
+    BinlogSync(BinlogSyncRequest<'a>),
+    /// Anything else (forwarded unchanged).
+    Other,
+}
+
+impl<'a> Request<'a> {
+    /// Decodes a request body.
+    pub(crate) fn decode(body: &'a [u8]) -> Result<Request<'a>, LinkError> {
+        let err = |e| LinkError::Message(Side::Replica, e);
+        let req = InnerRequest::parse(body).map_err(err)?;
+        Ok(match req.msg_type {
+            MessageType::MetaSync => Request::MetaSync(req.meta_sync().map_err(err)?),
+            MessageType::TrySync => Request::TrySync(
+                req.try_sync()
+                    .map_err(err)?
+                    .ok_or_else(|| missing("try_sync"))?,
+            ),
+            MessageType::DbSync => Request::DbSync(
+                req.db_sync()
+                    .map_err(err)?
+                    .ok_or_else(|| missing("db_sync"))?,
+            ),
+            MessageType::BinlogSync => Request::BinlogSync(
+                req.binlog_sync()
+                    .map_err(err)?
+                    .ok_or_else(|| missing("binlog_sync"))?,
+            ),
+            _ => Request::Other,
+        })
+    }
+}
+
+fn missing(what: &str) -> LinkError {
+    LinkError::Protocol(
+        Side::Replica,
+        format!("{what} message without its {what} field"),
+    )
+}
+
+/// A master → replica response, decoded.
+#[derive(Debug)]
+pub(crate) enum Response<'a> {
+    /// MetaSync reply (forwarded unchanged; it tells the master's release).
+    MetaSync(Option<MetaSyncResponse<'a>>),
+    /// TrySync reply.
+    TrySync(Option<TrySyncResponse<'a>>),
+    /// BinlogSync: items or keepalives.
+    BinlogSync(BinlogResponse<'a>),
+    /// Anything else (forwarded unchanged).
+    Other,
+}
+
+impl<'a> Response<'a> {
+    /// Decodes a response body; a BinlogSync response's entries are all decoded here.
+    pub(crate) fn decode(body: &'a [u8]) -> Result<Response<'a>, LinkError> {
+        let err = |e| LinkError::Message(Side::Master, e);
+        let resp = InnerResponse::parse(body).map_err(err)?;
+        Ok(match resp.msg_type {
+            MessageType::MetaSync => Response::MetaSync(resp.meta_sync().map_err(err)?),
+            MessageType::TrySync => Response::TrySync(resp.try_sync().map_err(err)?),
+            MessageType::BinlogSync => Response::BinlogSync(BinlogResponse::decode(&resp).map_err(err)?),
+            _ => Response::Other,
+        })
+    }
+}
+
+/// The entries of one BinlogSync response, each decoded once, in order.
+#[derive(Debug)]
+pub(crate) struct BinlogResponse<'a> {
+    /// Every entry with its place in the body (what the rewrite splices by).
+    pub records: Vec<BinlogSyncRecord<'a>>,
+    /// The first entry's DB (Pika sends one DB per response); `None` without entries.
+    pub slot: Option<Slot<'a>>,
+    /// The first entry naming another DB than the first one, if any.
+    pub other_slot: Option<Slot<'a>>,
+    /// Every entry is a keepalive (empty binlog); false without entries.
+    pub keepalive: bool,
+}
+
+impl<'a> BinlogResponse<'a> {
+    /// Decodes every entry of `resp`, a BinlogSync response.
+    pub(crate) fn decode(resp: &InnerResponse<'a>) -> Result<BinlogResponse<'a>, MessageError> {
+        let mut records = Vec::with_capacity(resp.binlog_sync_count());
+        let mut slot: Option<Slot<'a>> = None;
+        let mut other_slot = None;
+        let mut keepalive = resp.binlog_sync_count() > 0;
+        let mut entries = resp.binlog_sync_entries();
+        while let Some(record) = entries.next_record() {
+            let record = record?;
+            let this = record.entry.slot;
+            match slot {
+                None => slot = Some(this),
+                Some(first) if other_slot.is_none() && !same_slot(&first, &this) => {
+                    other_slot = Some(this)
+                }
+                Some(_) => {}
+            }
+            keepalive &= record.entry.is_keepalive();
+            records.push(record);
+        }
+        Ok(BinlogResponse {
+            records,
+            slot,
+            other_slot,
+            keepalive,
+        })
+    }
+
+    /// The error for a response mixing DBs, if this one does.
+    pub(crate) fn mixed(&self) -> Option<MessageError> {
+        let (first, other) = (self.slot?, self.other_slot?);
+        let name = |s: Slot<'_>| format!("{}:{}", String::from_utf8_lossy(s.db_name), s.slot_id);
+        Some(MessageError::MixedSlots {
+            first: name(first),
+            other: name(other),
+        })
+    }
+}
+
+fn same_slot(a: &Slot<'_>, b: &Slot<'_>) -> bool {
+    a.db_name == b.db_name && a.slot_id == b.slot_id
+}

@@ -25,10 +25,6 @@ pub(crate) mod error;
 mod frame_reader;
 pub(crate) mod inflight;
 mod link;
-mod link_action;
-mod link_input;
-#[cfg(test)]
-mod link_tests;
 mod map_commit;
 pub mod map_store;
 pub(crate) mod offset_map;

@@ -16,15 +16,14 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::inflight::Forwarded;
-use super::link_input::BinlogResponse;
+use super::link::input::BinlogResponse;
 use super::stats;
 use crate::engine::args::{Args, FrameArgs};
 use crate::engine::{self, AtRisk, Dialect, Emit, PikaRelease, Policy, StreamState};
 use crate::families::{Family, FamilySwitches};
 use crate::pika::item::{put_item, BinlogItem};
 use crate::pika::messages::{
-    BinlogPosition, BinlogSyncRecord, BinlogSyncSplice, InnerResponse, LogicalOffset,
-    MessageError,
+    BinlogPosition, BinlogSyncRecord, BinlogSyncSplice, InnerResponse, LogicalOffset, MessageError,
 };
 use crate::resp::{whole_command, CommandParser, FrameKind, ParserLimits};
 use crate::table::ExpiryTable;

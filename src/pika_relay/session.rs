@@ -2,8 +2,8 @@
 //! own connection to the master's P+2000, opened for it.
 //!
 //! Requests (replica → master) and responses (master → replica) are read as whole frames and
-//! decoded once ([`link_input`](super::link_input)). The protocol logic is the state machine
-//! [`LinkMachine`] (`link.rs`): this driver feeds it each frame and a tick every second, then
+//! decoded once ([`link::input`](super::link::input)). The protocol logic is the state machine
+//! [`LinkMachine`] (`link/`): this driver feeds it each frame and a tick every second, then
 //! executes the [`Action`]s it returns **in order**. Frames are queued per side and written once
 //! per read; a [`Action::Persist`] is awaited before any later action, which is how every
 //! write-ahead transition of the offset map (`docs/architecture.md#durability`) reaches the disk
@@ -30,9 +30,9 @@ use super::client_port;
 use super::config::{PikaRelayConfig, WarmupMode, REPLICATION_PORT_OFFSET};
 use super::error::{LinkError, Side};
 use super::frame_reader::{FrameReader, Frames};
+use super::link::action::{Action, DbId, Event};
+use super::link::input::{Request, Response};
 use super::link::{db_key, lag_seconds, LinkEnv, LinkMachine, MachineConfig};
-use super::link_action::{Action, DbId, Event};
-use super::link_input::{Request, Response};
 use super::map_commit::CommittedMap;
 use super::map_store::Loaded;
 use super::passthrough::CONNECT_TIMEOUT;
@@ -256,7 +256,6 @@ pub(crate) async fn run_link(
     link.close().await;
 }
 
-
 struct Link {
     id: u64,
     peer: SocketAddr,
@@ -424,7 +423,11 @@ impl Link {
             Request::MetaSync(Some(meta)) => self.set_name(&meta.node),
             Request::TrySync(sp) | Request::DbSync(sp) => {
                 self.set_name(&sp.node);
-                if self.machine.find(sp.slot.db_name, sp.slot.slot_id).is_none() {
+                if self
+                    .machine
+                    .find(sp.slot.db_name, sp.slot.slot_id)
+                    .is_none()
+                {
                     self.open_db(&sp.node, &sp.slot).await?;
                 }
             }

@@ -1,4 +1,4 @@
-//! What a link's state machine ([`LinkMachine`](super::link::LinkMachine)) asks its driver to
+//! What a link's state machine ([`LinkMachine`](super::LinkMachine)) asks its driver to
 //! do, and the events it reports.
 //!
 //! The driver (`session.rs`) executes a step's actions **in order**. That order carries the
@@ -10,11 +10,11 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use super::error::LinkError;
-use super::offset_map::MapState;
 use crate::engine::{AtRisk, PikaRelease};
 use crate::families::Family;
 use crate::pika::messages::{BinlogPosition, TrySyncReplyCode};
+use crate::pika_relay::error::LinkError;
+use crate::pika_relay::offset_map::MapState;
 
 /// One DB (slot) of a link, by its place in the link (stable for the link's life).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

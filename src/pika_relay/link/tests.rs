@@ -10,25 +10,25 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::error::{LinkError, Side};
-use super::link::{LinkEnv, LinkMachine, MachineConfig, Phase};
-use super::link_action::{Action, DbId, Event, WriteAhead};
-use super::link_input::{Request, Response};
-use super::offset_map::MapState;
-use super::registry::ParkedTable;
-use super::rewrite::LinkRewriter;
-use super::warmup::WarmupState;
+use super::action::{Action, DbId, Event, WriteAhead};
+use super::input::{Request, Response};
+use super::{LinkEnv, LinkMachine, MachineConfig, Phase};
 use crate::engine::PikaRelease;
 use crate::families::FamilySwitches;
 use crate::pika::item::{build_item, ItemHeader};
 use crate::pika::messages::field::{response, try_sync_response};
 use crate::pika::messages::{
     build_binlog_sync_request, build_binlog_sync_response, build_keepalive_ack,
-    build_meta_sync_request, build_try_sync_request, BinlogPosition, LogicalOffset,
-    MessageError, MessageType, NewBinlogSyncEntry, NewBinlogSyncRequest, Node, Slot, StatusCode,
+    build_meta_sync_request, build_try_sync_request, BinlogPosition, LogicalOffset, MessageError,
+    MessageType, NewBinlogSyncEntry, NewBinlogSyncRequest, Node, Slot, StatusCode,
     TrySyncReplyCode,
 };
 use crate::pika::proto::{put_len_field, put_varint_field, FieldIter};
+use crate::pika_relay::error::{LinkError, Side};
+use crate::pika_relay::offset_map::MapState;
+use crate::pika_relay::registry::ParkedTable;
+use crate::pika_relay::rewrite::LinkRewriter;
+use crate::pika_relay::warmup::WarmupState;
 use crate::resp::encode_command;
 
 const NODE: Node<'static> = Node {
@@ -265,7 +265,8 @@ impl Harness {
         let req = Request::decode(&frame).expect("a valid request");
         if let Request::TrySync(sp) | Request::DbSync(sp) = &req {
             if self.m.find(sp.slot.db_name, sp.slot.slot_id).is_none() {
-                self.m.add_db(&sp.slot, "10.0.0.2_9221_db0".into(), self.loaded.clone());
+                self.m
+                    .add_db(&sp.slot, "10.0.0.2_9221_db0".into(), self.loaded.clone());
             }
         }
         let mut out = Vec::new();
@@ -356,12 +357,18 @@ fn meta_sync_goes_up_unchanged_and_the_reply_tells_the_release() {
 
     let reply = meta_sync_reply(Some(1));
     let out = h.response(reply.clone());
-    assert!(matches!(out[0], Action::Event(Event::Release(PikaRelease::V4))));
+    assert!(matches!(
+        out[0],
+        Action::Event(Event::Release(PikaRelease::V4))
+    ));
     assert_eq!(frames_to_replica(&out), vec![&reply]);
     assert_eq!(h.m.release(), PikaRelease::V4);
 
     let out = h.response(meta_sync_reply(None));
-    assert!(matches!(out[0], Action::Event(Event::Release(PikaRelease::V3))));
+    assert!(matches!(
+        out[0],
+        Action::Event(Event::Release(PikaRelease::V3))
+    ));
     assert_eq!(h.m.release(), PikaRelease::V3);
 }
 
@@ -371,7 +378,10 @@ fn a_translated_try_sync_goes_up_at_the_master_position() {
     let out = h.request(try_sync(500));
     let db = h.db();
     // No table anywhere: a checkpoint may rebuild one before the TrySync goes up.
-    let catch_up = position_of(&out, |a| matches!(a, Action::CatchUp { master, .. } if *master == pos(600)));
+    let catch_up = position_of(
+        &out,
+        |a| matches!(a, Action::CatchUp { master, .. } if *master == pos(600)),
+    );
     let up = frames_to_master(&out);
     assert_eq!(up.len(), 1);
     let sent = position_of(&out, |a| matches!(a, Action::ToMaster(_)));
@@ -433,7 +443,9 @@ fn master_ok_then_first_send_starts_streaming() {
     let out = h.response(reply.clone());
     // Identity resumed at an identical pair stays Identity: nothing to write.
     assert!(!out.iter().any(|a| matches!(a, Action::Persist { .. })));
-    assert!(out.iter().any(|a| matches!(a, Action::Event(Event::PartialSync))));
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Event(Event::PartialSync))));
     assert_eq!(frames_to_replica(&out), vec![&reply]);
     assert_eq!(
         h.m.db(db).phase(),
@@ -445,7 +457,11 @@ fn master_ok_then_first_send_starts_streaming() {
 
     let frame = first_send(100);
     let out = h.request(frame.clone());
-    assert_eq!(frames_to_master(&out), vec![&frame], "identical positions pass as they are");
+    assert_eq!(
+        frames_to_master(&out),
+        vec![&frame],
+        "identical positions pass as they are"
+    );
     let state = h.m.db(db);
     assert_eq!(state.phase(), Phase::Streaming);
     assert_eq!(
@@ -465,9 +481,10 @@ fn a_resume_pair_is_durable_before_the_ok_reaches_the_replica_and_first_send_is_
     );
     h.request(try_sync(500));
     let out = h.response(try_sync_reply(TrySyncReplyCode::Ok, 600));
-    let persist = position_of(&out, |a| {
-        matches!(a, Action::Persist { why: WriteAhead::Resumed, state, .. } if state.translate(pos(500)) == Some(pos(600)) && state.points() == 1)
-    });
+    let persist = position_of(
+        &out,
+        |a| matches!(a, Action::Persist { why: WriteAhead::Resumed, state, .. } if state.translate(pos(500)) == Some(pos(600)) && state.points() == 1),
+    );
     let down = position_of(&out, |a| matches!(a, Action::ToReplica(_)));
     assert!(persist < down);
 
@@ -503,7 +520,14 @@ fn db_sync_makes_the_map_unknown_before_it_goes_up() {
     let frame = db_sync(95);
     let out = h.request(frame.clone());
     let persist = position_of(&out, |a| {
-        matches!(a, Action::Persist { state: MapState::Unknown, why: WriteAhead::FullSync, .. })
+        matches!(
+            a,
+            Action::Persist {
+                state: MapState::Unknown,
+                why: WriteAhead::FullSync,
+                ..
+            }
+        )
     });
     let up = position_of(&out, |a| matches!(a, Action::ToMaster(f) if *f == frame));
     assert!(persist < up);
@@ -523,7 +547,14 @@ fn the_try_sync_at_the_rsync_snapshot_makes_the_map_identity_before_it_goes_up()
     h.env.snapshot = Some(("db0".into(), pos(300)));
     let out = h.request(try_sync(300));
     let persist = position_of(&out, |a| {
-        matches!(a, Action::Persist { state: MapState::Identity, why: WriteAhead::SnapshotIdentity, .. })
+        matches!(
+            a,
+            Action::Persist {
+                state: MapState::Identity,
+                why: WriteAhead::SnapshotIdentity,
+                ..
+            }
+        )
     });
     let up = position_of(&out, |a| matches!(a, Action::ToMaster(_)));
     assert!(persist < up);
@@ -544,13 +575,24 @@ fn the_first_rewritten_response_makes_the_map_pairs_before_it_is_sent() {
     h.stream_from(0);
     let first = setex_response();
     let out = h.response(first.clone());
-    assert_eq!(frames_to_replica(&out), vec![&first], "unchanged: original bytes");
+    assert_eq!(
+        frames_to_replica(&out),
+        vec![&first],
+        "unchanged: original bytes"
+    );
     assert!(!out.iter().any(|a| matches!(a, Action::Persist { .. })));
 
     let second = incr_response();
     let out = h.response(second.clone());
     let persist = position_of(&out, |a| {
-        matches!(a, Action::Persist { why: WriteAhead::FirstRewrite, state: MapState::Pairs(_), .. })
+        matches!(
+            a,
+            Action::Persist {
+                why: WriteAhead::FirstRewrite,
+                state: MapState::Pairs(_),
+                ..
+            }
+        )
     });
     let down = position_of(&out, |a| matches!(a, Action::ToReplica(_)));
     assert!(persist < down);
@@ -606,9 +648,18 @@ fn an_identity_ack_at_another_position_makes_the_map_pairs_write_ahead() {
     h.stream_from(0);
     h.response(setex_response());
     let out = h.request(ack(95, 97));
-    let diverged = position_of(&out, |a| matches!(a, Action::Event(Event::AckDiverged { .. })));
+    let diverged = position_of(&out, |a| {
+        matches!(a, Action::Event(Event::AckDiverged { .. }))
+    });
     let persist = position_of(&out, |a| {
-        matches!(a, Action::Persist { why: WriteAhead::Ack, state: MapState::Pairs(_), .. })
+        matches!(
+            a,
+            Action::Persist {
+                why: WriteAhead::Ack,
+                state: MapState::Pairs(_),
+                ..
+            }
+        )
     });
     let up = position_of(&out, |a| matches!(a, Action::ToMaster(_)));
     assert!(diverged < persist && persist < up);
@@ -633,7 +684,10 @@ fn an_ack_outside_streaming_or_for_no_response_closes_the_link() {
     h.stream_from(0);
     h.response(setex_response());
     let out = h.request(ack(90, 95));
-    assert!(matches!(closed(&out), Some(LinkError::Protocol(Side::Replica, _))));
+    assert!(matches!(
+        closed(&out),
+        Some(LinkError::Protocol(Side::Replica, _))
+    ));
 
     // A BinlogSync request for a DB that never synced.
     let mut h = Harness::new(MapState::Identity);
@@ -682,7 +736,10 @@ fn a_response_mixing_dbs_closes_the_link_and_drops_the_table() {
     assert!(
         matches!(
             closed(&out),
-            Some(LinkError::Message(Side::Master, MessageError::MixedSlots { .. }))
+            Some(LinkError::Message(
+                Side::Master,
+                MessageError::MixedSlots { .. }
+            ))
         ),
         "{out:?}"
     );

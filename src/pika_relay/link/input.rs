@@ -1,17 +1,17 @@
-//! The inputs of a link's state machine ([`LinkMachine`](super::link::LinkMachine)), decoded
+//! The inputs of a link's state machine ([`LinkMachine`](super::LinkMachine)), decoded
 //! from the frames the replica and the master send.
 //!
 //! Each frame is decoded here exactly once. A BinlogSync response in particular becomes one
 //! [`BinlogResponse`]: its entries are decoded in one pass, with the DB they name and whether
 //! they mix DBs or are all keepalives. That one view then serves the phase check, the mixed-DB
-//! check, the rewrite ([`LinkRewriter::rewrite_records`](super::rewrite::LinkRewriter)) and the
+//! check, the rewrite ([`LinkRewriter::rewrite_records`](crate::pika_relay::rewrite::LinkRewriter)) and the
 //! offset-map update.
 
-use super::error::{LinkError, Side};
 use crate::pika::messages::{
     BinlogSyncRecord, BinlogSyncRequest, InnerRequest, InnerResponse, MessageError, MessageType,
     MetaSyncRequest, MetaSyncResponse, Slot, SyncPointRequest, TrySyncResponse,
 };
+use crate::pika_relay::error::{LinkError, Side};
 
 /// A replica → master request, decoded.
 #[derive(Debug)]
@@ -83,7 +83,9 @@ impl<'a> Response<'a> {
         Ok(match resp.msg_type {
             MessageType::MetaSync => Response::MetaSync(resp.meta_sync().map_err(err)?),
             MessageType::TrySync => Response::TrySync(resp.try_sync().map_err(err)?),
-            MessageType::BinlogSync => Response::BinlogSync(BinlogResponse::decode(&resp).map_err(err)?),
+            MessageType::BinlogSync => {
+                Response::BinlogSync(BinlogResponse::decode(&resp).map_err(err)?)
+            }
             _ => Response::Other,
         })
     }

@@ -12,21 +12,24 @@
 //!
 //! What it reads from the rest of the relay (the rsync tap's snapshot positions, the parked
 //! tables, the start of a warm-up scan, the wall clock) goes through [`LinkEnv`], so the
-//! machine runs in unit tests without sockets (`link_tests.rs`).
+//! machine runs in unit tests without sockets (`link/tests.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::error::{LinkError, Side};
-use super::inflight::Inflight;
-use super::link_action::{Action, DbId, Event, WriteAhead};
-use super::link_input::{BinlogResponse, Request, Response};
-use super::offset_map::MapState;
-use super::registry::ParkedTable;
-use super::rewrite::LinkRewriter;
-use super::warmup::WarmupState;
+use crate::pika_relay::error::{LinkError, Side};
+use crate::pika_relay::inflight::Inflight;
+pub(crate) mod action;
+mod db;
+pub(crate) mod input;
+#[cfg(test)]
+mod tests;
+
+use db::{park_rewriter, Purged};
+pub(crate) use db::{DbState, Phase};
+
 use crate::engine::PikaRelease;
 use crate::families::FamilySwitches;
 use crate::pika::messages::{
@@ -34,54 +37,17 @@ use crate::pika::messages::{
     replace_try_sync_offset, BinlogOffset, BinlogPosition, BinlogSyncRequest, LogicalOffset,
     MetaSyncResponse, Slot, SyncPointRequest, TrySyncReplyCode,
 };
+use crate::pika_relay::offset_map::MapState;
+use crate::pika_relay::registry::ParkedTable;
+use crate::pika_relay::rewrite::LinkRewriter;
+use crate::pika_relay::warmup::WarmupState;
 use crate::table::{Baseline, ExpiryTable};
+use action::{Action, DbId, Event, WriteAhead};
+use input::{BinlogResponse, Request, Response};
 
 /// Margin added to a replica's lag when deciding whether an entry is at risk: Pika's expiry has
 /// one-second precision.
 const AT_RISK_MARGIN_MS: i64 = 1000;
-
-/// Handshake phase of one DB of a link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Nothing agreed yet (or the last TrySync failed).
-    Handshake,
-    /// A TrySync at replica position `replica`, sent upstream as master position `master`.
-    TrySync {
-        replica: BinlogPosition,
-        master: BinlogPosition,
-    },
-    /// The master accepted; the replica's first_send is due.
-    FirstSend {
-        replica: BinlogPosition,
-        master: BinlogPosition,
-    },
-    /// Items flow.
-    Streaming,
-    /// A DBSync was requested; the next TrySync ends it.
-    FullSync,
-}
-
-impl Phase {
-    /// The name in status and logs.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Phase::Handshake => "handshake",
-            Phase::TrySync { .. } => "try_sync",
-            Phase::FirstSend { .. } => "first_send",
-            Phase::Streaming => "streaming",
-            Phase::FullSync => "full_sync",
-        }
-    }
-}
-
-/// Who said the replica's position is gone (the `reason` of the full sync that follows).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Purged {
-    /// The relay answered kSyncPointBePurged (it cannot map the position).
-    ByRelay,
-    /// The master answered kSyncPointBePurged.
-    ByMaster,
-}
 
 /// What the machine reads from the relay around it.
 pub(crate) trait LinkEnv {
@@ -110,90 +76,6 @@ pub(crate) struct MachineConfig {
     pub upstream_idle_timeout: Duration,
     /// A streaming link whose replica sends no BinlogSync request for this long is closed.
     pub master_drop_after: Duration,
-}
-
-/// State of one DB (slot) of a link.
-pub(crate) struct DbState {
-    /// `db0`, or `db0:<slot>`.
-    key: String,
-    db_name: Vec<u8>,
-    slot_id: u32,
-    /// The file-name-safe key of this replica DB (offset map, parked table, checkpoint).
-    store_key: String,
-    map: MapState,
-    phase: Phase,
-    inflight: Inflight,
-    rewriter: Option<LinkRewriter>,
-    warmup: Option<WarmupState>,
-    /// Master END of the last item forwarded (the position the engine's table reflects).
-    last_forwarded: BinlogPosition,
-    /// Master END the replica last acknowledged.
-    acked_master: BinlogPosition,
-    /// Newest master position seen (item ENDs, TrySync replies).
-    master_latest: BinlogPosition,
-    /// Who last said the replica's position is gone, until the DBSync that follows.
-    purged: Option<Purged>,
-    /// When the last DBSync went up (the snapshot must be newer).
-    dbsync_requested: Option<Instant>,
-}
-
-impl DbState {
-    pub(crate) fn key(&self) -> &str {
-        &self.key
-    }
-    pub(crate) fn store_key(&self) -> &str {
-        &self.store_key
-    }
-    pub(crate) fn slot(&self) -> Slot<'_> {
-        Slot {
-            db_name: &self.db_name,
-            slot_id: self.slot_id,
-        }
-    }
-    pub(crate) fn map(&self) -> &MapState {
-        &self.map
-    }
-    pub(crate) fn phase(&self) -> Phase {
-        self.phase
-    }
-    pub(crate) fn inflight(&self) -> &Inflight {
-        &self.inflight
-    }
-    pub(crate) fn rewriter(&self) -> Option<&LinkRewriter> {
-        self.rewriter.as_ref()
-    }
-    pub(crate) fn warming_up(&self) -> bool {
-        self.warmup.is_some()
-    }
-    pub(crate) fn last_forwarded(&self) -> BinlogPosition {
-        self.last_forwarded
-    }
-    pub(crate) fn acked_master(&self) -> BinlogPosition {
-        self.acked_master
-    }
-    pub(crate) fn master_latest(&self) -> BinlogPosition {
-        self.master_latest
-    }
-
-    fn is(&self, db_name: &[u8], slot_id: u32) -> bool {
-        self.slot_id == slot_id && self.db_name == db_name
-    }
-
-    /// Parks the DB's table so the next link can reuse it if it resumes at the same position.
-    fn park(&mut self, env: &dyn LinkEnv) {
-        self.warmup = None;
-        if let Some(rw) = self.rewriter.take() {
-            park_rewriter(env, &self.store_key, rw, self.last_forwarded);
-        }
-    }
-
-    fn try_merge_warmup(&mut self) {
-        if let Some(warm) = self.warmup.as_mut() {
-            if warm.try_merge(self.rewriter.as_mut(), self.last_forwarded) {
-                self.warmup = None;
-            }
-        }
-    }
 }
 
 /// The protocol state of one replica link (every DB it carries).
@@ -237,17 +119,6 @@ pub(crate) fn lag_seconds(inflight: &Inflight, now_ms: i64) -> f64 {
     };
     let now_s = now_ms as f64 / 1000.0;
     (now_s - f64::from(oldest.first_exec_time)).max(0.0)
-}
-
-fn park_rewriter(env: &dyn LinkEnv, key: &str, rw: LinkRewriter, at: BinlogPosition) {
-    env.park(
-        key,
-        ParkedTable {
-            table: rw.table().clone(),
-            state: rw.stream_state(),
-            at,
-        },
-    );
 }
 
 fn protocol(side: Side, why: String) -> LinkError {

@@ -14,18 +14,16 @@
 //! tables, the start of a warm-up scan, the wall clock) goes through [`LinkEnv`], so the
 //! machine runs in unit tests without sockets (`link/tests.rs`).
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-
-use crate::pika_relay::error::{LinkError, Side};
-use crate::pika_relay::inflight::Inflight;
 pub(crate) mod action;
 mod db;
 pub(crate) mod input;
 #[cfg(test)]
 mod tests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use db::{park_rewriter, Purged};
 pub(crate) use db::{DbState, Phase};
@@ -37,6 +35,8 @@ use crate::pika::messages::{
     replace_try_sync_offset, BinlogOffset, BinlogPosition, BinlogSyncRequest, LogicalOffset,
     MetaSyncResponse, Slot, SyncPointRequest, TrySyncReplyCode,
 };
+use crate::pika_relay::error::{LinkError, Side};
+use crate::pika_relay::inflight::Inflight;
 use crate::pika_relay::offset_map::MapState;
 use crate::pika_relay::registry::ParkedTable;
 use crate::pika_relay::rewrite::LinkRewriter;

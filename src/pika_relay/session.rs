@@ -436,7 +436,6 @@ impl Link {
         let now = Instant::now();
         self.machine
             .on_request(&env!(self), &body, &req, now, &mut self.actions);
-        drop(req);
         self.execute().await
     }
 
@@ -446,7 +445,6 @@ impl Link {
         let resp = Response::decode(&body)?;
         self.machine
             .on_response(&env!(self), &body, &resp, now, &mut self.actions);
-        drop(resp);
         self.execute().await
     }
 

@@ -16,7 +16,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::inflight::Forwarded;
-use super::link::input::BinlogResponse;
+use super::link::input::decode_response;
 use super::stats;
 use crate::engine::args::{Args, FrameArgs};
 use crate::engine::{self, AtRisk, Dialect, Emit, PikaRelease, Policy, StreamState};
@@ -148,10 +148,9 @@ impl LinkRewriter {
     }
 
     /// Rewrites the entries of the BinlogSync response `body`: decodes it
-    /// ([`BinlogResponse`]), refuses one that mixes DBs, then [`Self::rewrite_records`].
+    /// (`link::input::decode_response`), refuses one that mixes DBs, then [`Self::rewrite_records`].
     pub fn rewrite_response(&mut self, body: &Bytes) -> Result<RewrittenResponse, MessageError> {
-        let response = InnerResponse::parse(body)?;
-        let decoded = BinlogResponse::decode(&response)?;
+        let decoded = decode_response(body)?.1?;
         if let Some(mixed) = decoded.mixed() {
             return Err(mixed);
         }

@@ -76,23 +76,40 @@ pub(crate) enum Response<'a> {
 }
 
 impl<'a> Response<'a> {
-    /// Decodes a response body; a BinlogSync response's entries are all decoded here.
+    /// Decodes a response body in one walk; a BinlogSync response's entries are all decoded
+    /// here.
     pub(crate) fn decode(body: &'a [u8]) -> Result<Response<'a>, LinkError> {
         let err = |e| LinkError::Message(Side::Master, e);
-        let resp = InnerResponse::parse(body).map_err(err)?;
+        let (resp, binlog) = decode_response(body).map_err(err)?;
         Ok(match resp.msg_type {
             MessageType::MetaSync => Response::MetaSync(resp.meta_sync().map_err(err)?),
             MessageType::TrySync => Response::TrySync(resp.try_sync().map_err(err)?),
-            MessageType::BinlogSync => {
-                Response::BinlogSync(BinlogResponse::decode(&resp).map_err(err)?)
-            }
+            MessageType::BinlogSync => Response::BinlogSync(binlog.map_err(err)?),
             _ => Response::Other,
         })
     }
 }
 
+/// Reads a response's top level and decodes its `binlog_sync` entries on the way (one walk of
+/// the body). An entry that does not decode only matters for a BinlogSync response, so its
+/// error is returned beside the top level.
+pub(crate) fn decode_response(
+    body: &[u8],
+) -> Result<(InnerResponse<'_>, Result<BinlogResponse<'_>, MessageError>), MessageError> {
+    let mut binlog = Ok(BinlogResponse::default());
+    let resp = InnerResponse::parse_with(body, |record, payload| {
+        if let Ok(decoded) = binlog.as_mut() {
+            match BinlogSyncRecord::decode(record, payload) {
+                Ok(record) => decoded.push(record),
+                Err(e) => binlog = Err(e),
+            }
+        }
+    })?;
+    Ok((resp, binlog))
+}
+
 /// The entries of one BinlogSync response, each decoded once, in order.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct BinlogResponse<'a> {
     /// Every entry with its place in the body (what the rewrite splices by).
     pub records: Vec<BinlogSyncRecord<'a>>,
@@ -105,32 +122,21 @@ pub(crate) struct BinlogResponse<'a> {
 }
 
 impl<'a> BinlogResponse<'a> {
-    /// Decodes every entry of `resp`, a BinlogSync response.
-    pub(crate) fn decode(resp: &InnerResponse<'a>) -> Result<BinlogResponse<'a>, MessageError> {
-        let mut records = Vec::with_capacity(resp.binlog_sync_count());
-        let mut slot: Option<Slot<'a>> = None;
-        let mut other_slot = None;
-        let mut keepalive = resp.binlog_sync_count() > 0;
-        let mut entries = resp.binlog_sync_entries();
-        while let Some(record) = entries.next_record() {
-            let record = record?;
-            let this = record.entry.slot;
-            match slot {
-                None => slot = Some(this),
-                Some(first) if other_slot.is_none() && !same_slot(&first, &this) => {
-                    other_slot = Some(this)
-                }
-                Some(_) => {}
+    /// Adds the next entry.
+    fn push(&mut self, record: BinlogSyncRecord<'a>) {
+        let this = record.entry.slot;
+        match self.slot {
+            None => {
+                self.slot = Some(this);
+                self.keepalive = true;
             }
-            keepalive &= record.entry.is_keepalive();
-            records.push(record);
+            Some(first) if self.other_slot.is_none() && !same_slot(&first, &this) => {
+                self.other_slot = Some(this)
+            }
+            Some(_) => {}
         }
-        Ok(BinlogResponse {
-            records,
-            slot,
-            other_slot,
-            keepalive,
-        })
+        self.keepalive &= record.entry.is_keepalive();
+        self.records.push(record);
     }
 
     /// The error for a response mixing DBs, if this one does.

@@ -355,6 +355,7 @@ mod tests {
         let sources = [
             include_str!("pika_relay/stats.rs"),
             include_str!("pika_relay/session.rs"),
+            include_str!("pika_relay/link/mod.rs"),
             include_str!("pika_relay/passthrough.rs"),
             include_str!("redis_relay/stats.rs"),
             include_str!("redis_relay/session.rs"),

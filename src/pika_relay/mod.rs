@@ -24,6 +24,7 @@ pub(crate) mod config;
 pub(crate) mod error;
 mod frame_reader;
 pub(crate) mod inflight;
+mod link;
 mod map_commit;
 pub mod map_store;
 pub(crate) mod offset_map;

@@ -16,13 +16,14 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::inflight::Forwarded;
+use super::link::input::decode_response;
 use super::stats;
 use crate::engine::args::{Args, FrameArgs};
 use crate::engine::{self, AtRisk, Dialect, Emit, PikaRelease, Policy, StreamState};
 use crate::families::{Family, FamilySwitches};
 use crate::pika::item::{put_item, BinlogItem};
 use crate::pika::messages::{
-    BinlogPosition, BinlogSyncSplice, InnerResponse, LogicalOffset, MessageError,
+    BinlogPosition, BinlogSyncRecord, BinlogSyncSplice, InnerResponse, LogicalOffset, MessageError,
 };
 use crate::resp::{whole_command, CommandParser, FrameKind, ParserLimits};
 use crate::table::ExpiryTable;
@@ -146,13 +147,27 @@ impl LinkRewriter {
         self.touched.take().unwrap_or_default()
     }
 
-    /// Rewrites the entries of the BinlogSync response `body`.
+    /// Rewrites the entries of the BinlogSync response `body`: decodes it
+    /// (`link::input::decode_response`), refuses one that mixes DBs, then [`Self::rewrite_records`].
+    pub fn rewrite_response(&mut self, body: &Bytes) -> Result<RewrittenResponse, MessageError> {
+        let decoded = decode_response(body)?.1?;
+        if let Some(mixed) = decoded.mixed() {
+            return Err(mixed);
+        }
+        self.rewrite_records(body, &decoded.records)
+    }
+
+    /// Rewrites the entries `records`, decoded from the BinlogSync response `body` (the link
+    /// checked that they name one DB).
     ///
     /// One pass: each entry is decided as it is read, and the new body is started only at the
     /// first changed entry (everything before it is copied in one piece), so a response whose
     /// entries all pass through is never copied.
-    pub fn rewrite_response(&mut self, body: &Bytes) -> Result<RewrittenResponse, MessageError> {
-        let response = InnerResponse::parse(body)?;
+    pub(crate) fn rewrite_records(
+        &mut self,
+        body: &Bytes,
+        records: &[BinlogSyncRecord<'_>],
+    ) -> Result<RewrittenResponse, MessageError> {
         let mut out = RewrittenResponse {
             body: None,
             forwarded: None,
@@ -164,24 +179,8 @@ impl LinkRewriter {
         let mut last: Option<(LogicalOffset, u32)> = None;
         let mut items = 0;
         let mut splice = BinlogSyncSplice::new(body);
-        let mut slot: Option<(&[u8], u32)> = None;
-        let mut records = response.binlog_sync_entries();
-        while let Some(record) = records.next_record() {
-            let record = record?;
-            let entry = record.entry;
-            let this = (entry.slot.db_name, entry.slot.slot_id);
-            match slot {
-                None => slot = Some(this),
-                Some(first) if first != this => {
-                    let name =
-                        |(db, id): (&[u8], u32)| format!("{}:{id}", String::from_utf8_lossy(db));
-                    return Err(MessageError::MixedSlots {
-                        first: name(first),
-                        other: name(this),
-                    });
-                }
-                Some(_) => {}
-            }
+        for record in records {
+            let entry = &record.entry;
             if entry.is_keepalive() {
                 continue;
             }
@@ -192,7 +191,7 @@ impl LinkRewriter {
             items += 1;
             self.item_end = end.position();
             if self.rewrite_item(body, &item, &mut out)? {
-                splice.replace_binlog(&record, &self.item)?;
+                splice.replace_binlog(record, &self.item)?;
             }
         }
         out.body = splice.finish();

@@ -1,22 +1,21 @@
-//! One replica link: the replica's P+2000 connection, terminated here, and the relay's own
-//! connection to the master's P+2000, opened for it.
+//! One replica link's driver: the replica's P+2000 connection, terminated here, and the relay's
+//! own connection to the master's P+2000, opened for it.
 //!
-//! Requests (replica → master) and responses (master → replica) are read as whole frames. A
-//! frame the relay does not change is written out with its original bytes. The relay changes:
+//! Requests (replica → master) and responses (master → replica) are read as whole frames and
+//! decoded once ([`link::input`](super::link::input)). The protocol logic is the state machine
+//! [`LinkMachine`] (`link/`): this driver feeds it each frame and a tick every second, then
+//! executes the [`Action`]s it returns **in order**. Frames are queued per side and written once
+//! per read; a [`Action::Persist`] is awaited before any later action, which is how every
+//! write-ahead transition of the offset map (`docs/architecture.md#durability`) reaches the disk
+//! before the frame that depends on it is queued, while a [`Action::HandIn`] only queues the
+//! state for the map's writer.
 //!
-//! * BinlogSync responses whose items the engine rewrites (item contents only; offsets stay in
-//!   master space, see [`rewrite`](super::rewrite));
-//! * TrySync and first_send requests, whose replica position becomes the master position the
-//!   offset map knows for it; a position it cannot map is answered here with
-//!   kSyncPointBePurged, which makes the replica run a full sync;
-//! * acks, whose `ack_range_end` (the replica's own position) becomes the master END of the
-//!   response they answer (taken from the FIFO of forwarded responses).
-//!
-//! A Pika connection can carry several DBs (one TrySync each), so all of this is kept per DB.
+//! The driver also owns what lives outside the protocol: the two sockets, each DB's offset-map
+//! writer, checkpoint writer and lag tracker, the replica's name and series, the link's status
+//! and its log lines and metrics.
 
 use crate::hold::HoldClock;
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,27 +30,22 @@ use super::client_port;
 use super::config::{PikaRelayConfig, WarmupMode, REPLICATION_PORT_OFFSET};
 use super::error::{LinkError, Side};
 use super::frame_reader::{FrameReader, Frames};
-use super::inflight::Inflight;
+use super::link::action::{Action, DbId, Event};
+use super::link::input::{Request, Response};
+use super::link::{db_key, lag_seconds, LinkEnv, LinkMachine, MachineConfig};
 use super::map_commit::CommittedMap;
 use super::map_store::Loaded;
-use super::offset_map::MapState;
 use super::passthrough::CONNECT_TIMEOUT;
 use super::registry::lock;
 use super::registry::{DbLinkStatus, LinkStatus, ParkedTable, PikaRelayShared};
 use super::rewrite::LinkRewriter;
 use super::stats;
-use super::tip::DbLag;
+use super::tip::Tracker;
 use super::warmup::{self, WarmupState};
-use crate::engine::{PikaRelease, RiskCause, StreamState};
+use crate::engine::RiskCause;
 use crate::pika::frame::{FrameCodec, FrameError};
-use crate::pika::messages::{
-    build_try_sync_purged_response, replace_ack_range, replace_ack_range_end,
-    replace_try_sync_offset, BinlogPosition, BinlogSyncRequest, InnerRequest, InnerResponse,
-    LogicalOffset, MessageError, MessageType, MetaSyncResponse, Node, Slot, SyncPointRequest,
-    TrySyncReplyCode,
-};
+use crate::pika::messages::{BinlogPosition, Node, Slot};
 use crate::replica_series::{self, ReplicaHandle};
-use crate::table::{Baseline, ExpiryTable};
 
 /// How often link status, lag gauges and timeouts are refreshed.
 const TICK: Duration = Duration::from_secs(1);
@@ -59,89 +53,18 @@ const TICK: Duration = Duration::from_secs(1);
 /// How long a closing link waits for its offset map to reach the disk.
 const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
-/// Margin added to a replica's lag when deciding whether an entry is at risk: Pika's expiry has
-/// one-second precision.
-const AT_RISK_MARGIN_MS: i64 = 1000;
 /// At most one at-risk warning per link per this interval.
 const RISK_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Handshake phase of one DB of a link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// Nothing agreed yet (or the last TrySync failed).
-    Handshake,
-    /// A TrySync at replica position `replica`, sent upstream as master position `master`.
-    TrySync {
-        replica: BinlogPosition,
-        master: BinlogPosition,
-    },
-    /// The master accepted; the replica's first_send is due.
-    FirstSend {
-        replica: BinlogPosition,
-        master: BinlogPosition,
-    },
-    /// Items flow.
-    Streaming,
-    /// A DBSync was requested; the next TrySync ends it.
-    FullSync,
-}
-
-impl Phase {
-    fn name(self) -> &'static str {
-        match self {
-            Phase::Handshake => "handshake",
-            Phase::TrySync { .. } => "try_sync",
-            Phase::FirstSend { .. } => "first_send",
-            Phase::Streaming => "streaming",
-            Phase::FullSync => "full_sync",
-        }
-    }
-}
-
-/// State of one DB (slot) of a link.
-struct DbLink {
-    name: String,
-    store_key: String,
+/// What the driver keeps per DB beside the machine's state (same [`DbId`]).
+struct DbResources {
+    /// The DB's offset map writer.
     store: CommittedMap,
-    map: MapState,
-    phase: Phase,
-    inflight: Inflight,
-    rewriter: Option<LinkRewriter>,
-    warmup: Option<WarmupState>,
-    /// Master END of the last item forwarded (the position the engine's table reflects).
-    last_forwarded: BinlogPosition,
-    /// Master END the replica last acknowledged.
-    acked_master: BinlogPosition,
-    /// Newest master position seen (item ENDs, TrySync replies).
-    master_latest: BinlogPosition,
-    answered_purged: bool,
-    master_said_purged: bool,
-    dbsync_requested: Option<Instant>,
     /// The last checkpoint of the table: where and when, and its write if still running.
     checkpoint: Checkpointing,
     /// This replica's lag tracker for the DB, shared with the tip poller (it outlives the link
     /// so a dropped replica's lag keeps growing).
-    lag: Arc<std::sync::Mutex<DbLag>>,
-}
-
-/// The DB key of a slot: `db0`, or `db0:<slot>` when the slot is not 0.
-fn db_key(db_name: &[u8], slot_id: u32) -> String {
-    let name = String::from_utf8_lossy(db_name);
-    if slot_id == 0 {
-        name.into_owned()
-    } else {
-        format!("{name}:{slot_id}")
-    }
-}
-
-/// `dbN` → N (the engine keys its table by DB number).
-fn db_index(db_name: &[u8]) -> u32 {
-    std::str::from_utf8(db_name)
-        .ok()
-        .and_then(|n| n.strip_prefix("db"))
-        .and_then(|n| n.split(':').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    lag: Tracker,
 }
 
 /// A file-name-safe key for one replica's DB.
@@ -170,10 +93,6 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn msg_err(side: Side) -> impl Fn(MessageError) -> LinkError {
-    move |e| LinkError::Message(side, e)
-}
-
 fn frame_err(side: Side, e: FrameError) -> LinkError {
     match e {
         FrameError::Io(io) => LinkError::Io(side, io),
@@ -181,15 +100,46 @@ fn frame_err(side: Side, e: FrameError) -> LinkError {
     }
 }
 
-fn missing(side: Side, what: &str) -> LinkError {
-    LinkError::Protocol(side, format!("{what} message without its {what} field"))
-}
-
 /// What a link needs from the relay.
 #[derive(Clone)]
 pub(crate) struct LinkSetup {
     pub cfg: Arc<PikaRelayConfig>,
     pub shared: PikaRelayShared,
+}
+
+/// The machine's view of the relay: the shared registry, the configuration and the clock.
+struct RelayEnv<'a> {
+    cfg: &'a Arc<PikaRelayConfig>,
+    shared: &'a PikaRelayShared,
+    peer_ip: IpAddr,
+    replica: &'a str,
+}
+
+impl LinkEnv for RelayEnv<'_> {
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+
+    fn snapshot_matches(&self, db: &str, position: BinlogPosition, since: Instant) -> bool {
+        self.shared
+            .snapshot_matches(self.peer_ip, db, position, since)
+    }
+
+    fn is_parked_at(&self, store_key: &str, at: BinlogPosition) -> bool {
+        self.shared.is_parked_at(store_key, at)
+    }
+
+    fn park(&self, store_key: &str, parked: ParkedTable) {
+        self.shared.park_table(store_key, parked);
+    }
+
+    fn unpark(&self, store_key: &str, at: BinlogPosition) -> Option<ParkedTable> {
+        self.shared.unpark_table(store_key, at)
+    }
+
+    fn start_warmup(&self, db: &str, rewriter: &mut LinkRewriter) -> Option<WarmupState> {
+        warmup::start(self.cfg, self.replica, db, Some(rewriter))
+    }
 }
 
 /// Runs one replica link until either side closes, a peer breaks the protocol, or `cancel`.
@@ -241,25 +191,34 @@ pub(crate) async fn run_link(
     let (replica_r, replica_w) = replica.into_split();
     let (master_r, master_w) = upstream.into_split();
     let codec = FrameCodec::with_max_frame_len(setup.cfg.max_frame_len);
+    let machine = LinkMachine::new(
+        MachineConfig {
+            families: setup.shared.families.clone(),
+            empty_at_origin: setup.cfg.empty_at_origin,
+            upstream_idle_timeout: setup.cfg.upstream_idle_timeout,
+            master_drop_after: setup.cfg.master_drop_after,
+        },
+        release.unwrap_or_default(),
+        Instant::now(),
+    );
     let mut link = Link {
         id,
         peer,
         setup: setup.clone(),
         name: replica_label.clone(),
-        dbs: HashMap::new(),
+        machine,
+        dbs: Vec::new(),
+        actions: Vec::new(),
         down: replica_w,
         up: master_w,
         to_replica: BytesMut::new(),
         to_master: BytesMut::new(),
         bytes: stats::ByteCounters::new(),
         codec,
-        last_upstream: Instant::now(),
-        last_binlog_request: Instant::now(),
         hold: HoldClock::new(),
         master_addr,
         master_spoke: false,
         risk_log: crate::logging::Throttle::new(RISK_LOG_INTERVAL),
-        pika_release: release.unwrap_or_default(),
         series: None,
     };
     tracing::info!(%peer, link = id, "replica connected; relaying to {master_addr}");
@@ -303,7 +262,12 @@ struct Link {
     setup: LinkSetup,
     /// The replica as it names itself (`node.ip:port`), or its TCP peer address until known.
     name: String,
-    dbs: HashMap<String, DbLink>,
+    /// The protocol state.
+    machine: LinkMachine,
+    /// Per DB, what the machine does not hold (indexed by [`DbId`]).
+    dbs: Vec<DbResources>,
+    /// The actions of the current step (reused).
+    actions: Vec<Action>,
     down: OwnedWriteHalf,
     up: OwnedWriteHalf,
     /// Frames encoded for the replica / the master and not yet written: everything one read
@@ -312,10 +276,6 @@ struct Link {
     to_master: BytesMut,
     bytes: stats::ByteCounters,
     codec: FrameCodec,
-    last_upstream: Instant,
-    /// When a BinlogSync request (first_send, ack or ping) last went to the master: the master
-    /// drops a replica whose requests stop for 20 s.
-    last_binlog_request: Instant,
     /// How long the master's data waits in the proxy.
     hold: HoldClock,
     /// The master's replication port.
@@ -324,11 +284,22 @@ struct Link {
     master_spoke: bool,
     /// At-risk warnings of this link.
     risk_log: crate::logging::Throttle,
-    /// The master's release, from its MetaSync answer (4.0 adds `db_instance_num`).
-    pika_release: PikaRelease,
     /// The replica's series, from when it named itself (a connection that never does, such as
     /// a port probe, creates none) until the link closes.
     series: Option<ReplicaHandle>,
+}
+
+/// The machine's environment, from a link's fields (a macro so the borrow stays on the fields,
+/// leaving `machine` free).
+macro_rules! env {
+    ($link:expr) => {
+        RelayEnv {
+            cfg: &$link.setup.cfg,
+            shared: &$link.setup.shared,
+            peer_ip: $link.peer.ip(),
+            replica: &$link.name,
+        }
+    };
 }
 
 impl Link {
@@ -374,7 +345,6 @@ impl Link {
                             }
                             Some(Ok(body)) => {
                                 self.bytes.received(Side::Master, body.len() + 4);
-                                self.last_upstream = Instant::now();
                                 if let Err(e) = self.on_response(body).await {
                                     return Err(self.unless_foreign(&master, e));
                                 }
@@ -414,7 +384,7 @@ impl Link {
     }
 
     /// Queues one frame for `side`; [`Link::flush`] writes it.
-    async fn send(&mut self, side: Side, body: &[u8]) -> Result<(), LinkError> {
+    fn send(&mut self, side: Side, body: &[u8]) -> Result<(), LinkError> {
         let out = match side {
             Side::Master => &mut self.to_master,
             Side::Replica => &mut self.to_replica,
@@ -445,42 +415,192 @@ impl Link {
         Ok(())
     }
 
-    // -----------------------------------------------------------------------------------------
-    // Replica → master
-    // -----------------------------------------------------------------------------------------
-
+    /// A replica frame: decoded, the DB's offset map opened on a TrySync or DBSync for a new
+    /// DB, then fed to the machine.
     async fn on_request(&mut self, body: Bytes) -> Result<(), LinkError> {
-        let req = InnerRequest::parse(&body).map_err(msg_err(Side::Replica))?;
-        match req.msg_type {
-            MessageType::MetaSync => {
-                if let Some(meta) = req.meta_sync().map_err(msg_err(Side::Replica))? {
-                    self.set_name(&meta.node);
+        let req = Request::decode(&body)?;
+        match &req {
+            Request::MetaSync(Some(meta)) => self.set_name(&meta.node),
+            Request::TrySync(sp) | Request::DbSync(sp) => {
+                self.set_name(&sp.node);
+                if self
+                    .machine
+                    .find(sp.slot.db_name, sp.slot.slot_id)
+                    .is_none()
+                {
+                    self.open_db(&sp.node, &sp.slot).await?;
                 }
-                self.send(Side::Master, &body).await
             }
-            MessageType::TrySync => {
-                let ts = req
-                    .try_sync()
-                    .map_err(msg_err(Side::Replica))?
-                    .ok_or_else(|| missing(Side::Replica, "try_sync"))?;
-                self.on_try_sync(&body, &ts).await
+            _ => {}
+        }
+        let now = Instant::now();
+        self.machine
+            .on_request(&env!(self), &body, &req, now, &mut self.actions);
+        self.execute().await
+    }
+
+    /// A master frame: decoded once, then fed to the machine.
+    async fn on_response(&mut self, body: Bytes) -> Result<(), LinkError> {
+        let now = Instant::now();
+        let resp = Response::decode(&body)?;
+        self.machine
+            .on_response(&env!(self), &body, &resp, now, &mut self.actions);
+        self.execute().await
+    }
+
+    /// Executes the machine's actions in order; a write-ahead map state is durable before the
+    /// next action runs.
+    async fn execute(&mut self) -> Result<(), LinkError> {
+        let mut actions = std::mem::take(&mut self.actions);
+        let mut result = Ok(());
+        for action in actions.drain(..) {
+            result = self.run(action).await;
+            if result.is_err() {
+                break;
             }
-            MessageType::DbSync => {
-                let ds = req
-                    .db_sync()
-                    .map_err(msg_err(Side::Replica))?
-                    .ok_or_else(|| missing(Side::Replica, "db_sync"))?;
-                self.on_db_sync(&body, &ds).await
+        }
+        // Emptied by the drain either way; kept for its capacity.
+        self.actions = actions;
+        result
+    }
+
+    async fn run(&mut self, action: Action) -> Result<(), LinkError> {
+        match action {
+            Action::ToReplica(frame) => self.send(Side::Replica, &frame),
+            Action::ToMaster(frame) => self.send(Side::Master, &frame),
+            Action::Persist { db, state, why } => {
+                if let Err(e) = self.dbs[db.0].store.persist(self.id, state).await {
+                    self.machine.persist_failed(db, why);
+                    return Err(LinkError::Persist(e));
+                }
+                Ok(())
             }
-            MessageType::BinlogSync => {
-                let bs = req
-                    .binlog_sync()
-                    .map_err(msg_err(Side::Replica))?
-                    .ok_or_else(|| missing(Side::Replica, "binlog_sync"))?;
-                self.last_binlog_request = Instant::now();
-                self.on_binlog_sync_request(&body, &bs).await
+            Action::HandIn { db, state } => self.dbs[db.0]
+                .store
+                .hand_in(self.id, state)
+                .map(|_| ())
+                .map_err(LinkError::Persist),
+            Action::CatchUp { db, master } => {
+                self.catch_up_from_checkpoint(db, master).await;
+                Ok(())
             }
-            _ => self.send(Side::Master, &body).await,
+            Action::Checkpoint { db } => {
+                let state = self.machine.db(db);
+                if let Some(rw) = state.rewriter() {
+                    self.dbs[db.0].checkpoint.maybe_take(
+                        &self.setup.cfg,
+                        state.store_key(),
+                        rw,
+                        state.last_forwarded(),
+                    );
+                }
+                Ok(())
+            }
+            Action::Event(event) => {
+                self.report(event);
+                Ok(())
+            }
+            Action::Close(e) => Err(e),
+        }
+    }
+
+    /// After a crash nothing is parked for a replica that resumes at `master`: its table is
+    /// rebuilt there from a checkpoint ([`checkpoint::Restore`]) and parked, so the link
+    /// starts with exact knowledge.
+    async fn catch_up_from_checkpoint(&self, db: DbId, master: BinlogPosition) {
+        let state = self.machine.db(db);
+        let restore = checkpoint::Restore {
+            cfg: &self.setup.cfg,
+            shared: &self.setup.shared,
+            release: self.machine.release(),
+            replica: &self.name,
+            db: state.key(),
+            store_key: state.store_key(),
+            slot: state.slot(),
+        };
+        restore.at(master).await;
+    }
+
+    /// Logs and counts one event of the machine.
+    fn report(&mut self, event: Event) {
+        let name = &self.name;
+        let key = |db: DbId| self.machine.db(db).key();
+        match event {
+            Event::Release(release) => tracing::info!(
+                replica = %name, release = %release.name(),
+                "master release from its MetaSync answer; rewrites use its forms"
+            ),
+            Event::PartialSync => stats::partial_sync(),
+            Event::UnaskedTrySyncOk { db, phase } => tracing::warn!(
+                replica = %name, db = %key(db), phase,
+                "a TrySync acceptance the link did not ask for; waiting for the replica's next TrySync"
+            ),
+            Event::TrySyncRefused { db, code } => tracing::warn!(
+                replica = %name, db = %key(db), ?code, "the master refused the TrySync"
+            ),
+            Event::SnapshotIdentity { db, position } => tracing::info!(
+                replica = %name, db = %key(db), position = %position,
+                "full sync finished at the snapshot position: replica offsets equal the master's again"
+            ),
+            Event::TrySyncTranslated {
+                db,
+                replica,
+                master,
+            } => tracing::info!(
+                replica = %name, db = %key(db), replica_position = %replica, master_position = %master,
+                "replica resumes; TrySync translated"
+            ),
+            Event::AnsweredPurged { db, replica, map } => tracing::warn!(
+                replica = %name, db = %key(db), replica_position = %replica, map,
+                "the relay cannot map the replica's position to an exact master position; answering kSyncPointBePurged to force a full sync"
+            ),
+            Event::FullSync { db, reason } => {
+                stats::full_sync(reason);
+                tracing::info!(replica = %name, db = %key(db), reason, "full sync (DBSync) requested");
+            }
+            Event::TableReused { db, keys } => tracing::info!(
+                replica = %name, db = %key(db), keys,
+                "resuming exactly where the previous link stopped: its expiry table is reused"
+            ),
+            Event::UnparsableItems { db, items } => {
+                stats::protocol_error(Side::Master, "item_content");
+                tracing::warn!(
+                    replica = %name, db = %key(db), items,
+                    "items whose content is not RESP were forwarded unchanged"
+                );
+            }
+            Event::AtRisk {
+                db,
+                families,
+                first,
+            } => {
+                for family in &families {
+                    stats::at_risk(*family);
+                }
+                if let Some(count) = self.risk_log.admit(families.len() as u64) {
+                    tracing::warn!(
+                        replica = %name, db = %key(db), key = %String::from_utf8_lossy(&first.key),
+                        old_deadline_ms = first.old_deadline_ms, cause = first.cause.name(), count,
+                        "{} (count: this and the suppressed ones since the last line)",
+                        risk_message(first.cause)
+                    );
+                }
+            }
+            Event::FirstRewrite { db, at } => tracing::info!(
+                replica = %name, db = %key(db), at = %at,
+                "first rewritten item since the last full sync: replica offsets now differ from the master's and are learned from acks"
+            ),
+            Event::AckDiverged {
+                db,
+                replica_end,
+                master_end,
+            } => tracing::warn!(
+                replica = %name, db = %key(db), replica_end = %replica_end, master_end = %master_end,
+                "the replica wrote unchanged items at a different position than the master (does it re-serialize commands differently?); learning offsets from acks from now on"
+            ),
+            // Status and lag gauges are refreshed by the tick: publishing per ack counted every
+            // shard of the expiry table and formatted the labels on the path the master waits on.
+            Event::Acked { db, at } => lock(&self.dbs[db.0].lag).set_acked(at),
         }
     }
 
@@ -494,552 +614,43 @@ impl Link {
         }
     }
 
-    /// Learns the master's release: a 4.0 master names each DB's `db_instance_num`, which no
-    /// 3.x master sends (and which a 4.0 replica requires). The rewrite forms follow it.
-    fn on_meta_sync_reply(&mut self, meta: &MetaSyncResponse<'_>) {
-        let release = if meta.dbs_info.iter().any(|d| d.db_instance_num.is_some()) {
-            PikaRelease::V4
-        } else {
-            PikaRelease::V3
-        };
-        if release != self.pika_release || release == PikaRelease::V4 {
-            tracing::info!(
-                replica = %self.name, release = %release.name(),
-                "master release from its MetaSync answer; rewrites use its forms"
-            );
-        }
-        self.pika_release = release;
-    }
-
-    /// The DB link for `slot`, opening its offset map on first use.
-    async fn db(&mut self, node: &Node<'_>, slot: &Slot<'_>) -> Result<&mut DbLink, LinkError> {
-        self.set_name(node);
+    /// Opens the offset map of the DB `slot` and adds the DB to the machine.
+    async fn open_db(&mut self, node: &Node<'_>, slot: &Slot<'_>) -> Result<(), LinkError> {
         let key = db_key(slot.db_name, slot.slot_id);
-        if !self.dbs.contains_key(&key) {
-            let skey = store_key(node, &key);
-            let shared = self.setup.shared.clone();
-            let dir = self.setup.cfg.state_dir.clone();
-            let skey2 = skey.clone();
-            let link = self.id;
-            let (store, loaded, map) =
-                tokio::task::spawn_blocking(move || shared.map_store(&dir, &skey2, link))
-                    .await
-                    .map_err(|e| LinkError::Persist(std::io::Error::other(e)))?
-                    .map_err(LinkError::Persist)?;
-            match loaded {
-                Some(Loaded::Missing) => tracing::info!(
-                    replica = %self.name, db = %key,
-                    "no offset map yet: the replica's first resume through the relay will be a full sync"
-                ),
-                Some(Loaded::Corrupt(why)) => tracing::warn!(
-                    replica = %self.name, db = %key,
-                    "the offset map is corrupt ({why}); it was reset and the replica's next resume will be a full sync"
-                ),
-                Some(Loaded::State(ref s, torn)) => tracing::info!(
-                    replica = %self.name, db = %key, map = s.name(), points = s.points(), torn_bytes = torn,
-                    "offset map loaded"
-                ),
-                None => {}
-            }
-            let lag = self.setup.shared.lag.tracker(&self.name, &key);
-            self.dbs.insert(
-                key.clone(),
-                DbLink {
-                    lag,
-                    name: key.clone(),
-                    store_key: skey,
-                    store,
-                    map,
-                    phase: Phase::Handshake,
-                    inflight: Inflight::default(),
-                    rewriter: None,
-                    warmup: None,
-                    last_forwarded: BinlogPosition::default(),
-                    acked_master: BinlogPosition::default(),
-                    master_latest: BinlogPosition::default(),
-                    answered_purged: false,
-                    master_said_purged: false,
-                    dbsync_requested: None,
-                    checkpoint: Checkpointing::new(),
-                },
-            );
-        }
-        self.dbs
-            .get_mut(&key)
-            .ok_or_else(|| LinkError::Protocol(Side::Replica, format!("unknown db {key}")))
-    }
-
-    async fn on_try_sync(
-        &mut self,
-        body: &[u8],
-        ts: &SyncPointRequest<'_>,
-    ) -> Result<(), LinkError> {
-        let peer_ip = self.peer.ip();
+        let skey = store_key(node, &key);
+        let shared = self.setup.shared.clone();
+        let dir = self.setup.cfg.state_dir.clone();
+        let skey2 = skey.clone();
         let link = self.id;
-        let shared = self.setup.shared.clone();
-        let name = self.name.clone();
-        let db = self.db(&ts.node, &ts.slot).await?;
-        let replica = ts.binlog_offset.position();
-        let mut master = db.map.translate(replica);
-        if master.is_none() && db.map == MapState::Unknown {
-            if let Some(since) = db.dbsync_requested {
-                if shared.snapshot_matches(peer_ip, &db.name, replica, since) {
-                    db.store
-                        .persist(link, MapState::Identity)
-                        .await
-                        .map_err(LinkError::Persist)?;
-                    db.map = MapState::Identity;
-                    master = Some(replica);
-                    tracing::info!(
-                        replica = %name, db = %db.name, position = %replica,
-                        "full sync finished at the snapshot position: replica offsets equal the master's again"
-                    );
-                }
-            }
+        let (store, loaded, map) =
+            tokio::task::spawn_blocking(move || shared.map_store(&dir, &skey2, link))
+                .await
+                .map_err(|e| LinkError::Persist(std::io::Error::other(e)))?
+                .map_err(LinkError::Persist)?;
+        match loaded {
+            Some(Loaded::Missing) => tracing::info!(
+                replica = %self.name, db = %key,
+                "no offset map yet: the replica's first resume through the relay will be a full sync"
+            ),
+            Some(Loaded::Corrupt(why)) => tracing::warn!(
+                replica = %self.name, db = %key,
+                "the offset map is corrupt ({why}); it was reset and the replica's next resume will be a full sync"
+            ),
+            Some(Loaded::State(ref s, torn)) => tracing::info!(
+                replica = %self.name, db = %key, map = s.name(), points = s.points(), torn_bytes = torn,
+                "offset map loaded"
+            ),
+            None => {}
         }
-        if let Some(master) = master {
-            let key = db_key(ts.slot.db_name, ts.slot.slot_id);
-            self.catch_up_from_checkpoint(&key, ts, master).await;
-        }
-        let db = self.db(&ts.node, &ts.slot).await?;
-        match master {
-            Some(master) => {
-                db.phase = Phase::TrySync { replica, master };
-                tracing::info!(
-                    replica = %name, db = %db.name, replica_position = %replica, master_position = %master,
-                    "replica resumes; TrySync translated"
-                );
-                if master == replica {
-                    self.send(Side::Master, body).await
-                } else {
-                    let out =
-                        replace_try_sync_offset(body, master).map_err(msg_err(Side::Replica))?;
-                    self.send(Side::Master, &out).await
-                }
-            }
-            None => {
-                db.phase = Phase::Handshake;
-                db.answered_purged = true;
-                tracing::warn!(
-                    replica = %name, db = %db.name, replica_position = %replica, map = db.map.name(),
-                    "the relay cannot map the replica's position to an exact master position; answering kSyncPointBePurged to force a full sync"
-                );
-                let reply = build_try_sync_purged_response(ts, db.master_latest);
-                self.send(Side::Replica, &reply).await
-            }
-        }
-    }
-
-    /// After a crash nothing is parked for a replica that resumes at `master`: its table is
-    /// rebuilt there from a checkpoint ([`checkpoint::restore_at`]) and parked, so the link
-    /// starts with exact knowledge.
-    async fn catch_up_from_checkpoint(
-        &mut self,
-        key: &str,
-        ts: &SyncPointRequest<'_>,
-        master: BinlogPosition,
-    ) {
-        let shared = self.setup.shared.clone();
-        let Some(db) = self.dbs.get(key) else {
-            return;
-        };
-        if db.rewriter.is_some() || shared.is_parked_at(&db.store_key, master) {
-            return;
-        }
-        let store_key = db.store_key.clone();
-        let restore = checkpoint::Restore {
-            cfg: &self.setup.cfg,
-            shared: &shared,
-            release: self.pika_release,
-            replica: &self.name,
-            db: key,
-            store_key: &store_key,
-            slot: ts.slot,
-        };
-        restore.at(master).await;
-    }
-
-    async fn on_db_sync(
-        &mut self,
-        body: &[u8],
-        ds: &SyncPointRequest<'_>,
-    ) -> Result<(), LinkError> {
-        let link = self.id;
-        let shared = self.setup.shared.clone();
-        let name = self.name.clone();
-        let db = self.db(&ds.node, &ds.slot).await?;
-        let reason = if db.answered_purged {
-            "proxy_unmapped_offset"
-        } else if db.master_said_purged {
-            "master_purged"
-        } else {
-            "replica_request"
-        };
-        db.answered_purged = false;
-        db.master_said_purged = false;
-        stats::full_sync(reason);
-        // Write-ahead: the replica is about to reset its binlog; no old pair may survive it.
-        db.store
-            .persist(link, MapState::Unknown)
-            .await
-            .map_err(LinkError::Persist)?;
-        db.map = MapState::Unknown;
-        park_table(&shared, db);
-        db.phase = Phase::FullSync;
-        db.inflight = Inflight::default();
-        db.dbsync_requested = Some(Instant::now());
-        tracing::info!(replica = %name, db = %db.name, reason, "full sync (DBSync) requested");
-        self.send(Side::Master, body).await
-    }
-
-    async fn on_binlog_sync_request(
-        &mut self,
-        body: &[u8],
-        bs: &BinlogSyncRequest<'_>,
-    ) -> Result<(), LinkError> {
-        let key = db_key(bs.db_name, bs.slot_id);
-        let name = self.name.clone();
-        let link = self.id;
-        let Some(db) = self.dbs.get_mut(&key) else {
-            return Err(LinkError::Protocol(
-                Side::Replica,
-                format!("BinlogSync for {key} before any TrySync for it"),
-            ));
-        };
-        if bs.first_send {
-            let Phase::FirstSend { replica, master } = db.phase else {
-                return Err(LinkError::Protocol(
-                    Side::Replica,
-                    format!("first_send for {key} without an accepted TrySync"),
-                ));
-            };
-            let (start, end) = (bs.ack_range_start.position(), bs.ack_range_end.position());
-            if start != replica || end != replica {
-                return Err(LinkError::Protocol(
-                    Side::Replica,
-                    format!(
-                        "first_send at {start}-{end}, but the replica's TrySync was at {replica}"
-                    ),
-                ));
-            }
-            self.start_streaming(&key, master);
-            if master == replica {
-                return self.send(Side::Master, body).await;
-            }
-            let at = |o: &crate::pika::messages::BinlogOffset| LogicalOffset {
-                filenum: master.filenum,
-                offset: master.offset,
-                term: o.term.unwrap_or(0),
-                index: o.index.unwrap_or(0),
-            };
-            let out = replace_ack_range(
-                body,
-                Some(at(&bs.ack_range_start)),
-                Some(at(&bs.ack_range_end)),
-            )
-            .map_err(msg_err(Side::Replica))?;
-            return self.send(Side::Master, &out).await;
-        }
-        if bs.is_ping() {
-            return self.send(Side::Master, body).await;
-        }
-        if db.phase != Phase::Streaming {
-            return Err(LinkError::Protocol(
-                Side::Replica,
-                format!(
-                    "ack for {key} while no items were sent ({})",
-                    db.phase.name()
-                ),
-            ));
-        }
-        let answered = db
-            .inflight
-            .ack(bs.ack_range_start.position())
-            .map_err(|e| LinkError::Protocol(Side::Replica, e.to_string()))?;
-        let replica_end = bs.ack_range_end.position();
-        let master_end = answered.last_end;
-        let next = match &db.map {
-            MapState::Identity if !answered.changed && replica_end == master_end.position() => None,
-            MapState::Identity if !answered.changed => {
-                tracing::warn!(
-                    replica = %name, db = %key, replica_end = %replica_end, master_end = %master_end.position(),
-                    "the replica wrote unchanged items at a different position than the master (does it re-serialize commands differently?); learning offsets from acks from now on"
-                );
-                Some(MapState::Unknown.after_ack(replica_end, master_end.position()))
-            }
-            // Not reached while streaming (a DBSync leaves that phase first); an ack says nothing
-            // about a map that must be relearned.
-            MapState::Unknown => None,
-            map => Some(map.after_ack(replica_end, master_end.position())),
-        };
-        if let Some(next) = next {
-            if matches!((&db.map, &next), (MapState::Pairs(_), MapState::Pairs(_))) {
-                // An older Pairs state on disk is still true (see `map_commit`): no wait.
-                db.store
-                    .hand_in(link, next.clone())
-                    .map_err(LinkError::Persist)?;
-            } else {
-                db.store
-                    .persist(link, next.clone())
-                    .await
-                    .map_err(LinkError::Persist)?;
-            }
-            db.map = next;
-        }
-        db.acked_master = master_end.position();
-        lock(&db.lag).set_acked(db.acked_master);
-        if replica_end == master_end.position() {
-            self.send(Side::Master, body).await?;
-        } else {
-            let out = replace_ack_range_end(body, master_end).map_err(msg_err(Side::Replica))?;
-            self.send(Side::Master, &out).await?;
-        }
-        // Status and lag gauges are refreshed by the tick: publishing per ack counted every
-        // shard of the expiry table and formatted the labels on the path the master waits on.
-        Ok(())
-    }
-
-    /// Streaming starts at master position `master` for DB `key`.
-    fn start_streaming(&mut self, key: &str, master: BinlogPosition) {
-        let release = self.pika_release;
-        let families = self.setup.shared.families.clone();
-        let shared = self.setup.shared.clone();
-        let cfg = self.setup.cfg.clone();
-        let name = self.name.clone();
-        let Some(db) = self.dbs.get_mut(key) else {
-            return;
-        };
-        let previous_end = db.last_forwarded;
-        db.phase = Phase::Streaming;
-        db.inflight = Inflight::default();
-        db.acked_master = master;
-        lock(&db.lag).set_acked(master);
-        db.last_forwarded = master;
-        db.master_latest = db.master_latest.max(master);
-        db.warmup = None;
-        let reuse = match db.rewriter.take() {
-            Some(rw) if previous_end == master => Some(rw),
-            Some(rw) => {
-                park_rewriter(&shared, &db.store_key, rw, previous_end);
-                None
-            }
-            None => None,
-        };
-        let rewriter = reuse.unwrap_or_else(|| match shared.unpark_table(&db.store_key, master) {
-            Some(parked) => {
-                tracing::info!(
-                    replica = %name, db = %key, keys = parked.table.len(),
-                    "resuming exactly where the previous link stopped: its expiry table is reused"
-                );
-                let mut rw = LinkRewriter::new(parked.table, parked.state.db, families);
-                rw.set_stream_state(parked.state);
-                rw
-            }
-            None => {
-                let baseline = if cfg.empty_at_origin && master == BinlogPosition::default() {
-                    Baseline::Absent
-                } else {
-                    Baseline::Unknown
-                };
-                LinkRewriter::new(
-                    Arc::new(ExpiryTable::new(baseline)),
-                    db_index(db.name.as_bytes()),
-                    families,
-                )
-            }
+        let lag = self.setup.shared.lag.tracker(&self.name, &key);
+        let id = self.machine.add_db(slot, skey, map);
+        debug_assert_eq!(id.0, self.dbs.len());
+        self.dbs.push(DbResources {
+            store,
+            checkpoint: Checkpointing::new(),
+            lag,
         });
-        let mut rewriter = rewriter;
-        rewriter.set_pika_release(release);
-        let complete = rewriter.table().is_complete();
-        db.rewriter = Some(rewriter);
-        if !complete {
-            db.warmup = warmup::start(&cfg, &name, key, db.rewriter.as_mut());
-        }
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Master → replica
-    // -----------------------------------------------------------------------------------------
-
-    async fn on_response(&mut self, body: Bytes) -> Result<(), LinkError> {
-        let resp = InnerResponse::parse(&body).map_err(msg_err(Side::Master))?;
-        match resp.msg_type {
-            MessageType::MetaSync => {
-                if let Some(meta) = resp.meta_sync().map_err(msg_err(Side::Master))? {
-                    self.on_meta_sync_reply(&meta);
-                }
-                self.send(Side::Replica, &body).await
-            }
-            MessageType::TrySync => {
-                if let Some(ts) = resp.try_sync().map_err(msg_err(Side::Master))? {
-                    self.on_try_sync_reply(
-                        db_key(ts.slot.db_name, ts.slot.slot_id),
-                        ts.reply_code,
-                        ts.binlog_offset.map(|o| o.position()),
-                    )
-                    .await?;
-                }
-                self.send(Side::Replica, &body).await
-            }
-            MessageType::BinlogSync => self.on_binlog_response(body).await,
-            _ => self.send(Side::Replica, &body).await,
-        }
-    }
-
-    async fn on_try_sync_reply(
-        &mut self,
-        key: String,
-        code: TrySyncReplyCode,
-        master_position: Option<BinlogPosition>,
-    ) -> Result<(), LinkError> {
-        let name = self.name.clone();
-        let link = self.id;
-        let Some(db) = self.dbs.get_mut(&key) else {
-            return Ok(());
-        };
-        if let Some(p) = master_position {
-            db.master_latest = db.master_latest.max(p);
-        }
-        match (code, db.phase) {
-            (TrySyncReplyCode::Ok, Phase::TrySync { replica, master }) => {
-                let next = db.map.resumed_at(replica, master);
-                if next != db.map {
-                    // Before the replica can write anything of the new session.
-                    db.store
-                        .persist(link, next.clone())
-                        .await
-                        .map_err(LinkError::Persist)?;
-                    db.map = next;
-                }
-                db.phase = Phase::FirstSend { replica, master };
-                stats::partial_sync();
-            }
-            (TrySyncReplyCode::SyncPointBePurged, _) => {
-                db.master_said_purged = true;
-                db.phase = Phase::Handshake;
-            }
-            (TrySyncReplyCode::Ok, phase) => {
-                tracing::warn!(replica = %name, db = %key, phase = phase.name(),
-                    "a TrySync acceptance the link did not ask for; waiting for the replica's next TrySync");
-                db.phase = Phase::Handshake;
-            }
-            (code, _) => {
-                tracing::warn!(replica = %name, db = %key, ?code, "the master refused the TrySync");
-                db.phase = Phase::Handshake;
-            }
-        }
         Ok(())
-    }
-
-    async fn on_binlog_response(&mut self, body: Bytes) -> Result<(), LinkError> {
-        let resp = InnerResponse::parse(&body).map_err(msg_err(Side::Master))?;
-        if resp.is_keepalive().map_err(msg_err(Side::Master))? {
-            return self.send(Side::Replica, &body).await;
-        }
-        // Pika sends one DB per response: the first entry names it, and the rewriter refuses
-        // a response whose entries disagree (MixedSlots), so the entries are parsed once here.
-        let slot = match resp.binlog_sync_entries().next() {
-            Some(entry) => {
-                let entry = entry.map_err(msg_err(Side::Master))?;
-                Some((entry.slot.db_name, entry.slot.slot_id))
-            }
-            None => None,
-        };
-        let Some(key) = slot.map(|(name, id)| db_key(name, id)) else {
-            return self.send(Side::Replica, &body).await;
-        };
-        let name = self.name.clone();
-        let link = self.id;
-        let Some(db) = self.dbs.get_mut(&key) else {
-            return Err(LinkError::Protocol(
-                Side::Master,
-                format!("items for {key}, which the replica never synced"),
-            ));
-        };
-        if db.phase != Phase::Streaming {
-            return Err(LinkError::Protocol(
-                Side::Master,
-                format!(
-                    "items for {key} before the replica's first_send ({})",
-                    db.phase.name()
-                ),
-            ));
-        }
-        let Some(rewriter) = db.rewriter.as_mut() else {
-            return Err(LinkError::Protocol(
-                Side::Master,
-                format!("items for {key} before streaming started"),
-            ));
-        };
-        // A response that fails part-way may have changed the table already, while the link's
-        // position stays before it: the table then describes no position, so it is dropped
-        // rather than parked for a replica resuming there.
-        let out = match rewriter.rewrite_response(&body) {
-            Ok(out) => out,
-            Err(e) => {
-                db.rewriter = None;
-                return Err(msg_err(Side::Master)(e));
-            }
-        };
-        if out.unparsable_items > 0 {
-            stats::protocol_error(Side::Master, "item_content");
-            tracing::warn!(
-                replica = %name, db = %key, items = out.unparsable_items,
-                "items whose content is not RESP were forwarded unchanged"
-            );
-        }
-        if !out.at_risk.is_empty() {
-            let lag_ms = lag_seconds(&db.inflight) as i64 * 1000;
-            let horizon = now_ms() + lag_ms + AT_RISK_MARGIN_MS;
-            let mut first = None;
-            let mut count = 0u64;
-            for (family, risk) in &out.at_risk {
-                if risk.old_deadline_ms <= horizon {
-                    stats::at_risk(*family);
-                    first.get_or_insert(risk);
-                    count += 1;
-                }
-            }
-            if let (Some(risk), Some(count)) = (first, self.risk_log.admit(count)) {
-                tracing::warn!(
-                    replica = %name, db = %key, key = %String::from_utf8_lossy(&risk.key),
-                    old_deadline_ms = risk.old_deadline_ms, cause = risk.cause.name(), count,
-                    "{} (count: this and the suppressed ones since the last line)",
-                    risk_message(risk.cause)
-                );
-            }
-        }
-        let Some(forwarded) = out.forwarded else {
-            return self.send(Side::Replica, &body).await;
-        };
-        if forwarded.changed && db.map.is_identity() {
-            // Write-ahead: once the replica applies this response its layout departs from the
-            // master's; the boundaries it may be at until then are still identical.
-            let next = MapState::from_identical(
-                std::iter::once(db.acked_master).chain(db.inflight.last_ends()),
-            );
-            if let Err(e) = db.store.persist(link, next.clone()).await {
-                db.rewriter = None;
-                return Err(LinkError::Persist(e));
-            }
-            db.map = next;
-            tracing::info!(
-                replica = %name, db = %key, at = %db.last_forwarded,
-                "first rewritten item since the last full sync: replica offsets now differ from the master's and are learned from acks"
-            );
-        }
-        db.inflight.push(forwarded);
-        db.last_forwarded = forwarded.last_end.position();
-        db.master_latest = db.master_latest.max(db.last_forwarded);
-        if let Some(warm) = db.warmup.as_mut() {
-            if warm.try_merge(db.rewriter.as_mut(), db.last_forwarded) {
-                db.warmup = None;
-            }
-        }
-        match out.body {
-            Some(changed) => self.send(Side::Replica, &changed).await,
-            None => self.send(Side::Replica, &body).await,
-        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1047,32 +658,8 @@ impl Link {
     // -----------------------------------------------------------------------------------------
 
     async fn on_tick(&mut self) -> Result<(), LinkError> {
-        let timeout = self.setup.cfg.upstream_idle_timeout;
-        let streaming = self.dbs.values().any(|d| d.phase == Phase::Streaming);
-        if streaming && self.last_upstream.elapsed() > timeout {
-            return Err(LinkError::Timeout(Side::Master, timeout));
-        }
-        // A real Pika master that drops a silent replica may leave the connection open and
-        // send nothing: without this, the link would look up (and its lag stale) until the
-        // idle timeout above.
-        let drop_after = self.setup.cfg.master_drop_after;
-        if streaming && self.last_binlog_request.elapsed() > drop_after {
-            return Err(LinkError::ReplicaSilent(drop_after));
-        }
-        for db in self.dbs.values_mut() {
-            if let Some(warm) = db.warmup.as_mut() {
-                if warm.try_merge(db.rewriter.as_mut(), db.last_forwarded) {
-                    db.warmup = None;
-                }
-            }
-            if db.phase == Phase::Streaming && db.warmup.is_none() {
-                if let Some(rw) = db.rewriter.as_ref() {
-                    let cfg = &self.setup.cfg;
-                    db.checkpoint
-                        .maybe_take(cfg, &db.store_key, rw, db.last_forwarded);
-                }
-            }
-        }
+        self.machine.on_tick(Instant::now(), &mut self.actions);
+        self.execute().await?;
         self.publish_status();
         Ok(())
     }
@@ -1080,39 +667,39 @@ impl Link {
     fn publish_status(&self) {
         let file_size = self.setup.cfg.binlog_file_size;
         let now = Instant::now();
+        let now_ms = now_ms();
         let mut dbs: Vec<DbLinkStatus> = self
-            .dbs
-            .values()
-            .map(|db| {
+            .machine
+            .dbs()
+            .map(|(id, db)| {
                 let (table_complete, table_keys) = db
-                    .rewriter
-                    .as_ref()
+                    .rewriter()
                     .map(|rw| (rw.table().is_complete(), rw.table().len()))
                     .unwrap_or((false, 0));
-                let warmup = match (&db.warmup, self.setup.cfg.warmup) {
-                    (Some(_), _) => "running",
-                    (None, WarmupMode::Off) => "off",
-                    (None, _) if table_complete => "done",
-                    (None, _) => "failed",
+                let warmup = match (db.warming_up(), self.setup.cfg.warmup) {
+                    (true, _) => "running",
+                    (false, WarmupMode::Off) => "off",
+                    (false, _) if table_complete => "done",
+                    (false, _) => "failed",
                 };
                 let (lag_b, lag_s) = {
-                    let mut lag = lock(&db.lag);
-                    lag.set_link_view(db.master_latest, lag_seconds(&db.inflight));
+                    let mut lag = lock(&self.dbs[id.0].lag);
+                    lag.set_link_view(db.master_latest(), lag_seconds(db.inflight(), now_ms));
                     lag.lag(now, file_size)
                 };
-                let points = db.map.points() + db.inflight.len();
+                let points = db.map().points() + db.inflight().len();
                 DbLinkStatus {
-                    db: db.name.clone(),
-                    phase: db.phase.name(),
-                    offset_map: db.map.name(),
+                    db: db.key().to_string(),
+                    phase: db.phase().name(),
+                    offset_map: db.map().name(),
                     offset_map_points: points,
                     table_complete,
                     table_keys,
                     warmup,
                     lag_bytes: lag_b,
                     lag_seconds: lag_s,
-                    acked_master: db.acked_master.to_string(),
-                    master_latest: db.master_latest.to_string(),
+                    acked_master: db.acked_master().to_string(),
+                    master_latest: db.master_latest().to_string(),
                 }
             })
             .collect();
@@ -1136,13 +723,10 @@ impl Link {
     }
 
     async fn close(mut self) {
-        let shared = self.setup.shared.clone();
         // Every table first: a slow flush below must not keep a DB's table from being parked
         // (and saved, when the relay is stopping).
-        for db in self.dbs.values_mut() {
-            park_table(&shared, db);
-        }
-        for db in self.dbs.values_mut() {
+        self.machine.park_all(&env!(self));
+        for db in &self.dbs {
             // What this link learned last is what its replica resumes from; a failure was
             // already logged by the writer and only costs a full sync.
             let _ = tokio::time::timeout(CLOSE_FLUSH_LIMIT, db.store.flush()).await;
@@ -1169,35 +753,6 @@ fn publish_tables(shared: &PikaRelayShared) {
             (keys + d.table_keys, complete && d.table_complete)
         });
     stats::expiry_tables(keys, complete);
-}
-
-/// Seconds (master clock) the oldest unacknowledged item has waited; 0 when caught up.
-fn lag_seconds(inflight: &Inflight) -> f64 {
-    let Some(oldest) = inflight.oldest() else {
-        return 0.0;
-    };
-    let now_s = now_ms() as f64 / 1000.0;
-    (now_s - f64::from(oldest.first_exec_time)).max(0.0)
-}
-
-/// Parks a DB's expiry table so the next link can reuse it if it resumes at the same position.
-fn park_table(shared: &PikaRelayShared, db: &mut DbLink) {
-    db.warmup = None;
-    if let Some(rw) = db.rewriter.take() {
-        park_rewriter(shared, &db.store_key, rw, db.last_forwarded);
-    }
-}
-
-fn park_rewriter(shared: &PikaRelayShared, key: &str, rw: LinkRewriter, at: BinlogPosition) {
-    let state: StreamState = rw.stream_state();
-    shared.park_table(
-        key,
-        ParkedTable {
-            table: rw.table().clone(),
-            state,
-            at,
-        },
-    );
 }
 
 /// What an at-risk entry means for the operator, by cause.

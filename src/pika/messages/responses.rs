@@ -31,6 +31,16 @@ pub struct InnerResponse<'a> {
 impl<'a> InnerResponse<'a> {
     /// Reads the top level of a response body (sub-messages are decoded on access).
     pub fn parse(body: &'a [u8]) -> Result<InnerResponse<'a>, MessageError> {
+        Self::parse_with(body, |_, _| {})
+    }
+
+    /// [`Self::parse`], handing each `binlog_sync` record to `binlog_sync` as it is read (its
+    /// byte range in the body and its payload), so a caller can decode the entries
+    /// ([`BinlogSyncRecord::decode`]) without walking the body again.
+    pub fn parse_with(
+        body: &'a [u8],
+        mut binlog_sync: impl FnMut(Range<usize>, &'a [u8]),
+    ) -> Result<InnerResponse<'a>, MessageError> {
         const MSG: &str = "InnerResponse";
         let (mut msg_type, mut code, mut reply) = (None, None, None);
         let (mut meta_sync, mut db_sync, mut try_sync) = (None, None, None);
@@ -45,7 +55,7 @@ impl<'a> InnerResponse<'a> {
                 response::DB_SYNC => set_once(&mut db_sync, f.bytes()?, MSG, "db_sync")?,
                 response::TRY_SYNC => set_once(&mut try_sync, f.bytes()?, MSG, "try_sync")?,
                 response::BINLOG_SYNC => {
-                    f.bytes()?;
+                    binlog_sync(f.range(), f.bytes()?);
                     binlog_sync_count += 1;
                 }
                 response::REMOVE_SLAVE_NODE | response::CONSENSUS_META => {
@@ -123,16 +133,11 @@ impl<'a> BinlogSyncEntries<'a> {
                 Err(e) => return Some(Err(e.into())),
                 Ok(f) if f.number() == response::BINLOG_SYNC => {
                     let record = f.range();
-                    return Some(f.bytes().map_err(MessageError::from).and_then(|payload| {
-                        let (entry, binlog_record) =
-                            BinlogSyncEntry::parse_locating_binlog(payload)?;
-                        Ok(BinlogSyncRecord {
-                            record,
-                            payload,
-                            binlog_record,
-                            entry,
-                        })
-                    }));
+                    return Some(
+                        f.bytes()
+                            .map_err(MessageError::from)
+                            .and_then(|payload| BinlogSyncRecord::decode(record, payload)),
+                    );
                 }
                 Ok(_) => {}
             }
@@ -161,7 +166,19 @@ pub struct BinlogSyncRecord<'a> {
     pub entry: BinlogSyncEntry<'a>,
 }
 
-impl BinlogSyncRecord<'_> {
+impl<'a> BinlogSyncRecord<'a> {
+    /// Decodes the entry of the `binlog_sync` field record that lies at `record` in the
+    /// response body, with payload `payload`.
+    pub fn decode(record: Range<usize>, payload: &'a [u8]) -> Result<Self, MessageError> {
+        let (entry, binlog_record) = BinlogSyncEntry::parse_locating_binlog(payload)?;
+        Ok(BinlogSyncRecord {
+            record,
+            payload,
+            binlog_record,
+            entry,
+        })
+    }
+
     /// Appends to `out` this record with its entry's `binlog` replaced by `binlog`, every other
     /// field keeping its bytes and order (what the general entry splicer does, without reading
     /// the entry's fields again when it has a single `binlog`).

@@ -1,0 +1,126 @@
+//! What a link's state machine ([`LinkMachine`](super::LinkMachine)) asks its driver to
+//! do, and the events it reports.
+//!
+//! The driver (`session.rs`) executes a step's actions **in order**. That order carries the
+//! offset map's write-ahead rule: a [`Action::Persist`] is awaited before any later action
+//! runs, so a frame queued after it reaches its peer only once the map state is durable, while
+//! an [`Action::HandIn`] only queues the state for the writer (write-behind).
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::engine::{AtRisk, PikaRelease};
+use crate::families::Family;
+use crate::pika::messages::{BinlogPosition, TrySyncReplyCode};
+use crate::pika_relay::error::LinkError;
+use crate::pika_relay::offset_map::MapState;
+
+/// One DB (slot) of a link, by its place in the link (stable for the link's life).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct DbId(pub usize);
+
+/// Which write-ahead transition a [`Action::Persist`] is (the rows of the Durability table in
+/// `docs/architecture.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WriteAhead {
+    /// → `Unknown` before the DBSync is forwarded.
+    FullSync,
+    /// `Unknown` → `Identity` at the rsync snapshot, before the TrySync is forwarded.
+    SnapshotIdentity,
+    /// The new session's resume pair, before the master's kOk reaches the replica.
+    Resumed,
+    /// `Identity` → `Pairs` before the first rewritten response reaches the replica.
+    FirstRewrite,
+    /// `Identity` → `Pairs` (or any non-`Pairs` → `Pairs` change) on an ack, before it is
+    /// forwarded.
+    Ack,
+}
+
+/// One thing for the driver to do.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Queue a frame body for the replica.
+    ToReplica(Bytes),
+    /// Queue a frame body for the master.
+    ToMaster(Bytes),
+    /// Make `state` the DB's durable offset map and **wait** until it is on disk before
+    /// executing anything after this action (`CommittedMap::persist`).
+    Persist {
+        db: DbId,
+        state: MapState,
+        why: WriteAhead,
+    },
+    /// Hand `state` to the DB's map writer without waiting (`CommittedMap::hand_in`).
+    HandIn { db: DbId, state: MapState },
+    /// Rebuild the DB's table at master position `master` from a checkpoint (catch-up along
+    /// the master's binlog) and park it there; awaited before the next action.
+    CatchUp { db: DbId, master: BinlogPosition },
+    /// Write a checkpoint of the DB's table at its last forwarded position if one is due.
+    Checkpoint { db: DbId },
+    /// Log and count.
+    Event(Event),
+    /// Close the link; nothing after this runs.
+    Close(LinkError),
+}
+
+/// What happened, for logs and metrics (the driver adds the replica's name).
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The master's release, from its MetaSync answer.
+    Release(PikaRelease),
+    /// The master accepted a TrySync (`partial_syncs_total`).
+    PartialSync,
+    /// The master accepted a TrySync the link did not ask for.
+    UnaskedTrySyncOk { db: DbId, phase: &'static str },
+    /// The master refused a TrySync with a code other than kSyncPointBePurged.
+    TrySyncRefused { db: DbId, code: TrySyncReplyCode },
+    /// The full sync ended at the rsync snapshot: the map is `Identity` again (durable).
+    SnapshotIdentity { db: DbId, position: BinlogPosition },
+    /// A TrySync goes up translated.
+    TrySyncTranslated {
+        db: DbId,
+        replica: BinlogPosition,
+        master: BinlogPosition,
+    },
+    /// The relay answers a TrySync kSyncPointBePurged itself.
+    AnsweredPurged {
+        db: DbId,
+        replica: BinlogPosition,
+        map: &'static str,
+    },
+    /// A DBSync goes up (`full_syncs_total{reason}`).
+    FullSync { db: DbId, reason: &'static str },
+    /// Streaming starts on a table parked by an earlier link.
+    TableReused { db: DbId, keys: usize },
+    /// Items whose content is not RESP passed unchanged.
+    UnparsableItems { db: DbId, items: usize },
+    /// Entries at risk within the replica's lag horizon (`at_risk_total{family}` per entry).
+    AtRisk {
+        db: DbId,
+        families: Vec<Option<Family>>,
+        first: AtRisk,
+    },
+    /// The first rewritten response since the last full sync (its `Pairs` map is durable).
+    FirstRewrite { db: DbId, at: BinlogPosition },
+    /// The replica wrote unchanged items at another position than the master.
+    AckDiverged {
+        db: DbId,
+        replica_end: BinlogPosition,
+        master_end: BinlogPosition,
+    },
+    /// The replica acknowledged up to master END `at` (lag tracking).
+    Acked { db: DbId, at: BinlogPosition },
+}
+
+impl fmt::Display for WriteAhead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WriteAhead::FullSync => "full_sync",
+            WriteAhead::SnapshotIdentity => "snapshot_identity",
+            WriteAhead::Resumed => "resumed",
+            WriteAhead::FirstRewrite => "first_rewrite",
+            WriteAhead::Ack => "ack",
+        })
+    }
+}

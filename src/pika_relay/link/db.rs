@@ -1,0 +1,152 @@
+//! The state of one DB (slot) of a link: its handshake [`Phase`], offset map, FIFO of forwarded
+//! responses, expiry-table rewriter and warm-up, and the positions the link tracks. The
+//! transitions live in the machine ([`LinkMachine`](super::LinkMachine)); this module holds the
+//! state and what reads it.
+
+use std::time::Instant;
+
+use super::LinkEnv;
+use crate::pika::messages::{BinlogPosition, Slot};
+use crate::pika_relay::inflight::Inflight;
+use crate::pika_relay::offset_map::MapState;
+use crate::pika_relay::registry::ParkedTable;
+use crate::pika_relay::rewrite::LinkRewriter;
+use crate::pika_relay::warmup::WarmupState;
+
+/// Handshake phase of one DB of a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Nothing agreed yet (or the last TrySync failed).
+    Handshake,
+    /// A TrySync at replica position `replica`, sent upstream as master position `master`.
+    TrySync {
+        replica: BinlogPosition,
+        master: BinlogPosition,
+    },
+    /// The master accepted; the replica's first_send is due.
+    FirstSend {
+        replica: BinlogPosition,
+        master: BinlogPosition,
+    },
+    /// Items flow.
+    Streaming,
+    /// A DBSync was requested; the next TrySync ends it.
+    FullSync,
+}
+
+impl Phase {
+    /// The name in status and logs.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Phase::Handshake => "handshake",
+            Phase::TrySync { .. } => "try_sync",
+            Phase::FirstSend { .. } => "first_send",
+            Phase::Streaming => "streaming",
+            Phase::FullSync => "full_sync",
+        }
+    }
+}
+
+/// Who said the replica's position is gone (the `reason` of the full sync that follows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Purged {
+    /// The relay answered kSyncPointBePurged (it cannot map the position).
+    ByRelay,
+    /// The master answered kSyncPointBePurged.
+    ByMaster,
+}
+
+/// State of one DB (slot) of a link.
+pub(crate) struct DbState {
+    /// `db0`, or `db0:<slot>`.
+    pub(super) key: String,
+    pub(super) db_name: Vec<u8>,
+    pub(super) slot_id: u32,
+    /// The file-name-safe key of this replica DB (offset map, parked table, checkpoint).
+    pub(super) store_key: String,
+    pub(super) map: MapState,
+    pub(super) phase: Phase,
+    pub(super) inflight: Inflight,
+    pub(super) rewriter: Option<LinkRewriter>,
+    pub(super) warmup: Option<WarmupState>,
+    /// Master END of the last item forwarded (the position the engine's table reflects).
+    pub(super) last_forwarded: BinlogPosition,
+    /// Master END the replica last acknowledged.
+    pub(super) acked_master: BinlogPosition,
+    /// Newest master position seen (item ENDs, TrySync replies).
+    pub(super) master_latest: BinlogPosition,
+    /// Who last said the replica's position is gone, until the DBSync that follows.
+    pub(super) purged: Option<Purged>,
+    /// When the last DBSync went up (the snapshot must be newer).
+    pub(super) dbsync_requested: Option<Instant>,
+}
+
+impl DbState {
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+    pub(crate) fn store_key(&self) -> &str {
+        &self.store_key
+    }
+    pub(crate) fn slot(&self) -> Slot<'_> {
+        Slot {
+            db_name: &self.db_name,
+            slot_id: self.slot_id,
+        }
+    }
+    pub(crate) fn map(&self) -> &MapState {
+        &self.map
+    }
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
+    }
+    pub(crate) fn inflight(&self) -> &Inflight {
+        &self.inflight
+    }
+    pub(crate) fn rewriter(&self) -> Option<&LinkRewriter> {
+        self.rewriter.as_ref()
+    }
+    pub(crate) fn warming_up(&self) -> bool {
+        self.warmup.is_some()
+    }
+    pub(crate) fn last_forwarded(&self) -> BinlogPosition {
+        self.last_forwarded
+    }
+    pub(crate) fn acked_master(&self) -> BinlogPosition {
+        self.acked_master
+    }
+    pub(crate) fn master_latest(&self) -> BinlogPosition {
+        self.master_latest
+    }
+
+    pub(super) fn is(&self, db_name: &[u8], slot_id: u32) -> bool {
+        self.slot_id == slot_id && self.db_name == db_name
+    }
+
+    /// Parks the DB's table so the next link can reuse it if it resumes at the same position.
+    pub(super) fn park(&mut self, env: &dyn LinkEnv) {
+        self.warmup = None;
+        if let Some(rw) = self.rewriter.take() {
+            park_rewriter(env, &self.store_key, rw, self.last_forwarded);
+        }
+    }
+
+    pub(super) fn try_merge_warmup(&mut self) {
+        if let Some(warm) = self.warmup.as_mut() {
+            if warm.try_merge(self.rewriter.as_mut(), self.last_forwarded) {
+                self.warmup = None;
+            }
+        }
+    }
+}
+
+pub(super) fn park_rewriter(env: &dyn LinkEnv, key: &str, rw: LinkRewriter, at: BinlogPosition) {
+    env.park(
+        key,
+        ParkedTable {
+            table: rw.table().clone(),
+            state: rw.stream_state(),
+            at,
+        },
+    );
+}

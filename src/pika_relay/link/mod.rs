@@ -1,0 +1,761 @@
+//! The protocol logic of one replica link, as a state machine without I/O.
+//!
+//! [`LinkMachine`] keeps, per DB (slot) of the link, the handshake [`Phase`], the offset map
+//! ([`MapState`]), the FIFO of forwarded responses, the expiry table's rewriter and the
+//! positions the link tracks. It is fed decoded inputs ([`Request`], [`Response`], ticks, each
+//! with `now`) and answers with [`Action`]s that its driver (`session.rs`) executes in order:
+//! frames to queue for either peer, offset-map writes (a [`Action::Persist`] is write-ahead:
+//! awaited before any later action; an [`Action::HandIn`] is write-behind), catch-up and
+//! checkpoint requests, events for logs and metrics, and the close of the link with its
+//! reason. The machine updates its own state as if each action succeeds; when a write fails
+//! the driver closes the link.
+//!
+//! What it reads from the rest of the relay (the rsync tap's snapshot positions, the parked
+//! tables, the start of a warm-up scan, the wall clock) goes through [`LinkEnv`], so the
+//! machine runs in unit tests without sockets (`link/tests.rs`).
+
+pub(crate) mod action;
+mod db;
+pub(crate) mod input;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use db::{park_rewriter, Purged};
+pub(crate) use db::{DbState, Phase};
+
+use crate::engine::PikaRelease;
+use crate::families::FamilySwitches;
+use crate::pika::messages::{
+    build_try_sync_purged_response, replace_ack_range, replace_ack_range_end,
+    replace_try_sync_offset, BinlogOffset, BinlogPosition, BinlogSyncRequest, LogicalOffset,
+    MetaSyncResponse, Slot, SyncPointRequest, TrySyncReplyCode,
+};
+use crate::pika_relay::error::{LinkError, Side};
+use crate::pika_relay::inflight::Inflight;
+use crate::pika_relay::offset_map::MapState;
+use crate::pika_relay::registry::ParkedTable;
+use crate::pika_relay::rewrite::LinkRewriter;
+use crate::pika_relay::warmup::WarmupState;
+use crate::table::{Baseline, ExpiryTable};
+use action::{Action, DbId, Event, WriteAhead};
+use input::{BinlogResponse, Request, Response};
+
+/// Margin added to a replica's lag when deciding whether an entry is at risk: Pika's expiry has
+/// one-second precision.
+const AT_RISK_MARGIN_MS: i64 = 1000;
+
+/// What the machine reads from the relay around it.
+pub(crate) trait LinkEnv {
+    /// Wall clock, ms since the epoch (the at-risk horizon and the lag in seconds).
+    fn now_ms(&self) -> i64;
+    /// The rsync tap saw this replica fetch a snapshot of `db` at `position` since `since`.
+    fn snapshot_matches(&self, db: &str, position: BinlogPosition, since: Instant) -> bool;
+    /// A table is parked for `store_key` at exactly `at`.
+    fn is_parked_at(&self, store_key: &str, at: BinlogPosition) -> bool;
+    /// Parks a table for the next link of this replica DB.
+    fn park(&self, store_key: &str, parked: ParkedTable);
+    /// Takes the table parked for `store_key` if it is valid at `at` (removed either way).
+    fn unpark(&self, store_key: &str, at: BinlogPosition) -> Option<ParkedTable>;
+    /// Starts a warm-up scan for DB `db` if the configuration asks for one.
+    fn start_warmup(&self, db: &str, rewriter: &mut LinkRewriter) -> Option<WarmupState>;
+}
+
+/// The settings the machine needs.
+#[derive(Clone, Debug)]
+pub(crate) struct MachineConfig {
+    /// Family switches for every rewriter of the link.
+    pub families: FamilySwitches,
+    /// A table for master position 0/0 starts with baseline `Absent`.
+    pub empty_at_origin: bool,
+    /// A streaming link whose master says nothing for this long is closed.
+    pub upstream_idle_timeout: Duration,
+    /// A streaming link whose replica sends no BinlogSync request for this long is closed.
+    pub master_drop_after: Duration,
+}
+
+/// The protocol state of one replica link (every DB it carries).
+pub(crate) struct LinkMachine {
+    cfg: MachineConfig,
+    dbs: Vec<DbState>,
+    /// The master's release, from its MetaSync answer (4.0 adds `db_instance_num`).
+    release: PikaRelease,
+    /// When the master last sent a frame.
+    last_upstream: Instant,
+    /// When a BinlogSync request (first_send, ack or ping) last went to the master: the master
+    /// drops a replica whose requests stop for 20 s.
+    last_binlog_request: Instant,
+}
+
+/// The DB key of a slot: `db0`, or `db0:<slot>` when the slot is not 0.
+pub(crate) fn db_key(db_name: &[u8], slot_id: u32) -> String {
+    let name = String::from_utf8_lossy(db_name);
+    if slot_id == 0 {
+        name.into_owned()
+    } else {
+        format!("{name}:{slot_id}")
+    }
+}
+
+/// `dbN` → N (the engine keys its table by DB number).
+fn db_index(db_name: &[u8]) -> u32 {
+    std::str::from_utf8(db_name)
+        .ok()
+        .and_then(|n| n.strip_prefix("db"))
+        .and_then(|n| n.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Seconds (master clock) the oldest unacknowledged item has waited at `now_ms`; 0 when caught
+/// up.
+pub(crate) fn lag_seconds(inflight: &Inflight, now_ms: i64) -> f64 {
+    let Some(oldest) = inflight.oldest() else {
+        return 0.0;
+    };
+    let now_s = now_ms as f64 / 1000.0;
+    (now_s - f64::from(oldest.first_exec_time)).max(0.0)
+}
+
+fn protocol(side: Side, why: String) -> LinkError {
+    LinkError::Protocol(side, why)
+}
+
+impl LinkMachine {
+    /// A link with no DB yet, relaying a master of release `release` (until its MetaSync
+    /// answer tells).
+    pub(crate) fn new(cfg: MachineConfig, release: PikaRelease, now: Instant) -> Self {
+        LinkMachine {
+            cfg,
+            dbs: Vec::new(),
+            release,
+            last_upstream: now,
+            last_binlog_request: now,
+        }
+    }
+
+    /// The master's release as the link knows it.
+    pub(crate) fn release(&self) -> PikaRelease {
+        self.release
+    }
+
+    /// The DB for `slot`, if the link has it.
+    pub(crate) fn find(&self, db_name: &[u8], slot_id: u32) -> Option<DbId> {
+        self.dbs
+            .iter()
+            .position(|d| d.is(db_name, slot_id))
+            .map(DbId)
+    }
+
+    /// Adds the DB for `slot`, whose offset map was loaded as `map` (the driver opened it).
+    pub(crate) fn add_db(&mut self, slot: &Slot<'_>, store_key: String, map: MapState) -> DbId {
+        if let Some(id) = self.find(slot.db_name, slot.slot_id) {
+            return id;
+        }
+        self.dbs.push(DbState {
+            key: db_key(slot.db_name, slot.slot_id),
+            db_name: slot.db_name.to_vec(),
+            slot_id: slot.slot_id,
+            store_key,
+            map,
+            phase: Phase::Handshake,
+            inflight: Inflight::default(),
+            rewriter: None,
+            warmup: None,
+            last_forwarded: BinlogPosition::default(),
+            acked_master: BinlogPosition::default(),
+            master_latest: BinlogPosition::default(),
+            purged: None,
+            dbsync_requested: None,
+        });
+        DbId(self.dbs.len() - 1)
+    }
+
+    /// One DB's state.
+    pub(crate) fn db(&self, id: DbId) -> &DbState {
+        &self.dbs[id.0]
+    }
+
+    /// Every DB of the link, with its id.
+    pub(crate) fn dbs(&self) -> impl Iterator<Item = (DbId, &DbState)> {
+        self.dbs.iter().enumerate().map(|(i, d)| (DbId(i), d))
+    }
+
+    /// A write-ahead map state did not reach the disk (the link closes). After the first
+    /// rewritten response the table has moved past what the replica got, so it is dropped
+    /// rather than parked for a replica resuming there.
+    pub(crate) fn persist_failed(&mut self, db: DbId, why: WriteAhead) {
+        if why == WriteAhead::FirstRewrite {
+            self.dbs[db.0].rewriter = None;
+        }
+    }
+
+    /// The link closes: every DB's table is parked (valid at its last forwarded position).
+    pub(crate) fn park_all(&mut self, env: &dyn LinkEnv) {
+        for db in &mut self.dbs {
+            db.park(env);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Replica → master
+    // -----------------------------------------------------------------------------------------
+
+    /// A request from the replica; `body` is its frame.
+    pub(crate) fn on_request(
+        &mut self,
+        env: &dyn LinkEnv,
+        body: &Bytes,
+        req: &Request<'_>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let result = match req {
+            Request::TrySync(ts) => self.on_try_sync(env, body, ts, out),
+            Request::DbSync(ds) => self.on_db_sync(env, body, ds, now, out),
+            Request::BinlogSync(bs) => {
+                self.last_binlog_request = now;
+                self.on_binlog_sync_request(env, body, bs, out)
+            }
+            Request::MetaSync(_) | Request::Other => {
+                out.push(Action::ToMaster(body.clone()));
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            out.push(Action::Close(e));
+        }
+    }
+
+    fn known(&self, slot: &Slot<'_>) -> Result<DbId, LinkError> {
+        self.find(slot.db_name, slot.slot_id).ok_or_else(|| {
+            protocol(
+                Side::Replica,
+                format!("unknown db {}", db_key(slot.db_name, slot.slot_id)),
+            )
+        })
+    }
+
+    fn on_try_sync(
+        &mut self,
+        env: &dyn LinkEnv,
+        body: &Bytes,
+        ts: &SyncPointRequest<'_>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), LinkError> {
+        let id = self.known(&ts.slot)?;
+        let db = &mut self.dbs[id.0];
+        let replica = ts.binlog_offset.position();
+        let mut master = db.map.translate(replica);
+        if master.is_none() && db.map == MapState::Unknown {
+            if let Some(since) = db.dbsync_requested {
+                if env.snapshot_matches(&db.key, replica, since) {
+                    out.push(Action::Persist {
+                        db: id,
+                        state: MapState::Identity,
+                        why: WriteAhead::SnapshotIdentity,
+                    });
+                    db.map = MapState::Identity;
+                    master = Some(replica);
+                    out.push(Action::Event(Event::SnapshotIdentity {
+                        db: id,
+                        position: replica,
+                    }));
+                }
+            }
+        }
+        match master {
+            Some(master) => {
+                // After a crash nothing is parked for a replica resuming at `master`: its
+                // table is rebuilt there from a checkpoint first.
+                if db.rewriter.is_none() && !env.is_parked_at(&db.store_key, master) {
+                    out.push(Action::CatchUp { db: id, master });
+                }
+                db.phase = Phase::TrySync { replica, master };
+                out.push(Action::Event(Event::TrySyncTranslated {
+                    db: id,
+                    replica,
+                    master,
+                }));
+                if master == replica {
+                    out.push(Action::ToMaster(body.clone()));
+                } else {
+                    let up = replace_try_sync_offset(body, master)
+                        .map_err(|e| LinkError::Message(Side::Replica, e))?;
+                    out.push(Action::ToMaster(up.into()));
+                }
+            }
+            None => {
+                db.phase = Phase::Handshake;
+                db.purged = Some(Purged::ByRelay);
+                out.push(Action::Event(Event::AnsweredPurged {
+                    db: id,
+                    replica,
+                    map: db.map.name(),
+                }));
+                let reply = build_try_sync_purged_response(ts, db.master_latest);
+                out.push(Action::ToReplica(reply.into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_db_sync(
+        &mut self,
+        env: &dyn LinkEnv,
+        body: &Bytes,
+        ds: &SyncPointRequest<'_>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Result<(), LinkError> {
+        let id = self.known(&ds.slot)?;
+        let db = &mut self.dbs[id.0];
+        let reason = match db.purged.take() {
+            Some(Purged::ByRelay) => "proxy_unmapped_offset",
+            Some(Purged::ByMaster) => "master_purged",
+            None => "replica_request",
+        };
+        // Write-ahead: the replica is about to reset its binlog; no old pair may survive it.
+        out.push(Action::Persist {
+            db: id,
+            state: MapState::Unknown,
+            why: WriteAhead::FullSync,
+        });
+        db.map = MapState::Unknown;
+        db.park(env);
+        db.phase = Phase::FullSync;
+        db.inflight = Inflight::default();
+        db.dbsync_requested = Some(now);
+        out.push(Action::Event(Event::FullSync { db: id, reason }));
+        out.push(Action::ToMaster(body.clone()));
+        Ok(())
+    }
+
+    fn on_binlog_sync_request(
+        &mut self,
+        env: &dyn LinkEnv,
+        body: &Bytes,
+        bs: &BinlogSyncRequest<'_>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), LinkError> {
+        let Some(id) = self.find(bs.db_name, bs.slot_id) else {
+            return Err(protocol(
+                Side::Replica,
+                format!(
+                    "BinlogSync for {} before any TrySync for it",
+                    db_key(bs.db_name, bs.slot_id)
+                ),
+            ));
+        };
+        let db = &mut self.dbs[id.0];
+        if bs.first_send {
+            let Phase::FirstSend { replica, master } = db.phase else {
+                return Err(protocol(
+                    Side::Replica,
+                    format!("first_send for {} without an accepted TrySync", db.key),
+                ));
+            };
+            let (start, end) = (bs.ack_range_start.position(), bs.ack_range_end.position());
+            if start != replica || end != replica {
+                return Err(protocol(
+                    Side::Replica,
+                    format!(
+                        "first_send at {start}-{end}, but the replica's TrySync was at {replica}"
+                    ),
+                ));
+            }
+            self.start_streaming(env, id, master, out);
+            if master == replica {
+                out.push(Action::ToMaster(body.clone()));
+                return Ok(());
+            }
+            let at = |o: &BinlogOffset| LogicalOffset {
+                filenum: master.filenum,
+                offset: master.offset,
+                term: o.term.unwrap_or(0),
+                index: o.index.unwrap_or(0),
+            };
+            let up = replace_ack_range(
+                body,
+                Some(at(&bs.ack_range_start)),
+                Some(at(&bs.ack_range_end)),
+            )
+            .map_err(|e| LinkError::Message(Side::Replica, e))?;
+            out.push(Action::ToMaster(up.into()));
+            return Ok(());
+        }
+        if bs.is_ping() {
+            out.push(Action::ToMaster(body.clone()));
+            return Ok(());
+        }
+        if db.phase != Phase::Streaming {
+            return Err(protocol(
+                Side::Replica,
+                format!(
+                    "ack for {} while no items were sent ({})",
+                    db.key,
+                    db.phase.name()
+                ),
+            ));
+        }
+        let answered = db
+            .inflight
+            .ack(bs.ack_range_start.position())
+            .map_err(|e| protocol(Side::Replica, e.to_string()))?;
+        let replica_end = bs.ack_range_end.position();
+        let master_end = answered.last_end;
+        let next = match &db.map {
+            MapState::Identity if !answered.changed && replica_end == master_end.position() => None,
+            MapState::Identity if !answered.changed => {
+                out.push(Action::Event(Event::AckDiverged {
+                    db: id,
+                    replica_end,
+                    master_end: master_end.position(),
+                }));
+                Some(MapState::Unknown.after_ack(replica_end, master_end.position()))
+            }
+            // Not reached while streaming (a DBSync leaves that phase first); an ack says nothing
+            // about a map that must be relearned.
+            MapState::Unknown => None,
+            map => Some(map.after_ack(replica_end, master_end.position())),
+        };
+        if let Some(next) = next {
+            if matches!((&db.map, &next), (MapState::Pairs(_), MapState::Pairs(_))) {
+                // An older Pairs state on disk is still true (see `map_commit`): no wait.
+                out.push(Action::HandIn {
+                    db: id,
+                    state: next.clone(),
+                });
+            } else {
+                out.push(Action::Persist {
+                    db: id,
+                    state: next.clone(),
+                    why: WriteAhead::Ack,
+                });
+            }
+            db.map = next;
+        }
+        db.acked_master = master_end.position();
+        out.push(Action::Event(Event::Acked {
+            db: id,
+            at: db.acked_master,
+        }));
+        if replica_end == master_end.position() {
+            out.push(Action::ToMaster(body.clone()));
+        } else {
+            let up = replace_ack_range_end(body, master_end)
+                .map_err(|e| LinkError::Message(Side::Replica, e))?;
+            out.push(Action::ToMaster(up.into()));
+        }
+        Ok(())
+    }
+
+    /// Streaming starts at master position `master` for DB `id`: the table is the link's own
+    /// (if still at `master`), one parked there, or a new one (then a warm-up may start).
+    fn start_streaming(
+        &mut self,
+        env: &dyn LinkEnv,
+        id: DbId,
+        master: BinlogPosition,
+        out: &mut Vec<Action>,
+    ) {
+        let release = self.release;
+        let families = self.cfg.families.clone();
+        let empty_at_origin = self.cfg.empty_at_origin;
+        let db = &mut self.dbs[id.0];
+        let previous_end = db.last_forwarded;
+        db.phase = Phase::Streaming;
+        db.inflight = Inflight::default();
+        db.acked_master = master;
+        out.push(Action::Event(Event::Acked { db: id, at: master }));
+        db.last_forwarded = master;
+        db.master_latest = db.master_latest.max(master);
+        db.warmup = None;
+        let reuse = match db.rewriter.take() {
+            Some(rw) if previous_end == master => Some(rw),
+            Some(rw) => {
+                park_rewriter(env, &db.store_key, rw, previous_end);
+                None
+            }
+            None => None,
+        };
+        let mut rewriter = match reuse {
+            Some(rw) => rw,
+            None => match env.unpark(&db.store_key, master) {
+                Some(parked) => {
+                    out.push(Action::Event(Event::TableReused {
+                        db: id,
+                        keys: parked.table.len(),
+                    }));
+                    let mut rw = LinkRewriter::new(parked.table, parked.state.db, families);
+                    rw.set_stream_state(parked.state);
+                    rw
+                }
+                None => {
+                    let baseline = if empty_at_origin && master == BinlogPosition::default() {
+                        Baseline::Absent
+                    } else {
+                        Baseline::Unknown
+                    };
+                    LinkRewriter::new(
+                        Arc::new(ExpiryTable::new(baseline)),
+                        db_index(&db.db_name),
+                        families,
+                    )
+                }
+            },
+        };
+        rewriter.set_pika_release(release);
+        if !rewriter.table().is_complete() {
+            db.warmup = env.start_warmup(&db.key, &mut rewriter);
+        }
+        db.rewriter = Some(rewriter);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Master → replica
+    // -----------------------------------------------------------------------------------------
+
+    /// A response from the master; `body` is its frame.
+    pub(crate) fn on_response(
+        &mut self,
+        env: &dyn LinkEnv,
+        body: &Bytes,
+        resp: &Response<'_>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        self.last_upstream = now;
+        match resp {
+            Response::MetaSync(meta) => {
+                if let Some(meta) = meta {
+                    self.on_meta_sync_reply(meta, out);
+                }
+                out.push(Action::ToReplica(body.clone()));
+            }
+            Response::TrySync(ts) => {
+                if let Some(ts) = ts {
+                    self.on_try_sync_reply(
+                        &ts.slot,
+                        ts.reply_code,
+                        ts.binlog_offset.map(|o| o.position()),
+                        out,
+                    );
+                }
+                out.push(Action::ToReplica(body.clone()));
+            }
+            Response::BinlogSync(binlog) => {
+                if let Err(e) = self.on_binlog_response(env, body, binlog, out) {
+                    out.push(Action::Close(e));
+                }
+            }
+            Response::Other => out.push(Action::ToReplica(body.clone())),
+        }
+    }
+
+    /// Learns the master's release: a 4.0 master names each DB's `db_instance_num`, which no
+    /// 3.x master sends (and which a 4.0 replica requires). The rewrite forms follow it.
+    fn on_meta_sync_reply(&mut self, meta: &MetaSyncResponse<'_>, out: &mut Vec<Action>) {
+        let release = if meta.dbs_info.iter().any(|d| d.db_instance_num.is_some()) {
+            PikaRelease::V4
+        } else {
+            PikaRelease::V3
+        };
+        if release != self.release || release == PikaRelease::V4 {
+            out.push(Action::Event(Event::Release(release)));
+        }
+        self.release = release;
+    }
+
+    fn on_try_sync_reply(
+        &mut self,
+        slot: &Slot<'_>,
+        code: TrySyncReplyCode,
+        master_position: Option<BinlogPosition>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(id) = self.find(slot.db_name, slot.slot_id) else {
+            return;
+        };
+        let db = &mut self.dbs[id.0];
+        if let Some(p) = master_position {
+            db.master_latest = db.master_latest.max(p);
+        }
+        match (code, db.phase) {
+            (TrySyncReplyCode::Ok, Phase::TrySync { replica, master }) => {
+                let next = db.map.resumed_at(replica, master);
+                if next != db.map {
+                    // Before the replica can write anything of the new session.
+                    out.push(Action::Persist {
+                        db: id,
+                        state: next.clone(),
+                        why: WriteAhead::Resumed,
+                    });
+                    db.map = next;
+                }
+                db.phase = Phase::FirstSend { replica, master };
+                out.push(Action::Event(Event::PartialSync));
+            }
+            (TrySyncReplyCode::SyncPointBePurged, _) => {
+                // The relay's own answer, if any, names the full sync that follows.
+                db.purged.get_or_insert(Purged::ByMaster);
+                db.phase = Phase::Handshake;
+            }
+            (TrySyncReplyCode::Ok, phase) => {
+                out.push(Action::Event(Event::UnaskedTrySyncOk {
+                    db: id,
+                    phase: phase.name(),
+                }));
+                db.phase = Phase::Handshake;
+            }
+            (code, _) => {
+                out.push(Action::Event(Event::TrySyncRefused { db: id, code }));
+                db.phase = Phase::Handshake;
+            }
+        }
+    }
+
+    fn on_binlog_response(
+        &mut self,
+        env: &dyn LinkEnv,
+        body: &Bytes,
+        resp: &BinlogResponse<'_>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), LinkError> {
+        if resp.keepalive {
+            out.push(Action::ToReplica(body.clone()));
+            return Ok(());
+        }
+        // Pika sends one DB per response: the first entry names it.
+        let Some(slot) = resp.slot else {
+            out.push(Action::ToReplica(body.clone()));
+            return Ok(());
+        };
+        let Some(id) = self.find(slot.db_name, slot.slot_id) else {
+            return Err(protocol(
+                Side::Master,
+                format!(
+                    "items for {}, which the replica never synced",
+                    db_key(slot.db_name, slot.slot_id)
+                ),
+            ));
+        };
+        let db = &mut self.dbs[id.0];
+        if db.phase != Phase::Streaming {
+            return Err(protocol(
+                Side::Master,
+                format!(
+                    "items for {} before the replica's first_send ({})",
+                    db.key,
+                    db.phase.name()
+                ),
+            ));
+        }
+        let Some(rewriter) = db.rewriter.as_mut() else {
+            return Err(protocol(
+                Side::Master,
+                format!("items for {} before streaming started", db.key),
+            ));
+        };
+        // A response that fails part-way may have changed the table already, while the link's
+        // position stays before it: the table then describes no position, so it is dropped
+        // rather than parked for a replica resuming there.
+        let rewritten = match resp.mixed() {
+            Some(mixed) => Err(mixed),
+            None => rewriter.rewrite_records(body, &resp.records),
+        };
+        let rewritten = match rewritten {
+            Ok(r) => r,
+            Err(e) => {
+                db.rewriter = None;
+                return Err(LinkError::Message(Side::Master, e));
+            }
+        };
+        if rewritten.unparsable_items > 0 {
+            out.push(Action::Event(Event::UnparsableItems {
+                db: id,
+                items: rewritten.unparsable_items,
+            }));
+        }
+        if !rewritten.at_risk.is_empty() {
+            let now_ms = env.now_ms();
+            let lag_ms = lag_seconds(&db.inflight, now_ms) as i64 * 1000;
+            let horizon = now_ms + lag_ms + AT_RISK_MARGIN_MS;
+            let mut due = rewritten
+                .at_risk
+                .iter()
+                .filter(|(_, risk)| risk.old_deadline_ms <= horizon);
+            if let Some((family, first)) = due.next() {
+                let mut families = vec![*family];
+                families.extend(due.map(|(family, _)| *family));
+                out.push(Action::Event(Event::AtRisk {
+                    db: id,
+                    families,
+                    first: first.clone(),
+                }));
+            }
+        }
+        let Some(forwarded) = rewritten.forwarded else {
+            out.push(Action::ToReplica(body.clone()));
+            return Ok(());
+        };
+        if forwarded.changed && db.map.is_identity() {
+            // Write-ahead: once the replica applies this response its layout departs from the
+            // master's; the boundaries it may be at until then are still identical.
+            let next = MapState::from_identical(
+                std::iter::once(db.acked_master).chain(db.inflight.last_ends()),
+            );
+            out.push(Action::Persist {
+                db: id,
+                state: next.clone(),
+                why: WriteAhead::FirstRewrite,
+            });
+            db.map = next;
+            out.push(Action::Event(Event::FirstRewrite {
+                db: id,
+                at: db.last_forwarded,
+            }));
+        }
+        db.inflight.push(forwarded);
+        db.last_forwarded = forwarded.last_end.position();
+        db.master_latest = db.master_latest.max(db.last_forwarded);
+        db.try_merge_warmup();
+        out.push(Action::ToReplica(match rewritten.body {
+            Some(changed) => changed.into(),
+            None => body.clone(),
+        }));
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Housekeeping
+    // -----------------------------------------------------------------------------------------
+
+    /// The periodic tick: timeouts of a streaming link, finished warm-ups, due checkpoints.
+    pub(crate) fn on_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let streaming = self.dbs.iter().any(|d| d.phase == Phase::Streaming);
+        let timeout = self.cfg.upstream_idle_timeout;
+        if streaming && now.saturating_duration_since(self.last_upstream) > timeout {
+            out.push(Action::Close(LinkError::Timeout(Side::Master, timeout)));
+            return;
+        }
+        // A real Pika master that drops a silent replica may leave the connection open and
+        // send nothing: without this, the link would look up (and its lag stale) until the
+        // idle timeout above.
+        let drop_after = self.cfg.master_drop_after;
+        if streaming && now.saturating_duration_since(self.last_binlog_request) > drop_after {
+            out.push(Action::Close(LinkError::ReplicaSilent(drop_after)));
+            return;
+        }
+        for (i, db) in self.dbs.iter_mut().enumerate() {
+            db.try_merge_warmup();
+            if db.phase == Phase::Streaming && db.warmup.is_none() && db.rewriter.is_some() {
+                out.push(Action::Checkpoint { db: DbId(i) });
+            }
+        }
+    }
+}

@@ -173,7 +173,9 @@ impl RedisArgs {
 pub struct PikaArgs {
     #[command(flatten)]
     relay: RelayArgs,
-    /// Pika's `binlog-file-size` on the master, to express lag in bytes [default: 104857600].
+    /// Pika's `binlog-file-size` on the master and its replicas: lag in bytes, and where a
+    /// replica's binlog rolls to a new file when the proxy predicts its positions [default:
+    /// 104857600].
     #[arg(long, env = "PIKA_TTL_PROXY_BINLOG_FILE_SIZE", value_name = "BYTES")]
     pub binlog_file_size: Option<u64>,
     /// Scan the master (SCAN + PTTL) per upstream link to learn which keys existed before the

@@ -106,6 +106,7 @@ pub const PROTOCOL_ERROR_KINDS: &[&str] = &[
     "timeout",
     "item_content",
     "unknown_version",
+    "replica_layout",
 ];
 
 /// Label value for entries whose command belongs to no family.

@@ -84,6 +84,18 @@ impl MapState {
         MapState::Pairs(pairs)
     }
 
+    /// The map with the correspondence `pair` added (a position predicted for a response being
+    /// forwarded, see `replica_layout`); master positions only grow, so it goes last.
+    pub fn with_pair(&self, pair: Pair) -> MapState {
+        let mut pairs = match self {
+            MapState::Pairs(old) => old.clone(),
+            MapState::Unknown | MapState::Identity => Vec::new(),
+        };
+        pairs.retain(|p| p.master < pair.master);
+        pairs.push(pair);
+        MapState::Pairs(pairs)
+    }
+
     /// The map once a session resumed at the exact pair `(replica, master)`: outstanding
     /// boundaries of the old session are forgotten, because the items after `master` will be
     /// rewritten again and may land elsewhere on the replica.

@@ -13,9 +13,6 @@
 //! and their millisecond forms) make the position unpredictable: the answer is `None`, never a
 //! guess.
 
-// Wired into the link with the sans-I/O state machine.
-#![allow(dead_code)]
-
 use std::collections::VecDeque;
 
 use super::offset_map::Pair;
@@ -24,9 +21,6 @@ use crate::pika::binlog_file::{BLOCK_SIZE, RECORD_HEADER_LEN};
 use crate::pika::item::ITEM_HEADER_LEN;
 use crate::pika::messages::BinlogPosition;
 use crate::resp::{encoded_len, whole_command, ParserLimits};
-
-/// Pika's default `binlog-file-size` (100 MiB).
-pub const DEFAULT_BINLOG_FILE_SIZE: u64 = 100 * 1024 * 1024;
 
 /// How a replica lays out its binlog.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,9 +34,10 @@ pub struct ReplicaLayout {
 
 impl ReplicaLayout {
     /// A replica of `release` with Pika's default file size.
+    #[cfg(test)]
     pub fn new(release: PikaRelease) -> Self {
         ReplicaLayout {
-            file_size: DEFAULT_BINLOG_FILE_SIZE,
+            file_size: crate::config::DEFAULT_BINLOG_FILE_SIZE,
             release,
         }
     }
@@ -88,13 +83,12 @@ impl ReplicaLayout {
 
 /// The replica positions one link predicts for the responses it forwards, checked by the acks.
 ///
-/// The chain starts at an exact replica position (a resume pair, or the identical layout before
+/// The chain starts at an exact replica position (a resume pair, or an identical boundary before
 /// the first rewrite) and moves with every response forwarded. A response whose position cannot
 /// be predicted ends the chain, and so does an ack that disagrees with its prediction (logged by
 /// the caller): from then on the link learns positions from acks only, until the next session.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Prediction {
-    layout: ReplicaLayout,
     /// The replica's position after the last response forwarded, while the chain holds.
     next_start: Option<BinlogPosition>,
     /// Predicted pairs of the responses forwarded and not yet acknowledged, oldest first.
@@ -111,29 +105,29 @@ pub struct Misprediction {
 }
 
 impl Prediction {
-    /// A chain that starts at the replica's exact position `replica` (`None`: no chain).
-    pub fn new(layout: ReplicaLayout, replica: Option<BinlogPosition>) -> Self {
+    /// A chain that starts at the replica's exact position `replica`.
+    pub fn starting_at(replica: BinlogPosition) -> Self {
         Prediction {
-            layout,
-            next_start: replica,
+            next_start: Some(replica),
             outstanding: VecDeque::new(),
         }
     }
 
-    /// Whether positions are still being predicted.
-    pub fn holds(&self) -> bool {
-        self.next_start.is_some()
+    /// Where the replica is after the last response forwarded, while the chain holds.
+    pub fn next_start(&self) -> Option<BinlogPosition> {
+        self.next_start
     }
 
-    /// A response whose items (`contents`, as sent) end at master position `master_end` is
-    /// about to be forwarded: the pair it will create, if predictable.
-    pub fn forwarded<'a>(
+    /// A response ending at master `master_end` is forwarded, and the replica will be at
+    /// `replica_end` after it (`None`: not predictable, which ends the chain). Returns the pair
+    /// to record, while the chain holds.
+    pub fn forwarded(
         &mut self,
         master_end: BinlogPosition,
-        contents: impl IntoIterator<Item = &'a [u8]>,
+        replica_end: Option<BinlogPosition>,
     ) -> Option<Pair> {
-        let start = self.next_start?;
-        let Some(replica) = self.layout.after_contents(start, contents) else {
+        self.next_start?;
+        let Some(replica) = replica_end else {
             self.end();
             return None;
         };
@@ -179,7 +173,8 @@ impl Prediction {
         }
     }
 
-    fn end(&mut self) {
+    /// Stops predicting.
+    pub fn end(&mut self) {
         self.next_start = None;
         self.outstanding.clear();
     }
@@ -331,54 +326,34 @@ mod tests {
     }
 
     #[test]
-    fn a_chain_predicts_each_response_and_the_acks_check_it() {
-        let layout = ReplicaLayout::new(PikaRelease::V3);
-        let start = BinlogPosition::new(0, 500);
-        let mut chain = Prediction::new(layout, Some(start));
-        let a = resp(&["set", "a", "1"]);
-        let b = resp(&["hset", "h", "f", "v"]);
-        let first = chain
-            .forwarded(BinlogPosition::new(0, 900), [a.as_slice()])
-            .unwrap();
-        assert_eq!(
-            first.replica,
-            layout.after_item(start, ITEM_HEADER_LEN + a.len())
-        );
-        let second = chain
-            .forwarded(BinlogPosition::new(0, 1000), [b.as_slice(), a.as_slice()])
-            .unwrap();
+    fn a_chain_records_each_response_and_the_acks_check_it() {
+        let pos = |o| BinlogPosition::new(0, o);
+        let mut chain = Prediction::starting_at(pos(500));
+        let first = chain.forwarded(pos(900), Some(pos(880))).unwrap();
+        let second = chain.forwarded(pos(1000), Some(pos(990))).unwrap();
+        assert_eq!(chain.next_start(), Some(pos(990)));
         assert_eq!(chain.acked(first.replica, first.master), Ok(()));
-        let wrong = BinlogPosition::new(0, second.replica.offset + 1);
         assert_eq!(
-            chain.acked(wrong, second.master),
+            chain.acked(pos(991), second.master),
             Err(Misprediction {
-                predicted: second.replica,
-                acked: wrong
+                predicted: pos(990),
+                acked: pos(991)
             })
         );
-        assert!(!chain.holds());
-        assert_eq!(
-            chain.forwarded(BinlogPosition::new(0, 1100), [a.as_slice()]),
-            None
-        );
+        assert_eq!(chain.next_start(), None);
+        assert_eq!(chain.forwarded(pos(1100), Some(pos(1090))), None);
     }
 
     #[test]
     fn an_unpredictable_response_ends_the_chain() {
-        let mut chain = Prediction::new(
-            ReplicaLayout::new(PikaRelease::V3),
-            Some(BinlogPosition::new(0, 0)),
-        );
-        let setex = resp(&["setex", "k", "10", "v"]);
-        assert_eq!(
-            chain.forwarded(BinlogPosition::new(0, 50), [setex.as_slice()]),
-            None
-        );
-        assert!(!chain.holds());
-        assert_eq!(
-            chain.acked(BinlogPosition::new(0, 7), BinlogPosition::new(0, 50)),
-            Ok(())
-        );
+        let pos = |o| BinlogPosition::new(0, o);
+        let mut chain = Prediction::starting_at(pos(0));
+        assert_eq!(chain.forwarded(pos(50), None), None);
+        assert_eq!(chain.next_start(), None);
+        assert_eq!(chain.acked(pos(7), pos(50)), Ok(()));
+        assert!(Prediction::default()
+            .forwarded(pos(50), Some(pos(60)))
+            .is_none());
     }
 
     #[test]

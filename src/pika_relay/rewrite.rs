@@ -17,11 +17,12 @@ use bytes::{Bytes, BytesMut};
 
 use super::inflight::Forwarded;
 use super::link::input::decode_response;
+use super::replica_layout::ReplicaLayout;
 use super::stats;
 use crate::engine::args::{Args, FrameArgs};
 use crate::engine::{self, AtRisk, Dialect, Emit, PikaRelease, Policy, StreamState};
 use crate::families::{Family, FamilySwitches};
-use crate::pika::item::{put_item, BinlogItem};
+use crate::pika::item::{put_item, BinlogItem, ITEM_HEADER_LEN};
 use crate::pika::messages::{
     BinlogPosition, BinlogSyncRecord, BinlogSyncSplice, InnerResponse, LogicalOffset, MessageError,
 };
@@ -39,6 +40,9 @@ pub struct RewrittenResponse {
     pub unparsable_items: usize,
     /// Entries that extend or remove the TTL of a key a lagging replica may already have dropped.
     pub at_risk: Vec<(Option<Family>, AtRisk)>,
+    /// The replica's binlog position once it has applied this response, when a prediction was
+    /// asked for and every item's re-serialization is known (see `replica_layout`).
+    pub replica_end: Option<BinlogPosition>,
 }
 
 /// Keys written while a warm-up scan runs, each with the master END position of the last entry
@@ -168,12 +172,25 @@ impl LinkRewriter {
         body: &Bytes,
         records: &[BinlogSyncRecord<'_>],
     ) -> Result<RewrittenResponse, MessageError> {
+        self.rewrite_records_predicting(body, records, None)
+    }
+
+    /// [`LinkRewriter::rewrite_records`], also predicting where a replica laid out as `layout`
+    /// whose binlog is at `from` will be once it has applied the response as sent.
+    pub(crate) fn rewrite_records_predicting(
+        &mut self,
+        body: &Bytes,
+        records: &[BinlogSyncRecord<'_>],
+        predict: Option<(ReplicaLayout, BinlogPosition)>,
+    ) -> Result<RewrittenResponse, MessageError> {
         let mut out = RewrittenResponse {
             body: None,
             forwarded: None,
             unparsable_items: 0,
             at_risk: Vec::new(),
+            replica_end: None,
         };
+        let mut predicted = predict.map(|(_, from)| from);
         let started = Instant::now();
         let mut first: Option<(LogicalOffset, u32)> = None;
         let mut last: Option<(LogicalOffset, u32)> = None;
@@ -190,10 +207,20 @@ impl LinkRewriter {
             last = Some((end, item.header.exec_time));
             items += 1;
             self.item_end = end.position();
-            if self.rewrite_item(body, &item, &mut out)? {
+            let replaced = self.rewrite_item(body, &item, &mut out)?;
+            if replaced {
                 splice.replace_binlog(record, &self.item)?;
             }
+            if let (Some(at), Some((layout, _))) = (predicted, predict) {
+                let content = if replaced {
+                    self.item.get(ITEM_HEADER_LEN..).unwrap_or_default()
+                } else {
+                    item.content
+                };
+                predicted = layout.after_contents(at, [content]);
+            }
         }
+        out.replica_end = predicted.filter(|_| items > 0);
         out.body = splice.finish();
         self.tally.flush(started.elapsed().as_secs_f64());
         if let (Some((first_end, first_exec)), Some((last_end, last_exec))) = (first, last) {
@@ -224,6 +251,7 @@ impl LinkRewriter {
             forwarded: None,
             unparsable_items: 0,
             at_risk: Vec::new(),
+            replica_end: None,
         };
         self.replaying = true;
         let mut records = response.binlog_sync_entries();

@@ -197,6 +197,7 @@ pub(crate) async fn run_link(
             empty_at_origin: setup.cfg.empty_at_origin,
             upstream_idle_timeout: setup.cfg.upstream_idle_timeout,
             master_drop_after: setup.cfg.master_drop_after,
+            replica_binlog_file_size: setup.cfg.binlog_file_size,
         },
         release.unwrap_or_default(),
         Instant::now(),
@@ -526,6 +527,21 @@ impl Link {
         let name = &self.name;
         let key = |db: DbId| self.machine.db(db).key();
         match event {
+            Event::PredictionEnded { db } => tracing::warn!(
+                replica = %name, db = %key(db),
+                "a response carries a command the replica rewrites with its own clock, so its binlog position cannot be predicted; until the replica reconnects, a proxy crash costs it a full sync"
+            ),
+            Event::Mispredicted {
+                db,
+                predicted,
+                acked,
+            } => {
+                stats::protocol_error(Side::Replica, "replica_layout");
+                tracing::warn!(
+                    replica = %name, db = %key(db), predicted = %predicted, acked = %acked,
+                    "the replica's binlog position differs from the one predicted (a replica binlog-file-size other than --binlog-file-size, or another Pika release?); until it reconnects, a proxy crash costs it a full sync"
+                );
+            }
             Event::Release(release) => tracing::info!(
                 replica = %name, release = %release.name(),
                 "master release from its MetaSync answer; rewrites use its forms"

@@ -29,6 +29,48 @@ async fn a_killed_relay_resumes_from_its_persisted_map() {
     rig.no_window_mismatch();
 }
 
+/// `kill -9` after the replica applied rewritten responses it has not acknowledged: no ack
+/// taught the relay where the replica is, but the positions predicted for those responses were
+/// written before they were sent, so the restarted relay resumes the replica without a full
+/// sync (before predictions, this cost one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_before_the_acks_resumes_from_predicted_positions() {
+    let mut rig = rig(&["--empty-at-origin"]).await;
+    rig.master.exec(&["SETEX", "a", "100", "1"]);
+    rig.master.exec(&["INCR", "a"]);
+    rig.applied(2).await;
+    rig.caught_up().await;
+    rig.replica.hold_acks(true);
+    for k in ["a", "b", "c", "d"] {
+        rig.master.exec(&["SETEX", k, "100", "1"]);
+        rig.master.exec(&["INCR", k]);
+        rig.master.exec(&["APPEND", k, "x"]);
+    }
+    // The master sends one window and waits for its ack, which never comes.
+    rig.applied(3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::task::block_in_place(|| rig.proxy.kill9());
+    assert!(wait_until(PATIENCE, || !rig.replica.is_streaming()).await);
+    rig.replica.hold_acks(false);
+    tokio::task::block_in_place(|| rig.proxy.restart());
+    assert!(
+        wait_until(PATIENCE, || rig.replica.is_streaming()).await,
+        "replica did not resume; relay log:\n{}",
+        rig.proxy.log()
+    );
+    rig.master.exec(&["INCR", "fresh"]);
+    rig.applied(15).await;
+    rig.caught_up().await;
+    rig.assert_converged(T0);
+    assert_eq!(
+        rig.replica_full_syncs(),
+        1,
+        "resumed without a full sync; relay log:\n{}",
+        rig.proxy.log()
+    );
+    rig.no_window_mismatch();
+}
+
 /// A clean stop saves each DB's expiry table and the next start gives it back to the replica
 /// that resumes where it stopped: an INCR on a key whose TTL was set before the restart is
 /// rewritten. After a kill there is no table: the same kind of entry passes as `unknown_key`.

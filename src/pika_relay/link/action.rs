@@ -67,6 +67,15 @@ pub(crate) enum Action {
 /// What happened, for logs and metrics (the driver adds the replica's name).
 #[derive(Debug)]
 pub(crate) enum Event {
+    /// A response's replica position could not be predicted (a command the replica rewrites
+    /// with its own clock): positions are learned from acks until the next session.
+    PredictionEnded { db: DbId },
+    /// An ack disagreed with the replica position predicted for its response.
+    Mispredicted {
+        db: DbId,
+        predicted: BinlogPosition,
+        acked: BinlogPosition,
+    },
     /// The master's release, from its MetaSync answer.
     Release(PikaRelease),
     /// The master accepted a TrySync (`partial_syncs_total`).

@@ -10,6 +10,7 @@ use crate::pika::messages::{BinlogPosition, Slot};
 use crate::pika_relay::inflight::Inflight;
 use crate::pika_relay::offset_map::MapState;
 use crate::pika_relay::registry::ParkedTable;
+use crate::pika_relay::replica_layout::Prediction;
 use crate::pika_relay::rewrite::LinkRewriter;
 use crate::pika_relay::warmup::WarmupState;
 
@@ -67,6 +68,8 @@ pub(crate) struct DbState {
     pub(super) map: MapState,
     pub(super) phase: Phase,
     pub(super) inflight: Inflight,
+    /// The replica positions predicted for the responses forwarded (`replica_layout`).
+    pub(super) prediction: Prediction,
     pub(super) rewriter: Option<LinkRewriter>,
     pub(super) warmup: Option<WarmupState>,
     /// Master END of the last item forwarded (the position the engine's table reflects).

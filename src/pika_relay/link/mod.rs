@@ -39,6 +39,7 @@ use crate::pika_relay::error::{LinkError, Side};
 use crate::pika_relay::inflight::Inflight;
 use crate::pika_relay::offset_map::MapState;
 use crate::pika_relay::registry::ParkedTable;
+use crate::pika_relay::replica_layout::{Prediction, ReplicaLayout};
 use crate::pika_relay::rewrite::LinkRewriter;
 use crate::pika_relay::warmup::WarmupState;
 use crate::table::{Baseline, ExpiryTable};
@@ -76,6 +77,8 @@ pub(crate) struct MachineConfig {
     pub upstream_idle_timeout: Duration,
     /// A streaming link whose replica sends no BinlogSync request for this long is closed.
     pub master_drop_after: Duration,
+    /// The replicas' `binlog-file-size`, for predicting their binlog positions.
+    pub replica_binlog_file_size: u64,
 }
 
 /// The protocol state of one replica link (every DB it carries).
@@ -164,6 +167,7 @@ impl LinkMachine {
             map,
             phase: Phase::Handshake,
             inflight: Inflight::default(),
+            prediction: Prediction::default(),
             rewriter: None,
             warmup: None,
             last_forwarded: BinlogPosition::default(),
@@ -368,7 +372,7 @@ impl LinkMachine {
                     ),
                 ));
             }
-            self.start_streaming(env, id, master, out);
+            self.start_streaming(env, id, replica, master, out);
             if master == replica {
                 out.push(Action::ToMaster(body.clone()));
                 return Ok(());
@@ -408,6 +412,17 @@ impl LinkMachine {
             .map_err(|e| protocol(Side::Replica, e.to_string()))?;
         let replica_end = bs.ack_range_end.position();
         let master_end = answered.last_end;
+        let mispredicted = match db.prediction.acked(replica_end, master_end.position()) {
+            Ok(()) => false,
+            Err(miss) => {
+                out.push(Action::Event(Event::Mispredicted {
+                    db: id,
+                    predicted: miss.predicted,
+                    acked: miss.acked,
+                }));
+                true
+            }
+        };
         let next = match &db.map {
             MapState::Identity if !answered.changed && replica_end == master_end.position() => None,
             MapState::Identity if !answered.changed => {
@@ -421,6 +436,10 @@ impl LinkMachine {
             // Not reached while streaming (a DBSync leaves that phase first); an ack says nothing
             // about a map that must be relearned.
             MapState::Unknown => None,
+            // The pairs predicted after this one were chained from the wrong position.
+            MapState::Pairs(_) if mispredicted => {
+                Some(MapState::Unknown.after_ack(replica_end, master_end.position()))
+            }
             map => Some(map.after_ack(replica_end, master_end.position())),
         };
         if let Some(next) = next {
@@ -460,6 +479,7 @@ impl LinkMachine {
         &mut self,
         env: &dyn LinkEnv,
         id: DbId,
+        replica: BinlogPosition,
         master: BinlogPosition,
         out: &mut Vec<Action>,
     ) {
@@ -470,6 +490,7 @@ impl LinkMachine {
         let previous_end = db.last_forwarded;
         db.phase = Phase::Streaming;
         db.inflight = Inflight::default();
+        db.prediction = Prediction::starting_at(replica);
         db.acked_master = master;
         out.push(Action::Event(Event::Acked { db: id, at: master }));
         db.last_forwarded = master;
@@ -664,9 +685,23 @@ impl LinkMachine {
         // A response that fails part-way may have changed the table already, while the link's
         // position stays before it: the table then describes no position, so it is dropped
         // rather than parked for a replica resuming there.
+        let predict_from = match &db.map {
+            // The boundary before this response is identical on both sides.
+            MapState::Identity => Some(db.last_forwarded),
+            MapState::Pairs(_) => db.prediction.next_start(),
+            MapState::Unknown => None,
+        };
+        let layout = ReplicaLayout {
+            file_size: self.cfg.replica_binlog_file_size,
+            release: self.release,
+        };
         let rewritten = match resp.mixed() {
             Some(mixed) => Err(mixed),
-            None => rewriter.rewrite_records(body, &resp.records),
+            None => rewriter.rewrite_records_predicting(
+                body,
+                &resp.records,
+                predict_from.map(|from| (layout, from)),
+            ),
         };
         let rewritten = match rewritten {
             Ok(r) => r,
@@ -703,12 +738,22 @@ impl LinkMachine {
             out.push(Action::ToReplica(body.clone()));
             return Ok(());
         };
+        let master_end = forwarded.last_end.position();
         if forwarded.changed && db.map.is_identity() {
             // Write-ahead: once the replica applies this response its layout departs from the
-            // master's; the boundaries it may be at until then are still identical.
-            let next = MapState::from_identical(
+            // master's; the boundaries it may be at until then are still identical, and where
+            // it will be after this response is predicted from the last of them.
+            db.prediction = Prediction::starting_at(db.last_forwarded);
+            let identical = MapState::from_identical(
                 std::iter::once(db.acked_master).chain(db.inflight.last_ends()),
             );
+            let next = match db.prediction.forwarded(master_end, rewritten.replica_end) {
+                Some(pair) => identical.with_pair(pair),
+                None => {
+                    out.push(Action::Event(Event::PredictionEnded { db: id }));
+                    identical
+                }
+            };
             out.push(Action::Persist {
                 db: id,
                 state: next.clone(),
@@ -719,6 +764,20 @@ impl LinkMachine {
                 db: id,
                 at: db.last_forwarded,
             }));
+        } else if matches!(db.map, MapState::Pairs(_)) && db.prediction.next_start().is_some() {
+            // Write-ahead without waiting for a sync: a proxy killed once this response is sent
+            // still finds where the replica will be after it.
+            match db.prediction.forwarded(master_end, rewritten.replica_end) {
+                Some(pair) => {
+                    let next = db.map.with_pair(pair);
+                    out.push(Action::HandIn {
+                        db: id,
+                        state: next.clone(),
+                    });
+                    db.map = next;
+                }
+                None => out.push(Action::Event(Event::PredictionEnded { db: id })),
+            }
         }
         db.inflight.push(forwarded);
         db.last_forwarded = forwarded.last_end.position();

@@ -15,8 +15,10 @@ use super::input::{Request, Response};
 use super::{LinkEnv, LinkMachine, MachineConfig, Phase};
 use crate::engine::PikaRelease;
 use crate::families::FamilySwitches;
-use crate::pika::item::{build_item, ItemHeader};
+use crate::pika::binlog_file::BinlogFileWriter;
+use crate::pika::item::{build_item, BinlogItem, ItemHeader};
 use crate::pika::messages::field::{response, try_sync_response};
+use crate::pika::messages::InnerResponse;
 use crate::pika::messages::{
     build_binlog_sync_request, build_binlog_sync_response, build_keepalive_ack,
     build_meta_sync_request, build_try_sync_request, BinlogPosition, LogicalOffset, MessageError,
@@ -29,7 +31,7 @@ use crate::pika_relay::offset_map::MapState;
 use crate::pika_relay::registry::ParkedTable;
 use crate::pika_relay::rewrite::LinkRewriter;
 use crate::pika_relay::warmup::WarmupState;
-use crate::resp::encode_command;
+use crate::resp::{encode_command, CommandParser, ParserLimits};
 
 const NODE: Node<'static> = Node {
     ip: b"10.0.0.2",
@@ -229,9 +231,10 @@ struct Harness {
     now: Instant,
     /// The map state the DB's store starts with.
     loaded: MapState,
-    /// What a crash would leave: the last persisted state (hand-ins are not durable yet).
+    /// What a SIGKILL would leave: the last state persisted or handed in (both are in the file
+    /// before the action completes; only a persist also waits for the sync).
     durable: MapState,
-    /// The last handed-in state, durable only once the writer gets to it.
+    /// The last handed-in state.
     handed_in: Option<MapState>,
     /// Every frame action with the durable map state at that point.
     sent: Vec<Sent>,
@@ -245,6 +248,7 @@ impl Harness {
             empty_at_origin: true,
             upstream_idle_timeout: Duration::from_secs(30),
             master_drop_after: Duration::from_secs(20),
+            replica_binlog_file_size: crate::config::DEFAULT_BINLOG_FILE_SIZE,
         };
         Harness {
             m: LinkMachine::new(cfg, PikaRelease::V3, now),
@@ -289,7 +293,10 @@ impl Harness {
         for action in actions {
             match action {
                 Action::Persist { state, .. } => self.durable = state.clone(),
-                Action::HandIn { state, .. } => self.handed_in = Some(state.clone()),
+                Action::HandIn { state, .. } => {
+                    self.handed_in = Some(state.clone());
+                    self.durable = state.clone();
+                }
                 Action::ToReplica(_) => self.sent.push(Sent::Replica(self.durable.clone())),
                 Action::ToMaster(_) => self.sent.push(Sent::Master(self.durable.clone())),
                 Action::Close(_) => break,
@@ -615,7 +622,6 @@ fn acks_after_pairs_are_handed_in_behind_and_carry_the_master_end() {
     h.stream_from(0);
     h.response(setex_response());
     h.response(incr_response());
-    let before = h.durable.clone();
 
     // The SETEX response: the replica wrote it at the same place.
     let out = h.request(ack(95, 95));
@@ -634,9 +640,10 @@ fn acks_after_pairs_are_handed_in_behind_and_carry_the_master_end() {
         }
         other => panic!("not an ack: {other:?}"),
     }
-    // Write-behind: a crash now finds the state from before the acks, which is still true.
-    assert_eq!(h.sent.last(), Some(&Sent::Master(before)));
+    // Handed in, so written before the ack goes up (the sync follows behind): a crash now
+    // finds the learned state.
     let learned = h.handed_in.clone().expect("handed in");
+    assert_eq!(h.sent.last(), Some(&Sent::Master(learned.clone())));
     assert_eq!(learned.translate(pos(230)), Some(pos(159)));
     assert_eq!(h.m.db(h.db()).acked_master(), pos(159));
     assert!(h.m.db(h.db()).inflight().is_empty());
@@ -802,4 +809,90 @@ fn crash_points_find_a_durable_map_for_every_frame_sent() {
             "unknown",  // DBSync up: Unknown first
         ]
     );
+}
+
+/// Where a real replica's binlog is after it writes its own item for every command of every
+/// item in `response` (as Pika does), starting from `writer`.
+fn replica_writes(writer: &mut BinlogFileWriter, response: &Bytes) -> BinlogPosition {
+    let parsed = InnerResponse::parse(response).unwrap();
+    for entry in parsed.binlog_sync_entries() {
+        let entry = entry.unwrap();
+        let item = BinlogItem::parse(entry.binlog).unwrap();
+        let mut parser = CommandParser::new(ParserLimits::replica_stream());
+        let mut buf = BytesMut::from(item.content);
+        while let Some(frame) = parser.parse(&mut buf).unwrap() {
+            let cmd = frame.command().unwrap();
+            let mut own = BytesMut::new();
+            encode_command(&cmd.args, &mut own);
+            writer.append_item(T0, 0, 1, &own).unwrap();
+        }
+    }
+    pos(writer.position())
+}
+
+#[test]
+fn a_killed_proxy_knows_where_the_replica_is_after_each_rewritten_response() {
+    let mut h = Harness::new(MapState::Identity);
+    // Both binlogs laid out as Pika lays them out: the master's items and the replica's own.
+    let mut master = BinlogFileWriter::new(0);
+    let mut replica = BinlogFileWriter::new(0);
+    let mut logged = |args: &[&str], lid: u64| {
+        let start = master.position();
+        let it = item(T0, lid, start, args);
+        let end = master.append_record(&it, T0).end;
+        items_of(&[(b"db0", it, end, lid)])
+    };
+    let deadline = (T0 + 100).to_string();
+    let setex = logged(&["pksetexat", "k", &deadline, "1"], 1);
+    let incr = logged(&["INCR", "k"], 2);
+    let incr2 = logged(&["INCR", "k"], 3);
+    let incr3 = logged(&["INCR", "k"], 4);
+    let end_of = |frame: &Bytes| {
+        let parsed = InnerResponse::parse(frame).unwrap();
+        let last = parsed.binlog_sync_entries().last().unwrap().unwrap();
+        last.binlog_offset.position()
+    };
+    h.stream_from(0);
+    h.response(setex.clone());
+    assert_eq!(replica_writes(&mut replica, &setex), end_of(&setex));
+
+    // The first rewritten response: its predicted pair is in the write-ahead state.
+    let out = h.response(incr.clone());
+    let after_incr = replica_writes(&mut replica, frames_to_replica(&out)[0]);
+    assert_ne!(
+        after_incr,
+        end_of(&incr),
+        "the rewrite moved the replica's layout"
+    );
+    let Some(Sent::Replica(on_disk)) = h.sent.last() else {
+        panic!("nothing sent")
+    };
+    assert_eq!(on_disk.translate(after_incr), Some(end_of(&incr)));
+
+    // The next one while the first is unacknowledged: handed in (written) before the send.
+    let out = h.response(incr2.clone());
+    let handed = position_of(&out, |a| matches!(a, Action::HandIn { .. }));
+    let down = position_of(&out, |a| matches!(a, Action::ToReplica(_)));
+    assert!(handed < down, "{out:?}");
+    let after_incr2 = replica_writes(&mut replica, frames_to_replica(&out)[0]);
+    assert_eq!(h.durable.translate(after_incr2), Some(end_of(&incr2)));
+    assert_eq!(h.durable.translate(after_incr), Some(end_of(&incr)));
+
+    // Acks at the predicted positions confirm them; one elsewhere ends the prediction and
+    // forgets the pairs chained from it.
+    let mispredicted = |out: &[Action]| {
+        out.iter()
+            .any(|a| matches!(a, Action::Event(Event::Mispredicted { .. })))
+    };
+    let out = h.request(ack(end_of(&setex).offset, end_of(&setex).offset));
+    assert!(closed(&out).is_none() && !mispredicted(&out), "{out:?}");
+    let out = h.request(ack(end_of(&incr).offset, after_incr.offset));
+    assert!(closed(&out).is_none() && !mispredicted(&out), "{out:?}");
+    let elsewhere = pos(after_incr2.offset + 8);
+    let out = h.request(ack(end_of(&incr2).offset, elsewhere.offset));
+    assert!(mispredicted(&out));
+    assert_eq!(h.durable.translate(after_incr2), None);
+    assert_eq!(h.durable.translate(elsewhere), Some(end_of(&incr2)));
+    let out = h.response(incr3);
+    assert!(!out.iter().any(|a| matches!(a, Action::HandIn { .. })));
 }

@@ -250,6 +250,8 @@ async fn run(settings: Settings) -> ExitCode {
                 cfg.master_password = settings.master_password.clone();
                 cfg.replica_output_buffer_limit =
                     usize::try_from(settings.replica_output_buffer_limit).unwrap_or(usize::MAX);
+                cfg.checkpoint_interval =
+                    std::time::Duration::from_secs(settings.checkpoint_interval);
                 let shared = redis_relay::RelayShared {
                     families: families.clone(),
                     sessions: Default::default(),

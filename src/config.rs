@@ -128,8 +128,10 @@ pub struct RelayArgs {
     /// Pika: relay an unknown master release (from [`PikaArgs`]).
     #[arg(skip)]
     pub allow_unknown_pika_version: bool,
-    /// Pika: seconds between table checkpoints (from [`PikaArgs`]).
-    #[arg(skip)]
+    /// Seconds between checkpoints of each replica's expiry table (per DB on Pika); after a
+    /// crash the table is brought from its checkpoint to the replica's resume position along
+    /// the master's binlog (Pika) or replication backlog (Redis) [default: 60].
+    #[arg(long, env = "PIKA_TTL_PROXY_CHECKPOINT_INTERVAL", value_name = "SECS")]
     pub checkpoint_interval: Option<u64>,
     /// Pika: keys without history do not exist (from [`PikaArgs`]).
     #[arg(skip)]
@@ -189,11 +191,6 @@ pub struct PikaArgs {
     /// bytes per replica link); past it only volatile keys are kept [default: 10000000].
     #[arg(long, env = "PIKA_TTL_PROXY_WARMUP_MAX_KEYS", value_name = "KEYS")]
     pub warmup_max_keys: Option<u64>,
-    /// Seconds between checkpoints of each replica DB's expiry table; after a crash the table
-    /// is brought from its checkpoint to the replica's resume position along the master's
-    /// binlog [default: 60].
-    #[arg(long, env = "PIKA_TTL_PROXY_CHECKPOINT_INTERVAL", value_name = "SECS")]
-    pub checkpoint_interval: Option<u64>,
     /// Relay a master whose `pika_version` is not 3.1–3.5 or 4.0 (refused by default: the
     /// rewrite forms may be wrong for it).
     #[arg(long, env = "PIKA_TTL_PROXY_ALLOW_UNKNOWN_PIKA_VERSION")]
@@ -214,7 +211,6 @@ impl PikaArgs {
             warmup_rate: self.warmup_rate,
             warmup_max_keys: self.warmup_max_keys,
             allow_unknown_pika_version: self.allow_unknown_pika_version,
-            checkpoint_interval: self.checkpoint_interval,
             empty_at_origin: self.empty_at_origin,
             ..self.relay
         }
@@ -396,7 +392,7 @@ pub struct Settings {
     pub warmup_max_keys: u64,
     /// Pika: relay a master release the proxy does not know.
     pub allow_unknown_pika_version: bool,
-    /// Pika: seconds between table checkpoints.
+    /// Seconds between expiry-table checkpoints (both relays).
     pub checkpoint_interval: u64,
     /// Pika: keys without history do not exist.
     pub empty_at_origin: bool,

@@ -170,6 +170,7 @@ fn each_relay_help_lists_only_its_flags() {
         "--admin ",
         "--state-dir",
         "--config",
+        "--checkpoint-interval",
     ];
     for flag in redis_only {
         assert!(redis.contains(flag) && !pika.contains(flag), "{flag}");

@@ -4,8 +4,9 @@
 //! replica gets exactly one full resynchronisation. Data (values and absolute TTLs) stays equal
 //! to the master's throughout. Stopped with SIGTERM instead, the relay also keeps each
 //! replica's expiry table: after the restart, entries on keys from before it are still decided
-//! (rewritten or passed as known), where after SIGKILL they pass as `unknown_key`. Killed
-//! while the master streams, it still continues the replica partially every time.
+//! (rewritten or passed as known); after SIGKILL the table is rebuilt from its checkpoint along
+//! the master's backlog, with the same effect. Killed while the master streams, it still
+//! continues the replica partially every time.
 
 mod redis_relay_support;
 
@@ -52,7 +53,10 @@ fn kill9_restart_resumes_partially_and_lost_state_costs_one_full_sync() {
         p1.log_text().contains("eof_framed=false"),
         "expected $len framing"
     );
-    let files = std::fs::read_dir(&state).unwrap().count();
+    let files = std::fs::read_dir(&state)
+        .unwrap()
+        .filter(|f| f.as_ref().unwrap().path().extension() == Some("state".as_ref()))
+        .count();
     assert_eq!(files, 1, "one state file per replica");
 
     // kill -9, restart on the same state: partial resynchronisation.
@@ -182,7 +186,15 @@ fn sigterm_restart_keeps_the_expiry_table_and_sigkill_does_not() {
     };
     assert_eq!(tables(&state), 1, "one table snapshot per replica");
     wait_until("the replica noticed", || !r1.link_up());
-    let p2 = ProxyProcess::start(port, master.port, &state, &dir.path().join("p2.log"), &[]);
+    // The first checkpoint is taken as soon as the link streams, the next only 30 s later: the
+    // writes below come after it, so the catch-up after the SIGKILL has entries to learn.
+    let p2 = ProxyProcess::start(
+        port,
+        master.port,
+        &state,
+        &dir.path().join("p2.log"),
+        &["--checkpoint-interval", "30"],
+    );
     wait_until("replica resumed through the restarted proxy", || {
         r1.log_count(PARTIAL_OK) == 1 && r1.link_up()
     });
@@ -196,6 +208,28 @@ fn sigterm_restart_keeps_the_expiry_table_and_sigkill_does_not() {
     );
     assert!(log.contains("table_complete=true"), "{log}");
     assert_eq!(tables(&state), 0, "the snapshot is consumed at the start");
+    let checkpoint = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".checkpoint"));
+    let checkpoint = checkpoint.unwrap_or_else(|| {
+        wait_until("the first checkpoint of the table is written", || {
+            std::fs::read_dir(&state).unwrap().any(|f| {
+                f.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".checkpoint")
+            })
+        });
+        std::fs::read_dir(&state)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".checkpoint"))
+            .unwrap()
+    });
+    let u_c = pika_ttl_proxy::redis_relay::table_snapshot::load(&checkpoint)
+        .unwrap()
+        .table_u;
     late_writes(&mut mc);
     check_data(&master, &r1, "after the SIGTERM restart");
     let (rewritten, passed, unknown) = outcomes(&p2);
@@ -204,8 +238,22 @@ fn sigterm_restart_keeps_the_expiry_table_and_sigkill_does_not() {
         (1.0, 1.0, 0.0),
         "INCR rewritten, APPEND passed, nothing unknown"
     );
+    // A key the checkpoint does not know: only the catch-up can teach it to the next table.
+    let _: () = redis::cmd("SETEX")
+        .arg("late:fresh")
+        .arg(3600)
+        .arg(7)
+        .query(&mut mc)
+        .unwrap();
+    check_data(&master, &r1, "after the write past the checkpoint");
+    let acked = master.replicas()[0].2;
+    assert!(
+        acked > u_c,
+        "the replica acked {acked}, past the checkpoint at {u_c}"
+    );
 
-    // SIGKILL: no snapshot, so the same kind of entries on keys from before are unknown.
+    // SIGKILL: no snapshot, but the checkpoint, brought to the replica's resume position along
+    // the master's backlog, so entries on keys from before the kill are still decided.
     p2.kill9();
     assert_eq!(tables(&state), 0);
     wait_until("the replica noticed", || !r1.link_up());
@@ -214,9 +262,21 @@ fn sigterm_restart_keeps_the_expiry_table_and_sigkill_does_not() {
         r1.log_count(PARTIAL_OK) == 2 && r1.link_up()
     });
     late_writes(&mut mc);
+    let _: () = redis::cmd("INCR").arg("late:fresh").query(&mut mc).unwrap();
     check_data(&master, &r1, "after the SIGKILL restart");
     let (rewritten, passed, unknown) = outcomes(&p3);
-    assert_eq!((rewritten, passed, unknown), (0.0, 0.0, 2.0));
+    assert_eq!(
+        (rewritten, passed, unknown),
+        (2.0, 1.0, 0.0),
+        "both INCRs rewritten (one on a key written after the checkpoint), APPEND passed, nothing unknown; log:\n{}",
+        p3.log_text()
+    );
+    assert!(
+        p3.log_text()
+            .contains("expiry table brought from its checkpoint to the resume position"),
+        "{}",
+        p3.log_text()
+    );
     assert_eq!(r1.log_count(FULL), 1, "a restart caused a full sync");
 }
 

@@ -39,10 +39,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedMutexGuard;
 
 mod actions;
+mod catch_up;
+mod checkpoint;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use actions::{Action, ContinueStart, Event, FullStart, Holder, Now, Written};
+use catch_up::CatchUp;
+pub(crate) use catch_up::CatchUpFrom;
 
 /// Most offset-map points kept per replica; only a replica that stops acknowledging gets near
 /// it (each ACK prunes the map).
@@ -119,6 +123,10 @@ pub(crate) struct Link {
     slice_entries: usize,
     /// Time spent deciding the current read's slices so far.
     read_processing: Duration,
+    /// A catch-up from a checkpoint before the replica's resume point (`link/catch_up.rs`).
+    catch_up: Option<CatchUp>,
+    /// When checkpoints of the table are due (`link/checkpoint.rs`).
+    checkpoints: checkpoint::Schedule,
 }
 
 impl Link {
@@ -148,6 +156,8 @@ impl Link {
             read_produced: false,
             slice_entries: FIRST_SLICE_ENTRIES,
             read_processing: Duration::ZERO,
+            catch_up: None,
+            checkpoints: checkpoint::Schedule::default(),
         }
     }
 
@@ -192,6 +202,7 @@ impl Link {
             resolved,
             new_master,
             capa_psync2,
+            catch_up,
         } = start;
         let reply = if capa_psync2 {
             format!("+CONTINUE {}\r\n", holder.own_id)
@@ -209,7 +220,9 @@ impl Link {
             }
         }
         holder.map.truncate_to(d);
-        if holder.table_u != Some(resolved.u) {
+        let catch_up =
+            catch_up.filter(|from| from.u < resolved.u && holder.table_u == Some(from.u));
+        if catch_up.is_none() && holder.table_u != Some(resolved.u) {
             // The table reflects another position of the master's stream (or nothing, after a
             // restart): it cannot be trusted from here, so every key becomes unknown.
             if holder.table.is_complete() {
@@ -220,7 +233,9 @@ impl Link {
             }
             holder.table.reset(Baseline::Unknown);
         }
-        holder.table_u = Some(resolved.u);
+        if catch_up.is_none() {
+            holder.table_u = Some(resolved.u);
+        }
         link.push(Action::PersistFresh);
         link.event(Event::PartialResync {
             own_id: holder.own_id.clone(),
@@ -230,7 +245,14 @@ impl Link {
             table_complete: holder.table.is_complete(),
         });
         link.event(Event::Phase(Phase::Streaming));
-        link.stream = Some(StreamRelay::new(d, resolved.u, resolved.db));
+        link.stream = Some(match catch_up {
+            // Bytes from the checkpoint on are decided, not sent: D stays at `d` meanwhile.
+            Some(from) => {
+                link.catch_up = Some(CatchUp::new(from.u, d, resolved, now.at));
+                StreamRelay::new(d, from.u, from.db)
+            }
+            None => StreamRelay::new(d, resolved.u, resolved.db),
+        });
         link.acked_u = resolved.u;
         link.ahead_point = newest_point(&holder.map);
         link.holder = Some(holder);
@@ -411,7 +433,7 @@ impl Link {
             lag,
             points,
         });
-        if let Some(s) = &self.stream {
+        if let Some(s) = self.stream.as_ref().filter(|_| self.catch_up.is_none()) {
             let downstream = s.downstream_offset();
             self.event(Event::Offsets {
                 upstream: received,
@@ -419,6 +441,7 @@ impl Link {
                 acked: self.acked_u,
             });
         }
+        self.maybe_checkpoint(now);
     }
 
     /// Input: one frame from the replica after the handshake.
@@ -595,6 +618,9 @@ impl Link {
         if self.awaiting_first_ack || self.up_buf.is_empty() {
             return Ok(Flow::Done);
         }
+        if self.catch_up.is_some() && !self.drive_catch_up()? {
+            return Ok(Flow::Done);
+        }
         let (Some(stream), Some(holder)) = (self.stream.as_mut(), self.holder.as_mut()) else {
             return Ok(Flow::Done);
         };
@@ -701,7 +727,7 @@ impl Link {
     fn forward_ack(&mut self, ack: UpstreamAck) {
         self.push(Action::SendUp(Bytes::from(ack.bytes)));
         self.acked_u = self.acked_u.max(ack.u);
-        if let Some(s) = &self.stream {
+        if let Some(s) = self.stream.as_ref().filter(|_| self.catch_up.is_none()) {
             let (upstream, downstream) = (s.upstream_offset(), s.downstream_offset());
             self.event(Event::Offsets {
                 upstream,

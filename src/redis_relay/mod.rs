@@ -15,10 +15,13 @@
 //! `upstream` (the master link), `session` (one replica connection end to end),
 //! `rdb_relay` (payload framing and scanning), [`stream`] (entries through the engine),
 //! [`offset_map`] (D ↔ U translation), `persist` (the state files), [`table_snapshot`] (the
-//! expiry tables kept over a graceful restart), `store` (per-replica
+//! expiry tables kept over a graceful restart), `checkpoint` and `catch_up` (the expiry tables
+//! rebuilt after a crash), `store` (per-replica
 //! state across connections), `registry` (the operator view), [`outq`] (zero-copy output
 //! queue), [`stats`] (every metric).
 
+pub(crate) mod catch_up;
+pub(crate) mod checkpoint;
 pub(crate) mod ending;
 pub(crate) mod handshake;
 pub(crate) mod held_acks;
@@ -73,6 +76,9 @@ pub struct RedisRelayConfig {
     pub state_sync_interval: Duration,
     /// Most replica states kept (in memory and on disk); the least recently used idle ones go.
     pub max_saved_states: usize,
+    /// How often a streaming link checkpoints its expiry table (`checkpoint`), for a restart
+    /// after a crash.
+    pub checkpoint_interval: Duration,
 }
 
 impl RedisRelayConfig {
@@ -89,6 +95,7 @@ impl RedisRelayConfig {
             handshake_timeout: Duration::from_secs(60),
             state_sync_interval: Duration::from_secs(1),
             max_saved_states: 256,
+            checkpoint_interval: Duration::from_secs(60),
         }
     }
 }

@@ -20,6 +20,8 @@
 //! A malformed stream from the master closes both links and forgets the replica's state, so its
 //! next attempt is a full resync (continuing would replay the same bytes).
 
+use super::catch_up;
+use super::checkpoint::Checkpointer;
 use super::ending::{EndReason, Ending};
 use super::handshake::{self, ReplicaHello, Step, SyncRequest};
 use super::link::{
@@ -327,7 +329,7 @@ impl Session {
             match self.ctx.store.claim(&id, CLAIM_WAIT).await {
                 Claim::Unknown => "unknown_id",
                 Claim::Busy => "state_busy",
-                Claim::Claimed(guard) => match continue_point(&guard.map, offset) {
+                Claim::Claimed(mut guard) => match continue_point(&guard.map, offset) {
                     None => {
                         tracing::info!(replica = %self.label, own_id = %id, offset,
                                 tip = guard.map.tip().0,
@@ -336,10 +338,18 @@ impl Session {
                         "not_a_boundary"
                     }
                     Some((d, resolved)) => {
+                        // No table at the resume point (a crash): rebuild it from a
+                        // checkpoint, continuing the master at the checkpoint's offset.
+                        let catch_up = if guard.table_u != Some(resolved.u) {
+                            catch_up::plan(&self.ctx.cfg, &self.label, &mut guard, resolved.u).await
+                        } else {
+                            None
+                        };
+                        let from_u = catch_up.map_or(resolved.u, |c| c.u);
                         let mut args = vec![
                             "PSYNC".to_string(),
                             guard.master_id.clone(),
-                            resolved.u.saturating_add(1).to_string(),
+                            from_u.saturating_add(1).to_string(),
                         ];
                         args.extend(failover_arg.iter().map(|s| s.to_string()));
                         up.send(&args).await.map_err(Ending::upstream)?;
@@ -351,11 +361,12 @@ impl Session {
                                     resolved,
                                     new_master,
                                     capa_psync2: self.hello.capa_psync2,
+                                    catch_up,
                                 };
                                 return self.relay(up, Start::Continue(start)).await;
                             }
                             PsyncReply::FullResync { id, offset } => {
-                                tracing::info!(replica = %self.label, d, u = resolved.u,
+                                tracing::info!(replica = %self.label, d, u = resolved.u, from_u,
                                         "the master refused to continue; full resync");
                                 self.ctx.store.remove(guard);
                                 return self
@@ -438,11 +449,13 @@ impl Session {
                 Link::continued(policy, data_included, up_buf, cont, now)
             }
         };
+        link.set_checkpoint_interval(self.ctx.cfg.checkpoint_interval);
         let mut io = LinkIo {
             up_w: &mut up_w,
             ack_writes: None,
             hold: HoldClock::new(),
             risk_log: crate::logging::Throttle::new(RISK_LOG_INTERVAL),
+            checkpoints: Checkpointer::default(),
         };
         self.execute(&mut link, &mut io).await?;
         link.start(Now::wall());
@@ -576,6 +589,11 @@ impl Session {
                     }
                 }
                 Action::Resume => link.resume(),
+                Action::Checkpoint(request) => {
+                    if !io.checkpoints.take(self.ctx.store.dir(), request) {
+                        link.checkpoint_skipped();
+                    }
+                }
                 Action::Event(event) => self.event(event, io),
                 Action::Close(ending) => {
                     if ending.reason.forgets_state() {
@@ -668,6 +686,15 @@ impl Session {
             Event::MasterClosed => {
                 tracing::info!(replica = %self.label, "the master closed the link");
             }
+            Event::CatchUpDone {
+                from,
+                to,
+                entries,
+                secs,
+            } => {
+                tracing::info!(replica = %self.label, from, to, entries, secs,
+                    "expiry table brought from its checkpoint to the resume position along the master's backlog");
+            }
         }
     }
 
@@ -712,6 +739,8 @@ struct LinkIo<'a> {
     /// How long the master's data waits in the proxy.
     hold: HoldClock,
     risk_log: crate::logging::Throttle,
+    /// Checkpoints of the table, written behind.
+    checkpoints: Checkpointer,
 }
 
 /// Waits until write `seq` is on disk or the writer failed, then returns its progress (a writer

@@ -10,9 +10,11 @@
 //! position; one table shared by two links would apply every entry twice, at two different
 //! moments. When the relay stops, every idle state's table is saved beside its state file
 //! ([`table_snapshot`]) and read back at the next start; without a snapshot (after a crash) the
-//! state is reloaded without a table (`Baseline::Unknown`): keys it has not seen since are
-//! passed through and counted as unknown.
+//! state is reloaded without a table (`Baseline::Unknown`), and a continuation rebuilds it from
+//! a checkpoint when it can (`catch_up`); keys a table does not know are passed through and
+//! counted as unknown. A state's checkpoints go with it (removal, eviction).
 
+use super::checkpoint;
 use super::offset_map::OffsetMap;
 use super::persist::{self, StateFile};
 use super::table_snapshot;
@@ -227,6 +229,7 @@ impl StateStore {
             }
         }
         report.tables = restore_tables(dir, &mut slots);
+        remove_orphan_checkpoints(dir, &slots);
         (
             StateStore {
                 dir: dir.to_path_buf(),
@@ -346,6 +349,7 @@ impl StateStore {
                     let _ = std::fs::remove_file(persist::state_path(&self.dir, &id));
                 }
             }
+            checkpoint::delete(&self.dir, &id);
             tracing::info!(own_id = %id, "evicted the least recently used replica state");
         }
         guard
@@ -360,7 +364,19 @@ impl StateStore {
                 tracing::warn!(own_id = %id, error = %e, "cannot delete a replica state file");
             }
         }
+        checkpoint::delete(&self.dir, &id);
         self.slots().remove(&id);
+    }
+}
+
+/// Deletes the checkpoints of states that are gone (removed while a checkpoint was being
+/// written, or whose state file was discarded).
+fn remove_orphan_checkpoints(dir: &Path, slots: &HashMap<String, (Slot, Instant)>) {
+    for id in checkpoint::list_owners(dir).unwrap_or_default() {
+        if !slots.contains_key(&id) && persist::is_repl_id(&id) {
+            tracing::info!(own_id = %id, "deleting the checkpoints of a replica state that is gone");
+            checkpoint::delete(dir, &id);
+        }
     }
 }
 
@@ -406,11 +422,11 @@ fn restore_tables(dir: &Path, slots: &mut HashMap<String, (Slot, Instant)>) -> u
     restored
 }
 
-/// Deletes what an interrupted atomic replacement left behind: `redis-<id>.state.tmp` and
-/// `redis-<id>.table.tmp` for a replication id, nothing else (the directory may be shared).
+/// Deletes what an interrupted atomic replacement left behind: `redis-<id>.state.tmp`,
+/// `redis-<id>.table.tmp` and `redis-<id>.checkpoint.tmp` for a replication id, nothing else (the directory may be shared).
 /// Only while no state writer runs.
 fn remove_temporary_files(dir: &Path) {
-    for suffix in [".state.tmp", ".table.tmp"] {
+    for suffix in [".state.tmp", ".table.tmp", ".checkpoint.tmp"] {
         let leftovers = crate::state_dir::files_named(dir, "redis-", suffix).unwrap_or_default();
         for (path, _) in leftovers.iter().filter(|(_, id)| persist::is_repl_id(id)) {
             match std::fs::remove_file(path) {

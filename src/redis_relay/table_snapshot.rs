@@ -10,7 +10,9 @@
 //! replica resumes at), and the table starts unknown as before.
 //!
 //! The file is a `crate::table_file` whose header is the own id and the master id (40 bytes
-//! each) and `table_u` (u64).
+//! each) and `table_u` (u64). A checkpoint (`super::checkpoint`) uses the same format with
+//! one more header field, the DB selected in the master's stream at `table_u` (u32), which a
+//! catch-up from that offset needs.
 
 use super::persist::{is_repl_id, StateFileError};
 use crate::state_dir::{files_named, replace_file};
@@ -32,6 +34,8 @@ pub struct TableSnapshot {
     pub master_id: String,
     /// The upstream offset the table describes.
     pub table_u: u64,
+    /// The DB selected in the master's stream at `table_u` (checkpoints only).
+    pub db: Option<u32>,
     /// The table.
     pub table: ExpiryTable,
 }
@@ -48,10 +52,24 @@ pub fn list_snapshots(dir: &Path) -> io::Result<Vec<(PathBuf, String)>> {
 
 /// The snapshot's bytes.
 pub fn encode(own_id: &str, master_id: &str, table_u: u64, table: &ExpiryTable) -> Vec<u8> {
-    let mut header = Vec::with_capacity(2 * 44 + 8);
+    encode_at(own_id, master_id, table_u, None, table)
+}
+
+/// The bytes of a snapshot that also records the stream's DB at `table_u` (a checkpoint).
+pub fn encode_at(
+    own_id: &str,
+    master_id: &str,
+    table_u: u64,
+    db: Option<u32>,
+    table: &ExpiryTable,
+) -> Vec<u8> {
+    let mut header = Vec::with_capacity(2 * 44 + 12);
     table_file::put_bytes(&mut header, own_id.as_bytes());
     table_file::put_bytes(&mut header, master_id.as_bytes());
     header.extend_from_slice(&table_u.to_le_bytes());
+    if let Some(db) = db {
+        header.extend_from_slice(&db.to_le_bytes());
+    }
     table_file::encode(&header, table)
 }
 
@@ -90,11 +108,16 @@ pub fn decode(bytes: &[u8]) -> Result<TableSnapshot, StateFileError> {
     };
     let (own_id, master_id) = (id().map_err(corrupt)?, id().map_err(corrupt)?);
     let table_u = fields.u64().map_err(corrupt)?;
+    let db = match fields.finish() {
+        Ok(()) => None,
+        Err(_) => Some(fields.u32().map_err(corrupt)?),
+    };
     fields.finish().map_err(corrupt)?;
     Ok(TableSnapshot {
         own_id,
         master_id,
         table_u,
+        db,
         table,
     })
 }
@@ -121,8 +144,11 @@ mod tests {
         assert_eq!(back.own_id, OWN);
         assert_eq!(back.master_id, MASTER);
         assert_eq!(back.table_u, 12_345);
+        assert_eq!(back.db, None);
         assert_eq!(back.table.len(), 2);
         assert_eq!(back.table.lookup(0, b"a", 0), KeyKnowledge::Volatile(8_000));
         assert!(decode(&encode("short", MASTER, 1, &table)).is_err());
+        let with_db = decode(&encode_at(OWN, MASTER, 7, Some(9), &table)).unwrap();
+        assert_eq!((with_db.table_u, with_db.db), (7, Some(9)));
     }
 }

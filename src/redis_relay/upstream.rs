@@ -236,6 +236,39 @@ impl Upstream {
         }
     }
 
+    /// Read a bulk-string reply (`$<len>` and its body, as for `INFO`), at most `max` bytes.
+    pub async fn read_bulk(
+        &mut self,
+        timeout: Duration,
+        max: usize,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let header = self.read_reply(timeout).await?;
+        let len = header
+            .strip_prefix(b"$")
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n <= max)
+            .ok_or_else(|| {
+                UpstreamError::Protocol(format!(
+                    "expected a bulk reply, got '{}'",
+                    String::from_utf8_lossy(&header)
+                ))
+            })?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.buf.len() < len + 2 {
+            self.buf.reserve(len + 2 - self.buf.len());
+            let n = tokio::time::timeout_at(deadline, self.read.read_buf(&mut self.buf))
+                .await
+                .map_err(|_| UpstreamError::Timeout)??;
+            if n == 0 {
+                return Err(UpstreamError::Closed);
+            }
+            stats::bytes(Side::Upstream, true, n);
+        }
+        let body = self.buf.split_to(len + 2);
+        Ok(body[..len].to_vec())
+    }
+
     /// Authenticate with the proxy's own credentials.
     pub async fn authenticate(
         &mut self,

@@ -2,12 +2,14 @@
 //! for, the [`Event`]s it reports, and the values its inputs carry ([`Now`], [`Written`], the
 //! start of a full sync or a continuation, and the [`Holder`] of the replica state).
 
+use super::super::checkpoint::Request;
 use super::super::ending::Ending;
 use super::super::offset_map::Resolved;
 use super::super::rdb_relay::{Framing, PayloadDone};
 use super::super::registry::Phase;
 use super::super::stats::Side;
 use super::super::store::ReplicaState;
+use super::catch_up::CatchUpFrom;
 use crate::table::ExpiryTable;
 use bytes::Bytes;
 use std::ops::{Deref, DerefMut};
@@ -86,6 +88,10 @@ pub(crate) enum Action {
     StoreState,
     /// Call [`Link::resume`](super::Link::resume): deciding the stream waited for the actions before this one.
     Resume,
+    /// Encode this checkpoint of the table now (the table is at `u` until the next input) and
+    /// write it behind (`redis_relay::checkpoint`); if that cannot be done now, call
+    /// [`Link::checkpoint_skipped`](super::Link::checkpoint_skipped).
+    Checkpoint(Request),
     /// Something to log or count.
     Event(Event),
     /// The link is over; nothing after this.
@@ -146,6 +152,13 @@ pub(crate) enum Event {
     IgnoredCommand { name: String },
     /// The master closed the link.
     MasterClosed,
+    /// A catch-up brought the checkpoint's table from `from` to the resume point `to`.
+    CatchUpDone {
+        from: u64,
+        to: u64,
+        entries: u64,
+        secs: f64,
+    },
 }
 
 /// A state write queued by [`Action::PersistBehind`], as the driver reports it.
@@ -180,4 +193,7 @@ pub(crate) struct ContinueStart {
     pub new_master: Option<String>,
     /// The replica understands `+CONTINUE <id>`.
     pub capa_psync2: bool,
+    /// The master continues at this checkpoint's offset, behind `resolved.u`: catch up first
+    /// (the holder's table is the checkpoint's, at `catch_up.u`).
+    pub catch_up: Option<CatchUpFrom>,
 }

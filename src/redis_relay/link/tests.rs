@@ -10,6 +10,8 @@ use crate::redis_relay::rdb_relay::Framing;
 use crate::resp::{encode_command, CommandParser, ParserLimits};
 use std::path::PathBuf;
 
+mod recovery;
+
 const OWN: &str = "0123456789abcdef0123456789abcdef01234567";
 const MASTER: &str = "a507f8eeec018d9f9cffcad79efd27081110735e";
 const NOW_MS: i64 = 1_795_469_984_000;
@@ -146,6 +148,7 @@ impl Driver {
                     link.resume();
                     "resume".into()
                 }
+                Action::Checkpoint(req) => format!("checkpoint:{}/{}", req.u, req.db),
                 Action::Event(e) => event_name(&e),
                 Action::Close(end) => format!("close:{}", end.reason.label()),
             };
@@ -185,6 +188,7 @@ fn event_name(e: &Event) -> String {
         Event::AckBelowMap { d } => format!("ack_below:{d}"),
         Event::IgnoredCommand { name } => format!("ignored:{name}"),
         Event::MasterClosed => "master_closed".into(),
+        Event::CatchUpDone { from, to, .. } => format!("caught_up:{from}/{to}"),
     }
 }
 
@@ -205,6 +209,7 @@ fn continued_at(d: u64, u: u64, capa_psync2: bool) -> Link {
             resolved,
             new_master: None,
             capa_psync2,
+            catch_up: None,
         },
         now(),
     )
@@ -264,6 +269,7 @@ fn handshake_then_psync_on_a_boundary_continues_and_streams_from_d() {
             resolved,
             new_master: Some("b".repeat(40)),
             capa_psync2: hello.capa_psync2,
+            catch_up: None,
         },
         now(),
     );
@@ -649,6 +655,7 @@ fn at_every_send_the_state_file_already_holds_the_map_points() {
             resolved,
             new_master: None,
             capa_psync2: true,
+            catch_up: None,
         },
         now(),
     );

@@ -402,6 +402,29 @@ impl ExpiryTable {
         }
     }
 
+    /// `pushed` elements were pushed onto the list `key`, which was known to be missing
+    /// (`existed` false: it holds exactly that many now), known to exist (its known length
+    /// grows, exact or not) or neither (it holds at least that many). One map access.
+    pub fn push_witness_len(&self, db: u32, key: &[u8], pushed: u64, existed: Option<bool>) {
+        let map = self.witness_cell(db).get_or_init(Default::default);
+        let k = Self::map_key(db, key);
+        let fresh = if existed == Some(false) {
+            Witness::ExactLen(pushed)
+        } else {
+            Witness::MinLen(pushed)
+        };
+        if let Some(mut current) = map.get_mut(k.as_ref()) {
+            let grown = match (existed, &*current) {
+                (Some(true), Witness::MinLen(n)) => Witness::MinLen(n.saturating_add(pushed)),
+                (Some(true), Witness::ExactLen(n)) => Witness::ExactLen(n.saturating_add(pushed)),
+                _ => fresh,
+            };
+            *current = grown;
+            return;
+        }
+        map.insert(k.into_owned().into_boxed_slice(), fresh);
+    }
+
     /// An exact list length of `key` becomes a lower bound (a change of unknown size: LINSERT,
     /// LPUSHX, a move into it).
     pub fn loosen_witness_len(&self, db: u32, key: &[u8]) {

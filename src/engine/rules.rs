@@ -406,35 +406,20 @@ impl<'a> Cx<'a, '_> {
         let family = cmd.family();
         let key = self.arg(key_at);
         let (known, expired) = self.know(key);
-        // A list's count builds on what was known before the write; read it first.
-        let list_before = self.list_len_known(cmd, key, known);
         let proposal = self.keep_ttl_decision(family, key, known, expired);
         if key_at == 1 {
-            self.record_witness(cmd, key, list_before);
+            self.record_witness(cmd, key, known);
         }
         proposal
-    }
-
-    /// `(elements, exact)` a list was known to hold before this entry: exactly 0 when the key
-    /// was known absent (a push creates it), its witness when it was known to exist.
-    fn list_len_known(&self, cmd: Cmd, key: &[u8], known: KeyKnowledge) -> Option<(u64, bool)> {
-        if cmd != Cmd::ListPush {
-            return None;
-        }
-        match known {
-            KeyKnowledge::Absent => Some((0, true)),
-            KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent => {
-                self.table.witness_len(self.db, key)
-            }
-            _ => None,
-        }
     }
 
     /// Records what a collection write leaves in its key whatever the key was before (its
     /// fields or members, a number of list elements), so a later removal of something else is
     /// known not to have emptied it. Nothing is recorded when nothing is certain: LINSERT may
-    /// insert nothing, `ZADD … XX` may add nothing, strings have no members.
-    fn record_witness(&self, cmd: Cmd, key: &[u8], list_before: Option<(u64, bool)>) {
+    /// insert nothing, `ZADD … XX` may add nothing, strings have no members. `known` is what
+    /// was known of the key before the write: a list's count builds on it (the write's own
+    /// table update leaves the witness of a key known to exist alone).
+    fn record_witness(&self, cmd: Cmd, key: &[u8], known: KeyKnowledge) {
         if !matches!(
             cmd,
             Cmd::HashWrite | Cmd::SetAdd | Cmd::ZsetWrite | Cmd::ListPush
@@ -471,12 +456,12 @@ impl<'a> Cx<'a, '_> {
             }
             Cmd::ListPush if is(b"lpush") || is(b"rpush") => {
                 let pushed = n.saturating_sub(2) as u64;
-                let len = match list_before {
-                    Some((k, true)) => WitnessRef::ExactLen(k.saturating_add(pushed)),
-                    Some((k, false)) => WitnessRef::MinLen(k.saturating_add(pushed)),
-                    None => WitnessRef::MinLen(pushed),
+                let existed = match known {
+                    KeyKnowledge::Absent => Some(false),
+                    KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent => Some(true),
+                    _ => None,
                 };
-                self.table.set_witness(self.db, key, len);
+                self.table.push_witness_len(self.db, key, pushed, existed);
                 return;
             }
             // LINSERT inserts nothing when its pivot is missing.
@@ -489,13 +474,15 @@ impl<'a> Cx<'a, '_> {
         let Some((first, step)) = members else {
             return;
         };
-        let indexes: Vec<usize> = if step == usize::MAX {
-            vec![first]
+        // The last `WITNESS_MEMBERS` of `first, first + step, …` below `n`, oldest first.
+        let (first, step) = if step == usize::MAX {
+            (first, n.max(first + 1))
         } else {
-            (first..n).step_by(step).collect()
+            let count = n.saturating_sub(first).div_ceil(step);
+            let skip = count.saturating_sub(WITNESS_MEMBERS);
+            (first + skip * step, step)
         };
-        let skip = indexes.len().saturating_sub(WITNESS_MEMBERS);
-        for i in indexes.into_iter().skip(skip).filter(|i| *i < n) {
+        for i in (first..n).step_by(step) {
             self.table
                 .set_witness(self.db, key, WitnessRef::Member(self.arg(i)));
         }

@@ -650,14 +650,28 @@ impl<'a> Cx<'a, '_> {
         }
     }
 
-    /// Record the effect of a SET that the master performed.
-    fn record_set(&self, key: &[u8], deadline: Option<i64>) {
+    /// Record the effect of a SET that the master performed; `known` is what the table said
+    /// of the key before it.
+    fn record_set(&self, key: &[u8], deadline: Option<i64>, known: KeyKnowledge) {
         match deadline {
             Some(ms) if self.already_expired(ms) => {
                 self.table.mark_absent(self.db, key, self.track)
             }
             Some(ms) => self.table.set_deadline(self.db, key, ms),
-            None => self.table.mark_persistent(self.db, key, self.track),
+            None => self.record_persistent(key, known),
+        }
+    }
+
+    /// The key now exists without a TTL; `known` is what the table said of it before this
+    /// entry. A key already recorded as persistent is not written again (one map access less
+    /// for the common overwrite); only what was known to be inside it goes.
+    fn record_persistent(&self, key: &[u8], known: KeyKnowledge) {
+        let recorded = known == KeyKnowledge::Persistent
+            && (self.track || self.table.baseline() == Baseline::Absent);
+        if recorded {
+            self.table.clear_witness(self.db, key);
+        } else {
+            self.table.mark_persistent(self.db, key, self.track);
         }
     }
 
@@ -673,7 +687,7 @@ impl<'a> Cx<'a, '_> {
             (SetCondition::Always, SetTtl::Clear | SetTtl::Absolute(_)) => {
                 // Deterministic already; only the table changes.
                 let deadline = self.set_deadline_ms(ttl, None);
-                self.record_set(key, deadline);
+                self.record_set(key, deadline, known);
                 return match deadline {
                     Some(_) if expired && self.pika() => Proposal::rewrite(
                         Family::Expire,
@@ -714,7 +728,7 @@ impl<'a> Cx<'a, '_> {
                     return Proposal::unknown_key(Some(family));
                 }
                 let deadline = self.set_deadline_ms(ttl, old_deadline);
-                self.record_set(key, deadline);
+                self.record_set(key, deadline, known);
                 // A late replica may have lost a volatile key (XX, KEEPTTL) or apply a relative
                 // TTL from its own clock: write the master's outcome unconditionally.
                 let needs_rewrite = old_deadline.is_some() || matches!(ttl, SetTtl::Relative(_));
@@ -773,7 +787,7 @@ impl<'a> Cx<'a, '_> {
             KeyKnowledge::Unknown => Proposal::unknown_key(Some(Family::StringSet)),
             _ => {
                 // Whether it existed or was just created, the key now exists without a TTL.
-                self.table.mark_persistent(self.db, key, self.track);
+                self.record_persistent(key, known);
                 Proposal::passed(Family::StringSet)
             }
         }
@@ -789,9 +803,25 @@ impl<'a> Cx<'a, '_> {
         if ttl_ms <= 0 {
             return Proposal::malformed(Some(Family::Expire));
         }
-        let (_, expired) = self.know(key);
         let deadline = self.set_deadline_ms(SetTtl::Relative(ttl_ms), None);
-        self.record_set(key, deadline);
+        let expired = match deadline {
+            // The usual case, in one map access: the new deadline written where the old
+            // state is read. A key found expired is gone (rule 1): nothing known of its
+            // content holds.
+            Some(ms) if !self.already_expired(ms) => {
+                let before = self.table.replace_with_deadline(self.db, key, ms, self.now);
+                let expired = matches!(before, KeyKnowledge::Expired(_)) && self.pika();
+                if expired {
+                    self.table.clear_witness(self.db, key);
+                }
+                expired
+            }
+            _ => {
+                let (known, expired) = self.know(key);
+                self.record_set(key, deadline, known);
+                expired
+            }
+        };
         let first = (expired && self.pika()).then(|| self.del(key));
         match self.set_with_deadline(key, value, deadline) {
             Some(set) => Proposal::rewrite(Family::Expire, set.after(first)),
@@ -802,8 +832,8 @@ impl<'a> Cx<'a, '_> {
     /// GETSET and friends: overwrite with no TTL whatever the key was; deterministic.
     fn plain_overwrite(&mut self, key_at: usize) -> Proposal<'a> {
         let key = self.arg(key_at);
-        self.know(key);
-        self.table.mark_persistent(self.db, key, self.track);
+        let (known, _) = self.know(key);
+        self.record_persistent(key, known);
         Proposal::passed(Family::StringSet)
     }
 
@@ -813,8 +843,8 @@ impl<'a> Cx<'a, '_> {
         }
         for key_at in (1..self.args.count()).step_by(2) {
             let key = self.arg(key_at);
-            self.know(key);
-            self.table.mark_persistent(self.db, key, self.track);
+            let (known, _) = self.know(key);
+            self.record_persistent(key, known);
         }
         Proposal::pass()
     }
@@ -828,7 +858,7 @@ impl<'a> Cx<'a, '_> {
         let Some(ts) = arg_i64(self.arg(2)) else {
             return Proposal::malformed(Some(Family::Expire));
         };
-        self.know(key);
+        let (known, _) = self.know(key);
         let v4 = self.pika_4_0();
         if ts == 0 {
             self.table.mark_persistent(self.db, key, self.track);
@@ -840,7 +870,7 @@ impl<'a> Cx<'a, '_> {
         let millisecond_bug = ts > PIKA_MAX_TIMESTAMP_SECS;
         let secs = if millisecond_bug { ts / 1000 } else { ts };
         let deadline = secs.saturating_mul(1000);
-        self.record_set(key, Some(deadline));
+        self.record_set(key, Some(deadline), known);
         if !(millisecond_bug || v4) {
             return Proposal::pass();
         }
@@ -1204,13 +1234,13 @@ impl<'a> Cx<'a, '_> {
             return Proposal::malformed(None);
         };
         let absolute = (4..self.args.count()).any(|i| self.arg(i).eq_ignore_ascii_case(b"ABSTTL"));
-        self.know(key);
+        let (known, _) = self.know(key);
         if ttl == 0 {
             self.table.mark_persistent(self.db, key, self.track);
         } else if absolute {
-            self.record_set(key, Some(ttl));
+            self.record_set(key, Some(ttl), known);
         } else {
-            self.record_set(key, Some(self.now.saturating_add(ttl)));
+            self.record_set(key, Some(self.now.saturating_add(ttl)), known);
         }
         Proposal::pass()
     }

@@ -406,11 +406,29 @@ impl<'a> Cx<'a, '_> {
         let family = cmd.family();
         let key = self.arg(key_at);
         let (known, expired) = self.know(key);
-        let proposal = self.keep_ttl_decision(family, key, known, expired);
+        // The table first (the key's marker, then its witness), so that the decision, built
+        // last, is returned where it is made rather than copied past these calls.
+        self.keep_ttl_record(key, known);
         if key_at == 1 {
             self.record_witness(cmd, key, known);
         }
-        proposal
+        self.keep_ttl_decision(family, key, known, expired)
+    }
+
+    /// [`Self::keep_ttl_write`]'s effect on the key's entry: a key that was not volatile now
+    /// exists (a volatile one keeps its deadline; an unknown one stays unknown). The entry is
+    /// left alone when it already says so.
+    fn keep_ttl_record(&self, key: &[u8], known: KeyKnowledge) {
+        match known {
+            KeyKnowledge::Volatile(_) | KeyKnowledge::Unknown | KeyKnowledge::MaybeVolatile(_) => {}
+            _ => {
+                let recorded = known == KeyKnowledge::Persistent
+                    || (known == KeyKnowledge::NotVolatile && !self.track);
+                if !recorded {
+                    self.table.mark_persistent(self.db, key, self.track);
+                }
+            }
+        }
     }
 
     /// Records what a collection write leaves in its key whatever the key was before (its
@@ -431,9 +449,9 @@ impl<'a> Cx<'a, '_> {
         let n = self.args.count();
         // Fields or members, as argument indexes; only the last few are kept.
         let members: Option<(usize, usize)> = match cmd {
-            // HSET/HMSET k f v [f v …]; HSETNX/HINCRBY* k f …
-            Cmd::HashWrite if is(b"hset") || is(b"hmset") => Some((2, 2)),
-            Cmd::HashWrite => Some((2, usize::MAX)),
+            // HSET/HMSET k f v [f v …]; HSETNX/HINCRBY* k f x, whose arity is exactly four,
+            // so that every other argument from the third names their one field too.
+            Cmd::HashWrite => Some((2, 2)),
             Cmd::SetAdd => Some((2, 1)),
             Cmd::ZsetWrite if is(b"zincrby") => Some((3, usize::MAX)),
             Cmd::ZsetWrite => {
@@ -454,7 +472,8 @@ impl<'a> Cx<'a, '_> {
                 // score member [score member …]
                 Some((at + 1, 2))
             }
-            Cmd::ListPush if is(b"lpush") || is(b"rpush") => {
+            // LPUSH/RPUSH (a name of another length than LINSERT's fails at once).
+            Cmd::ListPush if !is(b"linsert") => {
                 let pushed = n.saturating_sub(2) as u64;
                 let existed = match known {
                     KeyKnowledge::Absent => Some(false),
@@ -488,7 +507,8 @@ impl<'a> Cx<'a, '_> {
         }
     }
 
-    /// [`Self::keep_ttl_write`]'s decision, from what was known of the key before the write.
+    /// [`Self::keep_ttl_write`]'s decision, from what was known of the key before the write
+    /// (the table is already updated).
     fn keep_ttl_decision(
         &mut self,
         family: Option<Family>,
@@ -524,13 +544,8 @@ impl<'a> Cx<'a, '_> {
                 Proposal::unknown_key(family).with_risk(risk)
             }
             _ => {
-                // Not volatile: the write lands the same on any replica; the key now exists.
-                // (Skip the second table access when the entry already says so.)
-                let recorded = known == KeyKnowledge::Persistent
-                    || (known == KeyKnowledge::NotVolatile && !self.track);
-                if !recorded {
-                    self.table.mark_persistent(self.db, key, self.track);
-                }
+                // Not volatile: the write lands the same on any replica; the key now exists
+                // (recorded by `keep_ttl_record`).
                 match family {
                     Some(f) if expired && self.pika() => {
                         Proposal::rewrite(f, Commands::of([self.del(key), self.original()]))

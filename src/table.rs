@@ -340,7 +340,32 @@ impl ExpiryTable {
 
     /// What is known about `key` in `db` at `now_ms`.
     pub fn lookup(&self, db: u32, key: &[u8], now_ms: i64) -> KeyKnowledge {
-        match self.get(db, key) {
+        self.knowledge(self.get(db, key), now_ms)
+    }
+
+    /// [`Self::set_deadline`], returning what [`Self::lookup`] said of the key at `now_ms`
+    /// before: one map access for a key already tracked.
+    pub fn replace_with_deadline(
+        &self,
+        db: u32,
+        key: &[u8],
+        deadline_ms: i64,
+        now_ms: i64,
+    ) -> KeyKnowledge {
+        let value = deadline_ms.max(1);
+        let (map, k) = (self.map_of_or_make(db), Self::map_key(db, key));
+        if let Some(mut current) = map.get_mut(k.as_ref()) {
+            let before = self.knowledge(Some(*current), now_ms);
+            *current = value;
+            return before;
+        }
+        map.insert(k.into_owned().into_boxed_slice(), value);
+        self.knowledge(None, now_ms)
+    }
+
+    /// What an entry's `value` (or its absence) says of a key at `now_ms`.
+    fn knowledge(&self, value: Option<i64>, now_ms: i64) -> KeyKnowledge {
+        match value {
             Some(PERSISTENT) => KeyKnowledge::Persistent,
             Some(ABSENT) => KeyKnowledge::Absent,
             Some(NOT_VOLATILE) => KeyKnowledge::NotVolatile,
@@ -400,6 +425,29 @@ impl ExpiryTable {
             Witness::ExactLen(n) => Some((n, true)),
             Witness::Members(_) => None,
         }
+    }
+
+    /// `pushed` elements were pushed onto the list `key`, which was known to be missing
+    /// (`existed` false: it holds exactly that many now), known to exist (its known length
+    /// grows, exact or not) or neither (it holds at least that many). One map access.
+    pub fn push_witness_len(&self, db: u32, key: &[u8], pushed: u64, existed: Option<bool>) {
+        let map = self.witness_cell(db).get_or_init(Default::default);
+        let k = Self::map_key(db, key);
+        let fresh = if existed == Some(false) {
+            Witness::ExactLen(pushed)
+        } else {
+            Witness::MinLen(pushed)
+        };
+        if let Some(mut current) = map.get_mut(k.as_ref()) {
+            let grown = match (existed, &*current) {
+                (Some(true), Witness::MinLen(n)) => Witness::MinLen(n.saturating_add(pushed)),
+                (Some(true), Witness::ExactLen(n)) => Witness::ExactLen(n.saturating_add(pushed)),
+                _ => fresh,
+            };
+            *current = grown;
+            return;
+        }
+        map.insert(k.into_owned().into_boxed_slice(), fresh);
     }
 
     /// An exact list length of `key` becomes a lower bound (a change of unknown size: LINSERT,

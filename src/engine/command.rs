@@ -2,7 +2,6 @@
 //! and its arity. Command names are matched case-insensitively without allocating.
 
 use crate::families::Family;
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 /// The rule a command falls under.
@@ -160,27 +159,85 @@ impl Spec {
     }
 }
 
-/// The rule and arity of a command name (any case); one hash lookup, since every entry of the
-/// stream asks (a scan of the command table cost more than the rest of a pass-through decision).
+/// The rule and arity of a command name (any case). Every entry of the stream asks, so the
+/// name is read as two lowercased words and found in an open-addressed table of them: no
+/// per-byte loop, no general-purpose hasher, one comparison of two words on a hit.
 pub fn spec(name: &[u8]) -> Option<Spec> {
     if name.is_empty() || name.len() > MAX_NAME {
         return None;
     }
-    let mut lower = [0u8; MAX_NAME];
-    for (dst, src) in lower.iter_mut().zip(name) {
-        *dst = src.to_ascii_lowercase();
+    let words = name_words(name);
+    let table = by_name();
+    let mut at = slot_of(words);
+    loop {
+        match &table[at] {
+            Some(entry) if entry.words == words && entry.len == name.len() => {
+                return Some(entry.spec)
+            }
+            Some(_) => at = (at + 1) % SLOTS,
+            None => return None,
+        }
     }
-    by_name().get(&lower[..name.len()]).copied()
 }
 
-fn by_name() -> &'static HashMap<&'static [u8], Spec, foldhash::fast::FixedState> {
-    static BY_NAME: OnceLock<HashMap<&'static [u8], Spec, foldhash::fast::FixedState>> =
-        OnceLock::new();
+/// Slots of the name table (a power of two, over three times the number of names).
+const SLOTS: usize = 256;
+
+/// A command name as two little-endian words of its lowercased bytes, zero-padded.
+type NameWords = (u64, u64);
+
+#[derive(Clone, Copy, Debug)]
+struct NameEntry {
+    words: NameWords,
+    /// The name's length (a name ending in NUL bytes has the words of a shorter one).
+    len: usize,
+    spec: Spec,
+}
+
+fn name_words(name: &[u8]) -> NameWords {
+    let mut bytes = [0u8; MAX_NAME];
+    bytes[..name.len()].copy_from_slice(name);
+    let (low, high) = bytes.split_at(8);
+    let low = u64::from_le_bytes(low.try_into().unwrap_or_default());
+    let high = u64::from_le_bytes(high.try_into().unwrap_or_default());
+    (ascii_lowercase_word(low), ascii_lowercase_word(high))
+}
+
+/// `to_ascii_lowercase` on the eight bytes of `word` at once: bytes `A`..=`Z` get bit 5 set,
+/// every other byte (non-ASCII included) is left alone.
+fn ascii_lowercase_word(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = ONES * 0x80;
+    let low7 = word & !HIGH;
+    // Per byte, no carry between bytes: the high bit is set when the byte is at least `A`,
+    // respectively past `Z`.
+    let from_a = low7 + ONES * (0x80 - u64::from(b'A'));
+    let past_z = low7 + ONES * (0x80 - u64::from(b'Z') - 1);
+    let upper = from_a & !past_z & !word & HIGH;
+    word | (upper >> 2)
+}
+
+fn slot_of((low, high): NameWords) -> usize {
+    ((low ^ high.rotate_left(31)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % SLOTS
+}
+
+fn by_name() -> &'static [Option<NameEntry>; SLOTS] {
+    static BY_NAME: OnceLock<[Option<NameEntry>; SLOTS]> = OnceLock::new();
     BY_NAME.get_or_init(|| {
-        COMMANDS
-            .iter()
-            .map(|&(name, cmd, min, max)| (name.as_bytes(), Spec { cmd, min, max }))
-            .collect()
+        let mut table = [None; SLOTS];
+        for &(name, cmd, min, max) in COMMANDS {
+            let entry = NameEntry {
+                words: name_words(name.as_bytes()),
+                len: name.len(),
+                spec: Spec { cmd, min, max },
+            };
+            let mut at = slot_of(entry.words);
+            while table[at].is_some() {
+                at = (at + 1) % SLOTS;
+            }
+            table[at] = Some(entry);
+        }
+        table
     })
 }
 
@@ -222,7 +279,11 @@ mod tests {
 
     #[test]
     fn every_name_is_listed_once() {
-        assert_eq!(by_name().len(), COMMANDS.len());
+        assert_eq!(by_name().iter().flatten().count(), COMMANDS.len());
+        let mut names: Vec<&str> = COMMANDS.iter().map(|c| c.0).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), COMMANDS.len());
         for &(name, cmd, ..) in COMMANDS {
             assert_eq!(
                 classify(name.to_uppercase().as_bytes()),
@@ -240,6 +301,29 @@ mod tests {
         assert_eq!(classify(b"nosuchcommand"), None);
         assert_eq!(classify(b""), None);
         assert_eq!(classify(b"zremrangebyscore"), Some(Cmd::Removal));
+        assert_eq!(classify(b"ZREMRANGEBYSCORE"), Some(Cmd::Removal));
+        assert_eq!(classify(b"zremrangebyscorex"), None);
+        assert_eq!(classify(b"incr\0"), None);
+        assert_eq!(classify(b"inc"), None);
+        assert_eq!(classify(b"in\xc3r"), None, "not ASCII");
+        assert_eq!(classify(b"zremrangebyrank\xf8"), None);
+        assert_eq!(classify(b"INCR\0\0\0\0\0\0\0\0\0\0\0\0"), None);
+    }
+
+    #[test]
+    fn lowercasing_a_word_matches_the_standard_library() {
+        for byte in 0..=255u8 {
+            let word = u64::from_le_bytes([byte, b'A', b'z', 0xff, b'@', b'[', b'`', b'{']);
+            let expected = u64::from_le_bytes(
+                [byte, b'A', b'z', 0xff, b'@', b'[', b'`', b'{'].map(|b| b.to_ascii_lowercase()),
+            );
+            assert_eq!(ascii_lowercase_word(word), expected, "{byte:#x}");
+            let spread = u64::from_le_bytes([byte; 8]);
+            assert_eq!(
+                ascii_lowercase_word(spread),
+                u64::from_le_bytes([byte.to_ascii_lowercase(); 8])
+            );
+        }
     }
 
     #[test]

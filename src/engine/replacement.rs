@@ -163,10 +163,22 @@ impl<'a> Replacement<'a> {
     /// Appends every command to `out` as a multibulk; `entry` is the entry the replacement was
     /// made for (what [`NewCommand::Original`] stands for). Returns the bytes appended.
     pub fn encode(&self, entry: &dyn Args, out: &mut BytesMut) -> usize {
+        self.encode_with_original(entry, None, out)
+    }
+
+    /// [`Self::encode`], with `original` the entry's own multibulk bytes when the caller has
+    /// them: [`NewCommand::Original`] is then copied in one piece rather than encoded again
+    /// (a strict multibulk frame has a single encoding, so the bytes are the same).
+    pub fn encode_with_original(
+        &self,
+        entry: &dyn Args,
+        original: Option<&[u8]>,
+        out: &mut BytesMut,
+    ) -> usize {
         let before = out.len();
         for command in self.commands() {
-            match command.written() {
-                Some(parts) => {
+            match (command.written(), original) {
+                (Some(parts), _) => {
                     put_array_header(out, parts.len());
                     for part in parts {
                         match *part {
@@ -175,7 +187,8 @@ impl<'a> Replacement<'a> {
                         }
                     }
                 }
-                None => {
+                (None, Some(raw)) => out.extend_from_slice(raw),
+                (None, None) => {
                     let count = entry.count();
                     put_array_header(out, count);
                     for arg in (0..count).filter_map(|i| entry.get(i)) {
@@ -256,6 +269,14 @@ mod tests {
             let appended = replacement.encode(&entry, &mut encoded);
             assert_eq!(&encoded[6..], &expected[..]);
             assert_eq!(appended, expected.len());
+            let mut original = BytesMut::new();
+            encode_command(&entry, &mut original);
+            let mut copied = BytesMut::new();
+            replacement.encode_with_original(&entry, Some(&original), &mut copied);
+            assert_eq!(
+                copied, expected,
+                "the original frame copied, not encoded again"
+            );
         }
     }
 

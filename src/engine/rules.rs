@@ -406,35 +406,38 @@ impl<'a> Cx<'a, '_> {
         let family = cmd.family();
         let key = self.arg(key_at);
         let (known, expired) = self.know(key);
-        // A list's count builds on what was known before the write; read it first.
-        let list_before = self.list_len_known(cmd, key, known);
-        let proposal = self.keep_ttl_decision(family, key, known, expired);
+        // The table first (the key's marker, then its witness), so that the decision, built
+        // last, is returned where it is made rather than copied past these calls.
+        self.keep_ttl_record(key, known);
         if key_at == 1 {
-            self.record_witness(cmd, key, list_before);
+            self.record_witness(cmd, key, known);
         }
-        proposal
+        self.keep_ttl_decision(family, key, known, expired)
     }
 
-    /// `(elements, exact)` a list was known to hold before this entry: exactly 0 when the key
-    /// was known absent (a push creates it), its witness when it was known to exist.
-    fn list_len_known(&self, cmd: Cmd, key: &[u8], known: KeyKnowledge) -> Option<(u64, bool)> {
-        if cmd != Cmd::ListPush {
-            return None;
-        }
+    /// [`Self::keep_ttl_write`]'s effect on the key's entry: a key that was not volatile now
+    /// exists (a volatile one keeps its deadline; an unknown one stays unknown). The entry is
+    /// left alone when it already says so.
+    fn keep_ttl_record(&self, key: &[u8], known: KeyKnowledge) {
         match known {
-            KeyKnowledge::Absent => Some((0, true)),
-            KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent => {
-                self.table.witness_len(self.db, key)
+            KeyKnowledge::Volatile(_) | KeyKnowledge::Unknown | KeyKnowledge::MaybeVolatile(_) => {}
+            _ => {
+                let recorded = known == KeyKnowledge::Persistent
+                    || (known == KeyKnowledge::NotVolatile && !self.track);
+                if !recorded {
+                    self.table.mark_persistent(self.db, key, self.track);
+                }
             }
-            _ => None,
         }
     }
 
     /// Records what a collection write leaves in its key whatever the key was before (its
     /// fields or members, a number of list elements), so a later removal of something else is
     /// known not to have emptied it. Nothing is recorded when nothing is certain: LINSERT may
-    /// insert nothing, `ZADD … XX` may add nothing, strings have no members.
-    fn record_witness(&self, cmd: Cmd, key: &[u8], list_before: Option<(u64, bool)>) {
+    /// insert nothing, `ZADD … XX` may add nothing, strings have no members. `known` is what
+    /// was known of the key before the write: a list's count builds on it (the write's own
+    /// table update leaves the witness of a key known to exist alone).
+    fn record_witness(&self, cmd: Cmd, key: &[u8], known: KeyKnowledge) {
         if !matches!(
             cmd,
             Cmd::HashWrite | Cmd::SetAdd | Cmd::ZsetWrite | Cmd::ListPush
@@ -446,9 +449,9 @@ impl<'a> Cx<'a, '_> {
         let n = self.args.count();
         // Fields or members, as argument indexes; only the last few are kept.
         let members: Option<(usize, usize)> = match cmd {
-            // HSET/HMSET k f v [f v …]; HSETNX/HINCRBY* k f …
-            Cmd::HashWrite if is(b"hset") || is(b"hmset") => Some((2, 2)),
-            Cmd::HashWrite => Some((2, usize::MAX)),
+            // HSET/HMSET k f v [f v …]; HSETNX/HINCRBY* k f x, whose arity is exactly four,
+            // so that every other argument from the third names their one field too.
+            Cmd::HashWrite => Some((2, 2)),
             Cmd::SetAdd => Some((2, 1)),
             Cmd::ZsetWrite if is(b"zincrby") => Some((3, usize::MAX)),
             Cmd::ZsetWrite => {
@@ -469,14 +472,15 @@ impl<'a> Cx<'a, '_> {
                 // score member [score member …]
                 Some((at + 1, 2))
             }
-            Cmd::ListPush if is(b"lpush") || is(b"rpush") => {
+            // LPUSH/RPUSH (a name of another length than LINSERT's fails at once).
+            Cmd::ListPush if !is(b"linsert") => {
                 let pushed = n.saturating_sub(2) as u64;
-                let len = match list_before {
-                    Some((k, true)) => WitnessRef::ExactLen(k.saturating_add(pushed)),
-                    Some((k, false)) => WitnessRef::MinLen(k.saturating_add(pushed)),
-                    None => WitnessRef::MinLen(pushed),
+                let existed = match known {
+                    KeyKnowledge::Absent => Some(false),
+                    KeyKnowledge::Volatile(_) | KeyKnowledge::Persistent => Some(true),
+                    _ => None,
                 };
-                self.table.set_witness(self.db, key, len);
+                self.table.push_witness_len(self.db, key, pushed, existed);
                 return;
             }
             // LINSERT inserts nothing when its pivot is missing.
@@ -489,19 +493,22 @@ impl<'a> Cx<'a, '_> {
         let Some((first, step)) = members else {
             return;
         };
-        let indexes: Vec<usize> = if step == usize::MAX {
-            vec![first]
+        // The last `WITNESS_MEMBERS` of `first, first + step, …` below `n`, oldest first.
+        let (first, step) = if step == usize::MAX {
+            (first, n.max(first + 1))
         } else {
-            (first..n).step_by(step).collect()
+            let count = n.saturating_sub(first).div_ceil(step);
+            let skip = count.saturating_sub(WITNESS_MEMBERS);
+            (first + skip * step, step)
         };
-        let skip = indexes.len().saturating_sub(WITNESS_MEMBERS);
-        for i in indexes.into_iter().skip(skip).filter(|i| *i < n) {
+        for i in (first..n).step_by(step) {
             self.table
                 .set_witness(self.db, key, WitnessRef::Member(self.arg(i)));
         }
     }
 
-    /// [`Self::keep_ttl_write`]'s decision, from what was known of the key before the write.
+    /// [`Self::keep_ttl_write`]'s decision, from what was known of the key before the write
+    /// (the table is already updated).
     fn keep_ttl_decision(
         &mut self,
         family: Option<Family>,
@@ -537,13 +544,8 @@ impl<'a> Cx<'a, '_> {
                 Proposal::unknown_key(family).with_risk(risk)
             }
             _ => {
-                // Not volatile: the write lands the same on any replica; the key now exists.
-                // (Skip the second table access when the entry already says so.)
-                let recorded = known == KeyKnowledge::Persistent
-                    || (known == KeyKnowledge::NotVolatile && !self.track);
-                if !recorded {
-                    self.table.mark_persistent(self.db, key, self.track);
-                }
+                // Not volatile: the write lands the same on any replica; the key now exists
+                // (recorded by `keep_ttl_record`).
                 match family {
                     Some(f) if expired && self.pika() => {
                         Proposal::rewrite(f, Commands::of([self.del(key), self.original()]))
@@ -663,14 +665,28 @@ impl<'a> Cx<'a, '_> {
         }
     }
 
-    /// Record the effect of a SET that the master performed.
-    fn record_set(&self, key: &[u8], deadline: Option<i64>) {
+    /// Record the effect of a SET that the master performed; `known` is what the table said
+    /// of the key before it.
+    fn record_set(&self, key: &[u8], deadline: Option<i64>, known: KeyKnowledge) {
         match deadline {
             Some(ms) if self.already_expired(ms) => {
                 self.table.mark_absent(self.db, key, self.track)
             }
             Some(ms) => self.table.set_deadline(self.db, key, ms),
-            None => self.table.mark_persistent(self.db, key, self.track),
+            None => self.record_persistent(key, known),
+        }
+    }
+
+    /// The key now exists without a TTL; `known` is what the table said of it before this
+    /// entry. A key already recorded as persistent is not written again (one map access less
+    /// for the common overwrite); only what was known to be inside it goes.
+    fn record_persistent(&self, key: &[u8], known: KeyKnowledge) {
+        let recorded = known == KeyKnowledge::Persistent
+            && (self.track || self.table.baseline() == Baseline::Absent);
+        if recorded {
+            self.table.clear_witness(self.db, key);
+        } else {
+            self.table.mark_persistent(self.db, key, self.track);
         }
     }
 
@@ -686,7 +702,7 @@ impl<'a> Cx<'a, '_> {
             (SetCondition::Always, SetTtl::Clear | SetTtl::Absolute(_)) => {
                 // Deterministic already; only the table changes.
                 let deadline = self.set_deadline_ms(ttl, None);
-                self.record_set(key, deadline);
+                self.record_set(key, deadline, known);
                 return match deadline {
                     Some(_) if expired && self.pika() => Proposal::rewrite(
                         Family::Expire,
@@ -727,7 +743,7 @@ impl<'a> Cx<'a, '_> {
                     return Proposal::unknown_key(Some(family));
                 }
                 let deadline = self.set_deadline_ms(ttl, old_deadline);
-                self.record_set(key, deadline);
+                self.record_set(key, deadline, known);
                 // A late replica may have lost a volatile key (XX, KEEPTTL) or apply a relative
                 // TTL from its own clock: write the master's outcome unconditionally.
                 let needs_rewrite = old_deadline.is_some() || matches!(ttl, SetTtl::Relative(_));
@@ -786,7 +802,7 @@ impl<'a> Cx<'a, '_> {
             KeyKnowledge::Unknown => Proposal::unknown_key(Some(Family::StringSet)),
             _ => {
                 // Whether it existed or was just created, the key now exists without a TTL.
-                self.table.mark_persistent(self.db, key, self.track);
+                self.record_persistent(key, known);
                 Proposal::passed(Family::StringSet)
             }
         }
@@ -802,9 +818,25 @@ impl<'a> Cx<'a, '_> {
         if ttl_ms <= 0 {
             return Proposal::malformed(Some(Family::Expire));
         }
-        let (_, expired) = self.know(key);
         let deadline = self.set_deadline_ms(SetTtl::Relative(ttl_ms), None);
-        self.record_set(key, deadline);
+        let expired = match deadline {
+            // The usual case, in one map access: the new deadline written where the old
+            // state is read. A key found expired is gone (rule 1): nothing known of its
+            // content holds.
+            Some(ms) if !self.already_expired(ms) => {
+                let before = self.table.replace_with_deadline(self.db, key, ms, self.now);
+                let expired = matches!(before, KeyKnowledge::Expired(_)) && self.pika();
+                if expired {
+                    self.table.clear_witness(self.db, key);
+                }
+                expired
+            }
+            _ => {
+                let (known, expired) = self.know(key);
+                self.record_set(key, deadline, known);
+                expired
+            }
+        };
         let first = (expired && self.pika()).then(|| self.del(key));
         match self.set_with_deadline(key, value, deadline) {
             Some(set) => Proposal::rewrite(Family::Expire, set.after(first)),
@@ -815,8 +847,8 @@ impl<'a> Cx<'a, '_> {
     /// GETSET and friends: overwrite with no TTL whatever the key was; deterministic.
     fn plain_overwrite(&mut self, key_at: usize) -> Proposal<'a> {
         let key = self.arg(key_at);
-        self.know(key);
-        self.table.mark_persistent(self.db, key, self.track);
+        let (known, _) = self.know(key);
+        self.record_persistent(key, known);
         Proposal::passed(Family::StringSet)
     }
 
@@ -826,8 +858,8 @@ impl<'a> Cx<'a, '_> {
         }
         for key_at in (1..self.args.count()).step_by(2) {
             let key = self.arg(key_at);
-            self.know(key);
-            self.table.mark_persistent(self.db, key, self.track);
+            let (known, _) = self.know(key);
+            self.record_persistent(key, known);
         }
         Proposal::pass()
     }
@@ -841,7 +873,7 @@ impl<'a> Cx<'a, '_> {
         let Some(ts) = arg_i64(self.arg(2)) else {
             return Proposal::malformed(Some(Family::Expire));
         };
-        self.know(key);
+        let (known, _) = self.know(key);
         let v4 = self.pika_4_0();
         if ts == 0 {
             self.table.mark_persistent(self.db, key, self.track);
@@ -853,7 +885,7 @@ impl<'a> Cx<'a, '_> {
         let millisecond_bug = ts > PIKA_MAX_TIMESTAMP_SECS;
         let secs = if millisecond_bug { ts / 1000 } else { ts };
         let deadline = secs.saturating_mul(1000);
-        self.record_set(key, Some(deadline));
+        self.record_set(key, Some(deadline), known);
         if !(millisecond_bug || v4) {
             return Proposal::pass();
         }
@@ -1217,13 +1249,13 @@ impl<'a> Cx<'a, '_> {
             return Proposal::malformed(None);
         };
         let absolute = (4..self.args.count()).any(|i| self.arg(i).eq_ignore_ascii_case(b"ABSTTL"));
-        self.know(key);
+        let (known, _) = self.know(key);
         if ttl == 0 {
             self.table.mark_persistent(self.db, key, self.track);
         } else if absolute {
-            self.record_set(key, Some(ttl));
+            self.record_set(key, Some(ttl), known);
         } else {
-            self.record_set(key, Some(self.now.saturating_add(ttl)));
+            self.record_set(key, Some(self.now.saturating_add(ttl)), known);
         }
         Proposal::pass()
     }

@@ -349,7 +349,10 @@ impl LinkRewriter {
                         self.content
                             .extend_from_slice(&body[content_start..frame.raw.start]);
                     }
-                    replacement.encode(&args, &mut self.content);
+                    // A multibulk frame is copied where the replacement keeps the entry;
+                    // an inline one is written as multibulk.
+                    let original = (frame.kind == FrameKind::Command).then_some(untouched);
+                    replacement.encode_with_original(&args, original, &mut self.content);
                 }
                 // An empty replacement would make the item vanish on the replica; keep it.
                 _ if changed => self.content.extend_from_slice(untouched),

@@ -18,9 +18,32 @@ pub fn put_array_header(out: &mut BytesMut, count: usize) {
     put_length_line(out, b'*', count);
 }
 
-/// Appends one bulk string: `$<len>\r\n<bytes>\r\n`.
+/// Longest argument [`put_bulk`] assembles on the stack first: `$`, two digits, CRLF, the
+/// argument and CRLF fill 64 bytes.
+const SMALL_BULK: usize = 57;
+
+/// Appends one bulk string: `$<len>\r\n<bytes>\r\n`. A small one (names, keys, deadlines) is
+/// assembled on the stack and appended with one copy.
 pub fn put_bulk(out: &mut BytesMut, bytes: &[u8]) {
-    out.reserve(bytes.len() + 16);
+    let len = bytes.len();
+    if len <= SMALL_BULK {
+        let mut bulk = [0u8; SMALL_BULK + 7];
+        bulk[0] = b'$';
+        let mut at = 1;
+        if len >= 10 {
+            bulk[at] = b'0' + (len / 10) as u8;
+            at += 1;
+        }
+        bulk[at] = b'0' + (len % 10) as u8;
+        bulk[at + 1..at + 3].copy_from_slice(b"\r\n");
+        at += 3;
+        bulk[at..at + len].copy_from_slice(bytes);
+        at += len;
+        bulk[at..at + 2].copy_from_slice(b"\r\n");
+        out.extend_from_slice(&bulk[..at + 2]);
+        return;
+    }
+    out.reserve(len + 16);
     put_length_line(out, b'$', bytes.len());
     out.put_slice(bytes);
     out.put_slice(b"\r\n");
@@ -42,16 +65,27 @@ pub fn put_bulk_int(out: &mut BytesMut, value: i64) {
 /// Writes `value` in decimal so that it ends just before `buf[end]`; returns where it starts.
 /// `buf[..end]` must have room for 20 digits.
 fn write_decimal_before(buf: &mut [u8], end: usize, value: u64) -> usize {
+    // Two digits per division (a deadline has ten).
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut start = end;
     let mut rest = value;
-    loop {
-        start -= 1;
-        buf[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
+    while rest >= 10 {
+        let pair = (rest % 100) as usize * 2;
+        rest /= 100;
+        start -= 2;
+        buf[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
         if rest == 0 {
+            // The last pair taken was at least 10: no leading zero.
             return start;
         }
     }
+    start -= 1;
+    buf[start] = b'0' + rest as u8;
+    start
 }
 
 /// The exact number of bytes [`encode_command`] appends for `args`.
@@ -86,6 +120,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn integers_are_written_in_decimal() {
+        let mut values = vec![0i64, 1, 9, 10, 11, 99, 100, 101, 109, 110, 999, 1000, 1001];
+        values.extend([
+            1_795_470_054,
+            1_795_469_984_000,
+            i64::MAX,
+            i64::MIN,
+            -1,
+            -10,
+            -100,
+        ]);
+        values.extend((0..64).map(|bit| 1i64 << bit));
+        for value in values {
+            let mut out = BytesMut::new();
+            put_bulk_int(&mut out, value);
+            let text = value.to_string();
+            assert_eq!(out, format!("${}\r\n{text}\r\n", text.len()).as_bytes());
+        }
+    }
+
+    #[test]
     fn encoded_len_is_exact() {
         let boundaries = [0usize, 1, 9, 10, 11, 99, 100, 999, 1000, 12345];
         for &len in &boundaries {
@@ -102,7 +157,26 @@ mod tests {
             }
             assert_eq!(&out[..], &expected[..]);
         }
-        for value in [0usize, 7, 10, 99, 100, 1_000_000, usize::MAX] {
+        for len in 0..=SMALL_BULK + 2 {
+            let arg: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut out = BytesMut::from(&b"x"[..]);
+            put_bulk(&mut out, &arg);
+            let mut expected = format!("x${len}\r\n").into_bytes();
+            expected.extend_from_slice(&arg);
+            expected.extend_from_slice(b"\r\n");
+            assert_eq!(&out[..], &expected[..], "{len}");
+        }
+        for value in [
+            0usize,
+            7,
+            10,
+            99,
+            100,
+            101,
+            1_000_000,
+            1_795_470_054,
+            usize::MAX,
+        ] {
             let mut out = BytesMut::new();
             put_length_line(&mut out, b'$', value);
             assert_eq!(out, format!("${value}\r\n").as_bytes());

@@ -149,6 +149,14 @@ impl LengthLine {
 pub(super) fn whole_plain_length_line(bytes: &[u8]) -> Option<(usize, u64)> {
     // 19 digits cannot overflow a u64; longer lines go the slow way.
     const MAX_FAST_DIGITS: usize = 19;
+    // Most lengths in a command are one or two digits (names, keys, small values).
+    match *bytes {
+        [d, b'\r', b'\n', ..] if d.is_ascii_digit() => return Some((3, u64::from(d - b'0'))),
+        [d1 @ b'1'..=b'9', d0, b'\r', b'\n', ..] if d0.is_ascii_digit() => {
+            return Some((4, u64::from(d1 - b'0') * 10 + u64::from(d0 - b'0')))
+        }
+        _ => {}
+    }
     let mut value = 0u64;
     let mut digits = 0;
     for &byte in bytes.iter().take(MAX_FAST_DIGITS) {
@@ -162,5 +170,48 @@ pub(super) fn whole_plain_length_line(bytes: &[u8]) -> Option<(usize, u64)> {
     if digits == 0 || leading_zero {
         return None;
     }
-    (bytes.get(digits..digits + 2)? == b"\r\n").then_some((digits + 2, value))
+    match bytes.get(digits..digits + 2)? {
+        [b'\r', b'\n'] => Some((digits + 2, value)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast reader against the rule it implements, on every short line of digits and
+    /// line-ending bytes.
+    #[test]
+    fn whole_lines_are_read_by_the_rule() {
+        fn by_rule(bytes: &[u8]) -> Option<(usize, u64)> {
+            let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+            if digits == 0 || digits > 19 || (digits > 1 && bytes[0] == b'0') {
+                return None;
+            }
+            let value = std::str::from_utf8(&bytes[..digits]).ok()?.parse().ok()?;
+            (bytes.get(digits..digits + 2)? == b"\r\n").then_some((digits + 2, value))
+        }
+        let alphabet = [b'0', b'1', b'5', b'9', b'\r', b'\n', b'x'];
+        let mut line = Vec::new();
+        for len in 0..=5u32 {
+            for mut code in 0..alphabet.len().pow(len) {
+                line.clear();
+                for _ in 0..len {
+                    line.push(alphabet[code % alphabet.len()]);
+                    code /= alphabet.len();
+                }
+                assert_eq!(whole_plain_length_line(&line), by_rule(&line), "{line:?}");
+                line.extend_from_slice(b"\r\n");
+                assert_eq!(whole_plain_length_line(&line), by_rule(&line), "{line:?}");
+            }
+        }
+        for line in [
+            &b"1234567890123456789\r\n"[..],
+            b"12345678901234567890\r\n",
+            b"42\r\nx",
+        ] {
+            assert_eq!(whole_plain_length_line(line), by_rule(line), "{line:?}");
+        }
+    }
 }

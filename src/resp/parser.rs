@@ -40,7 +40,7 @@ pub fn whole_command(
         }
         let start = position + 1 + used;
         let end = start.checked_add(usize::try_from(len).ok()?)?;
-        if input.get(end..end.checked_add(2)?)? != b"\r\n" {
+        if !matches!(input.get(end..end.checked_add(2)?)?, [b'\r', b'\n']) {
             return None;
         }
         spans.push((start, end));

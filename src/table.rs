@@ -714,6 +714,36 @@ impl ExpiryTable {
         self.for_each_db_entry(f);
     }
 
+    /// Every collection witness as `(db, key, witness)`, for snapshots
+    /// ([`Self::insert_witness`] reads it back).
+    pub fn for_each_witness(&self, mut f: impl FnMut(u32, &[u8], &Witness)) {
+        let fast = self.witness_fast.iter().enumerate();
+        let cells = fast
+            .map(|(db, cell)| (Some(db as u32), cell))
+            .chain(std::iter::once((None, &self.witness_other)));
+        for (db, cell) in cells {
+            let Some(map) = cell.get() else { continue };
+            for e in map.iter() {
+                match db {
+                    Some(db) => f(db, e.key(), e.value()),
+                    None => {
+                        let (db, key) = split_other_key(e.key());
+                        f(db, key, e.value());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Restores one witness written by [`Self::for_each_witness`].
+    pub fn insert_witness(&self, db: u32, key: &[u8], witness: Witness) {
+        let map = self.witness_cell(db).get_or_init(Default::default);
+        map.insert(
+            Self::map_key(db, key).into_owned().into_boxed_slice(),
+            witness,
+        );
+    }
+
     /// Restores one entry written by [`Self::for_each_raw`].
     pub fn insert_raw(&self, db: u32, key: &[u8], value: i64) {
         self.insert(db, key, value);

@@ -4,14 +4,19 @@
 //! `redis_relay::table_snapshot` and `pika_relay::table_store`); this module owns the rest
 //! (the file is written with [`crate::state_dir::replace_file`]).
 //!
-//! Layout, little-endian: magic `PTPTB002`, header length u32, header, baseline u8, entry count
+//! Layout, little-endian: magic `PTPTB003`, header length u32, header, baseline u8, entry count
 //! u64, then per entry db u32, key length u32, key, value i64 (the table's own encoding, see
-//! [`ExpiryTable::for_each_raw`]), and last a CRC-32 of everything before it. A file that is
-//! short, long, or fails its checksum is rejected.
+//! [`ExpiryTable::for_each_raw`]); then the collection witnesses: count u64, per witness db u32,
+//! key length u32, key, kind u8 (0: members, then their count u8 and each as length u32 and
+//! bytes; 1: at least, 2: exactly that many list elements, then u64); last a CRC-32 of
+//! everything before it. A file that is short, long, or fails its checksum is rejected. Files
+//! of the previous layout (`PTPTB002`, no witnesses) are still read.
 
-use crate::table::{Baseline, ExpiryTable};
+use crate::table::{Baseline, ExpiryTable, Witness};
 
-const MAGIC: &[u8; 8] = b"PTPTB002";
+const MAGIC: &[u8; 8] = b"PTPTB003";
+/// The layout before witnesses were saved.
+const MAGIC_NO_WITNESSES: &[u8; 8] = b"PTPTB002";
 
 /// The bytes of a saved table with `header` in front.
 pub fn encode(header: &[u8], table: &ExpiryTable) -> Vec<u8> {
@@ -29,6 +34,32 @@ pub fn encode(header: &[u8], table: &ExpiryTable) -> Vec<u8> {
         count += 1;
     });
     out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
+    let count_at = out.len();
+    out.extend_from_slice(&0u64.to_le_bytes());
+    let mut count = 0u64;
+    table.for_each_witness(|db, key, witness| {
+        out.extend_from_slice(&db.to_le_bytes());
+        put_bytes(&mut out, key);
+        match witness {
+            Witness::Members(members) => {
+                out.push(0);
+                out.push(members.len().min(usize::from(u8::MAX)) as u8);
+                for m in members.iter().take(usize::from(u8::MAX)) {
+                    put_bytes(&mut out, m);
+                }
+            }
+            Witness::MinLen(n) => {
+                out.push(1);
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            Witness::ExactLen(n) => {
+                out.push(2);
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+        }
+        count += 1;
+    });
+    out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -43,9 +74,11 @@ pub fn decode(bytes: &[u8]) -> Result<(&[u8], ExpiryTable), String> {
         return Err("checksum mismatch".into());
     }
     let mut r = Fields::new(body);
-    if r.take(MAGIC.len())? != MAGIC {
-        return Err("not a saved expiry table (magic)".into());
-    }
+    let with_witnesses = match r.take(MAGIC.len())? {
+        m if m == MAGIC => true,
+        m if m == MAGIC_NO_WITNESSES => false,
+        _ => return Err("not a saved expiry table (magic)".into()),
+    };
     let header = r.bytes()?;
     let baseline = baseline_from(r.u8()?).ok_or("unknown baseline")?;
     let count = r.u64()?;
@@ -55,6 +88,27 @@ pub fn decode(bytes: &[u8]) -> Result<(&[u8], ExpiryTable), String> {
         let key = r.bytes()?;
         let value = r.i64()?;
         table.insert_raw(db, key, value);
+    }
+    if with_witnesses {
+        let count = r.u64()?;
+        for _ in 0..count {
+            let db = r.u32()?;
+            let key = r.bytes()?;
+            let witness = match r.u8()? {
+                0 => {
+                    let n = r.u8()?;
+                    let mut members = Vec::with_capacity(usize::from(n));
+                    for _ in 0..n {
+                        members.push(Box::<[u8]>::from(r.bytes()?));
+                    }
+                    Witness::Members(members)
+                }
+                1 => Witness::MinLen(r.u64()?),
+                2 => Witness::ExactLen(r.u64()?),
+                kind => return Err(format!("unknown witness kind {kind}")),
+            };
+            table.insert_witness(db, key, witness);
+        }
     }
     r.finish()?;
     Ok((header, table))
@@ -173,7 +227,7 @@ fn baseline_from(code: u8) -> Option<Baseline> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::KeyKnowledge;
+    use crate::table::{KeyKnowledge, WitnessRef};
 
     /// Files written by earlier builds must keep verifying: the checksum is zlib's CRC-32.
     #[test]
@@ -190,6 +244,10 @@ mod tests {
         t.mark_persistent(1, b"p", true);
         t.mark_unknown(0, b"u");
         t.set_deadline(40, b"high-db", 11_000);
+        t.set_witness(0, b"h", WitnessRef::Member(b"f1"));
+        t.set_witness(0, b"h", WitnessRef::Member(b"f2"));
+        t.set_witness(0, b"l", WitnessRef::ExactLen(3));
+        t.set_witness(40, b"m", WitnessRef::MinLen(2));
         t
     }
 
@@ -221,6 +279,17 @@ mod tests {
         assert_eq!(back.len(), table.len());
         assert_eq!(knowledge(&back), knowledge(&table));
         assert_eq!(knowledge(&back)[0], KeyKnowledge::Volatile(8_000));
+        for (db, key) in [(0, &b"h"[..]), (0, b"l"), (40, b"m"), (0, b"a")] {
+            assert_eq!(
+                back.witness(db, key),
+                table.witness(db, key),
+                "witness of {key:?}"
+            );
+        }
+        assert_eq!(
+            back.witness(0, b"h"),
+            Some(Witness::Members(vec![b"f1"[..].into(), b"f2"[..].into()]))
+        );
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             1,
@@ -242,5 +311,27 @@ mod tests {
             }
         }
         assert!(decode(&bytes).is_ok());
+    }
+
+    /// A file from before witnesses were saved: the same layout up to the entries.
+    #[test]
+    fn a_file_without_witnesses_still_reads() {
+        let table = sample();
+        let bytes = encode(b"hdr", &table);
+        let (body, _) = bytes.split_last_chunk::<4>().unwrap();
+        let entries_end = body.len() - witnesses_len(&table);
+        let mut old = MAGIC_NO_WITNESSES.to_vec();
+        old.extend_from_slice(&body[MAGIC.len()..entries_end]);
+        let crc = crc32fast::hash(&old);
+        old.extend_from_slice(&crc.to_le_bytes());
+        let (_, back) = decode(&old).unwrap();
+        assert_eq!(knowledge(&back), knowledge(&table));
+        assert_eq!(back.witness(0, b"h"), None);
+    }
+
+    fn witnesses_len(table: &ExpiryTable) -> usize {
+        let empty = ExpiryTable::new(table.baseline());
+        table.for_each_raw(|db, key, value| empty.insert_raw(db, key, value));
+        encode(b"hdr", table).len() - encode(b"hdr", &empty).len() + 8
     }
 }

@@ -338,6 +338,13 @@ impl LinkRewriter {
                 engine::rewrite(&args, exec_ms, &mut self.state, &self.table, &self.policy);
             if !self.replaying {
                 self.tally.count(decision.family, decision.outcome);
+                if decision.outcome == engine::Outcome::UnknownKey {
+                    tracing::debug!(
+                        command = %String::from_utf8_lossy(args.get(0).unwrap_or_default()),
+                        key = %String::from_utf8_lossy(args.get(1).unwrap_or_default()),
+                        "entry passed unrewritten: the key's expiry or existence is unknown"
+                    );
+                }
             }
             if let Some(risk) = decision.at_risk {
                 out.at_risk.push((decision.family, risk));

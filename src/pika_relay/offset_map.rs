@@ -84,15 +84,18 @@ impl MapState {
         MapState::Pairs(pairs)
     }
 
-    /// The map with the correspondence `pair` added (a position predicted for a response being
-    /// forwarded, see `replica_layout`); master positions only grow, so it goes last.
-    pub fn with_pair(&self, pair: Pair) -> MapState {
+    /// The map with the correspondences `added` (positions predicted for a response being
+    /// forwarded, see `replica_layout`) after the existing ones; master positions only grow.
+    pub fn with_pairs(&self, added: &[Pair]) -> MapState {
+        let first = added.first().map(|p| p.master);
         let mut pairs = match self {
             MapState::Pairs(old) => old.clone(),
             MapState::Unknown | MapState::Identity => Vec::new(),
         };
-        pairs.retain(|p| p.master < pair.master);
-        pairs.push(pair);
+        if let Some(first) = first {
+            pairs.retain(|p| p.master < first);
+        }
+        pairs.extend_from_slice(added);
         MapState::Pairs(pairs)
     }
 

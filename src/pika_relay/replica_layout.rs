@@ -118,26 +118,18 @@ impl Prediction {
         self.next_start
     }
 
-    /// A response ending at master `master_end` is forwarded, and the replica will be at
-    /// `replica_end` after it (`None`: not predictable, which ends the chain). Returns the pair
-    /// to record, while the chain holds.
-    pub fn forwarded(
-        &mut self,
-        master_end: BinlogPosition,
-        replica_end: Option<BinlogPosition>,
-    ) -> Option<Pair> {
+    /// A response is forwarded whose items leave the replica at `items` (each item's master
+    /// END with the replica's position after it; `None`: not predictable, which ends the
+    /// chain). Returns the pairs to record, while the chain holds.
+    pub fn forwarded(&mut self, items: Option<Vec<Pair>>) -> Option<Vec<Pair>> {
         self.next_start?;
-        let Some(replica) = replica_end else {
+        let Some(last) = items.as_ref().and_then(|i| i.last().copied()) else {
             self.end();
             return None;
         };
-        self.next_start = Some(replica);
-        let pair = Pair {
-            replica,
-            master: master_end,
-        };
-        self.outstanding.push_back(pair);
-        Some(pair)
+        self.next_start = Some(last.replica);
+        self.outstanding.push_back(last);
+        items
     }
 
     /// The replica acknowledged the response ending at master `master_end` at its own
@@ -325,34 +317,42 @@ mod tests {
         }
     }
 
+    fn pair(replica: u64, master: u64) -> Pair {
+        Pair {
+            replica: BinlogPosition::new(0, replica),
+            master: BinlogPosition::new(0, master),
+        }
+    }
+
     #[test]
     fn a_chain_records_each_response_and_the_acks_check_it() {
         let pos = |o| BinlogPosition::new(0, o);
         let mut chain = Prediction::starting_at(pos(500));
-        let first = chain.forwarded(pos(900), Some(pos(880))).unwrap();
-        let second = chain.forwarded(pos(1000), Some(pos(990))).unwrap();
+        let first = vec![pair(700, 800), pair(880, 900)];
+        assert_eq!(chain.forwarded(Some(first.clone())), Some(first));
+        chain.forwarded(Some(vec![pair(990, 1000)])).unwrap();
         assert_eq!(chain.next_start(), Some(pos(990)));
-        assert_eq!(chain.acked(first.replica, first.master), Ok(()));
+        assert_eq!(chain.acked(pos(880), pos(900)), Ok(()));
         assert_eq!(
-            chain.acked(pos(991), second.master),
+            chain.acked(pos(991), pos(1000)),
             Err(Misprediction {
                 predicted: pos(990),
                 acked: pos(991)
             })
         );
         assert_eq!(chain.next_start(), None);
-        assert_eq!(chain.forwarded(pos(1100), Some(pos(1090))), None);
+        assert_eq!(chain.forwarded(Some(vec![pair(1090, 1100)])), None);
     }
 
     #[test]
     fn an_unpredictable_response_ends_the_chain() {
         let pos = |o| BinlogPosition::new(0, o);
         let mut chain = Prediction::starting_at(pos(0));
-        assert_eq!(chain.forwarded(pos(50), None), None);
+        assert_eq!(chain.forwarded(None), None);
         assert_eq!(chain.next_start(), None);
         assert_eq!(chain.acked(pos(7), pos(50)), Ok(()));
         assert!(Prediction::default()
-            .forwarded(pos(50), Some(pos(60)))
+            .forwarded(Some(vec![pair(60, 50)]))
             .is_none());
     }
 

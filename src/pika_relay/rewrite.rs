@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::inflight::Forwarded;
 use super::link::input::decode_response;
+use super::offset_map::Pair;
 use super::replica_layout::ReplicaLayout;
 use super::stats;
 use crate::engine::args::{Args, FrameArgs};
@@ -40,9 +41,10 @@ pub struct RewrittenResponse {
     pub unparsable_items: usize,
     /// Entries that extend or remove the TTL of a key a lagging replica may already have dropped.
     pub at_risk: Vec<(Option<Family>, AtRisk)>,
-    /// The replica's binlog position once it has applied this response, when a prediction was
-    /// asked for and every item's re-serialization is known (see `replica_layout`).
-    pub replica_end: Option<BinlogPosition>,
+    /// For each item, its master END and the replica's binlog position once it has applied the
+    /// item as sent, when a prediction was asked for and every item's re-serialization is known
+    /// (see `replica_layout`): a replica stopped part-way through the response is at one of them.
+    pub predicted: Option<Vec<Pair>>,
 }
 
 /// Keys written while a warm-up scan runs, each with the master END position of the last entry
@@ -188,9 +190,10 @@ impl LinkRewriter {
             forwarded: None,
             unparsable_items: 0,
             at_risk: Vec::new(),
-            replica_end: None,
+            predicted: None,
         };
-        let mut predicted = predict.map(|(_, from)| from);
+        let mut predicted_at = predict.map(|(_, from)| from);
+        let mut predicted = Vec::new();
         let started = Instant::now();
         let mut first: Option<(LogicalOffset, u32)> = None;
         let mut last: Option<(LogicalOffset, u32)> = None;
@@ -211,16 +214,22 @@ impl LinkRewriter {
             if replaced {
                 splice.replace_binlog(record, &self.item)?;
             }
-            if let (Some(at), Some((layout, _))) = (predicted, predict) {
+            if let (Some(at), Some((layout, _))) = (predicted_at, predict) {
                 let content = if replaced {
                     self.item.get(ITEM_HEADER_LEN..).unwrap_or_default()
                 } else {
                     item.content
                 };
-                predicted = layout.after_contents(at, [content]);
+                predicted_at = layout.after_contents(at, [content]);
+                if let Some(replica) = predicted_at {
+                    predicted.push(Pair {
+                        replica,
+                        master: end.position(),
+                    });
+                }
             }
         }
-        out.replica_end = predicted.filter(|_| items > 0);
+        out.predicted = predicted_at.filter(|_| items > 0).map(|_| predicted);
         out.body = splice.finish();
         self.tally.flush(started.elapsed().as_secs_f64());
         if let (Some((first_end, first_exec)), Some((last_end, last_exec))) = (first, last) {
@@ -251,7 +260,7 @@ impl LinkRewriter {
             forwarded: None,
             unparsable_items: 0,
             at_risk: Vec::new(),
-            replica_end: None,
+            predicted: None,
         };
         self.replaying = true;
         let mut records = response.binlog_sync_entries();

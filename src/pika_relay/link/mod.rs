@@ -738,7 +738,6 @@ impl LinkMachine {
             out.push(Action::ToReplica(body.clone()));
             return Ok(());
         };
-        let master_end = forwarded.last_end.position();
         if forwarded.changed && db.map.is_identity() {
             // Write-ahead: once the replica applies this response its layout departs from the
             // master's; the boundaries it may be at until then are still identical, and where
@@ -747,8 +746,8 @@ impl LinkMachine {
             let identical = MapState::from_identical(
                 std::iter::once(db.acked_master).chain(db.inflight.last_ends()),
             );
-            let next = match db.prediction.forwarded(master_end, rewritten.replica_end) {
-                Some(pair) => identical.with_pair(pair),
+            let next = match db.prediction.forwarded(rewritten.predicted) {
+                Some(pairs) => identical.with_pairs(&pairs),
                 None => {
                     out.push(Action::Event(Event::PredictionEnded { db: id }));
                     identical
@@ -767,9 +766,9 @@ impl LinkMachine {
         } else if matches!(db.map, MapState::Pairs(_)) && db.prediction.next_start().is_some() {
             // Write-ahead without waiting for a sync: a proxy killed once this response is sent
             // still finds where the replica will be after it.
-            match db.prediction.forwarded(master_end, rewritten.replica_end) {
-                Some(pair) => {
-                    let next = db.map.with_pair(pair);
+            match db.prediction.forwarded(rewritten.predicted) {
+                Some(pairs) => {
+                    let next = db.map.with_pairs(&pairs);
                     out.push(Action::HandIn {
                         db: id,
                         state: next.clone(),

@@ -896,3 +896,43 @@ fn a_killed_proxy_knows_where_the_replica_is_after_each_rewritten_response() {
     let out = h.response(incr3);
     assert!(!out.iter().any(|a| matches!(a, Action::HandIn { .. })));
 }
+
+#[test]
+fn a_replica_stopped_inside_a_response_is_found_at_its_item() {
+    let mut h = Harness::new(MapState::Identity);
+    let mut master = BinlogFileWriter::new(0);
+    let mut logged = |args: &[&[&str]], lid: u64| {
+        let mut entries = Vec::new();
+        for (i, a) in args.iter().enumerate() {
+            let start = master.position();
+            let it = item(T0, lid + i as u64, start, a);
+            let end = master.append_record(&it, T0).end;
+            entries.push((&b"db0"[..], it, end, lid + i as u64));
+        }
+        items_of(&entries)
+    };
+    let deadline = (T0 + 100).to_string();
+    let setex = logged(&[&["pksetexat", "k", &deadline, "1"]], 1);
+    let two = logged(&[&["INCR", "k"], &["APPEND", "k", "x"]], 2);
+    h.stream_from(0);
+    h.response(setex);
+    let out = h.response(two.clone());
+    let sent = frames_to_replica(&out)[0].clone();
+    // The replica's own binlog after the first item of the response only.
+    let parsed = InnerResponse::parse(&sent).unwrap();
+    let first = parsed.binlog_sync_entries().next().unwrap().unwrap();
+    let master_first_end = first.binlog_offset.position();
+    let mut replica = BinlogFileWriter::new(0);
+    let setex_item = item(T0, 1, 0, &["pksetexat", "k", &deadline, "1"]);
+    replica.append_record(&setex_item, T0);
+    let content = BinlogItem::parse(first.binlog).unwrap().content;
+    let mut parser = CommandParser::new(ParserLimits::replica_stream());
+    let mut buf = BytesMut::from(content);
+    while let Some(frame) = parser.parse(&mut buf).unwrap() {
+        let mut own = BytesMut::new();
+        encode_command(&frame.command().unwrap().args, &mut own);
+        replica.append_item(T0, 0, 1, &own).unwrap();
+    }
+    let inside = pos(replica.position());
+    assert_eq!(h.durable.translate(inside), Some(master_first_end));
+}

@@ -115,7 +115,12 @@ impl ProxyProcess {
             .arg("--state-dir")
             .arg(&self.state_dir)
             .args(product_flags(&self.extra))
-            .env("PIKA_TTL_PROXY_LOG_LEVEL", "info")
+            // TEST_PROXY_LOG_LEVEL: a filter for a run that needs more (e.g. the per-entry
+            // `unknown_key` lines at debug).
+            .env(
+                "PIKA_TTL_PROXY_LOG_LEVEL",
+                std::env::var("TEST_PROXY_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+            )
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

@@ -137,7 +137,15 @@ pub enum Witness {
     /// The list holds exactly this many elements: it was created by pushes the stream carried,
     /// and every change since was one whose count is known.
     ExactLen(u64),
+    /// The collection holds exactly these fields or members (at most [`EXACT_MEMBERS`]): it was
+    /// created by a write the stream carried, and every change since named what it added or
+    /// removed. Removing the last of them deletes the key.
+    AllMembers(Vec<Box<[u8]>>),
 }
+
+/// Members an exact witness ([`Witness::AllMembers`]) follows; a collection that grows past
+/// them keeps only its last [`WITNESS_MEMBERS`] as a plain witness.
+pub const EXACT_MEMBERS: usize = 8;
 
 /// What taking elements off a list did to what is known of its length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,6 +171,9 @@ pub enum WitnessRef<'a> {
     MinLen(u64),
     /// The list holds exactly this many elements now.
     ExactLen(u64),
+    /// The collection did not exist before this write: it holds exactly the members recorded
+    /// from here on (an empty [`Witness::AllMembers`] that the write's members then join).
+    Created,
 }
 
 impl WitnessRef<'_> {
@@ -171,10 +182,12 @@ impl WitnessRef<'_> {
             WitnessRef::Member(m) => Witness::Members(vec![m.into()]),
             WitnessRef::MinLen(n) => Witness::MinLen(n),
             WitnessRef::ExactLen(n) => Witness::ExactLen(n),
+            WitnessRef::Created => Witness::AllMembers(Vec::new()),
         }
     }
 
-    /// Updates `current` in place (a member joins the last few known, oldest out).
+    /// Updates `current` in place (a member joins the last few known, oldest out; or joins the
+    /// exact set, which becomes a plain witness of its last few past [`EXACT_MEMBERS`]).
     fn apply(self, current: &mut Witness) {
         match (self, current) {
             (WitnessRef::Member(m), Witness::Members(known)) => {
@@ -183,6 +196,21 @@ impl WitnessRef<'_> {
                         known.remove(0);
                     }
                     known.push(m.into());
+                }
+            }
+            (WitnessRef::Member(m), current @ Witness::AllMembers(_)) => {
+                if let Witness::AllMembers(all) = current {
+                    if all.iter().any(|k| &k[..] == m) {
+                        return;
+                    }
+                    if all.len() < EXACT_MEMBERS {
+                        all.push(m.into());
+                        return;
+                    }
+                    let mut last: Vec<Box<[u8]>> =
+                        all.drain(all.len() + 1 - WITNESS_MEMBERS..).collect();
+                    last.push(m.into());
+                    *current = Witness::Members(last);
                 }
             }
             (WitnessRef::MinLen(n), Witness::MinLen(k)) => *k = n,
@@ -423,7 +451,7 @@ impl ExpiryTable {
         match *map.get(Self::map_key(db, key).as_ref())? {
             Witness::MinLen(n) => Some((n, false)),
             Witness::ExactLen(n) => Some((n, true)),
-            Witness::Members(_) => None,
+            Witness::Members(_) | Witness::AllMembers(_) => None,
         }
     }
 
@@ -487,32 +515,59 @@ impl ExpiryTable {
         popped
     }
 
-    /// Drops the members `removed` says a removal took from `key`; true when a member known to
-    /// be in it is left (the key still exists).
+    /// Drops the members `removed` says a removal took from `key`: [`Popped::Left`] when a
+    /// member known to be in it is left (the key still exists), [`Popped::Emptied`] when it held
+    /// exactly the members removed (the key is gone).
     pub fn remove_witness_members(
         &self,
         db: u32,
         key: &[u8],
         removed: impl Fn(&[u8]) -> bool,
-    ) -> bool {
+    ) -> Popped {
         let Some(map) = self.witness_cell(db).get() else {
-            return false;
+            return Popped::Unknown;
         };
         let k = Self::map_key(db, key);
-        let left = match map.get_mut(k.as_ref()) {
+        let popped = match map.get_mut(k.as_ref()) {
             Some(mut w) => match &mut *w {
                 Witness::Members(known) => {
                     known.retain(|m| !removed(m));
-                    !known.is_empty()
+                    if known.is_empty() {
+                        Popped::Unknown
+                    } else {
+                        Popped::Left
+                    }
                 }
-                Witness::MinLen(_) | Witness::ExactLen(_) => false,
+                Witness::AllMembers(all) => {
+                    all.retain(|m| !removed(m));
+                    if all.is_empty() {
+                        Popped::Emptied
+                    } else {
+                        return Popped::Left;
+                    }
+                }
+                Witness::MinLen(_) | Witness::ExactLen(_) => Popped::Unknown,
             },
-            None => return false,
+            None => return Popped::Unknown,
         };
-        if !left {
+        if popped != Popped::Left {
             map.remove(k.as_ref());
         }
-        left
+        popped
+    }
+
+    /// An exact member set of `key` becomes a plain witness of its last few members (a write
+    /// whose members are not all recorded).
+    pub fn loosen_witness_members(&self, db: u32, key: &[u8]) {
+        let Some(map) = self.witness_cell(db).get() else {
+            return;
+        };
+        if let Some(mut w) = map.get_mut(Self::map_key(db, key).as_ref()) {
+            if let Witness::AllMembers(all) = &mut *w {
+                let last = all.split_off(all.len().saturating_sub(WITNESS_MEMBERS));
+                *w = Witness::Members(last);
+            }
+        }
     }
 
     /// Forgets what was known to be in `key` (it was replaced, deleted or may be empty).
@@ -875,14 +930,16 @@ mod tests {
             "an EXPIRE keeps the content"
         );
         t.set_witness(0, b"h", WitnessRef::Member(b"g"));
-        assert!(
+        assert_eq!(
             t.remove_witness_members(0, b"h", |m| m == b"f"),
+            Popped::Left,
             "g is left"
         );
         assert_eq!(t.witness(0, b"h"), member(b"g"));
-        assert!(
-            !t.remove_witness_members(0, b"h", |m| m == b"g"),
-            "nothing left"
+        assert_eq!(
+            t.remove_witness_members(0, b"h", |m| m == b"g"),
+            Popped::Unknown,
+            "nothing known left"
         );
         assert_eq!(t.witness(0, b"h"), None);
         for m in [&b"a"[..], b"b", b"c", b"d", b"e"] {

@@ -7,8 +7,9 @@
 //! Layout, little-endian: magic `PTPTB003`, header length u32, header, baseline u8, entry count
 //! u64, then per entry db u32, key length u32, key, value i64 (the table's own encoding, see
 //! [`ExpiryTable::for_each_raw`]); then the collection witnesses: count u64, per witness db u32,
-//! key length u32, key, kind u8 (0: members, then their count u8 and each as length u32 and
-//! bytes; 1: at least, 2: exactly that many list elements, then u64); last a CRC-32 of
+//! key length u32, key, kind u8 (0: some members, 3: all of them, then their count u8 and each
+//! as length u32 and bytes; 1: at least, 2: exactly that many list elements, then u64); last a
+//! CRC-32 of
 //! everything before it. A file that is short, long, or fails its checksum is rejected. Files
 //! of the previous layout (`PTPTB002`, no witnesses) are still read.
 
@@ -41,8 +42,12 @@ pub fn encode(header: &[u8], table: &ExpiryTable) -> Vec<u8> {
         out.extend_from_slice(&db.to_le_bytes());
         put_bytes(&mut out, key);
         match witness {
-            Witness::Members(members) => {
-                out.push(0);
+            Witness::Members(members) | Witness::AllMembers(members) => {
+                out.push(if matches!(witness, Witness::AllMembers(_)) {
+                    3
+                } else {
+                    0
+                });
                 out.push(members.len().min(usize::from(u8::MAX)) as u8);
                 for m in members.iter().take(usize::from(u8::MAX)) {
                     put_bytes(&mut out, m);
@@ -95,13 +100,17 @@ pub fn decode(bytes: &[u8]) -> Result<(&[u8], ExpiryTable), String> {
             let db = r.u32()?;
             let key = r.bytes()?;
             let witness = match r.u8()? {
-                0 => {
+                kind @ (0 | 3) => {
                     let n = r.u8()?;
                     let mut members = Vec::with_capacity(usize::from(n));
                     for _ in 0..n {
                         members.push(Box::<[u8]>::from(r.bytes()?));
                     }
-                    Witness::Members(members)
+                    if kind == 3 {
+                        Witness::AllMembers(members)
+                    } else {
+                        Witness::Members(members)
+                    }
                 }
                 1 => Witness::MinLen(r.u64()?),
                 2 => Witness::ExactLen(r.u64()?),
@@ -247,6 +256,8 @@ mod tests {
         t.set_witness(0, b"h", WitnessRef::Member(b"f1"));
         t.set_witness(0, b"h", WitnessRef::Member(b"f2"));
         t.set_witness(0, b"l", WitnessRef::ExactLen(3));
+        t.set_witness(0, b"z", WitnessRef::Created);
+        t.set_witness(0, b"z", WitnessRef::Member(b"m"));
         t.set_witness(40, b"m", WitnessRef::MinLen(2));
         t
     }
@@ -279,7 +290,7 @@ mod tests {
         assert_eq!(back.len(), table.len());
         assert_eq!(knowledge(&back), knowledge(&table));
         assert_eq!(knowledge(&back)[0], KeyKnowledge::Volatile(8_000));
-        for (db, key) in [(0, &b"h"[..]), (0, b"l"), (40, b"m"), (0, b"a")] {
+        for (db, key) in [(0, &b"h"[..]), (0, b"l"), (40, b"m"), (0, b"a"), (0, b"z")] {
             assert_eq!(
                 back.witness(db, key),
                 table.witness(db, key),

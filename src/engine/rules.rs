@@ -12,7 +12,9 @@ use super::{
 use crate::engine::args::Args;
 use crate::engine::command::{spec, Cmd, Spec};
 use crate::families::Family;
-use crate::table::{Baseline, ExpiryTable, KeyKnowledge, Popped, WitnessRef, WITNESS_MEMBERS};
+use crate::table::{
+    Baseline, ExpiryTable, KeyKnowledge, Popped, WitnessRef, EXACT_MEMBERS, WITNESS_MEMBERS,
+};
 use bytes::Bytes;
 
 /// Largest timestamp a Pika replica accepts in `pksetexat` (it rejects `ts >= INT32_MAX`).
@@ -493,12 +495,28 @@ impl<'a> Cx<'a, '_> {
         let Some((first, step)) = members else {
             return;
         };
-        // The last `WITNESS_MEMBERS` of `first, first + step, …` below `n`, oldest first.
+        let count = if step == usize::MAX {
+            usize::from(first < n)
+        } else {
+            n.saturating_sub(first).div_ceil(step)
+        };
+        if known == KeyKnowledge::Absent && count <= EXACT_MEMBERS {
+            // A new collection: what it holds is exactly what the stream writes into it.
+            self.table.set_witness(self.db, key, WitnessRef::Created);
+        } else if count > WITNESS_MEMBERS {
+            // Only the last few members are recorded below: an exact set would miss the rest.
+            self.table.loosen_witness_members(self.db, key);
+        }
+        // The last `WITNESS_MEMBERS` of `first, first + step, …` below `n`, oldest first (all
+        // of them when they are that few).
         let (first, step) = if step == usize::MAX {
             (first, n.max(first + 1))
         } else {
-            let count = n.saturating_sub(first).div_ceil(step);
-            let skip = count.saturating_sub(WITNESS_MEMBERS);
+            let skip = if known == KeyKnowledge::Absent && count <= EXACT_MEMBERS {
+                0
+            } else {
+                count.saturating_sub(WITNESS_MEMBERS)
+            };
             (first + skip * step, step)
         };
         for i in (first..n).step_by(step) {
@@ -588,8 +606,12 @@ impl<'a> Cx<'a, '_> {
             _ => None,
         };
         self.removal(1);
+        // The element lands in `dst` only if `src` had it: what `dst` holds is no longer known
+        // exactly.
         if write == Cmd::ListPush {
             self.table.loosen_witness_len(self.db, dst);
+        } else {
+            self.table.loosen_witness_members(self.db, dst);
         }
         let (dst_known, _) = self.know(dst);
         match dst_known {
@@ -1311,16 +1333,9 @@ impl<'a> Cx<'a, '_> {
             None
         };
         match (removed_members, popped) {
-            (Some(range), _) => {
-                let left = self.table.remove_witness_members(self.db, key, |m| {
-                    range.clone().any(|i| self.arg(i) == m)
-                });
-                if left {
-                    Popped::Left
-                } else {
-                    Popped::Unknown
-                }
-            }
+            (Some(range), _) => self
+                .table
+                .remove_witness_members(self.db, key, |m| range.clone().any(|i| self.arg(i) == m)),
             (None, Some(count)) => self.table.pop_witness_len(self.db, key, count),
             (None, None) => {
                 self.table.clear_witness(self.db, key);

@@ -333,3 +333,66 @@ fn pika_4_0_never_receives_a_real_pksetexat() {
         ["pksetexat k 1796605879 100"]
     );
 }
+
+/// A collection the stream created is followed member by member: removing every member it
+/// holds deletes the key, so a later write re-creates it (known, rewritten or passed) instead
+/// of passing as `unknown_key` — the real-Pika case `ZINCRBY z 1 m5; ZADD z 4 m0; ZREM z m2;
+/// ZREM z m0; ZREM z m5; ZINCRBY z 1 m5`.
+#[test]
+fn a_collection_emptied_member_by_member_is_known_gone() {
+    let mut s = Stream::new(Dialect::Pika);
+    let t = 1_800_000_000_000;
+    s.run("ZINCRBY z 1 m5", t);
+    s.run("expireat z 1800000100", t);
+    s.run("ZADD z 4 m0", t);
+    s.run("ZREM z m2", t);
+    s.run("ZREM z m0", t);
+    assert!(matches!(
+        s.table.lookup(0, b"z", t),
+        KeyKnowledge::Volatile(_)
+    ));
+    s.run("ZREM z m5", t);
+    assert_eq!(s.table.lookup(0, b"z", t), KeyKnowledge::Absent);
+    let again = s.run("ZINCRBY z 1 m5", t);
+    assert_ne!(again.outcome, Outcome::UnknownKey);
+    // The same for hashes and sets.
+    for (create, other, last) in [
+        ("HSET h f v", "HDEL h g", "HDEL h f"),
+        ("SADD s a b", "SREM s c", "SREM s a b"),
+    ] {
+        s.run(create, t);
+        let key = &create.as_bytes()[5..6];
+        s.run(
+            &format!("expireat {} 1800000100", create.split(' ').nth(1).unwrap()),
+            t,
+        );
+        s.run(other, t);
+        assert!(matches!(
+            s.table.lookup(0, key, t),
+            KeyKnowledge::Volatile(_)
+        ));
+        s.run(last, t);
+        assert_eq!(s.table.lookup(0, key, t), KeyKnowledge::Absent, "{create}");
+    }
+}
+
+/// Past the members an exact witness follows, and after a move into the collection (which
+/// may or may not add its member), removing the members known is no longer proof of
+/// emptiness.
+#[test]
+fn an_exact_witness_gives_way_when_a_write_is_not_followed_member_by_member() {
+    let mut s = Stream::new(Dialect::Pika);
+    let t = 1_800_000_000_000;
+    s.run("SADD big a b c d e f g h", t);
+    s.run("SADD big i", t);
+    s.run("expireat big 1800000100", t);
+    s.run("SREM big f g h i", t);
+    assert!(matches!(s.table.lookup(0, b"big", t), KeyKnowledge::MaybeVolatile(_)));
+
+    s.run("SADD dst x", t);
+    s.run("expireat dst 1800000100", t);
+    s.run("SADD src y", t);
+    s.run("SMOVE src dst y", t);
+    s.run("SREM dst x", t);
+    assert_ne!(s.table.lookup(0, b"dst", t), KeyKnowledge::Absent);
+}

@@ -253,7 +253,10 @@ pub fn merge(rewriter: &LinkRewriter, db: u32, result: &ScanResult, touched: &To
             continue;
         }
         let w = match witness {
-            Witness::Members(m) => m.first().map(|m| WitnessRef::Member(m)),
+            // The scan reads one member; it never knows them all.
+            Witness::Members(m) | Witness::AllMembers(m) => {
+                m.first().map(|m| WitnessRef::Member(m))
+            }
             Witness::MinLen(n) => Some(WitnessRef::MinLen(*n)),
             Witness::ExactLen(n) => Some(WitnessRef::ExactLen(*n)),
         };

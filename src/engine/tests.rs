@@ -387,7 +387,10 @@ fn an_exact_witness_gives_way_when_a_write_is_not_followed_member_by_member() {
     s.run("SADD big i", t);
     s.run("expireat big 1800000100", t);
     s.run("SREM big f g h i", t);
-    assert!(matches!(s.table.lookup(0, b"big", t), KeyKnowledge::MaybeVolatile(_)));
+    assert!(matches!(
+        s.table.lookup(0, b"big", t),
+        KeyKnowledge::MaybeVolatile(_)
+    ));
 
     s.run("SADD dst x", t);
     s.run("expireat dst 1800000100", t);

@@ -29,7 +29,8 @@ echo "== cargo test (everything but the convergence proof)"
 # their exact names (a substring would also skip end-to-end tests named "…converges_…").
 proof_tests=(converges_pika converges_redis converges_redis_with_receive_time converges_pika_4_0
   negative_control_pika negative_control_redis negative_control_pika_4_0
-  negative_control_pika_scan_of_volatile_keys_only)
+  negative_control_pika_scan_of_volatile_keys_only converges_pika_across_a_crash_restart
+  converges_redis_across_a_crash_restart)
 skips=()
 for t in "${proof_tests[@]}"; do skips+=(--skip "$t"); done
 cargo test --locked "$@" -- --exact "${skips[@]}"

@@ -23,8 +23,9 @@
 //! - the relays' entry points ([`redis_relay::serve_on`], [`pika_relay::serve`], their configs
 //!   and shared state) and the per-entry paths the benches measure
 //!   ([`redis_relay::stream`], [`pika_relay::rewrite`]);
-//! - [`metrics`] (the metric names), [`cli`] (the admin client), the [`model`], and the
-//!   captured-fixture reader the tests share (`fixtures`, hidden from the docs).
+//! - [`metrics`] (the metric names), [`cli`] (the admin client), the [`model`], and, hidden
+//!   from the docs, the captured-fixture reader the tests share (`fixtures`) and the saved
+//!   table format (`table_file`, which the convergence proof's crash restarts go through).
 //!
 //! Modules nothing outside the crate uses are `pub(crate)`.
 
@@ -56,4 +57,5 @@ pub mod replica_series;
 pub mod resp;
 pub(crate) mod state_dir;
 pub mod table;
-pub(crate) mod table_file;
+#[doc(hidden)]
+pub mod table_file;

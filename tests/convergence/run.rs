@@ -28,6 +28,10 @@ pub(crate) struct Options {
     /// Feed the engine the proxy's receive time (between exec and apply) instead of the
     /// master's exec time (Redis: the stream carries no time).
     pub(crate) receive_lag: bool,
+    /// Kill the proxy once: a checkpoint of the table (through the saved-table format) a third
+    /// of the way into the stream, the kill two thirds in; the restarted proxy brings the
+    /// checkpoint forward over the entries in between (as both relays' catch-ups do) and goes on.
+    pub(crate) crash: bool,
 }
 
 impl Options {
@@ -39,6 +43,7 @@ impl Options {
             rewriting: true,
             origin: Origin::ScanEveryKey,
             receive_lag: false,
+            crash: false,
         }
     }
 }
@@ -227,8 +232,14 @@ pub(crate) fn run_history(
     let dialect = opts.dialect;
     let mut policy = policy(dialect, opts.rewriting);
     policy.pika_release = opts.release;
-    let table = ExpiryTable::new(Baseline::Absent);
+    let mut table = ExpiryTable::new(Baseline::Absent);
     let mut stream = StreamState::default();
+    let streamed = steps.len().saturating_sub(attach_after);
+    let checkpoint_at = attach_after + streamed / 3;
+    let kill_at = attach_after + 2 * streamed / 3;
+    // The checkpoint (saved table and stream state) and the entries decided since.
+    let mut checkpoint: Option<(Vec<u8>, StreamState)> = None;
+    let mut since_checkpoint: Vec<(Argv, i64)> = Vec::new();
     let mut run = Run {
         master: Master::new(dialect).with_pika_release(opts.release),
         replica: Replica::new(dialect).with_pika_release(opts.release),
@@ -275,6 +286,28 @@ pub(crate) fn run_history(
             }
             continue;
         }
+        if opts.crash && i == checkpoint_at {
+            checkpoint = Some((table_file::encode(b"", &table), stream));
+            since_checkpoint.clear();
+        }
+        if opts.crash && i == kill_at && checkpoint_at < kill_at {
+            if let Some((saved, saved_stream)) = &checkpoint {
+                let (_, restored) = match table_file::decode(saved) {
+                    Ok(t) => t,
+                    Err(e) => panic!("a checkpoint does not read back: {e}"),
+                };
+                table = restored;
+                stream = *saved_stream;
+                for (argv, exec_ms) in &since_checkpoint {
+                    engine::rewrite(argv, *exec_ms, &mut stream, &table, &policy);
+                }
+                run.trace.push(format!(
+                    "{} proxy killed: table from the checkpoint, {} entries caught up",
+                    rel(s.t_ms, start_ms),
+                    since_checkpoint.len()
+                ));
+            }
+        }
         let (what, reply, entries) = match &s.action {
             ConcreteAction::Client(argv) => {
                 run.client_commands += 1;
@@ -299,6 +332,9 @@ pub(crate) fn run_history(
             };
             let in_multi_before = stream.in_multi;
             let decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &policy);
+            if checkpoint.is_some() {
+                since_checkpoint.push((entry.argv.clone(), exec_ms));
+            }
             let cmds: Vec<Argv> = match &decision.emit {
                 Emit::Forward => vec![entry.argv.clone()],
                 Emit::Replace(v) => v.argvs(&entry.argv),

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::metrics::STATE_WRITE_SECONDS;
+use crate::metrics::{names::STATE_WRITE_BYTES, STATE_WRITE_SECONDS};
 use crate::state_dir::sync_dir;
 
 /// Bytes before a record's payload.
@@ -190,11 +190,10 @@ impl RecordLog {
         let Some(file) = self.file.clone() else {
             return Err(self.fail("the log file is closed".into()));
         };
-        let started = Instant::now();
         if let Err(e) = (&*file).write_all(bytes) {
             return Err(self.fail(format!("cannot write {}: {e}", self.path.display())));
         }
-        metrics::histogram!(STATE_WRITE_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::counter!(STATE_WRITE_BYTES).increment(bytes.len() as u64);
         self.written += 1;
         self.schedule(file, false);
         Ok(self.written)
@@ -221,6 +220,7 @@ impl RecordLog {
             }
         };
         self.file = Some(file.clone());
+        metrics::counter!(STATE_WRITE_BYTES).increment(bytes.len() as u64);
         self.written += 1;
         self.schedule(file, true);
         Ok(self.written)
@@ -383,6 +383,7 @@ impl Syncer {
                 (todo.unsynced.take(), std::mem::take(&mut todo.directory))
             };
             let mut result = Ok(());
+            let started = Instant::now();
             if let Some((_, file)) = &unsynced {
                 result = file.sync_data();
             }
@@ -392,6 +393,8 @@ impl Syncer {
             last_sync = Some(Instant::now());
             match result {
                 Ok(()) => {
+                    metrics::histogram!(STATE_WRITE_SECONDS)
+                        .record(started.elapsed().as_secs_f64());
                     if let Some((seq, _)) = unsynced {
                         self.report.send_modify(|p| p.durable = p.durable.max(seq));
                     }

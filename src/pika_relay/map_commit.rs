@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::map_store::{Loaded, MapStore};
-use super::offset_map::MapState;
+use super::offset_map::{MapState, MapUpdate};
 use super::registry::lock;
 use crate::relay_core::record_log;
 
@@ -75,6 +75,12 @@ impl CommittedMap {
     /// waiting for the sync; returns its version. Fails when a newer link owns the map or a
     /// write failed.
     pub(crate) fn hand_in(&self, link: u64, state: MapState) -> io::Result<u64> {
+        self.hand_in_update(link, MapUpdate::Whole(state))
+    }
+
+    /// [`CommittedMap::hand_in`] of the state `update` makes of the newest one (which is the
+    /// link's own state while it owns the map and its writes succeed).
+    pub(crate) fn hand_in_update(&self, link: u64, update: MapUpdate) -> io::Result<u64> {
         let mut inner = lock(&self.inner);
         if let Some(why) = &inner.failed {
             return Err(io::Error::other(why.clone()));
@@ -84,7 +90,7 @@ impl CommittedMap {
                 "a newer connection of this replica owns its offset map",
             ));
         }
-        match inner.store.persist(state) {
+        match inner.store.persist_update(update) {
             Ok(version) => Ok(version),
             Err(e) => {
                 let why = format!("cannot write the offset map: {e}");
@@ -131,10 +137,13 @@ mod tests {
     use crate::pika_relay::offset_map::Pair;
 
     fn pairs(r: u64, m: u64) -> MapState {
-        MapState::Pairs(vec![Pair {
-            replica: BinlogPosition::new(0, r),
-            master: BinlogPosition::new(0, m),
-        }])
+        MapState::Pairs(
+            vec![Pair {
+                replica: BinlogPosition::new(0, r),
+                master: BinlogPosition::new(0, m),
+            }]
+            .into(),
+        )
     }
 
     fn on_disk(path: &Path) -> Loaded {

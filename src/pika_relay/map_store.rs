@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::offset_map::{MapState, Pair};
+use super::offset_map::{MapState, MapUpdate, Pair, PairsAfter};
 use crate::pika::messages::BinlogPosition;
-use crate::relay_core::record_log::{self, put_record, Progress, Record, RecordLog};
+use crate::relay_core::record_log::{self, Progress, Record, RecordLog};
 
 const MAGIC: &[u8; 8] = b"PKOMAP1\n";
 const PAIR_LEN: usize = 2 * (4 + 8);
@@ -45,25 +45,63 @@ pub enum Loaded {
     State(MapState, usize),
 }
 
-fn put_position(out: &mut Vec<u8>, p: BinlogPosition) {
-    out.extend_from_slice(&p.filenum.to_le_bytes());
-    out.extend_from_slice(&p.offset.to_le_bytes());
+fn kind_of(state: &MapState) -> u8 {
+    match state {
+        MapState::Unknown => KIND_UNKNOWN,
+        MapState::Identity => KIND_IDENTITY,
+        MapState::Pairs(_) => KIND_PAIRS,
+    }
 }
 
-fn encode_payload(state: &MapState) -> Vec<u8> {
-    let (kind, pairs): (u8, &[Pair]) = match state {
-        MapState::Unknown => (KIND_UNKNOWN, &[]),
-        MapState::Identity => (KIND_IDENTITY, &[]),
-        MapState::Pairs(p) => (KIND_PAIRS, p),
-    };
-    let mut out = Vec::with_capacity(PAYLOAD_FIXED_LEN + pairs.len() * PAIR_LEN);
+/// Appends one record (the layout of [`record_log::put_record`]:
+/// `[len u32 LE][crc32 u32 LE][payload]`) whose payload is a state of `kind` holding `pairs`,
+/// written in place.
+fn put_state_record(out: &mut Vec<u8>, kind: u8, pairs: PairsAfter<'_>) {
+    let start = out.len();
+    out.reserve(8 + PAYLOAD_FIXED_LEN + pairs.max_len() * PAIR_LEN);
+    out.extend_from_slice(&[0; 8]);
     out.push(kind);
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for pair in pairs {
-        put_position(&mut out, pair.replica);
-        put_position(&mut out, pair.master);
+    let count_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let mut count: u32 = 0;
+    pairs.for_each(|pair| {
+        let mut b = [0u8; PAIR_LEN];
+        b[0..4].copy_from_slice(&pair.replica.filenum.to_le_bytes());
+        b[4..12].copy_from_slice(&pair.replica.offset.to_le_bytes());
+        b[12..16].copy_from_slice(&pair.master.filenum.to_le_bytes());
+        b[16..24].copy_from_slice(&pair.master.offset.to_le_bytes());
+        out.extend_from_slice(&b);
+        count += 1;
+    });
+    out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+    let payload = &out[start + 8..];
+    let len = payload.len() as u32;
+    let crc = crc32fast::hash(payload);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Appends the record of `state`.
+fn put_state(out: &mut Vec<u8>, state: &MapState) {
+    match state {
+        MapState::Pairs(p) => {
+            let (front, back) = p.as_slices();
+            put_state_record(out, KIND_PAIRS, PairsAfter::of(front, back));
+        }
+        MapState::Unknown | MapState::Identity => {
+            put_state_record(out, kind_of(state), PairsAfter::of(&[], &[]))
+        }
     }
-    out
+}
+
+/// Appends the record of the state `update` makes of `current`, without building that state.
+fn put_updated(out: &mut Vec<u8>, current: &MapState, update: &MapUpdate) {
+    match (current.pairs_after(update), update) {
+        (Some(after), _) => put_state_record(out, KIND_PAIRS, after),
+        (None, MapUpdate::Whole(state)) => put_state(out, state),
+        // Every other update leaves a `Pairs` state.
+        (None, _) => put_state_record(out, KIND_PAIRS, PairsAfter::of(&[], &[])),
+    }
 }
 
 fn position_at(p: &[u8], at: usize) -> Option<BinlogPosition> {
@@ -82,10 +120,10 @@ fn decode_payload(p: &[u8]) -> Option<MapState> {
         KIND_UNKNOWN if count == 0 => Some(MapState::Unknown),
         KIND_IDENTITY if count == 0 => Some(MapState::Identity),
         KIND_PAIRS => {
-            let mut pairs = Vec::with_capacity(count);
+            let mut pairs = std::collections::VecDeque::with_capacity(count);
             for i in 0..count {
                 let at = PAYLOAD_FIXED_LEN + i * PAIR_LEN;
-                pairs.push(Pair {
+                pairs.push_back(Pair {
                     replica: position_at(p, at)?,
                     master: position_at(p, at + 12)?,
                 });
@@ -94,12 +132,6 @@ fn decode_payload(p: &[u8]) -> Option<MapState> {
         }
         _ => None,
     }
-}
-
-fn encode_record(state: &MapState) -> Vec<u8> {
-    let mut out = Vec::new();
-    put_record(&mut out, &encode_payload(state));
-    out
 }
 
 /// Parses a whole map file.
@@ -137,6 +169,8 @@ pub struct MapStore {
     records: usize,
     compact_after: usize,
     current: MapState,
+    /// The bytes of the last write (kept for its capacity).
+    buf: Vec<u8>,
 }
 
 impl MapStore {
@@ -170,6 +204,7 @@ impl MapStore {
                 records: 1,
                 compact_after: compact_after.max(2),
                 current: state,
+                buf: Vec::new(),
             },
             loaded,
         ))
@@ -183,16 +218,29 @@ impl MapStore {
     /// Records `state`; it survives a crash of the process once this returns, and is synced
     /// behind. Returns the write's sequence number (see [`MapStore::watch`]).
     pub fn persist(&mut self, state: MapState) -> io::Result<u64> {
-        let seq = if self.records >= self.compact_after {
-            let seq = self.log.replace(&compacted(&state))?;
+        self.persist_update(MapUpdate::Whole(state))
+    }
+
+    /// Records the state `update` makes of the current one ([`MapStore::persist`] of
+    /// `current.apply(update)`): the record is written from the current state and the update,
+    /// which is applied in place once the write succeeded.
+    pub fn persist_update(&mut self, update: MapUpdate) -> io::Result<u64> {
+        let compact = self.records >= self.compact_after;
+        self.buf.clear();
+        if compact {
+            self.buf.extend_from_slice(MAGIC);
+        }
+        put_updated(&mut self.buf, &self.current, &update);
+        let seq = if compact {
+            let seq = self.log.replace(&self.buf)?;
             self.records = 1;
             seq
         } else {
-            let seq = self.log.append(&encode_record(&state))?;
+            let seq = self.log.append(&self.buf)?;
             self.records += 1;
             seq
         };
-        self.current = state;
+        self.current.apply(update);
         Ok(seq)
     }
 
@@ -226,7 +274,7 @@ impl MapStore {
 /// A whole file holding only `state`.
 fn compacted(state: &MapState) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
-    out.extend_from_slice(&encode_record(state));
+    put_state(&mut out, state);
     out
 }
 
@@ -244,6 +292,46 @@ mod tests {
                 })
                 .collect(),
         )
+    }
+
+    /// A record written from a state and an update is the record `put_record` makes of the
+    /// payload of the state after the update.
+    #[test]
+    fn records_are_written_in_the_record_log_layout() {
+        let current = pairs(&[(1, 2), (3, 4), (5, 6)]);
+        let pair = |r, m| Pair {
+            replica: BinlogPosition::new(0, r),
+            master: BinlogPosition::new(1, m),
+        };
+        for update in [
+            MapUpdate::Acked(pair(9, 4)),
+            MapUpdate::Appended(vec![pair(7, 6), pair(8, 9)]),
+            MapUpdate::Whole(MapState::Identity),
+            MapUpdate::Whole(MapState::Unknown),
+            MapUpdate::Whole(pairs(&[(11, 12)])),
+        ] {
+            let mut after = current.clone();
+            after.apply(update.clone());
+            let (kind, list): (u8, Vec<Pair>) = match &after {
+                MapState::Unknown => (KIND_UNKNOWN, vec![]),
+                MapState::Identity => (KIND_IDENTITY, vec![]),
+                MapState::Pairs(p) => (KIND_PAIRS, p.iter().copied().collect()),
+            };
+            let mut payload = vec![kind];
+            payload.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for p in &list {
+                for pos in [p.replica, p.master] {
+                    payload.extend_from_slice(&pos.filenum.to_le_bytes());
+                    payload.extend_from_slice(&pos.offset.to_le_bytes());
+                }
+            }
+            let mut expected = Vec::new();
+            record_log::put_record(&mut expected, &payload);
+            let mut written = Vec::new();
+            put_updated(&mut written, &current, &update);
+            assert_eq!(written, expected, "{update:?}");
+            assert_eq!(decode_payload(&written[8..]), Some(after));
+        }
     }
 
     #[test]

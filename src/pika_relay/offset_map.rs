@@ -24,6 +24,8 @@
 //! the map), so pairs older than the newest ack are dropped. A position that is not covered is
 //! answered with kSyncPointBePurged (a full sync), never with a guess.
 
+use std::collections::VecDeque;
+
 use crate::pika::messages::BinlogPosition;
 
 /// One observed correspondence.
@@ -35,6 +37,69 @@ pub struct Pair {
     pub master: BinlogPosition,
 }
 
+/// A change of a DB's map, as the link hands it to the map's store (which holds the same state
+/// and applies the change to it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapUpdate {
+    /// The whole new state.
+    Whole(MapState),
+    /// [`MapState::after_ack`] with this pair.
+    Acked(Pair),
+    /// [`MapState::with_pairs`] with these pairs.
+    Appended(Vec<Pair>),
+}
+
+/// Which of the old pairs a state after an update keeps.
+#[derive(Clone, Copy, Debug)]
+enum Keep {
+    All,
+    /// Those with a later master position.
+    After(BinlogPosition),
+    /// Those with an earlier master position.
+    Before(BinlogPosition),
+}
+
+/// The pairs of a state after an update, without the state ([`MapState::pairs_after`]): `head`,
+/// the old pairs `keep` selects, then `tail`.
+#[derive(Clone, Copy, Debug)]
+pub struct PairsAfter<'a> {
+    head: &'a [Pair],
+    kept: (&'a [Pair], &'a [Pair]),
+    keep: Keep,
+    tail: &'a [Pair],
+}
+
+impl<'a> PairsAfter<'a> {
+    /// Exactly `front`, then `back`.
+    pub fn of(front: &'a [Pair], back: &'a [Pair]) -> Self {
+        PairsAfter {
+            head: &[],
+            kept: (front, back),
+            keep: Keep::All,
+            tail: &[],
+        }
+    }
+
+    /// At most this many pairs.
+    pub fn max_len(&self) -> usize {
+        self.head.len() + self.kept.0.len() + self.kept.1.len() + self.tail.len()
+    }
+
+    /// Calls `f` with each pair, in order.
+    #[inline]
+    pub fn for_each(&self, mut f: impl FnMut(&Pair)) {
+        self.head.iter().for_each(&mut f);
+        for kept in [self.kept.0, self.kept.1] {
+            match self.keep {
+                Keep::All => kept.iter().for_each(&mut f),
+                Keep::After(m) => kept.iter().filter(|p| p.master > m).for_each(&mut f),
+                Keep::Before(m) => kept.iter().filter(|p| p.master < m).for_each(&mut f),
+            }
+        }
+        self.tail.iter().for_each(&mut f);
+    }
+}
+
 /// What the relay knows about one replica's positions (for one DB).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MapState {
@@ -43,7 +108,7 @@ pub enum MapState {
     /// Replica positions are master positions.
     Identity,
     /// Exact correspondences, oldest (lowest master position) first.
-    Pairs(Vec<Pair>),
+    Pairs(VecDeque<Pair>),
 }
 
 impl MapState {
@@ -70,14 +135,14 @@ impl MapState {
             .collect();
         pairs.sort_by_key(|p| p.master);
         pairs.dedup();
-        MapState::Pairs(pairs)
+        MapState::Pairs(pairs.into())
     }
 
     /// The map after the replica acknowledged up to master `master` at its own `replica`:
     /// pairs at or before `master` are superseded, later ones (responses still outstanding)
     /// stay.
     pub fn after_ack(&self, replica: BinlogPosition, master: BinlogPosition) -> MapState {
-        let mut pairs = vec![Pair { replica, master }];
+        let mut pairs = VecDeque::from([Pair { replica, master }]);
         if let MapState::Pairs(old) = self {
             pairs.extend(old.iter().filter(|p| p.master > master).copied());
         }
@@ -90,13 +155,96 @@ impl MapState {
         let first = added.first().map(|p| p.master);
         let mut pairs = match self {
             MapState::Pairs(old) => old.clone(),
-            MapState::Unknown | MapState::Identity => Vec::new(),
+            MapState::Unknown | MapState::Identity => VecDeque::new(),
         };
         if let Some(first) = first {
             pairs.retain(|p| p.master < first);
         }
-        pairs.extend_from_slice(added);
+        pairs.extend(added.iter().copied());
         MapState::Pairs(pairs)
+    }
+
+    /// [`MapState::after_ack`] in place.
+    pub fn ack(&mut self, replica: BinlogPosition, master: BinlogPosition) {
+        let pair = Pair { replica, master };
+        match self {
+            MapState::Pairs(pairs) => {
+                // Master positions grow along the list, so the superseded pairs are usually at
+                // its front: then they are popped.
+                let superseded = pairs
+                    .iter()
+                    .position(|p| p.master > master)
+                    .unwrap_or(pairs.len());
+                if pairs.range(superseded..).all(|p| p.master > master) {
+                    pairs.drain(..superseded);
+                } else {
+                    pairs.retain(|p| p.master > master);
+                }
+                pairs.push_front(pair);
+            }
+            MapState::Unknown | MapState::Identity => {
+                *self = MapState::Pairs(VecDeque::from([pair]))
+            }
+        }
+    }
+
+    /// [`MapState::with_pairs`] in place.
+    pub fn append(&mut self, added: &[Pair]) {
+        if !matches!(self, MapState::Pairs(_)) {
+            *self = MapState::Pairs(VecDeque::new());
+        }
+        if let MapState::Pairs(pairs) = self {
+            if let Some(first) = added.first().map(|p| p.master) {
+                // Usually the pairs superseded are at the back: then they are popped.
+                let kept = pairs
+                    .iter()
+                    .rposition(|p| p.master < first)
+                    .map_or(0, |i| i + 1);
+                if pairs.range(..kept).all(|p| p.master < first) {
+                    pairs.truncate(kept);
+                } else {
+                    pairs.retain(|p| p.master < first);
+                }
+            }
+            pairs.extend(added.iter().copied());
+        }
+    }
+
+    /// The map after `update`, in place.
+    pub fn apply(&mut self, update: MapUpdate) {
+        match update {
+            MapUpdate::Whole(state) => *self = state,
+            MapUpdate::Acked(pair) => self.ack(pair.replica, pair.master),
+            MapUpdate::Appended(added) => self.append(&added),
+        }
+    }
+
+    /// The pairs of the state after `update` when it is a `Pairs` state (`None` otherwise),
+    /// read from this state and the update without building the new state.
+    pub fn pairs_after<'a>(&'a self, update: &'a MapUpdate) -> Option<PairsAfter<'a>> {
+        let old = match self {
+            MapState::Pairs(p) => p.as_slices(),
+            MapState::Unknown | MapState::Identity => (&[][..], &[][..]),
+        };
+        Some(match update {
+            MapUpdate::Whole(MapState::Pairs(p)) => {
+                let (front, back) = p.as_slices();
+                PairsAfter::of(front, back)
+            }
+            MapUpdate::Whole(_) => return None,
+            MapUpdate::Acked(pair) => PairsAfter {
+                head: std::slice::from_ref(pair),
+                kept: old,
+                keep: Keep::After(pair.master),
+                tail: &[],
+            },
+            MapUpdate::Appended(added) => PairsAfter {
+                head: &[],
+                kept: old,
+                keep: added.first().map_or(Keep::All, |p| Keep::Before(p.master)),
+                tail: added,
+            },
+        })
     }
 
     /// The map once a session resumed at the exact pair `(replica, master)`: outstanding
@@ -105,7 +253,7 @@ impl MapState {
     pub fn resumed_at(&self, replica: BinlogPosition, master: BinlogPosition) -> MapState {
         match self {
             MapState::Identity if replica == master => MapState::Identity,
-            _ => MapState::Pairs(vec![Pair { replica, master }]),
+            _ => MapState::Pairs(vec![Pair { replica, master }].into()),
         }
     }
 
@@ -140,6 +288,61 @@ mod tests {
         BinlogPosition::new(0, o)
     }
 
+    /// The in-place forms and the store's view of an update agree with the building forms.
+    #[test]
+    fn updates_in_place_agree_with_the_new_states() {
+        let pair = |r, m| Pair {
+            replica: pos(r),
+            master: pos(m),
+        };
+        let states = [
+            MapState::Unknown,
+            MapState::Identity,
+            MapState::Pairs(vec![].into()),
+            MapState::Pairs(vec![pair(10, 5), pair(30, 20), pair(50, 40)].into()),
+            // Not in master order (never built so): the in-place ack takes its general path.
+            MapState::Pairs(vec![pair(10, 5), pair(50, 40), pair(30, 20)].into()),
+        ];
+        let updates = [
+            MapUpdate::Acked(pair(31, 20)),
+            MapUpdate::Acked(pair(1, 1)),
+            MapUpdate::Acked(pair(99, 90)),
+            MapUpdate::Appended(vec![]),
+            MapUpdate::Appended(vec![pair(60, 40), pair(70, 60)]),
+            MapUpdate::Appended(vec![pair(80, 70)]),
+            MapUpdate::Whole(MapState::Identity),
+            MapUpdate::Whole(MapState::Pairs(vec![pair(3, 2)].into())),
+        ];
+        for state in &states {
+            for update in &updates {
+                let expected = match update {
+                    MapUpdate::Whole(s) => s.clone(),
+                    MapUpdate::Acked(p) => state.after_ack(p.replica, p.master),
+                    MapUpdate::Appended(added) => state.with_pairs(added),
+                };
+                let seen = state.pairs_after(update).map(|after| {
+                    let mut seen = Vec::new();
+                    after.for_each(|p| seen.push(*p));
+                    assert!(seen.len() <= after.max_len());
+                    seen
+                });
+                match &expected {
+                    MapState::Pairs(p) => {
+                        assert_eq!(
+                            seen,
+                            Some(p.iter().copied().collect()),
+                            "{state:?} {update:?}"
+                        )
+                    }
+                    _ => assert_eq!(seen, None, "{state:?} {update:?}"),
+                }
+                let mut applied = state.clone();
+                applied.apply(update.clone());
+                assert_eq!(applied, expected, "{state:?} {update:?}");
+            }
+        }
+    }
+
     #[test]
     fn translation_is_exact_or_nothing() {
         assert_eq!(MapState::Unknown.translate(pos(5)), None);
@@ -160,10 +363,13 @@ mod tests {
         let m = m.resumed_at(pos(1300), pos(1229));
         assert_eq!(
             m,
-            MapState::Pairs(vec![Pair {
-                replica: pos(1300),
-                master: pos(1229)
-            }])
+            MapState::Pairs(
+                vec![Pair {
+                    replica: pos(1300),
+                    master: pos(1229)
+                }]
+                .into()
+            )
         );
     }
 }

@@ -193,7 +193,7 @@ impl LinkRewriter {
             predicted: None,
         };
         let mut predicted_at = predict.map(|(_, from)| from);
-        let mut predicted = Vec::new();
+        let mut predicted = Vec::with_capacity(if predict.is_some() { records.len() } else { 0 });
         let started = Instant::now();
         let mut first: Option<(LogicalOffset, u32)> = None;
         let mut last: Option<(LogicalOffset, u32)> = None;

@@ -476,9 +476,9 @@ impl Link {
                 }
                 Ok(())
             }
-            Action::HandIn { db, state } => self.dbs[db.0]
+            Action::HandIn { db, update } => self.dbs[db.0]
                 .store
-                .hand_in(self.id, state)
+                .hand_in_update(self.id, update)
                 .map(|_| ())
                 .map_err(LinkError::Persist),
             Action::CatchUp { db, master } => {

@@ -14,7 +14,7 @@ use crate::engine::{AtRisk, PikaRelease};
 use crate::families::Family;
 use crate::pika::messages::{BinlogPosition, TrySyncReplyCode};
 use crate::pika_relay::error::LinkError;
-use crate::pika_relay::offset_map::MapState;
+use crate::pika_relay::offset_map::{MapState, MapUpdate};
 
 /// One DB (slot) of a link, by its place in the link (stable for the link's life).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -51,8 +51,9 @@ pub(crate) enum Action {
         state: MapState,
         why: WriteAhead,
     },
-    /// Hand `state` to the DB's map writer without waiting (`CommittedMap::hand_in`).
-    HandIn { db: DbId, state: MapState },
+    /// Hand the DB's map writer the change `update` of the state it holds (the machine's own
+    /// state before the change) without waiting (`CommittedMap::hand_in_update`).
+    HandIn { db: DbId, update: MapUpdate },
     /// Rebuild the DB's table at master position `master` from a checkpoint (catch-up along
     /// the master's binlog) and park it there; awaited before the next action.
     CatchUp { db: DbId, master: BinlogPosition },

@@ -100,7 +100,15 @@ pub(crate) fn decode_response(
     let resp = InnerResponse::parse_with(body, |record, payload| {
         if let Ok(decoded) = binlog.as_mut() {
             match BinlogSyncRecord::decode(record, payload) {
-                Ok(record) => decoded.push(record),
+                Ok(record) => {
+                    if decoded.records.is_empty() {
+                        // Room for as many entries as the body holds if they are about as
+                        // long as the first: one allocation instead of a growth per doubling.
+                        let len = record.record.len().max(1);
+                        decoded.records.reserve((body.len() / len + 1).min(256));
+                    }
+                    decoded.push(record)
+                }
                 Err(e) => binlog = Err(e),
             }
         }

@@ -37,7 +37,7 @@ use crate::pika::messages::{
 };
 use crate::pika_relay::error::{LinkError, Side};
 use crate::pika_relay::inflight::Inflight;
-use crate::pika_relay::offset_map::MapState;
+use crate::pika_relay::offset_map::{MapState, MapUpdate, Pair};
 use crate::pika_relay::registry::ParkedTable;
 use crate::pika_relay::replica_layout::{Prediction, ReplicaLayout};
 use crate::pika_relay::rewrite::LinkRewriter;
@@ -423,7 +423,8 @@ impl LinkMachine {
                 true
             }
         };
-        let next = match &db.map {
+        // Whether the ack starts the map over from its own pair (else it is added to it).
+        let restart = match &db.map {
             MapState::Identity if !answered.changed && replica_end == master_end.position() => None,
             MapState::Identity if !answered.changed => {
                 out.push(Action::Event(Event::AckDiverged {
@@ -431,32 +432,41 @@ impl LinkMachine {
                     replica_end,
                     master_end: master_end.position(),
                 }));
-                Some(MapState::Unknown.after_ack(replica_end, master_end.position()))
+                Some(true)
             }
             // Not reached while streaming (a DBSync leaves that phase first); an ack says nothing
             // about a map that must be relearned.
             MapState::Unknown => None,
             // The pairs predicted after this one were chained from the wrong position.
-            MapState::Pairs(_) if mispredicted => {
-                Some(MapState::Unknown.after_ack(replica_end, master_end.position()))
-            }
-            map => Some(map.after_ack(replica_end, master_end.position())),
+            MapState::Pairs(_) if mispredicted => Some(true),
+            _ => Some(false),
         };
-        if let Some(next) = next {
-            if matches!((&db.map, &next), (MapState::Pairs(_), MapState::Pairs(_))) {
-                // An older Pairs state on disk is still true (see `map_commit`): no wait.
+        if let Some(restart) = restart {
+            let pair = Pair {
+                replica: replica_end,
+                master: master_end.position(),
+            };
+            let update = if restart {
+                MapUpdate::Whole(MapState::Unknown.after_ack(pair.replica, pair.master))
+            } else {
+                MapUpdate::Acked(pair)
+            };
+            if matches!(db.map, MapState::Pairs(_)) {
+                // The state after an ack is `Pairs`; an older `Pairs` state on disk is still
+                // true (see `map_commit`): no wait.
                 out.push(Action::HandIn {
                     db: id,
-                    state: next.clone(),
+                    update: update.clone(),
                 });
+                db.map.apply(update);
             } else {
+                db.map.apply(update);
                 out.push(Action::Persist {
                     db: id,
-                    state: next.clone(),
+                    state: db.map.clone(),
                     why: WriteAhead::Ack,
                 });
             }
-            db.map = next;
         }
         db.acked_master = master_end.position();
         out.push(Action::Event(Event::Acked {
@@ -768,12 +778,11 @@ impl LinkMachine {
             // still finds where the replica will be after it.
             match db.prediction.forwarded(rewritten.predicted) {
                 Some(pairs) => {
-                    let next = db.map.with_pairs(&pairs);
+                    db.map.append(&pairs);
                     out.push(Action::HandIn {
                         db: id,
-                        state: next.clone(),
+                        update: MapUpdate::Appended(pairs),
                     });
-                    db.map = next;
                 }
                 None => out.push(Action::Event(Event::PredictionEnded { db: id })),
             }

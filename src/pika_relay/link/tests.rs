@@ -293,9 +293,9 @@ impl Harness {
         for action in actions {
             match action {
                 Action::Persist { state, .. } => self.durable = state.clone(),
-                Action::HandIn { state, .. } => {
-                    self.handed_in = Some(state.clone());
-                    self.durable = state.clone();
+                Action::HandIn { update, .. } => {
+                    self.durable.apply(update.clone());
+                    self.handed_in = Some(self.durable.clone());
                 }
                 Action::ToReplica(_) => self.sent.push(Sent::Replica(self.durable.clone())),
                 Action::ToMaster(_) => self.sent.push(Sent::Master(self.durable.clone())),

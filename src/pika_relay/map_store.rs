@@ -33,6 +33,12 @@ const COMPACT_AFTER_RECORDS: usize = 1024;
 const KIND_UNKNOWN: u8 = 0;
 const KIND_IDENTITY: u8 = 1;
 const KIND_PAIRS: u8 = 2;
+/// Pairs appended to the `Pairs` state before the record ([`MapUpdate::Appended`]): a
+/// forwarded response's predicted positions, without rewriting the pairs already on disk.
+const KIND_APPENDED: u8 = 3;
+/// The pair an ack confirmed, superseding the pairs up to its master position
+/// ([`MapUpdate::Acked`]).
+const KIND_ACKED: u8 = 4;
 
 /// What loading a map file found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +100,23 @@ fn put_state(out: &mut Vec<u8>, state: &MapState) {
     }
 }
 
+/// Appends the record of what `update` changes in `current`: the change alone when `current`
+/// is a `Pairs` state (a record as small as the response or ack it follows), the whole new
+/// state otherwise.
+fn put_change(out: &mut Vec<u8>, current: &MapState, update: &MapUpdate) {
+    match (current, update) {
+        (MapState::Pairs(_), MapUpdate::Appended(added)) if !added.is_empty() => {
+            put_state_record(out, KIND_APPENDED, PairsAfter::of(added, &[]))
+        }
+        (MapState::Pairs(_), MapUpdate::Acked(pair)) => put_state_record(
+            out,
+            KIND_ACKED,
+            PairsAfter::of(std::slice::from_ref(pair), &[]),
+        ),
+        _ => put_updated(out, current, update),
+    }
+}
+
 /// Appends the record of the state `update` makes of `current`, without building that state.
 fn put_updated(out: &mut Vec<u8>, current: &MapState, update: &MapUpdate) {
     match (current.pairs_after(update), update) {
@@ -110,26 +133,29 @@ fn position_at(p: &[u8], at: usize) -> Option<BinlogPosition> {
     Some(BinlogPosition::new(filenum, offset))
 }
 
-fn decode_payload(p: &[u8]) -> Option<MapState> {
+fn decode_payload(p: &[u8]) -> Option<MapUpdate> {
     let kind = *p.first()?;
     let count = u32::from_le_bytes(p.get(1..5)?.try_into().ok()?) as usize;
     if count > MAX_PAIRS || p.len() != PAYLOAD_FIXED_LEN + count * PAIR_LEN {
         return None;
     }
-    match kind {
-        KIND_UNKNOWN if count == 0 => Some(MapState::Unknown),
-        KIND_IDENTITY if count == 0 => Some(MapState::Identity),
-        KIND_PAIRS => {
-            let mut pairs = std::collections::VecDeque::with_capacity(count);
-            for i in 0..count {
-                let at = PAYLOAD_FIXED_LEN + i * PAIR_LEN;
-                pairs.push_back(Pair {
-                    replica: position_at(p, at)?,
-                    master: position_at(p, at + 12)?,
-                });
-            }
-            Some(MapState::Pairs(pairs))
+    let pairs = || -> Option<std::collections::VecDeque<Pair>> {
+        let mut pairs = std::collections::VecDeque::with_capacity(count);
+        for i in 0..count {
+            let at = PAYLOAD_FIXED_LEN + i * PAIR_LEN;
+            pairs.push_back(Pair {
+                replica: position_at(p, at)?,
+                master: position_at(p, at + 12)?,
+            });
         }
+        Some(pairs)
+    };
+    match kind {
+        KIND_UNKNOWN if count == 0 => Some(MapUpdate::Whole(MapState::Unknown)),
+        KIND_IDENTITY if count == 0 => Some(MapUpdate::Whole(MapState::Identity)),
+        KIND_PAIRS => Some(MapUpdate::Whole(MapState::Pairs(pairs()?))),
+        KIND_APPENDED if count > 0 => Some(MapUpdate::Appended(pairs()?.into())),
+        KIND_ACKED if count == 1 => Some(MapUpdate::Acked(*pairs()?.front()?)),
         _ => None,
     }
 }
@@ -143,9 +169,17 @@ pub fn parse(data: &[u8]) -> Loaded {
     let max_len = PAYLOAD_FIXED_LEN + MAX_PAIRS * PAIR_LEN;
     for record in record_log::records(rest, max_len) {
         match record {
-            Record::Valid { at, payload } => match decode_payload(payload) {
-                Some(s) => state = Some(s),
-                None => return Loaded::Corrupt(format!("invalid record at byte {}", at + 8)),
+            Record::Valid { at, payload } => match (decode_payload(payload), &mut state) {
+                (Some(MapUpdate::Whole(s)), _) => state = Some(s),
+                // A change follows the record of a `Pairs` state, as it was written.
+                (Some(change), Some(current @ MapState::Pairs(_))) => current.apply(change),
+                (Some(_), _) => {
+                    return Loaded::Corrupt(format!(
+                        "change record at byte {} without a state of pairs before it",
+                        at + 8
+                    ))
+                }
+                (None, _) => return Loaded::Corrupt(format!("invalid record at byte {}", at + 8)),
             },
             Record::Torn { at } => return finish(state, rest.len() - at),
             Record::Corrupt { why, .. } => return Loaded::Corrupt(why),
@@ -230,7 +264,11 @@ impl MapStore {
         if compact {
             self.buf.extend_from_slice(MAGIC);
         }
-        put_updated(&mut self.buf, &self.current, &update);
+        if compact {
+            put_updated(&mut self.buf, &self.current, &update);
+        } else {
+            put_change(&mut self.buf, &self.current, &update);
+        }
         let seq = if compact {
             let seq = self.log.replace(&self.buf)?;
             self.records = 1;
@@ -330,7 +368,7 @@ mod tests {
             let mut written = Vec::new();
             put_updated(&mut written, &current, &update);
             assert_eq!(written, expected, "{update:?}");
-            assert_eq!(decode_payload(&written[8..]), Some(after));
+            assert_eq!(decode_payload(&written[8..]), Some(MapUpdate::Whole(after)));
         }
     }
 
@@ -395,5 +433,68 @@ mod tests {
         let (_, loaded) = MapStore::open(&path, Duration::ZERO).unwrap();
         let last = 20;
         assert_eq!(loaded, Loaded::State(pairs(&[(last, last + 7)]), 0));
+    }
+
+    /// Predicted pairs and acks are written as changes, so a record costs what changed (not
+    /// the whole outstanding window), and reading the file back gives the same state at every
+    /// record boundary.
+    #[test]
+    fn appended_pairs_and_acks_are_written_as_changes_and_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.map");
+        let (mut store, _) = MapStore::open(&path, Duration::ZERO).unwrap();
+        let pair = |r: u64, m: u64| Pair {
+            replica: BinlogPosition::new(0, r),
+            master: BinlogPosition::new(0, m),
+        };
+        store.persist(pairs(&[(100, 90)])).unwrap();
+        let mut expected = vec![store.state().clone()];
+        let (mut r, mut m) = (100, 90);
+        for round in 0..200u64 {
+            // A response of three items, then (most of the time) the ack of an older one.
+            let items: Vec<Pair> = (0..3)
+                .map(|_| {
+                    r += 13;
+                    m += 11;
+                    pair(r, m)
+                })
+                .collect();
+            store.persist_update(MapUpdate::Appended(items)).unwrap();
+            expected.push(store.state().clone());
+            if round % 4 != 3 {
+                if let MapState::Pairs(p) = store.state() {
+                    let acked = p[p.len().saturating_sub(4)];
+                    store.persist_update(MapUpdate::Acked(acked)).unwrap();
+                    expected.push(store.state().clone());
+                }
+            }
+        }
+        let bytes = fs::read(&path).unwrap();
+        // Whole states would be hundreds of bytes each; changes stay small.
+        assert!(bytes.len() < 400 * 100, "{} bytes", bytes.len());
+        assert_eq!(parse(&bytes), Loaded::State(store.state().clone(), 0));
+        let body = &bytes[MAGIC.len()..];
+        let ends: Vec<usize> = record_log::records(body, usize::MAX)
+            .filter_map(|r| match r {
+                Record::Valid { at, payload } => Some(at + 8 + payload.len()),
+                _ => None,
+            })
+            .collect();
+        // The first record is the state the store was opened with.
+        assert_eq!(ends.len(), expected.len() + 1);
+        for (end, want) in ends[1..].iter().zip(&expected) {
+            assert_eq!(
+                parse(&bytes[..MAGIC.len() + end]),
+                Loaded::State(want.clone(), 0)
+            );
+        }
+        // A change with no state of pairs before it is not trusted.
+        let mut orphan = MAGIC.to_vec();
+        put_change(
+            &mut orphan,
+            &pairs(&[(1, 1)]),
+            &MapUpdate::Acked(pair(5, 5)),
+        );
+        assert!(matches!(parse(&orphan), Loaded::Corrupt(_)));
     }
 }

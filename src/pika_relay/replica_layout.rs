@@ -57,25 +57,36 @@ impl ReplicaLayout {
     /// item's content: one or more RESP commands), starting at `at`; `None` when some command
     /// is re-serialized in a way that depends on the replica (see the module docs) or does not
     /// parse.
+    #[cfg(test)]
     pub fn after_contents<'a>(
         &self,
         at: BinlogPosition,
         contents: impl IntoIterator<Item = &'a [u8]>,
     ) -> Option<BinlogPosition> {
-        let mut position = at;
         let mut spans = Vec::new();
+        contents.into_iter().try_fold(at, |position, content| {
+            self.after_content(position, content, &mut spans)
+        })
+    }
+
+    /// [`ReplicaLayout::after_contents`] for one item's content, with `spans` as scratch space
+    /// (kept by the caller so that the per-item path does not allocate).
+    pub fn after_content(
+        &self,
+        at: BinlogPosition,
+        content: &[u8],
+        spans: &mut Vec<(usize, usize)>,
+    ) -> Option<BinlogPosition> {
+        let mut position = at;
         let limits = ParserLimits::replica_stream();
-        for content in contents {
-            let mut from = 0;
-            while from < content.len() {
-                spans.clear();
-                let end = whole_command(content, from, &limits, &mut spans)?;
-                let args: Vec<&[u8]> = spans.iter().map(|&(s, e)| &content[s..e]).collect();
-                for len in own_item_lens(&args, self.release)? {
-                    position = self.after_item(position, len);
-                }
-                from = end;
-            }
+        let mut from = 0;
+        while from < content.len() {
+            spans.clear();
+            let end = whole_command(content, from, &limits, spans)?;
+            for_each_own_item(content, spans, self.release, |len| {
+                position = self.after_item(position, len);
+            })?;
+            from = end;
         }
         Some(position)
     }
@@ -194,52 +205,72 @@ pub fn offset_after(offset: u64, item_len: usize) -> u64 {
     }
 }
 
-/// The lengths of the items the replica writes for one command (usually one item; multi-key
-/// `del` and `mset` are written one key per item). `None` when the replica rewrites the command
-/// with its own clock.
-fn own_item_lens(args: &[&[u8]], release: PikaRelease) -> Option<Vec<usize>> {
-    let name = args.first()?;
+/// Calls `item` with the length of each item the replica writes for one command (`spans`: its
+/// arguments in `content`): usually one item; multi-key `del` and `mset` are written one key per
+/// item. `None` when the replica rewrites the command with its own clock.
+fn for_each_own_item(
+    content: &[u8],
+    spans: &[(usize, usize)],
+    release: PikaRelease,
+    mut item: impl FnMut(usize),
+) -> Option<()> {
+    let arg = |i: usize| spans.get(i).map(|&(s, e)| &content[s..e]);
+    let name = arg(0)?;
     let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-    let item = |args: &[&[u8]]| ITEM_HEADER_LEN + encoded_len(args);
-    if is("setex") || is("psetex") || is("expire") || is("pexpire") {
-        return None;
-    }
-    if is("pexpireat") && release == PikaRelease::V3 {
-        // 3.5 writes `expireat k <ms / 1000>`.
-        let ms: i64 = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
-        let seconds = (ms / 1000).to_string();
-        return Some(vec![item(&[b"expireat", args.get(1)?, seconds.as_bytes()])]);
-    }
-    if is("set") && args.len() > 3 {
-        // `SET … EX/PX` becomes `pksetexat` with the replica's clock, unless NX/XX keeps it
-        // verbatim (as captured from 3.5.4).
-        let has = |opts: [&[u8]; 2]| {
-            args[3..]
-                .iter()
-                .any(|a| opts.iter().any(|o| a.eq_ignore_ascii_case(o)))
-        };
-        let rewritten = has([b"ex", b"px"]) && !has([b"nx", b"xx"]);
-        return if rewritten {
-            None
-        } else {
-            Some(vec![item(args)])
-        };
-    }
-    if is("del") && args.len() > 2 {
-        return Some(args[1..].iter().map(|k| item(&[name, k])).collect());
-    }
-    if is("mset") {
-        if args.len() % 2 == 0 {
+    let len_of = |args: &[&[u8]]| ITEM_HEADER_LEN + encoded_len(args);
+    // Most commands are written as they are: only names of these lengths need a look.
+    if matches!(name.len(), 3..=7 | 9) {
+        if is("setex") || is("psetex") || is("expire") || is("pexpire") {
             return None;
         }
-        return Some(
-            args[1..]
-                .chunks(2)
-                .map(|kv| item(&[b"set", kv[0], kv[1]]))
-                .collect(),
-        );
+        if is("pexpireat") && release == PikaRelease::V3 {
+            // 3.5 writes `expireat k <ms / 1000>`.
+            let ms: i64 = std::str::from_utf8(arg(2)?).ok()?.parse().ok()?;
+            let seconds = (ms / 1000).to_string();
+            item(len_of(&[b"expireat", arg(1)?, seconds.as_bytes()]));
+            return Some(());
+        }
+        if is("set") && spans.len() > 3 {
+            // `SET … EX/PX` becomes `pksetexat` with the replica's clock, unless NX/XX keeps it
+            // verbatim (as captured from 3.5.4).
+            let has = |opts: [&[u8]; 2]| {
+                (3..spans.len())
+                    .filter_map(arg)
+                    .any(|a| opts.iter().any(|o| a.eq_ignore_ascii_case(o)))
+            };
+            if has([b"ex", b"px"]) && !has([b"nx", b"xx"]) {
+                return None;
+            }
+        }
+        if is("del") && spans.len() > 2 {
+            for key in (1..spans.len()).filter_map(arg) {
+                item(len_of(&[name, key]));
+            }
+            return Some(());
+        }
+        if is("mset") {
+            if spans.len() % 2 == 0 {
+                return None;
+            }
+            for pair in (1..spans.len()).step_by(2) {
+                item(len_of(&[b"set", arg(pair)?, arg(pair + 1)?]));
+            }
+            return Some(());
+        }
     }
-    Some(vec![item(args)])
+    item(ITEM_HEADER_LEN + canonical_len(spans));
+    Some(())
+}
+
+/// The length of a command re-serialized as a canonical multibulk, from its argument spans.
+fn canonical_len(spans: &[(usize, usize)]) -> usize {
+    let digits = |n: usize| n.checked_ilog10().map_or(1, |l| l as usize + 1);
+    spans
+        .iter()
+        .fold(1 + digits(spans.len()) + 2, |total, &(s, e)| {
+            let len = e - s;
+            total + 1 + digits(len) + 2 + len + 2
+        })
 }
 
 #[cfg(test)]

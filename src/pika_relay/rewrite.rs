@@ -75,6 +75,8 @@ pub struct LinkRewriter {
     item: Vec<u8>,
     /// Set while entries are replayed only to bring the table forward: they are not counted.
     replaying: bool,
+    /// Scratch space of the replica-position prediction (argument spans of one command).
+    layout_spans: Vec<(usize, usize)>,
 }
 
 /// What [`LinkRewriter::replay_response`] did with one BinlogSync response.
@@ -119,6 +121,7 @@ impl LinkRewriter {
             content: BytesMut::new(),
             item: Vec::new(),
             replaying: false,
+            layout_spans: Vec::new(),
         }
     }
 
@@ -220,7 +223,7 @@ impl LinkRewriter {
                 } else {
                     item.content
                 };
-                predicted_at = layout.after_contents(at, [content]);
+                predicted_at = layout.after_content(at, content, &mut self.layout_spans);
                 if let Some(replica) = predicted_at {
                     predicted.push(Pair {
                         replica,

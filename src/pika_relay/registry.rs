@@ -2,12 +2,11 @@
 //! code reads, the replicas' offset maps, expiry tables parked between connections, and the
 //! full-sync snapshot positions seen on P+10001.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -19,6 +18,7 @@ use super::tip::LagBoard;
 use crate::engine::StreamState;
 use crate::families::FamilySwitches;
 use crate::pika::messages::BinlogPosition;
+use crate::relay_core::registry::Registry;
 use crate::table::ExpiryTable;
 
 /// Locks a mutex, taking over the data if another thread panicked while holding it (every
@@ -73,53 +73,41 @@ pub struct LinkStatus {
 /// The live links, readable at any time.
 #[derive(Clone, Debug, Default)]
 pub struct SessionRegistry {
-    links: Arc<RwLock<BTreeMap<u64, LinkStatus>>>,
-    next_id: Arc<AtomicU64>,
+    links: Registry<LinkStatus>,
 }
 
 impl SessionRegistry {
     /// Every live link, by id.
     pub fn snapshot(&self) -> Vec<LinkStatus> {
-        let links = self.links.read().unwrap_or_else(|p| p.into_inner());
-        links.values().cloned().collect()
+        self.links.snapshot()
     }
 
     /// Number of live links.
     pub fn len(&self) -> usize {
-        self.links.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.links.len()
     }
 
     /// True when no replica is connected.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.links.is_empty()
     }
 
     pub(crate) fn register(&self, peer: String) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let status = LinkStatus {
-            id,
-            peer,
-            ..LinkStatus::default()
-        };
         self.links
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, status);
-        id
+            .register(|id| LinkStatus {
+                id,
+                peer,
+                ..LinkStatus::default()
+            })
+            .0
     }
 
     pub(crate) fn update(&self, status: LinkStatus) {
-        let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = links.get_mut(&status.id) {
-            *slot = status;
-        }
+        self.links.update(status.id, status);
     }
 
     pub(crate) fn remove(&self, id: u64) {
-        self.links
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        self.links.remove(id);
     }
 }
 

@@ -5,9 +5,9 @@
 //! readers take a [`SessionRegistry::snapshot`] without touching the relay's hot path.
 
 use crate::families::FamilySwitches;
+use crate::relay_core::registry::Registry;
 use crate::table::ExpiryTable;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -182,8 +182,7 @@ pub struct ReplicaStatus {
 /// All live replica connections.
 #[derive(Clone, Debug, Default)]
 pub struct SessionRegistry {
-    inner: Arc<Mutex<BTreeMap<u64, Arc<SessionStatus>>>>,
-    next_id: Arc<AtomicU64>,
+    sessions: Registry<Arc<SessionStatus>>,
 }
 
 impl SessionRegistry {
@@ -193,44 +192,44 @@ impl SessionRegistry {
     }
 
     pub(crate) fn register(&self, peer: SocketAddr) -> Arc<SessionStatus> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let status = Arc::new(SessionStatus {
-            id,
-            peer,
-            replica: Mutex::new(peer.to_string()),
-            own_id: Mutex::new(String::new()),
-            table: Mutex::new(None),
-            phase: AtomicU8::new(0),
-            upstream_up: AtomicBool::new(false),
-            lag_bytes: AtomicU64::new(0),
-            lag_ms: AtomicU64::new(0),
-            map_points: AtomicU64::new(0),
-            upstream_offset: AtomicU64::new(0),
-            downstream_offset: AtomicU64::new(0),
-            acked_upstream_offset: AtomicU64::new(0),
+        let (_, status) = self.sessions.register(|id| {
+            Arc::new(SessionStatus {
+                id,
+                peer,
+                replica: Mutex::new(peer.to_string()),
+                own_id: Mutex::new(String::new()),
+                table: Mutex::new(None),
+                phase: AtomicU8::new(0),
+                upstream_up: AtomicBool::new(false),
+                lag_bytes: AtomicU64::new(0),
+                lag_ms: AtomicU64::new(0),
+                map_points: AtomicU64::new(0),
+                upstream_offset: AtomicU64::new(0),
+                downstream_offset: AtomicU64::new(0),
+                acked_upstream_offset: AtomicU64::new(0),
+            })
         });
-        lock(&self.inner).insert(id, status.clone());
         status
     }
 
     pub(crate) fn unregister(&self, status: &SessionStatus) {
-        lock(&self.inner).remove(&status.id);
+        self.sessions.remove(status.id);
     }
 
     /// Every live connection, oldest first.
     pub fn snapshot(&self) -> Vec<ReplicaStatus> {
-        let sessions: Vec<Arc<SessionStatus>> = lock(&self.inner).values().cloned().collect();
+        let sessions = self.sessions.snapshot();
         sessions.iter().map(|s| s.snapshot()).collect()
     }
 
     /// Number of live connections.
     pub fn len(&self) -> usize {
-        lock(&self.inner).len()
+        self.sessions.len()
     }
 
     /// Whether no replica is connected.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.sessions.is_empty()
     }
 
     /// Total expiry-table entries over streaming sessions, and whether all their tables are

@@ -298,7 +298,9 @@ async fn a_replica_the_master_dropped_is_reported_down_within_seconds() {
         "reported down {:?} after the replica stopped",
         paused.elapsed()
     );
-    assert!(paused.elapsed() < Duration::from_secs(6));
+    // The master's drop after 3 s, then at most the relay's 1 s tick (with room for a loaded
+    // machine).
+    assert!(paused.elapsed() < Duration::from_secs(8));
     assert!(master
         .disconnects()
         .iter()
@@ -307,8 +309,12 @@ async fn a_replica_the_master_dropped_is_reported_down_within_seconds() {
         value("pika_ttl_proxy_replica_disconnects_total{reason=\"replica_timeout\"}"),
         Some(1.0)
     );
+    // The log writer flushes behind the relay: waited for, not read once.
     assert!(
-        proxy.log().contains("so the master has dropped it"),
+        wait_until(PATIENCE, || proxy
+            .log()
+            .contains("so the master has dropped it"))
+        .await,
         "{}",
         proxy.log()
     );

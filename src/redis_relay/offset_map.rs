@@ -94,7 +94,7 @@ impl OffsetMap {
     }
 
     /// The stored points, oldest first.
-    pub fn points(&self) -> impl Iterator<Item = &MapPoint> {
+    pub fn points(&self) -> std::collections::vec_deque::Iter<'_, MapPoint> {
         self.points.iter()
     }
 

@@ -116,20 +116,21 @@ fn header_payload(own_id: &str, master_id: &str) -> Vec<u8> {
     p
 }
 
-fn point_payload(p: &MapPoint) -> Vec<u8> {
-    let mut v = Vec::with_capacity(29);
-    v.push(b'P');
-    v.extend_from_slice(&p.d.to_le_bytes());
-    v.extend_from_slice(&p.u.to_le_bytes());
-    v.extend_from_slice(&p.db.to_le_bytes());
-    v.extend_from_slice(&p.gap_start.to_le_bytes());
+/// A point's payload, on the stack: one is written per rewritten entry, ahead of its bytes.
+fn point_payload(p: &MapPoint) -> [u8; 29] {
+    let mut v = [0u8; 29];
+    v[0] = b'P';
+    v[1..9].copy_from_slice(&p.d.to_le_bytes());
+    v[9..17].copy_from_slice(&p.u.to_le_bytes());
+    v[17..21].copy_from_slice(&p.db.to_le_bytes());
+    v[21..29].copy_from_slice(&p.gap_start.to_le_bytes());
     v
 }
 
-fn offset_payload(kind: u8, d: u64) -> Vec<u8> {
-    let mut v = Vec::with_capacity(9);
-    v.push(kind);
-    v.extend_from_slice(&d.to_le_bytes());
+fn offset_payload(kind: u8, d: u64) -> [u8; 9] {
+    let mut v = [0u8; 9];
+    v[0] = kind;
+    v[1..9].copy_from_slice(&d.to_le_bytes());
     v
 }
 
@@ -248,6 +249,8 @@ pub struct StateFile {
     written_tip: u64,
     /// The last floor written.
     written_floor: u64,
+    /// The bytes of the last write (kept for its capacity).
+    buf: Vec<u8>,
 }
 
 impl StateFile {
@@ -268,6 +271,7 @@ impl StateFile {
             written_point_d: None,
             written_tip: 0,
             written_floor: 0,
+            buf: Vec::new(),
         };
         file.note_whole(map);
         Ok(file)
@@ -327,11 +331,15 @@ impl StateFile {
         if !self.is_behind(map) {
             return Ok(None);
         }
-        let mut buf = Vec::new();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
         let mut records = 0;
+        // Points only grow in `d`: the unwritten ones are at the back (counted from there, so a
+        // map of many points written before costs nothing here).
         let unwritten = map
             .points()
-            .filter(|p| self.written_point_d.is_none_or(|w| p.d > w))
+            .rev()
+            .take_while(|p| self.written_point_d.is_none_or(|w| p.d > w))
             .count();
         // Beyond the newest MAX_PERSISTED_POINTS, points are skipped; the floor record below then
         // starts the file's map at the first point written, so the skipped span is never
@@ -357,7 +365,9 @@ impl StateFile {
         let (tip, _, _) = map.tip();
         put_record(&mut buf, &offset_payload(b'W', tip));
         records += 1;
-        let seq = self.log.append(&buf)?;
+        let appended = self.log.append(&buf);
+        self.buf = buf;
+        let seq = appended?;
         self.written_point_d = newest_point;
         if floor_grew {
             self.written_floor = floor;

@@ -2,17 +2,17 @@
 //! admin API and the `families`/`healthcheck` clients against a live proxy relaying between
 //! real redis-server processes, SIGHUP reload and SIGTERM shutdown.
 
-mod redis_relay_support;
+#[allow(dead_code)]
+mod support;
 
-use redis_relay_support::{free_port, wait_until, RedisServer};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pika-ttl-proxy");
+use support::redis_server::RedisServer;
+use support::{free_port, proxy_binary, wait_until};
 
 fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(proxy_binary());
     cmd.args(args);
     for (k, v) in envs {
         cmd.env(k, v);
@@ -359,7 +359,7 @@ fn admin_api_and_family_switches_on_a_live_proxy() {
     write(&token_file, "s3cret\n");
     let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
     let mut proxy = Proxy {
-        child: Command::new(BIN)
+        child: Command::new(proxy_binary())
             .args([
                 "redis",
                 "--listen",
@@ -546,7 +546,7 @@ fn a_master_that_is_no_redis_server_is_named_with_what_it_answered() {
     let listen = format!("127.0.0.1:{}", free_port());
     let log_path = dir.path().join("proxy.log");
     let _proxy = Proxy {
-        child: Command::new(BIN)
+        child: Command::new(proxy_binary())
             .args([
                 "redis",
                 "--listen",
@@ -584,7 +584,7 @@ fn start_redis_proxy(dir: &Path, listen: u16, master: u16, admin: &str, log: &st
         .open(dir.join(log))
         .unwrap();
     Proxy {
-        child: Command::new(BIN)
+        child: Command::new(proxy_binary())
             .args([
                 "redis",
                 "--listen",

@@ -4,10 +4,14 @@
 //! and `docker-compose.example.yml` set is one the binary reads (it appears in the `--help` of the
 //! subcommand that runs). The files are parsed by hand: only a few instructions matter.
 
-use std::path::{Path, PathBuf};
+#[allow(dead_code)]
+mod support;
+
+use std::path::PathBuf;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pika-ttl-proxy");
+use support::proxy_binary;
+
 const ENV_PREFIX: &str = "PIKA_TTL_PROXY_";
 
 fn repo_file(name: &str) -> String {
@@ -17,7 +21,7 @@ fn repo_file(name: &str) -> String {
 
 /// `pika-ttl-proxy <args…> --help`, which must succeed.
 fn help(subcommand: &str) -> String {
-    let out = Command::new(BIN)
+    let out = Command::new(proxy_binary())
         .args([subcommand, "--help"])
         .output()
         .expect("run the binary");
@@ -171,7 +175,8 @@ fn dockerfile_copies_the_binary_cargo_builds() {
         .any(|i| i.keyword == "ENV" && i.args.contains("CARGO_TARGET_DIR")));
 
     // What `cargo build --release` produces for the binary the tests run.
-    let bin_name = Path::new(BIN)
+    let bin = proxy_binary();
+    let bin_name = bin
         .file_name()
         .and_then(|n| n.to_str())
         .expect("binary file name");
@@ -257,7 +262,7 @@ fn dockerfile_commands_ports_and_env_are_the_binarys() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port");
-    let out = Command::new(BIN)
+    let out = Command::new(proxy_binary())
         .args(&probe[1..])
         .env("PIKA_TTL_PROXY_ADMIN", closed.to_string())
         .output()
@@ -277,7 +282,7 @@ fn dockerfile_commands_ports_and_env_are_the_binarys() {
         let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
     });
     // A wildcard admin address (what a scraped container binds) is probed on loopback.
-    let out = Command::new(BIN)
+    let out = Command::new(proxy_binary())
         .args(&probe[1..])
         .env(
             "PIKA_TTL_PROXY_ADMIN",

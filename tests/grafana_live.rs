@@ -8,39 +8,19 @@
 //! Needs Debian's `prometheus` package (scripts/test.sh installs it). Set
 //! `PIKA_TTL_SKIP_PROMETHEUS=1` to skip where it cannot be installed.
 
-#[path = "support/prom.rs"]
 #[allow(dead_code)]
-mod prom;
-mod redis_relay_support;
+mod support;
 
 use pika_ttl_proxy::cli::request;
-use redis_relay_support::{free_port, wait_until, ProxyProcess, RedisServer};
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use support::redis_proxy::ProxyProcess;
+use support::redis_server::RedisServer;
+use support::{free_port, metric_sum, wait_until, ChildGuard};
 
-use prom::ROOT;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+use support::prom::{percent_encode, ROOT};
 
 /// Evaluate an instant query; returns the number of series.
 fn query(prom: &str, expr: &str) -> Result<usize, String> {
@@ -66,7 +46,7 @@ fn query(prom: &str, expr: &str) -> Result<usize, String> {
 fn alert_expressions() -> Vec<(String, String)> {
     let rules =
         std::fs::read_to_string(Path::new(ROOT).join("grafana/alerts.yml")).expect("alerts");
-    prom::alert_expressions(&rules)
+    support::prom::alert_expressions(&rules)
 }
 
 #[test]
@@ -80,7 +60,7 @@ fn dashboard_and_metrics_reference_name_only_exported_metrics() {
     }
     let documented = docs.matches("| `pika_ttl_proxy_").count();
     assert_eq!(documented, pika_ttl_proxy::metrics::METRICS.len());
-    for (title, expr) in prom::dashboard_queries()
+    for (title, expr) in support::prom::dashboard_queries()
         .into_iter()
         .chain(alert_expressions())
     {
@@ -135,7 +115,7 @@ fn every_panel_and_alert_query_returns_series_from_a_live_prometheus() {
     let replica = RedisServer::start_replica(dir.path(), "replica", port);
     wait_until("replica linked", || replica.link_up());
     // A `redis-cli --replica` session: its sync carries no keys, so its table is unknown.
-    let _capture = Killed(
+    let _capture = ChildGuard(
         Command::new("redis-cli")
             .args(["-p", &port.to_string(), "--replica"])
             .stdout(Stdio::null())
@@ -146,7 +126,7 @@ fn every_panel_and_alert_query_returns_series_from_a_live_prometheus() {
     // Its diskless payload waits for the master's repl-diskless-sync-delay: probe until an INCR
     // is counted by both sessions.
     let passed = |p: &ProxyProcess| {
-        redis_relay_support::metric_sum(
+        metric_sum(
             &p.metrics_text(),
             "pika_ttl_proxy_entries_total",
             &[("family", "string-counter")],
@@ -251,7 +231,7 @@ fn every_panel_and_alert_query_returns_series_from_a_live_prometheus() {
         .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
         .spawn()
         .expect("prometheus is not installed: run scripts/test.sh (installs Debian's prometheus) or set PIKA_TTL_SKIP_PROMETHEUS=1");
-    let _prometheus = Killed(prometheus);
+    let _prometheus = ChildGuard(prometheus);
     wait_until("at least 5 scrapes of the proxy", || {
         request(
             &prom_addr,
@@ -269,7 +249,7 @@ fn every_panel_and_alert_query_returns_series_from_a_live_prometheus() {
 
     let mut failures = Vec::new();
     let mut evaluated = 0;
-    for (what, expr) in prom::dashboard_queries()
+    for (what, expr) in support::prom::dashboard_queries()
         .into_iter()
         .map(|(t, e)| (format!("panel '{t}'"), e))
         .chain(

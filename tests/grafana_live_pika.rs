@@ -12,12 +12,14 @@
 //! fake master drops a silent replica after 4 s instead of Pika's 20 s (and the relay is told
 //! so). Needs Debian's `prometheus` package; `PIKA_TTL_SKIP_PROMETHEUS=1` skips.
 
+#[allow(dead_code)]
 mod support;
 
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use support::free_port;
 use support::pika_peer::fake_master::{FakeMaster, MasterOptions};
 use support::pika_peer::fake_replica::FakeReplica;
 use support::pika_peer::net::{free_base_port, wait_until, PATIENCE};
@@ -56,13 +58,6 @@ fn test_rules() -> String {
         .join("\n");
     rules.push('\n');
     rules
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
 }
 
 /// Waits until an alert named `name` is pending or firing; returns its replica label.

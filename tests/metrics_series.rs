@@ -3,7 +3,7 @@
 //! creates none, so 1000 bare connects leave `/metrics` exactly as long as before, on both
 //! relays; a replica that leaves shows `link_up` 0 and is removed after the grace period.
 
-mod redis_relay_support;
+#[allow(dead_code)]
 mod support;
 
 use std::path::Path;
@@ -135,9 +135,9 @@ async fn redis_relay_series_stay_flat_under_bare_connects() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let (master, proxy) = tokio::task::spawn_blocking(move || {
-        let master = redis_relay_support::RedisServer::start(&root, "master", &[]);
-        let port = redis_relay_support::free_port();
-        let proxy = redis_relay_support::ProxyProcess::start_env(
+        let master = support::redis_server::RedisServer::start(&root, "master", &[]);
+        let port = support::free_port();
+        let proxy = support::redis_proxy::ProxyProcess::start_env(
             port,
             master.port,
             &root.join("state"),

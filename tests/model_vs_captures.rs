@@ -7,9 +7,11 @@
 //! millisecond timestamp (PEXPIRE's `pexpireat`, PSETEX's `pksetexat`) is compared to the
 //! second.
 
+#[allow(dead_code)]
+mod support;
+
 use bytes::{Bytes, BytesMut};
 use pika_ttl_proxy::engine::{Dialect, PikaRelease};
-use pika_ttl_proxy::fixtures;
 use pika_ttl_proxy::model::{show_argv, Master};
 use pika_ttl_proxy::pika::binlog_file::read_binlog_file;
 use pika_ttl_proxy::pika::item::BinlogItem;
@@ -17,7 +19,7 @@ use pika_ttl_proxy::resp::{CommandParser, Frame, ParserLimits};
 
 /// Each record of a captured binlog as `(exec second, command)`.
 fn captured(relative: &str) -> Vec<(u32, Vec<Bytes>)> {
-    let data = fixtures::read(relative).expect("fixture");
+    let data = support::fixture(relative);
     read_binlog_file(&data)
         .expect("binlog")
         .iter()

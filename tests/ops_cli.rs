@@ -2,17 +2,17 @@
 //! admin API and the `families`/`healthcheck` clients against a live proxy relaying between
 //! real redis-server processes, SIGHUP reload and SIGTERM shutdown.
 
-mod redis_relay_support;
+#[allow(dead_code)]
+mod support;
 
-use redis_relay_support::{free_port, wait_until, RedisServer};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pika-ttl-proxy");
+use support::redis_server::RedisServer;
+use support::{free_port, proxy_binary, wait_until, ChildGuard};
 
 fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(proxy_binary());
     cmd.args(args);
     for (k, v) in envs {
         cmd.env(k, v);
@@ -321,17 +321,6 @@ fn an_unwritable_state_dir_is_refused_at_start_with_exit_2() {
     }
 }
 
-struct Proxy {
-    child: Child,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -358,8 +347,8 @@ fn admin_api_and_family_switches_on_a_live_proxy() {
     let token_file = dir.path().join("token");
     write(&token_file, "s3cret\n");
     let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
-    let mut proxy = Proxy {
-        child: Command::new(BIN)
+    let mut proxy = ChildGuard(
+        Command::new(proxy_binary())
             .args([
                 "redis",
                 "--listen",
@@ -381,7 +370,7 @@ fn admin_api_and_family_switches_on_a_live_proxy() {
             .stderr(log)
             .spawn()
             .unwrap(),
-    };
+    );
     wait_until("admin API up", || {
         pika_ttl_proxy::cli::request(&admin, "GET", "/healthz", None, None).is_ok()
     });
@@ -501,7 +490,7 @@ fn admin_api_and_family_switches_on_a_live_proxy() {
 
     // SIGHUP re-reads the file: zset back on, and the file says nothing of string-counter → on.
     write(&config, "[families]\nzset = true\nlist = false\n");
-    signal(&proxy.child, "-HUP");
+    signal(&proxy.0, "-HUP");
     wait_until("SIGHUP applied", || {
         let text = stdout(&run(&["families", "list", "--admin", &admin], &[]));
         text.lines()
@@ -517,8 +506,8 @@ fn admin_api_and_family_switches_on_a_live_proxy() {
     assert_eq!(v, "102");
 
     // SIGTERM: clean exit 0, JSON log lines.
-    signal(&proxy.child, "-TERM");
-    let status = proxy.child.wait().unwrap();
+    signal(&proxy.0, "-TERM");
+    let status = proxy.0.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     let log = std::fs::read_to_string(dir.path().join("proxy.log")).unwrap();
     assert!(
@@ -545,8 +534,8 @@ fn a_master_that_is_no_redis_server_is_named_with_what_it_answered() {
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
     let log_path = dir.path().join("proxy.log");
-    let _proxy = Proxy {
-        child: Command::new(BIN)
+    let _proxy = ChildGuard(
+        Command::new(proxy_binary())
             .args([
                 "redis",
                 "--listen",
@@ -562,7 +551,7 @@ fn a_master_that_is_no_redis_server_is_named_with_what_it_answered() {
             .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()
             .unwrap(),
-    };
+    );
     wait_until("the relay listens", || {
         std::net::TcpStream::connect(&listen).is_ok()
     });
@@ -577,14 +566,14 @@ fn a_master_that_is_no_redis_server_is_named_with_what_it_answered() {
     });
 }
 
-fn start_redis_proxy(dir: &Path, listen: u16, master: u16, admin: &str, log: &str) -> Proxy {
+fn start_redis_proxy(dir: &Path, listen: u16, master: u16, admin: &str, log: &str) -> ChildGuard {
     let log = std::fs::File::options()
         .create(true)
         .append(true)
         .open(dir.join(log))
         .unwrap();
-    Proxy {
-        child: Command::new(BIN)
+    ChildGuard(
+        Command::new(proxy_binary())
             .args([
                 "redis",
                 "--listen",
@@ -600,7 +589,7 @@ fn start_redis_proxy(dir: &Path, listen: u16, master: u16, admin: &str, log: &st
             .stderr(log)
             .spawn()
             .unwrap(),
-    }
+    )
 }
 
 #[test]
@@ -617,8 +606,8 @@ fn readyz_is_not_stuck_after_a_crash() {
         })
     });
     // A crash: no table saved. No write follows; the replica resumes partially.
-    signal(&proxy.child, "-KILL");
-    let _ = proxy.child.wait();
+    signal(&proxy.0, "-KILL");
+    let _ = proxy.0.wait();
     let _proxy = start_redis_proxy(dir.path(), listen, master.port, &admin, "proxy.log");
     wait_until(
         "ready again after the crash, knowledge noted as incomplete",

@@ -8,6 +8,7 @@ use pika_ttl_proxy::pika::messages::InnerResponse;
 use pika_ttl_proxy::pika::proto::{parse_message, Field};
 use support::pika_captures::*;
 
+#[allow(dead_code)]
 mod support;
 
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ use pika_ttl_proxy::pika::messages::{
 };
 use support::pika_captures::*;
 
+#[allow(dead_code)]
 mod support;
 
 // ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ use proptest::prelude::*;
 use support::pika_captures::*;
 use support::pika_wire_builders::build_keepalive_response;
 
+#[allow(dead_code)]
 mod support;
 
 // ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 //! feeding the captured master's frames to the fake replica must produce the captured replica's
 //! frames (and binlog) byte for byte. The relay's end-to-end tests rely on these peers.
 
+#[allow(dead_code)]
 mod support;
 
 use std::net::SocketAddr;

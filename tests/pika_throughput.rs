@@ -5,6 +5,7 @@
 //! measurements, run by `scripts/bench.sh` (`cargo test --release --test pika_throughput --
 //! --ignored --nocapture --test-threads 1`), not tests with timed assertions.
 
+#[allow(dead_code)]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -19,6 +19,7 @@
 //! check (a direct 4.0.1 replica loses every SETEX); the proxy SIGKILLed mid-workload and
 //! restarted on its state dir (0 divergent keys and no full sync).
 
+#[allow(dead_code)]
 mod support;
 
 use std::collections::BTreeMap;
@@ -26,12 +27,13 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use support::pika_peer::net::free_base_port;
 use support::proxy::ProxyProcess;
+use support::{metric_sum, now_ms};
 
 /// Real servers share two cores and fixed port triples: one scenario at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -112,13 +114,6 @@ fn ops_per_seed() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(500)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -362,34 +357,21 @@ impl std::ops::Sub for Counters {
     }
 }
 
-/// Sum of the samples of `name` whose labels contain every `label="value"` in `labels`.
-fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let metric = series.split('{').next()?;
-            (metric == name && labels.iter().all(|lv| series.contains(lv)))
-                .then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
-}
-
 impl Rig {
     fn counters(&self) -> Counters {
         let text = self.proxy.metrics();
         let live = Counters {
-            unknown_key: metric(
+            unknown_key: metric_sum(
                 &text,
                 "pika_ttl_proxy_entries_total",
-                &["outcome=\"unknown_key\""],
+                &[("outcome", "unknown_key")],
             ),
-            full_syncs: metric(&text, "pika_ttl_proxy_full_syncs_total", &[]),
-            at_risk: metric(&text, "pika_ttl_proxy_at_risk_total", &[]),
-            rewritten: metric(
+            full_syncs: metric_sum(&text, "pika_ttl_proxy_full_syncs_total", &[]),
+            at_risk: metric_sum(&text, "pika_ttl_proxy_at_risk_total", &[]),
+            rewritten: metric_sum(
                 &text,
                 "pika_ttl_proxy_entries_total",
-                &["outcome=\"rewritten\""],
+                &[("outcome", "rewritten")],
             ),
         };
         Counters {

@@ -3,10 +3,15 @@
 //! second relay with the families on receives different bytes for the same workload (the
 //! negative control: the comparison can fail).
 
-mod redis_relay_support;
+#[allow(dead_code)]
+mod support;
 
 use pika_ttl_proxy::families::FamilySwitches;
-use redis_relay_support::*;
+use support::raw_replica::RawReplica;
+use support::redis_proxy::InProcessProxy;
+use support::redis_server::RedisServer;
+use support::wait_until;
+use support::workload::{preload, run_workload};
 
 /// The stream bytes of `replica` from master offset `from` to `to`.
 fn window(replica: &RawReplica, from: u64, to: u64) -> Vec<u8> {

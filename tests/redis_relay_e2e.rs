@@ -3,21 +3,15 @@
 //! values and absolute TTLs equal everywhere, the master sees exact offsets, `WAIT` works,
 //! rewrites happened, and a killed replica link resumes with a partial resynchronisation.
 
-mod redis_relay_support;
+#[allow(dead_code)]
+mod support;
 
 use pika_ttl_proxy::families::FamilySwitches;
-use redis_relay_support::*;
 use std::process::{Command, Stdio};
-
-/// Kills a child process (here `redis-cli`) on drop, also when the test panics.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::redis_proxy::{metrics, InProcessProxy};
+use support::redis_server::{assert_same_data, snapshot, wait_acked, RedisServer};
+use support::workload::{preload, run_workload};
+use support::{metric_sum, wait_until, ChildGuard};
 
 fn entries(text: &str, family: &str, outcome: &str) -> f64 {
     metric_sum(

@@ -2,11 +2,14 @@
 //! AUTH relayed, or the proxy's configured credentials), wrong credentials, and a master that
 //! cannot be reached.
 
-mod redis_relay_support;
+#[allow(dead_code)]
+mod support;
 
 use pika_ttl_proxy::families::FamilySwitches;
-use redis_relay_support::*;
 use std::io::{Read, Write};
+use support::redis_proxy::InProcessProxy;
+use support::redis_server::{wait_acked, RedisServer};
+use support::{free_port, wait_until};
 
 fn replica_with_auth(dir: &std::path::Path, name: &str, port: u16, pass: &str) -> RedisServer {
     RedisServer::start(

@@ -5,9 +5,12 @@
 //! held once, and only until it has been written: once everything is relayed, the resident
 //! memory is below half the largest value.
 
-mod redis_relay_support;
+#[allow(dead_code)]
+mod support;
 
-use redis_relay_support::*;
+use support::redis_proxy::ProxyProcess;
+use support::redis_server::{wait_acked, RedisServer};
+use support::{free_port, metric_sum, wait_until};
 
 const BIG: usize = 64 * 1024 * 1024;
 

@@ -8,9 +8,13 @@
 //! the master's backlog, with the same effect. Killed while the master streams, it still
 //! continues the replica partially every time.
 
-mod redis_relay_support;
+#[allow(dead_code)]
+mod support;
 
-use redis_relay_support::*;
+use support::redis_proxy::ProxyProcess;
+use support::redis_server::{assert_same_data, snapshot, wait_acked, RedisServer};
+use support::workload::{preload, run_workload};
+use support::{free_port, metric_sum, wait_until};
 
 const PARTIAL_OK: &str = "Successful partial resynchronization with master";
 const FULL: &str = "Full resync from master";

@@ -8,14 +8,16 @@
 //!   the replica's next PSYNC is answered with a full resync (continuing would replay the same
 //!   broken bytes).
 
-mod redis_relay_support;
+#[allow(dead_code)]
+mod support;
 
 use pika_ttl_proxy::families::FamilySwitches;
-use redis_relay_support::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
+use support::metric_sum;
+use support::redis_proxy::{metrics, InProcessProxy};
 
 const MASTER_ID: &str = "a507f8eeec018d9f9cffcad79efd27081110735e";
 

@@ -5,11 +5,14 @@
 //! then drops that link; the proxy logs and counts the disconnect, and the healthy replica
 //! keeps streaming throughout.
 
-mod redis_relay_support;
+#[allow(dead_code)]
+mod support;
 
-use redis_relay_support::{free_port, wait_until, ProxyProcess, RedisServer};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use support::redis_proxy::ProxyProcess;
+use support::redis_server::RedisServer;
+use support::{free_port, wait_until};
 
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

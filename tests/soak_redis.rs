@@ -6,13 +6,11 @@
 //! master's data (values and absolute expiry), and every full sync the proxy gave must be logged
 //! with its reason. Slow (~60 s): it is the reliability evidence of issue 8.
 
-mod redis_relay_support;
+#[allow(dead_code)]
+mod support;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use redis_relay_support::{
-    assert_same_data, free_port, run_workload, snapshot, wait_until, ProxyProcess, RedisServer,
-};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -20,6 +18,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::redis_proxy::ProxyProcess;
+use support::redis_server::{assert_same_data, snapshot, RedisServer};
+use support::workload::run_workload;
+use support::{free_port, wait_until};
 
 /// A TCP relay that forwards `listen → target` and can cut every live connection.
 struct FaultRelay {

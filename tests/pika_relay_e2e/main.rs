@@ -3,6 +3,7 @@
 //! reference model at its own (injected) clock.
 
 #[path = "../support/mod.rs"]
+#[allow(dead_code)]
 mod support;
 
 mod faults;

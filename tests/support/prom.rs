@@ -18,7 +18,8 @@ pub fn skipped() -> bool {
     skip
 }
 
-fn percent_encode(s: &str) -> String {
+/// `s` percent-encoded for a URL query (RFC 3986 unreserved characters kept).
+pub fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -1,4 +1,4 @@
-//! Runs the relay as a real process (`pika-ttl-proxy pika …`), so tests can kill it with
+//! Runs the Pika relay as a real process (`pika-ttl-proxy pika …`), so tests can kill it with
 //! SIGKILL and restart it.
 
 use std::fs::File;
@@ -6,17 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The product binary (`pika-ttl-proxy`), built by cargo for integration tests.
-pub fn proxy_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_pika-ttl-proxy"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use super::{free_port, proxy_binary};
 
 /// Test shorthand `--families none|all` → the product's `--disable-family` flags.
 fn product_flags(extra: &[String]) -> Vec<String> {

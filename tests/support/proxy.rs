@@ -180,6 +180,11 @@ impl ProxyProcess {
         self.spawn();
     }
 
+    /// The relay's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// CPU seconds (user + system) the relay process has used so far (Linux `/proc`).
     pub fn cpu_seconds(&self) -> Option<f64> {
         let pid = self.child.as_ref()?.id();

@@ -25,6 +25,7 @@ pub mod names {
     pub const HOLD_SECONDS: &str = "pika_ttl_proxy_hold_seconds";
     pub const STATE_WRITE_SECONDS: &str = "pika_ttl_proxy_state_write_seconds";
     pub const STATE_WRITE_BYTES: &str = "pika_ttl_proxy_state_write_bytes_total";
+    pub const WARMUP_KEYS_SCANNED: &str = "pika_ttl_proxy_warmup_keys_scanned_total";
     pub const TABLE_KEYS: &str = "pika_ttl_proxy_expiry_table_keys";
     pub const TABLE_COMPLETE: &str = "pika_ttl_proxy_expiry_table_complete";
     pub const MAP_POINTS: &str = "pika_ttl_proxy_offset_map_points";
@@ -153,6 +154,7 @@ pub fn register_zeroes(dialect: &'static str) {
         let _ = metrics::histogram!(histogram);
     }
     counter!(names::STATE_WRITE_BYTES).absolute(0);
+    counter!(names::WARMUP_KEYS_SCANNED).absolute(0);
     // No session yet: nothing is unknown.
     gauge!(names::TABLE_KEYS).set(0.0);
     gauge!(names::TABLE_COMPLETE).set(1.0);
@@ -184,6 +186,8 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
      "Time the proxy holds the master's data: from the read that received it until everything it produced is written to the replica's socket (processing, and waiting for a full replica socket). One sample per read."),
     ("pika_ttl_proxy_state_write_seconds", "histogram", "",
      "Time to sync the offset-map state written since the last sync to disk (one fdatasync, coalescing every write meanwhile; a slow disk shows here first; Redis replica ACKs and some Pika map transitions wait for these syncs)."),
+    ("pika_ttl_proxy_warmup_keys_scanned_total", "counter", "",
+     "Keys the Pika warm-up scans of the master have read so far (its rate is the scan's progress; the Redis relay has no warm-up and keeps it at 0). /readyz answers 503 until every warm-up has merged."),
     ("pika_ttl_proxy_state_write_bytes_total", "counter", "",
      "Bytes of offset-map state written to the state directory (written before the replication data they describe is sent, so they survive a crash of the proxy)."),
     ("pika_ttl_proxy_expiry_table_keys", "gauge", "",

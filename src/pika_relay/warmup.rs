@@ -312,6 +312,7 @@ async fn scan(
             .call(&[b"SCAN", &cursor, b"COUNT", count.as_bytes()])
             .await?;
         let (next, keys) = scan_reply(reply)?;
+        metrics::counter!(crate::metrics::names::WARMUP_KEYS_SCANNED).increment(keys.len() as u64);
         result
             .witnesses
             .extend(witnesses_of(&mut client, &keys).await?);

@@ -39,6 +39,17 @@ async fn warm_up_learns_old_ttls_and_leaves_raced_keys_unknown() {
     // `old` with its deadline and `plain` as existing without one; `raced` stays unknown.
     assert!(merged_line.contains("merged=2"), "{merged_line}");
     assert!(!merged_line.contains("touched=0"), "{merged_line}");
+    // The scan's progress is a metric: every key it read.
+    let scanned = merged_line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("scanned=")?.parse::<f64>().ok())
+        .expect("the merge line gives the keys scanned");
+    let counted = proxy.metrics().lines().find_map(|l| {
+        l.strip_prefix("pika_ttl_proxy_warmup_keys_scanned_total ")?
+            .parse::<f64>()
+            .ok()
+    });
+    assert_eq!(counted, Some(scanned));
 
     master.set_clock_ms(T0 + 2000);
     replica.set_clock_ms(T0 + 2000);

@@ -177,6 +177,24 @@ pub fn put_item(header: &ItemHeader, content: &[u8], out: &mut Vec<u8>) -> Resul
     Ok(())
 }
 
+/// A file-0 item of `args` as a master logs it, starting at `start` (for unit tests that build
+/// BinlogSync responses).
+#[cfg(test)]
+pub(crate) fn command_item(exec_time: u32, logic_id: u64, start: u64, args: &[&str]) -> Vec<u8> {
+    let mut content = bytes::BytesMut::new();
+    crate::resp::encode_command(args, &mut content);
+    let header = ItemHeader {
+        item_type: ITEM_TYPE_FIRST,
+        exec_time,
+        term_id: 0,
+        logic_id,
+        filenum: 0,
+        offset: start,
+        content_len: 0,
+    };
+    build_item(&header, &content).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,7 @@ use crate::engine::PikaRelease;
 use crate::pika::binlog_file::{BLOCK_SIZE, RECORD_HEADER_LEN};
 use crate::pika::item::ITEM_HEADER_LEN;
 use crate::pika::messages::BinlogPosition;
-use crate::resp::{encoded_len, whole_command, ParserLimits};
+use crate::resp::{encoded_len, encoded_len_of, whole_command, ParserLimits};
 
 /// How a replica lays out its binlog.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,19 +258,8 @@ fn for_each_own_item(
             return Some(());
         }
     }
-    item(ITEM_HEADER_LEN + canonical_len(spans));
+    item(ITEM_HEADER_LEN + encoded_len_of(spans.iter().map(|&(s, e)| e - s)));
     Some(())
-}
-
-/// The length of a command re-serialized as a canonical multibulk, from its argument spans.
-fn canonical_len(spans: &[(usize, usize)]) -> usize {
-    let digits = |n: usize| n.checked_ilog10().map_or(1, |l| l as usize + 1);
-    spans
-        .iter()
-        .fold(1 + digits(spans.len()) + 2, |total, &(s, e)| {
-            let len = e - s;
-            total + 1 + digits(len) + 2 + len + 2
-        })
 }
 
 #[cfg(test)]

@@ -513,23 +513,9 @@ mod tests {
     use super::*;
     use crate::pika::item::{build_item, ItemHeader};
     use crate::pika::messages::{build_binlog_sync_response, NewBinlogSyncEntry, Slot};
-    use crate::resp::encode_command;
     use crate::table::Baseline;
 
-    fn item(exec_time: u32, logic_id: u64, start: u64, args: &[&str]) -> Vec<u8> {
-        let mut content = BytesMut::new();
-        encode_command(args, &mut content);
-        let header = ItemHeader {
-            item_type: 1,
-            exec_time,
-            term_id: 0,
-            logic_id,
-            filenum: 0,
-            offset: start,
-            content_len: 0,
-        };
-        build_item(&header, &content).unwrap()
-    }
+    use crate::pika::item::command_item as item;
 
     fn response(items: &[(Vec<u8>, u64, u64)]) -> Bytes {
         let entries: Vec<NewBinlogSyncEntry<'_>> = items

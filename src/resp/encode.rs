@@ -90,9 +90,13 @@ fn write_decimal_before(buf: &mut [u8], end: usize, value: u64) -> usize {
 
 /// The exact number of bytes [`encode_command`] appends for `args`.
 pub fn encoded_len<A: AsRef<[u8]>>(args: &[A]) -> usize {
-    let header = 1 + decimal_len(args.len()) + 2;
-    args.iter().fold(header, |total, arg| {
-        let len = arg.as_ref().len();
+    encoded_len_of(args.iter().map(|a| a.as_ref().len()))
+}
+
+/// [`encoded_len`] from the arguments' lengths alone.
+pub fn encoded_len_of(arg_lens: impl ExactSizeIterator<Item = usize>) -> usize {
+    let header = 1 + decimal_len(arg_lens.len()) + 2;
+    arg_lens.fold(header, |total, len| {
         total + 1 + decimal_len(len) + 2 + len + 2
     })
 }

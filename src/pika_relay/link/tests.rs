@@ -16,7 +16,7 @@ use super::{LinkEnv, LinkMachine, MachineConfig, Phase};
 use crate::engine::PikaRelease;
 use crate::families::FamilySwitches;
 use crate::pika::binlog_file::BinlogFileWriter;
-use crate::pika::item::{build_item, BinlogItem, ItemHeader};
+use crate::pika::item::BinlogItem;
 use crate::pika::messages::field::{response, try_sync_response};
 use crate::pika::messages::InnerResponse;
 use crate::pika::messages::{
@@ -136,20 +136,7 @@ fn meta_sync_reply(db_instance_num: Option<u64>) -> Bytes {
     out.into()
 }
 
-fn item(exec_time: u32, logic_id: u64, start: u64, args: &[&str]) -> Vec<u8> {
-    let mut content = BytesMut::new();
-    encode_command(args, &mut content);
-    let header = ItemHeader {
-        item_type: 1,
-        exec_time,
-        term_id: 0,
-        logic_id,
-        filenum: 0,
-        offset: start,
-        content_len: 0,
-    };
-    build_item(&header, &content).unwrap()
-}
+use crate::pika::item::command_item as item;
 
 /// A BinlogSync response of `(db, item, END offset, index)` entries.
 fn items_of(entries: &[(&'static [u8], Vec<u8>, u64, u64)]) -> Bytes {

@@ -279,6 +279,7 @@ async fn run(settings: Settings) -> ExitCode {
                 };
                 cfg.warmup_rate = settings.warmup_rate;
                 cfg.warmup_max_keys = settings.warmup_max_keys;
+                cfg.look_ups = settings.look_ups == "on";
                 cfg.allow_unknown_version = settings.allow_unknown_pika_version;
                 cfg.checkpoint_interval =
                     std::time::Duration::from_secs(settings.checkpoint_interval);

@@ -125,6 +125,9 @@ pub struct RelayArgs {
     /// Pika: warm-up bound on keys without a TTL (from [`PikaArgs`]).
     #[arg(skip)]
     pub warmup_max_keys: Option<u64>,
+    /// Pika: look-ups on the master (from [`PikaArgs`]).
+    #[arg(skip)]
+    pub look_ups: Option<String>,
     /// Pika: relay an unknown master release (from [`PikaArgs`]).
     #[arg(skip)]
     pub allow_unknown_pika_version: bool,
@@ -191,6 +194,12 @@ pub struct PikaArgs {
     /// bytes per replica link); past it only volatile keys are kept [default: 10000000].
     #[arg(long, env = "PIKA_TTL_PROXY_WARMUP_MAX_KEYS", value_name = "KEYS")]
     pub warmup_max_keys: Option<u64>,
+    /// Hold a write whose outcome on a late replica depends on a key state the stream does not
+    /// tell (not reached by the warm-up yet, after a removal, Pika 4.0's deadline second) and
+    /// ask the master for that key's TTL, instead of passing it as `unknown_key`: `on` or
+    /// `off` [default: on].
+    #[arg(long, env = "PIKA_TTL_PROXY_LOOK_UPS", value_name = "on|off")]
+    pub look_ups: Option<String>,
     /// Relay a master whose `pika_version` is not 3.1–3.5 or 4.0 (refused by default: the
     /// rewrite forms may be wrong for it).
     #[arg(long, env = "PIKA_TTL_PROXY_ALLOW_UNKNOWN_PIKA_VERSION")]
@@ -210,6 +219,7 @@ impl PikaArgs {
             warmup: self.warmup,
             warmup_rate: self.warmup_rate,
             warmup_max_keys: self.warmup_max_keys,
+            look_ups: self.look_ups,
             allow_unknown_pika_version: self.allow_unknown_pika_version,
             empty_at_origin: self.empty_at_origin,
             ..self.relay
@@ -319,6 +329,7 @@ pub struct FileSettings {
     warmup: Option<String>,
     warmup_rate: Option<u32>,
     warmup_max_keys: Option<u64>,
+    look_ups: Option<String>,
     allow_unknown_pika_version: Option<bool>,
     checkpoint_interval: Option<u64>,
     empty_at_origin: Option<bool>,
@@ -390,6 +401,8 @@ pub struct Settings {
     pub warmup_rate: u32,
     /// Pika warm-up bound on keys without a TTL.
     pub warmup_max_keys: u64,
+    /// Pika: look-ups on the master (`on`/`off`).
+    pub look_ups: String,
     /// Pika: relay a master release the proxy does not know.
     pub allow_unknown_pika_version: bool,
     /// Seconds between expiry-table checkpoints (both relays).
@@ -632,6 +645,18 @@ impl Settings {
             .warmup_max_keys
             .or(file.warmup_max_keys)
             .unwrap_or(crate::pika_relay::DEFAULT_WARMUP_MAX_KEYS);
+        let look_ups = args
+            .look_ups
+            .clone()
+            .or(file.look_ups.clone())
+            .unwrap_or_else(|| "on".to_string())
+            .to_ascii_lowercase();
+        if look_ups != "on" && look_ups != "off" {
+            return Err(invalid(
+                "look-ups",
+                format!("'{look_ups}' is not 'on' or 'off'"),
+            ));
+        }
         let log_level = args
             .log_level
             .clone()
@@ -666,6 +691,7 @@ impl Settings {
             warmup,
             warmup_rate,
             warmup_max_keys,
+            look_ups,
             allow_unknown_pika_version: args.allow_unknown_pika_version
                 || file.allow_unknown_pika_version.unwrap_or(false),
             checkpoint_interval,
@@ -698,6 +724,7 @@ impl Settings {
             warmup: &self.warmup,
             warmup_rate: self.warmup_rate,
             warmup_max_keys: self.warmup_max_keys,
+            look_ups: &self.look_ups,
             allow_unknown_pika_version: self.allow_unknown_pika_version,
             checkpoint_interval: self.checkpoint_interval,
             empty_at_origin: self.empty_at_origin,
@@ -763,6 +790,7 @@ struct PrintedSettings<'a> {
     warmup: &'a str,
     warmup_rate: u32,
     warmup_max_keys: u64,
+    look_ups: &'a str,
     allow_unknown_pika_version: bool,
     checkpoint_interval: u64,
     empty_at_origin: bool,

@@ -26,6 +26,7 @@ pub mod names {
     pub const STATE_WRITE_SECONDS: &str = "pika_ttl_proxy_state_write_seconds";
     pub const STATE_WRITE_BYTES: &str = "pika_ttl_proxy_state_write_bytes_total";
     pub const WARMUP_KEYS_SCANNED: &str = "pika_ttl_proxy_warmup_keys_scanned_total";
+    pub const LOOKUPS: &str = "pika_ttl_proxy_lookups_total";
     pub const TABLE_KEYS: &str = "pika_ttl_proxy_expiry_table_keys";
     pub const TABLE_COMPLETE: &str = "pika_ttl_proxy_expiry_table_complete";
     pub const MAP_POINTS: &str = "pika_ttl_proxy_offset_map_points";
@@ -111,6 +112,10 @@ pub const PROTOCOL_ERROR_KINDS: &[&str] = &[
     "replica_layout",
 ];
 
+/// Values of `result` on `pika_ttl_proxy_lookups_total` (the Pika relay's look-ups; the Redis
+/// relay has none and shows them at 0).
+pub const LOOKUP_RESULTS: &[&str] = &["resolved", "written_again", "failed", "timeout"];
+
 /// Label value for entries whose command belongs to no family.
 pub const NO_FAMILY: &str = "none";
 
@@ -155,6 +160,9 @@ pub fn register_zeroes(dialect: &'static str) {
     }
     counter!(names::STATE_WRITE_BYTES).absolute(0);
     counter!(names::WARMUP_KEYS_SCANNED).absolute(0);
+    for result in LOOKUP_RESULTS {
+        counter!(names::LOOKUPS, "result" => *result).absolute(0);
+    }
     // No session yet: nothing is unknown.
     gauge!(names::TABLE_KEYS).set(0.0);
     gauge!(names::TABLE_COMPLETE).set(1.0);
@@ -188,6 +196,8 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
      "Time to sync the offset-map state written since the last sync to disk (one fdatasync, coalescing every write meanwhile; a slow disk shows here first; Redis replica ACKs and some Pika map transitions wait for these syncs)."),
     ("pika_ttl_proxy_warmup_keys_scanned_total", "counter", "",
      "Keys the Pika warm-up scans of the master have read so far (its rate is the scan's progress; the Redis relay has no warm-up and keeps it at 0). /readyz answers 503 until every warm-up has merged."),
+    ("pika_ttl_proxy_lookups_total", "counter", "result",
+     "Pika: writes held while the proxy asked the master for their key's TTL, because the stream did not tell it (a key the warm-up had not reached, a collection a removal may have emptied, Pika 4.0's deadline second), by how the look-up ended: resolved (the entry was decided with the answer), written_again (another entry on the key came before the answer's position), failed, timeout; all but resolved pass the entry as unknown_key. The Redis relay keeps it at 0."),
     ("pika_ttl_proxy_state_write_bytes_total", "counter", "",
      "Bytes of offset-map state written to the state directory (written before the replication data they describe is sent, so they survive a crash of the proxy)."),
     ("pika_ttl_proxy_expiry_table_keys", "gauge", "",

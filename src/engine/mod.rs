@@ -11,6 +11,7 @@ pub(crate) mod replacement;
 mod rules;
 
 use crate::families::{Family, FamilySwitches};
+use crate::table::{ExpiryTable, KeyKnowledge};
 
 use bytes::Bytes;
 
@@ -58,6 +59,11 @@ pub struct Policy {
     pub families: FamilySwitches,
     /// Which Pika release the stream comes from and goes to (ignored for Redis).
     pub pika_release: PikaRelease,
+    /// When set, a write that keeps its key's TTL on a key whose state at the entry the table
+    /// does not hold is not decided: the decision says [`Decision::needs_lookup`] and the table
+    /// is left as it was, so the caller can learn the key's state from the master and decide
+    /// the entry again (`docs/architecture.md#look-ups`).
+    pub pause_on_unknown: bool,
 }
 
 impl Policy {
@@ -67,6 +73,7 @@ impl Policy {
             dialect,
             families: FamilySwitches::all_on(),
             pika_release: PikaRelease::V3,
+            pause_on_unknown: false,
         }
     }
 
@@ -203,6 +210,11 @@ pub struct Decision<'a> {
     pub outcome: Outcome,
     /// Set when the entry extends or removes the TTL of a volatile key it cannot repair.
     pub at_risk: Option<AtRisk>,
+    /// The entry was not decided (only with [`Policy::pause_on_unknown`]): it writes its first
+    /// key keeping that key's TTL, and whether the key was alive with a TTL at this entry is
+    /// not known. Nothing was changed; [`resolve_unknown`] records what a look-up found, after
+    /// which the entry is decided again.
+    pub needs_lookup: bool,
 }
 
 impl Decision<'_> {
@@ -213,7 +225,42 @@ impl Decision<'_> {
             family,
             outcome,
             at_risk: None,
+            needs_lookup: false,
         }
+    }
+}
+
+/// What a look-up on the master found about a key right after an entry that wrote it keeping
+/// its TTL (see [`Decision::needs_lookup`]), with no other entry on the key in between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LookedUp {
+    /// The key has a TTL ending at this deadline (ms): it was alive with that TTL at the entry.
+    Volatile(i64),
+    /// The key has no TTL: at the entry it had none, or had expired (the write created it).
+    NoTtl,
+    /// The key is gone although the entry wrote it: it was alive at the entry and its TTL ran
+    /// out before the look-up; its deadline is not after this instant (ms).
+    ExpiredBy(i64),
+}
+
+/// Records in `table` the state of `key` just before the entry that [`Decision::needs_lookup`]
+/// named, from what a look-up found just after it (`exec_ms`: the entry's exec time). Deciding
+/// the entry again then gives the output a replica needs.
+pub fn resolve_unknown(table: &ExpiryTable, db: u32, key: &[u8], exec_ms: i64, found: LookedUp) {
+    match found {
+        LookedUp::Volatile(deadline) => table.set_deadline(db, key, deadline.max(exec_ms)),
+        // Pika keeps its deadlines in whole seconds and a key stays alive through its second:
+        // gone by `by` means a deadline at most the second before it, and not before the entry.
+        LookedUp::ExpiredBy(by) => {
+            let second_before = by.div_euclid(1000) * 1000 - 1000;
+            table.set_deadline(db, key, second_before.max(exec_ms));
+        }
+        LookedUp::NoTtl => match table.lookup(db, key, exec_ms) {
+            // The master had already dropped it: a replica must too (Pika 4.0 logs deadlines in
+            // seconds and expires in ms, so the table's deadline is this very second).
+            KeyKnowledge::Volatile(_) => table.set_deadline(db, key, exec_ms - 1),
+            _ => table.mark_not_volatile(db, key),
+        },
     }
 }
 

@@ -61,6 +61,7 @@ struct Proposal<'a> {
     outcome: Outcome,
     replacement: Option<Commands<'a>>,
     at_risk: Option<AtRisk>,
+    needs_lookup: bool,
 }
 
 impl<'a> Proposal<'a> {
@@ -70,6 +71,7 @@ impl<'a> Proposal<'a> {
             outcome: Outcome::Passed,
             replacement: None,
             at_risk: None,
+            needs_lookup: false,
         }
     }
     fn passed(family: Family) -> Self {
@@ -104,6 +106,7 @@ impl<'a> Proposal<'a> {
             outcome: Outcome::Rewritten,
             replacement: Some(cmds),
             at_risk: None,
+            needs_lookup: false,
         }
     }
     fn with_risk(mut self, risk: Option<AtRisk>) -> Self {
@@ -314,6 +317,7 @@ impl<'a> Cx<'a, '_> {
                 family: p.family,
                 outcome: p.outcome,
                 at_risk: p.at_risk,
+                needs_lookup: p.needs_lookup,
             };
         };
         let enabled = p
@@ -326,6 +330,7 @@ impl<'a> Cx<'a, '_> {
                 family: p.family,
                 outcome: Outcome::Disabled,
                 at_risk: p.at_risk,
+                needs_lookup: false,
             };
         }
         let wrap = self.policy.dialect == Dialect::Redis && cmds.len() > 1 && !self.in_multi;
@@ -334,6 +339,7 @@ impl<'a> Cx<'a, '_> {
             family: p.family,
             outcome: p.outcome,
             at_risk: p.at_risk,
+            needs_lookup: false,
         }
     }
 
@@ -410,6 +416,12 @@ impl<'a> Cx<'a, '_> {
         let family = cmd.family();
         let key = self.arg(key_at);
         let (known, expired) = self.know(key);
+        if key_at == 1 && self.policy.pause_on_unknown && self.undecidable(known) {
+            return Proposal {
+                needs_lookup: true,
+                ..Proposal::unknown_key(family)
+            };
+        }
         // The table first (the key's marker, then its witness), so that the decision, built
         // last, is returned where it is made rather than copied past these calls.
         self.keep_ttl_record(key, known);
@@ -417,6 +429,19 @@ impl<'a> Cx<'a, '_> {
             self.record_witness(cmd, key, known);
         }
         self.keep_ttl_decision(family, key, known, expired)
+    }
+
+    /// Whether a TTL-keeping write on a key known as `known` depends on what the stream does
+    /// not tell: whether the key was alive with a TTL at this entry. Pika 4.0 adds the second
+    /// its deadline falls in (it logs seconds and expires in milliseconds).
+    fn undecidable(&self, known: KeyKnowledge) -> bool {
+        match known {
+            KeyKnowledge::Unknown | KeyKnowledge::MaybeVolatile(_) => true,
+            KeyKnowledge::Volatile(deadline) => {
+                self.pika_4_0() && deadline.div_euclid(1000) == self.now.div_euclid(1000)
+            }
+            _ => false,
+        }
     }
 
     /// [`Self::keep_ttl_write`]'s effect on the key's entry: a key that was not volatile now

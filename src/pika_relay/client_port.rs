@@ -80,22 +80,7 @@ impl Client {
     pub(crate) async fn master_clock_ms(&mut self) -> std::io::Result<Option<i64>> {
         self.queue(&[b"TIME"]);
         self.flush().await?;
-        let BytesFrame::Array(parts) = self.reply().await? else {
-            return Ok(None);
-        };
-        let num = |f: Option<&BytesFrame>| -> Option<i64> {
-            match f? {
-                BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => {
-                    std::str::from_utf8(b).ok()?.parse().ok()
-                }
-                BytesFrame::Integer(i) => Some(*i),
-                _ => None,
-            }
-        };
-        Ok(match (num(parts.first()), num(parts.get(1))) {
-            (Some(s), Some(us)) => Some(s * 1000 + us / 1000),
-            _ => None,
-        })
+        Ok(clock_ms(&self.reply().await?))
     }
 
     /// The text of `INFO replication`.
@@ -113,6 +98,23 @@ impl Client {
             std::io::Error::other(format!("INFO replication has no {db_name}:binlog_offset"))
         })
     }
+}
+
+/// The ms since the epoch a `TIME` reply names (`None` for anything else, e.g. an error).
+pub(crate) fn clock_ms(frame: &BytesFrame) -> Option<i64> {
+    let BytesFrame::Array(parts) = frame else {
+        return None;
+    };
+    let num = |f: Option<&BytesFrame>| -> Option<i64> {
+        match f? {
+            BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => {
+                std::str::from_utf8(b).ok()?.parse().ok()
+            }
+            BytesFrame::Integer(i) => Some(*i),
+            _ => None,
+        }
+    };
+    Some(num(parts.first())? * 1000 + num(parts.get(1))? / 1000)
 }
 
 /// Finds `<db>:binlog_offset=<filenum> <offset>` in an `INFO replication` text.

@@ -61,6 +61,10 @@ pub struct PikaRelayConfig {
     /// scan keeps only volatile keys and the table falls back to "no TTL, existence unknown"
     /// for the rest, which is counted and logged.
     pub warmup_max_keys: u64,
+    /// Hold a write on a key whose state at that entry the stream does not tell (its TTL or
+    /// existence unknown: before the warm-up reached it, after a removal, Pika 4.0's deadline
+    /// second) and ask the master (`link/held.rs`), instead of passing it as `unknown_key`.
+    pub look_ups: bool,
     /// `binlog-file-size` of the master, to turn (filenum, offset) into a byte count for lag.
     pub binlog_file_size: u64,
     /// Largest accepted protobuf frame (Pika's limit is 512 MiB).
@@ -104,6 +108,7 @@ impl PikaRelayConfig {
             warmup: WarmupMode::Scan,
             warmup_rate: 50_000,
             warmup_max_keys: DEFAULT_WARMUP_MAX_KEYS,
+            look_ups: true,
             binlog_file_size: DEFAULT_BINLOG_FILE_SIZE,
             max_frame_len: 512 * 1024 * 1024,
             empty_at_origin: false,

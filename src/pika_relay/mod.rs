@@ -25,6 +25,7 @@ pub(crate) mod error;
 mod frame_reader;
 pub(crate) mod inflight;
 mod link;
+mod lookup;
 mod map_commit;
 pub mod map_store;
 pub(crate) mod offset_map;

@@ -21,17 +21,18 @@ use super::offset_map::Pair;
 use super::replica_layout::ReplicaLayout;
 use super::stats;
 use crate::engine::args::{Args, FrameArgs};
-use crate::engine::{self, AtRisk, Dialect, Emit, PikaRelease, Policy, StreamState};
+use crate::engine::{self, AtRisk, Dialect, Emit, LookedUp, PikaRelease, Policy, StreamState};
 use crate::families::{Family, FamilySwitches};
 use crate::pika::item::{put_item, BinlogItem, ITEM_HEADER_LEN};
 use crate::pika::messages::{
     BinlogPosition, BinlogSyncRecord, BinlogSyncSplice, InnerResponse, LogicalOffset, MessageError,
+    SplicePaused,
 };
 use crate::resp::{whole_command, CommandParser, FrameKind, ParserLimits};
 use crate::table::ExpiryTable;
 
 /// The result of rewriting one response.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RewrittenResponse {
     /// The new body, or `None` when every item is unchanged (forward the original frame).
     pub body: Option<Vec<u8>>,
@@ -77,6 +78,74 @@ pub struct LinkRewriter {
     replaying: bool,
     /// Scratch space of the replica-position prediction (argument spans of one command).
     layout_spans: Vec<(usize, usize)>,
+    /// The key of the item a rewrite paused at.
+    paused_key: Vec<u8>,
+    /// The item being rewritten is decided without a look-up (its look-up found nothing).
+    undecided_next: bool,
+}
+
+/// What one item's rewrite did.
+enum ItemStep {
+    Same,
+    Changed,
+    Paused,
+}
+
+/// How far the rewrite of one response has come; kept while the response waits for a look-up.
+#[derive(Debug, Default)]
+pub(crate) struct ResponseProgress {
+    next_record: usize,
+    out: RewrittenResponse,
+    splice: SplicePaused,
+    predicted_at: Option<BinlogPosition>,
+    predicted: Vec<Pair>,
+    first: Option<(LogicalOffset, u32)>,
+    last: Option<(LogicalOffset, u32)>,
+    items: usize,
+    undecided_next: bool,
+}
+
+impl ResponseProgress {
+    /// Index (in the response's records) of the item the rewrite stopped before.
+    pub(crate) fn next_record(&self) -> usize {
+        self.next_record
+    }
+
+    /// Stops predicting replica positions for the rest of the response.
+    pub(crate) fn drop_prediction(&mut self) {
+        self.predicted_at = None;
+    }
+}
+
+/// A response's rewrite, stopped before the item whose key needs a look-up.
+#[derive(Debug)]
+pub(crate) struct PausedRewrite {
+    /// Where to go on from.
+    pub progress: ResponseProgress,
+    /// The key the item writes, and its DB.
+    pub key: Vec<u8>,
+    pub db: u32,
+    /// The item's master END.
+    pub end: BinlogPosition,
+    /// The item's exec time, ms.
+    pub exec_ms: i64,
+}
+
+/// What [`LinkRewriter::rewrite_records_from`] did.
+#[derive(Debug)]
+pub(crate) enum RewriteStep {
+    Done(RewrittenResponse),
+    // Boxed: a pause is rare, and `Done` is moved on every response.
+    Paused(Box<PausedRewrite>),
+}
+
+/// What [`LinkRewriter::items_name_key`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KeyScan {
+    /// A command names the key, or may touch it.
+    pub named: bool,
+    /// The items reach the position asked about.
+    pub reached: bool,
 }
 
 /// What [`LinkRewriter::replay_response`] did with one BinlogSync response.
@@ -110,6 +179,7 @@ impl LinkRewriter {
                 dialect: Dialect::Pika,
                 families,
                 pika_release: Default::default(),
+                pause_on_unknown: false,
             },
             touched: None,
             item_end: BinlogPosition::default(),
@@ -122,6 +192,8 @@ impl LinkRewriter {
             item: Vec::new(),
             replaying: false,
             layout_spans: Vec::new(),
+            paused_key: Vec::new(),
+            undecided_next: false,
         }
     }
 
@@ -188,64 +260,181 @@ impl LinkRewriter {
         records: &[BinlogSyncRecord<'_>],
         predict: Option<(ReplicaLayout, BinlogPosition)>,
     ) -> Result<RewrittenResponse, MessageError> {
-        let mut out = RewrittenResponse {
-            body: None,
-            forwarded: None,
-            unparsable_items: 0,
-            at_risk: Vec::new(),
-            predicted: None,
-        };
-        let mut predicted_at = predict.map(|(_, from)| from);
-        let mut predicted = Vec::with_capacity(if predict.is_some() { records.len() } else { 0 });
+        let mut step = self.rewrite_records_from(body, records, predict, None)?;
+        loop {
+            match step {
+                RewriteStep::Done(done) => return Ok(done),
+                // Decided without a look-up.
+                RewriteStep::Paused(mut paused) => {
+                    self.resolve_paused(&mut paused, None);
+                    step =
+                        self.rewrite_records_from(body, records, predict, Some(paused.progress))?;
+                }
+            }
+        }
+    }
+
+    /// Whether a write on a key whose state the table lacks pauses the rewrite of its response
+    /// ([`RewriteStep::Paused`]) so the link can look the key up on the master.
+    pub fn set_look_ups(&mut self, on: bool) {
+        self.policy.pause_on_unknown = on;
+    }
+
+    /// Rewrites `records` (see [`Self::rewrite_records_predicting`]) from the start, or from
+    /// where `resume` paused. With look-ups on, it pauses before an item whose first command
+    /// writes a key the table cannot decide ([`engine::Decision::needs_lookup`]), having
+    /// changed nothing for that item; after [`Self::resolve_paused`] the same call with the
+    /// paused state goes on from that item.
+    pub(crate) fn rewrite_records_from(
+        &mut self,
+        body: &Bytes,
+        records: &[BinlogSyncRecord<'_>],
+        predict: Option<(ReplicaLayout, BinlogPosition)>,
+        resume: Option<ResponseProgress>,
+    ) -> Result<RewriteStep, MessageError> {
         let started = Instant::now();
-        let mut first: Option<(LogicalOffset, u32)> = None;
-        let mut last: Option<(LogicalOffset, u32)> = None;
-        let mut items = 0;
-        let mut splice = BinlogSyncSplice::new(body);
-        for record in records {
+        let mut p = resume.unwrap_or_else(|| ResponseProgress {
+            predicted_at: predict.map(|(_, from)| from),
+            predicted: Vec::with_capacity(if predict.is_some() { records.len() } else { 0 }),
+            ..ResponseProgress::default()
+        });
+        let mut splice = BinlogSyncSplice::resume(body, std::mem::take(&mut p.splice));
+        let mut index = p.next_record;
+        while let Some(record) = records.get(index) {
             let entry = &record.entry;
             if entry.is_keepalive() {
+                index += 1;
                 continue;
             }
             let item = entry.item().map_err(MessageError::Item)?;
             let end = entry.binlog_offset.logical();
-            first.get_or_insert((end, item.header.exec_time));
-            last = Some((end, item.header.exec_time));
-            items += 1;
             self.item_end = end.position();
-            let replaced = self.rewrite_item(body, &item, &mut out)?;
+            self.undecided_next = std::mem::take(&mut p.undecided_next);
+            let step = self.rewrite_item(body, &item, &mut p.out);
+            self.undecided_next = false;
+            let replaced = match step? {
+                ItemStep::Paused => {
+                    p.next_record = index;
+                    p.splice = splice.pause();
+                    self.tally.flush(started.elapsed().as_secs_f64());
+                    return Ok(RewriteStep::Paused(Box::new(PausedRewrite {
+                        progress: p,
+                        key: std::mem::take(&mut self.paused_key),
+                        db: self.state.db,
+                        end: end.position(),
+                        exec_ms: i64::from(item.header.exec_time) * 1000,
+                    })));
+                }
+                ItemStep::Same => false,
+                ItemStep::Changed => true,
+            };
+            p.first.get_or_insert((end, item.header.exec_time));
+            p.last = Some((end, item.header.exec_time));
+            p.items += 1;
             if replaced {
                 splice.replace_binlog(record, &self.item)?;
             }
-            if let (Some(at), Some((layout, _))) = (predicted_at, predict) {
+            if let (Some(at), Some((layout, _))) = (p.predicted_at, predict) {
                 let content = if replaced {
                     self.item.get(ITEM_HEADER_LEN..).unwrap_or_default()
                 } else {
                     item.content
                 };
-                predicted_at = layout.after_content(at, content, &mut self.layout_spans);
-                if let Some(replica) = predicted_at {
-                    predicted.push(Pair {
+                p.predicted_at = layout.after_content(at, content, &mut self.layout_spans);
+                if let Some(replica) = p.predicted_at {
+                    p.predicted.push(Pair {
                         replica,
                         master: end.position(),
                     });
                 }
             }
+            index += 1;
         }
-        out.predicted = predicted_at.filter(|_| items > 0).map(|_| predicted);
+        let mut out = p.out;
+        out.predicted = p.predicted_at.filter(|_| p.items > 0).map(|_| p.predicted);
         out.body = splice.finish();
         self.tally.flush(started.elapsed().as_secs_f64());
-        if let (Some((first_end, first_exec)), Some((last_end, last_exec))) = (first, last) {
+        if let (Some((first_end, first_exec)), Some((last_end, last_exec))) = (p.first, p.last) {
             out.forwarded = Some(Forwarded {
                 first_end,
                 last_end,
                 first_exec_time: first_exec,
                 last_exec_time: last_exec,
                 changed: out.body.is_some(),
-                items,
+                items: p.items,
             });
         }
-        Ok(out)
+        Ok(RewriteStep::Done(out))
+    }
+
+    /// Records what a look-up found for the key a rewrite paused at (`None`: nothing usable,
+    /// the item is then decided without it, as `unknown_key`).
+    pub(crate) fn resolve_paused(&mut self, paused: &mut PausedRewrite, found: Option<LookedUp>) {
+        match found {
+            Some(found) => {
+                engine::resolve_unknown(&self.table, paused.db, &paused.key, paused.exec_ms, found)
+            }
+            None => paused.progress.undecided_next = true,
+        }
+    }
+
+    /// Whether any command of the items of `records` from `from_record` on that end at or
+    /// before `until` names `key` (as any argument, or a command that may touch every key),
+    /// and whether an item ending at or past `until` was seen (everything up to it is here).
+    pub(crate) fn items_name_key(
+        &mut self,
+        body: &Bytes,
+        records: &[BinlogSyncRecord<'_>],
+        from_record: usize,
+        until: BinlogPosition,
+        key: &[u8],
+    ) -> Result<KeyScan, MessageError> {
+        let mut scan = KeyScan::default();
+        for record in records.iter().skip(from_record) {
+            let entry = &record.entry;
+            if entry.is_keepalive() {
+                continue;
+            }
+            let end = entry.binlog_offset.logical().position();
+            if end > until {
+                scan.reached = true;
+                break;
+            }
+            scan.reached |= end == until;
+            let item = entry.item().map_err(MessageError::Item)?;
+            self.frames.clear();
+            if !split_content(
+                body,
+                item.content,
+                &mut self.parser,
+                &mut self.scratch,
+                &mut self.frames,
+            ) {
+                scan.named = true;
+                continue;
+            }
+            for frame in &self.frames.frames {
+                if !matches!(frame.kind, FrameKind::Command | FrameKind::Inline) {
+                    continue;
+                }
+                let args = FrameArgs {
+                    raw: body,
+                    spans: &self.frames.spans[frame.spans.clone()],
+                };
+                let name = args.get(0).unwrap_or_default();
+                let everything = [&b"flushdb"[..], b"flushall", b"swapdb", b"select"]
+                    .iter()
+                    .any(|n| name.eq_ignore_ascii_case(n));
+                if everything || (1..args.count()).any(|i| args.get(i) == Some(key)) {
+                    scan.named = true;
+                }
+            }
+            if scan.reached {
+                break;
+            }
+        }
+        self.frames.clear();
+        Ok(scan)
     }
 
     /// Runs the items of the BinlogSync response `body` that end at or before `until` through
@@ -299,14 +488,15 @@ impl LinkRewriter {
         result
     }
 
-    /// Runs one item's commands through the engine; true when it changed, with the new item's
-    /// bytes in `self.item`.
+    /// Runs one item's commands through the engine; `Changed` with the new item's bytes in
+    /// `self.item`, or `Paused` (nothing changed, the key in `self.paused_key`) when its first
+    /// command needs a look-up.
     fn rewrite_item(
         &mut self,
         body: &Bytes,
         item: &BinlogItem<'_>,
         out: &mut RewrittenResponse,
-    ) -> Result<bool, MessageError> {
+    ) -> Result<ItemStep, MessageError> {
         let exec_ms = i64::from(item.header.exec_time) * 1000;
         self.frames.clear();
         if !split_content(
@@ -318,13 +508,15 @@ impl LinkRewriter {
         ) {
             self.frames.clear();
             out.unparsable_items += 1;
-            return Ok(false);
+            return Ok(ItemStep::Same);
         }
         // The item's new content is started at its first replaced frame, with the frames
         // before it copied in one piece; an item that passes through is never copied.
         let mut changed = false;
         self.content.clear();
         let content_start = self.frames.frames.first().map_or(0, |f| f.raw.start);
+        let pausing = self.policy.pause_on_unknown && !self.replaying && !self.undecided_next;
+        let mut first_command = true;
         for frame in &self.frames.frames {
             let untouched = &body[frame.raw.clone()];
             if !matches!(frame.kind, FrameKind::Command | FrameKind::Inline) {
@@ -346,8 +538,23 @@ impl LinkRewriter {
                     *at = (*at).max(end);
                 }
             }
-            let decision =
+            let mut decision =
                 engine::rewrite(&args, exec_ms, &mut self.state, &self.table, &self.policy);
+            if decision.needs_lookup {
+                if pausing && first_command {
+                    self.paused_key.clear();
+                    self.paused_key
+                        .extend_from_slice(args.get(1).unwrap_or_default());
+                    return Ok(ItemStep::Paused);
+                }
+                // Too late to pause (a command before it in the item is decided), or the
+                // look-up found nothing usable: decided without it.
+                self.policy.pause_on_unknown = false;
+                decision =
+                    engine::rewrite(&args, exec_ms, &mut self.state, &self.table, &self.policy);
+                self.policy.pause_on_unknown = true;
+            }
+            first_command = false;
             if !self.replaying {
                 self.tally.count(decision.family, decision.outcome);
                 if decision.outcome == engine::Outcome::UnknownKey {
@@ -384,11 +591,11 @@ impl LinkRewriter {
             self.table.prune(exec_ms);
         }
         if !changed {
-            return Ok(false);
+            return Ok(ItemStep::Same);
         }
         self.item.clear();
         put_item(&item.header, &self.content, &mut self.item).map_err(MessageError::Item)?;
-        Ok(true)
+        Ok(ItemStep::Changed)
     }
 }
 

@@ -33,6 +33,7 @@ use super::frame_reader::{FrameReader, Frames};
 use super::link::action::{Action, DbId, Event};
 use super::link::input::{Request, Response};
 use super::link::{db_key, lag_seconds, LinkEnv, LinkMachine, MachineConfig};
+use super::lookup::{Lookups, Question, Reply};
 use super::map_commit::CommittedMap;
 use super::map_store::Loaded;
 use super::passthrough::CONNECT_TIMEOUT;
@@ -198,10 +199,21 @@ pub(crate) async fn run_link(
             upstream_idle_timeout: setup.cfg.upstream_idle_timeout,
             master_drop_after: setup.cfg.master_drop_after,
             replica_binlog_file_size: setup.cfg.binlog_file_size,
+            look_ups: setup.cfg.look_ups,
         },
         release.unwrap_or_default(),
         Instant::now(),
     );
+    let (lookups, replies) = if setup.cfg.look_ups {
+        let (lookups, replies) = Lookups::start(
+            setup.cfg.master,
+            setup.cfg.master_password.clone(),
+            release.unwrap_or_default(),
+        );
+        (Some(lookups), Some(replies))
+    } else {
+        (None, None)
+    };
     let mut link = Link {
         id,
         peer,
@@ -220,7 +232,9 @@ pub(crate) async fn run_link(
         master_addr,
         master_spoke: false,
         risk_log: crate::logging::Throttle::new(RISK_LOG_INTERVAL),
+        lookup_log: crate::logging::Throttle::new(RISK_LOG_INTERVAL),
         series: None,
+        lookups,
     };
     tracing::info!(%peer, link = id, "replica connected; relaying to {master_addr}");
     link.publish_status();
@@ -228,6 +242,7 @@ pub(crate) async fn run_link(
         .pump(
             FrameReader::new(replica_r, codec),
             FrameReader::new(master_r, codec),
+            replies,
             cancel.clone(),
         )
         .await;
@@ -288,6 +303,10 @@ struct Link {
     /// The replica's series, from when it named itself (a connection that never does, such as
     /// a port probe, creates none) until the link closes.
     series: Option<ReplicaHandle>,
+    /// Warnings about entries a look-up could not decide.
+    lookup_log: crate::logging::Throttle,
+    /// The look-up worker (`--look-ups on`).
+    lookups: Option<Lookups>,
 }
 
 /// The machine's environment, from a link's fields (a macro so the borrow stays on the fields,
@@ -308,6 +327,7 @@ impl Link {
         &mut self,
         mut replica: Frames,
         mut master: Frames,
+        mut replies: Option<tokio::sync::mpsc::UnboundedReceiver<Reply>>,
         cancel: CancellationToken,
     ) -> Result<(), LinkError> {
         let mut tick = tokio::time::interval(TICK);
@@ -358,6 +378,10 @@ impl Link {
                         }
                     }
                     self.hold.processed(arrived, self.to_replica.len());
+                }
+                Some(reply) = next_reply(&mut replies) => {
+                    self.machine.on_lookup(&env!(self), reply.db, reply.answer, Instant::now(), &mut self.actions);
+                    self.execute().await?;
                 }
                 _ = tick.tick() => self.on_tick().await?,
             }
@@ -485,6 +509,21 @@ impl Link {
                 self.catch_up_from_checkpoint(db, master).await;
                 Ok(())
             }
+            Action::LookUp { db, key } => {
+                let db_name =
+                    String::from_utf8_lossy(self.machine.db(db).slot().db_name).into_owned();
+                match &self.lookups {
+                    Some(lookups) => lookups.ask(Question { db, db_name, key }),
+                    None => self.machine.on_lookup(
+                        &env!(self),
+                        db,
+                        super::link::held::LookupAnswer::Failed("look-ups are off".into()),
+                        Instant::now(),
+                        &mut self.actions,
+                    ),
+                }
+                Ok(())
+            }
             Action::Checkpoint { db } => {
                 let state = self.machine.db(db);
                 if let Some(rw) = state.rewriter() {
@@ -602,6 +641,27 @@ impl Link {
                     );
                 }
             }
+            Event::LookedUp {
+                db,
+                result,
+                key: looked_up,
+                waited,
+            } => {
+                stats::lookup(result.name());
+                let key_text = String::from_utf8_lossy(&looked_up);
+                if result == super::link::held::LookupResult::Resolved {
+                    tracing::debug!(
+                        replica = %name, db = %key(db), key = %key_text, waited_ms = waited.as_millis() as u64,
+                        "look-up on the master decided an entry the stream could not"
+                    );
+                } else if let Some(count) = self.lookup_log.admit(1) {
+                    tracing::warn!(
+                        replica = %name, db = %key(db), key = %key_text, result = result.name(),
+                        waited_ms = waited.as_millis() as u64, count,
+                        "a look-up on the master could not decide an entry; it passed as unknown_key (count: this and the suppressed ones since the last line)"
+                    );
+                }
+            }
             Event::FirstRewrite { db, at } => tracing::info!(
                 replica = %name, db = %key(db), at = %at,
                 "first rewritten item since the last full sync: replica offsets now differ from the master's and are learned from acks"
@@ -674,7 +734,8 @@ impl Link {
     // -----------------------------------------------------------------------------------------
 
     async fn on_tick(&mut self) -> Result<(), LinkError> {
-        self.machine.on_tick(Instant::now(), &mut self.actions);
+        self.machine
+            .on_tick(&env!(self), Instant::now(), &mut self.actions);
         self.execute().await?;
         self.publish_status();
         Ok(())
@@ -783,5 +844,15 @@ fn risk_message(cause: RiskCause) -> &'static str {
         RiskCause::ValueLostByMaster => {
             "the Pika 4.0 master logged this write with an empty value (its APPEND/SETRANGE on a missing key); every replica stores \"\" for the key"
         }
+    }
+}
+
+/// The next look-up reply, or never when look-ups are off.
+async fn next_reply(
+    replies: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Reply>>,
+) -> Option<Reply> {
+    match replies {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -107,6 +107,11 @@ pub fn expiry_tables(keys: usize, complete: bool) {
     gauge!(names::TABLE_COMPLETE).set(if complete { 1.0 } else { 0.0 });
 }
 
+/// A look-up ended, and how (one of [`crate::metrics::LOOKUP_RESULTS`]).
+pub fn lookup(result: &'static str) {
+    counter!(names::LOOKUPS, "result" => result).increment(1);
+}
+
 /// A replica connection ended, and why (one of [`crate::metrics::DISCONNECT_REASONS`]).
 pub fn disconnect(reason: &'static str) {
     counter!(names::DISCONNECTS, "reason" => reason).increment(1);

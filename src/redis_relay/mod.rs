@@ -182,6 +182,7 @@ pub async fn serve_on(
             dialect: Dialect::Redis,
             families: shared.families.clone(),
             pika_release: Default::default(),
+            pause_on_unknown: false,
         },
         cfg,
         shared,

@@ -3,7 +3,7 @@
 use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn warm_up_learns_old_ttls_and_leaves_raced_keys_unknown() {
+async fn warm_up_learns_old_ttls_and_raced_keys_are_looked_up() {
     let master = FakeMaster::start(fast_keepalives(), T0).await;
     // Keys written before the relay existed.
     master.exec(&["SETEX", "old", "100", "5"]);
@@ -75,14 +75,27 @@ async fn warm_up_learns_old_ttls_and_leaves_raced_keys_unknown() {
         get(replica.state_at(at), "old").unwrap().deadline_ms,
         master_old.deadline_ms
     );
-    // `raced` changed while the scan ran: unknown, so its INCR went through unchanged.
-    assert_eq!(
-        get(replica.state_at(at), "raced").unwrap().deadline_ms,
-        None
-    );
+    // `raced` changed while the scan ran, so the merge left it unknown: its INCR was held, the
+    // key looked up on the master, and the INCR carried the deadline the master holds (with
+    // `--look-ups off` it went through unchanged and the replica kept `raced` forever).
     assert_eq!(
         get(master.state_at(at), "raced").unwrap().deadline_ms,
         Some(T0 + 1000 + 500_000)
+    );
+    assert_eq!(
+        get(replica.state_at(at), "raced").unwrap().deadline_ms,
+        Some(T0 + 1000 + 500_000)
+    );
+    assert!(master.look_ups() >= 1);
+    let text = proxy.metrics();
+    assert_eq!(
+        metric_sum(
+            &text,
+            "pika_ttl_proxy_lookups_total",
+            &[("result", "resolved")]
+        ),
+        1.0,
+        "{text}"
     );
     assert_eq!(
         get(master.state_at(at), "plain").unwrap().deadline_ms,

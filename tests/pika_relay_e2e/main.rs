@@ -25,6 +25,7 @@ use pika_ttl_proxy::pika::messages::BinlogPosition;
 use pika_ttl_proxy::pika::proto::FieldIter;
 use pika_ttl_proxy::pika_relay::map_store;
 use pika_ttl_proxy::pika_relay::{serve, PikaRelayConfig, PikaRelayShared};
+use support::metric_sum;
 use support::pika_peer::fake_master::{FakeMaster, MasterEvent, MasterOptions, SendMode};
 use support::pika_peer::fake_replica::{FakeReplica, ReplicaEvent};
 use support::pika_peer::net::{free_base_port, wait_until, FramedConn, PATIENCE};

@@ -74,7 +74,8 @@ async fn a_relay_killed_before_the_acks_resumes_from_predicted_positions() {
 /// A clean stop saves each DB's expiry table and the next start gives it back to the replica
 /// that resumes where it stopped: an INCR on a key whose TTL was set before the restart is
 /// rewritten. After a kill with no checkpoint (removed here; the checkpoint path has its own
-/// test) there is no table: the same kind of entry passes as `unknown_key`.
+/// test) there is no table: the same kind of entry is held and its key looked up on the
+/// master, which decides it (with `--look-ups off` it would pass as `unknown_key`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_stop_keeps_the_expiry_tables_and_a_kill_does_not() {
     let mut rig = rig(&["--empty-at-origin"]).await;
@@ -120,7 +121,16 @@ async fn a_clean_stop_keeps_the_expiry_tables_and_a_kill_does_not() {
     let text = rig.proxy.metrics();
     assert_eq!(
         (series(&text, "rewritten"), series(&text, "unknown_key")),
-        (0.0, 1.0),
+        (1.0, 0.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_sum(
+            &text,
+            "pika_ttl_proxy_lookups_total",
+            &[("result", "resolved")]
+        ),
+        1.0,
         "{text}"
     );
     rig.assert_converged(T0);

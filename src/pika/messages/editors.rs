@@ -79,6 +79,13 @@ pub fn replace_try_sync_offset(
     Ok(editor.to_vec())
 }
 
+/// A [`BinlogSyncSplice`] stopped part-way, without its body.
+#[derive(Debug, Default)]
+pub struct SplicePaused {
+    copied: usize,
+    out: Option<Vec<u8>>,
+}
+
 /// A BinlogSync response re-encoded while its records are read: a replaced record gets a new
 /// `binlog` (its other fields keep their bytes and order), the bytes between replaced records
 /// are copied in one piece, and nothing is copied before the first replacement, so a response
@@ -118,6 +125,23 @@ impl<'a> BinlogSyncSplice<'a> {
         record.put_with_binlog(out, binlog)?;
         self.copied = record.record.end;
         Ok(())
+    }
+
+    /// Stops the splice part-way (the response waits); [`Self::resume`] goes on from here.
+    pub fn pause(self) -> SplicePaused {
+        SplicePaused {
+            copied: self.copied,
+            out: self.out,
+        }
+    }
+
+    /// A splice of `body` going on from where [`Self::pause`] left it.
+    pub fn resume(body: &'a [u8], paused: SplicePaused) -> Self {
+        BinlogSyncSplice {
+            body,
+            copied: paused.copied,
+            out: paused.out,
+        }
     }
 
     /// The new body, or `None` when nothing was replaced (the original bytes stand).

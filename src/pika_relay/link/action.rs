@@ -59,6 +59,10 @@ pub(crate) enum Action {
     CatchUp { db: DbId, master: BinlogPosition },
     /// Write a checkpoint of the DB's table at its last forwarded position if one is due.
     Checkpoint { db: DbId },
+    /// Ask the master for `key`'s TTL and the DB's binlog position after it, and feed the
+    /// answer to [`LinkMachine::on_lookup`](super::LinkMachine::on_lookup) (without waiting
+    /// for it here: the link goes on reading both peers meanwhile).
+    LookUp { db: DbId, key: Bytes },
     /// Log and count.
     Event(Event),
     /// Close the link; nothing after this runs.
@@ -71,6 +75,14 @@ pub(crate) enum Event {
     /// A response's replica position could not be predicted (a command the replica rewrites
     /// with its own clock): positions are learned from acks until the next session.
     PredictionEnded { db: DbId },
+    /// A held response's look-up ended and its item was decided (with the answer only when
+    /// `result` is `Resolved`).
+    LookedUp {
+        db: DbId,
+        result: super::held::LookupResult,
+        key: Bytes,
+        waited: std::time::Duration,
+    },
     /// An ack disagreed with the replica position predicted for its response.
     Mispredicted {
         db: DbId,

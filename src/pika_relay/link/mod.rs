@@ -16,6 +16,7 @@
 
 pub(crate) mod action;
 mod db;
+pub(crate) mod held;
 pub(crate) mod input;
 #[cfg(test)]
 mod tests;
@@ -40,10 +41,11 @@ use crate::pika_relay::inflight::Inflight;
 use crate::pika_relay::offset_map::{MapState, MapUpdate, Pair};
 use crate::pika_relay::registry::ParkedTable;
 use crate::pika_relay::replica_layout::{Prediction, ReplicaLayout};
-use crate::pika_relay::rewrite::LinkRewriter;
+use crate::pika_relay::rewrite::{LinkRewriter, RewriteStep, RewrittenResponse};
 use crate::pika_relay::warmup::WarmupState;
 use crate::table::{Baseline, ExpiryTable};
 use action::{Action, DbId, Event, WriteAhead};
+use held::{Held, LookupAnswer};
 use input::{BinlogResponse, Request, Response};
 
 /// Margin added to a replica's lag when deciding whether an entry is at risk: Pika's expiry has
@@ -79,6 +81,8 @@ pub(crate) struct MachineConfig {
     pub master_drop_after: Duration,
     /// The replicas' `binlog-file-size`, for predicting their binlog positions.
     pub replica_binlog_file_size: u64,
+    /// Whether a write on a key the table cannot decide is held for a look-up on the master.
+    pub look_ups: bool,
 }
 
 /// The protocol state of one replica link (every DB it carries).
@@ -92,6 +96,8 @@ pub(crate) struct LinkMachine {
     /// When a BinlogSync request (first_send, ack or ping) last went to the master: the master
     /// drops a replica whose requests stop for 20 s.
     last_binlog_request: Instant,
+    /// The response waiting for a look-up, with everything the master sent after it.
+    held: Option<Held>,
 }
 
 /// The DB key of a slot: `db0`, or `db0:<slot>` when the slot is not 0.
@@ -138,6 +144,21 @@ impl LinkMachine {
             release,
             last_upstream: now,
             last_binlog_request: now,
+            held: None,
+        }
+    }
+
+    /// Whether a response of `db` waits for a look-up.
+    pub(crate) fn holds(&self, db: DbId) -> bool {
+        self.held.as_ref().is_some_and(|h| h.db == db)
+    }
+
+    /// Drops a look-up's hold on `db`: its table has moved past what was forwarded (the items
+    /// before the paused one), so it describes no position and is dropped too.
+    fn drop_held(&mut self, db: DbId) {
+        if self.holds(db) {
+            self.held = None;
+            self.dbs[db.0].rewriter = None;
         }
     }
 
@@ -200,6 +221,10 @@ impl LinkMachine {
 
     /// The link closes: every DB's table is parked (valid at its last forwarded position).
     pub(crate) fn park_all(&mut self, env: &dyn LinkEnv) {
+        if let Some(held) = &self.held {
+            let db = held.db;
+            self.drop_held(db);
+        }
         for db in &mut self.dbs {
             db.park(env);
         }
@@ -317,6 +342,7 @@ impl LinkMachine {
         out: &mut Vec<Action>,
     ) -> Result<(), LinkError> {
         let id = self.known(&ds.slot)?;
+        self.drop_held(id);
         let db = &mut self.dbs[id.0];
         let reason = match db.purged.take() {
             Some(Purged::ByRelay) => "proxy_unmapped_offset",
@@ -493,9 +519,11 @@ impl LinkMachine {
         master: BinlogPosition,
         out: &mut Vec<Action>,
     ) {
+        self.drop_held(id);
         let release = self.release;
         let families = self.cfg.families.clone();
         let empty_at_origin = self.cfg.empty_at_origin;
+        let look_ups = self.cfg.look_ups;
         let db = &mut self.dbs[id.0];
         let previous_end = db.last_forwarded;
         db.phase = Phase::Streaming;
@@ -541,6 +569,7 @@ impl LinkMachine {
             },
         };
         rewriter.set_pika_release(release);
+        rewriter.set_look_ups(look_ups);
         if !rewriter.table().is_complete() {
             db.warmup = env.start_warmup(&db.key, &mut rewriter);
         }
@@ -580,7 +609,7 @@ impl LinkMachine {
                 out.push(Action::ToReplica(body.clone()));
             }
             Response::BinlogSync(binlog) => {
-                if let Err(e) = self.on_binlog_response(env, body, binlog, out) {
+                if let Err(e) = self.on_binlog_response(env, body, binlog, now, out) {
                     out.push(Action::Close(e));
                 }
             }
@@ -655,8 +684,16 @@ impl LinkMachine {
         env: &dyn LinkEnv,
         body: &Bytes,
         resp: &BinlogResponse<'_>,
+        now: Instant,
         out: &mut Vec<Action>,
     ) -> Result<(), LinkError> {
+        if let Some(held) = self.held.as_mut() {
+            // Everything waits behind the paused response, keepalives too: order is kept.
+            held.queued.push_back(body.clone());
+            // It may carry the items an answer waits for.
+            self.release_held(env, now, out);
+            return Ok(());
+        }
         if resp.keepalive {
             out.push(Action::ToReplica(body.clone()));
             return Ok(());
@@ -686,40 +723,103 @@ impl LinkMachine {
                 ),
             ));
         }
-        let Some(rewriter) = db.rewriter.as_mut() else {
+        if db.rewriter.is_none() {
             return Err(protocol(
                 Side::Master,
                 format!("items for {} before streaming started", db.key),
             ));
+        }
+        let predict_from = self.predict_from(id);
+        let step = match resp.mixed() {
+            Some(mixed) => Err(mixed),
+            None => {
+                let layout = self.layout();
+                match self.dbs[id.0].rewriter.as_mut() {
+                    Some(rw) => rw.rewrite_records_from(
+                        body,
+                        &resp.records,
+                        predict_from.map(|from| (layout, from)),
+                        None,
+                    ),
+                    None => return Ok(()),
+                }
+            }
         };
-        // A response that fails part-way may have changed the table already, while the link's
-        // position stays before it: the table then describes no position, so it is dropped
-        // rather than parked for a replica resuming there.
-        let predict_from = match &db.map {
+        self.after_rewrite(env, id, body, step, predict_from, now, out)
+    }
+
+    /// Where the replica will be once it has applied everything forwarded so far, when that
+    /// can be predicted.
+    fn predict_from(&self, id: DbId) -> Option<BinlogPosition> {
+        let db = &self.dbs[id.0];
+        match &db.map {
             // The boundary before this response is identical on both sides.
             MapState::Identity => Some(db.last_forwarded),
             MapState::Pairs(_) => db.prediction.next_start(),
             MapState::Unknown => None,
-        };
-        let layout = ReplicaLayout {
+        }
+    }
+
+    fn layout(&self) -> ReplicaLayout {
+        ReplicaLayout {
             file_size: self.cfg.replica_binlog_file_size,
             release: self.release,
-        };
-        let rewritten = match resp.mixed() {
-            Some(mixed) => Err(mixed),
-            None => rewriter.rewrite_records_predicting(
-                body,
-                &resp.records,
-                predict_from.map(|from| (layout, from)),
-            ),
-        };
-        let rewritten = match rewritten {
-            Ok(r) => r,
+        }
+    }
+
+    /// A response's rewrite finished (it is forwarded) or paused (it is held and its key
+    /// looked up).
+    #[allow(clippy::too_many_arguments)]
+    fn after_rewrite(
+        &mut self,
+        env: &dyn LinkEnv,
+        id: DbId,
+        body: &Bytes,
+        step: Result<RewriteStep, crate::pika::messages::MessageError>,
+        predict_from: Option<BinlogPosition>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Result<(), LinkError> {
+        let rewritten = match step {
+            Ok(RewriteStep::Done(rewritten)) => rewritten,
+            Ok(RewriteStep::Paused(paused)) => {
+                out.push(Action::LookUp {
+                    db: id,
+                    key: Bytes::copy_from_slice(&paused.key),
+                });
+                self.held = Some(Held {
+                    db: id,
+                    body: body.clone(),
+                    paused,
+                    predict_from,
+                    queued: Default::default(),
+                    since: now,
+                    answer: None,
+                });
+                return Ok(());
+            }
+            // A response that fails part-way may have changed the table already, while the
+            // link's position stays before it: the table then describes no position, so it is
+            // dropped rather than parked for a replica resuming there.
             Err(e) => {
-                db.rewriter = None;
+                self.dbs[id.0].rewriter = None;
                 return Err(LinkError::Message(Side::Master, e));
             }
         };
+        self.forward_rewritten(env, id, body, rewritten, out);
+        Ok(())
+    }
+
+    /// Sends a rewritten response, its write-ahead map state first.
+    fn forward_rewritten(
+        &mut self,
+        env: &dyn LinkEnv,
+        id: DbId,
+        body: &Bytes,
+        rewritten: RewrittenResponse,
+        out: &mut Vec<Action>,
+    ) {
+        let db = &mut self.dbs[id.0];
         if rewritten.unparsable_items > 0 {
             out.push(Action::Event(Event::UnparsableItems {
                 db: id,
@@ -746,7 +846,7 @@ impl LinkMachine {
         }
         let Some(forwarded) = rewritten.forwarded else {
             out.push(Action::ToReplica(body.clone()));
-            return Ok(());
+            return;
         };
         if forwarded.changed && db.map.is_identity() {
             // Write-ahead: once the replica applies this response its layout departs from the
@@ -795,7 +895,95 @@ impl LinkMachine {
             Some(changed) => changed.into(),
             None => body.clone(),
         }));
-        Ok(())
+    }
+
+    /// The master's answer to the look-up of the held response.
+    pub(crate) fn on_lookup(
+        &mut self,
+        env: &dyn LinkEnv,
+        db: DbId,
+        answer: LookupAnswer,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        // An answer for a hold that was dropped (a full sync, a new session) is stale.
+        if let Some(held) = self
+            .held
+            .as_mut()
+            .filter(|h| h.db == db && h.answer.is_none())
+        {
+            held.answer = Some(answer);
+        }
+        self.release_held(env, now, out);
+    }
+
+    /// Decides the held response's paused item once its look-up is usable (or given up), then
+    /// goes on with that response and everything queued behind it, until all is sent or a
+    /// response pauses again.
+    fn release_held(&mut self, env: &dyn LinkEnv, now: Instant, out: &mut Vec<Action>) {
+        let Some(held) = self.held.as_ref() else {
+            return;
+        };
+        let id = held.db;
+        let Some(rewriter) = self.dbs[id.0].rewriter.as_mut() else {
+            self.held = None;
+            return;
+        };
+        let Some((found, result)) = held.verdict(rewriter, now) else {
+            return;
+        };
+        let Some(mut held) = self.held.take() else {
+            return;
+        };
+        rewriter.resolve_paused(&mut held.paused, found);
+        out.push(Action::Event(Event::LookedUp {
+            db: id,
+            result,
+            key: Bytes::copy_from_slice(&held.paused.key),
+            waited: now.saturating_duration_since(held.since),
+        }));
+        let resumed = match Response::decode(&held.body) {
+            Ok(Response::BinlogSync(resp)) => {
+                // The pairs predicted so far were chained from where the response started; an
+                // ack that ended the prediction meanwhile ends it for this response too.
+                let predict = self
+                    .predict_from(id)
+                    .filter(|p| Some(*p) == held.predict_from);
+                if predict.is_none() {
+                    held.paused.progress.drop_prediction();
+                }
+                let layout = self.layout();
+                let step = match self.dbs[id.0].rewriter.as_mut() {
+                    Some(rw) => rw.rewrite_records_from(
+                        &held.body,
+                        &resp.records,
+                        predict.map(|from| (layout, from)),
+                        Some(held.paused.progress),
+                    ),
+                    None => return,
+                };
+                self.after_rewrite(env, id, &held.body, step, predict, now, out)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = resumed {
+            out.push(Action::Close(e));
+            return;
+        }
+        for body in held.queued {
+            if let Some(again) = self.held.as_mut() {
+                again.queued.push_back(body);
+                continue;
+            }
+            match Response::decode(&body) {
+                Ok(resp) => self.on_response(env, &body, &resp, now, out),
+                Err(e) => {
+                    out.push(Action::Close(e));
+                    return;
+                }
+            }
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -803,7 +991,9 @@ impl LinkMachine {
     // -----------------------------------------------------------------------------------------
 
     /// The periodic tick: timeouts of a streaming link, finished warm-ups, due checkpoints.
-    pub(crate) fn on_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+    pub(crate) fn on_tick(&mut self, env: &dyn LinkEnv, now: Instant, out: &mut Vec<Action>) {
+        // A look-up that takes too long is given up (its item decided without it).
+        self.release_held(env, now, out);
         let streaming = self.dbs.iter().any(|d| d.phase == Phase::Streaming);
         let timeout = self.cfg.upstream_idle_timeout;
         if streaming && now.saturating_duration_since(self.last_upstream) > timeout {
@@ -818,7 +1008,13 @@ impl LinkMachine {
             out.push(Action::Close(LinkError::ReplicaSilent(drop_after)));
             return;
         }
+        let held = self.held.as_ref().map(|h| h.db);
         for (i, db) in self.dbs.iter_mut().enumerate() {
+            // A held response's items before the paused one are in the table but not sent:
+            // the table is ahead of the position a merge or a checkpoint would name.
+            if held == Some(DbId(i)) {
+                continue;
+            }
             db.try_merge_warmup();
             if db.phase == Phase::Streaming && db.warmup.is_none() && db.rewriter.is_some() {
                 out.push(Action::Checkpoint { db: DbId(i) });

@@ -236,6 +236,7 @@ impl Harness {
             upstream_idle_timeout: Duration::from_secs(30),
             master_drop_after: Duration::from_secs(20),
             replica_binlog_file_size: crate::config::DEFAULT_BINLOG_FILE_SIZE,
+            look_ups: false,
         };
         Harness {
             m: LinkMachine::new(cfg, PikaRelease::V3, now),
@@ -744,21 +745,21 @@ fn a_response_mixing_dbs_closes_the_link_and_drops_the_table() {
 fn ticks_ask_for_checkpoints_and_close_a_silent_link() {
     let mut h = Harness::new(MapState::Identity);
     let mut out = Vec::new();
-    h.m.on_tick(h.now + Duration::from_secs(60), &mut out);
+    h.m.on_tick(&h.env, h.now + Duration::from_secs(60), &mut out);
     assert!(out.is_empty(), "not streaming: no timeout");
 
     h.stream_from(0);
     let db = h.db();
     let mut out = Vec::new();
-    h.m.on_tick(h.now + Duration::from_secs(1), &mut out);
+    h.m.on_tick(&h.env, h.now + Duration::from_secs(1), &mut out);
     assert!(matches!(out[..], [Action::Checkpoint { db: d }] if d == db));
 
     let mut out = Vec::new();
-    h.m.on_tick(h.now + Duration::from_secs(21), &mut out);
+    h.m.on_tick(&h.env, h.now + Duration::from_secs(21), &mut out);
     assert!(matches!(closed(&out), Some(LinkError::ReplicaSilent(_))));
 
     let mut out = Vec::new();
-    h.m.on_tick(h.now + Duration::from_secs(31), &mut out);
+    h.m.on_tick(&h.env, h.now + Duration::from_secs(31), &mut out);
     assert!(matches!(
         closed(&out),
         Some(LinkError::Timeout(Side::Master, _))
@@ -923,3 +924,5 @@ fn a_replica_stopped_inside_a_response_is_found_at_its_item() {
     let inside = pos(replica.position());
     assert_eq!(h.durable.translate(inside), Some(master_first_end));
 }
+
+mod held;

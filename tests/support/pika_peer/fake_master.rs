@@ -135,6 +135,8 @@ struct State_ {
     hold_second_info: bool,
     info_calls: u32,
     tip_polls: u32,
+    /// Look-ups answered (their closing INFO).
+    look_ups: u32,
     max_outstanding: usize,
     acked_end: u64,
     sent_binlog_sync: Vec<Vec<u8>>,
@@ -202,6 +204,7 @@ impl FakeMaster {
                 hold_second_info: false,
                 info_calls: 0,
                 tip_polls: 0,
+                look_ups: 0,
                 max_outstanding: 0,
                 acked_end: 0,
                 sent_binlog_sync: Vec::new(),
@@ -350,6 +353,11 @@ impl FakeMaster {
     }
 
     /// `INFO` calls of the relay's tip poller (connections that never asked for `TIME`).
+    /// Look-ups of the relay the master answered.
+    pub fn look_ups(&self) -> u32 {
+        lock(&self.shared).look_ups
+    }
+
     pub fn tip_polls(&self) -> u32 {
         lock(&self.shared).tip_polls
     }
@@ -739,8 +747,10 @@ async fn serve_resp(mut stream: TcpStream, shared: Arc<Shared>, cancel: Cancella
     let mut buf = BytesMut::new();
     // The warm-up reads TIME before its INFO; the relay's tip poller only ever sends INFO.
     // Only the warm-up's INFO calls are counted and held, so the poller cannot disturb tests
-    // that pace the warm-up.
+    // that pace the warm-up. A look-up also reads TIME, but asks PTTL before any INFO.
     let mut warm_up = false;
+    let mut look_up = false;
+    let mut infos = 0u32;
     loop {
         let frame = match parser.parse(&mut buf) {
             Ok(Some(f)) => f,
@@ -787,9 +797,13 @@ async fn serve_resp(mut stream: TcpStream, shared: Arc<Shared>, cancel: Cancella
                 bulk(&mut out, text.as_bytes());
             }
             "INFO" => {
+                infos += 1;
                 let hold = {
                     let mut st = lock(&shared);
-                    if warm_up {
+                    if look_up {
+                        st.look_ups += 1;
+                        false
+                    } else if warm_up {
                         st.info_calls += 1;
                         st.info_calls > 1 && st.hold_second_info
                     } else {
@@ -841,6 +855,7 @@ async fn serve_resp(mut stream: TcpStream, shared: Arc<Shared>, cancel: Cancella
                 }
             }
             "PTTL" => {
+                look_up |= infos == 0;
                 let key = cmd.arg(1).cloned().unwrap_or_default();
                 let st = lock(&shared);
                 let now = st.clock_ms;

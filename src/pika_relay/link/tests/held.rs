@@ -1,0 +1,211 @@
+//! Look-ups: a write the stream cannot decide holds its response (and everything after it)
+//! until the master's answer is known to describe the key just after that write.
+
+use super::*;
+use crate::engine::LookedUp;
+use crate::pika_relay::link::held::{LookupAnswer, LookupResult, LOOKUP_HOLD_LIMIT};
+
+impl Harness {
+    fn with_look_ups() -> Self {
+        let mut h = Harness::new(MapState::Identity);
+        h.m.cfg.look_ups = true;
+        h
+    }
+
+    fn answer(&mut self, answer: LookupAnswer) -> Vec<Action> {
+        let db = self.db();
+        let mut out = Vec::new();
+        self.m.on_lookup(&self.env, db, answer, self.now, &mut out);
+        self.apply(&out);
+        out
+    }
+}
+
+fn one(exec: u32, index: u64, start: u64, end: u64, args: &[&str]) -> Bytes {
+    items_of(&[(b"db0", item(exec, index, start, args), end, index)])
+}
+
+fn looked_up(actions: &[Action]) -> Vec<&Bytes> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::LookUp { key, .. } => Some(key),
+            _ => None,
+        })
+        .collect()
+}
+
+fn results(actions: &[Action]) -> Vec<LookupResult> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event(Event::LookedUp { result, .. }) => Some(*result),
+            _ => None,
+        })
+        .collect()
+}
+
+fn contains(frame: &[u8], part: &str) -> bool {
+    frame.windows(part.len()).any(|w| w == part.as_bytes())
+}
+
+/// A stream joined at 1000: nothing is known of any key.
+fn joined_mid_stream() -> Harness {
+    let mut h = Harness::with_look_ups();
+    h.stream_from(1000);
+    h
+}
+
+#[test]
+fn a_write_on_an_unknown_key_waits_for_its_look_up_and_is_rewritten_with_the_answer() {
+    let mut h = joined_mid_stream();
+    let first = one(T0, 1, 1000, 1060, &["hincrby", "h", "n", "1"]);
+    let out = h.response(first.clone());
+    assert_eq!(looked_up(&out), vec![&Bytes::from_static(b"h")]);
+    assert!(frames_to_replica(&out).is_empty(), "held: {out:?}");
+    assert!(h.m.holds(h.db()));
+
+    // What the master sends meanwhile waits behind it, in order.
+    let second = one(T0, 2, 1060, 1100, &["set", "x", "1"]);
+    assert!(frames_to_replica(&h.response(second.clone())).is_empty());
+
+    let deadline = (i64::from(T0) + 5) * 1000;
+    let out = h.answer(LookupAnswer::Found {
+        found: LookedUp::Volatile(deadline),
+        master_at: pos(1100),
+    });
+    assert_eq!(results(&out), vec![LookupResult::Resolved]);
+    let sent = frames_to_replica(&out);
+    assert_eq!(sent.len(), 2, "{out:?}");
+    assert!(
+        contains(sent[0], "expireat"),
+        "the deadline follows the write"
+    );
+    assert!(contains(sent[0], &(T0 + 5).to_string()));
+    assert_eq!(sent[1], &second);
+    assert!(!h.m.holds(h.db()));
+    assert_eq!(h.m.db(h.db()).last_forwarded(), pos(1100));
+
+    // The table knows the key now: the next write on it is decided at once.
+    let third = one(T0 + 1, 3, 1100, 1160, &["hincrby", "h", "n", "1"]);
+    let out = h.response(third);
+    assert!(looked_up(&out).is_empty());
+    assert!(contains(frames_to_replica(&out)[0], "expireat"));
+}
+
+#[test]
+fn a_key_written_again_before_the_answer_leaves_the_entry_undecided() {
+    let mut h = joined_mid_stream();
+    let first = one(T0, 1, 1000, 1060, &["sadd", "s", "m"]);
+    h.response(first.clone());
+    let second = one(T0, 2, 1060, 1100, &["expire", "s", "100"]);
+    h.response(second);
+    let out = h.answer(LookupAnswer::Found {
+        found: LookedUp::Volatile((i64::from(T0) + 100) * 1000),
+        master_at: pos(1100),
+    });
+    assert_eq!(results(&out), vec![LookupResult::WrittenAgain]);
+    let sent = frames_to_replica(&out);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0], &first, "passed as it came (unknown_key)");
+}
+
+#[test]
+fn an_answer_from_further_on_waits_for_the_items_up_to_it() {
+    let mut h = joined_mid_stream();
+    h.response(one(T0, 1, 1000, 1060, &["rpush", "q", "y"]));
+    let out = h.answer(LookupAnswer::Found {
+        found: LookedUp::Volatile((i64::from(T0) + 2) * 1000),
+        master_at: pos(1100),
+    });
+    assert!(
+        frames_to_replica(&out).is_empty(),
+        "1060..1100 not seen yet"
+    );
+    assert!(results(&out).is_empty());
+
+    let out = h.response(one(T0, 2, 1060, 1100, &["set", "other", "1"]));
+    assert_eq!(results(&out), vec![LookupResult::Resolved]);
+    let sent = frames_to_replica(&out);
+    assert_eq!(sent.len(), 2);
+    assert!(contains(sent[0], "expireat"));
+}
+
+#[test]
+fn no_ttl_on_the_master_passes_the_write_and_remembers_the_key() {
+    let mut h = joined_mid_stream();
+    let first = one(T0, 1, 1000, 1060, &["hset", "h", "f", "v"]);
+    h.response(first.clone());
+    let out = h.answer(LookupAnswer::Found {
+        found: LookedUp::NoTtl,
+        master_at: pos(1060),
+    });
+    assert_eq!(frames_to_replica(&out), vec![&first]);
+    let out = h.response(one(T0, 2, 1060, 1100, &["hset", "h", "g", "v"]));
+    assert!(looked_up(&out).is_empty(), "known to exist without a TTL");
+}
+
+#[test]
+fn a_look_up_without_an_answer_in_time_is_given_up() {
+    let mut h = joined_mid_stream();
+    let first = one(T0, 1, 1000, 1060, &["zadd", "z", "1", "m"]);
+    h.response(first.clone());
+    let mut out = Vec::new();
+    h.m.on_tick(&h.env, h.now + Duration::from_millis(100), &mut out);
+    assert!(frames_to_replica(&out).is_empty(), "still waiting");
+    let mut out = Vec::new();
+    h.m.on_tick(&h.env, h.now + LOOKUP_HOLD_LIMIT, &mut out);
+    assert_eq!(results(&out), vec![LookupResult::Timeout]);
+    assert_eq!(frames_to_replica(&out), vec![&first]);
+
+    // A failed look-up is given up at once.
+    let second = one(T0, 2, 1060, 1100, &["zadd", "y", "1", "m"]);
+    h.response(second.clone());
+    let out = h.answer(LookupAnswer::Failed("connection refused".into()));
+    assert_eq!(results(&out), vec![LookupResult::Failed]);
+    assert_eq!(frames_to_replica(&out), vec![&second]);
+}
+
+#[test]
+fn expire_then_write_after_a_removal_that_names_nothing_is_looked_up() {
+    // A stream from an empty master (every key known), where LREM leaves the list's
+    // existence open: the issue's `RPUSH q x; EXPIRE q 60; … RPUSH q y` with a removal between.
+    let mut h = Harness::with_look_ups();
+    h.stream_from(0);
+    let deadline = T0 + 60;
+    for (i, args) in [
+        vec!["rpush", "q", "x"],
+        vec!["expireat", "q", &deadline.to_string()],
+        vec!["lrem", "q", "0", "x"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let i = i as u64;
+        let out = h.response(one(T0, i + 1, i * 100, (i + 1) * 100, args));
+        assert!(looked_up(&out).is_empty(), "{args:?}");
+    }
+    let write = one(T0 + 1, 4, 300, 400, &["rpush", "q", "y"]);
+    let out = h.response(write);
+    assert_eq!(looked_up(&out), vec![&Bytes::from_static(b"q")]);
+    let out = h.answer(LookupAnswer::Found {
+        found: LookedUp::Volatile(i64::from(deadline) * 1000),
+        master_at: pos(400),
+    });
+    assert!(contains(frames_to_replica(&out)[0], &deadline.to_string()));
+}
+
+#[test]
+fn a_full_sync_drops_the_hold_and_its_table() {
+    let mut h = joined_mid_stream();
+    h.response(one(T0, 1, 1000, 1060, &["hincrby", "h", "n", "1"]));
+    h.request(db_sync(1000));
+    assert!(!h.m.holds(h.db()));
+    assert!(h.m.db(h.db()).rewriter().is_none());
+    // The answer that comes after is for nothing.
+    let out = h.answer(LookupAnswer::Found {
+        found: LookedUp::NoTtl,
+        master_at: pos(1060),
+    });
+    assert!(out.is_empty());
+}

@@ -1043,10 +1043,17 @@ fn late_write_history(m: &mut redis::Connection) {
 /// deadline and keeps `h` for ever; through the proxy nothing may survive and no entry may pass
 /// as `unknown_key`.
 fn expire_then_late_write(rig: &Rig, variant: &str) {
+    expire_then_late_write_on(rig, variant, true)
+}
+
+/// [`expire_then_late_write`]; `create` false when the keys exist from before the proxy.
+fn expire_then_late_write_on(rig: &Rig, variant: &str, create: bool) {
     let before = rig.counters();
     let mut m = rig.master.conn();
-    for (key, create, _) in &LATE_WRITE_CASES {
-        run(&mut m, &strings(create));
+    for (key, create_cmd, _) in &LATE_WRITE_CASES {
+        if create {
+            run(&mut m, &strings(create_cmd));
+        }
         run(&mut m, &strings(&["EXPIRE", key, "3"]));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -1085,6 +1092,35 @@ fn real_pika_expire_then_late_write_after_the_warmup() {
     let _serial = serial();
     let rig = rig(&bin, |_| {});
     expire_then_late_write(&rig, "expire-then-late-write");
+}
+
+/// The keys exist before the proxy, which runs without a warm-up (`--warmup off`): it knows
+/// nothing of them, so every write after their EXPIRE is held and looked up on the master
+/// (issue 15's row of defaults, `--warmup off`: hashes, lists and sets were left immortal).
+#[test]
+fn real_pika_expire_then_late_write_without_a_warm_up() {
+    let Some(bin) = pika_bin() else { return };
+    let _serial = serial();
+    let rig = rig_attached(
+        &bin,
+        |m| {
+            for (_, create, _) in &LATE_WRITE_CASES {
+                run(m, &strings(create));
+            }
+        },
+        &["--warmup", "off"],
+        Duration::from_secs(60),
+    );
+    expire_then_late_write_on(&rig, "expire-then-late-write no-warm-up", false);
+    let text = rig.proxy.metrics();
+    println!(
+        "    look-ups resolved: {}",
+        metric_sum(
+            &text,
+            "pika_ttl_proxy_lookups_total",
+            &[("result", "resolved")]
+        )
+    );
 }
 
 /// The same on a master whose keyspace is empty when the proxy attaches but whose binlog holds

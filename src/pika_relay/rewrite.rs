@@ -82,6 +82,9 @@ pub struct LinkRewriter {
     paused_key: Vec<u8>,
     /// The item being rewritten is decided without a look-up (its look-up found nothing).
     undecided_next: bool,
+    /// Items ending at or before this position are decided without look-ups (the link is
+    /// replaying history the master is far past).
+    look_ups_after: BinlogPosition,
 }
 
 /// What one item's rewrite did.
@@ -146,6 +149,8 @@ pub(crate) struct KeyScan {
     pub named: bool,
     /// The items reach the position asked about.
     pub reached: bool,
+    /// END of the last item looked at.
+    pub last: BinlogPosition,
 }
 
 /// What [`LinkRewriter::replay_response`] did with one BinlogSync response.
@@ -194,6 +199,7 @@ impl LinkRewriter {
             layout_spans: Vec::new(),
             paused_key: Vec::new(),
             undecided_next: false,
+            look_ups_after: BinlogPosition::default(),
         }
     }
 
@@ -278,6 +284,11 @@ impl LinkRewriter {
     /// ([`RewriteStep::Paused`]) so the link can look the key up on the master.
     pub fn set_look_ups(&mut self, on: bool) {
         self.policy.pause_on_unknown = on;
+    }
+
+    /// Items ending at or before `at` are decided without look-ups.
+    pub(crate) fn skip_look_ups_until(&mut self, at: BinlogPosition) {
+        self.look_ups_after = self.look_ups_after.max(at);
     }
 
     /// Rewrites `records` (see [`Self::rewrite_records_predicting`]) from the start, or from
@@ -401,6 +412,7 @@ impl LinkRewriter {
                 break;
             }
             scan.reached |= end == until;
+            scan.last = end;
             let item = entry.item().map_err(MessageError::Item)?;
             self.frames.clear();
             if !split_content(
@@ -515,7 +527,10 @@ impl LinkRewriter {
         let mut changed = false;
         self.content.clear();
         let content_start = self.frames.frames.first().map_or(0, |f| f.raw.start);
-        let pausing = self.policy.pause_on_unknown && !self.replaying && !self.undecided_next;
+        let pausing = self.policy.pause_on_unknown
+            && !self.replaying
+            && !self.undecided_next
+            && self.item_end > self.look_ups_after;
         let mut first_command = true;
         for frame in &self.frames.frames {
             let untouched = &body[frame.raw.clone()];

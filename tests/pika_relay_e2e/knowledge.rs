@@ -173,3 +173,72 @@ async fn pika_4_0_replication_is_made_correct() {
     );
     replica.stop();
 }
+
+/// A look-up answered after the master logged more: the answer's position is past the held
+/// write, and a Pika master sends nothing new until all it sent is acked. The relay acks the
+/// held response itself, so the items up to the answer come and the write is decided with
+/// the answer, without waiting for the look-up's time limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_up_answered_past_the_held_write_gets_the_items_it_waits_for() {
+    let master = FakeMaster::start(fast_keepalives(), T0).await;
+    // A hash from before the relay, which runs without a warm-up: it knows nothing of `h`.
+    master.exec(&["HSET", "h", "f", "v"]);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(master.port, dir.path(), &["--warmup", "off"]).await;
+    let replica = FakeReplica::start(proxy.port, REPLICA_PORT, T0);
+    assert!(wait_until(PATIENCE, || replica.is_streaming()).await);
+
+    master.hold_look_ups();
+    master.exec(&["EXPIRE", "h", "30"]);
+    assert!(wait_until(PATIENCE, || replica.applied_items() >= 1).await);
+    master.exec(&["HINCRBY", "h", "n", "1"]);
+    assert!(
+        wait_until(PATIENCE, || master.look_ups() >= 1).await,
+        "{}",
+        proxy.log()
+    );
+    // Logged while the HINCRBY waits unacked behind its look-up.
+    master.exec(&["SET", "x", "1"]);
+    let asked = std::time::Instant::now();
+    master.release_info();
+    assert!(
+        wait_until(PATIENCE, || replica.applied_items() >= 3).await,
+        "{}",
+        proxy.log()
+    );
+    assert!(
+        asked.elapsed() < Duration::from_millis(1500),
+        "decided by the answer, not by the time limit: {:?}",
+        asked.elapsed()
+    );
+    let text = proxy.metrics();
+    let resolved = metric_sum(
+        &text,
+        "pika_ttl_proxy_lookups_total",
+        &[("result", "resolved")],
+    );
+    let timeout = metric_sum(
+        &text,
+        "pika_ttl_proxy_lookups_total",
+        &[("result", "timeout")],
+    );
+    assert_eq!((resolved, timeout), (1.0, 0.0), "{}", proxy.log());
+
+    // The replica applied the HINCRBY late: the hash still ends with the master's deadline,
+    // and the relay's acks kept the master's window in step (no disconnect).
+    let at = T0 + 60_000;
+    let has_h = |state: pika_ttl_proxy::model::State| {
+        state.keys.contains_key(&(0, Bytes::from_static(b"h")))
+    };
+    assert!(has_h(master.state_at(T0)));
+    assert!(!has_h(replica.state_at(at)), "immortal on the replica");
+    assert!(!has_h(master.state_at(at)));
+    master.exec(&["SET", "y", "2"]);
+    assert!(wait_until(PATIENCE, || replica.applied_items() >= 4).await);
+    assert!(
+        master.disconnects().is_empty(),
+        "{:?}",
+        master.disconnects()
+    );
+    replica.stop();
+}

@@ -82,6 +82,13 @@ pub(crate) struct DbState {
     pub(super) purged: Option<Purged>,
     /// When the last DBSync went up (the snapshot must be newer).
     pub(super) dbsync_requested: Option<Instant>,
+    /// The replica's node (ip, port) as its first_send named it: the relay's own acks
+    /// ([`Self::pre_acked_until`]) go up in its name.
+    pub(super) replica_node: Option<(Vec<u8>, i32)>,
+    /// Master END of the last item the relay acknowledged to the master itself while a
+    /// look-up held it (the master sends nothing new until what it sent is acked); the
+    /// replica's own acks up to here are not sent again.
+    pub(super) pre_acked_until: BinlogPosition,
 }
 
 impl DbState {

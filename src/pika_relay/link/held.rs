@@ -17,10 +17,17 @@ use super::action::DbId;
 use super::input::Response;
 use crate::engine::LookedUp;
 use crate::pika::messages::BinlogPosition;
+use crate::pika_relay::position;
 use crate::pika_relay::rewrite::{LinkRewriter, PausedRewrite};
 
 /// How long a response may wait for its look-up before its item is decided without one.
 pub(crate) const LOOKUP_HOLD_LIMIT: Duration = Duration::from_secs(2);
+
+/// Bytes of binlog between the last item held and an answer's position past which the link is
+/// replaying history (after a full sync from an older dump, or a replica far behind): the
+/// items up to the answer would come only as the replica acknowledges, and the answer would
+/// describe a much later state anyway.
+pub(crate) const LOOKUP_BEHIND_LIMIT: u64 = 1 << 20;
 
 /// What the master said about the key a response paused at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +53,9 @@ pub(crate) enum LookupResult {
     Failed,
     /// Neither the answer nor the items up to its position came in time.
     Timeout,
+    /// The answer is from much further on than the stream (see [`LOOKUP_BEHIND_LIMIT`]);
+    /// items up to that position are decided without look-ups.
+    Behind,
 }
 
 impl LookupResult {
@@ -56,8 +66,17 @@ impl LookupResult {
             LookupResult::WrittenAgain => "written_again",
             LookupResult::Failed => "failed",
             LookupResult::Timeout => "timeout",
+            LookupResult::Behind => "behind",
         }
     }
+}
+
+/// What the items held say about the paused key up to an answer's position.
+enum Scan {
+    Named,
+    Clear,
+    /// They end here, before the position.
+    Short(BinlogPosition),
 }
 
 /// A response paused for a look-up, and what came after it.
@@ -77,6 +96,9 @@ pub(crate) struct Held {
     pub since: Instant,
     /// The answer, once it came.
     pub answer: Option<LookupAnswer>,
+    /// How many of the held responses (the paused one first, then `queued`) the relay has
+    /// acked to the master itself.
+    pub pre_acked: usize,
 }
 
 impl Held {
@@ -86,6 +108,7 @@ impl Held {
         &self,
         rewriter: &mut LinkRewriter,
         now: Instant,
+        file_size: u64,
     ) -> Option<(Option<LookedUp>, LookupResult)> {
         let late = now.saturating_duration_since(self.since) >= LOOKUP_HOLD_LIMIT;
         let (found, master_at) = match &self.answer {
@@ -99,39 +122,56 @@ impl Held {
             return Some((Some(found), LookupResult::Resolved));
         }
         match self.named_before(rewriter, master_at) {
-            Some(true) => Some((None, LookupResult::WrittenAgain)),
-            Some(false) => Some((Some(found), LookupResult::Resolved)),
-            None if late => Some((None, LookupResult::Timeout)),
-            None => None,
+            Scan::Named => Some((None, LookupResult::WrittenAgain)),
+            Scan::Clear => Some((Some(found), LookupResult::Resolved)),
+            Scan::Short(last) => {
+                let behind = position::lag_bytes(master_at, last, file_size);
+                if behind > LOOKUP_BEHIND_LIMIT {
+                    Some((None, LookupResult::Behind))
+                } else if late {
+                    Some((None, LookupResult::Timeout))
+                } else {
+                    None
+                }
+            }
         }
     }
 
-    /// Whether an item after the paused one and up to `until` names the paused key; `None`
-    /// while the items held do not reach `until` yet. An item that cannot be read counts as
-    /// naming it.
-    fn named_before(&self, rewriter: &mut LinkRewriter, until: BinlogPosition) -> Option<bool> {
+    /// The answer's master position (the end of the history a `Behind` result skips).
+    pub(crate) fn answered_at(&self) -> Option<BinlogPosition> {
+        match &self.answer {
+            Some(LookupAnswer::Found { master_at, .. }) => Some(*master_at),
+            _ => None,
+        }
+    }
+
+    /// Whether an item after the paused one and up to `until` names the paused key, or the
+    /// last position held while the items do not reach `until` yet. An item that cannot be
+    /// read counts as naming it.
+    fn named_before(&self, rewriter: &mut LinkRewriter, until: BinlogPosition) -> Scan {
         let key = &self.paused.key;
         let first = match Response::decode(&self.body) {
             Ok(Response::BinlogSync(resp)) => resp,
-            _ => return Some(true),
+            _ => return Scan::Named,
         };
         let from = self.paused.progress.next_record() + 1;
         let scan = match rewriter.items_name_key(&self.body, &first.records, from, until, key) {
             Ok(scan) => scan,
-            Err(_) => return Some(true),
+            Err(_) => return Scan::Named,
         };
         if scan.named {
-            return Some(true);
+            return Scan::Named;
         }
         if scan.reached {
-            return Some(false);
+            return Scan::Clear;
         }
+        let mut last = scan.last.max(self.paused.end);
         let slot = first.slot;
         for body in &self.queued {
             let resp = match Response::decode(body) {
                 Ok(Response::BinlogSync(resp)) => resp,
                 Ok(_) => continue,
-                Err(_) => return Some(true),
+                Err(_) => return Scan::Named,
             };
             let same = match (slot, resp.slot) {
                 (Some(a), Some(b)) => a.db_name == b.db_name && a.slot_id == b.slot_id,
@@ -143,15 +183,16 @@ impl Held {
             }
             let scan = match rewriter.items_name_key(body, &resp.records, 0, until, key) {
                 Ok(scan) => scan,
-                Err(_) => return Some(true),
+                Err(_) => return Scan::Named,
             };
             if scan.named {
-                return Some(true);
+                return Scan::Named;
             }
             if scan.reached {
-                return Some(false);
+                return Scan::Clear;
             }
+            last = last.max(scan.last);
         }
-        None
+        Scan::Short(last)
     }
 }

@@ -32,9 +32,10 @@ pub(crate) use db::{DbState, Phase};
 use crate::engine::PikaRelease;
 use crate::families::FamilySwitches;
 use crate::pika::messages::{
-    build_try_sync_purged_response, replace_ack_range, replace_ack_range_end,
-    replace_try_sync_offset, BinlogOffset, BinlogPosition, BinlogSyncRequest, LogicalOffset,
-    MetaSyncResponse, Slot, SyncPointRequest, TrySyncReplyCode,
+    build_binlog_sync_request, build_try_sync_purged_response, replace_ack_range,
+    replace_ack_range_end, replace_try_sync_offset, BinlogOffset, BinlogPosition,
+    BinlogSyncRequest, LogicalOffset, MetaSyncResponse, NewBinlogSyncRequest, Node, Slot,
+    SyncPointRequest, TrySyncReplyCode,
 };
 use crate::pika_relay::error::{LinkError, Side};
 use crate::pika_relay::inflight::Inflight;
@@ -196,6 +197,8 @@ impl LinkMachine {
             master_latest: BinlogPosition::default(),
             purged: None,
             dbsync_requested: None,
+            replica_node: None,
+            pre_acked_until: BinlogPosition::default(),
         });
         DbId(self.dbs.len() - 1)
     }
@@ -398,6 +401,7 @@ impl LinkMachine {
                     ),
                 ));
             }
+            self.dbs[id.0].replica_node = Some((bs.node.ip.to_vec(), bs.node.port));
             self.start_streaming(env, id, replica, master, out);
             if master == replica {
                 out.push(Action::ToMaster(body.clone()));
@@ -499,6 +503,11 @@ impl LinkMachine {
             db: id,
             at: db.acked_master,
         }));
+        if db.acked_master <= db.pre_acked_until {
+            // The relay acked it already (a look-up's hold); the master would take a second
+            // ack for items no longer in its window as an error and drop the link.
+            return Ok(());
+        }
         if replica_end == master_end.position() {
             out.push(Action::ToMaster(body.clone()));
         } else {
@@ -530,6 +539,7 @@ impl LinkMachine {
         db.inflight = Inflight::default();
         db.prediction = Prediction::starting_at(replica);
         db.acked_master = master;
+        db.pre_acked_until = BinlogPosition::default();
         out.push(Action::Event(Event::Acked { db: id, at: master }));
         db.last_forwarded = master;
         db.master_latest = db.master_latest.max(master);
@@ -795,6 +805,7 @@ impl LinkMachine {
                     queued: Default::default(),
                     since: now,
                     answer: None,
+                    pre_acked: 0,
                 });
                 return Ok(());
             }
@@ -929,9 +940,18 @@ impl LinkMachine {
             self.held = None;
             return;
         };
-        let Some((found, result)) = held.verdict(rewriter, now) else {
+        let Some((found, result)) = held.verdict(rewriter, now, self.cfg.replica_binlog_file_size)
+        else {
+            if held.answer.is_some() {
+                self.pre_ack_held(out);
+            }
             return;
         };
+        if result == held::LookupResult::Behind {
+            if let Some(at) = held.answered_at() {
+                rewriter.skip_look_ups_until(at);
+            }
+        }
         let Some(mut held) = self.held.take() else {
             return;
         };
@@ -984,6 +1004,56 @@ impl LinkMachine {
                 }
             }
         }
+    }
+
+    /// Acks to the master, in the replica's name, the responses held since the last call: the
+    /// answer waits for items the master sends only once everything it sent is acked. The
+    /// replica's later acks for them stop at the relay (see `on_binlog_sync_request`).
+    fn pre_ack_held(&mut self, out: &mut Vec<Action>) {
+        let Some(held) = self.held.as_mut() else {
+            return;
+        };
+        let bodies = std::iter::once(&held.body).chain(held.queued.iter());
+        for body in bodies.skip(held.pre_acked) {
+            let Ok(Response::BinlogSync(resp)) = Response::decode(body) else {
+                continue;
+            };
+            let mut items = resp.records.iter().filter(|r| !r.entry.is_keepalive());
+            let (Some(first), Some(slot)) = (items.next(), resp.slot) else {
+                continue;
+            };
+            let last = items.next_back().unwrap_or(first);
+            let Some(id) = self
+                .dbs
+                .iter()
+                .position(|d| d.db_name == slot.db_name && d.slot_id == slot.slot_id)
+            else {
+                continue;
+            };
+            let db = &mut self.dbs[id];
+            let Some((ip, port)) = db.replica_node.as_ref() else {
+                continue;
+            };
+            let end = last.entry.binlog_offset.logical();
+            if end.position() <= db.pre_acked_until {
+                // A response that pauses again on a later item is held anew.
+                continue;
+            }
+            out.push(Action::ToMaster(
+                build_binlog_sync_request(&NewBinlogSyncRequest {
+                    node: Node { ip, port: *port },
+                    db_name: &db.db_name,
+                    slot_id: db.slot_id,
+                    ack_range_start: first.entry.binlog_offset.logical(),
+                    ack_range_end: end,
+                    session_id: first.entry.session_id,
+                    first_send: false,
+                })
+                .into(),
+            ));
+            db.pre_acked_until = db.pre_acked_until.max(end.position());
+        }
+        held.pre_acked = 1 + held.queued.len();
     }
 
     // -----------------------------------------------------------------------------------------

@@ -133,6 +133,7 @@ struct State_ {
     next_session: i32,
     snapshot: BinlogPosition,
     hold_second_info: bool,
+    hold_look_ups: bool,
     info_calls: u32,
     tip_polls: u32,
     /// Look-ups answered (their closing INFO).
@@ -202,6 +203,7 @@ impl FakeMaster {
                 next_session: 0,
                 snapshot: BinlogPosition::default(),
                 hold_second_info: false,
+                hold_look_ups: false,
                 info_calls: 0,
                 tip_polls: 0,
                 look_ups: 0,
@@ -332,6 +334,12 @@ impl FakeMaster {
         lock(&self.shared).hold_second_info = true;
     }
 
+    /// Makes the `INFO` of every look-up wait for [`FakeMaster::release_info`] (the master's
+    /// binlog may move on between the key's TTL and the position the look-up reads).
+    pub fn hold_look_ups(&self) {
+        lock(&self.shared).hold_look_ups = true;
+    }
+
     /// Every BinlogSync response sent (items and keepalives), in order.
     pub fn sent_binlog_sync(&self) -> Vec<Vec<u8>> {
         lock(&self.shared).sent_binlog_sync.clone()
@@ -363,7 +371,11 @@ impl FakeMaster {
     }
 
     pub fn release_info(&self) {
-        lock(&self.shared).hold_second_info = false;
+        {
+            let mut st = lock(&self.shared);
+            st.hold_second_info = false;
+            st.hold_look_ups = false;
+        }
         self.shared.info_release.notify_waiters();
     }
 }
@@ -802,7 +814,7 @@ async fn serve_resp(mut stream: TcpStream, shared: Arc<Shared>, cancel: Cancella
                     let mut st = lock(&shared);
                     if look_up {
                         st.look_ups += 1;
-                        false
+                        st.hold_look_ups
                     } else if warm_up {
                         st.info_calls += 1;
                         st.info_calls > 1 && st.hold_second_info
@@ -815,7 +827,11 @@ async fn serve_resp(mut stream: TcpStream, shared: Arc<Shared>, cancel: Cancella
                     let released = shared.info_release.notified();
                     tokio::pin!(released);
                     released.as_mut().enable();
-                    if lock(&shared).hold_second_info {
+                    let still = {
+                        let st = lock(&shared);
+                        st.hold_second_info || st.hold_look_ups
+                    };
+                    if still {
                         released.await;
                     }
                 }

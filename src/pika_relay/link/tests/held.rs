@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::engine::LookedUp;
-use crate::pika_relay::link::held::{LookupAnswer, LookupResult, LOOKUP_HOLD_LIMIT};
+use crate::pika_relay::link::held::{
+    LookupAnswer, LookupResult, LOOKUP_BEHIND_LIMIT, LOOKUP_HOLD_LIMIT,
+};
 
 impl Harness {
     fn with_look_ups() -> Self {
@@ -129,6 +131,101 @@ fn an_answer_from_further_on_waits_for_the_items_up_to_it() {
     let sent = frames_to_replica(&out);
     assert_eq!(sent.len(), 2);
     assert!(contains(sent[0], "expireat"));
+}
+
+/// The ack range of a BinlogSync request to the master.
+fn ack_range(frame: &[u8]) -> (BinlogPosition, BinlogPosition, bool) {
+    let req = crate::pika::messages::InnerRequest::parse(frame).unwrap();
+    let bs = req.binlog_sync().unwrap().unwrap();
+    (
+        bs.ack_range_start.position(),
+        bs.ack_range_end.position(),
+        bs.first_send,
+    )
+}
+
+#[test]
+fn the_relay_acks_held_responses_itself_so_the_master_sends_the_items_the_answer_waits_for() {
+    // A real Pika master sends nothing new until all it sent is acked: the answer's position
+    // would never be reached while the response waits unacked behind its look-up.
+    let mut h = joined_mid_stream();
+    let first = items_of(&[
+        (b"db0", item(T0, 1, 1000, &["set", "a", "1"]), 1030, 1),
+        (b"db0", item(T0, 2, 1030, &["rpush", "q", "y"]), 1060, 2),
+    ]);
+    let out = h.response(first);
+    assert!(frames_to_master(&out).is_empty(), "no answer yet: {out:?}");
+    let out = h.answer(LookupAnswer::Found {
+        found: LookedUp::Volatile((i64::from(T0) + 2) * 1000),
+        master_at: pos(1100),
+    });
+    let up = frames_to_master(&out);
+    assert_eq!(up.len(), 1, "{out:?}");
+    assert_eq!(ack_range(up[0]), (pos(1030), pos(1060), false));
+
+    let out = h.response(one(T0, 3, 1060, 1100, &["set", "other", "1"]));
+    assert_eq!(results(&out), vec![LookupResult::Resolved]);
+    assert!(frames_to_master(&out).is_empty(), "acked once only");
+    assert_eq!(frames_to_replica(&out).len(), 2);
+
+    // The replica's ack of the first response stops here; of the second it goes up.
+    let out = h.request(ack(1030, 1075));
+    assert!(closed(&out).is_none(), "{out:?}");
+    assert!(frames_to_master(&out).is_empty(), "{out:?}");
+    let out = h.request(ack(1100, 1115));
+    assert!(closed(&out).is_none(), "{out:?}");
+    let up = frames_to_master(&out);
+    assert_eq!(up.len(), 1, "{out:?}");
+    assert_eq!(ack_range(up[0]), (pos(1100), pos(1100), false));
+}
+
+#[test]
+fn a_response_that_pauses_again_on_a_later_item_is_not_acked_twice() {
+    // The master takes a second ack for items no longer in its window as an error.
+    let mut h = joined_mid_stream();
+    h.response(items_of(&[
+        (b"db0", item(T0, 1, 1000, &["rpush", "q", "y"]), 1030, 1),
+        (b"db0", item(T0, 2, 1030, &["sadd", "s", "m"]), 1060, 2),
+    ]));
+    let past = |h: &mut Harness| {
+        h.answer(LookupAnswer::Found {
+            found: LookedUp::NoTtl,
+            master_at: pos(1100),
+        })
+    };
+    let out = past(&mut h);
+    assert_eq!(frames_to_master(&out).len(), 1, "{out:?}");
+    let out = h.response(one(T0, 3, 1060, 1100, &["set", "other", "1"]));
+    assert_eq!(looked_up(&out), vec![&Bytes::from_static(b"s")]);
+    assert!(frames_to_master(&out).is_empty());
+    let out = past(&mut h);
+    assert!(
+        frames_to_master(&out).is_empty(),
+        "acked once only: {out:?}"
+    );
+    assert_eq!(results(&out), vec![LookupResult::Resolved]);
+    assert_eq!(frames_to_replica(&out).len(), 2);
+}
+
+#[test]
+fn an_answer_far_past_the_stream_is_not_waited_for_and_history_up_to_it_is_not_looked_up() {
+    // A link replaying old history (a full sync from an older dump): the answer describes a
+    // much later state and the items up to it would come only as the replica acks.
+    let mut h = joined_mid_stream();
+    let first = one(T0, 1, 1000, 1060, &["hset", "h", "f", "v"]);
+    h.response(first.clone());
+    let far = 1060 + LOOKUP_BEHIND_LIMIT + 1;
+    let out = h.answer(LookupAnswer::Found {
+        found: LookedUp::NoTtl,
+        master_at: pos(far),
+    });
+    assert_eq!(results(&out), vec![LookupResult::Behind]);
+    assert_eq!(frames_to_replica(&out), vec![&first]);
+    let out = h.response(one(T0, 2, 1060, 1100, &["sadd", "s", "m"]));
+    assert!(looked_up(&out).is_empty(), "before the answer's position");
+    assert_eq!(frames_to_replica(&out).len(), 1);
+    let out = h.response(one(T0, 3, far, far + 40, &["sadd", "t", "m"]));
+    assert_eq!(looked_up(&out), vec![&Bytes::from_static(b"t")]);
 }
 
 #[test]

@@ -694,6 +694,14 @@ impl<'a> Cx<'a, '_> {
             self.table.mark_persistent(self.db, key, self.track);
             return Proposal::passed(Family::StringSet);
         }
+        // Like a TTL-keeping write, its outcome hangs on one fact a look-up answers: the key's
+        // TTL just after it is the old one if the key was alive, none if it was created.
+        if self.policy.pause_on_unknown && self.undecidable(known) {
+            return Proposal {
+                needs_lookup: true,
+                ..Proposal::unknown_key(Some(Family::StringSet))
+            };
+        }
         match known {
             KeyKnowledge::Volatile(deadline) => match self.restate_deadline(key, deadline) {
                 // The master found the key alive and did nothing; a late replica would create it.
@@ -701,6 +709,12 @@ impl<'a> Cx<'a, '_> {
                 None => Proposal::malformed(Some(Family::StringSet)),
             },
             KeyKnowledge::Unknown => Proposal::unknown_key(Some(Family::StringSet)),
+            // Alive with that deadline (the master did nothing) or absent (it created the key
+            // without one): the stream does not say which.
+            KeyKnowledge::MaybeVolatile(deadline) => {
+                let risk = self.risk(key, deadline, self.existence_gap());
+                Proposal::unknown_key(Some(Family::StringSet)).with_risk(risk)
+            }
             _ => {
                 // Whether it existed or was just created, the key now exists without a TTL.
                 self.record_persistent(key, known);

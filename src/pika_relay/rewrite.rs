@@ -80,8 +80,8 @@ pub struct LinkRewriter {
     layout_spans: Vec<(usize, usize)>,
     /// The key of the item a rewrite paused at.
     paused_key: Vec<u8>,
-    /// The item being rewritten is decided without a look-up (its look-up found nothing).
-    undecided_next: bool,
+    /// The item being rewritten is decided without pausing (its look-up is over).
+    decide_next: bool,
     /// Items ending at or before this position are decided without look-ups (the link is
     /// replaying history the master is far past).
     look_ups_after: BinlogPosition,
@@ -105,7 +105,7 @@ pub(crate) struct ResponseProgress {
     first: Option<(LogicalOffset, u32)>,
     last: Option<(LogicalOffset, u32)>,
     items: usize,
-    undecided_next: bool,
+    decide_next: bool,
 }
 
 impl ResponseProgress {
@@ -198,7 +198,7 @@ impl LinkRewriter {
             replaying: false,
             layout_spans: Vec::new(),
             paused_key: Vec::new(),
-            undecided_next: false,
+            decide_next: false,
             look_ups_after: BinlogPosition::default(),
         }
     }
@@ -320,9 +320,9 @@ impl LinkRewriter {
             let item = entry.item().map_err(MessageError::Item)?;
             let end = entry.binlog_offset.logical();
             self.item_end = end.position();
-            self.undecided_next = std::mem::take(&mut p.undecided_next);
+            self.decide_next = std::mem::take(&mut p.decide_next);
             let step = self.rewrite_item(body, &item, &mut p.out);
-            self.undecided_next = false;
+            self.decide_next = false;
             let replaced = match step? {
                 ItemStep::Paused => {
                     p.next_record = index;
@@ -381,12 +381,12 @@ impl LinkRewriter {
     /// Records what a look-up found for the key a rewrite paused at (`None`: nothing usable,
     /// the item is then decided without it, as `unknown_key`).
     pub(crate) fn resolve_paused(&mut self, paused: &mut PausedRewrite, found: Option<LookedUp>) {
-        match found {
-            Some(found) => {
-                engine::resolve_unknown(&self.table, paused.db, &paused.key, paused.exec_ms, found)
-            }
-            None => paused.progress.undecided_next = true,
+        if let Some(found) = found {
+            engine::resolve_unknown(&self.table, paused.db, &paused.key, paused.exec_ms, found);
         }
+        // Decided now, with the answer or without: an answer that leaves it as undecidable as
+        // before (Pika 4.0's deadline second) must not pause it again.
+        paused.progress.decide_next = true;
     }
 
     /// Whether any command of the items of `records` from `from_record` on that end at or
@@ -529,7 +529,7 @@ impl LinkRewriter {
         let content_start = self.frames.frames.first().map_or(0, |f| f.raw.start);
         let pausing = self.policy.pause_on_unknown
             && !self.replaying
-            && !self.undecided_next
+            && !self.decide_next
             && self.item_end > self.look_ups_after;
         let mut first_command = true;
         for frame in &self.frames.frames {

@@ -28,11 +28,11 @@ mod scenarios;
 
 use bytes::Bytes;
 use pika_ttl_proxy::engine::{
-    self, AtRisk, Dialect, Emit, Outcome, PikaRelease, Policy, RiskCause, StreamState,
+    self, AtRisk, Dialect, Emit, LookedUp, Outcome, PikaRelease, Policy, RiskCause, StreamState,
 };
 use pika_ttl_proxy::families::FamilySwitches;
 use pika_ttl_proxy::model::{show_argv, show_bytes, Argv, Master, ModelErrorKind, Replica};
-use pika_ttl_proxy::table::{Baseline, ExpiryTable};
+use pika_ttl_proxy::table::{Baseline, ExpiryTable, KeyKnowledge};
 use pika_ttl_proxy::table_file;
 use proptest::prelude::*;
 use proptest::strategy::BoxedStrategy;
@@ -212,6 +212,52 @@ fn negative_control_pika_scan_of_volatile_keys_only() {
             totals.histories
         ),
     }
+}
+
+/// The Pika relay's look-ups close that gap, and the one of a relay that knows nothing of the
+/// keys from before it (`--warmup off`): a write the table cannot decide is decided with what
+/// the master says of its key just after it. Both Pika releases (on 4.0 look-ups also settle
+/// the second a deadline falls in), with and without a crash restart.
+#[test]
+fn converges_pika_with_look_ups_whatever_the_warm_up_knew() {
+    for (origin, release, crash) in [
+        (Origin::ScanVolatileOnly, PikaRelease::V3, false),
+        (Origin::Nothing, PikaRelease::V3, false),
+        (Origin::Nothing, PikaRelease::V3, true),
+        (Origin::ScanVolatileOnly, PikaRelease::V4, false),
+        (Origin::Nothing, PikaRelease::V4, true),
+    ] {
+        let opts = Options {
+            origin,
+            release,
+            crash,
+            look_ups: true,
+            ..Options::new(Dialect::Pika)
+        };
+        let label = format!("Pika {release:?} with look-ups, warm-up {origin:?}, crash {crash}");
+        let (totals, failure) = check_property(opts, cases(3_000), |_| true);
+        print_totals(&label, &totals);
+        if let Some(report) = failure {
+            panic!("{label}: convergence failed on this minimal history\n{report}");
+        }
+    }
+}
+
+/// Without look-ups, a relay that knows nothing of the keys from before it diverges: the proof
+/// of the test above can fail.
+#[test]
+fn negative_control_pika_without_a_warm_up_or_look_ups() {
+    let opts = Options {
+        origin: Origin::Nothing,
+        ..Options::new(Dialect::Pika)
+    };
+    let (totals, failure) = check_property(opts, cases(10_000), Violation::is_p1);
+    print_totals("Pika, no warm-up, no look-ups", &totals);
+    assert!(
+        failure.is_some(),
+        "no P1 violation in {} histories without a warm-up or look-ups",
+        totals.histories
+    );
 }
 
 /// The same proof against the Pika 4.0.1 dialect: its master logs INCR/APPEND as

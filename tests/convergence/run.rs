@@ -16,6 +16,8 @@ pub(crate) enum Origin {
     /// The warm-up kept only volatile keys (its key bound was hit, or today's engine before
     /// existence was tracked): keys without a TTL are "not volatile, existence unknown".
     ScanVolatileOnly,
+    /// No warm-up: nothing is known of any key from before the proxy.
+    Nothing,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +34,10 @@ pub(crate) struct Options {
     /// of the way into the stream, the kill two thirds in; the restarted proxy brings the
     /// checkpoint forward over the entries in between (as both relays' catch-ups do) and goes on.
     pub(crate) crash: bool,
+    /// The Pika relay's look-ups: an entry the table cannot decide is decided again after
+    /// recording what the model's master says of its key a little later, with no other entry
+    /// in between (what a resolved look-up gives the engine).
+    pub(crate) look_ups: bool,
 }
 
 impl Options {
@@ -44,6 +50,7 @@ impl Options {
             origin: Origin::ScanEveryKey,
             receive_lag: false,
             crash: false,
+            look_ups: false,
         }
     }
 }
@@ -203,6 +210,29 @@ pub(crate) fn dialect_form_violation(
     }
 }
 
+/// The keys of an entry that look-ups leave to `unknown_key` by design, or `None` for any
+/// other command.
+fn not_looked_up(argv: &Argv) -> Option<&[Bytes]> {
+    let name = argv.first()?.to_ascii_lowercase();
+    match name.as_slice() {
+        b"set" | b"lpushx" | b"rpushx" => argv.get(1..2),
+        b"smove" | b"rpoplpush" | b"lmove" => argv.get(1..3),
+        _ => None,
+    }
+}
+
+/// A command that extends, sets or removes a key's TTL (the known limit's commands).
+fn is_ttl_change(argv: &Argv) -> bool {
+    let name = argv
+        .first()
+        .map(|n| n.to_ascii_lowercase())
+        .unwrap_or_default();
+    matches!(
+        name.as_slice(),
+        b"expire" | b"expireat" | b"pexpire" | b"pexpireat" | b"persist"
+    )
+}
+
 pub(crate) fn run_steps(steps: &[Concrete], start_ms: i64, opts: Options) -> Run {
     run_history(steps, 0, start_ms, opts)
 }
@@ -210,6 +240,9 @@ pub(crate) fn run_steps(steps: &[Concrete], start_ms: i64, opts: Options) -> Run
 /// What a warm-up scan of `master` at `at_ms` gives the table (see [`Origin`]).
 pub(crate) fn seed_from_scan(table: &ExpiryTable, master: &Master, at_ms: i64, origin: Origin) {
     table.reset(Baseline::Unknown);
+    if origin == Origin::Nothing {
+        return;
+    }
     for ((db, key), record) in master.state_at(at_ms).keys {
         match record.deadline_ms {
             Some(deadline) => table.set_deadline(db, &key, deadline),
@@ -219,7 +252,7 @@ pub(crate) fn seed_from_scan(table: &ExpiryTable, master: &Master, at_ms: i64, o
     }
     table.set_baseline(match origin {
         Origin::ScanEveryKey => Baseline::Absent,
-        Origin::ScanVolatileOnly => Baseline::NotVolatile,
+        Origin::ScanVolatileOnly | Origin::Nothing => Baseline::NotVolatile,
     });
 }
 
@@ -232,6 +265,8 @@ pub(crate) fn run_history(
     let dialect = opts.dialect;
     let mut policy = policy(dialect, opts.rewriting);
     policy.pika_release = opts.release;
+    let mut decide = policy.clone();
+    policy.pause_on_unknown = opts.look_ups;
     let mut table = ExpiryTable::new(Baseline::Absent);
     let mut stream = StreamState::default();
     let streamed = steps.len().saturating_sub(attach_after);
@@ -308,6 +343,17 @@ pub(crate) fn run_history(
                 ));
             }
         }
+        // The key's deadline on the master before this step (the at-risk limit below).
+        let old_deadline = match &s.action {
+            // Whatever the master's clock makes of it at this instant (records, not alive ones).
+            ConcreteAction::Client(argv) => argv.get(1).and_then(|k| {
+                run.master
+                    .records()
+                    .find(|((db, key), _)| *db == s.db && key == k)
+                    .and_then(|(_, r)| r.deadline_ms)
+            }),
+            ConcreteAction::ActiveExpire(_) => None,
+        };
         let (what, reply, entries) = match &s.action {
             ConcreteAction::Client(argv) => {
                 run.client_commands += 1;
@@ -331,7 +377,29 @@ pub(crate) fn run_history(
                 entry.exec_ms
             };
             let in_multi_before = stream.in_multi;
-            let decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &policy);
+            let knew = entry
+                .argv
+                .get(1)
+                .map(|k| table.lookup(stream.db, k, exec_ms));
+            let mut decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &policy);
+            let mut looked_up = String::new();
+            if decision.needs_lookup {
+                let key = entry.argv.get(1).cloned().unwrap_or_default();
+                // Asked a little after the entry (before the replica applies it, or up to a
+                // second and a half later), with no other entry on the key in between.
+                let asked_ms = exec_ms + (s.apply_ms - s.t_ms).clamp(0, 1500) / 2;
+                let found = match run.master.record_at(stream.db, &key, asked_ms) {
+                    Some(r) => match r.deadline_ms {
+                        Some(deadline) => LookedUp::Volatile(deadline),
+                        None => LookedUp::NoTtl,
+                    },
+                    None => LookedUp::ExpiredBy(asked_ms),
+                };
+                engine::resolve_unknown(&table, stream.db, &key, exec_ms, found);
+                looked_up = format!(" [looked up at {}: {found:?}]", rel(asked_ms, start_ms));
+                // As the relay does: decided with the answer, never paused again.
+                decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &decide);
+            }
             if checkpoint.is_some() {
                 since_checkpoint.push((entry.argv.clone(), exec_ms));
             }
@@ -351,7 +419,24 @@ pub(crate) fn run_history(
                         .join("; ")
                 ),
             };
-            let mut notes = String::new();
+            if opts.look_ups && decision.outcome == Outcome::UnknownKey && looked_up.is_empty() {
+                match not_looked_up(&entry.argv) {
+                    // Documented (`docs/rewrites.md#where-unknown_key-still-comes-from`): their
+                    // outcome depends on more than the key's TTL, so they are not looked up.
+                    Some(keys) => {
+                        for k in keys {
+                            run.exempt.insert((stream.db, k.clone()));
+                        }
+                    }
+                    None => run.violations.push(Violation {
+                        property: "look-up (an undecided write was not looked up)",
+                        key: entry.argv.get(1).map(|k| (stream.db, k.clone())),
+                        at_ms: Some(exec_ms),
+                        detail: show_argv(&entry.argv),
+                    }),
+                }
+            }
+            let mut notes = looked_up;
             if decision.outcome != Outcome::Passed {
                 notes.push_str(&format!(" ({})", decision.outcome.name()));
             }
@@ -395,6 +480,22 @@ pub(crate) fn run_history(
                     if run.exempt.contains(&(stream.db, src.clone())) {
                         run.exempt.insert((stream.db, dst.clone()));
                     }
+                }
+            }
+            // The known limit (a TTL changed after the replica's deadline) on a key the table
+            // had not learned: the engine cannot see the old deadline, so it is not reported
+            // (docs/rewrites.md#where-unknown_key-still-comes-from); the key is exempt as if it
+            // were.
+            if decision.at_risk.is_none()
+                && is_ttl_change(&entry.argv)
+                && matches!(
+                    knew,
+                    Some(KeyKnowledge::Unknown | KeyKnowledge::NotVolatile)
+                )
+                && old_deadline.is_some_and(|d| d <= s.apply_ms)
+            {
+                if let Some(k) = entry.argv.get(1) {
+                    run.exempt.insert((stream.db, k.clone()));
                 }
             }
             if let Some(risk) = &decision.at_risk {

@@ -265,7 +265,7 @@ pub(crate) fn run_history(
     let dialect = opts.dialect;
     let mut policy = policy(dialect, opts.rewriting);
     policy.pika_release = opts.release;
-    let mut decide = policy.clone();
+    let decide = policy.clone();
     policy.pause_on_unknown = opts.look_ups;
     let mut table = ExpiryTable::new(Baseline::Absent);
     let mut stream = StreamState::default();

@@ -1111,6 +1111,21 @@ fn real_pika_expire_then_late_write_without_a_warm_up() {
         &["--warmup", "off"],
         Duration::from_secs(60),
     );
+    // The replica's full sync may come from an older dump, after which the proxy replays the
+    // creates themselves (passed as unknown_key: the look-ups find them written again); the
+    // count starts once they are through.
+    wait_for(
+        "the creates on the proxied replica",
+        Duration::from_secs(30),
+        || {
+            let mut c = rig.proxied.conn();
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("e:*")
+                .query(&mut c)
+                .unwrap_or_default();
+            keys.len() == LATE_WRITE_CASES.len()
+        },
+    );
     expire_then_late_write_on(&rig, "expire-then-late-write no-warm-up", false);
     let text = rig.proxy.metrics();
     println!(

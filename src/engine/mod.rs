@@ -210,11 +210,26 @@ pub struct Decision<'a> {
     pub outcome: Outcome,
     /// Set when the entry extends or removes the TTL of a volatile key it cannot repair.
     pub at_risk: Option<AtRisk>,
-    /// The entry was not decided (only with [`Policy::pause_on_unknown`]): it writes its first
-    /// key keeping that key's TTL, and whether the key was alive with a TTL at this entry is
-    /// not known. Nothing was changed; [`resolve_unknown`] records what a look-up found, after
-    /// which the entry is decided again.
-    pub needs_lookup: bool,
+    /// The entry was not decided (only with [`Policy::pause_on_unknown`]): its outcome hangs on
+    /// whether its first key was alive (with which TTL) at this entry, which is not known.
+    /// Nothing was changed; [`resolve_unknown`] records what a look-up found, read as the kind
+    /// says, after which the entry is decided again.
+    pub needs_lookup: Option<LookupKind>,
+}
+
+/// How the key's TTL just after an entry tells its state just before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LookupKind {
+    /// A write that keeps the key's TTL and creates the key when it is missing (INCR, HSET,
+    /// RPUSH, SETNX…): a TTL after is the TTL it had; none after, none or gone before.
+    KeepsTtl,
+    /// An entry that leaves the key only if it was there (SET XX, EXPIRE, PERSIST): present
+    /// after exactly when alive before.
+    PresentIfAlive,
+    /// SET NX: it creates the key only when missing. No TTL after, or a deadline in a later
+    /// second than the entry's, means it created the key; the old deadline (in the entry's own
+    /// second, the only case asked), or gone, means the key was alive.
+    CreatesIfAbsent,
 }
 
 impl Decision<'_> {
@@ -225,7 +240,7 @@ impl Decision<'_> {
             family,
             outcome,
             at_risk: None,
-            needs_lookup: false,
+            needs_lookup: None,
         }
     }
 }
@@ -246,7 +261,32 @@ pub enum LookedUp {
 /// Records in `table` the state of `key` just before the entry that [`Decision::needs_lookup`]
 /// named, from what a look-up found just after it (`exec_ms`: the entry's exec time). Deciding
 /// the entry again then gives the output a replica needs.
-pub fn resolve_unknown(table: &ExpiryTable, db: u32, key: &[u8], exec_ms: i64, found: LookedUp) {
+pub fn resolve_unknown(
+    table: &ExpiryTable,
+    db: u32,
+    key: &[u8],
+    exec_ms: i64,
+    kind: LookupKind,
+    found: LookedUp,
+) {
+    let alive = match kind {
+        LookupKind::KeepsTtl => return resolve_ttl_kept(table, db, key, exec_ms, found),
+        LookupKind::PresentIfAlive => !matches!(found, LookedUp::ExpiredBy(_)),
+        LookupKind::CreatesIfAbsent => match found {
+            LookedUp::NoTtl => false,
+            LookedUp::Volatile(at) => at.div_euclid(1000) <= exec_ms.div_euclid(1000),
+            LookedUp::ExpiredBy(_) => true,
+        },
+    };
+    // These are asked only about a key the table holds alive into the entry's second (Pika
+    // 4.0), so alive needs no change; gone is a deadline just before the entry.
+    if !alive {
+        table.set_deadline(db, key, exec_ms - 1);
+    }
+}
+
+/// [`resolve_unknown`] for [`LookupKind::KeepsTtl`].
+fn resolve_ttl_kept(table: &ExpiryTable, db: u32, key: &[u8], exec_ms: i64, found: LookedUp) {
     match found {
         LookedUp::Volatile(deadline) => table.set_deadline(db, key, deadline.max(exec_ms)),
         // Pika keeps its deadlines in whole seconds and a key stays alive through its second:

@@ -7,7 +7,8 @@
 
 use super::replacement::{Arg, Commands, NewCommand, Replacement};
 use super::{
-    AtRisk, Decision, Dialect, Emit, Outcome, PikaRelease, Policy, RiskCause, StreamState,
+    AtRisk, Decision, Dialect, Emit, LookupKind, Outcome, PikaRelease, Policy, RiskCause,
+    StreamState,
 };
 use crate::engine::args::Args;
 use crate::engine::command::{spec, Cmd, Spec};
@@ -61,7 +62,7 @@ struct Proposal<'a> {
     outcome: Outcome,
     replacement: Option<Commands<'a>>,
     at_risk: Option<AtRisk>,
-    needs_lookup: bool,
+    needs_lookup: Option<LookupKind>,
 }
 
 impl<'a> Proposal<'a> {
@@ -71,7 +72,7 @@ impl<'a> Proposal<'a> {
             outcome: Outcome::Passed,
             replacement: None,
             at_risk: None,
-            needs_lookup: false,
+            needs_lookup: None,
         }
     }
     fn passed(family: Family) -> Self {
@@ -106,7 +107,7 @@ impl<'a> Proposal<'a> {
             outcome: Outcome::Rewritten,
             replacement: Some(cmds),
             at_risk: None,
-            needs_lookup: false,
+            needs_lookup: None,
         }
     }
     fn with_risk(mut self, risk: Option<AtRisk>) -> Self {
@@ -239,10 +240,58 @@ impl<'a> Cx<'a, '_> {
         }
     }
 
+    /// An entry whose outcome hangs on whether its first key is alive, on Pika 4.0 in the
+    /// second the key's deadline falls in: that master keeps deadlines in ms and logs whole
+    /// seconds, so only it knows. With look-ups the entry waits for one (`kind` reads the
+    /// answer); without, it is decided as if the key were alive and reported.
+    fn existence_dependent(
+        &mut self,
+        kind: LookupKind,
+        family: Family,
+        decide: impl FnOnce(&mut Self) -> Proposal<'a>,
+    ) -> Proposal<'a> {
+        let deadline = match self.table.lookup(self.db, self.arg(1), self.now) {
+            KeyKnowledge::Volatile(d) if self.in_deadline_second(d) => d,
+            _ => return decide(self),
+        };
+        if self.policy.pause_on_unknown {
+            return Proposal {
+                needs_lookup: Some(kind),
+                ..Proposal::unknown_key(Some(family))
+            };
+        }
+        let risk = self.risk(self.arg(1), deadline, RiskCause::ExistenceAmbiguous);
+        let decided = decide(self);
+        match decided.at_risk {
+            Some(_) => decided,
+            None => decided.with_risk(risk),
+        }
+    }
+
+    /// Pika 4.0, at an entry in the second `deadline_ms` falls in (see
+    /// [`Self::existence_dependent`]).
+    fn in_deadline_second(&self, deadline_ms: i64) -> bool {
+        self.pika_4_0() && deadline_ms.div_euclid(1000) == self.now.div_euclid(1000)
+    }
+
+    /// The second a Pika replica is told for a key the master drops at `deadline_ms`. A 4.0
+    /// master logs whole seconds, rounded down, of deadlines it keeps in ms, and its replica
+    /// drops a key at the start of the second it is given: told the next second, the replica
+    /// never loses a key before the master does (it may keep it up to a second longer, which
+    /// entries in that second are decided for, see [`Self::existence_dependent`]).
+    fn replica_secs(&self, deadline_ms: i64) -> i64 {
+        let secs = secs_floor(deadline_ms);
+        if self.pika_4_0() {
+            secs + 1
+        } else {
+            secs
+        }
+    }
+
     /// `expireat k <sec>` (Pika) or `PEXPIREAT k <ms>` (Redis) restating `deadline_ms`.
     fn restate_deadline(&self, key: &'a [u8], deadline_ms: i64) -> Option<NewCommand<'a>> {
         if self.pika() {
-            let secs = secs_floor(deadline_ms);
+            let secs = self.replica_secs(deadline_ms);
             if secs <= 0 || secs > PIKA_MAX_TIMESTAMP_SECS {
                 return None;
             }
@@ -277,7 +326,7 @@ impl<'a> Cx<'a, '_> {
             let Some(ms) = deadline_ms else {
                 return Some(Commands::of([NewCommand::of([lit("set"), k, v])]));
             };
-            let secs = secs_floor(ms);
+            let secs = self.replica_secs(ms);
             if secs <= 0 || secs > PIKA_MAX_TIMESTAMP_SECS {
                 return None;
             }
@@ -330,7 +379,7 @@ impl<'a> Cx<'a, '_> {
                 family: p.family,
                 outcome: Outcome::Disabled,
                 at_risk: p.at_risk,
-                needs_lookup: false,
+                needs_lookup: None,
             };
         }
         let wrap = self.policy.dialect == Dialect::Redis && cmds.len() > 1 && !self.in_multi;
@@ -339,7 +388,7 @@ impl<'a> Cx<'a, '_> {
             family: p.family,
             outcome: p.outcome,
             at_risk: p.at_risk,
-            needs_lookup: false,
+            needs_lookup: None,
         }
     }
 
@@ -365,7 +414,19 @@ impl<'a> Cx<'a, '_> {
             }
             Cmd::ListPushIfExists => self.push_if_exists(),
             Cmd::SetMove => self.move_element(Cmd::SetAdd),
-            Cmd::Set => self.set(),
+            Cmd::Set => match self.parse_set_options() {
+                Some((SetCondition::IfPresent, _)) => self.existence_dependent(
+                    LookupKind::PresentIfAlive,
+                    Family::StringSet,
+                    Self::set,
+                ),
+                Some((SetCondition::IfAbsent, _)) => self.existence_dependent(
+                    LookupKind::CreatesIfAbsent,
+                    Family::StringSet,
+                    Self::set,
+                ),
+                _ => self.set(),
+            },
             Cmd::SetNx => self.setnx(),
             Cmd::SetEx => self.setex(1000),
             Cmd::PSetEx => self.setex(1),
@@ -373,12 +434,30 @@ impl<'a> Cx<'a, '_> {
             Cmd::MSet => self.mset(),
             Cmd::MSetNx => self.mset(),
             Cmd::PkSetExAt => self.pksetexat(),
-            Cmd::Expire => self.relative_expire(1000),
-            Cmd::PExpire => self.relative_expire(1),
-            Cmd::ExpireAt => self.absolute_expire(1000),
-            Cmd::PExpireAt => self.absolute_expire(1),
+            Cmd::Expire => {
+                self.existence_dependent(LookupKind::PresentIfAlive, Family::Expire, |cx| {
+                    cx.relative_expire(1000)
+                })
+            }
+            Cmd::PExpire => {
+                self.existence_dependent(LookupKind::PresentIfAlive, Family::Expire, |cx| {
+                    cx.relative_expire(1)
+                })
+            }
+            Cmd::ExpireAt => {
+                self.existence_dependent(LookupKind::PresentIfAlive, Family::Expire, |cx| {
+                    cx.absolute_expire(1000)
+                })
+            }
+            Cmd::PExpireAt => {
+                self.existence_dependent(LookupKind::PresentIfAlive, Family::Expire, |cx| {
+                    cx.absolute_expire(1)
+                })
+            }
             Cmd::GetEx => self.getex(),
-            Cmd::Persist => self.persist(),
+            Cmd::Persist => {
+                self.existence_dependent(LookupKind::PresentIfAlive, Family::Expire, Self::persist)
+            }
             Cmd::Del => self.del_keys(1),
             Cmd::Rename => self.rename(false),
             Cmd::RenameNx => self.rename(true),
@@ -418,7 +497,7 @@ impl<'a> Cx<'a, '_> {
         let (known, expired) = self.know(key);
         if key_at == 1 && self.policy.pause_on_unknown && self.undecidable(known) {
             return Proposal {
-                needs_lookup: true,
+                needs_lookup: Some(LookupKind::KeepsTtl),
                 ..Proposal::unknown_key(family)
             };
         }
@@ -478,7 +557,8 @@ impl<'a> Cx<'a, '_> {
                 // seconds: in the deadline's own second it may already have dropped the key.
                 // Nothing in the stream tells; the write is rewritten as if the key were alive
                 // and reported.
-                let risk = (self.pika_4_0() && deadline == self.now)
+                let risk = self
+                    .in_deadline_second(deadline)
                     .then(|| self.risk(key, deadline, RiskCause::ExistenceAmbiguous))
                     .flatten();
                 match self.restate_deadline(key, deadline) {
@@ -662,6 +742,11 @@ impl<'a> Cx<'a, '_> {
                 };
                 Proposal::rewrite(family, outcome.after(first))
             }
+            Some(false) if expired && self.pika_4_0() => {
+                // The master found the key gone and did nothing; a 4.0 replica may keep it to
+                // the end of that second.
+                Proposal::rewrite(family, Commands::of([self.del(key)]))
+            }
             Some(false) => {
                 // Pika logged a conditional SET that did nothing on the master.
                 match old_deadline {
@@ -688,7 +773,7 @@ impl<'a> Cx<'a, '_> {
     /// SETNX k v: Pika logs it even when it failed.
     fn setnx(&mut self) -> Proposal<'a> {
         let key = self.arg(1);
-        let (known, _) = self.know(key);
+        let (known, expired) = self.know(key);
         if !self.pika() {
             // Propagated only when it succeeded: the key was absent and is now persistent.
             self.table.mark_persistent(self.db, key, self.track);
@@ -698,16 +783,24 @@ impl<'a> Cx<'a, '_> {
         // TTL just after it is the old one if the key was alive, none if it was created.
         if self.policy.pause_on_unknown && self.undecidable(known) {
             return Proposal {
-                needs_lookup: true,
+                needs_lookup: Some(LookupKind::KeepsTtl),
                 ..Proposal::unknown_key(Some(Family::StringSet))
             };
         }
         match known {
-            KeyKnowledge::Volatile(deadline) => match self.restate_deadline(key, deadline) {
-                // The master found the key alive and did nothing; a late replica would create it.
-                Some(c) => Proposal::rewrite(Family::StringSet, Commands::of([c])),
-                None => Proposal::malformed(Some(Family::StringSet)),
-            },
+            KeyKnowledge::Volatile(deadline) => {
+                let risk = self
+                    .in_deadline_second(deadline)
+                    .then(|| self.risk(key, deadline, RiskCause::ExistenceAmbiguous))
+                    .flatten();
+                match self.restate_deadline(key, deadline) {
+                    // The master found the key alive and did nothing; a late replica would
+                    // create it.
+                    Some(c) => Proposal::rewrite(Family::StringSet, Commands::of([c])),
+                    None => Proposal::malformed(Some(Family::StringSet)),
+                }
+                .with_risk(risk)
+            }
             KeyKnowledge::Unknown => Proposal::unknown_key(Some(Family::StringSet)),
             // Alive with that deadline (the master did nothing) or absent (it created the key
             // without one): the stream does not say which.
@@ -718,6 +811,14 @@ impl<'a> Cx<'a, '_> {
             _ => {
                 // Whether it existed or was just created, the key now exists without a TTL.
                 self.record_persistent(key, known);
+                if expired && self.pika_4_0() {
+                    // Gone on the master, which created it; a 4.0 replica may keep the old
+                    // key to the end of that second.
+                    return Proposal::rewrite(
+                        Family::StringSet,
+                        Commands::of([self.del(key), self.original()]),
+                    );
+                }
                 Proposal::passed(Family::StringSet)
             }
         }
@@ -917,7 +1018,12 @@ impl<'a> Cx<'a, '_> {
         let Some(at) = arg_i64(self.arg(2)) else {
             return Proposal::malformed(Some(Family::Expire));
         };
-        let (known, _) = self.know(key);
+        let (known, expired) = self.know(key);
+        if expired && self.pika_4_0() {
+            // Gone on the master, which did nothing; a 4.0 replica may keep it to the end of
+            // the second.
+            return Proposal::rewrite(Family::Expire, Commands::of([self.del(key)]));
+        }
         let deadline = at.saturating_mul(unit);
         let deadline = if self.pika() {
             floor_to_second(deadline)
@@ -942,7 +1048,12 @@ impl<'a> Cx<'a, '_> {
             .with_risk(risk);
         }
         let risk = self.record_expire(key, known, deadline, self.pika() && at <= 0);
-        if self.pika() && unit == 1 {
+        if self.pika_4_0() && at > 0 && deadline < self.now {
+            // Deleted by the master at once; told the next second, a replica would keep it.
+            return Proposal::rewrite(Family::Expire, Commands::of([self.del(key)]))
+                .with_risk(risk);
+        }
+        if self.pika() && (unit == 1 || self.pika_4_0()) {
             let cmd = if at <= 0 {
                 NewCommand::of([lit("expireat"), Arg::Bytes(key), Arg::Int(0)])
             } else {
@@ -1007,7 +1118,10 @@ impl<'a> Cx<'a, '_> {
     /// repaired without the value, so it is reported as at risk.
     fn persist(&mut self) -> Proposal<'a> {
         let key = self.arg(1);
-        let (known, _) = self.know(key);
+        let (known, expired) = self.know(key);
+        if expired && self.pika_4_0() {
+            return Proposal::rewrite(Family::Expire, Commands::of([self.del(key)]));
+        }
         match known {
             KeyKnowledge::Volatile(old) => {
                 self.table.mark_persistent(self.db, key, self.track);

@@ -277,14 +277,16 @@ fn pika_4_0_never_receives_a_real_pksetexat() {
     let mut s = Stream::new(Dialect::Pika);
     s.policy.pika_release = PikaRelease::V4;
     let t = 1_796_605_869_000;
-    // setex k 10 100, then incr k (logged with the new value and the same deadline).
+    // setex k 10 100, then incr k (logged with the new value and the same deadline). The
+    // master keeps the deadline in ms and logs its second rounded down: the replica is told
+    // the second after, so it never drops the key before the master.
     assert_eq!(
         s.emitted("pksetexat k 1796605879 100", t),
-        ["set k 100", "expireat k 1796605879"]
+        ["set k 100", "expireat k 1796605880"]
     );
     assert_eq!(
         s.emitted("pksetexat k 1796605879 101", t + 1000),
-        ["set k 101", "expireat k 1796605879"]
+        ["set k 101", "expireat k 1796605880"]
     );
     assert_eq!(
         s.table.lookup(0, b"k", t),
@@ -296,17 +298,17 @@ fn pika_4_0_never_receives_a_real_pksetexat() {
     // psetex: a millisecond timestamp, which the replica rejects for good.
     assert_eq!(
         s.emitted("pksetexat ps 1796605902760 v", t),
-        ["set ps v", "expireat ps 1796605902"]
+        ["set ps v", "expireat ps 1796605903"]
     );
     // A write after the deadline overwrites whatever a replica still holds.
     assert_eq!(
         s.emitted("pksetexat ps 1796605999 w", 1_796_605_903_000),
-        ["set ps w", "expireat ps 1796605999"]
+        ["set ps w", "expireat ps 1796606000"]
     );
     // SET … EX on an expired key: the old value goes first, then the 4.0 form.
     assert_eq!(
         s.emitted("SET ps x EX 10", 1_796_606_000_000),
-        ["del ps", "set ps x", "expireat ps 1796606010"]
+        ["del ps", "set ps x", "expireat ps 1796606011"]
     );
     // append on a missing key: the master logged an empty value; counted, not guessed.
     let ran_empty = {
@@ -321,10 +323,10 @@ fn pika_4_0_never_receives_a_real_pksetexat() {
             .map(|r| r.cause)
     };
     assert_eq!(ran_empty, Some(RiskCause::ValueLostByMaster));
-    // The forms 4.0.1 applies correctly pass: expireat, and hincrby restated with expireat.
+    // expireat, which 4.0.1 applies correctly, is told the second after as well.
     assert_eq!(
         s.emitted("expireat h 1796605883", t),
-        ["expireat h 1796605883"]
+        ["expireat h 1796605884"]
     );
     // Pika 3 keeps pksetexat.
     let mut v3 = Stream::new(Dialect::Pika);

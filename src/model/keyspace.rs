@@ -304,10 +304,12 @@ impl Keyspace {
     }
 
     /// Deadline for a TTL of `ttl_ms` counted from `now`, at this keyspace's precision. Pika
-    /// counts whole seconds from the start of the current second and truncates ms TTLs.
+    /// 3.5 counts whole seconds from the start of the current second and truncates ms TTLs.
     fn relative_deadline(&self, now: i64, ttl_ms: i64) -> Result<i64, Failure> {
         let overflow = || rejected("invalid expire time");
-        if self.is_pika() {
+        // A Pika 4.0 master keeps its deadlines in ms from its ms clock (it logs them in whole
+        // seconds: its replicas drop a key up to a second before it does).
+        if self.is_pika() && !(self.is_pika_4_0() && !self.replica) {
             let secs = ttl_ms / 1000;
             now.div_euclid(1000)
                 .checked_add(secs)

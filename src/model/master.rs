@@ -150,11 +150,16 @@ impl Master {
                 "the Pika model has one DB (Pika replicates each DB as its own stream)",
             ));
         }
-        // The binlog carries whole seconds; the master's own view is that second too.
+        // The binlog carries whole seconds; a 3.5 master's own view is that second too, a 4.0
+        // master's is its ms clock (and its deadlines are in ms).
         let now = t_ms.div_euclid(1000) * 1000;
+        let clock = match self.pika_release {
+            PikaRelease::V3 => now,
+            PikaRelease::V4 => t_ms,
+        };
         let key = argv.get(1).cloned().unwrap_or_default();
-        let was_missing = self.keyspace.live(db, &key, now).is_none();
-        let reply = match self.keyspace.exec(db, name, argv, now) {
+        let was_missing = self.keyspace.live(db, &key, clock).is_none();
+        let reply = match self.keyspace.exec(db, name, argv, clock) {
             Ok(effect) => effect.reply,
             Err(Failure::Failed(msg)) => {
                 return Ok(Executed {
@@ -166,7 +171,7 @@ impl Master {
         };
         let logged = match self.pika_release {
             PikaRelease::V4 => {
-                let after = self.keyspace.live(db, &key, now);
+                let after = self.keyspace.live(db, &key, clock);
                 pika_4_0_log(name, argv, t_ms, after, was_missing)
             }
             PikaRelease::V3 => None,

@@ -80,6 +80,8 @@ pub struct LinkRewriter {
     layout_spans: Vec<(usize, usize)>,
     /// The key of the item a rewrite paused at.
     paused_key: Vec<u8>,
+    /// How the look-up's answer for that key is read.
+    paused_kind: engine::LookupKind,
     /// The item being rewritten is decided without pausing (its look-up is over).
     decide_next: bool,
     /// Items ending at or before this position are decided without look-ups (the link is
@@ -128,6 +130,8 @@ pub(crate) struct PausedRewrite {
     /// The key the item writes, and its DB.
     pub key: Vec<u8>,
     pub db: u32,
+    /// How the answer about the key is read.
+    pub kind: crate::engine::LookupKind,
     /// The item's master END.
     pub end: BinlogPosition,
     /// The item's exec time, ms.
@@ -198,6 +202,7 @@ impl LinkRewriter {
             replaying: false,
             layout_spans: Vec::new(),
             paused_key: Vec::new(),
+            paused_kind: engine::LookupKind::KeepsTtl,
             decide_next: false,
             look_ups_after: BinlogPosition::default(),
         }
@@ -331,6 +336,7 @@ impl LinkRewriter {
                     return Ok(RewriteStep::Paused(Box::new(PausedRewrite {
                         progress: p,
                         key: std::mem::take(&mut self.paused_key),
+                        kind: self.paused_kind,
                         db: self.state.db,
                         end: end.position(),
                         exec_ms: i64::from(item.header.exec_time) * 1000,
@@ -382,7 +388,14 @@ impl LinkRewriter {
     /// the item is then decided without it, as `unknown_key`).
     pub(crate) fn resolve_paused(&mut self, paused: &mut PausedRewrite, found: Option<LookedUp>) {
         if let Some(found) = found {
-            engine::resolve_unknown(&self.table, paused.db, &paused.key, paused.exec_ms, found);
+            engine::resolve_unknown(
+                &self.table,
+                paused.db,
+                &paused.key,
+                paused.exec_ms,
+                paused.kind,
+                found,
+            );
         }
         // Decided now, with the answer or without: an answer that leaves it as undecidable as
         // before (Pika 4.0's deadline second) must not pause it again.
@@ -555,8 +568,9 @@ impl LinkRewriter {
             }
             let mut decision =
                 engine::rewrite(&args, exec_ms, &mut self.state, &self.table, &self.policy);
-            if decision.needs_lookup {
+            if let Some(kind) = decision.needs_lookup {
                 if pausing && first_command {
+                    self.paused_kind = kind;
                     self.paused_key.clear();
                     self.paused_key
                         .extend_from_slice(args.get(1).unwrap_or_default());
@@ -568,6 +582,12 @@ impl LinkRewriter {
                 decision =
                     engine::rewrite(&args, exec_ms, &mut self.state, &self.table, &self.policy);
                 self.policy.pause_on_unknown = true;
+                if self.replaying {
+                    // A catch-up after a crash: what a look-up found then is not in the
+                    // checkpoint, so the key is unknown again (and looked up at its next write).
+                    self.table
+                        .mark_unknown(self.state.db, args.get(1).unwrap_or_default());
+                }
             }
             first_command = false;
             if !self.replaying {

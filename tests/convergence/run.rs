@@ -97,6 +97,8 @@ pub(crate) struct Run {
     pub(crate) rewritten: usize,
     pub(crate) at_risk: Vec<AtRisk>,
     pub(crate) exempt: BTreeSet<(u32, Bytes)>,
+    /// Pika 4.0: the replica holds whole seconds of deadlines its master keeps in ms.
+    pub(crate) pika_4_0: bool,
 }
 
 impl Run {
@@ -221,6 +223,23 @@ fn not_looked_up(argv: &Argv) -> Option<&[Bytes]> {
     }
 }
 
+/// Pika 4.0 logs `SET k v PX ms` with its TTL truncated to whole seconds while the master
+/// keeps the ms (docs/rewrites.md, 4.0 limits): a replica may drop such a key up to a second
+/// before the master, which the proxy cannot see. Its key is exempt.
+fn exempt_ms_ttl_on_4_0(run: &mut Run, opts: Options, db: u32, argv: &Argv) {
+    if !run.pika_4_0 || !argv[0].eq_ignore_ascii_case(b"set") {
+        return;
+    }
+    let px = argv
+        .iter()
+        .position(|a| a.eq_ignore_ascii_case(b"PX"))
+        .and_then(|i| argv.get(i + 1))
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
+    if px.is_some_and(|ms| ms % 1000 != 0) && opts.dialect == Dialect::Pika {
+        run.exempt.insert((db, argv[1].clone()));
+    }
+}
+
 /// A command that extends, sets or removes a key's TTL (the known limit's commands).
 fn is_ttl_change(argv: &Argv) -> bool {
     let name = argv
@@ -287,6 +306,7 @@ pub(crate) fn run_history(
         rewritten: 0,
         at_risk: Vec::new(),
         exempt: BTreeSet::new(),
+        pika_4_0: dialect == Dialect::Pika && opts.release == PikaRelease::V4,
     };
     // Replica failures, judged at the end once every at-risk report is known.
     let mut failures: Vec<(u32, Bytes, String)> = Vec::new();
@@ -300,6 +320,7 @@ pub(crate) fn run_history(
                 Ok(e) => e.reply.to_string(),
                 Err(e) => format!("model error: {e}"),
             };
+            exempt_ms_ttl_on_4_0(&mut run, opts, s.db, argv);
             run.trace.push(format!(
                 "{} {} -> {reply} | before the proxy attached",
                 rel(s.t_ms, start_ms),
@@ -334,7 +355,14 @@ pub(crate) fn run_history(
                 table = restored;
                 stream = *saved_stream;
                 for (argv, exec_ms) in &since_checkpoint {
-                    engine::rewrite(argv, *exec_ms, &mut stream, &table, &policy);
+                    let replayed = engine::rewrite(argv, *exec_ms, &mut stream, &table, &policy);
+                    // What a look-up found before the crash is not in the checkpoint: the key
+                    // is unknown again (as the relay's catch-up leaves it).
+                    if replayed.needs_lookup.is_some() {
+                        if let Some(key) = argv.get(1) {
+                            table.mark_unknown(stream.db, key);
+                        }
+                    }
                 }
                 run.trace.push(format!(
                     "{} proxy killed: table from the checkpoint, {} entries caught up",
@@ -357,6 +385,7 @@ pub(crate) fn run_history(
         let (what, reply, entries) = match &s.action {
             ConcreteAction::Client(argv) => {
                 run.client_commands += 1;
+                exempt_ms_ttl_on_4_0(&mut run, opts, s.db, argv);
                 match run.master.execute(s.db, argv, s.t_ms) {
                     Ok(e) => (show_argv(argv), format!(" -> {}", e.reply), e.entries),
                     Err(e) => (show_argv(argv), format!(" -> model error: {e}"), Vec::new()),
@@ -383,7 +412,7 @@ pub(crate) fn run_history(
                 .map(|k| table.lookup(stream.db, k, exec_ms));
             let mut decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &policy);
             let mut looked_up = String::new();
-            if decision.needs_lookup {
+            if let Some(kind) = decision.needs_lookup {
                 let key = entry.argv.get(1).cloned().unwrap_or_default();
                 // Asked a little after the entry (before the replica applies it, or up to a
                 // second and a half later), with no other entry on the key in between.
@@ -395,7 +424,7 @@ pub(crate) fn run_history(
                     },
                     None => LookedUp::ExpiredBy(asked_ms),
                 };
-                engine::resolve_unknown(&table, stream.db, &key, exec_ms, found);
+                engine::resolve_unknown(&table, stream.db, &key, exec_ms, kind, found);
                 looked_up = format!(" [looked up at {}: {found:?}]", rel(asked_ms, start_ms));
                 // As the relay does: decided with the answer, never paused again.
                 decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &decide);
@@ -590,15 +619,40 @@ pub(crate) fn check_states(run: &mut Run) {
             }
             let m = run.master.record_at(*db, key, t);
             let r = run.replica.record_at(*db, key, t);
+            // Pika 4.0: a replica can only be told whole seconds, and the master logs its ms
+            // deadlines rounded down (a ms TTL truncated): the proxy tells the replica the second
+            // after, so it keeps a key at most a second longer than the master, never less (a
+            // full sync copies the ms deadline itself).
+            let kept_as = |master: Option<i64>, replica: Option<i64>| match (master, replica) {
+                (Some(d), Some(r)) if run.pika_4_0 => {
+                    r >= d && r <= d.div_euclid(1000) * 1000 + 1000
+                }
+                _ => master == replica,
+            };
             let v = match (m, r) {
                 (None, None) => None,
                 (Some(m), None) => {
                     Some(("P1 (presence)", format!("master has {m}, replica has none")))
                 }
+                (None, Some(r))
+                    if run.pika_4_0
+                        && run
+                            .master
+                            .records()
+                            .find(|((d, k), _)| d == db && k == key)
+                            .is_some_and(|(_, m)| {
+                                // Whatever it holds then, it drops it within the second.
+                                m.deadline_ms
+                                    .zip(r.deadline_ms)
+                                    .is_some_and(|(d, rd)| rd <= d.div_euclid(1000) * 1000 + 1000)
+                            }) =>
+                {
+                    None
+                }
                 (None, Some(r)) => {
                     Some(("P1 (presence)", format!("replica has {r}, master has none")))
                 }
-                (Some(m), Some(r)) if m.deadline_ms != r.deadline_ms => {
+                (Some(m), Some(r)) if !kept_as(m.deadline_ms, r.deadline_ms) => {
                     Some(("P1 (absolute expiry)", format!("master {m}, replica {r}")))
                 }
                 (Some(m), Some(r)) if m.value != r.value => {

@@ -145,9 +145,29 @@ async fn pika_4_0_replication_is_made_correct() {
     );
     let at = T0 + 500;
     let (m, r) = (master.state_at(at), replica.state_at(at));
+    // The replica holds each key with the master's value; it is told the second after the
+    // master's deadline (which the 4.0 master keeps in ms and logs rounded down), so it never
+    // drops a key first.
     for key in ["k", "fresh", "h", "ps", "after_ps"] {
         let k = (0, Bytes::from_static(key.as_bytes()));
-        assert_eq!(m.keys.get(&k), r.keys.get(&k), "{key}\n{}", proxy.log());
+        let (on_master, on_replica) = (m.keys.get(&k), r.keys.get(&k));
+        assert_eq!(
+            on_master.map(|m| &m.value),
+            on_replica.map(|r| &r.value),
+            "{key}\n{}",
+            proxy.log()
+        );
+        let deadlines = on_master
+            .map(|m| m.deadline_ms)
+            .zip(on_replica.map(|r| r.deadline_ms));
+        match deadlines {
+            Some((Some(d), Some(told))) => assert!(
+                told >= d && told <= d.div_euclid(1000) * 1000 + 1000,
+                "{key}: master {d} replica {told}"
+            ),
+            Some((d, told)) => assert_eq!(d, told, "{key}"),
+            None => {}
+        }
     }
     assert_eq!(
         m.keys

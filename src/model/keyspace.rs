@@ -309,7 +309,8 @@ impl Keyspace {
         let overflow = || rejected("invalid expire time");
         // A Pika 4.0 master keeps its deadlines in ms from its ms clock (it logs them in whole
         // seconds: its replicas drop a key up to a second before it does).
-        if self.is_pika() && !(self.is_pika_4_0() && !self.replica) {
+        let ms_clock = self.is_pika_4_0() && !self.replica;
+        if self.is_pika() && !ms_clock {
             let secs = ttl_ms / 1000;
             now.div_euclid(1000)
                 .checked_add(secs)

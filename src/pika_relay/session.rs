@@ -48,6 +48,10 @@ use crate::pika::frame::{FrameCodec, FrameError};
 use crate::pika::messages::{BinlogPosition, Node, Slot};
 use crate::replica_series::{self, ReplicaHandle};
 
+/// How long a new P+2000 connection may stay silent before it is closed unanswered (a Pika
+/// replica sends its MetaSync at once).
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How often link status, lag gauges and timeouts are refreshed.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -154,6 +158,12 @@ pub(crate) async fn run_link(
     else {
         return;
     };
+    // A connection that sends nothing (a TCP health check, a port scan) costs the master
+    // nothing and counts as no replica: the master is dialled once the replica speaks.
+    if !replica_speaks(&replica, &cancel).await {
+        tracing::debug!(%peer, "a connection on P+2000 closed before its first byte");
+        return;
+    }
     let id = setup.shared.sessions.register(peer.to_string());
     let replica_label = peer.to_string();
     let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(master_addr))
@@ -270,6 +280,18 @@ pub(crate) async fn run_link(
         }
     }
     link.close().await;
+}
+
+/// Waits for the replica's first byte (without reading it); false when the connection closes,
+/// fails or stays silent for [`FIRST_BYTE_TIMEOUT`] first.
+async fn replica_speaks(replica: &TcpStream, cancel: &CancellationToken) -> bool {
+    let mut first = [0u8; 1];
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        peeked = tokio::time::timeout(FIRST_BYTE_TIMEOUT, replica.peek(&mut first)) => {
+            matches!(peeked, Ok(Ok(n)) if n > 0)
+        }
+    }
 }
 
 struct Link {
@@ -785,8 +807,12 @@ impl Link {
         let lag_b = dbs.iter().map(|d| d.lag_bytes).max().unwrap_or(0);
         let lag_s = dbs.iter().map(|d| d.lag_seconds).fold(0.0, f64::max);
         if let Some(series) = &self.series {
-            series.set_lag(lag_b, lag_s);
-            series.set_map_points(dbs.iter().map(|d| d.offset_map_points).sum());
+            // A reconnecting replica names itself before it names its DBs: until it does, its
+            // gauges keep what its trackers said last (a lagging replica does not read 0).
+            if !dbs.is_empty() {
+                series.set_lag(lag_b, lag_s);
+                series.set_map_points(dbs.iter().map(|d| d.offset_map_points).sum());
+            }
         }
         self.setup.shared.sessions.update(LinkStatus {
             id: self.id,

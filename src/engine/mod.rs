@@ -285,6 +285,27 @@ pub fn resolve_unknown(
     }
 }
 
+/// After an entry [`Decision::needs_lookup`] named was decided without an answer (written
+/// again before it, no answer, or too late to hold), as if its key were alive: what the table
+/// then says of the key is a guess, and is widened to what is sure. An entry that leaves the key
+/// only if it was there ([`LookupKind::PresentIfAlive`]) leaves it as the guess says or gone: a
+/// deadline becomes "that deadline, or gone", no TTL stays "no TTL, existence unknown"; one that
+/// creates the key leaves nothing known. The key's next TTL-keeping write is then looked up.
+pub fn leave_undecided(table: &ExpiryTable, db: u32, key: &[u8], kind: LookupKind, now_ms: i64) {
+    let guess = table.lookup(db, key, now_ms);
+    match (kind, guess) {
+        (
+            LookupKind::PresentIfAlive,
+            KeyKnowledge::Volatile(deadline) | KeyKnowledge::MaybeVolatile(deadline),
+        ) => table.set_maybe_volatile(db, key, deadline),
+        (LookupKind::PresentIfAlive, KeyKnowledge::Persistent | KeyKnowledge::NotVolatile) => {
+            table.mark_not_volatile(db, key)
+        }
+        (LookupKind::PresentIfAlive, KeyKnowledge::Absent | KeyKnowledge::Expired(_)) => {}
+        _ => table.mark_unknown(db, key),
+    }
+}
+
 /// [`resolve_unknown`] for [`LookupKind::KeepsTtl`].
 fn resolve_ttl_kept(table: &ExpiryTable, db: u32, key: &[u8], exec_ms: i64, found: LookedUp) {
     match found {
@@ -296,9 +317,13 @@ fn resolve_ttl_kept(table: &ExpiryTable, db: u32, key: &[u8], exec_ms: i64, foun
             table.set_deadline(db, key, second_before.max(exec_ms));
         }
         LookedUp::NoTtl => match table.lookup(db, key, exec_ms) {
-            // The master had already dropped it: a replica must too (Pika 4.0 logs deadlines in
-            // seconds and expires in ms, so the table's deadline is this very second).
-            KeyKnowledge::Volatile(_) => table.set_deadline(db, key, exec_ms - 1),
+            // A key with a TTL keeps it through such a write: none after means the master had
+            // already dropped it (Pika 4.0 logs deadlines in seconds and expires in ms, so the
+            // table's deadline is this very second), or a removal had emptied it. The write
+            // created it; a replica must drop what it may still hold first.
+            KeyKnowledge::Volatile(_) | KeyKnowledge::MaybeVolatile(_) => {
+                table.set_deadline(db, key, exec_ms - 1)
+            }
             _ => table.mark_not_volatile(db, key),
         },
     }

@@ -727,7 +727,10 @@ impl<'a> Cx<'a, '_> {
                 self.record_set(key, deadline, known);
                 // A late replica may have lost a volatile key (XX, KEEPTTL) or apply a relative
                 // TTL from its own clock: write the master's outcome unconditionally.
-                let needs_rewrite = old_deadline.is_some() || matches!(ttl, SetTtl::Relative(_));
+                // A key gone on a 4.0 master may live on its replicas to the end of the second.
+                let needs_rewrite = old_deadline.is_some()
+                    || matches!(ttl, SetTtl::Relative(_))
+                    || (expired && self.pika_4_0());
                 if !needs_rewrite {
                     return Proposal::passed(family);
                 }
@@ -964,6 +967,12 @@ impl<'a> Cx<'a, '_> {
                 } else {
                     self.table.set_maybe_volatile(self.db, key, new_deadline);
                 }
+                None
+            }
+            // Pika logs EXPIRE whether or not the key exists: afterwards it has this deadline
+            // or does not exist, whatever it was.
+            None if !deletes => {
+                self.table.set_maybe_volatile(self.db, key, new_deadline);
                 None
             }
             None => {

@@ -84,6 +84,8 @@ pub struct LinkRewriter {
     paused_kind: engine::LookupKind,
     /// The item being rewritten is decided without pausing (its look-up is over).
     decide_next: bool,
+    /// ...and its look-up's answer was recorded (else it is decided without one).
+    answered_next: bool,
     /// Items ending at or before this position are decided without look-ups (the link is
     /// replaying history the master is far past).
     look_ups_after: BinlogPosition,
@@ -108,6 +110,7 @@ pub(crate) struct ResponseProgress {
     last: Option<(LogicalOffset, u32)>,
     items: usize,
     decide_next: bool,
+    answered_next: bool,
 }
 
 impl ResponseProgress {
@@ -204,6 +207,7 @@ impl LinkRewriter {
             paused_key: Vec::new(),
             paused_kind: engine::LookupKind::KeepsTtl,
             decide_next: false,
+            answered_next: false,
             look_ups_after: BinlogPosition::default(),
         }
     }
@@ -326,8 +330,10 @@ impl LinkRewriter {
             let end = entry.binlog_offset.logical();
             self.item_end = end.position();
             self.decide_next = std::mem::take(&mut p.decide_next);
+            self.answered_next = std::mem::take(&mut p.answered_next);
             let step = self.rewrite_item(body, &item, &mut p.out);
             self.decide_next = false;
+            self.answered_next = false;
             let replaced = match step? {
                 ItemStep::Paused => {
                     p.next_record = index;
@@ -387,6 +393,7 @@ impl LinkRewriter {
     /// Records what a look-up found for the key a rewrite paused at (`None`: nothing usable,
     /// the item is then decided without it, as `unknown_key`).
     pub(crate) fn resolve_paused(&mut self, paused: &mut PausedRewrite, found: Option<LookedUp>) {
+        paused.progress.answered_next = found.is_some();
         if let Some(found) = found {
             engine::resolve_unknown(
                 &self.table,
@@ -582,6 +589,17 @@ impl LinkRewriter {
                 decision =
                     engine::rewrite(&args, exec_ms, &mut self.state, &self.table, &self.policy);
                 self.policy.pause_on_unknown = true;
+                if !self.answered_next {
+                    // Decided as the stream suggests, which may be wrong: the next write on the
+                    // key is looked up rather than decided from this guess.
+                    engine::leave_undecided(
+                        &self.table,
+                        self.state.db,
+                        args.get(1).unwrap_or_default(),
+                        kind,
+                        exec_ms,
+                    );
+                }
                 if self.replaying {
                     // A catch-up after a crash: what a look-up found then is not in the
                     // checkpoint, so the key is unknown again (and looked up at its next write).

@@ -226,6 +226,10 @@ pub enum LookupKind {
     /// An entry that leaves the key only if it was there (SET XX, EXPIRE, PERSIST): present
     /// after exactly when alive before.
     PresentIfAlive,
+    /// EXPIRE with a deadline to come: it gives the key that TTL only if the key is there, and
+    /// TTL-keeping writes after it keep it: a TTL after means alive before, none or gone means
+    /// gone (a write after it may have created the key anew).
+    TtlSetIfAlive,
     /// SET NX: it creates the key only when missing. No TTL after, or a deadline in a later
     /// second than the entry's, means it created the key; the old deadline (in the entry's own
     /// second, the only case asked), or gone, means the key was alive.
@@ -272,6 +276,7 @@ pub fn resolve_unknown(
     let alive = match kind {
         LookupKind::KeepsTtl => return resolve_ttl_kept(table, db, key, exec_ms, found),
         LookupKind::PresentIfAlive => !matches!(found, LookedUp::ExpiredBy(_)),
+        LookupKind::TtlSetIfAlive => matches!(found, LookedUp::Volatile(_)),
         LookupKind::CreatesIfAbsent => match found {
             LookedUp::NoTtl => false,
             LookedUp::Volatile(at) => at.div_euclid(1000) <= exec_ms.div_euclid(1000),
@@ -283,6 +288,34 @@ pub fn resolve_unknown(
     if !alive {
         table.set_deadline(db, key, exec_ms - 1);
     }
+}
+
+impl LookupKind {
+    /// Whether the answer still reads the same when TTL-keeping writes on the key came between
+    /// the entry and the answer (they keep whatever TTL the key has and create it without one;
+    /// see [`keeps_ttl_of`]).
+    pub fn survives_ttl_keeping_writes(self) -> bool {
+        matches!(self, LookupKind::KeepsTtl | LookupKind::TtlSetIfAlive)
+    }
+}
+
+/// Whether `args` is a write that keeps the TTL of `key`, its first argument, and creates it
+/// without one when it is missing (INCR, APPEND, HSET, RPUSH, SADD, ZADD…).
+pub fn keeps_ttl_of(args: &dyn args::Args, key: &[u8]) -> bool {
+    use command::Cmd;
+    let Some(spec) = args.get(0).and_then(command::spec) else {
+        return false;
+    };
+    matches!(
+        spec.cmd,
+        Cmd::Counter
+            | Cmd::AppendLike
+            | Cmd::HashWrite
+            | Cmd::ListPush
+            | Cmd::SetAdd
+            | Cmd::ZsetWrite
+    ) && args.get(1) == Some(key)
+        && (2..args.count()).all(|i| args.get(i) != Some(key))
 }
 
 /// After an entry [`Decision::needs_lookup`] named was decided without an answer (written

@@ -435,22 +435,22 @@ impl<'a> Cx<'a, '_> {
             Cmd::MSetNx => self.mset(),
             Cmd::PkSetExAt => self.pksetexat(),
             Cmd::Expire => {
-                self.existence_dependent(LookupKind::PresentIfAlive, Family::Expire, |cx| {
+                self.existence_dependent(LookupKind::TtlSetIfAlive, Family::Expire, |cx| {
                     cx.relative_expire(1000)
                 })
             }
             Cmd::PExpire => {
-                self.existence_dependent(LookupKind::PresentIfAlive, Family::Expire, |cx| {
+                self.existence_dependent(LookupKind::TtlSetIfAlive, Family::Expire, |cx| {
                     cx.relative_expire(1)
                 })
             }
             Cmd::ExpireAt => {
-                self.existence_dependent(LookupKind::PresentIfAlive, Family::Expire, |cx| {
+                self.existence_dependent(LookupKind::TtlSetIfAlive, Family::Expire, |cx| {
                     cx.absolute_expire(1000)
                 })
             }
             Cmd::PExpireAt => {
-                self.existence_dependent(LookupKind::PresentIfAlive, Family::Expire, |cx| {
+                self.existence_dependent(LookupKind::TtlSetIfAlive, Family::Expire, |cx| {
                     cx.absolute_expire(1)
                 })
             }

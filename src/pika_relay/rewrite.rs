@@ -410,8 +410,9 @@ impl LinkRewriter {
     }
 
     /// Whether any command of the items of `records` from `from_record` on that end at or
-    /// before `until` names `key` (as any argument, or a command that may touch every key),
-    /// and whether an item ending at or past `until` was seen (everything up to it is here).
+    /// before `until` names `key` (as any argument, or a command that may touch every key;
+    /// not a TTL-keeping write on it when the answer of `kind` reads the same after one), and
+    /// whether an item ending at or past `until` was seen (everything up to it is here).
     pub(crate) fn items_name_key(
         &mut self,
         body: &Bytes,
@@ -419,7 +420,9 @@ impl LinkRewriter {
         from_record: usize,
         until: BinlogPosition,
         key: &[u8],
+        kind: engine::LookupKind,
     ) -> Result<KeyScan, MessageError> {
+        let tolerated = kind.survives_ttl_keeping_writes();
         let mut scan = KeyScan::default();
         for record in records.iter().skip(from_record) {
             let entry = &record.entry;
@@ -457,7 +460,8 @@ impl LinkRewriter {
                 let everything = [&b"flushdb"[..], b"flushall", b"swapdb", b"select"]
                     .iter()
                     .any(|n| name.eq_ignore_ascii_case(n));
-                if everything || (1..args.count()).any(|i| args.get(i) == Some(key)) {
+                let names = (1..args.count()).any(|i| args.get(i) == Some(key));
+                if everything || (names && !(tolerated && engine::keeps_ttl_of(&args, key))) {
                     scan.named = true;
                 }
             }

@@ -414,16 +414,23 @@ pub(crate) fn run_history(
             let mut looked_up = String::new();
             // A key written again by the next command before the answer's position: the relay
             // decides the entry without the answer (`written_again`).
-            let written_again = |key: &Bytes| {
+            // A TTL-keeping write on the key does not spoil an answer whose kind reads the same
+            // after one.
+            let written_again = |kind: LookupKind, key: &Bytes| {
                 steps.get(i + 1).is_some_and(|next| match &next.action {
-                    ConcreteAction::Client(argv) => next.db == s.db && argv[1..].contains(key),
+                    ConcreteAction::Client(argv) => {
+                        next.db == s.db
+                            && argv[1..].contains(key)
+                            && !(kind.survives_ttl_keeping_writes()
+                                && engine::keeps_ttl_of(argv, key))
+                    }
                     ConcreteAction::ActiveExpire(_) => false,
                 })
             };
             if let Some((kind, key)) = decision
                 .needs_lookup
                 .zip(entry.argv.get(1).cloned())
-                .filter(|(_, k)| written_again(k))
+                .filter(|(kind, k)| written_again(*kind, k))
             {
                 decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &decide);
                 engine::leave_undecided(&table, stream.db, &key, kind, exec_ms);

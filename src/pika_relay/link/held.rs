@@ -155,7 +155,14 @@ impl Held {
             _ => return Scan::Named,
         };
         let from = self.paused.progress.next_record() + 1;
-        let scan = match rewriter.items_name_key(&self.body, &first.records, from, until, key) {
+        let scan = match rewriter.items_name_key(
+            &self.body,
+            &first.records,
+            from,
+            until,
+            key,
+            self.paused.kind,
+        ) {
             Ok(scan) => scan,
             Err(_) => return Scan::Named,
         };
@@ -181,10 +188,12 @@ impl Held {
             if !same {
                 continue;
             }
-            let scan = match rewriter.items_name_key(body, &resp.records, 0, until, key) {
-                Ok(scan) => scan,
-                Err(_) => return Scan::Named,
-            };
+            let scan =
+                match rewriter.items_name_key(body, &resp.records, 0, until, key, self.paused.kind)
+                {
+                    Ok(scan) => scan,
+                    Err(_) => return Scan::Named,
+                };
             if scan.named {
                 return Scan::Named;
             }

@@ -229,6 +229,36 @@ fn an_answer_far_past_the_stream_is_not_waited_for_and_history_up_to_it_is_not_l
 }
 
 #[test]
+fn ttl_keeping_writes_between_the_write_and_the_answer_do_not_spoil_it() {
+    // `HINCRBY h n 1` twice in a row: the second keeps whatever TTL the first left, so the
+    // master's answer after both still tells the state before the first.
+    let mut h = joined_mid_stream();
+    h.response(one(T0, 1, 1000, 1060, &["hincrby", "h", "n", "1"]));
+    h.response(one(T0, 2, 1060, 1120, &["hincrby", "h", "n", "1"]));
+    let out = h.answer(LookupAnswer::Found {
+        found: LookedUp::Volatile((i64::from(T0) + 5) * 1000),
+        master_at: pos(1120),
+    });
+    assert_eq!(results(&out), vec![LookupResult::Resolved]);
+    let sent = frames_to_replica(&out);
+    assert_eq!(sent.len(), 2);
+    assert!(contains(sent[0], "expireat"));
+    assert!(
+        contains(sent[1], "expireat"),
+        "the table knows the deadline now"
+    );
+
+    // A command that may change the TTL (here SREM, which may empty the set) does spoil it.
+    h.response(one(T0, 3, 1120, 1180, &["sadd", "s", "m"]));
+    h.response(one(T0, 4, 1180, 1230, &["srem", "s", "m"]));
+    let out = h.answer(LookupAnswer::Found {
+        found: LookedUp::NoTtl,
+        master_at: pos(1230),
+    });
+    assert_eq!(results(&out), vec![LookupResult::WrittenAgain]);
+}
+
+#[test]
 fn no_ttl_on_the_master_passes_the_write_and_remembers_the_key() {
     let mut h = joined_mid_stream();
     let first = one(T0, 1, 1000, 1060, &["hset", "h", "f", "v"]);

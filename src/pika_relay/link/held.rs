@@ -7,16 +7,20 @@
 //! point after the paused item; it is the key's state *just after the item* only if no entry
 //! between the item and that position touched the key. [`Held::verdict`] checks exactly that
 //! on the items held behind the paused one, and waits for them until they reach the position.
+//! The machine's side of a hold (taking an answer, acking held responses to the master itself,
+//! releasing them) is here too.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::action::DbId;
+use super::action::{Action, DbId, Event};
 use super::input::Response;
+use super::{LinkEnv, LinkMachine};
 use crate::engine::LookedUp;
 use crate::pika::messages::BinlogPosition;
+use crate::pika::messages::{build_binlog_sync_request, NewBinlogSyncRequest, Node};
 use crate::pika_relay::position;
 use crate::pika_relay::rewrite::{LinkRewriter, PausedRewrite};
 
@@ -203,5 +207,159 @@ impl Held {
             last = last.max(scan.last);
         }
         Scan::Short(last)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The machine's side of a hold
+// ---------------------------------------------------------------------------------------------
+
+impl LinkMachine {
+    /// The master's answer to the look-up of the held response.
+    pub(crate) fn on_lookup(
+        &mut self,
+        env: &dyn LinkEnv,
+        db: DbId,
+        answer: LookupAnswer,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        // An answer for a hold that was dropped (a full sync, a new session) is stale.
+        if let Some(held) = self
+            .held
+            .as_mut()
+            .filter(|h| h.db == db && h.answer.is_none())
+        {
+            held.answer = Some(answer);
+        }
+        self.release_held(env, now, out);
+    }
+
+    /// Decides the held response's paused item once its look-up is usable (or given up), then
+    /// goes on with that response and everything queued behind it, until all is sent or a
+    /// response pauses again.
+    pub(super) fn release_held(&mut self, env: &dyn LinkEnv, now: Instant, out: &mut Vec<Action>) {
+        let Some(held) = self.held.as_ref() else {
+            return;
+        };
+        let id = held.db;
+        let Some(rewriter) = self.dbs[id.0].rewriter.as_mut() else {
+            self.held = None;
+            return;
+        };
+        let Some((found, result)) = held.verdict(rewriter, now, self.cfg.replica_binlog_file_size)
+        else {
+            if held.answer.is_some() {
+                self.pre_ack_held(out);
+            }
+            return;
+        };
+        if result == LookupResult::Behind {
+            if let Some(at) = held.answered_at() {
+                rewriter.skip_look_ups_until(at);
+            }
+        }
+        let Some(mut held) = self.held.take() else {
+            return;
+        };
+        rewriter.resolve_paused(&mut held.paused, found);
+        out.push(Action::Event(Event::LookedUp {
+            db: id,
+            result,
+            key: Bytes::copy_from_slice(&held.paused.key),
+            waited: now.saturating_duration_since(held.since),
+        }));
+        let resumed = match Response::decode(&held.body) {
+            Ok(Response::BinlogSync(resp)) => {
+                // The pairs predicted so far were chained from where the response started; an
+                // ack that ended the prediction meanwhile ends it for this response too.
+                let predict = self
+                    .predict_from(id)
+                    .filter(|p| Some(*p) == held.predict_from);
+                if predict.is_none() {
+                    held.paused.progress.drop_prediction();
+                }
+                let layout = self.layout();
+                let step = match self.dbs[id.0].rewriter.as_mut() {
+                    Some(rw) => rw.rewrite_records_from(
+                        &held.body,
+                        &resp.records,
+                        predict.map(|from| (layout, from)),
+                        Some(held.paused.progress),
+                    ),
+                    None => return,
+                };
+                self.after_rewrite(env, id, &held.body, step, predict, now, out)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = resumed {
+            out.push(Action::Close(e));
+            return;
+        }
+        for body in held.queued {
+            if let Some(again) = self.held.as_mut() {
+                again.queued.push_back(body);
+                continue;
+            }
+            match Response::decode(&body) {
+                Ok(resp) => self.on_response(env, &body, &resp, now, out),
+                Err(e) => {
+                    out.push(Action::Close(e));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Acks to the master, in the replica's name, the responses held since the last call: the
+    /// answer waits for items the master sends only once everything it sent is acked. The
+    /// replica's later acks for them stop at the relay (see `on_binlog_sync_request`).
+    fn pre_ack_held(&mut self, out: &mut Vec<Action>) {
+        let Some(held) = self.held.as_mut() else {
+            return;
+        };
+        let bodies = std::iter::once(&held.body).chain(held.queued.iter());
+        for body in bodies.skip(held.pre_acked) {
+            let Ok(Response::BinlogSync(resp)) = Response::decode(body) else {
+                continue;
+            };
+            let mut items = resp.records.iter().filter(|r| !r.entry.is_keepalive());
+            let (Some(first), Some(slot)) = (items.next(), resp.slot) else {
+                continue;
+            };
+            let last = items.next_back().unwrap_or(first);
+            let Some(id) = self
+                .dbs
+                .iter()
+                .position(|d| d.db_name == slot.db_name && d.slot_id == slot.slot_id)
+            else {
+                continue;
+            };
+            let db = &mut self.dbs[id];
+            let Some((ip, port)) = db.replica_node.as_ref() else {
+                continue;
+            };
+            let end = last.entry.binlog_offset.logical();
+            if end.position() <= db.pre_acked_until {
+                // A response that pauses again on a later item is held anew.
+                continue;
+            }
+            out.push(Action::ToMaster(
+                build_binlog_sync_request(&NewBinlogSyncRequest {
+                    node: Node { ip, port: *port },
+                    db_name: &db.db_name,
+                    slot_id: db.slot_id,
+                    ack_range_start: first.entry.binlog_offset.logical(),
+                    ack_range_end: end,
+                    session_id: first.entry.session_id,
+                    first_send: false,
+                })
+                .into(),
+            ));
+            db.pre_acked_until = db.pre_acked_until.max(end.position());
+        }
+        held.pre_acked = 1 + held.queued.len();
     }
 }

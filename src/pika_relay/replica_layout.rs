@@ -69,6 +69,23 @@ impl ReplicaLayout {
         })
     }
 
+    /// [`ReplicaLayout::after_content`] for an item whose commands were already split: each
+    /// command as its arguments' positions in `raw` (the rewrite's own parse, read again).
+    pub fn after_commands<'s>(
+        &self,
+        at: BinlogPosition,
+        raw: &[u8],
+        commands: impl IntoIterator<Item = &'s [(usize, usize)]>,
+    ) -> Option<BinlogPosition> {
+        let mut position = at;
+        for spans in commands {
+            for_each_own_item(raw, spans, self.release, |len| {
+                position = self.after_item(position, len);
+            })?;
+        }
+        Some(position)
+    }
+
     /// [`ReplicaLayout::after_contents`] for one item's content, with `spans` as scratch space
     /// (kept by the caller so that the per-item path does not allocate).
     pub fn after_content(
@@ -386,6 +403,43 @@ mod tests {
         assert_eq!(layout.after_item(at, 50), BinlogPosition::new(3, 1048));
         let past = BinlogPosition::new(3, 1001);
         assert_eq!(layout.after_item(past, 50), BinlogPosition::new(4, 58));
+    }
+
+    #[test]
+    fn commands_already_split_predict_what_their_content_does() {
+        let limits = ParserLimits::replica_stream();
+        for release in [PikaRelease::V3, PikaRelease::V4] {
+            let layout = ReplicaLayout::new(release);
+            let at = BinlogPosition::new(2, 700);
+            for content in [
+                resp(&["hincrby", "h", "n", "1"]),
+                [
+                    resp(&["set", "k", "v"]),
+                    resp(&["expireat", "k", "1800000000"]),
+                ]
+                .concat(),
+                resp(&["del", "a", "b", "c"]),
+                resp(&["pexpireat", "k", "1800000000123"]),
+                resp(&["setex", "k", "10", "v"]),
+            ] {
+                // As the rewrite splits an item: spans into the whole body around it.
+                let body = [b"header".as_slice(), &content].concat();
+                let (mut spans, mut commands, mut from) = (Vec::new(), Vec::new(), 6);
+                while from < body.len() {
+                    let first = spans.len();
+                    from = whole_command(&body, from, &limits, &mut spans).unwrap();
+                    commands.push(first..spans.len());
+                }
+                let split =
+                    layout.after_commands(at, &body, commands.iter().map(|r| &spans[r.clone()]));
+                let mut scratch = Vec::new();
+                assert_eq!(
+                    split,
+                    layout.after_content(at, &content, &mut scratch),
+                    "{content:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -363,7 +363,22 @@ impl LinkRewriter {
                 } else {
                     item.content
                 };
-                p.predicted_at = layout.after_content(at, content, &mut self.layout_spans);
+                let frames = &self.frames;
+                let split = !frames.frames.is_empty()
+                    && frames
+                        .frames
+                        .iter()
+                        .all(|f| matches!(f.kind, FrameKind::Command));
+                p.predicted_at = if !replaced && split {
+                    // The item goes as it came: its commands are the ones the rewrite split.
+                    layout.after_commands(
+                        at,
+                        body,
+                        frames.frames.iter().map(|f| &frames.spans[f.spans.clone()]),
+                    )
+                } else {
+                    layout.after_content(at, content, &mut self.layout_spans)
+                };
                 if let Some(replica) = p.predicted_at {
                     p.predicted.push(Pair {
                         replica,

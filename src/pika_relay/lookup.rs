@@ -18,7 +18,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::client_port::{clock_ms, parse_binlog_offset, Client};
-use super::link::action::DbId;
 use super::link::held::LookupAnswer;
 use crate::engine::{LookedUp, PikaRelease};
 
@@ -31,16 +30,17 @@ const TRIES: usize = 3;
 /// One question.
 #[derive(Debug)]
 pub(crate) struct Question {
-    pub db: DbId,
+    /// The look-up's id (`Action::LookUp`), given back with its reply.
+    pub id: u64,
     /// `db0`, `db1`…
     pub db_name: String,
     pub key: bytes::Bytes,
 }
 
-/// One answer, for the DB that asked.
+/// One answer, for the look-up that asked.
 #[derive(Debug)]
 pub(crate) struct Reply {
-    pub db: DbId,
+    pub id: u64,
     pub answer: LookupAnswer,
 }
 
@@ -82,7 +82,7 @@ impl Lookups {
                         ))
                     }
                 };
-                if answers.send(Reply { db: q.db, answer }).is_err() {
+                if answers.send(Reply { id: q.id, answer }).is_err() {
                     return;
                 }
             }

@@ -402,7 +402,7 @@ impl Link {
                     self.hold.processed(arrived, self.to_replica.len());
                 }
                 Some(reply) = next_reply(&mut replies) => {
-                    self.machine.on_lookup(&env!(self), reply.db, reply.answer, Instant::now(), &mut self.actions);
+                    self.machine.on_lookup(&env!(self), reply.id, reply.answer, Instant::now(), &mut self.actions);
                     self.execute().await?;
                 }
                 _ = tick.tick() => self.on_tick().await?,
@@ -531,14 +531,14 @@ impl Link {
                 self.catch_up_from_checkpoint(db, master).await;
                 Ok(())
             }
-            Action::LookUp { db, key } => {
+            Action::LookUp { db, key, id } => {
                 let db_name =
                     String::from_utf8_lossy(self.machine.db(db).slot().db_name).into_owned();
                 match &self.lookups {
-                    Some(lookups) => lookups.ask(Question { db, db_name, key }),
+                    Some(lookups) => lookups.ask(Question { id, db_name, key }),
                     None => self.machine.on_lookup(
                         &env!(self),
-                        db,
+                        id,
                         super::link::held::LookupAnswer::Failed("look-ups are off".into()),
                         Instant::now(),
                         &mut self.actions,
@@ -684,6 +684,10 @@ impl Link {
                     );
                 }
             }
+            Event::LookUpsPaused { for_secs } => tracing::warn!(
+                replica = %name, for_secs,
+                "a look-up on the master went unanswered; the link decides without look-ups for a while (writes on keys it does not know pass as unknown_key)"
+            ),
             Event::FirstRewrite { db, at } => tracing::info!(
                 replica = %name, db = %key(db), at = %at,
                 "first rewritten item since the last full sync: replica offsets now differ from the master's and are learned from acks"

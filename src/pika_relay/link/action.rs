@@ -61,8 +61,9 @@ pub(crate) enum Action {
     Checkpoint { db: DbId },
     /// Ask the master for `key`'s TTL and the DB's binlog position after it, and feed the
     /// answer to [`LinkMachine::on_lookup`](super::LinkMachine::on_lookup) (without waiting
-    /// for it here: the link goes on reading both peers meanwhile).
-    LookUp { db: DbId, key: Bytes },
+    /// for it here: the link goes on reading both peers meanwhile), with `id`: an answer is
+    /// used only by the hold that asked it.
+    LookUp { db: DbId, key: Bytes, id: u64 },
     /// Log and count.
     Event(Event),
     /// Close the link; nothing after this runs.
@@ -83,6 +84,8 @@ pub(crate) enum Event {
         key: Bytes,
         waited: std::time::Duration,
     },
+    /// A look-up went unanswered: the link decides without look-ups for a while.
+    LookUpsPaused { for_secs: u64 },
     /// An ack disagreed with the replica position predicted for its response.
     Mispredicted {
         db: DbId,

@@ -27,11 +27,19 @@ use crate::pika_relay::rewrite::{LinkRewriter, PausedRewrite};
 /// How long a response may wait for its look-up before its item is decided without one.
 pub(crate) const LOOKUP_HOLD_LIMIT: Duration = Duration::from_secs(2);
 
+/// How long a link decides without look-ups after one went unanswered (timeout or failure):
+/// a master that cannot answer must not hold the stream 2 s per write, which starves the
+/// replica (seen on real 3.5.4 while it replayed history after a full sync: 20 s without a
+/// byte, and the master dropped it).
+pub(crate) const LOOKUP_BACKOFF: Duration = Duration::from_secs(10);
+
 /// Bytes of binlog between the last item held and an answer's position past which the link is
-/// replaying history (after a full sync from an older dump, or a replica far behind): the
-/// items up to the answer would come only as the replica acknowledges, and the answer would
-/// describe a much later state anyway.
-pub(crate) const LOOKUP_BEHIND_LIMIT: u64 = 1 << 20;
+/// replaying history (after a full sync from an older dump): the relay would have to hold all
+/// of it to use the answer. Below it, the relay reads ahead (acking to the master itself) and
+/// holds up to this much per link: a replica paused for a few seconds under writes is some MB
+/// behind, and that backlog is exactly what it applies late (with 1 MiB, such backlogs were
+/// decided without look-ups and left thousands of keys wrong on real 3.5.4).
+pub(crate) const LOOKUP_BEHIND_LIMIT: u64 = 32 << 20;
 
 /// What the master said about the key a response paused at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,6 +111,8 @@ pub(crate) struct Held {
     /// How many of the held responses (the paused one first, then `queued`) the relay has
     /// acked to the master itself.
     pub pre_acked: usize,
+    /// The id of its look-up: a late answer to an earlier hold is not this one's.
+    pub asked: u64,
 }
 
 impl Held {
@@ -219,16 +229,17 @@ impl LinkMachine {
     pub(crate) fn on_lookup(
         &mut self,
         env: &dyn LinkEnv,
-        db: DbId,
+        id: u64,
         answer: LookupAnswer,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        // An answer for a hold that was dropped (a full sync, a new session) is stale.
+        // An answer for a hold that was given up (timed out) or dropped (a full sync, a new
+        // session) is stale: it may be about another key, or from before this hold's item.
         if let Some(held) = self
             .held
             .as_mut()
-            .filter(|h| h.db == db && h.answer.is_none())
+            .filter(|h| h.asked == id && h.answer.is_none())
         {
             held.answer = Some(answer);
         }
@@ -259,6 +270,7 @@ impl LinkMachine {
                 rewriter.skip_look_ups_until(at);
             }
         }
+        let unanswered = matches!(result, LookupResult::Timeout | LookupResult::Failed);
         let Some(mut held) = self.held.take() else {
             return;
         };
@@ -269,6 +281,9 @@ impl LinkMachine {
             key: Bytes::copy_from_slice(&held.paused.key),
             waited: now.saturating_duration_since(held.since),
         }));
+        if unanswered {
+            self.pause_look_ups(now, out);
+        }
         let resumed = match Response::decode(&held.body) {
             Ok(Response::BinlogSync(resp)) => {
                 // The pairs predicted so far were chained from where the response started; an
@@ -361,5 +376,34 @@ impl LinkMachine {
             db.pre_acked_until = db.pre_acked_until.max(end.position());
         }
         held.pre_acked = 1 + held.queued.len();
+    }
+
+    /// Every DB of the link decides without look-ups for [`LOOKUP_BACKOFF`].
+    fn pause_look_ups(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.look_ups_resume_at.is_some() {
+            return;
+        }
+        for db in &mut self.dbs {
+            if let Some(rw) = db.rewriter.as_mut() {
+                rw.set_look_ups(false);
+            }
+        }
+        self.look_ups_resume_at = Some(now + LOOKUP_BACKOFF);
+        out.push(Action::Event(Event::LookUpsPaused {
+            for_secs: LOOKUP_BACKOFF.as_secs(),
+        }));
+    }
+
+    /// Look-ups come back once [`LOOKUP_BACKOFF`] has passed.
+    pub(super) fn resume_look_ups(&mut self, now: Instant) {
+        if self.look_ups_resume_at.is_none_or(|at| now < at) {
+            return;
+        }
+        self.look_ups_resume_at = None;
+        for db in &mut self.dbs {
+            if let Some(rw) = db.rewriter.as_mut() {
+                rw.set_look_ups(self.cfg.look_ups);
+            }
+        }
     }
 }

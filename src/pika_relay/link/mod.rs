@@ -98,6 +98,10 @@ pub(crate) struct LinkMachine {
     last_binlog_request: Instant,
     /// The response waiting for a look-up, with everything the master sent after it.
     held: Option<Held>,
+    /// Look-ups are off until then: the last one went unanswered (see [`held::LOOKUP_BACKOFF`]).
+    look_ups_resume_at: Option<Instant>,
+    /// The id of the last look-up asked.
+    last_lookup: u64,
 }
 
 /// The DB key of a slot: `db0`, or `db0:<slot>` when the slot is not 0.
@@ -145,6 +149,8 @@ impl LinkMachine {
             last_upstream: now,
             last_binlog_request: now,
             held: None,
+            look_ups_resume_at: None,
+            last_lookup: 0,
         }
     }
 
@@ -578,7 +584,7 @@ impl LinkMachine {
             },
         };
         rewriter.set_pika_release(release);
-        rewriter.set_look_ups(look_ups);
+        rewriter.set_look_ups(look_ups && self.look_ups_resume_at.is_none());
         if !rewriter.table().is_complete() {
             db.warmup = env.start_warmup(&db.key, &mut rewriter);
         }
@@ -792,11 +798,14 @@ impl LinkMachine {
         let rewritten = match step {
             Ok(RewriteStep::Done(rewritten)) => rewritten,
             Ok(RewriteStep::Paused(paused)) => {
+                self.last_lookup += 1;
                 out.push(Action::LookUp {
                     db: id,
                     key: Bytes::copy_from_slice(&paused.key),
+                    id: self.last_lookup,
                 });
                 self.held = Some(Held {
+                    asked: self.last_lookup,
                     db: id,
                     body: body.clone(),
                     paused,
@@ -915,6 +924,7 @@ impl LinkMachine {
     pub(crate) fn on_tick(&mut self, env: &dyn LinkEnv, now: Instant, out: &mut Vec<Action>) {
         // A look-up that takes too long is given up (its item decided without it).
         self.release_held(env, now, out);
+        self.resume_look_ups(now);
         let streaming = self.dbs.iter().any(|d| d.phase == Phase::Streaming);
         let timeout = self.cfg.upstream_idle_timeout;
         if streaming && now.saturating_duration_since(self.last_upstream) > timeout {

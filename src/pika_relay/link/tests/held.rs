@@ -4,7 +4,7 @@
 use super::*;
 use crate::engine::LookedUp;
 use crate::pika_relay::link::held::{
-    LookupAnswer, LookupResult, LOOKUP_BEHIND_LIMIT, LOOKUP_HOLD_LIMIT,
+    LookupAnswer, LookupResult, LOOKUP_BACKOFF, LOOKUP_BEHIND_LIMIT, LOOKUP_HOLD_LIMIT,
 };
 
 impl Harness {
@@ -15,9 +15,10 @@ impl Harness {
     }
 
     fn answer(&mut self, answer: LookupAnswer) -> Vec<Action> {
-        let db = self.db();
+        let asked = self.m.held.as_ref().map_or(0, |h| h.asked);
         let mut out = Vec::new();
-        self.m.on_lookup(&self.env, db, answer, self.now, &mut out);
+        self.m
+            .on_lookup(&self.env, asked, answer, self.now, &mut out);
         self.apply(&out);
         out
     }
@@ -284,13 +285,26 @@ fn a_look_up_without_an_answer_in_time_is_given_up() {
     h.m.on_tick(&h.env, h.now + LOOKUP_HOLD_LIMIT, &mut out);
     assert_eq!(results(&out), vec![LookupResult::Timeout]);
     assert_eq!(frames_to_replica(&out), vec![&first]);
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Event(Event::LookUpsPaused { .. }))));
 
-    // A failed look-up is given up at once.
+    // A master that cannot answer must not hold every write 2 s: for a while, none is held.
     let second = one(T0, 2, 1060, 1100, &["zadd", "y", "1", "m"]);
-    h.response(second.clone());
+    let out = h.response(second.clone());
+    assert!(looked_up(&out).is_empty());
+    assert_eq!(frames_to_replica(&out), vec![&second]);
+
+    // Then they come back; a failed look-up is given up at once (and pauses them again).
+    let later = h.now + LOOKUP_HOLD_LIMIT + LOOKUP_BACKOFF;
+    h.m.on_tick(&h.env, later, &mut Vec::new());
+    h.now = later;
+    let third = one(T0, 3, 1100, 1140, &["zadd", "x", "1", "m"]);
+    let out = h.response(third.clone());
+    assert_eq!(looked_up(&out), vec![&Bytes::from_static(b"x")]);
     let out = h.answer(LookupAnswer::Failed("connection refused".into()));
     assert_eq!(results(&out), vec![LookupResult::Failed]);
-    assert_eq!(frames_to_replica(&out), vec![&second]);
+    assert_eq!(frames_to_replica(&out), vec![&third]);
 }
 
 #[test]

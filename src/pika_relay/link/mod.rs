@@ -510,7 +510,10 @@ impl LinkMachine {
         }));
         if db.acked_master <= db.pre_acked_until {
             // The relay acked it already (a look-up's hold); the master would take a second
-            // ack for items no longer in its window as an error and drop the link.
+            // ack for items no longer in its window as an error and drop the link. A ping goes
+            // instead: it is the replica's sign of life, and a replica applying a long read-ahead
+            // may ack nothing new for longer than the master's 20 s (seen on real 3.5.4).
+            out.push(Action::ToMaster(bs.keepalive_ack().into()));
             return Ok(());
         }
         if replica_end == master_end.position() {

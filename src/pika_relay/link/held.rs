@@ -113,13 +113,15 @@ pub(crate) struct Held {
     pub pre_acked: usize,
     /// The id of its look-up: a late answer to an earlier hold is not this one's.
     pub asked: u64,
+    /// What the held responses were found to say about the key so far.
+    pub scanned: Option<Scanned>,
 }
 
 impl Held {
     /// What to decide the paused item with, once that is known: `Some(Some(found))` to use the
     /// answer, `Some(None)` to decide without one, `None` to keep waiting.
     pub(crate) fn verdict(
-        &self,
+        &mut self,
         rewriter: &mut LinkRewriter,
         now: Instant,
         file_size: u64,
@@ -161,53 +163,31 @@ impl Held {
 
     /// Whether an item after the paused one and up to `until` names the paused key, or the
     /// last position held while the items do not reach `until` yet. An item that cannot be
-    /// read counts as naming it.
-    fn named_before(&self, rewriter: &mut LinkRewriter, until: BinlogPosition) -> Scan {
+    /// read counts as naming it. Responses already found clear up to `until` are not read again
+    /// (a read-ahead queues thousands, each arrival asking again).
+    fn named_before(&mut self, rewriter: &mut LinkRewriter, until: BinlogPosition) -> Scan {
         let key = &self.paused.key;
         let first = match Response::decode(&self.body) {
             Ok(Response::BinlogSync(resp)) => resp,
             _ => return Scan::Named,
         };
-        let from = self.paused.progress.next_record() + 1;
-        let scan = match rewriter.items_name_key(
-            &self.body,
-            &first.records,
-            from,
-            until,
-            key,
-            self.paused.kind,
-        ) {
-            Ok(scan) => scan,
-            Err(_) => return Scan::Named,
+        let (mut clear, mut last) = match self.scanned {
+            Some(s) if s.until == until => (s.clear, s.last),
+            _ => (0, self.paused.end),
         };
-        if scan.named {
-            return Scan::Named;
-        }
-        if scan.reached {
-            return Scan::Clear;
-        }
-        let mut last = scan.last.max(self.paused.end);
-        let slot = first.slot;
-        for body in &self.queued {
-            let resp = match Response::decode(body) {
-                Ok(Response::BinlogSync(resp)) => resp,
-                Ok(_) => continue,
+        if clear == 0 {
+            let from = self.paused.progress.next_record() + 1;
+            let scan = match rewriter.items_name_key(
+                &self.body,
+                &first.records,
+                from,
+                until,
+                key,
+                self.paused.kind,
+            ) {
+                Ok(scan) => scan,
                 Err(_) => return Scan::Named,
             };
-            let same = match (slot, resp.slot) {
-                (Some(a), Some(b)) => a.db_name == b.db_name && a.slot_id == b.slot_id,
-                _ => false,
-            };
-            // Another DB's keys are others; its positions are in its own binlog.
-            if !same {
-                continue;
-            }
-            let scan =
-                match rewriter.items_name_key(body, &resp.records, 0, until, key, self.paused.kind)
-                {
-                    Ok(scan) => scan,
-                    Err(_) => return Scan::Named,
-                };
             if scan.named {
                 return Scan::Named;
             }
@@ -215,9 +195,55 @@ impl Held {
                 return Scan::Clear;
             }
             last = last.max(scan.last);
+            clear = 1;
         }
+        let slot = first.slot;
+        for body in self.queued.iter().skip(clear - 1) {
+            let resp = match Response::decode(body) {
+                Ok(Response::BinlogSync(resp)) => Some(resp),
+                Ok(_) => None,
+                Err(_) => return Scan::Named,
+            };
+            let same = |resp: &super::input::BinlogResponse<'_>| match (slot, resp.slot) {
+                (Some(a), Some(b)) => a.db_name == b.db_name && a.slot_id == b.slot_id,
+                _ => false,
+            };
+            // Another DB's keys are others; its positions are in its own binlog.
+            if let Some(resp) = resp.filter(|r| same(r)) {
+                let scan = match rewriter.items_name_key(
+                    body,
+                    &resp.records,
+                    0,
+                    until,
+                    key,
+                    self.paused.kind,
+                ) {
+                    Ok(scan) => scan,
+                    Err(_) => return Scan::Named,
+                };
+                if scan.named {
+                    return Scan::Named;
+                }
+                if scan.reached {
+                    return Scan::Clear;
+                }
+                last = last.max(scan.last);
+            }
+            clear += 1;
+        }
+        self.scanned = Some(Scanned { until, clear, last });
         Scan::Short(last)
     }
+}
+
+/// How far [`Held::named_before`] found the held responses clear of the key, for one answer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Scanned {
+    until: BinlogPosition,
+    /// Responses read and clear: the paused one, then this many minus one of `queued`.
+    clear: usize,
+    /// END of the last item read.
+    last: BinlogPosition,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -250,7 +276,7 @@ impl LinkMachine {
     /// goes on with that response and everything queued behind it, until all is sent or a
     /// response pauses again.
     pub(super) fn release_held(&mut self, env: &dyn LinkEnv, now: Instant, out: &mut Vec<Action>) {
-        let Some(held) = self.held.as_ref() else {
+        let Some(held) = self.held.as_mut() else {
             return;
         };
         let id = held.db;

@@ -817,6 +817,7 @@ impl LinkMachine {
                     since: now,
                     answer: None,
                     pre_acked: 0,
+                    scanned: Default::default(),
                 });
                 return Ok(());
             }

@@ -250,6 +250,10 @@ impl<'a> Cx<'a, '_> {
         family: Family,
         decide: impl FnOnce(&mut Self) -> Proposal<'a>,
     ) -> Proposal<'a> {
+        if !self.pika_4_0() {
+            // No table access on the path every other dialect takes.
+            return decide(self);
+        }
         let deadline = match self.table.lookup(self.db, self.arg(1), self.now) {
             KeyKnowledge::Volatile(d) if self.in_deadline_second(d) => d,
             _ => return decide(self),
@@ -414,7 +418,8 @@ impl<'a> Cx<'a, '_> {
             }
             Cmd::ListPushIfExists => self.push_if_exists(),
             Cmd::SetMove => self.move_element(Cmd::SetAdd),
-            Cmd::Set => match self.parse_set_options() {
+            // Only a 4.0 master leaves a conditional SET's outcome to its ms clock.
+            Cmd::Set if self.pika_4_0() => match self.parse_set_options() {
                 Some((SetCondition::IfPresent, _)) => self.existence_dependent(
                     LookupKind::PresentIfAlive,
                     Family::StringSet,
@@ -427,6 +432,7 @@ impl<'a> Cx<'a, '_> {
                 ),
                 _ => self.set(),
             },
+            Cmd::Set => self.set(),
             Cmd::SetNx => self.setnx(),
             Cmd::SetEx => self.setex(1000),
             Cmd::PSetEx => self.setex(1),
@@ -434,26 +440,13 @@ impl<'a> Cx<'a, '_> {
             Cmd::MSet => self.mset(),
             Cmd::MSetNx => self.mset(),
             Cmd::PkSetExAt => self.pksetexat(),
-            Cmd::Expire => {
-                self.existence_dependent(LookupKind::TtlSetIfAlive, Family::Expire, |cx| {
-                    cx.relative_expire(1000)
-                })
-            }
-            Cmd::PExpire => {
-                self.existence_dependent(LookupKind::TtlSetIfAlive, Family::Expire, |cx| {
-                    cx.relative_expire(1)
-                })
-            }
-            Cmd::ExpireAt => {
-                self.existence_dependent(LookupKind::TtlSetIfAlive, Family::Expire, |cx| {
-                    cx.absolute_expire(1000)
-                })
-            }
-            Cmd::PExpireAt => {
-                self.existence_dependent(LookupKind::TtlSetIfAlive, Family::Expire, |cx| {
-                    cx.absolute_expire(1)
-                })
-            }
+            Cmd::Expire | Cmd::PExpire | Cmd::ExpireAt | Cmd::PExpireAt => self
+                .existence_dependent(LookupKind::TtlSetIfAlive, Family::Expire, |cx| match cmd {
+                    Cmd::Expire => cx.relative_expire(1000),
+                    Cmd::PExpire => cx.relative_expire(1),
+                    Cmd::ExpireAt => cx.absolute_expire(1000),
+                    _ => cx.absolute_expire(1),
+                }),
             Cmd::GetEx => self.getex(),
             Cmd::Persist => {
                 self.existence_dependent(LookupKind::PresentIfAlive, Family::Expire, Self::persist)

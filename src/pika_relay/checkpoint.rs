@@ -10,32 +10,53 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::answer_journal::{self, Answer, AnswerJournal};
 use super::catch_up::{self, CatchUp};
 use super::config::{PikaRelayConfig, REPLICATION_PORT_OFFSET};
 use super::registry::{ParkedTable, PikaRelayShared};
 use super::rewrite::LinkRewriter;
 use super::table_store;
 use crate::engine::PikaRelease;
+use crate::metrics::names::STATE_WRITE_BYTES;
 use crate::pika::messages::{BinlogPosition, Slot};
 
 /// Encoding slower than this is logged: the link's stream waited for it.
 const SLOW_ENCODE_MS: u128 = 50;
 
-/// Checkpoints of one DB link's table.
+/// Checkpoints of one DB link's table, and the journal of what look-ups found since the
+/// older of the two kept on disk.
 #[derive(Debug)]
 pub(super) struct Checkpointing {
     at: BinlogPosition,
     /// When the last one was taken; the first is due as soon as the table is complete.
     taken: Option<Instant>,
     writing: Option<tokio::task::JoinHandle<()>>,
+    /// `None` when the file could not be opened (logged): a catch-up then lacks the answers.
+    answers: Option<AnswerJournal>,
 }
 
 impl Checkpointing {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(answers: Option<AnswerJournal>) -> Self {
         Checkpointing {
             at: BinlogPosition::default(),
             taken: None,
             writing: None,
+            answers,
+        }
+    }
+
+    /// Journals what a look-up found, before the item it decided goes to the replica.
+    pub(super) fn journal(&mut self, store_key: &str, answer: &Answer) {
+        let Some(journal) = self.answers.as_mut() else {
+            return;
+        };
+        match journal.append(answer) {
+            Ok(bytes) => metrics::counter!(STATE_WRITE_BYTES).increment(bytes as u64),
+            Err(e) => {
+                tracing::warn!(db_link = %store_key, error = %e,
+                    "cannot journal a look-up's answer; after a crash its key is unknown until looked up again");
+                self.answers = None;
+            }
         }
     }
 
@@ -70,7 +91,15 @@ impl Checkpointing {
             store_key.to_string(),
             parked.table.len(),
         );
-        self.at = at;
+        // Every checkpoint on disk is at or after the one before this, once this is written.
+        let covered = std::mem::replace(&mut self.at, at);
+        if let Some(journal) = self.answers.as_mut() {
+            if let Err(e) = journal.drop_covered(covered) {
+                tracing::warn!(db_link = %store_key, error = %e,
+                    "cannot compact the look-up answer journal; after a crash its keys are unknown until looked up again");
+                self.answers = None;
+            }
+        }
         self.taken = Some(Instant::now());
         if encode_ms >= SLOW_ENCODE_MS {
             // The link waited for it: the operator should see what checkpoints cost.
@@ -129,6 +158,16 @@ impl Restore<'_> {
         rw.set_stream_state(checkpoint.state);
         rw.set_pika_release(self.release);
         if checkpoint.at < master {
+            let (dir, key, after) = (
+                cfg.state_dir.clone(),
+                self.store_key.to_string(),
+                checkpoint.at,
+            );
+            let answers =
+                tokio::task::spawn_blocking(move || answer_journal::load(&dir, &key, after))
+                    .await
+                    .unwrap_or_default();
+            rw.set_journaled_answers(answers);
             let Some(repl) = PikaRelayConfig::shifted(cfg.master, REPLICATION_PORT_OFFSET) else {
                 return;
             };

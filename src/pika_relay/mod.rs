@@ -17,6 +17,7 @@
 //! (`table_store`). See `docs/pika-protocol.md` for the protocol (and its
 //! `#what-the-relay-does` section for the duties above).
 
+mod answer_journal;
 mod catch_up;
 mod checkpoint;
 mod client_port;

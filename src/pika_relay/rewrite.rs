@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+use super::answer_journal::Answers;
 use super::inflight::Forwarded;
 use super::link::input::decode_response;
 use super::offset_map::Pair;
@@ -89,6 +90,8 @@ pub struct LinkRewriter {
     /// Items ending at or before this position are decided without look-ups (the link is
     /// replaying history the master is far past).
     look_ups_after: BinlogPosition,
+    /// What look-ups found for items a catch-up replays (see `answer_journal`).
+    journaled: Answers,
 }
 
 /// What one item's rewrite did.
@@ -209,6 +212,7 @@ impl LinkRewriter {
             decide_next: false,
             answered_next: false,
             look_ups_after: BinlogPosition::default(),
+            journaled: Answers::new(),
         }
     }
 
@@ -405,6 +409,11 @@ impl LinkRewriter {
         Ok(RewriteStep::Done(out))
     }
 
+    /// Answers the live link had for the items a catch-up is about to replay.
+    pub(crate) fn set_journaled_answers(&mut self, answers: Answers) {
+        self.journaled = answers;
+    }
+
     /// Records what a look-up found for the key a rewrite paused at (`None`: nothing usable,
     /// the item is then decided without it, as `unknown_key`).
     pub(crate) fn resolve_paused(&mut self, paused: &mut PausedRewrite, found: Option<LookedUp>) {
@@ -529,6 +538,7 @@ impl LinkRewriter {
                 Ok(item) => item,
                 Err(e) => break Err(MessageError::Item(e)),
             };
+            self.item_end = end.position();
             if let Err(e) = self.rewrite_item(body, &item, &mut scratch) {
                 break Err(e);
             }
@@ -594,6 +604,27 @@ impl LinkRewriter {
             }
             let mut decision =
                 engine::rewrite(&args, exec_ms, &mut self.state, &self.table, &self.policy);
+            let mut answered = self.answered_next;
+            if let (Some(kind), true) = (decision.needs_lookup, self.replaying && first_command) {
+                // The live link asked the master here: the catch-up takes what it found.
+                if let Some(found) = take_journaled(
+                    &mut self.journaled,
+                    self.item_end,
+                    args.get(1).unwrap_or_default(),
+                ) {
+                    engine::resolve_unknown(
+                        &self.table,
+                        self.state.db,
+                        args.get(1).unwrap_or_default(),
+                        exec_ms,
+                        kind,
+                        found,
+                    );
+                    answered = true;
+                    decision =
+                        engine::rewrite(&args, exec_ms, &mut self.state, &self.table, &self.policy);
+                }
+            }
             if let Some(kind) = decision.needs_lookup {
                 if pausing && first_command {
                     self.paused_kind = kind;
@@ -608,7 +639,7 @@ impl LinkRewriter {
                 decision =
                     engine::rewrite(&args, exec_ms, &mut self.state, &self.table, &self.policy);
                 self.policy.pause_on_unknown = true;
-                if !self.answered_next {
+                if !answered {
                     // Decided as the stream suggests, which may be wrong: the next write on the
                     // key is looked up rather than decided from this guess.
                     engine::leave_undecided(
@@ -619,9 +650,10 @@ impl LinkRewriter {
                         exec_ms,
                     );
                 }
-                if self.replaying {
-                    // A catch-up after a crash: what a look-up found then is not in the
-                    // checkpoint, so the key is unknown again (and looked up at its next write).
+                if self.replaying && !answered {
+                    // A catch-up after a crash without the answer the live link had (none was
+                    // found, or it was lost): the key is unknown again (looked up at its next
+                    // write).
                     self.table
                         .mark_unknown(self.state.db, args.get(1).unwrap_or_default());
                 }
@@ -669,6 +701,13 @@ impl LinkRewriter {
         put_item(&item.header, &self.content, &mut self.item).map_err(MessageError::Item)?;
         Ok(ItemStep::Changed)
     }
+}
+
+/// The journaled answer about `key` for the item ending at `end`.
+fn take_journaled(journaled: &mut Answers, end: BinlogPosition, key: &[u8]) -> Option<LookedUp> {
+    let answers = journaled.get_mut(&end)?;
+    let at = answers.iter().position(|(k, _)| k == key)?;
+    Some(answers.swap_remove(at).1)
 }
 
 /// The frames of one item's content. Every position is in the response body, so the engine

@@ -25,6 +25,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::answer_journal::AnswerJournal;
 use super::checkpoint::{self, Checkpointing};
 use super::client_port;
 use super::config::{PikaRelayConfig, WarmupMode, REPLICATION_PORT_OFFSET};
@@ -558,6 +559,11 @@ impl Link {
                 }
                 Ok(())
             }
+            Action::JournalAnswer { db, answer } => {
+                let key = self.machine.db(db).store_key();
+                self.dbs[db.0].checkpoint.journal(key, &answer);
+                Ok(())
+            }
             Action::Event(event) => {
                 self.report(event);
                 Ok(())
@@ -724,11 +730,18 @@ impl Link {
         let dir = self.setup.cfg.state_dir.clone();
         let skey2 = skey.clone();
         let link = self.id;
-        let (store, loaded, map) =
-            tokio::task::spawn_blocking(move || shared.map_store(&dir, &skey2, link))
-                .await
-                .map_err(|e| LinkError::Persist(std::io::Error::other(e)))?
-                .map_err(LinkError::Persist)?;
+        let (store, loaded, map, answers) = tokio::task::spawn_blocking(move || {
+            let (store, loaded, map) = shared.map_store(&dir, &skey2, link)?;
+            let answers = AnswerJournal::open(&dir, &skey2);
+            Ok::<_, std::io::Error>((store, loaded, map, answers))
+        })
+        .await
+        .map_err(|e| LinkError::Persist(std::io::Error::other(e)))?
+        .map_err(LinkError::Persist)?;
+        let answers = answers
+            .inspect_err(|e| tracing::warn!(replica = %self.name, db = %key, error = %e,
+                "cannot open the look-up answer journal; after a crash the keys look-ups settled are unknown until looked up again"))
+            .ok();
         match loaded {
             Some(Loaded::Missing) => tracing::info!(
                 replica = %self.name, db = %key,
@@ -749,7 +762,7 @@ impl Link {
         debug_assert_eq!(id.0, self.dbs.len());
         self.dbs.push(DbResources {
             store,
-            checkpoint: Checkpointing::new(),
+            checkpoint: Checkpointing::new(answers),
             lag,
         });
         Ok(())

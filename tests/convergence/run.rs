@@ -293,7 +293,8 @@ pub(crate) fn run_history(
     let kill_at = attach_after + 2 * streamed / 3;
     // The checkpoint (saved table and stream state) and the entries decided since.
     let mut checkpoint: Option<(Vec<u8>, StreamState)> = None;
-    let mut since_checkpoint: Vec<(Argv, i64)> = Vec::new();
+    // Entries since the checkpoint, each with what a look-up found for it (journaled).
+    let mut since_checkpoint: Vec<(Argv, i64, Option<LookedUp>)> = Vec::new();
     let mut run = Run {
         master: Master::new(dialect).with_pika_release(opts.release),
         replica: Replica::new(dialect).with_pika_release(opts.release),
@@ -354,14 +355,19 @@ pub(crate) fn run_history(
                 };
                 table = restored;
                 stream = *saved_stream;
-                for (argv, exec_ms) in &since_checkpoint {
+                for (argv, exec_ms, journaled) in &since_checkpoint {
                     let replayed = engine::rewrite(argv, *exec_ms, &mut stream, &table, &policy);
-                    // What a look-up found before the crash is not in the checkpoint: the key
-                    // is unknown again (as the relay's catch-up leaves it).
-                    if replayed.needs_lookup.is_some() {
-                        if let Some(key) = argv.get(1) {
-                            table.mark_unknown(stream.db, key);
+                    let (Some(kind), Some(key)) = (replayed.needs_lookup, argv.get(1)) else {
+                        continue;
+                    };
+                    match journaled {
+                        // As the relay's catch-up does with its answer journal.
+                        Some(found) => {
+                            engine::resolve_unknown(&table, stream.db, key, *exec_ms, kind, *found);
+                            engine::rewrite(argv, *exec_ms, &mut stream, &table, &decide);
                         }
+                        // No answer then: the key is unknown again.
+                        None => table.mark_unknown(stream.db, key),
                     }
                 }
                 run.trace.push(format!(
@@ -412,6 +418,7 @@ pub(crate) fn run_history(
                 .map(|k| table.lookup(stream.db, k, exec_ms));
             let mut decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &policy);
             let mut looked_up = String::new();
+            let mut journaled = None;
             // A key written again by the next command before the answer's position: the relay
             // decides the entry without the answer (`written_again`).
             // A TTL-keeping write on the key does not spoil an answer whose kind reads the same
@@ -453,12 +460,13 @@ pub(crate) fn run_history(
                     None => LookedUp::ExpiredBy(asked_ms),
                 };
                 engine::resolve_unknown(&table, stream.db, &key, exec_ms, kind, found);
+                journaled = Some(found);
                 looked_up = format!(" [looked up at {}: {found:?}]", rel(asked_ms, start_ms));
                 // As the relay does: decided with the answer, never paused again.
                 decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &decide);
             }
             if checkpoint.is_some() {
-                since_checkpoint.push((entry.argv.clone(), exec_ms));
+                since_checkpoint.push((entry.argv.clone(), exec_ms, journaled));
             }
             let cmds: Vec<Argv> = match &decision.emit {
                 Emit::Forward => vec![entry.argv.clone()],

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use crate::engine::{AtRisk, PikaRelease};
 use crate::families::Family;
 use crate::pika::messages::{BinlogPosition, TrySyncReplyCode};
+use crate::pika_relay::answer_journal::Answer;
 use crate::pika_relay::error::LinkError;
 use crate::pika_relay::offset_map::{MapState, MapUpdate};
 
@@ -64,6 +65,9 @@ pub(crate) enum Action {
     /// for it here: the link goes on reading both peers meanwhile), with `id`: an answer is
     /// used only by the hold that asked it.
     LookUp { db: DbId, key: Bytes, id: u64 },
+    /// Append what a look-up found to the DB's answer journal, so a catch-up after a crash
+    /// knows it too; executed before the item it decided is queued for the replica.
+    JournalAnswer { db: DbId, answer: Answer },
     /// Log and count.
     Event(Event),
     /// Close the link; nothing after this runs.

@@ -21,6 +21,7 @@ use super::{LinkEnv, LinkMachine};
 use crate::engine::LookedUp;
 use crate::pika::messages::BinlogPosition;
 use crate::pika::messages::{build_binlog_sync_request, NewBinlogSyncRequest, Node};
+use crate::pika_relay::answer_journal::Answer;
 use crate::pika_relay::position;
 use crate::pika_relay::rewrite::{LinkRewriter, PausedRewrite};
 
@@ -301,6 +302,16 @@ impl LinkMachine {
             return;
         };
         rewriter.resolve_paused(&mut held.paused, found);
+        if let Some(found) = found {
+            out.push(Action::JournalAnswer {
+                db: id,
+                answer: Answer {
+                    end: held.paused.end,
+                    key: held.paused.key.clone(),
+                    found,
+                },
+            });
+        }
         out.push(Action::Event(Event::LookedUp {
             db: id,
             result,

@@ -353,3 +353,62 @@ fn a_full_sync_drops_the_hold_and_its_table() {
     });
     assert!(out.is_empty());
 }
+
+#[test]
+fn an_answer_is_journaled_before_its_item_and_a_catch_up_decides_the_item_with_it() {
+    use crate::pika_relay::answer_journal::{Answer, Answers};
+    use crate::table::{Baseline, ExpiryTable, KeyKnowledge};
+    use std::sync::Arc;
+
+    let mut h = joined_mid_stream();
+    let first = one(T0, 1, 1000, 1060, &["hincrby", "h", "n", "1"]);
+    h.response(first.clone());
+    let deadline = (i64::from(T0) + 5) * 1000;
+    let found = LookedUp::Volatile(deadline);
+    let out = h.answer(LookupAnswer::Found {
+        found,
+        master_at: pos(1060),
+    });
+    let journaled = out
+        .iter()
+        .position(|a| matches!(a, Action::JournalAnswer { .. }))
+        .expect("the answer is journaled");
+    let sent = out
+        .iter()
+        .position(|a| matches!(a, Action::ToReplica(_)))
+        .expect("the item is sent");
+    assert!(
+        journaled < sent,
+        "journaled before the item it decided: {out:?}"
+    );
+    let Action::JournalAnswer { answer, .. } = &out[journaled] else {
+        unreachable!()
+    };
+    assert_eq!(
+        answer,
+        &Answer {
+            end: pos(1060),
+            key: b"h".to_vec(),
+            found
+        }
+    );
+
+    // A catch-up from a checkpoint that knew nothing of `h`, over the same item.
+    let catch_up = |answers: Answers| {
+        let table = Arc::new(ExpiryTable::new(Baseline::Unknown));
+        let mut rw = LinkRewriter::new(table.clone(), 0, FamilySwitches::all_on());
+        rw.set_look_ups(true);
+        rw.set_journaled_answers(answers);
+        let done = rw.replay_response(&first, pos(1060)).unwrap();
+        assert!(done.reached);
+        table.lookup(0, b"h", i64::from(T0) * 1000)
+    };
+    let mut answers = Answers::new();
+    answers.insert(answer.end, vec![(answer.key.clone(), answer.found)]);
+    assert_eq!(catch_up(answers), KeyKnowledge::Volatile(deadline));
+    assert_eq!(
+        catch_up(Answers::new()),
+        KeyKnowledge::Unknown,
+        "without the journal the key is unknown again"
+    );
+}

@@ -114,7 +114,14 @@ pub const PROTOCOL_ERROR_KINDS: &[&str] = &[
 
 /// Values of `result` on `pika_ttl_proxy_lookups_total` (the Pika relay's look-ups; the Redis
 /// relay has none and shows them at 0).
-pub const LOOKUP_RESULTS: &[&str] = &["resolved", "written_again", "failed", "timeout", "behind"];
+pub const LOOKUP_RESULTS: &[&str] = &[
+    "resolved",
+    "written_again",
+    "failed",
+    "timeout",
+    "behind",
+    "outlived",
+];
 
 /// Label value for entries whose command belongs to no family.
 pub const NO_FAMILY: &str = "none";
@@ -197,7 +204,7 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
     ("pika_ttl_proxy_warmup_keys_scanned_total", "counter", "",
      "Keys the Pika warm-up scans of the master have read so far (its rate is the scan's progress; the Redis relay has no warm-up and keeps it at 0). /readyz answers 503 until every warm-up has merged."),
     ("pika_ttl_proxy_lookups_total", "counter", "result",
-     "Pika: writes held while the proxy asked the master for their key's TTL, because the stream did not tell it (a key the warm-up had not reached, a collection a removal may have emptied, Pika 4.0's deadline second), by how the look-up ended: resolved (the entry was decided with the answer), written_again (another entry on the key came before the answer's position), failed, timeout, behind (the link replays history far behind the master: writes up to the answer's position are decided without look-ups); all but resolved pass the entry as unknown_key. The Redis relay keeps it at 0."),
+     "Pika: writes held while the proxy asked the master for their key's TTL, because the stream did not tell it (a key the warm-up had not reached, a collection a removal may have emptied, Pika 4.0's deadline second), by how the look-up ended: resolved (the entry was decided with the answer), written_again (another entry on the key came before the answer's position), failed, timeout, behind (the link replays history far behind the master: writes up to the answer's position are decided without look-ups), outlived (the answer came after a TTL that decides it may have run out, e.g. a look-up of a backlog the master is seconds past); all but resolved pass the entry as unknown_key. The Redis relay keeps it at 0."),
     ("pika_ttl_proxy_state_write_bytes_total", "counter", "",
      "Bytes of offset-map state written to the state directory (written before the replication data they describe is sent, so they survive a crash of the proxy)."),
     ("pika_ttl_proxy_expiry_table_keys", "gauge", "",

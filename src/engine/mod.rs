@@ -223,16 +223,17 @@ pub enum LookupKind {
     /// A write that keeps the key's TTL and creates the key when it is missing (INCR, HSET,
     /// RPUSH, SETNX…): a TTL after is the TTL it had; none after, none or gone before.
     KeepsTtl,
-    /// An entry that leaves the key only if it was there (SET XX, EXPIRE, PERSIST): present
-    /// after exactly when alive before.
-    PresentIfAlive,
+    /// An entry that leaves the key only if it was there (SET XX, PERSIST), giving it the
+    /// deadline `sets_ms` if any: present after exactly when alive before.
+    PresentIfAlive { sets_ms: Option<i64> },
     /// EXPIRE with a deadline to come: it gives the key that TTL only if the key is there, and
     /// TTL-keeping writes after it keep it: a TTL after means alive before, none or gone means
     /// gone (a write after it may have created the key anew).
-    TtlSetIfAlive,
+    TtlSetIfAlive { deadline_ms: i64 },
     /// SET NX: it creates the key only when missing. No TTL after, or a deadline in a later
     /// second than the entry's, means it created the key; the old deadline (in the entry's own
-    /// second, the only case asked), or gone, means the key was alive.
+    /// second, the only case asked) means the key was alive; gone is taken as alive (either way
+    /// it is gone on the master by the answer).
     CreatesIfAbsent,
 }
 
@@ -262,24 +263,65 @@ pub enum LookedUp {
     ExpiredBy(i64),
 }
 
+/// A look-up's answer as [`resolve_unknown`] reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answered {
+    /// What the master said of the key.
+    pub found: LookedUp,
+    /// The exec time (ms) of the last TTL-keeping write on the key between the entry and the
+    /// answer, if any (the kinds whose answer reads the same after one tolerate them, see
+    /// [`LookupKind::survives_ttl_keeping_writes`], unless a TTL may have run out before one).
+    pub last_write_between: Option<i64>,
+}
+
+impl Answered {
+    /// A write between the entry and the answer in (or after) the second `deadline_ms` falls
+    /// in: the key may have expired before it and been created anew by it.
+    fn written_from(&self, deadline_ms: i64) -> bool {
+        self.last_write_between
+            .is_some_and(|w| w.div_euclid(1000) >= deadline_ms.div_euclid(1000))
+    }
+}
+
 /// Records in `table` the state of `key` just before the entry that [`Decision::needs_lookup`]
-/// named, from what a look-up found just after it (`exec_ms`: the entry's exec time). Deciding
-/// the entry again then gives the output a replica needs.
+/// named, from what a look-up found after it (`exec_ms`: the entry's exec time), and says
+/// whether it could. Deciding the entry again then gives the output a replica needs.
+///
+/// An answer may come long after the entry (a replica far behind, a backlog after a crash).
+/// Gone by then is always usable: nothing touched the key between the entry and the answer but
+/// TTL-keeping writes, which cannot leave it gone unless it was alive with its TTL through
+/// them, so whichever way the entry went the key is gone on the master by the answer, and the
+/// output only has to leave the replica's copy no longer. No TTL is not, when one of those
+/// writes came once a TTL (the key's, or the one the entry gave it) may have run out: it may
+/// have created the key anew. Nothing is recorded then.
 pub fn resolve_unknown(
     table: &ExpiryTable,
     db: u32,
     key: &[u8],
     exec_ms: i64,
     kind: LookupKind,
-    found: LookedUp,
-) {
+    answered: Answered,
+) -> bool {
+    let found = answered.found;
+    // Gone by `by` with a deadline the entry set that is not yet due then: gone at the entry.
+    let before_own_deadline =
+        |by: i64, sets_ms: Option<i64>| sets_ms.is_none_or(|d| by < d.div_euclid(1000) * 1000);
     let alive = match kind {
-        LookupKind::KeepsTtl => return resolve_ttl_kept(table, db, key, exec_ms, found),
-        LookupKind::PresentIfAlive => !matches!(found, LookedUp::ExpiredBy(_)),
-        LookupKind::TtlSetIfAlive => matches!(found, LookedUp::Volatile(_)),
+        LookupKind::KeepsTtl => return resolve_ttl_kept(table, db, key, exec_ms, answered),
+        LookupKind::PresentIfAlive { sets_ms } => match found {
+            LookedUp::ExpiredBy(by) => !before_own_deadline(by, sets_ms),
+            LookedUp::Volatile(_) | LookedUp::NoTtl => true,
+        },
+        LookupKind::TtlSetIfAlive { deadline_ms } => match found {
+            LookedUp::Volatile(_) => true,
+            LookedUp::ExpiredBy(by) => !before_own_deadline(by, Some(deadline_ms)),
+            LookedUp::NoTtl if answered.written_from(deadline_ms) => return false,
+            LookedUp::NoTtl => false,
+        },
         LookupKind::CreatesIfAbsent => match found {
             LookedUp::NoTtl => false,
             LookedUp::Volatile(at) => at.div_euclid(1000) <= exec_ms.div_euclid(1000),
+            // The old key's last second, or a new key whose deadline has passed: gone either way.
             LookedUp::ExpiredBy(_) => true,
         },
     };
@@ -288,6 +330,7 @@ pub fn resolve_unknown(
     if !alive {
         table.set_deadline(db, key, exec_ms - 1);
     }
+    true
 }
 
 impl LookupKind {
@@ -295,7 +338,7 @@ impl LookupKind {
     /// the entry and the answer (they keep whatever TTL the key has and create it without one;
     /// see [`keeps_ttl_of`]).
     pub fn survives_ttl_keeping_writes(self) -> bool {
-        matches!(self, LookupKind::KeepsTtl | LookupKind::TtlSetIfAlive)
+        matches!(self, LookupKind::KeepsTtl | LookupKind::TtlSetIfAlive { .. })
     }
 }
 
@@ -328,38 +371,62 @@ pub fn leave_undecided(table: &ExpiryTable, db: u32, key: &[u8], kind: LookupKin
     let guess = table.lookup(db, key, now_ms);
     match (kind, guess) {
         (
-            LookupKind::PresentIfAlive,
+            LookupKind::PresentIfAlive { .. },
             KeyKnowledge::Volatile(deadline) | KeyKnowledge::MaybeVolatile(deadline),
         ) => table.set_maybe_volatile(db, key, deadline),
-        (LookupKind::PresentIfAlive, KeyKnowledge::Persistent | KeyKnowledge::NotVolatile) => {
+        (
+            LookupKind::PresentIfAlive { .. },
+            KeyKnowledge::Persistent | KeyKnowledge::NotVolatile,
+        ) => {
             table.mark_not_volatile(db, key)
         }
-        (LookupKind::PresentIfAlive, KeyKnowledge::Absent | KeyKnowledge::Expired(_)) => {}
+        (LookupKind::PresentIfAlive { .. }, KeyKnowledge::Absent | KeyKnowledge::Expired(_)) => {}
         _ => table.mark_unknown(db, key),
     }
 }
 
 /// [`resolve_unknown`] for [`LookupKind::KeepsTtl`].
-fn resolve_ttl_kept(table: &ExpiryTable, db: u32, key: &[u8], exec_ms: i64, found: LookedUp) {
-    match found {
+fn resolve_ttl_kept(
+    table: &ExpiryTable,
+    db: u32,
+    key: &[u8],
+    exec_ms: i64,
+    answered: Answered,
+) -> bool {
+    let known = table.lookup(db, key, exec_ms);
+    let candidate = match known {
+        KeyKnowledge::Volatile(d) | KeyKnowledge::MaybeVolatile(d) => Some(d),
+        _ => None,
+    };
+    match answered.found {
+        // The key kept its TTL through the entry and every write after it.
         LookedUp::Volatile(deadline) => table.set_deadline(db, key, deadline.max(exec_ms)),
-        // Pika keeps its deadlines in whole seconds and a key stays alive through its second:
-        // gone by `by` means a deadline at most the second before it, and not before the entry.
-        LookedUp::ExpiredBy(by) => {
-            let second_before = by.div_euclid(1000) * 1000 - 1000;
-            table.set_deadline(db, key, second_before.max(exec_ms));
-        }
-        LookedUp::NoTtl => match table.lookup(db, key, exec_ms) {
+        // Alive at the entry with a TTL that ran out before `by`: the one deadline the table
+        // allows, else the latest one gone by `by` allows (Pika keeps a key alive through its
+        // deadline's second): nothing touches the key before `by`.
+        LookedUp::ExpiredBy(by) => match candidate {
+            Some(d) if d < by => table.set_deadline(db, key, d.max(exec_ms)),
+            _ => {
+                let second_before = by.div_euclid(1000) * 1000 - 1000;
+                table.set_deadline(db, key, second_before.max(exec_ms));
+            }
+        },
+        // No TTL after: none at the entry, or gone then (the write created it); unless a write
+        // after the entry may have created it anew once a TTL it had ran out.
+        LookedUp::NoTtl => match candidate {
+            Some(d) if answered.written_from(d) => return false,
             // A key with a TTL keeps it through such a write: none after means the master had
             // already dropped it (Pika 4.0 logs deadlines in seconds and expires in ms, so the
             // table's deadline is this very second), or a removal had emptied it. The write
             // created it; a replica must drop what it may still hold first.
-            KeyKnowledge::Volatile(_) | KeyKnowledge::MaybeVolatile(_) => {
-                table.set_deadline(db, key, exec_ms - 1)
+            Some(_) => table.set_deadline(db, key, exec_ms - 1),
+            None if answered.last_write_between.is_some() && known == KeyKnowledge::Unknown => {
+                return false
             }
-            _ => table.mark_not_volatile(db, key),
+            None => table.mark_not_volatile(db, key),
         },
     }
+    true
 }
 
 #[cfg(test)]

@@ -272,6 +272,31 @@ impl<'a> Cx<'a, '_> {
         }
     }
 
+    /// The deadline (ms) a SET with `ttl` gives its key, at the earliest (KEEPTTL keeps a
+    /// deadline in this very second: the only case asked).
+    fn set_deadline(&self, ttl: SetTtl) -> Option<i64> {
+        match ttl {
+            SetTtl::Clear => None,
+            SetTtl::Keep => Some(self.now),
+            SetTtl::Relative(ms) => Some(self.now.saturating_add(ms)),
+            SetTtl::Absolute(ms) => Some(ms),
+        }
+    }
+
+    /// The deadline (ms) an EXPIRE-family entry gives its key, at the earliest; an unreadable
+    /// one is taken as now (the entry is malformed, and no answer is read against it).
+    fn expire_deadline(&self, cmd: Cmd) -> i64 {
+        let Some(v) = arg_i64(self.arg(2)) else {
+            return self.now;
+        };
+        match cmd {
+            Cmd::Expire => self.now.saturating_add(v.saturating_mul(1000)),
+            Cmd::PExpire => self.now.saturating_add(v),
+            Cmd::ExpireAt => v.saturating_mul(1000),
+            _ => v,
+        }
+    }
+
     /// Pika 4.0, at an entry in the second `deadline_ms` falls in (see
     /// [`Self::existence_dependent`]).
     fn in_deadline_second(&self, deadline_ms: i64) -> bool {
@@ -420,8 +445,10 @@ impl<'a> Cx<'a, '_> {
             Cmd::SetMove => self.move_element(Cmd::SetAdd),
             // Only a 4.0 master leaves a conditional SET's outcome to its ms clock.
             Cmd::Set if self.pika_4_0() => match self.parse_set_options() {
-                Some((SetCondition::IfPresent, _)) => self.existence_dependent(
-                    LookupKind::PresentIfAlive,
+                Some((SetCondition::IfPresent, ttl)) => self.existence_dependent(
+                    LookupKind::PresentIfAlive {
+                        sets_ms: self.set_deadline(ttl),
+                    },
                     Family::StringSet,
                     Self::set,
                 ),
@@ -441,7 +468,12 @@ impl<'a> Cx<'a, '_> {
             Cmd::MSetNx => self.mset(),
             Cmd::PkSetExAt => self.pksetexat(),
             Cmd::Expire | Cmd::PExpire | Cmd::ExpireAt | Cmd::PExpireAt => self
-                .existence_dependent(LookupKind::TtlSetIfAlive, Family::Expire, |cx| match cmd {
+                .existence_dependent(
+                    LookupKind::TtlSetIfAlive {
+                        deadline_ms: self.expire_deadline(cmd),
+                    },
+                    Family::Expire,
+                    |cx| match cmd {
                     Cmd::Expire => cx.relative_expire(1000),
                     Cmd::PExpire => cx.relative_expire(1),
                     Cmd::ExpireAt => cx.absolute_expire(1000),
@@ -449,7 +481,11 @@ impl<'a> Cx<'a, '_> {
                 }),
             Cmd::GetEx => self.getex(),
             Cmd::Persist => {
-                self.existence_dependent(LookupKind::PresentIfAlive, Family::Expire, Self::persist)
+                self.existence_dependent(
+                    LookupKind::PresentIfAlive { sets_ms: None },
+                    Family::Expire,
+                    Self::persist,
+                )
             }
             Cmd::Del => self.del_keys(1),
             Cmd::Rename => self.rename(false),

@@ -401,3 +401,99 @@ fn an_exact_witness_gives_way_when_a_write_is_not_followed_member_by_member() {
     s.run("SREM dst x", t);
     assert_ne!(s.table.lookup(0, b"dst", t), KeyKnowledge::Absent);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Look-up answers that come late (a replica far behind, a backlog after a crash)
+// ---------------------------------------------------------------------------------------------
+
+const EXEC: i64 = 1_795_470_050_000;
+
+fn late(found: LookedUp, last_write_between: Option<i64>) -> Answered {
+    Answered {
+        found,
+        last_write_between,
+    }
+}
+
+#[test]
+fn gone_long_after_a_ttl_keeping_write_gives_the_latest_deadline_gone_by_then() {
+    let table = ExpiryTable::new(Baseline::Unknown);
+    let answer = late(LookedUp::ExpiredBy(EXEC + 7_400), None);
+    assert!(resolve_unknown(&table, 0, b"h", EXEC, LookupKind::KeepsTtl, answer));
+    assert_eq!(table.lookup(0, b"h", EXEC), KeyKnowledge::Volatile(EXEC + 6_000));
+
+    // With a deadline the table allows, that one.
+    let table = ExpiryTable::new(Baseline::Absent);
+    table.set_maybe_volatile(0, b"h", EXEC + 2_000);
+    assert!(resolve_unknown(&table, 0, b"h", EXEC, LookupKind::KeepsTtl, answer));
+    assert_eq!(table.lookup(0, b"h", EXEC), KeyKnowledge::Volatile(EXEC + 2_000));
+}
+
+#[test]
+fn no_ttl_after_a_write_that_may_have_created_the_key_anew_does_not_tell() {
+    // The key may have had a TTL that ran out before one of the HINCRBYs after the entry.
+    let table = ExpiryTable::new(Baseline::Unknown);
+    let answer = late(LookedUp::NoTtl, Some(EXEC + 3_000));
+    assert!(!resolve_unknown(&table, 0, b"h", EXEC, LookupKind::KeepsTtl, answer));
+    assert_eq!(table.lookup(0, b"h", EXEC), KeyKnowledge::Unknown);
+    // Without writes in between it does: no TTL then.
+    let answer = late(LookedUp::NoTtl, None);
+    assert!(resolve_unknown(&table, 0, b"h", EXEC, LookupKind::KeepsTtl, answer));
+    assert_eq!(table.lookup(0, b"h", EXEC), KeyKnowledge::NotVolatile);
+
+    // The one deadline the table allows is after the last write between: the key kept it
+    // through them, so none after means none before.
+    let table = ExpiryTable::new(Baseline::Absent);
+    table.set_maybe_volatile(0, b"h", EXEC + 2_000);
+    let answer = late(LookedUp::NoTtl, Some(EXEC + 1_000));
+    assert!(resolve_unknown(&table, 0, b"h", EXEC, LookupKind::KeepsTtl, answer));
+    assert_eq!(table.lookup(0, b"h", EXEC), KeyKnowledge::Expired(EXEC - 1));
+    // A write in that deadline's second or later: it may have created the key anew.
+    table.set_maybe_volatile(0, b"h", EXEC + 2_000);
+    let answer = late(LookedUp::NoTtl, Some(EXEC + 2_000));
+    assert!(!resolve_unknown(&table, 0, b"h", EXEC, LookupKind::KeepsTtl, answer));
+}
+
+#[test]
+fn an_expire_answered_after_its_own_deadline_is_taken_as_applied() {
+    // Pika 4.0: `expire h 4` in the second the key's old deadline falls in, then HMSET, and
+    // the answer after the new deadline: gone says nothing of the entry, and the key is gone
+    // on the master by then either way. Taking it as gone would send HMSET bare.
+    let kind = LookupKind::TtlSetIfAlive {
+        deadline_ms: EXEC + 4_000,
+    };
+    let table = ExpiryTable::new(Baseline::Absent);
+    table.set_deadline(0, b"h", EXEC + 300);
+    let gone_late = late(LookedUp::ExpiredBy(EXEC + 9_000), Some(EXEC));
+    assert!(resolve_unknown(&table, 0, b"h", EXEC, kind, gone_late));
+    assert_eq!(table.lookup(0, b"h", EXEC), KeyKnowledge::Volatile(EXEC + 300));
+
+    // Gone before the new deadline: it was gone at the entry.
+    let gone_soon = late(LookedUp::ExpiredBy(EXEC + 900), None);
+    assert!(resolve_unknown(&table, 0, b"h", EXEC, kind, gone_soon));
+    assert_eq!(table.lookup(0, b"h", EXEC), KeyKnowledge::Expired(EXEC - 1));
+
+    // No TTL with a write at or after the new deadline: it may have created the key anew.
+    table.set_deadline(0, b"h", EXEC + 300);
+    let none_late = late(LookedUp::NoTtl, Some(EXEC + 4_000));
+    assert!(!resolve_unknown(&table, 0, b"h", EXEC, kind, none_late));
+    // Before it: the EXPIRE found no key (a write created it after).
+    let none_soon = late(LookedUp::NoTtl, Some(EXEC + 1_000));
+    assert!(resolve_unknown(&table, 0, b"h", EXEC, kind, none_soon));
+    assert_eq!(table.lookup(0, b"h", EXEC), KeyKnowledge::Expired(EXEC - 1));
+}
+
+#[test]
+fn a_conditional_set_with_its_own_ttl_gone_by_the_answer_is_taken_as_applied() {
+    let table = ExpiryTable::new(Baseline::Absent);
+    table.set_deadline(0, b"s", EXEC + 300);
+    let kind = LookupKind::PresentIfAlive {
+        sets_ms: Some(EXEC + 2_000),
+    };
+    let gone_late = late(LookedUp::ExpiredBy(EXEC + 5_000), None);
+    assert!(resolve_unknown(&table, 0, b"s", EXEC, kind, gone_late));
+    assert_eq!(table.lookup(0, b"s", EXEC), KeyKnowledge::Volatile(EXEC + 300));
+    let persist = LookupKind::PresentIfAlive { sets_ms: None };
+    assert!(resolve_unknown(&table, 0, b"s", EXEC, persist, gone_late));
+    assert_eq!(table.lookup(0, b"s", EXEC), KeyKnowledge::Expired(EXEC - 1));
+}

@@ -22,28 +22,28 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::engine::LookedUp;
+use crate::engine::{Answered, LookedUp};
 use crate::pika::messages::BinlogPosition;
 use crate::relay_core::record_log::{self, put_record, Record};
 use crate::state_dir::replace_file;
 
 const SUFFIX: &str = ".pika-answers";
-/// A record's payload: file number, offset, answer tag, its instant, then the key.
-const FIXED_LEN: usize = 4 + 8 + 1 + 8;
+/// A record's payload: file number, offset, answer tag, its instant, whether a write came
+/// between and when, then the key.
+const FIXED_LEN: usize = 4 + 8 + 1 + 8 + 1 + 8;
 /// Pika keys are far shorter; a longer length field is corruption.
 const MAX_PAYLOAD: usize = FIXED_LEN + 64 * 1024 * 1024;
 
-/// One answer: `found` is what the look-up of `key` found right after the master item ending at
-/// `end`.
+/// One answer: what the look-up of `key` found after the master item ending at `end`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Answer {
     pub end: BinlogPosition,
     pub key: Vec<u8>,
-    pub found: LookedUp,
+    pub answered: Answered,
 }
 
 /// The answers a catch-up may use, by the END of the item they were for.
-pub(crate) type Answers = HashMap<BinlogPosition, Vec<(Vec<u8>, LookedUp)>>;
+pub(crate) type Answers = HashMap<BinlogPosition, Vec<(Vec<u8>, Answered)>>;
 
 /// The appending side, owned by the replica DB's link.
 #[derive(Debug)]
@@ -59,7 +59,7 @@ fn path_of(dir: &Path, store_key: &str) -> PathBuf {
 }
 
 fn encode(answer: &Answer) -> Vec<u8> {
-    let (tag, at) = match answer.found {
+    let (tag, at) = match answer.answered.found {
         LookedUp::NoTtl => (0u8, 0i64),
         LookedUp::Volatile(at) => (1, at),
         LookedUp::ExpiredBy(at) => (2, at),
@@ -69,6 +69,9 @@ fn encode(answer: &Answer) -> Vec<u8> {
     payload.extend_from_slice(&answer.end.offset.to_le_bytes());
     payload.push(tag);
     payload.extend_from_slice(&at.to_le_bytes());
+    let write = answer.answered.last_write_between;
+    payload.push(u8::from(write.is_some()));
+    payload.extend_from_slice(&write.unwrap_or_default().to_le_bytes());
     payload.extend_from_slice(&answer.key);
     let mut record = Vec::with_capacity(record_log::RECORD_HEADER_LEN + payload.len());
     put_record(&mut record, &payload);
@@ -76,19 +79,28 @@ fn encode(answer: &Answer) -> Vec<u8> {
 }
 
 fn decode(payload: &[u8]) -> Option<Answer> {
+    let i64_at = |at: usize| Some(i64::from_le_bytes(payload.get(at..at + 8)?.try_into().ok()?));
     let filenum = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?);
     let offset = u64::from_le_bytes(payload.get(4..12)?.try_into().ok()?);
-    let at = i64::from_le_bytes(payload.get(13..21)?.try_into().ok()?);
+    let at = i64_at(13)?;
     let found = match payload.get(12)? {
         0 => LookedUp::NoTtl,
         1 => LookedUp::Volatile(at),
         2 => LookedUp::ExpiredBy(at),
         _ => return None,
     };
+    let last_write_between = match payload.get(21)? {
+        0 => None,
+        1 => Some(i64_at(22)?),
+        _ => return None,
+    };
     Some(Answer {
         end: BinlogPosition::new(filenum, offset),
         key: payload.get(FIXED_LEN..)?.to_vec(),
-        found,
+        answered: Answered {
+            found,
+            last_write_between,
+        },
     })
 }
 
@@ -117,7 +129,7 @@ pub(crate) fn load(dir: &Path, store_key: &str, after: BinlogPosition) -> Answer
         answers
             .entry(answer.end)
             .or_default()
-            .push((answer.key, answer.found));
+            .push((answer.key, answer.answered));
     }
     answers
 }
@@ -185,7 +197,14 @@ mod tests {
         Answer {
             end: BinlogPosition::new(1, offset),
             key: key.to_vec(),
+            answered: answered(found),
+        }
+    }
+
+    fn answered(found: LookedUp) -> Answered {
+        Answered {
             found,
+            last_write_between: (found == LookedUp::NoTtl).then_some(1_796_000_000_000),
         }
     }
 
@@ -207,8 +226,8 @@ mod tests {
         assert_eq!(
             loaded[&BinlogPosition::new(1, 200)],
             vec![
-                (b"b".to_vec(), LookedUp::Volatile(5_000)),
-                (b"c".to_vec(), LookedUp::ExpiredBy(-7))
+                (b"b".to_vec(), answered(LookedUp::Volatile(5_000))),
+                (b"c".to_vec(), answered(LookedUp::ExpiredBy(-7)))
             ]
         );
         assert!(load(dir.path(), "other_db0", BinlogPosition::default()).is_empty());

@@ -22,7 +22,7 @@ use super::offset_map::Pair;
 use super::replica_layout::ReplicaLayout;
 use super::stats;
 use crate::engine::args::{Args, FrameArgs};
-use crate::engine::{self, AtRisk, Dialect, Emit, LookedUp, PikaRelease, Policy, StreamState};
+use crate::engine::{self, Answered, AtRisk, Dialect, Emit, PikaRelease, Policy, StreamState};
 use crate::families::{Family, FamilySwitches};
 use crate::pika::item::{put_item, BinlogItem, ITEM_HEADER_LEN};
 use crate::pika::messages::{
@@ -157,6 +157,9 @@ pub(crate) enum RewriteStep {
 pub(crate) struct KeyScan {
     /// A command names the key, or may touch it.
     pub named: bool,
+    /// The exec time (ms) of the last item naming it that the kind of answer tolerates (a
+    /// TTL-keeping write).
+    pub tolerated: Option<i64>,
     /// The items reach the position asked about.
     pub reached: bool,
     /// END of the last item looked at.
@@ -414,23 +417,30 @@ impl LinkRewriter {
         self.journaled = answers;
     }
 
-    /// Records what a look-up found for the key a rewrite paused at (`None`: nothing usable,
-    /// the item is then decided without it, as `unknown_key`).
-    pub(crate) fn resolve_paused(&mut self, paused: &mut PausedRewrite, found: Option<LookedUp>) {
-        paused.progress.answered_next = found.is_some();
-        if let Some(found) = found {
+    /// Records what a look-up found for the key a rewrite paused at, if it tells the key's
+    /// state at the item (see [`engine::resolve_unknown`]); without that (`None`, or an answer
+    /// that does not tell) the item is decided without it, as `unknown_key`. Says whether the
+    /// answer was used.
+    pub(crate) fn resolve_paused(
+        &mut self,
+        paused: &mut PausedRewrite,
+        answered: Option<Answered>,
+    ) -> bool {
+        let used = answered.is_some_and(|answered| {
             engine::resolve_unknown(
                 &self.table,
                 paused.db,
                 &paused.key,
                 paused.exec_ms,
                 paused.kind,
-                found,
-            );
-        }
+                answered,
+            )
+        });
+        paused.progress.answered_next = used;
         // Decided now, with the answer or without: an answer that leaves it as undecidable as
         // before (Pika 4.0's deadline second) must not pause it again.
         paused.progress.decide_next = true;
+        used
     }
 
     /// Whether any command of the items of `records` from `from_record` on that end at or
@@ -487,6 +497,8 @@ impl LinkRewriter {
                 let names = (1..args.count()).any(|i| args.get(i) == Some(key));
                 if everything || (names && !(tolerated && engine::keeps_ttl_of(&args, key))) {
                     scan.named = true;
+                } else if names {
+                    scan.tolerated = Some(i64::from(item.header.exec_time) * 1000);
                 }
             }
             if scan.reached {
@@ -607,20 +619,16 @@ impl LinkRewriter {
             let mut answered = self.answered_next;
             if let (Some(kind), true) = (decision.needs_lookup, self.replaying && first_command) {
                 // The live link asked the master here: the catch-up takes what it found.
-                if let Some(found) = take_journaled(
-                    &mut self.journaled,
-                    self.item_end,
-                    args.get(1).unwrap_or_default(),
-                ) {
-                    engine::resolve_unknown(
+                let key = args.get(1).unwrap_or_default();
+                if let Some(found) = take_journaled(&mut self.journaled, self.item_end, key) {
+                    answered = engine::resolve_unknown(
                         &self.table,
                         self.state.db,
-                        args.get(1).unwrap_or_default(),
+                        key,
                         exec_ms,
                         kind,
                         found,
                     );
-                    answered = true;
                     decision =
                         engine::rewrite(&args, exec_ms, &mut self.state, &self.table, &self.policy);
                 }
@@ -704,7 +712,7 @@ impl LinkRewriter {
 }
 
 /// The journaled answer about `key` for the item ending at `end`.
-fn take_journaled(journaled: &mut Answers, end: BinlogPosition, key: &[u8]) -> Option<LookedUp> {
+fn take_journaled(journaled: &mut Answers, end: BinlogPosition, key: &[u8]) -> Option<Answered> {
     let answers = journaled.get_mut(&end)?;
     let at = answers.iter().position(|(k, _)| k == key)?;
     Some(answers.swap_remove(at).1)

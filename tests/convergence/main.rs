@@ -28,7 +28,7 @@ mod scenarios;
 
 use bytes::Bytes;
 use pika_ttl_proxy::engine::{
-    self, AtRisk, Dialect, Emit, LookedUp, LookupKind, Outcome, PikaRelease, Policy, RiskCause,
+    self, Answered, AtRisk, Dialect, Emit, LookedUp, LookupKind, Outcome, PikaRelease, Policy, RiskCause,
     StreamState,
 };
 use pika_ttl_proxy::families::FamilySwitches;
@@ -78,6 +78,7 @@ struct Totals {
     rewritten: usize,
     at_risk_reported: usize,
     exempted_keys: usize,
+    exempted_diverged: usize,
 }
 
 /// Run `cases` generated histories; fail a case on the first violation `relevant` selects.
@@ -98,6 +99,7 @@ fn check_property(
         t.rewritten += run.rewritten;
         t.at_risk_reported += run.at_risk.len();
         t.exempted_keys += run.exempt.len();
+        t.exempted_diverged += run.exempt_diverged;
         match run.first(relevant) {
             Some(v) => Err(TestCaseError::fail(v.to_string())),
             None => Ok(()),
@@ -125,8 +127,15 @@ fn check_property(
 fn print_totals(label: &str, t: &Totals) {
     println!(
         "{label}: {} histories, {} client commands, {} entries ({} rewritten); \
-         at-risk reported {} times, {} keys exempted as at-risk",
-        t.histories, t.client_commands, t.entries, t.rewritten, t.at_risk_reported, t.exempted_keys
+         at-risk reported {} times, {} keys exempted as at-risk or unknown_key ({} of them \
+         ended different)",
+        t.histories,
+        t.client_commands,
+        t.entries,
+        t.rewritten,
+        t.at_risk_reported,
+        t.exempted_keys,
+        t.exempted_diverged
     );
 }
 

@@ -97,6 +97,8 @@ pub(crate) struct Run {
     pub(crate) rewritten: usize,
     pub(crate) at_risk: Vec<AtRisk>,
     pub(crate) exempt: BTreeSet<(u32, Bytes)>,
+    /// Exempt keys whose master and replica records differ once every TTL has run out.
+    pub(crate) exempt_diverged: usize,
     /// Pika 4.0: the replica holds whole seconds of deadlines its master keeps in ms.
     pub(crate) pika_4_0: bool,
 }
@@ -294,7 +296,7 @@ pub(crate) fn run_history(
     // The checkpoint (saved table and stream state) and the entries decided since.
     let mut checkpoint: Option<(Vec<u8>, StreamState)> = None;
     // Entries since the checkpoint, each with what a look-up found for it (journaled).
-    let mut since_checkpoint: Vec<(Argv, i64, Option<LookedUp>)> = Vec::new();
+    let mut since_checkpoint: Vec<(Argv, i64, Option<Answered>)> = Vec::new();
     let mut run = Run {
         master: Master::new(dialect).with_pika_release(opts.release),
         replica: Replica::new(dialect).with_pika_release(opts.release),
@@ -307,6 +309,7 @@ pub(crate) fn run_history(
         rewritten: 0,
         at_risk: Vec::new(),
         exempt: BTreeSet::new(),
+        exempt_diverged: 0,
         pika_4_0: dialect == Dialect::Pika && opts.release == PikaRelease::V4,
     };
     // Replica failures, judged at the end once every at-risk report is known.
@@ -362,8 +365,8 @@ pub(crate) fn run_history(
                     };
                     match journaled {
                         // As the relay's catch-up does with its answer journal.
-                        Some(found) => {
-                            engine::resolve_unknown(&table, stream.db, key, *exec_ms, kind, *found);
+                        Some(answered) => {
+                            engine::resolve_unknown(&table, stream.db, key, *exec_ms, kind, *answered);
                             engine::rewrite(argv, *exec_ms, &mut stream, &table, &decide);
                         }
                         // No answer then: the key is unknown again.
@@ -419,21 +422,47 @@ pub(crate) fn run_history(
             let mut decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &policy);
             let mut looked_up = String::new();
             let mut journaled = None;
-            // A key written again by the next command before the answer's position: the relay
-            // decides the entry without the answer (`written_again`).
-            // A TTL-keeping write on the key does not spoil an answer whose kind reads the same
-            // after one.
-            let written_again = |kind: LookupKind, key: &Bytes| {
-                steps.get(i + 1).is_some_and(|next| match &next.action {
-                    ConcreteAction::Client(argv) => {
-                        next.db == s.db
-                            && argv[1..].contains(key)
-                            && !(kind.survives_ttl_keeping_writes()
-                                && engine::keeps_ttl_of(argv, key))
-                    }
-                    ConcreteAction::ActiveExpire(_) => false,
-                })
+            // When the look-up is asked: a little after the entry (a link keeping up), or, on
+            // every other step, as late as the replica applies it (a link whose replica lags
+            // reads the master's items only as the replica acks, or after a crash replays a
+            // backlog the master is far past).
+            let asked_ms = if i % 2 == 0 {
+                exec_ms + (s.apply_ms - s.t_ms).clamp(0, 1500) / 2
+            } else {
+                exec_ms + (s.apply_ms - s.t_ms).max(0)
             };
+            // Commands on the key between the entry and the answer's position (the next one
+            // always): (one the kind of answer cannot stand, the exec time of the last
+            // TTL-keeping write it tolerates).
+            let between = |kind: LookupKind, key: &Bytes| {
+                let mut seen = (false, None);
+                let later = steps
+                    .iter()
+                    .enumerate()
+                    .skip(i + 1)
+                    .take_while(|(j, later)| *j == i + 1 || later.t_ms <= asked_ms);
+                for (_, later) in later {
+                    match &later.action {
+                        ConcreteAction::Client(argv) => {
+                            let everything = ["flushdb", "flushall", "swapdb"]
+                                .iter()
+                                .any(|n| argv[0].eq_ignore_ascii_case(n.as_bytes()));
+                            let names = later.db == s.db && argv[1..].contains(key);
+                            let tolerated = kind.survives_ttl_keeping_writes()
+                                && engine::keeps_ttl_of(argv, key);
+                            seen.0 |= everything || (names && !tolerated);
+                            if names && tolerated {
+                                seen.1 = Some(later.t_ms.div_euclid(1000) * 1000);
+                            }
+                        }
+                        ConcreteAction::ActiveExpire(k) => seen.0 |= later.db == s.db && k == key,
+                    }
+                }
+                seen
+            };
+            // A key written again before the answer's position: the relay decides the entry
+            // without the answer (`written_again`).
+            let written_again = |kind: LookupKind, key: &Bytes| between(kind, key).0;
             if let Some((kind, key)) = decision
                 .needs_lookup
                 .zip(entry.argv.get(1).cloned())
@@ -449,21 +478,49 @@ pub(crate) fn run_history(
             }
             if let Some(kind) = decision.needs_lookup {
                 let key = entry.argv.get(1).cloned().unwrap_or_default();
-                // Asked a little after the entry (before the replica applies it, or up to a
-                // second and a half later), with no other entry on the key in between.
-                let asked_ms = exec_ms + (s.apply_ms - s.t_ms).clamp(0, 1500) / 2;
-                let found = match run.master.record_at(stream.db, &key, asked_ms) {
+                // No other entry on the key between the entry and the answer.
+                // The master as it answers: with the TTL-keeping writes on the key before it.
+                let mut answering = run.master.clone();
+                for later in steps[i + 1..].iter().take_while(|l| l.t_ms <= asked_ms) {
+                    match &later.action {
+                        ConcreteAction::Client(argv) => {
+                            let _ = answering.execute(later.db, argv, later.t_ms);
+                        }
+                        ConcreteAction::ActiveExpire(k) => {
+                            answering.active_expire(later.db, k, later.t_ms);
+                        }
+                    }
+                }
+                // A 3.5 master's clock is its second (a key is alive through its deadline's).
+                let clock_ms = match opts.release {
+                    PikaRelease::V3 if dialect == Dialect::Pika => asked_ms.div_euclid(1000) * 1000,
+                    _ => asked_ms,
+                };
+                let found = match answering.record_at(stream.db, &key, clock_ms) {
                     Some(r) => match r.deadline_ms {
                         Some(deadline) => LookedUp::Volatile(deadline),
                         None => LookedUp::NoTtl,
                     },
                     None => LookedUp::ExpiredBy(asked_ms),
                 };
-                engine::resolve_unknown(&table, stream.db, &key, exec_ms, kind, found);
-                journaled = Some(found);
+                let answered = Answered {
+                    found,
+                    last_write_between: between(kind, &key).1,
+                };
+                let used = engine::resolve_unknown(&table, stream.db, &key, exec_ms, kind, answered);
                 looked_up = format!(" [looked up at {}: {found:?}]", rel(asked_ms, start_ms));
                 // As the relay does: decided with the answer, never paused again.
                 decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &decide);
+                if used {
+                    journaled = Some(answered);
+                } else {
+                    // An answer that does not tell (`outlived`): decided without it.
+                    engine::leave_undecided(&table, stream.db, &key, kind, exec_ms);
+                    looked_up.push_str(" [outlived]");
+                    if decision.outcome == Outcome::UnknownKey {
+                        run.exempt.insert((stream.db, key.clone()));
+                    }
+                }
             }
             if checkpoint.is_some() {
                 since_checkpoint.push((entry.argv.clone(), exec_ms, journaled));
@@ -648,6 +705,16 @@ pub(crate) fn check_states(run: &mut Run) {
             instants.extend([d - 1, d, d + 1].into_iter().filter(|t| *t >= a_n));
         }
     }
+    let far = a_n + FAR_FUTURE_MS;
+    run.exempt_diverged = keys
+        .iter()
+        .filter(|(db, key)| run.exempt.contains(&(*db, key.clone())))
+        .filter(|(db, key)| {
+            let m = run.master.record_at(*db, key, far).map(|r| &r.value);
+            let r = run.replica.record_at(*db, key, far).map(|r| &r.value);
+            m != r
+        })
+        .count();
     for t in instants {
         for (db, key) in &keys {
             if run.exempt.contains(&(*db, key.clone())) {

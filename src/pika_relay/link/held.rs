@@ -18,7 +18,7 @@ use bytes::Bytes;
 use super::action::{Action, DbId, Event};
 use super::input::Response;
 use super::{LinkEnv, LinkMachine};
-use crate::engine::LookedUp;
+use crate::engine::{Answered, LookedUp};
 use crate::pika::messages::BinlogPosition;
 use crate::pika::messages::{build_binlog_sync_request, NewBinlogSyncRequest, Node};
 use crate::pika_relay::answer_journal::Answer;
@@ -69,6 +69,10 @@ pub(crate) enum LookupResult {
     /// The answer is from much further on than the stream (see [`LOOKUP_BEHIND_LIMIT`]);
     /// items up to that position are decided without look-ups.
     Behind,
+    /// The answer came after a TTL that decides it may have run out (the entry's own, or the
+    /// key's with writes in between that would have created it anew): it does not tell the
+    /// key's state at the item.
+    Outlived,
 }
 
 impl LookupResult {
@@ -80,6 +84,7 @@ impl LookupResult {
             LookupResult::Failed => "failed",
             LookupResult::Timeout => "timeout",
             LookupResult::Behind => "behind",
+            LookupResult::Outlived => "outlived",
         }
     }
 }
@@ -87,7 +92,9 @@ impl LookupResult {
 /// What the items held say about the paused key up to an answer's position.
 enum Scan {
     Named,
-    Clear,
+    /// Nothing names the key but maybe TTL-keeping writes the kind of answer tolerates, the
+    /// last one executed at this instant (ms).
+    Clear { last_write: Option<i64> },
     /// They end here, before the position.
     Short(BinlogPosition),
 }
@@ -126,7 +133,7 @@ impl Held {
         rewriter: &mut LinkRewriter,
         now: Instant,
         file_size: u64,
-    ) -> Option<(Option<LookedUp>, LookupResult)> {
+    ) -> Option<(Option<Answered>, LookupResult)> {
         let late = now.saturating_duration_since(self.since) >= LOOKUP_HOLD_LIMIT;
         let (found, master_at) = match &self.answer {
             None if late => return Some((None, LookupResult::Timeout)),
@@ -134,13 +141,19 @@ impl Held {
             Some(LookupAnswer::Failed(_)) => return Some((None, LookupResult::Failed)),
             Some(LookupAnswer::Found { found, master_at }) => (*found, *master_at),
         };
+        let answered = |last_write_between| {
+            Some(Answered {
+                found,
+                last_write_between,
+            })
+        };
         if master_at <= self.paused.end {
             // Nothing after the item was logged before the answer.
-            return Some((Some(found), LookupResult::Resolved));
+            return Some((answered(None), LookupResult::Resolved));
         }
         match self.named_before(rewriter, master_at) {
             Scan::Named => Some((None, LookupResult::WrittenAgain)),
-            Scan::Clear => Some((Some(found), LookupResult::Resolved)),
+            Scan::Clear { last_write } => Some((answered(last_write), LookupResult::Resolved)),
             Scan::Short(last) => {
                 let behind = position::lag_bytes(master_at, last, file_size);
                 if behind > LOOKUP_BEHIND_LIMIT {
@@ -172,9 +185,9 @@ impl Held {
             Ok(Response::BinlogSync(resp)) => resp,
             _ => return Scan::Named,
         };
-        let (mut clear, mut last) = match self.scanned {
-            Some(s) if s.until == until => (s.clear, s.last),
-            _ => (0, self.paused.end),
+        let (mut clear, mut last, mut last_write) = match self.scanned {
+            Some(s) if s.until == until => (s.clear, s.last, s.last_write),
+            _ => (0, self.paused.end, None),
         };
         if clear == 0 {
             let from = self.paused.progress.next_record() + 1;
@@ -192,8 +205,9 @@ impl Held {
             if scan.named {
                 return Scan::Named;
             }
+            last_write = last_write.max(scan.tolerated);
             if scan.reached {
-                return Scan::Clear;
+                return Scan::Clear { last_write };
             }
             last = last.max(scan.last);
             clear = 1;
@@ -225,14 +239,20 @@ impl Held {
                 if scan.named {
                     return Scan::Named;
                 }
+                last_write = last_write.max(scan.tolerated);
                 if scan.reached {
-                    return Scan::Clear;
+                    return Scan::Clear { last_write };
                 }
                 last = last.max(scan.last);
             }
             clear += 1;
         }
-        self.scanned = Some(Scanned { until, clear, last });
+        self.scanned = Some(Scanned {
+            until,
+            clear,
+            last,
+            last_write,
+        });
         Scan::Short(last)
     }
 }
@@ -245,6 +265,8 @@ pub(crate) struct Scanned {
     clear: usize,
     /// END of the last item read.
     last: BinlogPosition,
+    /// The exec time (ms) of the last of them that writes the key keeping its TTL.
+    last_write: Option<i64>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -301,17 +323,22 @@ impl LinkMachine {
         let Some(mut held) = self.held.take() else {
             return;
         };
-        rewriter.resolve_paused(&mut held.paused, found);
-        if let Some(found) = found {
-            out.push(Action::JournalAnswer {
-                db: id,
-                answer: Answer {
-                    end: held.paused.end,
-                    key: held.paused.key.clone(),
-                    found,
-                },
-            });
-        }
+        let used = rewriter.resolve_paused(&mut held.paused, found);
+        let result = match found {
+            Some(answered) if used => {
+                out.push(Action::JournalAnswer {
+                    db: id,
+                    answer: Answer {
+                        end: held.paused.end,
+                        key: held.paused.key.clone(),
+                        answered,
+                    },
+                });
+                result
+            }
+            Some(_) => LookupResult::Outlived,
+            None => result,
+        };
         out.push(Action::Event(Event::LookedUp {
             db: id,
             result,

@@ -195,7 +195,7 @@ fn a_response_that_pauses_again_on_a_later_item_is_not_acked_twice() {
         h.answer(LookupAnswer::Found {
             found: LookedUp::NoTtl,
             master_at: pos(1100),
-        })
+            })
     };
     let out = past(&mut h);
     assert_eq!(frames_to_master(&out).len(), 1, "{out:?}");
@@ -389,7 +389,10 @@ fn an_answer_is_journaled_before_its_item_and_a_catch_up_decides_the_item_with_i
         &Answer {
             end: pos(1060),
             key: b"h".to_vec(),
-            found
+            answered: crate::engine::Answered {
+                found,
+                        last_write_between: None
+            }
         }
     );
 
@@ -404,7 +407,7 @@ fn an_answer_is_journaled_before_its_item_and_a_catch_up_decides_the_item_with_i
         table.lookup(0, b"h", i64::from(T0) * 1000)
     };
     let mut answers = Answers::new();
-    answers.insert(answer.end, vec![(answer.key.clone(), answer.found)]);
+    answers.insert(answer.end, vec![(answer.key.clone(), answer.answered)]);
     assert_eq!(catch_up(answers), KeyKnowledge::Volatile(deadline));
     assert_eq!(
         catch_up(Answers::new()),

@@ -338,7 +338,10 @@ impl LookupKind {
     /// the entry and the answer (they keep whatever TTL the key has and create it without one;
     /// see [`keeps_ttl_of`]).
     pub fn survives_ttl_keeping_writes(self) -> bool {
-        matches!(self, LookupKind::KeepsTtl | LookupKind::TtlSetIfAlive { .. })
+        matches!(
+            self,
+            LookupKind::KeepsTtl | LookupKind::TtlSetIfAlive { .. }
+        )
     }
 }
 
@@ -377,9 +380,7 @@ pub fn leave_undecided(table: &ExpiryTable, db: u32, key: &[u8], kind: LookupKin
         (
             LookupKind::PresentIfAlive { .. },
             KeyKnowledge::Persistent | KeyKnowledge::NotVolatile,
-        ) => {
-            table.mark_not_volatile(db, key)
-        }
+        ) => table.mark_not_volatile(db, key),
         (LookupKind::PresentIfAlive { .. }, KeyKnowledge::Absent | KeyKnowledge::Expired(_)) => {}
         _ => table.mark_unknown(db, key),
     }

@@ -474,19 +474,18 @@ impl<'a> Cx<'a, '_> {
                     },
                     Family::Expire,
                     |cx| match cmd {
-                    Cmd::Expire => cx.relative_expire(1000),
-                    Cmd::PExpire => cx.relative_expire(1),
-                    Cmd::ExpireAt => cx.absolute_expire(1000),
-                    _ => cx.absolute_expire(1),
-                }),
+                        Cmd::Expire => cx.relative_expire(1000),
+                        Cmd::PExpire => cx.relative_expire(1),
+                        Cmd::ExpireAt => cx.absolute_expire(1000),
+                        _ => cx.absolute_expire(1),
+                    },
+                ),
             Cmd::GetEx => self.getex(),
-            Cmd::Persist => {
-                self.existence_dependent(
-                    LookupKind::PresentIfAlive { sets_ms: None },
-                    Family::Expire,
-                    Self::persist,
-                )
-            }
+            Cmd::Persist => self.existence_dependent(
+                LookupKind::PresentIfAlive { sets_ms: None },
+                Family::Expire,
+                Self::persist,
+            ),
             Cmd::Del => self.del_keys(1),
             Cmd::Rename => self.rename(false),
             Cmd::RenameNx => self.rename(true),

@@ -419,14 +419,34 @@ fn late(found: LookedUp, last_write_between: Option<i64>) -> Answered {
 fn gone_long_after_a_ttl_keeping_write_gives_the_latest_deadline_gone_by_then() {
     let table = ExpiryTable::new(Baseline::Unknown);
     let answer = late(LookedUp::ExpiredBy(EXEC + 7_400), None);
-    assert!(resolve_unknown(&table, 0, b"h", EXEC, LookupKind::KeepsTtl, answer));
-    assert_eq!(table.lookup(0, b"h", EXEC), KeyKnowledge::Volatile(EXEC + 6_000));
+    assert!(resolve_unknown(
+        &table,
+        0,
+        b"h",
+        EXEC,
+        LookupKind::KeepsTtl,
+        answer
+    ));
+    assert_eq!(
+        table.lookup(0, b"h", EXEC),
+        KeyKnowledge::Volatile(EXEC + 6_000)
+    );
 
     // With a deadline the table allows, that one.
     let table = ExpiryTable::new(Baseline::Absent);
     table.set_maybe_volatile(0, b"h", EXEC + 2_000);
-    assert!(resolve_unknown(&table, 0, b"h", EXEC, LookupKind::KeepsTtl, answer));
-    assert_eq!(table.lookup(0, b"h", EXEC), KeyKnowledge::Volatile(EXEC + 2_000));
+    assert!(resolve_unknown(
+        &table,
+        0,
+        b"h",
+        EXEC,
+        LookupKind::KeepsTtl,
+        answer
+    ));
+    assert_eq!(
+        table.lookup(0, b"h", EXEC),
+        KeyKnowledge::Volatile(EXEC + 2_000)
+    );
 }
 
 #[test]
@@ -434,11 +454,25 @@ fn no_ttl_after_a_write_that_may_have_created_the_key_anew_does_not_tell() {
     // The key may have had a TTL that ran out before one of the HINCRBYs after the entry.
     let table = ExpiryTable::new(Baseline::Unknown);
     let answer = late(LookedUp::NoTtl, Some(EXEC + 3_000));
-    assert!(!resolve_unknown(&table, 0, b"h", EXEC, LookupKind::KeepsTtl, answer));
+    assert!(!resolve_unknown(
+        &table,
+        0,
+        b"h",
+        EXEC,
+        LookupKind::KeepsTtl,
+        answer
+    ));
     assert_eq!(table.lookup(0, b"h", EXEC), KeyKnowledge::Unknown);
     // Without writes in between it does: no TTL then.
     let answer = late(LookedUp::NoTtl, None);
-    assert!(resolve_unknown(&table, 0, b"h", EXEC, LookupKind::KeepsTtl, answer));
+    assert!(resolve_unknown(
+        &table,
+        0,
+        b"h",
+        EXEC,
+        LookupKind::KeepsTtl,
+        answer
+    ));
     assert_eq!(table.lookup(0, b"h", EXEC), KeyKnowledge::NotVolatile);
 
     // The one deadline the table allows is after the last write between: the key kept it
@@ -446,12 +480,26 @@ fn no_ttl_after_a_write_that_may_have_created_the_key_anew_does_not_tell() {
     let table = ExpiryTable::new(Baseline::Absent);
     table.set_maybe_volatile(0, b"h", EXEC + 2_000);
     let answer = late(LookedUp::NoTtl, Some(EXEC + 1_000));
-    assert!(resolve_unknown(&table, 0, b"h", EXEC, LookupKind::KeepsTtl, answer));
+    assert!(resolve_unknown(
+        &table,
+        0,
+        b"h",
+        EXEC,
+        LookupKind::KeepsTtl,
+        answer
+    ));
     assert_eq!(table.lookup(0, b"h", EXEC), KeyKnowledge::Expired(EXEC - 1));
     // A write in that deadline's second or later: it may have created the key anew.
     table.set_maybe_volatile(0, b"h", EXEC + 2_000);
     let answer = late(LookedUp::NoTtl, Some(EXEC + 2_000));
-    assert!(!resolve_unknown(&table, 0, b"h", EXEC, LookupKind::KeepsTtl, answer));
+    assert!(!resolve_unknown(
+        &table,
+        0,
+        b"h",
+        EXEC,
+        LookupKind::KeepsTtl,
+        answer
+    ));
 }
 
 #[test]
@@ -466,7 +514,10 @@ fn an_expire_answered_after_its_own_deadline_is_taken_as_applied() {
     table.set_deadline(0, b"h", EXEC + 300);
     let gone_late = late(LookedUp::ExpiredBy(EXEC + 9_000), Some(EXEC));
     assert!(resolve_unknown(&table, 0, b"h", EXEC, kind, gone_late));
-    assert_eq!(table.lookup(0, b"h", EXEC), KeyKnowledge::Volatile(EXEC + 300));
+    assert_eq!(
+        table.lookup(0, b"h", EXEC),
+        KeyKnowledge::Volatile(EXEC + 300)
+    );
 
     // Gone before the new deadline: it was gone at the entry.
     let gone_soon = late(LookedUp::ExpiredBy(EXEC + 900), None);
@@ -492,7 +543,10 @@ fn a_conditional_set_with_its_own_ttl_gone_by_the_answer_is_taken_as_applied() {
     };
     let gone_late = late(LookedUp::ExpiredBy(EXEC + 5_000), None);
     assert!(resolve_unknown(&table, 0, b"s", EXEC, kind, gone_late));
-    assert_eq!(table.lookup(0, b"s", EXEC), KeyKnowledge::Volatile(EXEC + 300));
+    assert_eq!(
+        table.lookup(0, b"s", EXEC),
+        KeyKnowledge::Volatile(EXEC + 300)
+    );
     let persist = LookupKind::PresentIfAlive { sets_ms: None };
     assert!(resolve_unknown(&table, 0, b"s", EXEC, persist, gone_late));
     assert_eq!(table.lookup(0, b"s", EXEC), KeyKnowledge::Expired(EXEC - 1));

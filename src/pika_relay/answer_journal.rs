@@ -79,7 +79,11 @@ fn encode(answer: &Answer) -> Vec<u8> {
 }
 
 fn decode(payload: &[u8]) -> Option<Answer> {
-    let i64_at = |at: usize| Some(i64::from_le_bytes(payload.get(at..at + 8)?.try_into().ok()?));
+    let i64_at = |at: usize| {
+        Some(i64::from_le_bytes(
+            payload.get(at..at + 8)?.try_into().ok()?,
+        ))
+    };
     let filenum = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?);
     let offset = u64::from_le_bytes(payload.get(4..12)?.try_into().ok()?);
     let at = i64_at(13)?;

@@ -594,6 +594,10 @@ impl Link {
         let name = &self.name;
         let key = |db: DbId| self.machine.db(db).key();
         match event {
+            Event::StrayAck { db } => tracing::info!(
+                replica = %name, db = %db,
+                "dropped an ack for a DB the replica has not resumed on this connection (a reconnecting replica's last ack; a Pika master ignores it too)"
+            ),
             Event::PredictionEnded { db } => tracing::warn!(
                 replica = %name, db = %key(db),
                 "a response carries a command the replica rewrites with its own clock, so its binlog position cannot be predicted; until the replica reconnects, a proxy crash costs it a full sync"

@@ -28,8 +28,8 @@ mod scenarios;
 
 use bytes::Bytes;
 use pika_ttl_proxy::engine::{
-    self, Answered, AtRisk, Dialect, Emit, LookedUp, LookupKind, Outcome, PikaRelease, Policy, RiskCause,
-    StreamState,
+    self, Answered, AtRisk, Dialect, Emit, LookedUp, LookupKind, Outcome, PikaRelease, Policy,
+    RiskCause, StreamState,
 };
 use pika_ttl_proxy::families::FamilySwitches;
 use pika_ttl_proxy::model::{show_argv, show_bytes, Argv, Master, ModelErrorKind, Replica};

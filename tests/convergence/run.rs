@@ -366,7 +366,9 @@ pub(crate) fn run_history(
                     match journaled {
                         // As the relay's catch-up does with its answer journal.
                         Some(answered) => {
-                            engine::resolve_unknown(&table, stream.db, key, *exec_ms, kind, *answered);
+                            engine::resolve_unknown(
+                                &table, stream.db, key, *exec_ms, kind, *answered,
+                            );
                             engine::rewrite(argv, *exec_ms, &mut stream, &table, &decide);
                         }
                         // No answer then: the key is unknown again.
@@ -507,7 +509,8 @@ pub(crate) fn run_history(
                     found,
                     last_write_between: between(kind, &key).1,
                 };
-                let used = engine::resolve_unknown(&table, stream.db, &key, exec_ms, kind, answered);
+                let used =
+                    engine::resolve_unknown(&table, stream.db, &key, exec_ms, kind, answered);
                 looked_up = format!(" [looked up at {}: {found:?}]", rel(asked_ms, start_ms));
                 // As the relay does: decided with the answer, never paused again.
                 decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &decide);

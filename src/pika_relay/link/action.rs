@@ -80,6 +80,9 @@ pub(crate) enum Event {
     /// A response's replica position could not be predicted (a command the replica rewrites
     /// with its own clock): positions are learned from acks until the next session.
     PredictionEnded { db: DbId },
+    /// The replica acknowledged items of a DB it has not resumed on this link (a reconnecting
+    /// replica's leftover ack): dropped, as a Pika master ignores an ack of an unknown session.
+    StrayAck { db: String },
     /// A held response's look-up ended and its item was decided (with the answer only when
     /// `result` is `Resolved`).
     LookedUp {

@@ -94,7 +94,9 @@ enum Scan {
     Named,
     /// Nothing names the key but maybe TTL-keeping writes the kind of answer tolerates, the
     /// last one executed at this instant (ms).
-    Clear { last_write: Option<i64> },
+    Clear {
+        last_write: Option<i64>,
+    },
     /// They end here, before the position.
     Short(BinlogPosition),
 }

@@ -74,6 +74,10 @@ struct RState {
     /// When each applied item arrived, in order (for latency measurements).
     arrived_at: Vec<Instant>,
     received_binlog_sync: Vec<Vec<u8>>,
+    /// A 4.0.1 replica that reconnects sends its last ack again before anything else (seen on
+    /// the real server after a proxy restart).
+    resend_last_ack: bool,
+    last_ack: Option<Vec<u8>>,
 }
 
 struct Shared {
@@ -197,6 +201,8 @@ impl FakeReplica {
                 applied_items: 0,
                 arrived_at: Vec::new(),
                 received_binlog_sync: Vec::new(),
+                resend_last_ack: release == PikaRelease::V4,
+                last_ack: None,
             }),
             clock_ms: AtomicI64::new(clock_ms),
             streaming: AtomicBool::new(false),
@@ -338,6 +344,15 @@ async fn link(shared: &Arc<Shared>, base: SocketAddr) -> String {
     };
     probe(base).await;
     event(shared, ReplicaEvent::Connected);
+    let leftover = {
+        let st = lock(shared);
+        st.last_ack.clone().filter(|_| st.resend_last_ack)
+    };
+    if let Some(ack) = leftover {
+        if conn.send(&ack).await.is_err() {
+            return "send the last ack again".into();
+        }
+    }
     let ip = shared.node_ip.clone();
     let port = shared.node_port;
     if conn
@@ -610,8 +625,7 @@ fn apply_response(
         ReplicaEvent::Ping
     };
     st.events.push(ev);
-    drop(st);
-    Ok(Some(build_binlog_sync_request(&NewBinlogSyncRequest {
+    let ack = build_binlog_sync_request(&NewBinlogSyncRequest {
         node: node(shared),
         db_name: b"db0",
         slot_id: 0,
@@ -619,5 +633,7 @@ fn apply_response(
         ack_range_end: end,
         session_id,
         first_send: false,
-    })))
+    });
+    st.last_ack = Some(ack.clone());
+    Ok(Some(ack))
 }

@@ -195,7 +195,7 @@ fn a_response_that_pauses_again_on_a_later_item_is_not_acked_twice() {
         h.answer(LookupAnswer::Found {
             found: LookedUp::NoTtl,
             master_at: pos(1100),
-            })
+        })
     };
     let out = past(&mut h);
     assert_eq!(frames_to_master(&out).len(), 1, "{out:?}");
@@ -391,7 +391,7 @@ fn an_answer_is_journaled_before_its_item_and_a_catch_up_decides_the_item_with_i
             key: b"h".to_vec(),
             answered: crate::engine::Answered {
                 found,
-                        last_write_between: None
+                last_write_between: None
             }
         }
     );

@@ -268,17 +268,64 @@ pub enum LookedUp {
 pub struct Answered {
     /// What the master said of the key.
     pub found: LookedUp,
-    /// The exec time (ms) of the last TTL-keeping write on the key between the entry and the
-    /// answer, if any (the kinds whose answer reads the same after one tolerate them, see
-    /// [`LookupKind::survives_ttl_keeping_writes`], unless a TTL may have run out before one).
-    pub last_write_between: Option<i64>,
+    /// The commands on the key between the entry and the answer the kind read past.
+    pub between: Between,
+}
+
+/// The commands on a looked-up key between the entry and the answer that the kind of answer
+/// reads past ([`LookupKind::tolerates`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Between {
+    /// The exec time (ms) of the last TTL-keeping write, if any: one in or after the second a
+    /// TTL ran out in may have created the key anew.
+    pub last_write: Option<i64>,
+    /// A removal (HDEL, SREM, LPOP…) came between: [`LookupKind::KeepsTtl`] reads past one,
+    /// since it keeps the TTL of a key it does not empty…
+    pub removal: bool,
+    /// …unless a TTL-keeping write came after it, which may have created the key anew.
+    pub write_after_removal: bool,
+}
+
+impl Between {
+    /// These commands followed by `later` ones.
+    pub fn then(self, later: Between) -> Between {
+        Between {
+            last_write: later.last_write.or(self.last_write),
+            removal: self.removal || later.removal,
+            write_after_removal: self.write_after_removal
+                || later.write_after_removal
+                || (self.removal && later.last_write.is_some()),
+        }
+    }
+
+    /// Adds a tolerated command executed at `exec_ms`, in stream order.
+    pub fn add(&mut self, tolerated: Tolerated, exec_ms: i64) {
+        match tolerated {
+            Tolerated::Write => {
+                self.last_write = Some(exec_ms);
+                self.write_after_removal |= self.removal;
+            }
+            Tolerated::Removal => self.removal = true,
+        }
+    }
+}
+
+/// A command on a looked-up key between the entry and the answer that the kind of answer
+/// reads past (see [`LookupKind::tolerates`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tolerated {
+    /// A write that keeps the key's TTL ([`keeps_ttl_of`]).
+    Write,
+    /// A removal that keeps it unless it empties the key ([`removes_from`]).
+    Removal,
 }
 
 impl Answered {
     /// A write between the entry and the answer in (or after) the second `deadline_ms` falls
     /// in: the key may have expired before it and been created anew by it.
     fn written_from(&self, deadline_ms: i64) -> bool {
-        self.last_write_between
+        self.between
+            .last_write
             .is_some_and(|w| w.div_euclid(1000) >= deadline_ms.div_euclid(1000))
     }
 }
@@ -343,6 +390,28 @@ impl LookupKind {
             LookupKind::KeepsTtl | LookupKind::TtlSetIfAlive { .. }
         )
     }
+
+    /// How `args`, a command naming `key` between the entry and the answer, bears on an answer
+    /// of this kind: `None` when the answer no longer tells the key's state at the entry.
+    pub fn tolerates(self, args: &dyn args::Args, key: &[u8]) -> Option<Tolerated> {
+        if self.survives_ttl_keeping_writes() && keeps_ttl_of(args, key) {
+            Some(Tolerated::Write)
+        } else if self == LookupKind::KeepsTtl && removes_from(args, key) {
+            Some(Tolerated::Removal)
+        } else {
+            None
+        }
+    }
+}
+
+/// Whether `args` removes members from `key`, its first argument, and nothing else (HDEL, SREM,
+/// LPOP, ZREM…): it keeps the key's TTL unless it empties the key.
+pub fn removes_from(args: &dyn args::Args, key: &[u8]) -> bool {
+    matches!(
+        args.get(0).and_then(command::spec).map(|s| s.cmd),
+        Some(command::Cmd::Removal)
+    ) && args.get(1) == Some(key)
+        && (2..args.count()).all(|i| args.get(i) != Some(key))
 }
 
 /// Whether `args` is a write that keeps the TTL of `key`, its first argument, and creates it
@@ -414,6 +483,7 @@ fn resolve_ttl_kept(
         },
         // No TTL after: none at the entry, or gone then (the write created it); unless a write
         // after the entry may have created it anew once a TTL it had ran out.
+        LookedUp::NoTtl if answered.between.write_after_removal => return false,
         LookedUp::NoTtl => match candidate {
             Some(d) if answered.written_from(d) => return false,
             // A key with a TTL keeps it through such a write: none after means the master had
@@ -421,7 +491,7 @@ fn resolve_ttl_kept(
             // table's deadline is this very second), or a removal had emptied it. The write
             // created it; a replica must drop what it may still hold first.
             Some(_) => table.set_deadline(db, key, exec_ms - 1),
-            None if answered.last_write_between.is_some() && known == KeyKnowledge::Unknown => {
+            None if answered.between.last_write.is_some() && known == KeyKnowledge::Unknown => {
                 return false
             }
             None => table.mark_not_volatile(db, key),

@@ -408,10 +408,13 @@ fn an_exact_witness_gives_way_when_a_write_is_not_followed_member_by_member() {
 
 const EXEC: i64 = 1_795_470_050_000;
 
-fn late(found: LookedUp, last_write_between: Option<i64>) -> Answered {
+fn late(found: LookedUp, last_write: Option<i64>) -> Answered {
     Answered {
         found,
-        last_write_between,
+        between: Between {
+            last_write,
+            ..Between::default()
+        },
     }
 }
 

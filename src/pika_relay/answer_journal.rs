@@ -22,15 +22,18 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::engine::{Answered, LookedUp};
+use crate::engine::{Answered, Between, LookedUp};
 use crate::pika::messages::BinlogPosition;
 use crate::relay_core::record_log::{self, put_record, Record};
 use crate::state_dir::replace_file;
 
 const SUFFIX: &str = ".pika-answers";
-/// A record's payload: file number, offset, answer tag, its instant, whether a write came
-/// between and when, then the key.
+/// A record's payload: file number, offset, answer tag, its instant, what came between (flags,
+/// then the last write's instant), then the key.
 const FIXED_LEN: usize = 4 + 8 + 1 + 8 + 1 + 8;
+const LAST_WRITE: u8 = 1;
+const REMOVAL: u8 = 2;
+const WRITE_AFTER_REMOVAL: u8 = 4;
 /// Pika keys are far shorter; a longer length field is corruption.
 const MAX_PAYLOAD: usize = FIXED_LEN + 64 * 1024 * 1024;
 
@@ -69,9 +72,14 @@ fn encode(answer: &Answer) -> Vec<u8> {
     payload.extend_from_slice(&answer.end.offset.to_le_bytes());
     payload.push(tag);
     payload.extend_from_slice(&at.to_le_bytes());
-    let write = answer.answered.last_write_between;
-    payload.push(u8::from(write.is_some()));
-    payload.extend_from_slice(&write.unwrap_or_default().to_le_bytes());
+    let between = answer.answered.between;
+    let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+    payload.push(
+        flag(between.last_write.is_some(), LAST_WRITE)
+            | flag(between.removal, REMOVAL)
+            | flag(between.write_after_removal, WRITE_AFTER_REMOVAL),
+    );
+    payload.extend_from_slice(&between.last_write.unwrap_or_default().to_le_bytes());
     payload.extend_from_slice(&answer.key);
     let mut record = Vec::with_capacity(record_log::RECORD_HEADER_LEN + payload.len());
     put_record(&mut record, &payload);
@@ -93,18 +101,23 @@ fn decode(payload: &[u8]) -> Option<Answer> {
         2 => LookedUp::ExpiredBy(at),
         _ => return None,
     };
-    let last_write_between = match payload.get(21)? {
-        0 => None,
-        1 => Some(i64_at(22)?),
-        _ => return None,
+    let flags = *payload.get(21)?;
+    if flags & !(LAST_WRITE | REMOVAL | WRITE_AFTER_REMOVAL) != 0 {
+        return None;
+    }
+    let between = Between {
+        last_write: if flags & LAST_WRITE != 0 {
+            Some(i64_at(22)?)
+        } else {
+            None
+        },
+        removal: flags & REMOVAL != 0,
+        write_after_removal: flags & WRITE_AFTER_REMOVAL != 0,
     };
     Some(Answer {
         end: BinlogPosition::new(filenum, offset),
         key: payload.get(FIXED_LEN..)?.to_vec(),
-        answered: Answered {
-            found,
-            last_write_between,
-        },
+        answered: Answered { found, between },
     })
 }
 
@@ -208,7 +221,11 @@ mod tests {
     fn answered(found: LookedUp) -> Answered {
         Answered {
             found,
-            last_write_between: (found == LookedUp::NoTtl).then_some(1_796_000_000_000),
+            between: Between {
+                last_write: (found == LookedUp::NoTtl).then_some(1_796_000_000_000),
+                removal: found == LookedUp::NoTtl,
+                write_after_removal: false,
+            },
         }
     }
 

@@ -157,9 +157,8 @@ pub(crate) enum RewriteStep {
 pub(crate) struct KeyScan {
     /// A command names the key, or may touch it.
     pub named: bool,
-    /// The exec time (ms) of the last item naming it that the kind of answer tolerates (a
-    /// TTL-keeping write).
-    pub tolerated: Option<i64>,
+    /// The commands naming it that the kind of answer reads past.
+    pub between: engine::Between,
     /// The items reach the position asked about.
     pub reached: bool,
     /// END of the last item looked at.
@@ -456,7 +455,6 @@ impl LinkRewriter {
         key: &[u8],
         kind: engine::LookupKind,
     ) -> Result<KeyScan, MessageError> {
-        let tolerated = kind.survives_ttl_keeping_writes();
         let mut scan = KeyScan::default();
         for record in records.iter().skip(from_record) {
             let entry = &record.entry;
@@ -495,10 +493,13 @@ impl LinkRewriter {
                     .iter()
                     .any(|n| name.eq_ignore_ascii_case(n));
                 let names = (1..args.count()).any(|i| args.get(i) == Some(key));
-                if everything || (names && !(tolerated && engine::keeps_ttl_of(&args, key))) {
+                if everything {
                     scan.named = true;
                 } else if names {
-                    scan.tolerated = Some(i64::from(item.header.exec_time) * 1000);
+                    match kind.tolerates(&args, key) {
+                        Some(t) => scan.between.add(t, i64::from(item.header.exec_time) * 1000),
+                        None => scan.named = true,
+                    }
                 }
             }
             if scan.reached {

@@ -28,7 +28,7 @@ mod scenarios;
 
 use bytes::Bytes;
 use pika_ttl_proxy::engine::{
-    self, Answered, AtRisk, Dialect, Emit, LookedUp, LookupKind, Outcome, PikaRelease, Policy,
+    self, Answered, AtRisk, Between, Dialect, Emit, LookedUp, Outcome, PikaRelease, Policy,
     RiskCause, StreamState,
 };
 use pika_ttl_proxy::families::FamilySwitches;

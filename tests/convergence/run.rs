@@ -433,95 +433,77 @@ pub(crate) fn run_history(
             } else {
                 exec_ms + (s.apply_ms - s.t_ms).max(0)
             };
-            // Commands on the key between the entry and the answer's position (the next one
-            // always): (one the kind of answer cannot stand, the exec time of the last
-            // TTL-keeping write it tolerates).
-            let between = |kind: LookupKind, key: &Bytes| {
-                let mut seen = (false, None);
-                let later = steps
-                    .iter()
-                    .enumerate()
-                    .skip(i + 1)
-                    .take_while(|(j, later)| *j == i + 1 || later.t_ms <= asked_ms);
-                for (_, later) in later {
-                    match &later.action {
-                        ConcreteAction::Client(argv) => {
-                            let everything = ["flushdb", "flushall", "swapdb"]
-                                .iter()
-                                .any(|n| argv[0].eq_ignore_ascii_case(n.as_bytes()));
-                            let names = later.db == s.db && argv[1..].contains(key);
-                            let tolerated = kind.survives_ttl_keeping_writes()
-                                && engine::keeps_ttl_of(argv, key);
-                            seen.0 |= everything || (names && !tolerated);
-                            if names && tolerated {
-                                seen.1 = Some(later.t_ms.div_euclid(1000) * 1000);
-                            }
-                        }
-                        ConcreteAction::ActiveExpire(k) => seen.0 |= later.db == s.db && k == key,
-                    }
-                }
-                seen
-            };
-            // A key written again before the answer's position: the relay decides the entry
-            // without the answer (`written_again`).
-            let written_again = |kind: LookupKind, key: &Bytes| between(kind, key).0;
-            if let Some((kind, key)) = decision
-                .needs_lookup
-                .zip(entry.argv.get(1).cloned())
-                .filter(|(kind, k)| written_again(*kind, k))
-            {
-                decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &decide);
-                engine::leave_undecided(&table, stream.db, &key, kind, exec_ms);
-                looked_up = " [looked up: written again]".to_string();
-                // Passed as unknown_key, which is documented and counted: the key is exempt.
-                if decision.outcome == Outcome::UnknownKey {
-                    run.exempt.insert((stream.db, key.clone()));
-                }
-            }
+            // The answer comes after the next step at the earliest.
+            let asked_ms = steps.get(i + 1).map_or(asked_ms, |n| asked_ms.max(n.t_ms));
             if let Some(kind) = decision.needs_lookup {
                 let key = entry.argv.get(1).cloned().unwrap_or_default();
-                // No other entry on the key between the entry and the answer.
-                // The master as it answers: with the TTL-keeping writes on the key before it.
+                // The master as it answers: it has run every step up to the answer. What it
+                // logged for them on the key decides, as the relay reads its binlog: an entry the
+                // kind of answer cannot read past spoils it (`written_again`).
                 let mut answering = run.master.clone();
+                let (mut spoiled, mut between) = (false, Between::default());
                 for later in steps[i + 1..].iter().take_while(|l| l.t_ms <= asked_ms) {
-                    match &later.action {
-                        ConcreteAction::Client(argv) => {
-                            let _ = answering.execute(later.db, argv, later.t_ms);
-                        }
+                    let logged = match &later.action {
+                        ConcreteAction::Client(argv) => answering
+                            .execute(later.db, argv, later.t_ms)
+                            .map(|e| e.entries)
+                            .unwrap_or_default(),
                         ConcreteAction::ActiveExpire(k) => {
-                            answering.active_expire(later.db, k, later.t_ms);
+                            answering.active_expire(later.db, k, later.t_ms)
+                        }
+                    };
+                    for e in logged {
+                        let everything = ["flushdb", "flushall", "swapdb"]
+                            .iter()
+                            .any(|n| e.argv[0].eq_ignore_ascii_case(n.as_bytes()));
+                        if everything {
+                            spoiled = true;
+                        } else if later.db == s.db && e.argv[1..].contains(&key) {
+                            match kind.tolerates(&e.argv, &key) {
+                                Some(t) => between.add(t, e.exec_ms),
+                                None => spoiled = true,
+                            }
                         }
                     }
                 }
-                // A 3.5 master's clock is its second (a key is alive through its deadline's).
-                let clock_ms = match opts.release {
-                    PikaRelease::V3 if dialect == Dialect::Pika => asked_ms.div_euclid(1000) * 1000,
-                    _ => asked_ms,
-                };
-                let found = match answering.record_at(stream.db, &key, clock_ms) {
-                    Some(r) => match r.deadline_ms {
-                        Some(deadline) => LookedUp::Volatile(deadline),
-                        None => LookedUp::NoTtl,
-                    },
-                    None => LookedUp::ExpiredBy(asked_ms),
-                };
-                let answered = Answered {
-                    found,
-                    last_write_between: between(kind, &key).1,
-                };
-                let used =
-                    engine::resolve_unknown(&table, stream.db, &key, exec_ms, kind, answered);
-                looked_up = format!(" [looked up at {}: {found:?}]", rel(asked_ms, start_ms));
-                // As the relay does: decided with the answer, never paused again.
-                decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &decide);
-                if used {
-                    journaled = Some(answered);
-                } else {
-                    // An answer that does not tell (`outlived`): decided without it.
+                if spoiled {
+                    decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &decide);
                     engine::leave_undecided(&table, stream.db, &key, kind, exec_ms);
-                    looked_up.push_str(" [outlived]");
+                    looked_up = " [looked up: written again]".to_string();
+                    // Passed as unknown_key, which is documented and counted: the key is exempt.
                     if decision.outcome == Outcome::UnknownKey {
                         run.exempt.insert((stream.db, key.clone()));
+                    }
+                } else {
+                    // A 3.5 master's clock is its second (a key is alive through its deadline's).
+                    let clock_ms = match opts.release {
+                        PikaRelease::V3 if dialect == Dialect::Pika => {
+                            asked_ms.div_euclid(1000) * 1000
+                        }
+                        _ => asked_ms,
+                    };
+                    let found = match answering.record_at(stream.db, &key, clock_ms) {
+                        Some(r) => match r.deadline_ms {
+                            Some(deadline) => LookedUp::Volatile(deadline),
+                            None => LookedUp::NoTtl,
+                        },
+                        None => LookedUp::ExpiredBy(asked_ms),
+                    };
+                    let answered = Answered { found, between };
+                    let used =
+                        engine::resolve_unknown(&table, stream.db, &key, exec_ms, kind, answered);
+                    looked_up = format!(" [looked up at {}: {found:?}]", rel(asked_ms, start_ms));
+                    // As the relay does: decided with the answer, never paused again.
+                    decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &decide);
+                    if used {
+                        journaled = Some(answered);
+                    } else {
+                        // An answer that does not tell (`outlived`): decided without it.
+                        engine::leave_undecided(&table, stream.db, &key, kind, exec_ms);
+                        looked_up.push_str(" [outlived]");
+                        if decision.outcome == Outcome::UnknownKey {
+                            run.exempt.insert((stream.db, key.clone()));
+                        }
                     }
                 }
             }

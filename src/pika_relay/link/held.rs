@@ -18,7 +18,7 @@ use bytes::Bytes;
 use super::action::{Action, DbId, Event};
 use super::input::Response;
 use super::{LinkEnv, LinkMachine};
-use crate::engine::{Answered, LookedUp};
+use crate::engine::{Answered, Between, LookedUp};
 use crate::pika::messages::BinlogPosition;
 use crate::pika::messages::{build_binlog_sync_request, NewBinlogSyncRequest, Node};
 use crate::pika_relay::answer_journal::Answer;
@@ -92,10 +92,9 @@ impl LookupResult {
 /// What the items held say about the paused key up to an answer's position.
 enum Scan {
     Named,
-    /// Nothing names the key but maybe TTL-keeping writes the kind of answer tolerates, the
-    /// last one executed at this instant (ms).
+    /// Nothing names the key but maybe commands the kind of answer reads past.
     Clear {
-        last_write: Option<i64>,
+        between: Between,
     },
     /// They end here, before the position.
     Short(BinlogPosition),
@@ -143,19 +142,14 @@ impl Held {
             Some(LookupAnswer::Failed(_)) => return Some((None, LookupResult::Failed)),
             Some(LookupAnswer::Found { found, master_at }) => (*found, *master_at),
         };
-        let answered = |last_write_between| {
-            Some(Answered {
-                found,
-                last_write_between,
-            })
-        };
+        let answered = |between| Some(Answered { found, between });
         if master_at <= self.paused.end {
             // Nothing after the item was logged before the answer.
-            return Some((answered(None), LookupResult::Resolved));
+            return Some((answered(Between::default()), LookupResult::Resolved));
         }
         match self.named_before(rewriter, master_at) {
             Scan::Named => Some((None, LookupResult::WrittenAgain)),
-            Scan::Clear { last_write } => Some((answered(last_write), LookupResult::Resolved)),
+            Scan::Clear { between } => Some((answered(between), LookupResult::Resolved)),
             Scan::Short(last) => {
                 let behind = position::lag_bytes(master_at, last, file_size);
                 if behind > LOOKUP_BEHIND_LIMIT {
@@ -187,9 +181,9 @@ impl Held {
             Ok(Response::BinlogSync(resp)) => resp,
             _ => return Scan::Named,
         };
-        let (mut clear, mut last, mut last_write) = match self.scanned {
-            Some(s) if s.until == until => (s.clear, s.last, s.last_write),
-            _ => (0, self.paused.end, None),
+        let (mut clear, mut last, mut between) = match self.scanned {
+            Some(s) if s.until == until => (s.clear, s.last, s.between),
+            _ => (0, self.paused.end, Between::default()),
         };
         if clear == 0 {
             let from = self.paused.progress.next_record() + 1;
@@ -207,9 +201,9 @@ impl Held {
             if scan.named {
                 return Scan::Named;
             }
-            last_write = last_write.max(scan.tolerated);
+            between = between.then(scan.between);
             if scan.reached {
-                return Scan::Clear { last_write };
+                return Scan::Clear { between };
             }
             last = last.max(scan.last);
             clear = 1;
@@ -241,9 +235,9 @@ impl Held {
                 if scan.named {
                     return Scan::Named;
                 }
-                last_write = last_write.max(scan.tolerated);
+                between = between.then(scan.between);
                 if scan.reached {
-                    return Scan::Clear { last_write };
+                    return Scan::Clear { between };
                 }
                 last = last.max(scan.last);
             }
@@ -253,7 +247,7 @@ impl Held {
             until,
             clear,
             last,
-            last_write,
+            between,
         });
         Scan::Short(last)
     }
@@ -267,8 +261,8 @@ pub(crate) struct Scanned {
     clear: usize,
     /// END of the last item read.
     last: BinlogPosition,
-    /// The exec time (ms) of the last of them that writes the key keeping its TTL.
-    last_write: Option<i64>,
+    /// The commands on the key in them that the kind of answer reads past.
+    between: Between,
 }
 
 // ---------------------------------------------------------------------------------------------

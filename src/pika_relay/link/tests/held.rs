@@ -233,7 +233,7 @@ fn an_answer_far_past_the_stream_is_not_waited_for_and_history_up_to_it_is_not_l
 }
 
 #[test]
-fn ttl_keeping_writes_between_the_write_and_the_answer_do_not_spoil_it() {
+fn ttl_keeping_writes_and_removals_between_the_write_and_the_answer_do_not_spoil_it() {
     // `HINCRBY h n 1` twice in a row: the second keeps whatever TTL the first left, so the
     // master's answer after both still tells the state before the first.
     let mut h = joined_mid_stream();
@@ -252,14 +252,37 @@ fn ttl_keeping_writes_between_the_write_and_the_answer_do_not_spoil_it() {
         "the table knows the deadline now"
     );
 
-    // A command that may change the TTL (here SREM, which may empty the set) does spoil it.
-    h.response(one(T0, 3, 1120, 1180, &["sadd", "s", "m"]));
+    // A removal keeps the TTL of a key it does not empty: a TTL after it still tells.
+    h.response(one(T0, 3, 1120, 1180, &["sadd", "s", "m", "n"]));
     h.response(one(T0, 4, 1180, 1230, &["srem", "s", "m"]));
     let out = h.answer(LookupAnswer::Found {
-        found: LookedUp::NoTtl,
+        found: LookedUp::Volatile((i64::from(T0) + 7) * 1000),
         master_at: pos(1230),
     });
+    assert_eq!(results(&out), vec![LookupResult::Resolved]);
+    assert!(contains(frames_to_replica(&out)[0], "expireat"));
+
+    // A command that may change the TTL otherwise (here EXPIRE) does spoil it.
+    let asked = h.response(one(T0, 5, 1230, 1290, &["sadd", "v", "m"]));
+    assert_eq!(looked_up(&asked), vec![&Bytes::from_static(b"v")], "{asked:?}");
+    h.response(one(T0, 6, 1290, 1340, &["expire", "v", "9"]));
+    let out = h.answer(LookupAnswer::Found {
+        found: LookedUp::NoTtl,
+        master_at: pos(1340),
+    });
     assert_eq!(results(&out), vec![LookupResult::WrittenAgain]);
+
+    // But no TTL after a removal and a write: the removal may have emptied the key and the
+    // write created it anew, so the answer does not tell.
+    let asked = h.response(one(T0, 7, 1340, 1400, &["sadd", "u", "m"]));
+    assert_eq!(looked_up(&asked), vec![&Bytes::from_static(b"u")], "{asked:?}");
+    h.response(one(T0, 8, 1400, 1460, &["srem", "u", "m"]));
+    h.response(one(T0, 9, 1460, 1510, &["sadd", "u", "x"]));
+    let out = h.answer(LookupAnswer::Found {
+        found: LookedUp::NoTtl,
+        master_at: pos(1510),
+    });
+    assert_eq!(results(&out), vec![LookupResult::Outlived]);
 }
 
 #[test]
@@ -391,7 +414,7 @@ fn an_answer_is_journaled_before_its_item_and_a_catch_up_decides_the_item_with_i
             key: b"h".to_vec(),
             answered: crate::engine::Answered {
                 found,
-                last_write_between: None
+                between: crate::engine::Between::default()
             }
         }
     );

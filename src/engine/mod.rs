@@ -15,7 +15,7 @@ use crate::table::{ExpiryTable, KeyKnowledge};
 
 use bytes::Bytes;
 
-pub use replacement::{Arg, Commands, NewCommand, Replacement};
+pub use replacement::{Arg, Commands, NewCommand, OriginalFrame, Replacement};
 pub use rules::{rewrite, PIKA_MAX_TIMESTAMP_SECS};
 
 /// How absolute expiries are written downstream.

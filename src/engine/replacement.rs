@@ -7,6 +7,8 @@
 //! into their output buffer ([`Replacement::encode`]); tests and models can ask for owned
 //! argument lists ([`Replacement::argvs`]).
 
+use std::ops::Range;
+
 use bytes::{Bytes, BytesMut};
 
 use super::args::Args;
@@ -122,6 +124,15 @@ impl<'a> Commands<'a> {
     }
 }
 
+/// An entry's own multibulk frame, for [`Replacement::encode_recording`]: its bytes, its
+/// arguments' positions, and where the bytes start in the buffer those positions refer to.
+#[derive(Clone, Copy, Debug)]
+pub struct OriginalFrame<'f> {
+    pub raw: &'f [u8],
+    pub spans: &'f [(usize, usize)],
+    pub at: usize,
+}
+
 /// The commands to send instead of an entry, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Replacement<'a> {
@@ -196,6 +207,67 @@ impl<'a> Replacement<'a> {
                     }
                 }
             }
+        }
+        out.len() - before
+    }
+
+    /// [`Self::encode_with_original`], also recording where each command it writes lies in
+    /// `out`: its arguments' positions are pushed onto `spans`, and the range of `spans` they
+    /// take onto `commands` (so the caller need not parse what it just wrote). `original` is
+    /// the entry's own frame with its arguments' positions, relative to the buffer the frame
+    /// lies in at `original_at`.
+    pub fn encode_recording(
+        &self,
+        entry: &dyn Args,
+        original: Option<OriginalFrame<'_>>,
+        out: &mut BytesMut,
+        spans: &mut Vec<(usize, usize)>,
+        commands: &mut Vec<Range<usize>>,
+    ) -> usize {
+        let before = out.len();
+        // A bulk string just written ends with its bytes and CRLF, after `$<len>\r\n`.
+        let record = |out: &BytesMut, from: usize, spans: &mut Vec<(usize, usize)>| {
+            let start = out[from..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(from, |at| from + at + 1);
+            spans.push((start, out.len() - 2));
+        };
+        for command in self.commands() {
+            let first = spans.len();
+            match (command.written(), original) {
+                (Some(parts), _) => {
+                    put_array_header(out, parts.len());
+                    for part in parts {
+                        let at = out.len();
+                        match *part {
+                            Arg::Bytes(bytes) => put_bulk(out, bytes),
+                            Arg::Int(value) => put_bulk_int(out, value),
+                        }
+                        record(out, at, spans);
+                    }
+                }
+                (None, Some(frame)) => {
+                    let at = out.len();
+                    out.extend_from_slice(frame.raw);
+                    spans.extend(
+                        frame
+                            .spans
+                            .iter()
+                            .map(|&(s, e)| (s - frame.at + at, e - frame.at + at)),
+                    );
+                }
+                (None, None) => {
+                    let count = entry.count();
+                    put_array_header(out, count);
+                    for arg in (0..count).filter_map(|i| entry.get(i)) {
+                        let at = out.len();
+                        put_bulk(out, arg);
+                        record(out, at, spans);
+                    }
+                }
+            }
+            commands.push(first..spans.len());
         }
         out.len() - before
     }

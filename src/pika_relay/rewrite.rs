@@ -22,7 +22,9 @@ use super::offset_map::Pair;
 use super::replica_layout::ReplicaLayout;
 use super::stats;
 use crate::engine::args::{Args, FrameArgs};
-use crate::engine::{self, Answered, AtRisk, Dialect, Emit, PikaRelease, Policy, StreamState};
+use crate::engine::{
+    self, Answered, AtRisk, Dialect, Emit, OriginalFrame, PikaRelease, Policy, StreamState,
+};
 use crate::families::{Family, FamilySwitches};
 use crate::pika::item::{put_item, BinlogItem, ITEM_HEADER_LEN};
 use crate::pika::messages::{
@@ -92,6 +94,13 @@ pub struct LinkRewriter {
     look_ups_after: BinlogPosition,
     /// What look-ups found for items a catch-up replays (see `answer_journal`).
     journaled: Answers,
+    /// The commands of a changed item's new content as they were written, so that predicting
+    /// the replica's position after it does not parse it again: each command's arguments'
+    /// positions in `content`, as ranges of `written_spans`. `written_known` is false when the
+    /// item holds a frame that is not a command (the content is then parsed).
+    written_spans: Vec<(usize, usize)>,
+    written_commands: Vec<Range<usize>>,
+    written_known: bool,
 }
 
 /// What one item's rewrite did.
@@ -215,6 +224,9 @@ impl LinkRewriter {
             answered_next: false,
             look_ups_after: BinlogPosition::default(),
             journaled: Answers::new(),
+            written_spans: Vec::new(),
+            written_commands: Vec::new(),
+            written_known: false,
         }
     }
 
@@ -381,6 +393,14 @@ impl LinkRewriter {
                         at,
                         body,
                         frames.frames.iter().map(|f| &frames.spans[f.spans.clone()]),
+                    )
+                } else if replaced && self.written_known {
+                    // Its new commands, as the rewrite wrote them.
+                    let spans = &self.written_spans;
+                    layout.after_commands(
+                        at,
+                        &self.content,
+                        self.written_commands.iter().map(|r| &spans[r.clone()]),
                     )
                 } else {
                     layout.after_content(at, content, &mut self.layout_spans)
@@ -594,9 +614,11 @@ impl LinkRewriter {
             && !self.decide_next
             && self.item_end > self.look_ups_after;
         let mut first_command = true;
-        for frame in &self.frames.frames {
+        self.written_known = true;
+        for (index, frame) in self.frames.frames.iter().enumerate() {
             let untouched = &body[frame.raw.clone()];
             if !matches!(frame.kind, FrameKind::Command | FrameKind::Inline) {
+                self.written_known = false;
                 if changed {
                     self.content.extend_from_slice(untouched);
                 }
@@ -687,14 +709,45 @@ impl LinkRewriter {
                         changed = true;
                         self.content
                             .extend_from_slice(&body[content_start..frame.raw.start]);
+                        self.written_spans.clear();
+                        self.written_commands.clear();
+                        for before in &self.frames.frames[..index] {
+                            record_copied(
+                                &self.frames.spans[before.spans.clone()],
+                                content_start,
+                                0,
+                                &mut self.written_spans,
+                                &mut self.written_commands,
+                            );
+                        }
                     }
                     // A multibulk frame is copied where the replacement keeps the entry;
                     // an inline one is written as multibulk.
-                    let original = (frame.kind == FrameKind::Command).then_some(untouched);
-                    replacement.encode_with_original(&args, original, &mut self.content);
+                    let original = (frame.kind == FrameKind::Command).then_some(OriginalFrame {
+                        raw: untouched,
+                        spans: args.spans,
+                        at: frame.raw.start,
+                    });
+                    replacement.encode_recording(
+                        &args,
+                        original,
+                        &mut self.content,
+                        &mut self.written_spans,
+                        &mut self.written_commands,
+                    );
                 }
                 // An empty replacement would make the item vanish on the replica; keep it.
-                _ if changed => self.content.extend_from_slice(untouched),
+                _ if changed => {
+                    let at = self.content.len();
+                    self.content.extend_from_slice(untouched);
+                    record_copied(
+                        args.spans,
+                        frame.raw.start,
+                        at,
+                        &mut self.written_spans,
+                        &mut self.written_commands,
+                    );
+                }
                 _ => {}
             }
         }
@@ -710,6 +763,20 @@ impl LinkRewriter {
         put_item(&item.header, &self.content, &mut self.item).map_err(MessageError::Item)?;
         Ok(ItemStep::Changed)
     }
+}
+
+/// Records a frame copied into a new item's content: its arguments' positions `spans` in the
+/// response, where the bytes from `from` on were copied to `to`.
+fn record_copied(
+    spans: &[(usize, usize)],
+    from: usize,
+    to: usize,
+    written_spans: &mut Vec<(usize, usize)>,
+    written_commands: &mut Vec<Range<usize>>,
+) {
+    let first = written_spans.len();
+    written_spans.extend(spans.iter().map(|&(s, e)| (s - from + to, e - from + to)));
+    written_commands.push(first..written_spans.len());
 }
 
 /// The journaled answer about `key` for the item ending at `end`.
@@ -836,260 +903,4 @@ fn content_parser() -> CommandParser {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pika::item::{build_item, ItemHeader};
-    use crate::pika::messages::{build_binlog_sync_response, NewBinlogSyncEntry, Slot};
-    use crate::table::Baseline;
-
-    use crate::pika::item::command_item as item;
-
-    fn response(items: &[(Vec<u8>, u64, u64)]) -> Bytes {
-        let entries: Vec<NewBinlogSyncEntry<'_>> = items
-            .iter()
-            .map(|(binlog, end, index)| NewBinlogSyncEntry {
-                slot: Slot {
-                    db_name: b"db0",
-                    slot_id: 0,
-                },
-                binlog_offset: LogicalOffset {
-                    filenum: 0,
-                    offset: *end,
-                    term: 0,
-                    index: *index,
-                },
-                binlog,
-                session_id: 0,
-            })
-            .collect();
-        build_binlog_sync_response(&entries).into()
-    }
-
-    fn contents(body: &[u8]) -> Vec<Vec<u8>> {
-        InnerResponse::parse(body)
-            .unwrap()
-            .binlog_sync_entries()
-            .map(|e| e.unwrap().item().unwrap().content.to_vec())
-            .collect()
-    }
-
-    #[test]
-    fn seed_scenario_puts_both_commands_into_the_incr_item() {
-        let table = Arc::new(ExpiryTable::new(Baseline::Absent));
-        let mut rw = LinkRewriter::new(table, 0, FamilySwitches::all_on());
-        let t0 = 1_795_469_984u32;
-        let setex = item(
-            t0,
-            1,
-            0,
-            &["pksetexat", "key1", &(t0 + 10).to_string(), "100"],
-        );
-        let first = response(&[(setex.clone(), 95, 1)]);
-        let out = rw.rewrite_response(&first).unwrap();
-        assert!(out.body.is_none(), "pksetexat is already absolute");
-        let fwd = out.forwarded.unwrap();
-        assert_eq!(
-            (fwd.first_end.offset, fwd.last_end.offset, fwd.items),
-            (95, 95, 1)
-        );
-        assert!(!fwd.changed);
-
-        let incr = item(t0 + 1, 2, 95, &["INCR", "key1"]);
-        let second = response(&[(incr, 159, 2)]);
-        let out = rw.rewrite_response(&second).unwrap();
-        let body = out.body.expect("INCR on a volatile key is rewritten");
-        let expected = format!(
-            "*2\r\n$4\r\nINCR\r\n$4\r\nkey1\r\n*3\r\n$8\r\nexpireat\r\n$4\r\nkey1\r\n$10\r\n{}\r\n",
-            t0 + 10
-        );
-        assert_eq!(contents(&body), vec![expected.into_bytes()]);
-        // The header kept everything but content_len, and the entry kept the master END.
-        let resp = InnerResponse::parse(&body).unwrap();
-        let entry = resp.binlog_sync_entries().next().unwrap().unwrap();
-        assert_eq!(entry.binlog_offset.offset, 159);
-        let header = entry.item().unwrap().header;
-        assert_eq!(
-            (header.logic_id, header.offset, header.exec_time),
-            (2, 95, t0 + 1)
-        );
-        assert!(out.forwarded.unwrap().changed);
-    }
-
-    /// Content the single-pass reader leaves to the resumable parser (an inline command, an
-    /// empty line) is still read and rewritten, with every position mapped back into the body.
-    #[test]
-    fn inline_and_multibulk_content_in_one_item_is_rewritten() {
-        let table = Arc::new(ExpiryTable::new(Baseline::Absent));
-        let mut rw = LinkRewriter::new(table, 0, FamilySwitches::all_on());
-        let t0 = 1_795_469_984u32;
-        let setex = item(t0, 1, 0, &["pksetexat", "k", &(t0 + 10).to_string(), "v"]);
-        rw.rewrite_response(&response(&[(setex, 90, 1)])).unwrap();
-
-        let header = ItemHeader {
-            item_type: 1,
-            exec_time: t0 + 1,
-            term_id: 0,
-            logic_id: 2,
-            filenum: 0,
-            offset: 90,
-            content_len: 0,
-        };
-        let content = b"APPEND k x\r\n\r\n*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n";
-        let mixed = build_item(&header, content).unwrap();
-        let out = rw.rewrite_response(&response(&[(mixed, 180, 2)])).unwrap();
-        assert_eq!(out.unparsable_items, 0);
-        let body = out.body.expect("writes to a volatile key are rewritten");
-        let expire = format!("*3\r\n$8\r\nexpireat\r\n$1\r\nk\r\n$10\r\n{}\r\n", t0 + 10);
-        let expected = format!(
-            "*3\r\n$6\r\nAPPEND\r\n$1\r\nk\r\n$1\r\nx\r\n{expire}\r\n*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n{expire}"
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&contents(&body)[0]),
-            expected,
-            "the empty line is kept, each command is followed by its deadline"
-        );
-    }
-
-    #[test]
-    fn a_rewritten_response_keeps_unknown_fields() {
-        use crate::pika::proto::{put_len_field, put_varint_field, FieldIter};
-        let table = Arc::new(ExpiryTable::new(Baseline::Absent));
-        let t0 = 1_795_469_984u32;
-        table.set_deadline(0, b"k", (i64::from(t0) + 10) * 1000);
-        let mut rw = LinkRewriter::new(table, 0, FamilySwitches::all_on());
-        let binlog = item(t0 + 1, 2, 95, &["INCR", "k"]);
-        // An entry as a newer master writes it: fields 1-4 plus committed_id (field 5).
-        let mut slot = Vec::new();
-        put_len_field(&mut slot, 1, b"db0");
-        put_varint_field(&mut slot, 2, 0);
-        let mut offset = Vec::new();
-        for (f, v) in [(1, 0), (2, 157), (3, 0), (4, 2)] {
-            put_varint_field(&mut offset, f, v);
-        }
-        let mut committed = Vec::new();
-        put_varint_field(&mut committed, 1, 0);
-        put_varint_field(&mut committed, 2, 42);
-        let mut entry = Vec::new();
-        put_len_field(&mut entry, 1, &slot);
-        put_len_field(&mut entry, 2, &offset);
-        put_len_field(&mut entry, 3, &binlog);
-        put_varint_field(&mut entry, 4, 0);
-        put_len_field(&mut entry, 5, &committed);
-        let mut body = Vec::new();
-        put_varint_field(&mut body, 1, 4);
-        put_varint_field(&mut body, 2, 1);
-        put_len_field(&mut body, 7, &entry);
-        put_varint_field(&mut body, 99, 7);
-
-        let out = rw.rewrite_response(&body.into()).unwrap();
-        let new = out.body.expect("rewritten");
-        let top: Vec<_> = FieldIter::new(&new).map(|f| f.unwrap()).collect();
-        assert!(top
-            .iter()
-            .any(|f| f.number() == 99 && f.varint().unwrap() == 7));
-        let entry = top
-            .iter()
-            .find(|f| f.number() == 7)
-            .unwrap()
-            .bytes()
-            .unwrap();
-        let fields: Vec<_> = FieldIter::new(entry).map(|f| f.unwrap()).collect();
-        let kept = fields.iter().find(|f| f.number() == 5).unwrap();
-        assert_eq!(kept.bytes().unwrap(), committed.as_slice());
-        let new_binlog = fields
-            .iter()
-            .find(|f| f.number() == 3)
-            .unwrap()
-            .bytes()
-            .unwrap();
-        assert!(new_binlog.len() > binlog.len());
-    }
-
-    #[test]
-    fn switched_off_families_forward_the_original_bytes() {
-        let table = Arc::new(ExpiryTable::new(Baseline::Absent));
-        let mut rw = LinkRewriter::new(table, 0, FamilySwitches::all_off());
-        let t0 = 1_795_469_984u32;
-        let a = item(t0, 1, 0, &["pksetexat", "k", &(t0 + 10).to_string(), "1"]);
-        let b = item(t0 + 1, 2, 93, &["INCR", "k"]);
-        let body = response(&[(a, 93, 1), (b, 157, 2)]);
-        let out = rw.rewrite_response(&body).unwrap();
-        assert!(out.body.is_none());
-        assert_eq!(out.forwarded.unwrap().items, 2);
-    }
-
-    #[test]
-    fn a_response_mixing_two_dbs_is_refused() {
-        let a = item(5, 1, 0, &["SET", "a", "1"]);
-        let b = item(5, 2, 40, &["SET", "b", "1"]);
-        let entry = |db: &'static [u8], binlog, end, index| NewBinlogSyncEntry {
-            slot: Slot {
-                db_name: db,
-                slot_id: 0,
-            },
-            binlog_offset: LogicalOffset {
-                filenum: 0,
-                offset: end,
-                term: 0,
-                index,
-            },
-            binlog,
-            session_id: 0,
-        };
-        let body =
-            build_binlog_sync_response(&[entry(b"db0", &a, 40, 1), entry(b"db1", &b, 80, 2)]);
-        let mut rw = LinkRewriter::new(
-            Arc::new(ExpiryTable::new(Baseline::Unknown)),
-            0,
-            FamilySwitches::all_on(),
-        );
-        let err = rw.rewrite_response(&body.into()).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "one BinlogSync response carries items of db0:0 and db1:0"
-        );
-    }
-
-    #[test]
-    fn keepalive_has_nothing_to_ack_and_garbage_content_passes() {
-        let table = Arc::new(ExpiryTable::new(Baseline::Unknown));
-        let mut rw = LinkRewriter::new(table, 0, FamilySwitches::all_on());
-        let out = rw
-            .rewrite_response(&response(&[(Vec::new(), 0, 0)]))
-            .unwrap();
-        assert!(out.body.is_none() && out.forwarded.is_none());
-        let header = ItemHeader {
-            item_type: 1,
-            exec_time: 1,
-            term_id: 0,
-            logic_id: 1,
-            filenum: 0,
-            offset: 0,
-            content_len: 0,
-        };
-        let junk = build_item(&header, b"*2\r\n$4\r\nINCR").unwrap();
-        let out = rw.rewrite_response(&response(&[(junk, 55, 1)])).unwrap();
-        assert_eq!(out.unparsable_items, 1);
-        assert!(out.body.is_none());
-    }
-
-    #[test]
-    fn touched_keys_are_recorded_only_while_asked() {
-        let table = Arc::new(ExpiryTable::new(Baseline::Unknown));
-        let mut rw = LinkRewriter::new(table, 0, FamilySwitches::all_on());
-        rw.rewrite_response(&response(&[(item(5, 1, 0, &["SET", "a", "1"]), 60, 1)]))
-            .unwrap();
-        rw.start_recording_touched();
-        rw.rewrite_response(&response(&[(
-            item(5, 2, 60, &["RENAME", "b", "c"]),
-            130,
-            2,
-        )]))
-        .unwrap();
-        let touched = rw.take_touched();
-        let at = BinlogPosition::new(0, 130);
-        assert_eq!(touched.get(&(0, b"b".to_vec())), Some(&at));
-        assert_eq!(touched.get(&(0, b"c".to_vec())), Some(&at));
-        assert!(!touched.contains_key(&(0, b"a".to_vec())));
-    }
-}
+mod tests;

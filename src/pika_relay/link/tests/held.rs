@@ -264,7 +264,11 @@ fn ttl_keeping_writes_and_removals_between_the_write_and_the_answer_do_not_spoil
 
     // A command that may change the TTL otherwise (here EXPIRE) does spoil it.
     let asked = h.response(one(T0, 5, 1230, 1290, &["sadd", "v", "m"]));
-    assert_eq!(looked_up(&asked), vec![&Bytes::from_static(b"v")], "{asked:?}");
+    assert_eq!(
+        looked_up(&asked),
+        vec![&Bytes::from_static(b"v")],
+        "{asked:?}"
+    );
     h.response(one(T0, 6, 1290, 1340, &["expire", "v", "9"]));
     let out = h.answer(LookupAnswer::Found {
         found: LookedUp::NoTtl,
@@ -275,7 +279,11 @@ fn ttl_keeping_writes_and_removals_between_the_write_and_the_answer_do_not_spoil
     // But no TTL after a removal and a write: the removal may have emptied the key and the
     // write created it anew, so the answer does not tell.
     let asked = h.response(one(T0, 7, 1340, 1400, &["sadd", "u", "m"]));
-    assert_eq!(looked_up(&asked), vec![&Bytes::from_static(b"u")], "{asked:?}");
+    assert_eq!(
+        looked_up(&asked),
+        vec![&Bytes::from_static(b"u")],
+        "{asked:?}"
+    );
     h.response(one(T0, 8, 1400, 1460, &["srem", "u", "m"]));
     h.response(one(T0, 9, 1460, 1510, &["sadd", "u", "x"]));
     let out = h.answer(LookupAnswer::Found {

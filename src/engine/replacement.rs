@@ -225,26 +225,30 @@ impl<'a> Replacement<'a> {
         commands: &mut Vec<Range<usize>>,
     ) -> usize {
         let before = out.len();
-        // A bulk string just written ends with its bytes and CRLF, after `$<len>\r\n`.
-        let record = |out: &BytesMut, from: usize, spans: &mut Vec<(usize, usize)>| {
-            let start = out[from..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(from, |at| from + at + 1);
-            spans.push((start, out.len() - 2));
-        };
+        // A bulk string just written ends with its bytes and CRLF.
+        let ends = |out: &BytesMut, len: usize| (out.len() - 2 - len, out.len() - 2);
         for command in self.commands() {
             let first = spans.len();
             match (command.written(), original) {
                 (Some(parts), _) => {
                     put_array_header(out, parts.len());
                     for part in parts {
-                        let at = out.len();
                         match *part {
-                            Arg::Bytes(bytes) => put_bulk(out, bytes),
-                            Arg::Int(value) => put_bulk_int(out, value),
+                            Arg::Bytes(bytes) => {
+                                put_bulk(out, bytes);
+                                spans.push(ends(out, bytes.len()));
+                            }
+                            Arg::Int(value) => {
+                                put_bulk_int(out, value);
+                                // Its digits follow the length line's LF.
+                                let end = out.len() - 2;
+                                let start = out[..end]
+                                    .iter()
+                                    .rposition(|&b| b == b'\n')
+                                    .map_or(end, |lf| lf + 1);
+                                spans.push((start, end));
+                            }
                         }
-                        record(out, at, spans);
                     }
                 }
                 (None, Some(frame)) => {
@@ -261,9 +265,8 @@ impl<'a> Replacement<'a> {
                     let count = entry.count();
                     put_array_header(out, count);
                     for arg in (0..count).filter_map(|i| entry.get(i)) {
-                        let at = out.len();
                         put_bulk(out, arg);
-                        record(out, at, spans);
+                        spans.push(ends(out, arg.len()));
                     }
                 }
             }

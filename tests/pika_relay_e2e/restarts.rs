@@ -355,8 +355,8 @@ async fn a_replica_resuming_behind_its_old_link_gets_a_table_at_its_position() {
 
 /// A Pika 4.0.1 replica that reconnects after the relay was killed sends its last ack before
 /// its MetaSync (seen on the real server). A Pika master ignores such an ack; the relay drops it
-/// too and the replica resumes on that connection. (Closing it cost the real replica a 10 s
-/// reconnect delay, during which the master ran far ahead of every look-up.)
+/// too and the replica resumes on that connection (the real one sent its MetaSync there about
+/// 10 s later, its own reconnect timer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_4_0_replica_resumes_on_the_connection_that_starts_with_its_last_ack() {
     let opts = MasterOptions {

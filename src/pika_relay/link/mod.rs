@@ -381,8 +381,8 @@ impl LinkMachine {
         out: &mut Vec<Action>,
     ) -> Result<(), LinkError> {
         let Some(id) = self.find(bs.db_name, bs.slot_id) else {
-            // Closing the link here cost a real 4.0.1 replica, reconnecting after a proxy
-            // restart, a 10 s reconnect delay.
+            // A real 4.0.1 replica reconnecting after a proxy restart sends its last ack first
+            // (its MetaSync follows on the same connection); a Pika master ignores such an ack.
             out.push(Action::Event(Event::StrayAck {
                 db: db_key(bs.db_name, bs.slot_id),
             }));

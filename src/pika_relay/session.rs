@@ -678,15 +678,18 @@ impl Link {
                 result,
                 key: looked_up,
                 waited,
+                item_end,
+                found,
             } => {
                 stats::lookup(result.name());
                 let key_text = String::from_utf8_lossy(&looked_up);
-                if result == super::link::held::LookupResult::Resolved {
-                    tracing::debug!(
-                        replica = %name, db = %key(db), key = %key_text, waited_ms = waited.as_millis() as u64,
-                        "look-up on the master decided an entry the stream could not"
-                    );
-                } else if let Some(count) = self.lookup_log.admit(1) {
+                tracing::debug!(
+                    replica = %name, db = %key(db), key = %key_text, item_end = %item_end,
+                    result = result.name(), ?found, waited_ms = waited.as_millis() as u64,
+                    "look-up ended"
+                );
+                let undecided = result != super::link::held::LookupResult::Resolved;
+                if let Some(count) = undecided.then(|| self.lookup_log.admit(1)).flatten() {
                     tracing::warn!(
                         replica = %name, db = %key(db), key = %key_text, result = result.name(),
                         waited_ms = waited.as_millis() as u64, count,

@@ -90,6 +90,9 @@ pub(crate) enum Event {
         result: super::held::LookupResult,
         key: Bytes,
         waited: std::time::Duration,
+        /// The master END of the item, and what the master answered (if it did).
+        item_end: BinlogPosition,
+        found: Option<crate::engine::LookedUp>,
     },
     /// A look-up went unanswered: the link decides without look-ups for a while.
     LookUpsPaused { for_secs: u64 },

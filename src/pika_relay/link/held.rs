@@ -340,6 +340,8 @@ impl LinkMachine {
             result,
             key: Bytes::copy_from_slice(&held.paused.key),
             waited: now.saturating_duration_since(held.since),
+            item_end: held.paused.end,
+            found: found.map(|a| a.found),
         }));
         if unanswered {
             self.pause_look_ups(now, out);

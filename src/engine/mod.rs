@@ -410,8 +410,12 @@ pub fn removes_from(args: &dyn args::Args, key: &[u8]) -> bool {
     matches!(
         args.get(0).and_then(command::spec).map(|s| s.cmd),
         Some(command::Cmd::Removal)
-    ) && args.get(1) == Some(key)
-        && (2..args.count()).all(|i| args.get(i) != Some(key))
+    ) && names_only_first(args, key)
+}
+
+/// `key` is the first argument of `args` and no other.
+fn names_only_first(args: &dyn args::Args, key: &[u8]) -> bool {
+    args.get(1) == Some(key) && (2..args.count()).all(|i| args.get(i) != Some(key))
 }
 
 /// Whether `args` is a write that keeps the TTL of `key`, its first argument, and creates it
@@ -429,8 +433,7 @@ pub fn keeps_ttl_of(args: &dyn args::Args, key: &[u8]) -> bool {
             | Cmd::ListPush
             | Cmd::SetAdd
             | Cmd::ZsetWrite
-    ) && args.get(1) == Some(key)
-        && (2..args.count()).all(|i| args.get(i) != Some(key))
+    ) && names_only_first(args, key)
 }
 
 /// After an entry [`Decision::needs_lookup`] named was decided without an answer (written

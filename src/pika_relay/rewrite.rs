@@ -463,8 +463,9 @@ impl LinkRewriter {
     }
 
     /// Whether any command of the items of `records` from `from_record` on that end at or
-    /// before `until` names `key` (as any argument, or a command that may touch every key;
-    /// not a TTL-keeping write on it when the answer of `kind` reads the same after one), and
+    /// before `until` names `key` (as any argument, or a command that may touch every key; not
+    /// one the answer of `kind` reads past, [`engine::LookupKind::tolerates`], which is
+    /// collected in [`KeyScan::between`] instead), and
     /// whether an item ending at or past `until` was seen (everything up to it is here).
     pub(crate) fn items_name_key(
         &mut self,

@@ -119,15 +119,12 @@ async fn pika_4_0_replication_is_made_correct() {
         release: PikaRelease::V4,
         ..fast_keepalives()
     };
-    let master = FakeMaster::start(opts, T0).await;
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(master.port, dir.path(), &["--empty-at-origin"]).await;
-    let replica = FakeReplica::start_release(proxy.port, REPLICA_PORT, T0, false, PikaRelease::V4);
-    assert!(
-        wait_until(PATIENCE, || replica.is_streaming()).await,
-        "{}",
-        proxy.log()
-    );
+    let Rig {
+        master,
+        proxy,
+        replica,
+        dir: _dir,
+    } = rig_with(&["--empty-at-origin"], opts, T0).await;
     assert!(proxy.log().contains("release=4.0"), "{}", proxy.log());
     master.exec(&["SETEX", "k", "10", "100"]);
     master.exec(&["INCR", "k"]);

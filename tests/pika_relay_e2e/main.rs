@@ -84,11 +84,13 @@ pub(crate) async fn start_proxy_env(
     .unwrap()
 }
 
+/// A rig whose master and replica are of the Pika release in `opts`.
 pub(crate) async fn rig_with(args: &[&str], opts: MasterOptions, clock: i64) -> Rig {
+    let release = opts.release;
     let master = FakeMaster::start(opts, clock).await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = start_proxy(master.port, dir.path(), args).await;
-    let replica = FakeReplica::start(proxy.port, REPLICA_PORT, clock);
+    let replica = FakeReplica::start_release(proxy.port, REPLICA_PORT, clock, false, release);
     let rig = Rig {
         master,
         proxy,

@@ -363,17 +363,7 @@ async fn a_4_0_replica_resumes_on_the_connection_that_starts_with_its_last_ack()
         release: PikaRelease::V4,
         ..fast_keepalives()
     };
-    let master = FakeMaster::start(opts, T0).await;
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(master.port, dir.path(), &["--empty-at-origin"]).await;
-    let replica = FakeReplica::start_release(proxy.port, REPLICA_PORT, T0, false, PikaRelease::V4);
-    let mut rig = Rig {
-        master,
-        proxy,
-        replica,
-        dir,
-    };
-    assert!(wait_until(PATIENCE, || rig.replica.is_streaming()).await);
+    let mut rig = rig_with(&["--empty-at-origin"], opts, T0).await;
     rig.master.exec(&["SETEX", "k", "100", "1"]);
     rig.master.exec(&["HSET", "h", "f", "v"]);
     rig.applied(2).await;

@@ -23,7 +23,7 @@ use crate::pika::messages::BinlogPosition;
 use crate::pika::messages::{build_binlog_sync_request, NewBinlogSyncRequest, Node};
 use crate::pika_relay::answer_journal::Answer;
 use crate::pika_relay::position;
-use crate::pika_relay::rewrite::{LinkRewriter, PausedRewrite};
+use crate::pika_relay::rewrite::{KeyScan, LinkRewriter, PausedRewrite};
 
 /// How long a response may wait for its look-up before its item is decided without one.
 pub(crate) const LOOKUP_HOLD_LIMIT: Duration = Duration::from_secs(2);
@@ -198,14 +198,9 @@ impl Held {
                 Ok(scan) => scan,
                 Err(_) => return Scan::Named,
             };
-            if scan.named {
-                return Scan::Named;
+            if let Some(decided) = fold_scan(scan, &mut between, &mut last) {
+                return decided;
             }
-            between = between.then(scan.between);
-            if scan.reached {
-                return Scan::Clear { between };
-            }
-            last = last.max(scan.last);
             clear = 1;
         }
         let slot = first.slot;
@@ -232,14 +227,9 @@ impl Held {
                     Ok(scan) => scan,
                     Err(_) => return Scan::Named,
                 };
-                if scan.named {
-                    return Scan::Named;
+                if let Some(decided) = fold_scan(scan, &mut between, &mut last) {
+                    return decided;
                 }
-                between = between.then(scan.between);
-                if scan.reached {
-                    return Scan::Clear { between };
-                }
-                last = last.max(scan.last);
             }
             clear += 1;
         }
@@ -251,6 +241,20 @@ impl Held {
         });
         Scan::Short(last)
     }
+}
+
+/// Adds one response's scan to what the held responses before it said of the key; `Some` once
+/// that decides the answer (a command names the key, or the answer's position is reached).
+fn fold_scan(scan: KeyScan, between: &mut Between, last: &mut BinlogPosition) -> Option<Scan> {
+    if scan.named {
+        return Some(Scan::Named);
+    }
+    *between = between.then(scan.between);
+    if scan.reached {
+        return Some(Scan::Clear { between: *between });
+    }
+    *last = (*last).max(scan.last);
+    None
 }
 
 /// How far [`Held::named_before`] found the held responses clear of the key, for one answer.

@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -55,6 +55,11 @@ const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often link status, lag gauges and timeouts are refreshed.
 const TICK: Duration = Duration::from_secs(1);
+
+/// Bytes the replica's backlog may grow past the read-ahead's bound before the link stops
+/// reading the master: the master still sends its unacked window (up to `sync-window-size`
+/// items) once the relay stops acking, and the kernel's buffers then take the rest.
+const READ_PAUSE_MARGIN: usize = 16 << 20;
 
 /// How long a closing link waits for its offset map to reach the disk.
 const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(5);
@@ -119,6 +124,7 @@ struct RelayEnv<'a> {
     shared: &'a PikaRelayShared,
     peer_ip: IpAddr,
     replica: &'a str,
+    backlog: usize,
 }
 
 impl LinkEnv for RelayEnv<'_> {
@@ -145,6 +151,10 @@ impl LinkEnv for RelayEnv<'_> {
 
     fn start_warmup(&self, db: &str, rewriter: &mut LinkRewriter) -> Option<WarmupState> {
         warmup::start(self.cfg, self.replica, db, Some(rewriter))
+    }
+
+    fn replica_backlog_bytes(&self) -> usize {
+        self.backlog
     }
 }
 
@@ -211,6 +221,7 @@ pub(crate) async fn run_link(
             master_drop_after: setup.cfg.master_drop_after,
             replica_binlog_file_size: setup.cfg.binlog_file_size,
             look_ups: setup.cfg.look_ups,
+            read_ahead_bytes: setup.cfg.read_ahead_bytes,
         },
         release.unwrap_or_default(),
         Instant::now(),
@@ -236,6 +247,7 @@ pub(crate) async fn run_link(
         down: replica_w,
         up: master_w,
         to_replica: BytesMut::new(),
+        read_pause_at: setup.cfg.read_ahead_bytes + READ_PAUSE_MARGIN,
         to_master: BytesMut::new(),
         bytes: stats::ByteCounters::new(),
         codec,
@@ -310,8 +322,12 @@ struct Link {
     down: OwnedWriteHalf,
     up: OwnedWriteHalf,
     /// Frames encoded for the replica / the master and not yet written: everything one read
-    /// produced goes out in one write per side.
+    /// produced goes out in one write per side. The replica's may hold a backlog (see
+    /// [`Link::flush`]).
     to_replica: BytesMut,
+    /// The master is not read while this many bytes wait for the replica: the read-ahead's
+    /// bound plus [`READ_PAUSE_MARGIN`] (a response already read is never dropped).
+    read_pause_at: usize,
     to_master: BytesMut,
     bytes: stats::ByteCounters,
     codec: FrameCodec,
@@ -341,6 +357,7 @@ macro_rules! env {
             shared: &$link.setup.shared,
             peer_ip: $link.peer.ip(),
             replica: &$link.name,
+            backlog: $link.to_replica.len(),
         }
     };
 }
@@ -375,7 +392,7 @@ impl Link {
                         }
                     }
                 }
-                frame = master.next() => {
+                frame = master.next(), if self.to_replica.len() < self.read_pause_at => {
                     let arrived = Instant::now();
                     let mut frame = frame;
                     loop {
@@ -405,6 +422,9 @@ impl Link {
                 Some(reply) = next_reply(&mut replies) => {
                     self.machine.on_lookup(&env!(self), reply.id, reply.answer, Instant::now(), &mut self.actions);
                     self.execute().await?;
+                }
+                ready = self.down.writable(), if !self.to_replica.is_empty() => {
+                    ready.map_err(|e| LinkError::Io(Side::Replica, e))?;
                 }
                 _ = tick.tick() => self.on_tick().await?,
             }
@@ -440,25 +460,32 @@ impl Link {
         self.codec.encode(body, out).map_err(|e| frame_err(side, e))
     }
 
-    /// Writes every queued frame, replica side first (the data path).
+    /// Writes what the replica's socket takes now (the data path; the rest waits in
+    /// `to_replica` until the socket is writable again, while the link goes on reading the
+    /// master: the read-ahead), then everything queued for the master.
     async fn flush(&mut self) -> Result<(), LinkError> {
-        for side in [Side::Replica, Side::Master] {
-            let (writer, out) = match side {
-                Side::Master => (&mut self.up, &mut self.to_master),
-                Side::Replica => (&mut self.down, &mut self.to_replica),
-            };
-            if out.is_empty() {
-                continue;
+        while !self.to_replica.is_empty() {
+            match self.down.try_write(&self.to_replica) {
+                Ok(0) => {
+                    let closed = std::io::Error::from(std::io::ErrorKind::WriteZero);
+                    return Err(LinkError::Io(Side::Replica, closed));
+                }
+                Ok(n) => {
+                    self.bytes.sent(Side::Replica, n);
+                    self.hold.wrote(n);
+                    self.to_replica.advance(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(LinkError::Io(Side::Replica, e)),
             }
-            writer
-                .write_all(out)
+        }
+        if !self.to_master.is_empty() {
+            self.up
+                .write_all(&self.to_master)
                 .await
-                .map_err(|e| LinkError::Io(side, e))?;
-            self.bytes.sent(side, out.len());
-            if side == Side::Replica {
-                self.hold.wrote(out.len());
-            }
-            out.clear();
+                .map_err(|e| LinkError::Io(Side::Master, e))?;
+            self.bytes.sent(Side::Master, self.to_master.len());
+            self.to_master.clear();
         }
         Ok(())
     }

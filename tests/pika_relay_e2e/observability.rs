@@ -193,6 +193,7 @@ async fn lag_is_measured_against_the_masters_tip_while_a_replica_stalls() {
     rig.master.exec(&["SET", "a", "1"]);
     rig.applied(1).await;
     rig.caught_up().await;
+    let replica_acked = rig.master.acked_end();
     let replica = format!("127.0.0.1:{REPLICA_PORT}");
     let gauge = |name: &str| -> Option<f64> {
         let prefix = format!("{name}{{replica=\"{replica}\"}} ");
@@ -201,7 +202,8 @@ async fn lag_is_measured_against_the_masters_tip_while_a_replica_stalls() {
             .lines()
             .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
     };
-    // Stopped: the master sends one response, then waits for its ack while it keeps writing.
+    // Stopped: the relay reads ahead (acks in the replica's name) while the master keeps
+    // writing; the lag is the replica's, not what the master was acked.
     rig.replica.pause();
     rig.master.exec(&["INCR", "a"]);
     let incr_end = rig.master.producer().offset;
@@ -214,7 +216,13 @@ async fn lag_is_measured_against_the_masters_tip_while_a_replica_stalls() {
     for i in 0..40 {
         rig.master.exec(&["SET", &format!("k{i}"), "some value"]);
     }
-    let behind = rig.master.producer().offset - rig.master.acked_end();
+    let tip = rig.master.producer().offset;
+    assert!(
+        wait_until(PATIENCE, || rig.master.acked_end() == tip).await,
+        "read ahead: the master acked up to {} of {tip}",
+        rig.master.acked_end()
+    );
+    let behind = tip - replica_acked;
     assert!(
         wait_until(PATIENCE, || gauge("pika_ttl_proxy_replica_lag_bytes")
             == Some(behind as f64))

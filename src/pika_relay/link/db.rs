@@ -5,8 +5,11 @@
 
 use std::time::Instant;
 
+use super::action::Action;
 use super::LinkEnv;
-use crate::pika::messages::{BinlogPosition, Slot};
+use crate::pika::messages::{
+    build_binlog_sync_request, BinlogPosition, LogicalOffset, NewBinlogSyncRequest, Node, Slot,
+};
 use crate::pika_relay::inflight::Inflight;
 use crate::pika_relay::offset_map::MapState;
 use crate::pika_relay::registry::ParkedTable;
@@ -82,16 +85,65 @@ pub(crate) struct DbState {
     pub(super) purged: Option<Purged>,
     /// When the last DBSync went up (the snapshot must be newer).
     pub(super) dbsync_requested: Option<Instant>,
-    /// The replica's node (ip, port) as its first_send named it: the relay's own acks
-    /// ([`Self::pre_acked_until`]) go up in its name.
-    pub(super) replica_node: Option<(Vec<u8>, i32)>,
-    /// Master END of the last item the relay acknowledged to the master itself while a
-    /// look-up held it (the master sends nothing new until what it sent is acked); the
+    /// The replica as its first_send named it: the relay's own acks
+    /// ([`Self::pre_acked_until`]) go up in its name and session.
+    pub(super) replica_node: Option<ReplicaNode>,
+    /// Master END of the last item the relay acknowledged to the master itself (a read-ahead,
+    /// or a look-up's hold: the master sends nothing new until what it sent is acked); the
     /// replica's own acks up to here are not sent again.
     pub(super) pre_acked_until: BinlogPosition,
 }
 
+/// Who the relay's own acks speak for.
+#[derive(Clone, Debug)]
+pub(super) struct ReplicaNode {
+    pub ip: Vec<u8>,
+    pub port: i32,
+    pub session_id: i32,
+}
+
 impl DbState {
+    /// Acks the master's items `first..=last`, which follow the item ending at `after`, in the
+    /// replica's name; the replica's own ack for them is then stopped at the relay (see
+    /// `on_binlog_sync_request`). True when they are acked (now or before). False when an item
+    /// up to `after` is not acked yet: the master takes acks only in order (it keeps the
+    /// unacked item at the front of its window and sends nothing new), so those go up with the
+    /// replica's own acks.
+    pub(super) fn ack_in_replicas_name(
+        &mut self,
+        after: BinlogPosition,
+        first: LogicalOffset,
+        last: LogicalOffset,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        if last.position() <= self.pre_acked_until {
+            return true;
+        }
+        let Some(node) = self.replica_node.as_ref() else {
+            return false;
+        };
+        if self.pre_acked_until.max(self.acked_master) < after {
+            return false;
+        }
+        out.push(Action::ToMaster(
+            build_binlog_sync_request(&NewBinlogSyncRequest {
+                node: Node {
+                    ip: &node.ip,
+                    port: node.port,
+                },
+                db_name: &self.db_name,
+                slot_id: self.slot_id,
+                ack_range_start: first,
+                ack_range_end: last,
+                session_id: node.session_id,
+                first_send: false,
+            })
+            .into(),
+        ));
+        self.pre_acked_until = last.position();
+        true
+    }
+
     pub(crate) fn key(&self) -> &str {
         &self.key
     }

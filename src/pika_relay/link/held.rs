@@ -20,7 +20,6 @@ use super::input::Response;
 use super::{LinkEnv, LinkMachine};
 use crate::engine::{Answered, Between, LookedUp};
 use crate::pika::messages::BinlogPosition;
-use crate::pika::messages::{build_binlog_sync_request, NewBinlogSyncRequest, Node};
 use crate::pika_relay::answer_journal::Answer;
 use crate::pika_relay::position;
 use crate::pika_relay::rewrite::{KeyScan, LinkRewriter, PausedRewrite};
@@ -396,52 +395,38 @@ impl LinkMachine {
 
     /// Acks to the master, in the replica's name, the responses held since the last call: the
     /// answer waits for items the master sends only once everything it sent is acked. The
-    /// replica's later acks for them stop at the relay (see `on_binlog_sync_request`).
+    /// replica's later acks for them stop at the relay (see `on_binlog_sync_request`). Stops
+    /// at a response whose DB has forwarded items the replica has not acked yet (the master's
+    /// window drains in order); a later call starts there again.
     fn pre_ack_held(&mut self, out: &mut Vec<Action>) {
         let Some(held) = self.held.as_mut() else {
             return;
         };
         let bodies = std::iter::once(&held.body).chain(held.queued.iter());
         for body in bodies.skip(held.pre_acked) {
-            let Ok(Response::BinlogSync(resp)) = Response::decode(body) else {
-                continue;
-            };
-            let mut items = resp.records.iter().filter(|r| !r.entry.is_keepalive());
-            let (Some(first), Some(slot)) = (items.next(), resp.slot) else {
-                continue;
-            };
-            let last = items.next_back().unwrap_or(first);
-            let Some(id) = self
-                .dbs
-                .iter()
-                .position(|d| d.db_name == slot.db_name && d.slot_id == slot.slot_id)
-            else {
-                continue;
-            };
-            let db = &mut self.dbs[id];
-            let Some((ip, port)) = db.replica_node.as_ref() else {
-                continue;
-            };
-            let end = last.entry.binlog_offset.logical();
-            if end.position() <= db.pre_acked_until {
-                // A response that pauses again on a later item is held anew.
-                continue;
+            if let Ok(Response::BinlogSync(resp)) = Response::decode(body) {
+                let mut items = resp.records.iter().filter(|r| !r.entry.is_keepalive());
+                let db = resp.slot.and_then(|slot| {
+                    self.dbs
+                        .iter_mut()
+                        .find(|d| d.db_name == slot.db_name && d.slot_id == slot.slot_id)
+                });
+                if let (Some(first), Some(db)) = (items.next(), db) {
+                    let last = items.next_back().unwrap_or(first);
+                    let after = db.last_forwarded;
+                    let acked = db.ack_in_replicas_name(
+                        after,
+                        first.entry.binlog_offset.logical(),
+                        last.entry.binlog_offset.logical(),
+                        out,
+                    );
+                    if !acked {
+                        return;
+                    }
+                }
             }
-            out.push(Action::ToMaster(
-                build_binlog_sync_request(&NewBinlogSyncRequest {
-                    node: Node { ip, port: *port },
-                    db_name: &db.db_name,
-                    slot_id: db.slot_id,
-                    ack_range_start: first.entry.binlog_offset.logical(),
-                    ack_range_end: end,
-                    session_id: first.entry.session_id,
-                    first_send: false,
-                })
-                .into(),
-            ));
-            db.pre_acked_until = db.pre_acked_until.max(end.position());
+            held.pre_acked += 1;
         }
-        held.pre_acked = 1 + held.queued.len();
     }
 
     /// Every DB of the link decides without look-ups for [`LOOKUP_BACKOFF`].

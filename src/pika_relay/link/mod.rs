@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use db::{park_rewriter, Purged};
+use db::{park_rewriter, Purged, ReplicaNode};
 pub(crate) use db::{DbState, Phase};
 
 use crate::engine::PikaRelease;
@@ -37,7 +37,7 @@ use crate::pika::messages::{
     MetaSyncResponse, Slot, SyncPointRequest, TrySyncReplyCode,
 };
 use crate::pika_relay::error::{LinkError, Side};
-use crate::pika_relay::inflight::Inflight;
+use crate::pika_relay::inflight::{Forwarded, Inflight};
 use crate::pika_relay::offset_map::{MapState, MapUpdate, Pair};
 use crate::pika_relay::registry::ParkedTable;
 use crate::pika_relay::replica_layout::{Prediction, ReplicaLayout};
@@ -66,6 +66,8 @@ pub(crate) trait LinkEnv {
     fn unpark(&self, store_key: &str, at: BinlogPosition) -> Option<ParkedTable>;
     /// Starts a warm-up scan for DB `db` if the configuration asks for one.
     fn start_warmup(&self, db: &str, rewriter: &mut LinkRewriter) -> Option<WarmupState>;
+    /// Bytes queued in the relay for the replica and not yet taken by its socket.
+    fn replica_backlog_bytes(&self) -> usize;
 }
 
 /// The settings the machine needs.
@@ -83,6 +85,9 @@ pub(crate) struct MachineConfig {
     pub replica_binlog_file_size: u64,
     /// Whether a write on a key the table cannot decide is held for a look-up on the master.
     pub look_ups: bool,
+    /// The relay acks what it forwards to the master itself while less than this many bytes
+    /// wait for the replica (0: only the replica's acks go up).
+    pub read_ahead_bytes: usize,
 }
 
 /// The protocol state of one replica link (every DB it carries).
@@ -405,7 +410,11 @@ impl LinkMachine {
                     ),
                 ));
             }
-            self.dbs[id.0].replica_node = Some((bs.node.ip.to_vec(), bs.node.port));
+            self.dbs[id.0].replica_node = Some(ReplicaNode {
+                ip: bs.node.ip.to_vec(),
+                port: bs.node.port,
+                session_id: bs.session_id,
+            });
             self.start_streaming(env, id, replica, master, out);
             if master == replica {
                 out.push(Action::ToMaster(body.clone()));
@@ -909,6 +918,7 @@ impl LinkMachine {
                 None => out.push(Action::Event(Event::PredictionEnded { db: id })),
             }
         }
+        let after = db.last_forwarded;
         db.inflight.push(forwarded);
         db.last_forwarded = forwarded.last_end.position();
         db.master_latest = db.master_latest.max(db.last_forwarded);
@@ -917,6 +927,28 @@ impl LinkMachine {
             Some(changed) => changed.into(),
             None => body.clone(),
         }));
+        self.read_ahead(env, id, after, &forwarded, out);
+    }
+
+    /// Acks a forwarded response to the master at once, in the replica's name, while the
+    /// output waiting for the replica is under `read_ahead_bytes`: a Pika master sends a
+    /// replica nothing new until everything it sent is acked, so a replica that applies late
+    /// would otherwise pull the master's items (and the look-ups they need) only as it acks,
+    /// seconds after the master wrote them, when the master's answer may no longer describe
+    /// the key at the item (`docs/architecture.md#read-ahead`).
+    fn read_ahead(
+        &mut self,
+        env: &dyn LinkEnv,
+        id: DbId,
+        after: BinlogPosition,
+        sent: &Forwarded,
+        out: &mut Vec<Action>,
+    ) {
+        let limit = self.cfg.read_ahead_bytes;
+        if limit == 0 || env.replica_backlog_bytes() >= limit {
+            return;
+        }
+        self.dbs[id.0].ack_in_replicas_name(after, sent.first_end, sent.last_end, out);
     }
 
     // -----------------------------------------------------------------------------------------

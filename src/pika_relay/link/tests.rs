@@ -173,6 +173,8 @@ struct FakeEnv {
     /// A snapshot the rsync tap saw: DB and position.
     snapshot: Option<(String, BinlogPosition)>,
     parked: RefCell<HashMap<String, ParkedTable>>,
+    /// Bytes waiting for the replica's socket.
+    backlog: std::cell::Cell<usize>,
 }
 
 impl LinkEnv for FakeEnv {
@@ -201,6 +203,9 @@ impl LinkEnv for FakeEnv {
     }
     fn start_warmup(&self, _db: &str, _rewriter: &mut LinkRewriter) -> Option<WarmupState> {
         None
+    }
+    fn replica_backlog_bytes(&self) -> usize {
+        self.backlog.get()
     }
 }
 
@@ -237,6 +242,7 @@ impl Harness {
             master_drop_after: Duration::from_secs(20),
             replica_binlog_file_size: crate::config::DEFAULT_BINLOG_FILE_SIZE,
             look_ups: false,
+            read_ahead_bytes: 0,
         };
         Harness {
             m: LinkMachine::new(cfg, PikaRelease::V3, now),
@@ -320,6 +326,17 @@ fn frames_to_replica(actions: &[Action]) -> Vec<&Bytes> {
             _ => None,
         })
         .collect()
+}
+
+/// The ack range of a BinlogSync request to the master.
+fn ack_range(frame: &[u8]) -> (BinlogPosition, BinlogPosition, bool) {
+    let req = crate::pika::messages::InnerRequest::parse(frame).unwrap();
+    let bs = req.binlog_sync().unwrap().unwrap();
+    (
+        bs.ack_range_start.position(),
+        bs.ack_range_end.position(),
+        bs.first_send,
+    )
 }
 
 fn closed(actions: &[Action]) -> Option<&LinkError> {
@@ -930,3 +947,4 @@ fn a_replica_stopped_inside_a_response_is_found_at_its_item() {
 }
 
 mod held;
+mod read_ahead;

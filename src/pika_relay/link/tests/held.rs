@@ -134,17 +134,6 @@ fn an_answer_from_further_on_waits_for_the_items_up_to_it() {
     assert!(contains(sent[0], "expireat"));
 }
 
-/// The ack range of a BinlogSync request to the master.
-fn ack_range(frame: &[u8]) -> (BinlogPosition, BinlogPosition, bool) {
-    let req = crate::pika::messages::InnerRequest::parse(frame).unwrap();
-    let bs = req.binlog_sync().unwrap().unwrap();
-    (
-        bs.ack_range_start.position(),
-        bs.ack_range_end.position(),
-        bs.first_send,
-    )
-}
-
 #[test]
 fn the_relay_acks_held_responses_itself_so_the_master_sends_the_items_the_answer_waits_for() {
     // A real Pika master sends nothing new until all it sent is acked: the answer's position

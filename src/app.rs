@@ -280,6 +280,9 @@ async fn run(settings: Settings) -> ExitCode {
                 cfg.warmup_rate = settings.warmup_rate;
                 cfg.warmup_max_keys = settings.warmup_max_keys;
                 cfg.look_ups = settings.look_ups == "on";
+                cfg.fresh_dump = settings.fresh_dump == "on";
+                cfg.read_ahead_bytes =
+                    usize::try_from(settings.read_ahead_bytes).unwrap_or(usize::MAX);
                 cfg.allow_unknown_version = settings.allow_unknown_pika_version;
                 cfg.checkpoint_interval =
                     std::time::Duration::from_secs(settings.checkpoint_interval);

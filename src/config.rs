@@ -128,6 +128,12 @@ pub struct RelayArgs {
     /// Pika: look-ups on the master (from [`PikaArgs`]).
     #[arg(skip)]
     pub look_ups: Option<String>,
+    /// Pika: the read-ahead's bound (from [`PikaArgs`]).
+    #[arg(skip)]
+    pub read_ahead_bytes: Option<u64>,
+    /// Pika: a fresh dump for each full sync (from [`PikaArgs`]).
+    #[arg(skip)]
+    pub fresh_dump: Option<String>,
     /// Pika: relay an unknown master release (from [`PikaArgs`]).
     #[arg(skip)]
     pub allow_unknown_pika_version: bool,
@@ -200,6 +206,17 @@ pub struct PikaArgs {
     /// `off` [default: on].
     #[arg(long, env = "PIKA_TTL_PROXY_LOOK_UPS", value_name = "on|off")]
     pub look_ups: Option<String>,
+    /// Read ahead of a replica that applies late: the proxy acks what it forwards to the
+    /// master itself while less than this many bytes wait for the replica's socket, so the
+    /// master keeps sending (and look-ups are asked) as it writes; 0 turns it off
+    /// [default: 67108864].
+    #[arg(long, env = "PIKA_TTL_PROXY_READ_AHEAD_BYTES", value_name = "BYTES")]
+    pub read_ahead_bytes: Option<u64>,
+    /// Before a replica's full sync goes to the master, ask the master for `BGSAVE` and wait
+    /// (up to 15 s) for it, so the replica gets a dump at the master's tip instead of an older
+    /// one whose history it would replay through the proxy: `on` or `off` [default: on].
+    #[arg(long, env = "PIKA_TTL_PROXY_FRESH_DUMP", value_name = "on|off")]
+    pub fresh_dump: Option<String>,
     /// Relay a master whose `pika_version` is not 3.1–3.5 or 4.0 (refused by default: the
     /// rewrite forms may be wrong for it).
     #[arg(long, env = "PIKA_TTL_PROXY_ALLOW_UNKNOWN_PIKA_VERSION")]
@@ -220,6 +237,8 @@ impl PikaArgs {
             warmup_rate: self.warmup_rate,
             warmup_max_keys: self.warmup_max_keys,
             look_ups: self.look_ups,
+            read_ahead_bytes: self.read_ahead_bytes,
+            fresh_dump: self.fresh_dump,
             allow_unknown_pika_version: self.allow_unknown_pika_version,
             empty_at_origin: self.empty_at_origin,
             ..self.relay
@@ -330,6 +349,8 @@ pub struct FileSettings {
     warmup_rate: Option<u32>,
     warmup_max_keys: Option<u64>,
     look_ups: Option<String>,
+    read_ahead_bytes: Option<u64>,
+    fresh_dump: Option<String>,
     allow_unknown_pika_version: Option<bool>,
     checkpoint_interval: Option<u64>,
     empty_at_origin: Option<bool>,
@@ -403,6 +424,10 @@ pub struct Settings {
     pub warmup_max_keys: u64,
     /// Pika: look-ups on the master (`on`/`off`).
     pub look_ups: String,
+    /// Pika: the read-ahead's bound in bytes (0: off).
+    pub read_ahead_bytes: u64,
+    /// Pika: a fresh dump for each full sync (`on`/`off`).
+    pub fresh_dump: String,
     /// Pika: relay a master release the proxy does not know.
     pub allow_unknown_pika_version: bool,
     /// Seconds between expiry-table checkpoints (both relays).
@@ -657,6 +682,25 @@ impl Settings {
                 format!("'{look_ups}' is not 'on' or 'off'"),
             ));
         }
+        let fresh_dump = args
+            .fresh_dump
+            .clone()
+            .or(file.fresh_dump.clone())
+            .unwrap_or_else(|| "on".to_string())
+            .to_ascii_lowercase();
+        if fresh_dump != "on" && fresh_dump != "off" {
+            return Err(invalid(
+                "fresh-dump",
+                format!("'{fresh_dump}' is not 'on' or 'off'"),
+            ));
+        }
+        let read_ahead_bytes = args
+            .read_ahead_bytes
+            .or(file.read_ahead_bytes)
+            .unwrap_or(crate::pika_relay::DEFAULT_READ_AHEAD_BYTES as u64);
+        if usize::try_from(read_ahead_bytes).is_err() {
+            return Err(invalid("read-ahead-bytes", "too large for this machine"));
+        }
         let log_level = args
             .log_level
             .clone()
@@ -692,6 +736,8 @@ impl Settings {
             warmup_rate,
             warmup_max_keys,
             look_ups,
+            read_ahead_bytes,
+            fresh_dump,
             allow_unknown_pika_version: args.allow_unknown_pika_version
                 || file.allow_unknown_pika_version.unwrap_or(false),
             checkpoint_interval,
@@ -725,6 +771,8 @@ impl Settings {
             warmup_rate: self.warmup_rate,
             warmup_max_keys: self.warmup_max_keys,
             look_ups: &self.look_ups,
+            read_ahead_bytes: self.read_ahead_bytes,
+            fresh_dump: &self.fresh_dump,
             allow_unknown_pika_version: self.allow_unknown_pika_version,
             checkpoint_interval: self.checkpoint_interval,
             empty_at_origin: self.empty_at_origin,
@@ -791,6 +839,8 @@ struct PrintedSettings<'a> {
     warmup_rate: u32,
     warmup_max_keys: u64,
     look_ups: &'a str,
+    read_ahead_bytes: u64,
+    fresh_dump: &'a str,
     allow_unknown_pika_version: bool,
     checkpoint_interval: u64,
     empty_at_origin: bool,
@@ -816,6 +866,20 @@ mod tests {
             Settings::from_args(Mode::Redis, &args("127.0.0.1:7000", "127.0.0.1:6379")).unwrap();
         assert_eq!(s.admin.to_string(), DEFAULT_ADMIN);
         assert!(s.families.values().all(|on| *on));
+        assert_eq!(s.read_ahead_bytes, 64 << 20);
+        let mut off = args("127.0.0.1:7000", "127.0.0.1:9221");
+        off.read_ahead_bytes = Some(0);
+        let s = Settings::from_args(Mode::Pika, &off).unwrap();
+        assert_eq!(s.read_ahead_bytes, 0);
+        assert!(
+            s.to_toml().contains("read_ahead_bytes = 0"),
+            "{}",
+            s.to_toml()
+        );
+        assert_eq!(s.fresh_dump, "on");
+        off.fresh_dump = Some("sometimes".into());
+        let e = Settings::from_args(Mode::Pika, &off).unwrap_err();
+        assert_eq!(e.setting, "fresh-dump");
         let e = Settings::from_args(Mode::Redis, &args("127.0.0.1:6379", "127.0.0.1:6379"))
             .unwrap_err();
         assert_eq!(e.setting, "listen");

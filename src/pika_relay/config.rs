@@ -69,6 +69,10 @@ pub struct PikaRelayConfig {
     /// itself while less than this many bytes wait in the relay for the replica's socket, so
     /// the master keeps sending (and look-ups are asked) as it writes. 0 turns it off.
     pub read_ahead_bytes: usize,
+    /// Before a replica's DBSync goes up, ask the master for `BGSAVE` and wait for it, so the
+    /// replica is served a dump at the master's tip rather than an older one whose history it
+    /// would replay through the relay (`fresh_dump.rs`).
+    pub fresh_dump: bool,
     /// `binlog-file-size` of the master, to turn (filenum, offset) into a byte count for lag.
     pub binlog_file_size: u64,
     /// Largest accepted protobuf frame (Pika's limit is 512 MiB).
@@ -118,6 +122,7 @@ impl PikaRelayConfig {
             warmup_max_keys: DEFAULT_WARMUP_MAX_KEYS,
             look_ups: true,
             read_ahead_bytes: DEFAULT_READ_AHEAD_BYTES,
+            fresh_dump: true,
             binlog_file_size: DEFAULT_BINLOG_FILE_SIZE,
             max_frame_len: 512 * 1024 * 1024,
             empty_at_origin: false,

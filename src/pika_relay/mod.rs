@@ -24,6 +24,7 @@ mod client_port;
 pub(crate) mod config;
 pub(crate) mod error;
 mod frame_reader;
+mod fresh_dump;
 pub(crate) mod inflight;
 mod link;
 mod lookup;
@@ -50,7 +51,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{PikaRelayConfig, WarmupMode, DEFAULT_WARMUP_MAX_KEYS, MASTER_DROP_ENV};
+pub use config::{
+    PikaRelayConfig, WarmupMode, DEFAULT_READ_AHEAD_BYTES, DEFAULT_WARMUP_MAX_KEYS, MASTER_DROP_ENV,
+};
 pub use error::RelayError;
 pub use registry::{DbLinkStatus, LinkStatus, PikaRelayShared, SessionRegistry};
 

@@ -31,6 +31,7 @@ use super::client_port;
 use super::config::{PikaRelayConfig, WarmupMode, REPLICATION_PORT_OFFSET};
 use super::error::{LinkError, Side};
 use super::frame_reader::{FrameReader, Frames};
+use super::fresh_dump::fresh_dump;
 use super::link::action::{Action, DbId, Event};
 use super::link::input::{Request, Response};
 use super::link::{db_key, lag_seconds, LinkEnv, LinkMachine, MachineConfig};
@@ -222,6 +223,7 @@ pub(crate) async fn run_link(
             replica_binlog_file_size: setup.cfg.binlog_file_size,
             look_ups: setup.cfg.look_ups,
             read_ahead_bytes: setup.cfg.read_ahead_bytes,
+            fresh_dump: setup.cfg.fresh_dump,
         },
         release.unwrap_or_default(),
         Instant::now(),
@@ -247,7 +249,7 @@ pub(crate) async fn run_link(
         down: replica_w,
         up: master_w,
         to_replica: BytesMut::new(),
-        read_pause_at: setup.cfg.read_ahead_bytes + READ_PAUSE_MARGIN,
+        read_pause_at: setup.cfg.read_ahead_bytes.saturating_add(READ_PAUSE_MARGIN),
         to_master: BytesMut::new(),
         bytes: stats::ByteCounters::new(),
         codec,
@@ -557,6 +559,22 @@ impl Link {
                 .map_err(LinkError::Persist),
             Action::CatchUp { db, master } => {
                 self.catch_up_from_checkpoint(db, master).await;
+                Ok(())
+            }
+            Action::FreshDump { db } => {
+                let key = self.machine.db(db).key().to_string();
+                let cfg = &self.setup.cfg;
+                match fresh_dump(cfg.master, cfg.master_password.as_deref()).await {
+                    Ok(took) => tracing::info!(
+                        replica = %self.name, db = %key,
+                        "the master wrote a fresh dump for the replica's full sync in {:.1} s (an older one would make the replica replay its history through the proxy)",
+                        took.as_secs_f64()
+                    ),
+                    Err(why) => tracing::warn!(
+                        replica = %self.name, db = %key,
+                        "could not get a fresh dump from the master for the replica's full sync ({why}); the master serves the dump it chooses, and history after an older one is replayed with look-ups that may come too late"
+                    ),
+                }
                 Ok(())
             }
             Action::LookUp { db, key, id } => {

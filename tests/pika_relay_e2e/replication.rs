@@ -347,3 +347,38 @@ async fn rsync_passthrough_is_byte_exact() {
     );
     assert!(proxy.log().contains("position=0/0"));
 }
+
+/// A Pika master serves a DBSync its last dump while that dump is recent enough, and the
+/// replica then replays everything logged since through the relay, too late for look-ups. The
+/// relay asks the master for a fresh dump first (`BGSAVE`, then `INFO stats` until
+/// `is_bgsaving:No`), so the replica starts at the master's tip; with `--fresh-dump off` it
+/// gets the older dump, as without the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_is_served_a_fresh_dump_not_an_older_one() {
+    for (flags, fresh) in [(&[][..], true), (&["--fresh-dump", "off"][..], false)] {
+        let master = FakeMaster::start(fast_keepalives(), T0).await;
+        master.exec(&["SET", "a", "1"]);
+        master.dump_now();
+        let old = master.producer();
+        master.exec(&["SET", "b", "2"]);
+        let tip = master.producer();
+        let dir = tempfile::tempdir().unwrap();
+        let proxy = start_proxy(master.port, dir.path(), flags).await;
+        let replica =
+            FakeReplica::start_release(proxy.port, REPLICA_PORT, T0, false, PikaRelease::V3);
+        assert!(
+            wait_until(PATIENCE, || replica.is_streaming()).await,
+            "{}",
+            proxy.log()
+        );
+        let snapshot = master.events().iter().find_map(|e| match e {
+            MasterEvent::DbSync { snapshot, .. } => Some(*snapshot),
+            _ => None,
+        });
+        assert_eq!(snapshot, Some(if fresh { tip } else { old }), "{flags:?}");
+        assert_eq!(master.bgsaves(), u32::from(fresh), "{flags:?}");
+        if fresh {
+            assert!(proxy.log().contains("fresh dump"), "{}", proxy.log());
+        }
+    }
+}

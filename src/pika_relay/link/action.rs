@@ -68,6 +68,9 @@ pub(crate) enum Action {
     /// Append what a look-up found to the DB's answer journal, so a catch-up after a crash
     /// knows it too; executed before the item it decided is queued for the replica.
     JournalAnswer { db: DbId, answer: Answer },
+    /// Ask the master for a fresh dump and wait for it (bounded) before the next action: the
+    /// DBSync that follows is then served a dump at the master's tip (`fresh_dump.rs`).
+    FreshDump { db: DbId },
     /// Log and count.
     Event(Event),
     /// Close the link; nothing after this runs.

@@ -88,6 +88,8 @@ pub(crate) struct MachineConfig {
     /// The relay acks what it forwards to the master itself while less than this many bytes
     /// wait for the replica (0: only the replica's acks go up).
     pub read_ahead_bytes: usize,
+    /// Whether a replica's DBSync waits for a fresh dump of the master.
+    pub fresh_dump: bool,
 }
 
 /// The protocol state of one replica link (every DB it carries).
@@ -374,6 +376,9 @@ impl LinkMachine {
         db.inflight = Inflight::default();
         db.dbsync_requested = Some(now);
         out.push(Action::Event(Event::FullSync { db: id, reason }));
+        if self.cfg.fresh_dump {
+            out.push(Action::FreshDump { db: id });
+        }
         out.push(Action::ToMaster(body.clone()));
         Ok(())
     }

@@ -243,6 +243,7 @@ impl Harness {
             replica_binlog_file_size: crate::config::DEFAULT_BINLOG_FILE_SIZE,
             look_ups: false,
             read_ahead_bytes: 0,
+            fresh_dump: false,
         };
         Harness {
             m: LinkMachine::new(cfg, PikaRelease::V3, now),

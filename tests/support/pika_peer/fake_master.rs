@@ -4,11 +4,13 @@
 //!   clock; the entries it logs are appended to a real block-structured binlog
 //!   (`BinlogFileWriter`), so item offsets are real Pika offsets.
 //! * P+2000: MetaSync, TrySync (kOk only at a record boundary, kSyncPointLarger beyond the
-//!   producer, kError elsewhere), DBSync (snapshot at the producer position), first_send and
+//!   producer, kError elsewhere), DBSync (served the last dump, as real Pika serves one fewer
+//!   than 50 binlog files old; a dump at the producer position when there is none), first_send and
 //!   acks checked against the sync window exactly (any mismatch: disconnect, like the real
 //!   master), keepalives when idle, and a timeout without requests.
 //! * P+10001: rsync2 serving only the `info` file of the last snapshot.
-//! * P: a RESP port for the relay's warm-up (`TIME`, `INFO replication`, `SCAN`, `PTTL`), also
+//! * P: a RESP port for the relay's warm-up (`TIME`, `INFO replication`, `SCAN`, `PTTL`), its
+//!   fresh dumps (`BGSAVE`, then `INFO stats` with `is_bgsaving`), also
 //!   accepting the replica's empty probe connections.
 
 use std::collections::VecDeque;
@@ -132,6 +134,9 @@ struct State_ {
     events: Vec<MasterEvent>,
     next_session: i32,
     snapshot: BinlogPosition,
+    /// The last dump (`BGSAVE`, or the one a DBSync made), served to every later DBSync.
+    dump: Option<BinlogPosition>,
+    bgsaves: u32,
     hold_second_info: bool,
     hold_look_ups: bool,
     info_calls: u32,
@@ -202,6 +207,8 @@ impl FakeMaster {
                 events: Vec::new(),
                 next_session: 0,
                 snapshot: BinlogPosition::default(),
+                dump: None,
+                bgsaves: 0,
                 hold_second_info: false,
                 hold_look_ups: false,
                 info_calls: 0,
@@ -364,6 +371,17 @@ impl FakeMaster {
     /// Look-ups of the relay the master answered.
     pub fn look_ups(&self) -> u32 {
         lock(&self.shared).look_ups
+    }
+
+    /// `BGSAVE`s asked on P.
+    pub fn bgsaves(&self) -> u32 {
+        lock(&self.shared).bgsaves
+    }
+
+    /// Makes a dump at the producer position now (what a replica that synced earlier leaves).
+    pub fn dump_now(&self) {
+        let mut st = lock(&self.shared);
+        st.dump = Some(BinlogPosition::new(0, st.writer.position()));
     }
 
     pub fn tip_polls(&self) -> u32 {
@@ -529,7 +547,8 @@ impl Session {
                     .ok_or("no db_sync")?;
                 let (snapshot, session) = {
                     let mut st = lock(&self.shared);
-                    st.snapshot = BinlogPosition::new(0, st.writer.position());
+                    let tip = BinlogPosition::new(0, st.writer.position());
+                    st.snapshot = *st.dump.get_or_insert(tip);
                     (st.snapshot, st.next_session)
                 };
                 event(
@@ -792,6 +811,15 @@ async fn serve_resp(mut stream: TcpStream, shared: Arc<Shared>, cancel: Cancella
                 out.extend_from_slice(b"*2\r\n");
                 bulk(&mut out, (ms / 1000).to_string().as_bytes());
                 bulk(&mut out, ((ms % 1000) * 1000).to_string().as_bytes());
+            }
+            "BGSAVE" => {
+                let mut st = lock(&shared);
+                st.dump = Some(BinlogPosition::new(0, st.writer.position()));
+                st.bgsaves += 1;
+                out.extend_from_slice(b"+Background saving started\r\n");
+            }
+            "INFO" if cmd.arg(1).is_some_and(|a| a.eq_ignore_ascii_case(b"stats")) => {
+                bulk(&mut out, b"# Stats\r\nis_bgsaving:No\r\nis_compact:No\r\n");
             }
             "INFO"
                 if cmd

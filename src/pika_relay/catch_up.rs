@@ -136,87 +136,140 @@ pub(crate) async fn run(
     }
 }
 
-async fn run_unbounded(job: &CatchUp, rewriter: &mut LinkRewriter) -> Result<Caught, String> {
-    let started = Instant::now();
-    let stream = TcpStream::connect(job.master)
-        .await
-        .map_err(|e| format!("connecting to {}: {e}", job.master))?;
-    let _ = stream.set_nodelay(true);
-    let mut conn = Conn {
-        stream,
-        buf: BytesMut::with_capacity(64 * 1024),
-        codec: FrameCodec::new(),
-    };
-    let node = Node {
-        ip: job.node_ip.as_bytes(),
-        port: i32::from(job.node_port),
-    };
-    let slot = Slot {
-        db_name: &job.db_name,
-        slot_id: job.slot_id,
-    };
-    conn.send(&build_meta_sync_request(
-        node,
-        job.password.as_deref().map(str::as_bytes),
-    ))
-    .await?;
-    conn.expect(MessageType::MetaSync).await?;
-    conn.send(&build_try_sync_request(node, slot, job.from))
-        .await?;
-    let body = conn.expect(MessageType::TrySync).await?;
-    let resp = InnerResponse::parse(&body).map_err(|e| format!("TrySync reply: {e}"))?;
-    let ts = resp
-        .try_sync()
-        .map_err(|e| format!("TrySync reply: {e}"))?
-        .ok_or("a TrySync reply without its try_sync field")?;
-    if ts.reply_code != TrySyncReplyCode::Ok {
-        return Err(format!(
-            "the master cannot resume at the checkpoint {} ({:?})",
-            job.from, ts.reply_code
-        ));
-    }
-    let session_id = ts.session_id.unwrap_or(0);
-    let at_from = LogicalOffset {
-        filenum: job.from.filenum,
-        offset: job.from.offset,
-        term: 0,
-        index: 0,
-    };
-    let request = |start: LogicalOffset, end: LogicalOffset, first_send: bool| {
-        build_binlog_sync_request(&NewBinlogSyncRequest {
-            node,
+/// A replica session of the relay's own on the master's P+2000, streaming from a position.
+pub(crate) struct OwnSession {
+    conn: Conn,
+    node_ip: Vec<u8>,
+    node_port: i32,
+    db_name: Vec<u8>,
+    slot_id: u32,
+    session_id: i32,
+}
+
+impl OwnSession {
+    /// Does what a replica does up to its first_send: MetaSync, TrySync at `from`, first_send.
+    pub(crate) async fn open(job: &CatchUp, from: BinlogPosition) -> Result<OwnSession, String> {
+        let stream = TcpStream::connect(job.master)
+            .await
+            .map_err(|e| format!("connecting to {}: {e}", job.master))?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = Conn {
+            stream,
+            buf: BytesMut::with_capacity(64 * 1024),
+            codec: FrameCodec::new(),
+        };
+        let node = Node {
+            ip: job.node_ip.as_bytes(),
+            port: i32::from(job.node_port),
+        };
+        let slot = Slot {
             db_name: &job.db_name,
             slot_id: job.slot_id,
+        };
+        conn.send(&build_meta_sync_request(
+            node,
+            job.password.as_deref().map(str::as_bytes),
+        ))
+        .await?;
+        conn.expect(MessageType::MetaSync).await?;
+        conn.send(&build_try_sync_request(node, slot, from)).await?;
+        let body = conn.expect(MessageType::TrySync).await?;
+        let resp = InnerResponse::parse(&body).map_err(|e| format!("TrySync reply: {e}"))?;
+        let ts = resp
+            .try_sync()
+            .map_err(|e| format!("TrySync reply: {e}"))?
+            .ok_or("a TrySync reply without its try_sync field")?;
+        if ts.reply_code != TrySyncReplyCode::Ok {
+            return Err(format!(
+                "the master cannot resume at {from} ({:?})",
+                ts.reply_code
+            ));
+        }
+        let mut session = OwnSession {
+            conn,
+            node_ip: job.node_ip.as_bytes().to_vec(),
+            node_port: i32::from(job.node_port),
+            db_name: job.db_name.clone(),
+            slot_id: job.slot_id,
+            session_id: ts.session_id.unwrap_or(0),
+        };
+        let at_from = LogicalOffset {
+            filenum: from.filenum,
+            offset: from.offset,
+            term: 0,
+            index: 0,
+        };
+        session.request(at_from, at_from, true).await?;
+        Ok(session)
+    }
+
+    async fn request(
+        &mut self,
+        start: LogicalOffset,
+        end: LogicalOffset,
+        first_send: bool,
+    ) -> Result<(), String> {
+        let body = build_binlog_sync_request(&NewBinlogSyncRequest {
+            node: Node {
+                ip: &self.node_ip,
+                port: self.node_port,
+            },
+            db_name: &self.db_name,
+            slot_id: self.slot_id,
             ack_range_start: start,
             ack_range_end: end,
-            session_id,
+            session_id: self.session_id,
             first_send,
-        })
-    };
-    conn.send(&request(at_from, at_from, true)).await?;
+        });
+        self.conn.send(&body).await
+    }
+
+    /// Acks the items `first..=last`: the master sends the next ones.
+    pub(crate) async fn ack(
+        &mut self,
+        first: LogicalOffset,
+        last: LogicalOffset,
+    ) -> Result<(), String> {
+        self.request(first, last, false).await
+    }
+
+    /// The next BinlogSync response with items; keepalives are answered on the way.
+    pub(crate) async fn next_items(&mut self) -> Result<Bytes, String> {
+        loop {
+            let body = self.conn.expect(MessageType::BinlogSync).await?;
+            let resp = InnerResponse::parse(&body).map_err(|e| format!("BinlogSync: {e}"))?;
+            if !resp
+                .is_keepalive()
+                .map_err(|e| format!("BinlogSync: {e}"))?
+            {
+                return Ok(body);
+            }
+            let ack = build_keepalive_ack(
+                Node {
+                    ip: &self.node_ip,
+                    port: self.node_port,
+                },
+                &self.db_name,
+                self.slot_id,
+                self.session_id,
+            );
+            self.conn.send(&ack).await?;
+        }
+    }
+}
+
+async fn run_unbounded(job: &CatchUp, rewriter: &mut LinkRewriter) -> Result<Caught, String> {
+    let started = Instant::now();
+    let mut session = OwnSession::open(job, job.from).await?;
     let mut items = 0u64;
     loop {
-        let body = conn.expect(MessageType::BinlogSync).await?;
-        let resp = InnerResponse::parse(&body).map_err(|e| format!("BinlogSync: {e}"))?;
-        if resp
-            .is_keepalive()
-            .map_err(|e| format!("BinlogSync: {e}"))?
-        {
-            conn.send(&build_keepalive_ack(
-                node,
-                &job.db_name,
-                job.slot_id,
-                session_id,
-            ))
-            .await?;
-            continue;
-        }
+        let body = session.next_items().await?;
         let done = rewriter
             .replay_response(&body, job.until)
             .map_err(|e| format!("an item: {e}"))?;
         items += done.applied;
         if let (Some(first), Some(last)) = (done.first, done.last) {
-            conn.send(&request(first, last, false)).await?;
+            session.ack(first, last).await?;
         }
         if done.reached {
             return Ok(Caught {

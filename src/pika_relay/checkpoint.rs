@@ -82,6 +82,7 @@ impl Checkpointing {
             table: rw.table().clone(),
             state: rw.stream_state(),
             at,
+            journaled: Default::default(),
         };
         let started = Instant::now();
         let encoded = table_store::encode(store_key, cfg.master, &parked);
@@ -157,17 +158,18 @@ impl Restore<'_> {
         );
         rw.set_stream_state(checkpoint.state);
         rw.set_pika_release(self.release);
+        // What look-ups found after the checkpoint (the dead link's, and a standby reader's
+        // since the restart): the catch-up decides its items with them, and the link the rest.
+        let (dir, key, after) = (
+            cfg.state_dir.clone(),
+            self.store_key.to_string(),
+            checkpoint.at,
+        );
+        let answers = tokio::task::spawn_blocking(move || answer_journal::load(&dir, &key, after))
+            .await
+            .unwrap_or_default();
+        rw.set_journaled_answers(answers);
         if checkpoint.at < master {
-            let (dir, key, after) = (
-                cfg.state_dir.clone(),
-                self.store_key.to_string(),
-                checkpoint.at,
-            );
-            let answers =
-                tokio::task::spawn_blocking(move || answer_journal::load(&dir, &key, after))
-                    .await
-                    .unwrap_or_default();
-            rw.set_journaled_answers(answers);
             let Some(repl) = PikaRelayConfig::shifted(cfg.master, REPLICATION_PORT_OFFSET) else {
                 return;
             };
@@ -210,6 +212,7 @@ impl Restore<'_> {
                 table: rw.table().clone(),
                 state: rw.stream_state(),
                 at: master,
+                journaled: rw.take_journaled_answers(),
             },
         );
     }

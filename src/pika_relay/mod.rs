@@ -38,6 +38,7 @@ pub(crate) mod replica_layout;
 pub mod rewrite;
 pub(crate) mod rsync_tap;
 mod session;
+mod standby;
 pub(crate) mod stats;
 mod table_store;
 mod tip;
@@ -103,7 +104,14 @@ pub async fn serve(
     for (key, parked) in saved {
         shared.park_table(&key, parked);
     }
+    let (dir, master) = (cfg.state_dir.clone(), cfg.master);
+    let checkpoints =
+        tokio::task::spawn_blocking(move || table_store::newest_checkpoints(&dir, master))
+            .await
+            .unwrap_or_default();
     let cfg = Arc::new(cfg);
+    // Registered before the first link can open a DB (which stops its reader first).
+    standby::start_all(&cfg, &shared, checkpoints, &shutdown);
     let setup = LinkSetup {
         cfg: cfg.clone(),
         shared: shared.clone(),

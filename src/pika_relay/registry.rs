@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::answer_journal::Answers;
 use super::map_commit::CommittedMap;
 use super::map_store::Loaded;
 use super::offset_map::MapState;
@@ -117,6 +118,9 @@ pub(crate) struct ParkedTable {
     pub table: Arc<ExpiryTable>,
     pub state: StreamState,
     pub at: BinlogPosition,
+    /// Journaled look-up answers for items after `at` (a table rebuilt after a crash): the
+    /// link that takes the table decides those items with them.
+    pub journaled: Answers,
 }
 
 /// A full-sync snapshot position read from the `info` file a master sent over P+10001.
@@ -143,11 +147,37 @@ pub struct PikaRelayShared {
     snapshots: Arc<Mutex<Vec<SnapshotSeen>>>,
     /// Held by the one catch-up at a time: they share the relay's node name on the master.
     pub(crate) catch_up: Arc<tokio::sync::Mutex<()>>,
+    /// Held by the one standby reader at a time: they share a node name of their own.
+    pub(crate) standby_node: Arc<tokio::sync::Mutex<()>>,
+    /// Standby readers running, by store key (`standby.rs`).
+    standbys: Arc<Mutex<HashMap<String, StandbyHandle>>>,
     /// Per replica and DB: what lag is measured from (see [`super::tip`]).
     pub(crate) lag: LagBoard,
 }
 
+/// A running standby reader: its stop signal and its task.
+#[derive(Debug)]
+pub(crate) struct StandbyHandle {
+    pub stop: tokio_util::sync::CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
 impl PikaRelayShared {
+    /// Registers the standby reader of `store_key`.
+    pub(crate) fn add_standby(&self, store_key: &str, handle: StandbyHandle) {
+        lock(&self.standbys).insert(store_key.to_string(), handle);
+    }
+
+    /// Stops the standby reader of `store_key`, if one runs, and waits until it has ended (its
+    /// answers are then all in the journal).
+    pub(crate) async fn stop_standby(&self, store_key: &str) {
+        let Some(handle) = lock(&self.standbys).remove(store_key) else {
+            return;
+        };
+        handle.stop.cancel();
+        let _ = handle.task.await;
+    }
+
     /// Shared state with the given switches and no links.
     pub fn new(families: FamilySwitches) -> Self {
         PikaRelayShared {
@@ -157,6 +187,8 @@ impl PikaRelayShared {
             parked: Arc::default(),
             snapshots: Arc::default(),
             catch_up: Arc::default(),
+            standby_node: Arc::default(),
+            standbys: Arc::default(),
             lag: LagBoard::default(),
         }
     }
@@ -266,6 +298,7 @@ mod tests {
                 in_multi: false,
             },
             at,
+            journaled: Default::default(),
         };
         let (older, newer) = (BinlogPosition::new(1, 100), BinlogPosition::new(2, 50));
         shared.park_table("r_1_db0", park(newer));

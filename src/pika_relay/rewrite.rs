@@ -431,9 +431,15 @@ impl LinkRewriter {
         Ok(RewriteStep::Done(out))
     }
 
-    /// Answers the live link had for the items a catch-up is about to replay.
+    /// Journaled answers for items after the table's position (a catch-up's, then the
+    /// resuming link's): an item that needs a look-up and has one is decided with it.
     pub(crate) fn set_journaled_answers(&mut self, answers: Answers) {
         self.journaled = answers;
+    }
+
+    /// The journaled answers not used yet.
+    pub(crate) fn take_journaled_answers(&mut self) -> Answers {
+        std::mem::take(&mut self.journaled)
     }
 
     /// Records what a look-up found for the key a rewrite paused at, if it tells the key's
@@ -641,8 +647,11 @@ impl LinkRewriter {
             let mut decision =
                 engine::rewrite(&args, exec_ms, &mut self.state, &self.table, &self.policy);
             let mut answered = self.answered_next;
-            if let (Some(kind), true) = (decision.needs_lookup, self.replaying && first_command) {
-                // The live link asked the master here: the catch-up takes what it found.
+            if let (Some(kind), true) = (
+                decision.needs_lookup,
+                first_command && !self.journaled.is_empty(),
+            ) {
+                // A link (or a standby reader) asked the master here: this takes what it found.
                 let key = args.get(1).unwrap_or_default();
                 if let Some(found) = take_journaled(&mut self.journaled, self.item_end, key) {
                     answered = engine::resolve_unknown(

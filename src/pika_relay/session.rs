@@ -782,6 +782,8 @@ impl Link {
         let dir = self.setup.cfg.state_dir.clone();
         let skey2 = skey.clone();
         let link = self.id;
+        // Its answers must all be in the journal before this link reads it.
+        self.setup.shared.stop_standby(&skey).await;
         let (store, loaded, map, answers) = tokio::task::spawn_blocking(move || {
             let (store, loaded, map) = shared.map_store(&dir, &skey2, link)?;
             let answers = AnswerJournal::open(&dir, &skey2);

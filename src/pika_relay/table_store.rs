@@ -71,6 +71,7 @@ pub(crate) fn decode(bytes: &[u8], master: SocketAddr) -> Result<Saved, String> 
             table: Arc::new(table),
             state,
             at,
+            journaled: Default::default(),
         },
     ))
 }
@@ -167,6 +168,18 @@ pub(crate) fn save_checkpoint(dir: &Path, key: &str, encoded: &[u8]) -> std::io:
 
 /// The newest checkpoint of `key` learned from `master` at or before `not_after` (the position
 /// the replica resumes from), if any.
+/// The newest checkpoint of every replica DB in `dir` taken from `master`, by store key.
+pub(crate) fn newest_checkpoints(dir: &Path, master: SocketAddr) -> Vec<(String, ParkedTable)> {
+    let names = crate::state_dir::files_named(dir, "", CHECKPOINT_SUFFIX).unwrap_or_default();
+    names
+        .into_iter()
+        .filter_map(|(_, key)| {
+            let newest = BinlogPosition::new(u32::MAX, u64::MAX);
+            load_checkpoint(dir, &key, master, newest).map(|parked| (key, parked))
+        })
+        .collect()
+}
+
 pub(crate) fn load_checkpoint(
     dir: &Path,
     key: &str,
@@ -209,6 +222,7 @@ mod tests {
                 in_multi: false,
             },
             at,
+            journaled: Default::default(),
         };
         let mut kept = parked(BinlogPosition::new(3, 4096));
         kept.table = Arc::new(table);
@@ -255,6 +269,7 @@ mod tests {
                 table: Arc::new(table),
                 state: StreamState::default(),
                 at: BinlogPosition::new(0, offset),
+                journaled: Default::default(),
             }
         };
         assert!(load_checkpoint(dir.path(), key, master, BinlogPosition::new(9, 0)).is_none());

@@ -386,3 +386,81 @@ async fn a_4_0_replica_resumes_on_the_connection_that_starts_with_its_last_ack()
     );
     assert_eq!(rig.replica_full_syncs(), 1, "resumed without a full sync");
 }
+
+/// After `kill -9` a replica may stay away for seconds (a real 4.0.1 replica returns about 10 s
+/// after the restart, its own timer). A standby reader follows the master for it meanwhile and
+/// asks look-ups as the master writes: `EXPIRE` on a hash whose existence the table does not
+/// know (past `--warmup-max-keys`) and a write on it, followed by a `DEL` before the replica is
+/// back (which leaves a look-up asked then nothing to tell), is decided with the answer the
+/// reader journaled, not passed as `unknown_key`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_reader_looks_up_what_the_master_writes_while_the_replica_is_away() {
+    let master = FakeMaster::start(fast_keepalives(), T0).await;
+    // A hash from before the relay, whose existence the warm-up does not record.
+    master.exec(&["HSET", "h", "f", "v"]);
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--warmup-max-keys", "0", "--checkpoint-interval", "60"];
+    let proxy = start_proxy(master.port, dir.path(), &flags).await;
+    let replica = FakeReplica::start(proxy.port, REPLICA_PORT, T0);
+    let mut rig = Rig {
+        master,
+        proxy,
+        replica,
+        dir,
+    };
+    assert!(wait_until(PATIENCE, || rig.replica.is_streaming()).await);
+    rig.master.exec(&["SETEX", "a", "100", "1"]);
+    rig.applied(1).await;
+    rig.caught_up().await;
+    let checkpoint = rig
+        .dir
+        .path()
+        .join(format!("127.0.0.1_{REPLICA_PORT}_db0.pika-checkpoint"));
+    assert!(
+        wait_until(PATIENCE, || checkpoint.exists()).await,
+        "{}",
+        rig.proxy.log()
+    );
+    rig.map_on_disk().await;
+
+    rig.replica.pause();
+    tokio::task::block_in_place(|| rig.proxy.kill9());
+    tokio::task::block_in_place(|| rig.proxy.restart());
+    assert!(
+        wait_until(PATIENCE, || rig
+            .proxy
+            .log()
+            .contains("standby reader following"))
+        .await,
+        "{}",
+        rig.proxy.log()
+    );
+    let resolved = |rig: &Rig| {
+        metric_sum(
+            &rig.proxy.metrics(),
+            "pika_ttl_proxy_lookups_total",
+            &[("result", "resolved")],
+        )
+    };
+    rig.master.exec(&["EXPIRE", "h", "100"]);
+    rig.master.exec(&["HINCRBY", "h", "n", "1"]);
+    assert!(
+        wait_until(PATIENCE, || resolved(&rig) == 1.0).await,
+        "the reader's look-up: {}",
+        rig.proxy.log()
+    );
+    rig.master.exec(&["DEL", "h"]);
+
+    rig.replica.resume();
+    assert!(wait_until(PATIENCE, || rig.replica.is_streaming()).await);
+    rig.applied(4).await;
+    rig.caught_up().await;
+    let log = rig.proxy.log();
+    assert!(log.contains("journaled=1"), "{log}");
+    let text = rig.proxy.metrics();
+    assert_eq!(counter_entries(&text, "unknown_key"), 0.0, "{text}\n{log}");
+    assert_eq!(resolved(&rig), 1.0, "not asked again: {log}");
+    rig.assert_converged(T0);
+    assert_eq!(rig.replica_full_syncs(), 1, "resumed without a full sync");
+    rig.no_window_mismatch();
+}

@@ -209,6 +209,7 @@ pub(super) fn park_rewriter(env: &dyn LinkEnv, key: &str, rw: LinkRewriter, at: 
             table: rw.table().clone(),
             state: rw.stream_state(),
             at,
+            journaled: Default::default(),
         },
     );
 }

@@ -583,6 +583,7 @@ impl LinkMachine {
                     }));
                     let mut rw = LinkRewriter::new(parked.table, parked.state.db, families);
                     rw.set_stream_state(parked.state);
+                    rw.set_journaled_answers(parked.journaled);
                     rw
                 }
                 None => {

@@ -68,6 +68,9 @@ pub struct LinkRewriter {
     item_end: BinlogPosition,
     entries_since_prune: u32,
     tally: stats::EntryTally,
+    /// Whether decisions count in `pika_ttl_proxy_entries_total` (not for a standby reader's
+    /// table: its entries are counted by the link that forwards them).
+    counting: bool,
     /// Reused per item so the hot path does not allocate for them: the content parser and its
     /// buffer (for content the single-pass reader leaves to it), the item's frames with their
     /// argument ranges (the engine reads arguments in place, see [`FrameArgs`]), and a changed
@@ -211,6 +214,7 @@ impl LinkRewriter {
             item_end: BinlogPosition::default(),
             entries_since_prune: 0,
             tally: stats::entry_tally(),
+            counting: true,
             parser: content_parser(),
             scratch: BytesMut::new(),
             frames: ItemFrames::default(),
@@ -435,6 +439,11 @@ impl LinkRewriter {
     /// resuming link's): an item that needs a look-up and has one is decided with it.
     pub(crate) fn set_journaled_answers(&mut self, answers: Answers) {
         self.journaled = answers;
+    }
+
+    /// Stops counting decisions in the entry metrics (a standby reader's table).
+    pub(crate) fn stop_counting(&mut self) {
+        self.counting = false;
     }
 
     /// The journaled answers not used yet.
@@ -700,7 +709,7 @@ impl LinkRewriter {
                 }
             }
             first_command = false;
-            if !self.replaying {
+            if !self.replaying && self.counting {
                 self.tally.count(decision.family, decision.outcome);
                 if decision.outcome == engine::Outcome::UnknownKey {
                     tracing::debug!(

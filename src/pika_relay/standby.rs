@@ -96,6 +96,7 @@ pub(crate) async fn run(job: StandbyJob, stop: CancellationToken) -> Result<Foll
     ));
     reader.rewriter.set_pika_release(job.release);
     reader.rewriter.set_look_ups(true);
+    reader.rewriter.stop_counting();
     let (lookups, mut replies) =
         Lookups::start(job.master_client, job.session.password.clone(), job.release);
     let deadline = tokio::time::Instant::now() + STANDBY_LIMIT;

@@ -249,19 +249,8 @@ impl Reader {
                 LookupResult::Timeout | LookupResult::Failed => self.rewriter.set_look_ups(false),
                 _ => {}
             }
-            let used = self.rewriter.resolve_paused(&mut held.paused, found);
-            let result = match found {
-                Some(answered) if used => {
-                    answers.push(Answer {
-                        end: held.paused.end,
-                        key: held.paused.key.clone(),
-                        answered,
-                    });
-                    result
-                }
-                Some(_) => LookupResult::Outlived,
-                None => result,
-            };
+            let (result, journal) = held.decide(&mut self.rewriter, found, result);
+            answers.extend(journal);
             if result != LookupResult::Resolved {
                 self.followed.undecided += 1;
             }

@@ -258,6 +258,21 @@ async fn soak_with_relay_kills_and_replica_reconnects_converges() {
     );
 }
 
+impl Rig {
+    /// Waits for the replica DB's first checkpoint on disk.
+    async fn checkpointed(&self) {
+        let checkpoint = self
+            .dir
+            .path()
+            .join(format!("127.0.0.1_{REPLICA_PORT}_db0.pika-checkpoint"));
+        assert!(
+            wait_until(PATIENCE, || checkpoint.exists()).await,
+            "no checkpoint: {}",
+            self.proxy.log()
+        );
+    }
+}
+
 /// After `kill -9` the relay brings the checkpoint of each replica DB's table to the position
 /// the replica resumes from, along the master's binlog: a key written after the checkpoint and
 /// before the crash is known, so its late INCR is rewritten (no `unknown_key`, no full sync).
@@ -269,15 +284,7 @@ async fn a_killed_relay_catches_its_table_up_from_a_checkpoint() {
     rig.master.exec(&["SETEX", "a", "100", "1"]);
     rig.applied(1).await;
     rig.caught_up().await;
-    let checkpoint = rig
-        .dir
-        .path()
-        .join(format!("127.0.0.1_{REPLICA_PORT}_db0.pika-checkpoint"));
-    assert!(
-        wait_until(PATIENCE, || checkpoint.exists()).await,
-        "no checkpoint: {}",
-        rig.proxy.log()
-    );
+    rig.checkpointed().await;
     rig.master.exec(&["SETEX", "b", "100", "1"]);
     rig.master.exec(&["SET", "c", "1"]);
     rig.master.exec(&["EXPIRE", "c", "50"]);
@@ -318,11 +325,7 @@ async fn a_replica_resuming_behind_its_old_link_gets_a_table_at_its_position() {
     rig.master.exec(&["SETEX", "a", "100", "1"]);
     rig.applied(1).await;
     rig.caught_up().await;
-    let checkpoint = rig
-        .dir
-        .path()
-        .join(format!("127.0.0.1_{REPLICA_PORT}_db0.pika-checkpoint"));
-    assert!(wait_until(PATIENCE, || checkpoint.exists()).await);
+    rig.checkpointed().await;
     rig.replica.pause();
     rig.master.exec(&["SETEX", "b", "100", "1"]);
     rig.master.exec(&["SET", "c", "1"]);
@@ -412,15 +415,7 @@ async fn a_standby_reader_looks_up_what_the_master_writes_while_the_replica_is_a
     rig.master.exec(&["SETEX", "a", "100", "1"]);
     rig.applied(1).await;
     rig.caught_up().await;
-    let checkpoint = rig
-        .dir
-        .path()
-        .join(format!("127.0.0.1_{REPLICA_PORT}_db0.pika-checkpoint"));
-    assert!(
-        wait_until(PATIENCE, || checkpoint.exists()).await,
-        "{}",
-        rig.proxy.log()
-    );
+    rig.checkpointed().await;
     rig.map_on_disk().await;
 
     rig.replica.pause();

@@ -162,6 +162,29 @@ impl Held {
         }
     }
 
+    /// Decides the paused item with the verdict's answer (`None`: without one): how the
+    /// look-up ended, and the answer to journal when the item was decided with it.
+    pub(crate) fn decide(
+        &mut self,
+        rewriter: &mut LinkRewriter,
+        found: Option<Answered>,
+        result: LookupResult,
+    ) -> (LookupResult, Option<Answer>) {
+        let used = rewriter.resolve_paused(&mut self.paused, found);
+        match found {
+            Some(answered) if used => {
+                let answer = Answer {
+                    end: self.paused.end,
+                    key: self.paused.key.clone(),
+                    answered,
+                };
+                (result, Some(answer))
+            }
+            Some(_) => (LookupResult::Outlived, None),
+            None => (result, None),
+        }
+    }
+
     /// The answer's master position (the end of the history a `Behind` result skips).
     pub(crate) fn answered_at(&self) -> Option<BinlogPosition> {
         match &self.answer {
@@ -322,22 +345,10 @@ impl LinkMachine {
         let Some(mut held) = self.held.take() else {
             return;
         };
-        let used = rewriter.resolve_paused(&mut held.paused, found);
-        let result = match found {
-            Some(answered) if used => {
-                out.push(Action::JournalAnswer {
-                    db: id,
-                    answer: Answer {
-                        end: held.paused.end,
-                        key: held.paused.key.clone(),
-                        answered,
-                    },
-                });
-                result
-            }
-            Some(_) => LookupResult::Outlived,
-            None => result,
-        };
+        let (result, journal) = held.decide(rewriter, found, result);
+        if let Some(answer) = journal {
+            out.push(Action::JournalAnswer { db: id, answer });
+        }
         out.push(Action::Event(Event::LookedUp {
             db: id,
             result,

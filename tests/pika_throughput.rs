@@ -31,9 +31,14 @@ async fn peers(through_proxy: bool) -> Peers {
         let port = support::pika_peer::net::free_base_port();
         let master_port = master.port;
         let path = dir.path().to_path_buf();
+        // PIKA_BENCH_PROXY_ARGS: more flags for the proxy (`--read-ahead-bytes 0` measures
+        // the relay without its read-ahead).
+        let extra = std::env::var("PIKA_BENCH_PROXY_ARGS").unwrap_or_default();
         Some(
             tokio::task::spawn_blocking(move || {
-                ProxyProcess::start(port, master_port, &path, &["--empty-at-origin"])
+                let mut flags = vec!["--empty-at-origin"];
+                flags.extend(extra.split_whitespace());
+                ProxyProcess::start(port, master_port, &path, &flags)
             })
             .await
             .unwrap(),

@@ -147,10 +147,7 @@ struct Cx<'a, 'c> {
     track: bool,
 }
 
-fn arg_i64(arg: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(arg).ok()?;
-    s.parse::<i64>().ok()
-}
+use crate::engine::args::arg_i64;
 
 fn lit(s: &'static str) -> Arg<'static> {
     Arg::Bytes(s.as_bytes())

@@ -102,10 +102,11 @@ pub(crate) fn decode_response(
             match BinlogSyncRecord::decode(record, payload) {
                 Ok(record) => {
                     if decoded.records.is_empty() {
-                        // Room for as many entries as the body holds if they are about as
-                        // long as the first: one allocation instead of a growth per doubling.
+                        // Room for as many entries as the body holds if they are at least half
+                        // as long as the first (a SETEX then shorter INCRs): one allocation
+                        // instead of a growth per doubling, each copying every record so far.
                         let len = record.record.len().max(1);
-                        decoded.records.reserve((body.len() / len + 1).min(256));
+                        decoded.records.reserve((2 * body.len() / len + 1).min(512));
                     }
                     decoded.push(record)
                 }

@@ -50,9 +50,10 @@ use redis_protocol::resp2::types::BytesFrame;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::client_port::Client;
+use super::client_port::{clock_ms, release_of, Client};
 use super::config::{PikaRelayConfig, WarmupMode};
 use super::rewrite::{LinkRewriter, Touched};
+use crate::engine::PikaRelease;
 use crate::pika::messages::BinlogPosition;
 use crate::table::{Baseline, KeyKnowledge, Witness, WitnessRef};
 
@@ -77,6 +78,10 @@ pub struct ScanResult {
     pub finished_at: BinlogPosition,
     /// Keys looked up.
     pub scanned: u64,
+    /// Keys with a TTL whose deadline second could not be told (a 3.x master's clock moved to
+    /// the next second during every try of their batch): left unknown, so their next write is
+    /// looked up.
+    pub unsettled: Vec<Vec<u8>>,
 }
 
 /// A warm-up in progress for one DB of one link.
@@ -221,6 +226,15 @@ pub fn merge(rewriter: &LinkRewriter, db: u32, result: &ScanResult, touched: &To
         .map(|((_, k), _)| k.as_slice())
         .collect();
     let mut merged = 0;
+    // Marked unknown after the baseline below, like the keys the stream left unknown.
+    let unsettled: Vec<&Vec<u8>> = result
+        .unsettled
+        .iter()
+        .filter(|k| {
+            settled_by_scan.remove(k.as_slice());
+            !during(k) && undecided(k)
+        })
+        .collect();
     for (key, deadline) in &result.volatile {
         settled_by_scan.remove(key.as_slice());
         if !during(key) && undecided(key) {
@@ -269,7 +283,7 @@ pub fn merge(rewriter: &LinkRewriter, db: u32, result: &ScanResult, touched: &To
     } else {
         Baseline::NotVolatile
     });
-    for key in unknown {
+    for key in unknown.into_iter().chain(unsettled) {
         table.mark_unknown(db, key);
     }
     merged
@@ -297,6 +311,15 @@ async fn scan(
     if db_index != "0" {
         client.call(&[b"SELECT", db_index.as_bytes()]).await?;
     }
+    // A 3.x master answers PTTL as (deadline second − its clock's second) × 1000 (its storage
+    // counts whole seconds), so the deadline is exact only with the second the master read:
+    // each batch is asked between two `TIME`s and asked again when they straddle a second.
+    // Added to the instant each answer was read, a deadline could come out a second late, and
+    // a write in that second was taken as on a live key.
+    let whole_seconds = matches!(
+        client.pika_version().await?.as_deref().map(release_of),
+        Some(Ok(PikaRelease::V3))
+    );
     // Deadlines are computed on the master's clock: PTTL is relative to it.
     let skew_ms = client.master_clock_ms().await?.map_or(0, |m| m - now_ms());
     let mut result = ScanResult {
@@ -316,13 +339,20 @@ async fn scan(
         result
             .witnesses
             .extend(witnesses_of(&mut client, &keys).await?);
-        for key in &keys {
-            client.queue(&[b"PTTL", key]);
-        }
-        client.flush().await?;
-        for key in keys {
-            let asked_at = now_ms() + skew_ms;
-            match client.reply().await? {
+        let (replies, second) = ttls_of(&mut client, &keys, whole_seconds).await?;
+        for (key, (reply, read_at)) in keys.into_iter().zip(replies) {
+            let asked_at = match second {
+                Some(Some(second)) => second,
+                Some(None) => {
+                    if matches!(reply, BytesFrame::Integer(ms) if ms > 0) {
+                        result.unsettled.push(key.to_vec());
+                    }
+                    result.scanned += 1;
+                    continue;
+                }
+                None => read_at + skew_ms,
+            };
+            match reply {
                 BytesFrame::Integer(ms) if ms > 0 => result
                     .volatile
                     .push((key.to_vec(), asked_at.saturating_add(ms))),
@@ -357,6 +387,56 @@ async fn scan(
     }
     result.finished_at = client.binlog_offset(db_name).await?;
     Ok(result)
+}
+
+/// How many times a batch of `PTTL`s is asked before its keys are left unknown.
+const TTL_TRIES: u32 = 3;
+
+/// The `PTTL` replies for `keys`, each with the local instant it was read, and, for a 3.x master
+/// (`whole_seconds`), the start (ms) of the master's second they were all answered in:
+/// `Some(None)` when its clock moved to another second during every try.
+async fn ttls_of(
+    client: &mut Client,
+    keys: &[Bytes],
+    whole_seconds: bool,
+) -> std::io::Result<(Vec<(BytesFrame, i64)>, Option<Option<i64>>)> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        if whole_seconds {
+            client.queue(&[b"TIME"]);
+        }
+        for key in keys {
+            client.queue(&[b"PTTL", key]);
+        }
+        if whole_seconds {
+            client.queue(&[b"TIME"]);
+        }
+        client.flush().await?;
+        let before = if whole_seconds {
+            clock_ms(&client.reply().await?)
+        } else {
+            None
+        };
+        let mut replies = Vec::with_capacity(keys.len());
+        for _ in keys {
+            let reply = client.reply().await?;
+            replies.push((reply, now_ms()));
+        }
+        if !whole_seconds {
+            return Ok((replies, None));
+        }
+        let after = clock_ms(&client.reply().await?);
+        match (before, after) {
+            (Some(b), Some(a)) if b.div_euclid(1000) == a.div_euclid(1000) => {
+                return Ok((replies, Some(Some(b - b.rem_euclid(1000)))))
+            }
+            (Some(_), Some(_)) if tries < TTL_TRIES => continue,
+            (Some(_), Some(_)) => return Ok((replies, Some(None))),
+            // No `TIME`: the instant each answer was read, on the master's clock.
+            _ => return Ok((replies, None)),
+        }
+    }
 }
 
 /// What each collection among `keys` is known to hold (see [`Witness`]): its type, then one
@@ -556,11 +636,12 @@ db0:binlog_offset=0 3898,safety_purge=none\r\n";
             existence_complete: true,
             started_at: BinlogPosition::new(0, 100),
             finished_at: BinlogPosition::new(0, 120),
-            scanned: 4,
+            scanned: 5,
             witnesses: vec![
                 (b"h".to_vec(), Witness::Members(vec![b"f"[..].into()])),
                 (b"raced".to_vec(), Witness::ExactLen(3)),
             ],
+            unsettled: vec![b"unsure".to_vec()],
         };
         let before = BinlogPosition::new(0, 100);
         let mut touched: Touched = [&b"h"[..], b"gone", b"listed", b"exact", b"raced"]
@@ -580,5 +661,10 @@ db0:binlog_offset=0 3898,safety_purge=none\r\n";
         assert_eq!(table.lookup(0, b"listed", 0), KeyKnowledge::Volatile(9_000));
         assert_eq!(table.lookup(0, b"exact", 0), KeyKnowledge::Volatile(5_000));
         assert_eq!(table.lookup(0, b"raced", 0), KeyKnowledge::Unknown);
+        assert_eq!(
+            table.lookup(0, b"unsure", 0),
+            KeyKnowledge::Unknown,
+            "a TTL whose second the scan could not tell: not absent, not guessed"
+        );
     }
 }

@@ -907,8 +907,12 @@ async fn serve_resp(mut stream: TcpStream, shared: Arc<Shared>, cancel: Cancella
                     None => -2,
                     Some(r) => match r.deadline_ms {
                         None => -1,
-                        // 3.5.4: whole seconds × 1000.
-                        Some(d) => ((d - now) / 1000) * 1000,
+                        // 3.5.4: (deadline second − the clock's second) × 1000, as its
+                        // storage computes the TTL from whole seconds; 4.0.1: milliseconds.
+                        Some(d) => match shared.opts.release {
+                            PikaRelease::V3 => (d.div_euclid(1000) - now.div_euclid(1000)) * 1000,
+                            PikaRelease::V4 => d - now,
+                        },
                     },
                 };
                 out.extend_from_slice(format!(":{v}\r\n").as_bytes());

@@ -19,9 +19,11 @@
 //!   is absent). That matters after a full sync: Pika 3.5 serves a second replica the dump it
 //!   made for the first one, so the link replays the binlog from that old dump's position while
 //!   the scan runs, and every key of the replayed history would otherwise stay unknown;
-//! * keys the stream already knows exactly keep the stream's answer (the scan's is only good to
-//!   a second: 3.5.4 computes `PTTL` as whole seconds × 1000). Deadlines are `PTTL` added to the
-//!   master's clock (read with `TIME` at the start; the local clock if the master has no `TIME`).
+//! * keys the stream already knows exactly keep the stream's answer. A 3.x master answers
+//!   `PTTL` as (deadline second − its clock's second) × 1000, so each batch of `PTTL`s is asked
+//!   between two `TIME`s and its deadlines put at that second (asked again when the two straddle
+//!   a second; after three tries its volatile keys are left unknown). On 4.0 deadlines are
+//!   `PTTL` added to the master's clock (read with `TIME` at the start).
 //!
 //! After the merge the table's baseline becomes "absent": a key that the scan did not list and
 //! the stream did not touch does not exist. That needs every key the scan saw, including those

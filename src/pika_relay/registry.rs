@@ -169,13 +169,21 @@ impl PikaRelayShared {
     }
 
     /// Stops the standby reader of `store_key`, if one runs, and waits until it has ended (its
-    /// answers are then all in the journal).
+    /// answers are then all in the journal). One still opening its session after a second (a
+    /// master that does not answer) is aborted: it journals nothing across an await, so no
+    /// answer is torn.
     pub(crate) async fn stop_standby(&self, store_key: &str) {
-        let Some(handle) = lock(&self.standbys).remove(store_key) else {
+        let Some(mut handle) = lock(&self.standbys).remove(store_key) else {
             return;
         };
         handle.stop.cancel();
-        let _ = handle.task.await;
+        if tokio::time::timeout(Duration::from_secs(1), &mut handle.task)
+            .await
+            .is_err()
+        {
+            handle.task.abort();
+            let _ = handle.task.await;
+        }
     }
 
     /// Shared state with the given switches and no links.

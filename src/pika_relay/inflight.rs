@@ -88,6 +88,11 @@ impl Inflight {
     }
 
     /// The oldest outstanding response.
+    /// Every response not acknowledged yet, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Forwarded> + '_ {
+        self.queue.iter()
+    }
+
     pub fn oldest(&self) -> Option<&Forwarded> {
         self.queue.front()
     }
@@ -98,7 +103,6 @@ impl Inflight {
     }
 
     /// True when the replica has acknowledged everything forwarded.
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }

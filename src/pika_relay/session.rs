@@ -374,9 +374,27 @@ impl Link {
     ) -> Result<(), LinkError> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A replica that leaves a response unacked for a while gets read ahead of; one timer,
+        // moved only when the instant it is due changes.
+        let read_ahead_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(read_ahead_timer);
+        let mut read_ahead_at: Option<Instant> = None;
         loop {
+            let due = self.machine.read_ahead_due();
+            if due != read_ahead_at {
+                if let Some(at) = due {
+                    read_ahead_timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::from_std(at));
+                }
+                read_ahead_at = due;
+            }
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
+                () = &mut read_ahead_timer, if read_ahead_at.is_some() => {
+                    self.machine.on_read_ahead_due(&env!(self), Instant::now(), &mut self.actions);
+                    self.execute().await?;
+                }
                 frame = replica.next() => {
                     let mut frame = frame;
                     loop {

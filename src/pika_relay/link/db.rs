@@ -92,6 +92,11 @@ pub(crate) struct DbState {
     /// or a look-up's hold: the master sends nothing new until what it sent is acked); the
     /// replica's own acks up to here are not sent again.
     pub(super) pre_acked_until: BinlogPosition,
+    /// Since when the oldest response not acked by the replica has waited (as far as the link
+    /// knows: reset at each ack that leaves some unacked); `None` when all are acked.
+    pub(super) waiting_since: Option<Instant>,
+    /// The replica fell behind: the relay acks what it forwards itself until it has caught up.
+    pub(super) reading_ahead: bool,
 }
 
 /// Who the relay's own acks speak for.

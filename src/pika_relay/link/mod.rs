@@ -48,6 +48,11 @@ use action::{Action, DbId, Event, WriteAhead};
 use held::Held;
 use input::{BinlogResponse, Request, Response};
 
+/// How long a forwarded response may wait for the replica's ack before the relay reads ahead
+/// (acks for the replica itself): a replica keeping up acks within milliseconds, and its own
+/// acks keep the master's batches large.
+pub(crate) const READ_AHEAD_AFTER: Duration = Duration::from_millis(100);
+
 /// Margin added to a replica's lag when deciding whether an entry is at risk: Pika's expiry has
 /// one-second precision.
 const AT_RISK_MARGIN_MS: i64 = 1000;
@@ -211,6 +216,8 @@ impl LinkMachine {
             dbsync_requested: None,
             replica_node: None,
             pre_acked_until: BinlogPosition::default(),
+            waiting_since: None,
+            reading_ahead: false,
         });
         DbId(self.dbs.len() - 1)
     }
@@ -263,7 +270,7 @@ impl LinkMachine {
             Request::DbSync(ds) => self.on_db_sync(env, body, ds, now, out),
             Request::BinlogSync(bs) => {
                 self.last_binlog_request = now;
-                self.on_binlog_sync_request(env, body, bs, out)
+                self.on_binlog_sync_request(env, body, bs, now, out)
             }
             Request::MetaSync(_) | Request::Other => {
                 out.push(Action::ToMaster(body.clone()));
@@ -388,6 +395,7 @@ impl LinkMachine {
         env: &dyn LinkEnv,
         body: &Bytes,
         bs: &BinlogSyncRequest<'_>,
+        now: Instant,
         out: &mut Vec<Action>,
     ) -> Result<(), LinkError> {
         let Some(id) = self.find(bs.db_name, bs.slot_id) else {
@@ -517,6 +525,15 @@ impl LinkMachine {
             }
         }
         db.acked_master = master_end.position();
+        if db.inflight.is_empty() {
+            // Caught up: the replica's own acks pace the master again (its batches stay
+            // large; acking each response at once made a loaded real 3.5.4 master send one
+            // small response per ack, at ten times the relay's CPU per entry).
+            db.waiting_since = None;
+            db.reading_ahead = false;
+        } else {
+            db.waiting_since = Some(now);
+        }
         out.push(Action::Event(Event::Acked {
             db: id,
             at: db.acked_master,
@@ -561,6 +578,8 @@ impl LinkMachine {
         db.prediction = Prediction::starting_at(replica);
         db.acked_master = master;
         db.pre_acked_until = BinlogPosition::default();
+        db.waiting_since = None;
+        db.reading_ahead = false;
         out.push(Action::Event(Event::Acked { db: id, at: master }));
         db.last_forwarded = master;
         db.master_latest = db.master_latest.max(master);
@@ -843,7 +862,7 @@ impl LinkMachine {
                 return Err(LinkError::Message(Side::Master, e));
             }
         };
-        self.forward_rewritten(env, id, body, rewritten, out);
+        self.forward_rewritten(env, id, body, rewritten, now, out);
         Ok(())
     }
 
@@ -854,6 +873,7 @@ impl LinkMachine {
         id: DbId,
         body: &Bytes,
         rewritten: RewrittenResponse,
+        now: Instant,
         out: &mut Vec<Action>,
     ) {
         let db = &mut self.dbs[id.0];
@@ -925,6 +945,9 @@ impl LinkMachine {
             }
         }
         let after = db.last_forwarded;
+        if db.inflight.is_empty() {
+            db.waiting_since = Some(now);
+        }
         db.inflight.push(forwarded);
         db.last_forwarded = forwarded.last_end.position();
         db.master_latest = db.master_latest.max(db.last_forwarded);
@@ -951,10 +974,58 @@ impl LinkMachine {
         out: &mut Vec<Action>,
     ) {
         let limit = self.cfg.read_ahead_bytes;
-        if limit == 0 || env.replica_backlog_bytes() >= limit {
+        if limit == 0 || !self.dbs[id.0].reading_ahead || env.replica_backlog_bytes() >= limit {
             return;
         }
         self.dbs[id.0].ack_in_replicas_name(after, sent.first_end, sent.last_end, out);
+    }
+
+    /// When a DB's replica will have left a forwarded response unacked for
+    /// [`READ_AHEAD_AFTER`]: the driver calls [`Self::on_read_ahead_due`] then.
+    pub(crate) fn read_ahead_due(&self) -> Option<Instant> {
+        if self.cfg.read_ahead_bytes == 0 {
+            return None;
+        }
+        self.dbs
+            .iter()
+            .filter(|d| !d.reading_ahead && d.phase == Phase::Streaming)
+            .filter_map(|d| d.waiting_since)
+            .min()
+            .map(|since| since + READ_AHEAD_AFTER)
+    }
+
+    /// A replica that has left a response unacked for [`READ_AHEAD_AFTER`] is behind: the relay
+    /// acks everything forwarded to it so far, in order, and reads ahead from then on (see
+    /// `read_ahead`) until the replica has acked all it was sent.
+    pub(crate) fn on_read_ahead_due(
+        &mut self,
+        env: &dyn LinkEnv,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let full = env.replica_backlog_bytes() >= self.cfg.read_ahead_bytes;
+        for db in &mut self.dbs {
+            let due = db
+                .waiting_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= READ_AHEAD_AFTER);
+            if db.reading_ahead || db.phase != Phase::Streaming || !due {
+                continue;
+            }
+            if full {
+                // Asked again later: the replica's socket has the bound's worth waiting.
+                db.waiting_since = Some(now);
+                continue;
+            }
+            db.reading_ahead = true;
+            let mut after = db.acked_master;
+            let sent: Vec<Forwarded> = db.inflight.iter().copied().collect();
+            for response in sent {
+                if !db.ack_in_replicas_name(after, response.first_end, response.last_end, out) {
+                    break;
+                }
+                after = response.last_end.position();
+            }
+        }
     }
 
     // -----------------------------------------------------------------------------------------

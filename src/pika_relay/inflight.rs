@@ -88,9 +88,9 @@ impl Inflight {
     }
 
     /// The oldest outstanding response.
-    /// Every response not acknowledged yet, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &Forwarded> + '_ {
-        self.queue.iter()
+    /// The `i`-th response not acknowledged yet, oldest first.
+    pub fn get(&self, i: usize) -> Option<&Forwarded> {
+        self.queue.get(i)
     }
 
     pub fn oldest(&self) -> Option<&Forwarded> {

@@ -97,6 +97,8 @@ pub(crate) struct DbState {
     pub(super) waiting_since: Option<Instant>,
     /// The replica fell behind: the relay acks what it forwards itself until it has caught up.
     pub(super) reading_ahead: bool,
+    /// When the relay last acked for the replica while reading ahead.
+    pub(super) pre_acked_at: Option<Instant>,
 }
 
 /// Who the relay's own acks speak for.

@@ -37,7 +37,7 @@ use crate::pika::messages::{
     MetaSyncResponse, Slot, SyncPointRequest, TrySyncReplyCode,
 };
 use crate::pika_relay::error::{LinkError, Side};
-use crate::pika_relay::inflight::{Forwarded, Inflight};
+use crate::pika_relay::inflight::Inflight;
 use crate::pika_relay::offset_map::{MapState, MapUpdate, Pair};
 use crate::pika_relay::registry::ParkedTable;
 use crate::pika_relay::replica_layout::{Prediction, ReplicaLayout};
@@ -52,6 +52,10 @@ use input::{BinlogResponse, Request, Response};
 /// (acks for the replica itself): a replica keeping up acks within milliseconds, and its own
 /// acks keep the master's batches large.
 pub(crate) const READ_AHEAD_AFTER: Duration = Duration::from_millis(100);
+
+/// How often the relay acks what it forwarded while reading ahead: acking each response at
+/// once made a loaded master send one small response per ack.
+pub(crate) const READ_AHEAD_EVERY: Duration = Duration::from_millis(20);
 
 /// Margin added to a replica's lag when deciding whether an entry is at risk: Pika's expiry has
 /// one-second precision.
@@ -218,6 +222,7 @@ impl LinkMachine {
             pre_acked_until: BinlogPosition::default(),
             waiting_since: None,
             reading_ahead: false,
+            pre_acked_at: None,
         });
         DbId(self.dbs.len() - 1)
     }
@@ -526,9 +531,7 @@ impl LinkMachine {
         }
         db.acked_master = master_end.position();
         if db.inflight.is_empty() {
-            // Caught up: the replica's own acks pace the master again (its batches stay
-            // large; acking each response at once made a loaded real 3.5.4 master send one
-            // small response per ack, at ten times the relay's CPU per entry).
+            // Caught up: the replica's own acks pace the master again (its batches stay large).
             db.waiting_since = None;
             db.reading_ahead = false;
         } else {
@@ -580,6 +583,7 @@ impl LinkMachine {
         db.pre_acked_until = BinlogPosition::default();
         db.waiting_since = None;
         db.reading_ahead = false;
+        db.pre_acked_at = None;
         out.push(Action::Event(Event::Acked { db: id, at: master }));
         db.last_forwarded = master;
         db.master_latest = db.master_latest.max(master);
@@ -944,7 +948,6 @@ impl LinkMachine {
                 None => out.push(Action::Event(Event::PredictionEnded { db: id })),
             }
         }
-        let after = db.last_forwarded;
         if db.inflight.is_empty() {
             db.waiting_since = Some(now);
         }
@@ -956,47 +959,37 @@ impl LinkMachine {
             Some(changed) => changed.into(),
             None => body.clone(),
         }));
-        self.read_ahead(env, id, after, &forwarded, out);
     }
 
-    /// Acks a forwarded response to the master at once, in the replica's name, while the
-    /// output waiting for the replica is under `read_ahead_bytes`: a Pika master sends a
-    /// replica nothing new until everything it sent is acked, so a replica that applies late
-    /// would otherwise pull the master's items (and the look-ups they need) only as it acks,
-    /// seconds after the master wrote them, when the master's answer may no longer describe
-    /// the key at the item (`docs/architecture.md#read-ahead`).
-    fn read_ahead(
-        &mut self,
-        env: &dyn LinkEnv,
-        id: DbId,
-        after: BinlogPosition,
-        sent: &Forwarded,
-        out: &mut Vec<Action>,
-    ) {
-        let limit = self.cfg.read_ahead_bytes;
-        if limit == 0 || !self.dbs[id.0].reading_ahead || env.replica_backlog_bytes() >= limit {
-            return;
-        }
-        self.dbs[id.0].ack_in_replicas_name(after, sent.first_end, sent.last_end, out);
-    }
-
-    /// When a DB's replica will have left a forwarded response unacked for
-    /// [`READ_AHEAD_AFTER`]: the driver calls [`Self::on_read_ahead_due`] then.
+    /// When the driver should call [`Self::on_read_ahead_due`]: a DB whose replica has left a
+    /// forwarded response unacked for [`READ_AHEAD_AFTER`], or, while reading ahead of one,
+    /// [`READ_AHEAD_EVERY`] after the relay's last acks when more was forwarded since.
     pub(crate) fn read_ahead_due(&self) -> Option<Instant> {
         if self.cfg.read_ahead_bytes == 0 {
             return None;
         }
         self.dbs
             .iter()
-            .filter(|d| !d.reading_ahead && d.phase == Phase::Streaming)
-            .filter_map(|d| d.waiting_since)
+            .filter(|d| d.phase == Phase::Streaming)
+            .filter_map(|d| match (d.reading_ahead, d.waiting_since) {
+                (false, Some(since)) => Some(since + READ_AHEAD_AFTER),
+                (true, _) if d.last_forwarded > d.pre_acked_until.max(d.acked_master) => {
+                    d.pre_acked_at.map(|at| at + READ_AHEAD_EVERY)
+                }
+                _ => None,
+            })
             .min()
-            .map(|since| since + READ_AHEAD_AFTER)
     }
 
-    /// A replica that has left a response unacked for [`READ_AHEAD_AFTER`] is behind: the relay
-    /// acks everything forwarded to it so far, in order, and reads ahead from then on (see
-    /// `read_ahead`) until the replica has acked all it was sent.
+    /// Reads ahead of a replica that is behind: a Pika master sends a replica nothing new until
+    /// all it sent is acked, so behind a paused or slow replica the items written meanwhile (and
+    /// the look-ups they need) would come only as it acks, seconds after the master wrote
+    /// them, when a later command on the key may have spoiled the answer
+    /// (`docs/architecture.md#read-ahead`). A DB whose replica has left a response unacked for
+    /// [`READ_AHEAD_AFTER`] is acked by the relay, in the replica's name and in order, up to
+    /// what was forwarded; then every [`READ_AHEAD_EVERY`] (the master keeps its batches large)
+    /// until the replica has acked all it was sent, while less than `read_ahead_bytes` wait
+    /// for the replica's socket.
     pub(crate) fn on_read_ahead_due(
         &mut self,
         env: &dyn LinkEnv,
@@ -1005,25 +998,36 @@ impl LinkMachine {
     ) {
         let full = env.replica_backlog_bytes() >= self.cfg.read_ahead_bytes;
         for db in &mut self.dbs {
-            let due = db
-                .waiting_since
-                .is_some_and(|since| now.saturating_duration_since(since) >= READ_AHEAD_AFTER);
-            if db.reading_ahead || db.phase != Phase::Streaming || !due {
+            if db.phase != Phase::Streaming {
                 continue;
             }
+            let due = if db.reading_ahead {
+                db.pre_acked_at
+                    .is_none_or(|at| now.saturating_duration_since(at) >= READ_AHEAD_EVERY)
+            } else {
+                db.waiting_since
+                    .is_some_and(|since| now.saturating_duration_since(since) >= READ_AHEAD_AFTER)
+            };
+            if !due {
+                continue;
+            }
+            // Asked again later when the replica's socket has the bound's worth waiting.
+            db.pre_acked_at = Some(now);
             if full {
-                // Asked again later: the replica's socket has the bound's worth waiting.
-                db.waiting_since = Some(now);
+                db.waiting_since = db.waiting_since.map(|_| now);
                 continue;
             }
             db.reading_ahead = true;
             let mut after = db.acked_master;
-            let sent: Vec<Forwarded> = db.inflight.iter().copied().collect();
-            for response in sent {
-                if !db.ack_in_replicas_name(after, response.first_end, response.last_end, out) {
+            for i in 0..db.inflight.len() {
+                let Some(sent) = db.inflight.get(i) else {
+                    break;
+                };
+                let (first, last) = (sent.first_end, sent.last_end);
+                if !db.ack_in_replicas_name(after, first, last, out) {
                     break;
                 }
-                after = response.last_end.position();
+                after = last.position();
             }
         }
     }

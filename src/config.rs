@@ -206,10 +206,10 @@ pub struct PikaArgs {
     /// `off` [default: on].
     #[arg(long, env = "PIKA_TTL_PROXY_LOOK_UPS", value_name = "on|off")]
     pub look_ups: Option<String>,
-    /// Read ahead of a replica that applies late: the proxy acks what it forwards to the
-    /// master itself while less than this many bytes wait for the replica's socket, so the
-    /// master keeps sending (and look-ups are asked) as it writes; 0 turns it off
-    /// [default: 67108864].
+    /// Read ahead of a replica that applies late: behind a replica that has not acked for
+    /// 100 ms, the proxy acks what it forwarded to the master itself (every 20 ms) while less
+    /// than this many bytes wait for the replica's socket, so the master keeps sending (and
+    /// look-ups are asked) as it writes; 0 turns it off [default: 67108864].
     #[arg(long, env = "PIKA_TTL_PROXY_READ_AHEAD_BYTES", value_name = "BYTES")]
     pub read_ahead_bytes: Option<u64>,
     /// Before a replica's full sync goes to the master, ask the master for `BGSAVE` and wait

@@ -65,9 +65,10 @@ pub struct PikaRelayConfig {
     /// existence unknown: before the warm-up reached it, after a removal, Pika 4.0's deadline
     /// second) and ask the master (`link/held.rs`), instead of passing it as `unknown_key`.
     pub look_ups: bool,
-    /// Read ahead of a replica that applies late: the relay acks what it forwards to the master
-    /// itself while less than this many bytes wait in the relay for the replica's socket, so
-    /// the master keeps sending (and look-ups are asked) as it writes. 0 turns it off.
+    /// Read ahead of a replica that applies late: behind a replica that has not acked for
+    /// 100 ms, the relay acks what it forwarded to the master itself (every 20 ms) while less
+    /// than this many bytes wait in the relay for the replica's socket, so the master keeps
+    /// sending (and look-ups are asked) as it writes. 0 turns it off.
     pub read_ahead_bytes: usize,
     /// Before a replica's DBSync goes up, ask the master for `BGSAVE` and wait for it, so the
     /// replica is served a dump at the master's tip rather than an older one whose history it

@@ -5,7 +5,7 @@
 //! the offset map, and once it has acked everything the master is paced by them again.
 
 use super::*;
-use crate::pika_relay::link::{READ_AHEAD_AFTER, READ_AHEAD_EVERY};
+use crate::pika_relay::link::read_ahead::{READ_AHEAD_AFTER, READ_AHEAD_EVERY};
 
 fn reading_ahead() -> Harness {
     let mut h = Harness::new(MapState::Identity);

@@ -374,24 +374,27 @@ impl Link {
     ) -> Result<(), LinkError> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // A replica that leaves a response unacked for a while gets read ahead of; one timer,
-        // moved only when the instant it is due changes.
+        // A replica that leaves a response unacked for a while gets read ahead of. One timer,
+        // moved only to an earlier instant (each ack moves the due instant later; a timer that
+        // fires early finds nothing due and is set again), so acks cost no timer updates.
         let read_ahead_timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(read_ahead_timer);
         let mut read_ahead_at: Option<Instant> = None;
         loop {
-            let due = self.machine.read_ahead_due();
-            if due != read_ahead_at {
-                if let Some(at) = due {
+            match (self.machine.read_ahead_due(), read_ahead_at) {
+                (None, _) => read_ahead_at = None,
+                (Some(due), Some(armed)) if armed <= due => {}
+                (Some(due), _) => {
                     read_ahead_timer
                         .as_mut()
-                        .reset(tokio::time::Instant::from_std(at));
+                        .reset(tokio::time::Instant::from_std(due));
+                    read_ahead_at = Some(due);
                 }
-                read_ahead_at = due;
             }
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 () = &mut read_ahead_timer, if read_ahead_at.is_some() => {
+                    read_ahead_at = None;
                     self.machine.on_read_ahead_due(&env!(self), Instant::now(), &mut self.actions);
                     self.execute().await?;
                 }

@@ -374,6 +374,22 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// An `on`/`off` setting from its flag, else the file, else `on`.
+fn on_off(
+    setting: &'static str,
+    flag: &Option<String>,
+    file: &Option<String>,
+) -> Result<String, ConfigError> {
+    let value = flag
+        .as_ref()
+        .or(file.as_ref())
+        .map_or_else(|| "on".to_string(), |v| v.to_ascii_lowercase());
+    if value != "on" && value != "off" {
+        return Err(invalid(setting, format!("'{value}' is not 'on' or 'off'")));
+    }
+    Ok(value)
+}
+
 fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         setting,
@@ -670,30 +686,8 @@ impl Settings {
             .warmup_max_keys
             .or(file.warmup_max_keys)
             .unwrap_or(crate::pika_relay::DEFAULT_WARMUP_MAX_KEYS);
-        let look_ups = args
-            .look_ups
-            .clone()
-            .or(file.look_ups.clone())
-            .unwrap_or_else(|| "on".to_string())
-            .to_ascii_lowercase();
-        if look_ups != "on" && look_ups != "off" {
-            return Err(invalid(
-                "look-ups",
-                format!("'{look_ups}' is not 'on' or 'off'"),
-            ));
-        }
-        let fresh_dump = args
-            .fresh_dump
-            .clone()
-            .or(file.fresh_dump.clone())
-            .unwrap_or_else(|| "on".to_string())
-            .to_ascii_lowercase();
-        if fresh_dump != "on" && fresh_dump != "off" {
-            return Err(invalid(
-                "fresh-dump",
-                format!("'{fresh_dump}' is not 'on' or 'off'"),
-            ));
-        }
+        let look_ups = on_off("look-ups", &args.look_ups, &file.look_ups)?;
+        let fresh_dump = on_off("fresh-dump", &args.fresh_dump, &file.fresh_dump)?;
         let read_ahead_bytes = args
             .read_ahead_bytes
             .or(file.read_ahead_bytes)

@@ -86,8 +86,8 @@ pub(crate) struct MachineConfig {
     pub replica_binlog_file_size: u64,
     /// Whether a write on a key the table cannot decide is held for a look-up on the master.
     pub look_ups: bool,
-    /// The relay acks what it forwards to the master itself while less than this many bytes
-    /// wait for the replica (0: only the replica's acks go up).
+    /// Behind a lagging replica the relay acks what it forwarded to the master itself while
+    /// less than this many bytes wait for the replica (0: only the replica's acks go up).
     pub read_ahead_bytes: usize,
     /// Whether a replica's DBSync waits for a fresh dump of the master.
     pub fresh_dump: bool,

@@ -364,8 +364,11 @@ impl Settings {
             .read_ahead_bytes
             .or(file.read_ahead_bytes)
             .unwrap_or(crate::pika_relay::DEFAULT_READ_AHEAD_BYTES as u64);
-        if usize::try_from(read_ahead_bytes).is_err() {
-            return Err(invalid("read-ahead-bytes", "too large for this machine"));
+        if read_ahead_bytes > crate::pika_relay::MAX_READ_AHEAD_BYTES as u64 {
+            return Err(invalid(
+                "read-ahead-bytes",
+                "at most 268435456 (256 MiB): a replica's offset map holds a pair per item read ahead",
+            ));
         }
         let log_level = args
             .log_level

@@ -106,6 +106,11 @@ pub struct PikaRelayConfig {
 /// writes/s of ~60-byte items is ~60 MiB behind.
 pub const DEFAULT_READ_AHEAD_BYTES: usize = 64 << 20;
 
+/// Largest [`PikaRelayConfig::read_ahead_bytes`]: a replica's offset map holds a pair per item
+/// outstanding, and a Pika item is at least ~40 bytes, so this (plus what the master sends before
+/// the relay stops reading) stays within the pairs a map file can hold (`map_store::MAX_PAIRS`).
+pub const MAX_READ_AHEAD_BYTES: usize = 256 << 20;
+
 /// Environment variable overriding [`PikaRelayConfig::master_drop_after`] (whole seconds):
 /// for tests against a fake master with a shorter timeout; a real Pika master's is 20 s.
 pub const MASTER_DROP_ENV: &str = "PIKA_TTL_PROXY_PIKA_MASTER_DROP_SECS";

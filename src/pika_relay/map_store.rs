@@ -25,10 +25,18 @@ const MAGIC: &[u8; 8] = b"PKOMAP1\n";
 const PAIR_LEN: usize = 2 * (4 + 8);
 /// Kind byte + pair count.
 const PAYLOAD_FIXED_LEN: usize = 1 + 4;
-/// No sane map holds more pairs than Pika's largest sync window (90000 items).
-const MAX_PAIRS: usize = 100_000;
-/// Records appended before the file is rewritten to a single record.
+/// Pairs outstanding are a pair per item forwarded and not yet acked by the replica: behind a
+/// lagging replica the relay reads ahead up to `--read-ahead-bytes` (64 MiB by default) plus
+/// what the master sends before the relay stops reading (16 MiB), and a Pika item is at least
+/// ~40 bytes. A state of more pairs than this cannot be read back, so a longer read-ahead is
+/// refused by the configuration ([`super::MAX_READ_AHEAD_BYTES`]).
+pub(crate) const MAX_PAIRS: usize = 1 << 23;
+/// Records appended before the file is rewritten to a single record…
 const COMPACT_AFTER_RECORDS: usize = 1024;
+/// …and only once the records appended since the last rewrite are this many times the size of
+/// the state the rewrite would write: behind a replica far behind, the state holds a pair per
+/// item outstanding, and rewriting it every 1024 records wrote it again and again.
+const COMPACT_WHEN_APPENDED_TIMES_STATE: usize = 2;
 
 const KIND_UNKNOWN: u8 = 0;
 const KIND_IDENTITY: u8 = 1;
@@ -148,6 +156,9 @@ fn decode_payload(p: &[u8]) -> Option<MapUpdate> {
                 master: position_at(p, at + 12)?,
             });
         }
+        // The map's updates rely on master order; the relay writes pairs that way, and a file
+        // from elsewhere is put in order rather than trusted.
+        pairs.make_contiguous().sort_by_key(|p| p.master);
         Some(pairs)
     };
     match kind {
@@ -202,6 +213,8 @@ pub struct MapStore {
     log: RecordLog,
     records: usize,
     compact_after: usize,
+    /// Bytes appended since the file was last rewritten to one record.
+    appended: usize,
     current: MapState,
     /// The bytes of the last write (kept for its capacity).
     buf: Vec<u8>,
@@ -237,6 +250,7 @@ impl MapStore {
                 log,
                 records: 1,
                 compact_after: compact_after.max(2),
+                appended: 0,
                 current: state,
                 buf: Vec::new(),
             },
@@ -259,7 +273,9 @@ impl MapStore {
     /// `current.apply(update)`): the record is written from the current state and the update,
     /// which is applied in place once the write succeeded.
     pub fn persist_update(&mut self, update: MapUpdate) -> io::Result<u64> {
-        let compact = self.records >= self.compact_after;
+        let state_bytes = self.current.points() * PAIR_LEN;
+        let compact = self.records >= self.compact_after
+            && self.appended >= COMPACT_WHEN_APPENDED_TIMES_STATE * state_bytes;
         self.buf.clear();
         if compact {
             self.buf.extend_from_slice(MAGIC);
@@ -272,10 +288,12 @@ impl MapStore {
         let seq = if compact {
             let seq = self.log.replace(&self.buf)?;
             self.records = 1;
+            self.appended = 0;
             seq
         } else {
             let seq = self.log.append(&self.buf)?;
             self.records += 1;
+            self.appended += self.buf.len();
             seq
         };
         self.current.apply(update);
@@ -370,6 +388,26 @@ mod tests {
             assert_eq!(written, expected, "{update:?}");
             assert_eq!(decode_payload(&written[8..]), Some(MapUpdate::Whole(after)));
         }
+    }
+
+    /// The map's updates drop superseded pairs from the ends, which needs master order: a
+    /// file whose pairs are out of that order (not written by this relay) is read in order.
+    #[test]
+    fn pairs_read_from_a_file_are_put_in_master_order() {
+        let mut payload = vec![KIND_PAIRS];
+        payload.extend_from_slice(&3u32.to_le_bytes());
+        for (r, m) in [(10u64, 5u64), (50, 40), (30, 20)] {
+            for pos in [BinlogPosition::new(0, r), BinlogPosition::new(1, m)] {
+                payload.extend_from_slice(&pos.filenum.to_le_bytes());
+                payload.extend_from_slice(&pos.offset.to_le_bytes());
+            }
+        }
+        let Some(MapUpdate::Whole(mut state)) = decode_payload(&payload) else {
+            panic!("a valid record");
+        };
+        assert_eq!(state, pairs(&[(10, 5), (30, 20), (50, 40)]));
+        state.ack(BinlogPosition::new(0, 33), BinlogPosition::new(1, 20));
+        assert_eq!(state, pairs(&[(33, 20), (50, 40)]));
     }
 
     #[test]

@@ -53,7 +53,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    PikaRelayConfig, WarmupMode, DEFAULT_READ_AHEAD_BYTES, DEFAULT_WARMUP_MAX_KEYS, MASTER_DROP_ENV,
+    PikaRelayConfig, WarmupMode, DEFAULT_READ_AHEAD_BYTES, DEFAULT_WARMUP_MAX_KEYS,
+    MASTER_DROP_ENV, MAX_READ_AHEAD_BYTES,
 };
 pub use error::RelayError;
 pub use registry::{DbLinkStatus, LinkStatus, PikaRelayShared, SessionRegistry};

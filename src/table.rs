@@ -8,13 +8,16 @@
 //!
 //! Storage is one sharded [`DashMap`] per DB for the first [`FAST_DBS`] DBs, keyed by the raw
 //! key bytes so a lookup borrows the caller's key and allocates nothing; rarer DBs share one
-//! map keyed by `db ‖ key`. A map is made when its first key arrives. Each entry is a boxed key
-//! and one `i64`.
+//! map keyed by `db ‖ key`. A map is made when its first key arrives. Each entry is a key (inline
+//! up to 22 bytes, see [`stored_key`]) and one `i64`.
+
+mod stored_key;
 
 use dashmap::DashMap;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
+use stored_key::StoredKey;
 
 /// DBs with a map of their own (Redis's default `databases` is 16; Pika uses db0–db7).
 pub const FAST_DBS: usize = 16;
@@ -94,7 +97,7 @@ fn is_maybe_volatile(v: i64) -> bool {
 
 /// foldhash rather than the default SipHash: keys come from the master's stream, not from
 /// clients of the proxy, and hashing was half the lookup cost (benches/table.rs).
-type KeyMap = DashMap<Box<[u8]>, i64, foldhash::fast::RandomState>;
+type KeyMap = DashMap<StoredKey, i64, foldhash::fast::RandomState>;
 
 /// Shards per map. A shard grows by rehashing every key it holds while the inserting relay waits
 /// (reading each boxed key again, mostly from memory, not cache); keys spread evenly, so all
@@ -219,7 +222,7 @@ impl WitnessRef<'_> {
     }
 }
 
-type WitnessMap = DashMap<Box<[u8]>, Witness, foldhash::fast::RandomState>;
+type WitnessMap = DashMap<StoredKey, Witness, foldhash::fast::RandomState>;
 
 impl Default for ExpiryTable {
     fn default() -> Self {
@@ -296,7 +299,7 @@ impl ExpiryTable {
             *current = value;
             return;
         }
-        map.insert(k.into_owned().into_boxed_slice(), value);
+        map.insert(StoredKey::new(&k), value);
     }
 
     fn remove(&self, db: u32, key: &[u8]) -> Option<i64> {
@@ -387,7 +390,7 @@ impl ExpiryTable {
             *current = value;
             return before;
         }
-        map.insert(k.into_owned().into_boxed_slice(), value);
+        map.insert(StoredKey::new(&k), value);
         self.knowledge(None, now_ms)
     }
 
@@ -442,7 +445,7 @@ impl ExpiryTable {
             witness.apply(&mut current);
             return;
         }
-        map.insert(k.into_owned().into_boxed_slice(), witness.to_owned());
+        map.insert(StoredKey::new(&k), witness.to_owned());
     }
 
     /// The list length known for `key` (and whether it is exact), without copying its witness.
@@ -475,7 +478,7 @@ impl ExpiryTable {
             *current = grown;
             return;
         }
-        map.insert(k.into_owned().into_boxed_slice(), fresh);
+        map.insert(StoredKey::new(&k), fresh);
     }
 
     /// An exact list length of `key` becomes a lower bound (a change of unknown size: LINSERT,
@@ -793,10 +796,7 @@ impl ExpiryTable {
     /// Restores one witness written by [`Self::for_each_witness`].
     pub fn insert_witness(&self, db: u32, key: &[u8], witness: Witness) {
         let map = self.witness_cell(db).get_or_init(Default::default);
-        map.insert(
-            Self::map_key(db, key).into_owned().into_boxed_slice(),
-            witness,
-        );
+        map.insert(StoredKey::new(&Self::map_key(db, key)), witness);
     }
 
     /// Restores one entry written by [`Self::for_each_raw`].

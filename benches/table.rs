@@ -43,9 +43,17 @@ fn key(i: usize) -> Vec<u8> {
 
 /// Prints requested bytes per key beyond the key itself (malloc's own headers come on top:
 /// glibc adds 8–16 bytes per allocation, i.e. per key).
+/// Keys of 16 bytes (redis-benchmark's `key:__rand_int__`) are held inline in the table,
+/// keys of 23 bytes (`key`) are boxed.
 fn report_memory() {
-    for n in [100_000usize, 1_000_000] {
-        let keys: Vec<Vec<u8>> = (0..n).map(key).collect();
+    let short = |i: usize| format!("key:{i:012}").into_bytes();
+    for (n, make) in [
+        (100_000usize, &short as &dyn Fn(usize) -> Vec<u8>),
+        (1_000_000, &short),
+        (100_000, &key),
+        (1_000_000, &key),
+    ] {
+        let keys: Vec<Vec<u8>> = (0..n).map(make).collect();
         let key_len = keys[0].len();
         let before = LIVE_BYTES.load(Ordering::Relaxed);
         let table = ExpiryTable::new(Baseline::NotVolatile);

@@ -21,8 +21,13 @@ PIKA_VERSION=$("$PIKA_BIN" -v 2>/dev/null | sed -n 's/^pika_version: *//p' | hea
 PIKA_SHA=$("$PIKA_BIN" -v 2>/dev/null | sed -n 's/^pika_git_sha: *//p' | head -1 | cut -c1-8)
 PIKA_MAJOR=${PIKA_VERSION%%.*}
 [ -n "$PIKA_MAJOR" ] || { echo "error: $PIKA_BIN -v printed no pika_version"; exit 2; }
-cargo build --release --locked >/dev/null 2>&1 || { echo "error: cargo build --release failed"; exit 2; }
-BIN=target/release/pika-ttl-proxy
+# BENCH_PROXY_BIN: another build of the proxy to measure (e.g. the previous commit's), as is.
+if [ -n "${BENCH_PROXY_BIN:-}" ]; then
+  BIN=$BENCH_PROXY_BIN
+else
+  cargo build --release --locked >/dev/null 2>&1 || { echo "error: cargo build --release failed"; exit 2; }
+  BIN=target/release/pika-ttl-proxy
+fi
 
 CPUS=$(nproc)
 # BENCH_PIN=0 leaves every process to the scheduler.

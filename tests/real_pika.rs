@@ -282,6 +282,8 @@ struct Rig {
     proxy: ProxyProcess,
     /// Counters of proxy processes that were SIGKILLed (their /metrics died with them).
     dead_counters: Counters,
+    /// [`Rig::explain_unknown`] of each proxy process killed so far.
+    dead_unknown: Vec<String>,
     /// Latest deadline among keys written before the proxy (ms).
     preload_deadline_ms: i64,
     dir: Option<tempfile::TempDir>,
@@ -344,6 +346,7 @@ fn rig_attached(
         proxied,
         proxy,
         dead_counters: Counters::default(),
+        dead_unknown: Vec::new(),
         preload_deadline_ms: 0,
         dir: Some(dir),
     }
@@ -396,8 +399,30 @@ impl Rig {
 
     fn kill_proxy(&mut self) {
         let before = self.counters();
+        let explained = self.explain_live_unknown();
         self.proxy.kill9();
         self.dead_counters = before;
+        self.dead_unknown
+            .extend(explained.into_iter().map(|l| format!("(killed proxy) {l}")));
+    }
+
+    /// The nonzero `unknown_key` counts by family and look-up results of the proxy (and of the
+    /// proxies killed before it), to tell where an `unknown_key` came from.
+    fn explain_unknown(&self) -> Vec<String> {
+        let live = self.explain_live_unknown();
+        self.dead_unknown.iter().cloned().chain(live).collect()
+    }
+
+    /// [`Rig::explain_unknown`] of the running proxy alone.
+    fn explain_live_unknown(&self) -> Vec<String> {
+        let text = self.proxy.metrics();
+        let live = text.lines().filter(|l| {
+            (l.starts_with("pika_ttl_proxy_entries_total{") && l.contains("unknown_key"))
+                || l.starts_with("pika_ttl_proxy_lookups_total{")
+        });
+        live.filter(|l| !l.ends_with(" 0"))
+            .map(str::to_string)
+            .collect()
     }
 
     /// Writes `key` on the master and waits until both replicas have it: everything the master
@@ -683,6 +708,8 @@ struct SeedReport {
     counters: Counters,
     /// `(ms since the seed started, event)`: every command and pause, to explain a divergence.
     history: Vec<(u128, String)>,
+    /// [`Rig::explain_unknown`] at the end.
+    unknown: Vec<String>,
 }
 
 impl SeedReport {
@@ -710,6 +737,11 @@ impl SeedReport {
             self.counters.at_risk,
             self.counters.rewritten,
         );
+        if self.counters.unknown_key > 0.0 {
+            for line in &self.unknown {
+                println!("    proxy: {line}");
+            }
+        }
         for (who, list) in [("direct", &self.direct), ("proxied", &self.proxied)] {
             for line in list.iter().take(8) {
                 println!("    {who}: {line}");
@@ -806,6 +838,7 @@ fn run_seed(rig: &mut Rig, seed: u64, prefix: &str, kill: Option<KillPlan>) -> S
     report.direct = divergent(&master, &keyspace(&rig.direct, &pattern));
     report.proxied = divergent(&master, &keyspace(&rig.proxied, &pattern));
     report.counters = rig.counters() - before;
+    report.unknown = rig.explain_unknown();
     report
 }
 

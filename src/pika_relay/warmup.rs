@@ -37,8 +37,9 @@
 //!
 //! # Cost
 //!
-//! Two more pipelined rounds per `SCAN` page (`TYPE`, then one probe per collection). Each key the table holds costs its key bytes plus 33–52 bytes (map entry, boxed key,
-//! allocator; measured by `benches/table.rs`), per upstream link, and about as much again in
+//! Two more pipelined rounds per `SCAN` page (`TYPE`, then one probe per collection). Each key
+//! the table holds costs 44–69 bytes, plus its key bytes when longer than 22 (measured by
+//! `benches/table.rs`), per upstream link, and about as much again in
 //! the scan buffer until the merge. Time is bound by `PTTL` round trips: one pipelined
 //! connection does on the order of 10⁵ keys/s against Pika, less at the configured rate. The
 //! touched-key set grows with the distinct keys written during the scan.

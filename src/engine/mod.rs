@@ -230,11 +230,13 @@ pub enum LookupKind {
     /// TTL-keeping writes after it keep it: a TTL after means alive before, none or gone means
     /// gone (a write after it may have created the key anew).
     TtlSetIfAlive { deadline_ms: i64 },
-    /// SET NX: it creates the key only when missing. No TTL after, or a deadline in a later
-    /// second than the entry's, means it created the key; the old deadline (in the entry's own
-    /// second, the only case asked) means the key was alive; gone is taken as alive (either way
-    /// it is gone on the master by the answer).
-    CreatesIfAbsent,
+    /// SET NX: it creates the key only when missing, giving it the deadline `sets_ms` if any.
+    /// Asked about a key the table holds alive into the entry's second (Pika 4.0): no TTL
+    /// after, or a deadline in a later second than the entry's, means it created the key; the
+    /// old deadline means the key was alive; gone is taken as alive (either way it is gone on
+    /// the master by the answer). Asked about a key of unknown state: see
+    /// [`resolve_unknown`].
+    CreatesIfAbsent { sets_ms: Option<i64> },
 }
 
 impl Decision<'_> {
@@ -353,6 +355,13 @@ pub fn resolve_unknown(
     // Gone by `by` with a deadline the entry set that is not yet due then: gone at the entry.
     let before_own_deadline =
         |by: i64, sets_ms: Option<i64>| sets_ms.is_none_or(|d| by < d.div_euclid(1000) * 1000);
+    if matches!(
+        kind,
+        LookupKind::CreatesIfAbsent { .. } | LookupKind::PresentIfAlive { .. }
+    ) && !matches!(table.lookup(db, key, exec_ms), KeyKnowledge::Volatile(_))
+    {
+        return resolve_conditional_set(table, db, key, exec_ms, kind, found);
+    }
     let alive = match kind {
         LookupKind::KeepsTtl => return resolve_ttl_kept(table, db, key, exec_ms, answered),
         LookupKind::PresentIfAlive { sets_ms } => match found {
@@ -365,7 +374,7 @@ pub fn resolve_unknown(
             LookedUp::NoTtl if answered.written_from(deadline_ms) => return false,
             LookedUp::NoTtl => false,
         },
-        LookupKind::CreatesIfAbsent => match found {
+        LookupKind::CreatesIfAbsent { .. } => match found {
             LookedUp::NoTtl => false,
             LookedUp::Volatile(at) => at.div_euclid(1000) <= exec_ms.div_euclid(1000),
             // The old key's last second, or a new key whose deadline has passed: gone either way.
@@ -456,6 +465,110 @@ pub fn leave_undecided(table: &ExpiryTable, db: u32, key: &[u8], kind: LookupKin
         (LookupKind::PresentIfAlive { .. }, KeyKnowledge::Absent | KeyKnowledge::Expired(_)) => {}
         _ => table.mark_unknown(db, key),
     }
+}
+
+/// [`resolve_unknown`] for a conditional SET (`NX`: [`LookupKind::CreatesIfAbsent`], `XX`:
+/// [`LookupKind::PresentIfAlive`]) on a key the table does not hold alive: unknown, no TTL but
+/// existence unknown, or a deadline or gone. The answer is the key's state after the SET; what
+/// is recorded is a state before it from which the SET's rule writes the master's outcome:
+///
+/// * `XX` leaves the key exactly when it was alive. Alive, with a TTL the stream does not know,
+///   is recorded as alive through the entry (a deadline at its exec time), so the rule writes
+///   the SET unconditionally (a late replica may have dropped the key); gone after a SET that
+///   gave no TTL, or before its own deadline, means it was not there.
+/// * `NX` without a TTL: no TTL after means no TTL before or absent, and either way the SET
+///   can pass (a replica has the same key without a TTL, or none); a TTL after is the old one.
+///   With a TTL: none after means it found a key without one; a deadline in another second
+///   than its own is the old key's; its own second after a key that may have had a TTL, or
+///   gone with a TTL before unknown, does not tell, and nothing is recorded.
+///
+/// A state the answer contradicts (a key known to have no TTL found with one after an `NX`
+/// without a TTL…) records nothing either.
+fn resolve_conditional_set(
+    table: &ExpiryTable,
+    db: u32,
+    key: &[u8],
+    exec_ms: i64,
+    kind: LookupKind,
+    found: LookedUp,
+) -> bool {
+    enum Before {
+        /// Alive, with this TTL if the stream or the answer tells it.
+        Alive(Option<i64>),
+        /// Without a TTL, or absent: the same to a replica for an `NX` without a TTL.
+        NoTtlOrAbsent,
+        Absent,
+    }
+    let known = table.lookup(db, key, exec_ms);
+    // What the stream knew: a key without a TTL (or absent), or one that had a TTL or none.
+    let had_no_ttl = matches!(known, KeyKnowledge::NotVolatile | KeyKnowledge::Persistent);
+    let maybe_volatile = match known {
+        KeyKnowledge::MaybeVolatile(d) => Some(d),
+        _ => None,
+    };
+    let same_second = |a: i64, b: i64| a.div_euclid(1000) == b.div_euclid(1000);
+    let before = match (kind, found) {
+        // XX: present after exactly when alive before.
+        (LookupKind::PresentIfAlive { sets_ms: None }, LookedUp::NoTtl)
+        | (LookupKind::PresentIfAlive { sets_ms: Some(_) }, LookedUp::Volatile(_)) => {
+            Before::Alive(maybe_volatile)
+        }
+        (LookupKind::PresentIfAlive { sets_ms }, LookedUp::ExpiredBy(by)) => match sets_ms {
+            // Gone, and its own deadline may be why: gone on the master either way, and the
+            // rule's unconditional write leaves a replica's copy no longer.
+            Some(d) if by >= d.div_euclid(1000) * 1000 => Before::Alive(maybe_volatile),
+            _ => Before::Absent,
+        },
+        // NX without a TTL: a TTL after is the old one; none after, none or absent before
+        // (alive with a TTL would have kept it).
+        (LookupKind::CreatesIfAbsent { sets_ms: None }, LookedUp::Volatile(d)) if !had_no_ttl => {
+            Before::Alive(Some(d))
+        }
+        (LookupKind::CreatesIfAbsent { sets_ms: None }, LookedUp::NoTtl) => match maybe_volatile {
+            Some(_) => Before::Absent,
+            None => Before::NoTtlOrAbsent,
+        },
+        // NX with a TTL: none after, a key without one before.
+        (LookupKind::CreatesIfAbsent { sets_ms: Some(_) }, LookedUp::NoTtl)
+            if maybe_volatile.is_none() =>
+        {
+            Before::Alive(None)
+        }
+        (LookupKind::CreatesIfAbsent { sets_ms: Some(own) }, LookedUp::Volatile(d)) => {
+            match (same_second(d, own), had_no_ttl) {
+                // Another deadline than its own: the old key's.
+                (false, false) => Before::Alive(Some(d)),
+                // Its own, on a key that had none to keep.
+                (true, true) => Before::Absent,
+                // Its own second, or an old key's a key without a TTL cannot have.
+                _ => return false,
+            }
+        }
+        // Its own TTL ran out, since a key without one had none to run out.
+        (LookupKind::CreatesIfAbsent { sets_ms: Some(_) }, LookedUp::ExpiredBy(_))
+            if had_no_ttl =>
+        {
+            Before::Absent
+        }
+        _ => return false,
+    };
+    // Look-ups are Pika's, which tracks every key's existence.
+    match before {
+        Before::Alive(_) | Before::NoTtlOrAbsent if had_no_ttl => {
+            table.mark_persistent(db, key, true)
+        }
+        Before::NoTtlOrAbsent => table.mark_persistent(db, key, true),
+        Before::Alive(None) if matches!(kind, LookupKind::CreatesIfAbsent { .. }) => {
+            table.mark_persistent(db, key, true)
+        }
+        // Alive through the entry with a TTL the stream does not know: the rule writes the
+        // master's outcome unconditionally.
+        Before::Alive(None) => table.set_deadline(db, key, exec_ms),
+        Before::Alive(Some(d)) => table.set_deadline(db, key, d.max(exec_ms)),
+        // Gone just before the entry, as the table says of a key whose TTL ran out.
+        Before::Absent => table.set_deadline(db, key, exec_ms - 1),
+    }
+    true
 }
 
 /// [`resolve_unknown`] for [`LookupKind::KeepsTtl`].

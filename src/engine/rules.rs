@@ -376,8 +376,10 @@ impl<'a> Cx<'a, '_> {
                     Family::StringSet,
                     Self::set,
                 ),
-                Some((SetCondition::IfAbsent, _)) => self.existence_dependent(
-                    LookupKind::CreatesIfAbsent,
+                Some((SetCondition::IfAbsent, ttl)) => self.existence_dependent(
+                    LookupKind::CreatesIfAbsent {
+                        sets_ms: self.set_deadline(ttl),
+                    },
                     Family::StringSet,
                     Self::set,
                 ),

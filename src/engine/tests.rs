@@ -554,3 +554,62 @@ fn a_conditional_set_with_its_own_ttl_gone_by_the_answer_is_taken_as_applied() {
     assert!(resolve_unknown(&table, 0, b"s", EXEC, persist, gone_late));
     assert_eq!(table.lookup(0, b"s", EXEC), KeyKnowledge::Expired(EXEC - 1));
 }
+
+/// SET NX/XX on a key the proxy knows nothing of: the entry asks for a look-up, and the key's
+/// state after it decides what a late replica must be sent.
+#[test]
+fn a_conditional_set_on_an_unknown_key_is_decided_by_the_state_after_it() {
+    let mut s = Stream::new(Dialect::Pika);
+    s.table.reset(Baseline::Unknown);
+    s.policy.pause_on_unknown = true;
+    let set = |s: &mut Stream, cmd: &str, found: LookedUp| {
+        let entry = argv(cmd);
+        let d = rewrite(&entry, T0, &mut s.state, &s.table, &s.policy);
+        let kind = d.needs_lookup.expect("a look-up");
+        let answered = late(found, None);
+        let used = resolve_unknown(&s.table, 0, &entry[1], T0, kind, answered);
+        s.policy.pause_on_unknown = false;
+        let out = s.emitted(cmd, T0);
+        s.policy.pause_on_unknown = true;
+        (used, out)
+    };
+    // XX found the key (no TTL after): it was alive, perhaps with a TTL a late replica has
+    // already run out, so the value is written unconditionally.
+    assert_eq!(
+        set(&mut s, "SET x1 v XX", LookedUp::NoTtl),
+        (true, vec!["set x1 v".to_string()])
+    );
+    // XX found nothing: it did nothing, on the replica too.
+    assert_eq!(
+        set(&mut s, "SET x2 v XX", LookedUp::ExpiredBy(T0 + 100)),
+        (true, vec!["SET x2 v XX".to_string()])
+    );
+    // NX without a TTL and no TTL after: the key had none or was absent; the same on a replica.
+    assert_eq!(
+        set(&mut s, "SET n1 v NX", LookedUp::NoTtl),
+        (true, vec!["SET n1 v NX".to_string()])
+    );
+    // NX and the old key's TTL after: it did nothing; a late replica must not create the key.
+    assert_eq!(
+        set(&mut s, "SET n2 v NX", LookedUp::Volatile(T0 + 7_000)),
+        (true, vec!["expireat n2 1795469991".to_string()])
+    );
+    // NX with a TTL, and a deadline in its own second after: it may have created the key or
+    // found one with that deadline; not decided.
+    assert_eq!(
+        set(&mut s, "SET n3 v NX EX 4", LookedUp::Volatile(T0 + 4_000)),
+        (false, vec!["SET n3 v NX EX 4".to_string()])
+    );
+    // The same on a key known to have no TTL: it created it.
+    s.table.mark_not_volatile(0, b"n4");
+    assert_eq!(
+        set(&mut s, "SET n4 v NX EX 4", LookedUp::Volatile(T0 + 4_000)),
+        (
+            true,
+            vec![
+                "del n4".to_string(),
+                "pksetexat n4 1795469988 v".to_string()
+            ]
+        )
+    );
+}

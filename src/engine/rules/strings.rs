@@ -248,6 +248,18 @@ impl<'a> Cx<'a, '_> {
                     // Same outcome everywhere and no TTL either way.
                     self.table.mark_not_volatile(self.db, key);
                     Proposal::passed(family)
+                } else if self.policy.pause_on_unknown && ttl != SetTtl::Keep {
+                    // The key's state after the SET tells whether it happened (see
+                    // `engine::resolve_unknown`); nothing is changed until then.
+                    let sets_ms = self.set_deadline(ttl);
+                    let kind = match cond {
+                        SetCondition::IfAbsent => LookupKind::CreatesIfAbsent { sets_ms },
+                        _ => LookupKind::PresentIfAlive { sets_ms },
+                    };
+                    Proposal {
+                        needs_lookup: Some(kind),
+                        ..Proposal::unknown_key(Some(family))
+                    }
                 } else {
                     self.table.mark_unknown(self.db, key);
                     Proposal::unknown_key(Some(family))

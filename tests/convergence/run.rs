@@ -220,7 +220,6 @@ fn not_looked_up(argv: &Argv) -> Option<&[Bytes]> {
     let name = argv.first()?.to_ascii_lowercase();
     match name.as_slice() {
         b"set" if argv.iter().any(|a| a.eq_ignore_ascii_case(b"KEEPTTL")) => argv.get(1..2),
-        b"lpushx" | b"rpushx" => argv.get(1..2),
         b"smove" | b"rpoplpush" | b"lmove" => argv.get(1..3),
         _ => None,
     }

@@ -215,6 +215,9 @@ pub struct Decision<'a> {
     /// Nothing was changed; [`resolve_unknown`] records what a look-up found, read as the kind
     /// says, after which the entry is decided again.
     pub needs_lookup: Option<LookupKind>,
+    /// The argument naming the key [`Decision::needs_lookup`] asks about: the first key, or the
+    /// destination of a move (SMOVE, RPOPLPUSH, LMOVE).
+    pub lookup_key_at: usize,
 }
 
 /// How the key's TTL just after an entry tells its state just before it.
@@ -248,7 +251,13 @@ impl Decision<'_> {
             outcome,
             at_risk: None,
             needs_lookup: None,
+            lookup_key_at: 1,
         }
+    }
+
+    /// The key [`Decision::needs_lookup`] asks about, among the entry's arguments `args`.
+    pub fn lookup_key<'k>(&self, args: &'k dyn args::Args) -> &'k [u8] {
+        args.get(self.lookup_key_at).unwrap_or_default()
     }
 }
 

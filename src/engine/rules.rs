@@ -72,6 +72,7 @@ struct Proposal<'a> {
     replacement: Option<Commands<'a>>,
     at_risk: Option<AtRisk>,
     needs_lookup: Option<LookupKind>,
+    lookup_key_at: usize,
 }
 
 impl<'a> Proposal<'a> {
@@ -82,6 +83,7 @@ impl<'a> Proposal<'a> {
             replacement: None,
             at_risk: None,
             needs_lookup: None,
+            lookup_key_at: 1,
         }
     }
     fn passed(family: Family) -> Self {
@@ -117,6 +119,7 @@ impl<'a> Proposal<'a> {
             replacement: Some(cmds),
             at_risk: None,
             needs_lookup: None,
+            lookup_key_at: 1,
         }
     }
     fn with_risk(mut self, risk: Option<AtRisk>) -> Self {
@@ -320,6 +323,7 @@ impl<'a> Cx<'a, '_> {
                 outcome: p.outcome,
                 at_risk: p.at_risk,
                 needs_lookup: p.needs_lookup,
+                lookup_key_at: p.lookup_key_at,
             };
         };
         let enabled = p
@@ -333,6 +337,7 @@ impl<'a> Cx<'a, '_> {
                 outcome: Outcome::Disabled,
                 at_risk: p.at_risk,
                 needs_lookup: None,
+                lookup_key_at: 1,
             };
         }
         let wrap = self.policy.dialect == Dialect::Redis && cmds.len() > 1 && !self.in_multi;
@@ -342,6 +347,7 @@ impl<'a> Cx<'a, '_> {
             outcome: p.outcome,
             at_risk: p.at_risk,
             needs_lookup: None,
+            lookup_key_at: 1,
         }
     }
 

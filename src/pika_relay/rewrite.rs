@@ -669,7 +669,7 @@ impl LinkRewriter {
                 first_command && !self.journaled.is_empty(),
             ) {
                 // A link (or a standby reader) asked the master here: this takes what it found.
-                let key = args.get(1).unwrap_or_default();
+                let key = decision.lookup_key(&args);
                 if let Some(found) = take_journaled(&mut self.journaled, self.item_end, key) {
                     answered = engine::resolve_unknown(
                         &self.table,
@@ -684,11 +684,11 @@ impl LinkRewriter {
                 }
             }
             if let Some(kind) = decision.needs_lookup {
+                let key = decision.lookup_key(&args);
                 if pausing && first_command {
                     self.paused_kind = kind;
                     self.paused_key.clear();
-                    self.paused_key
-                        .extend_from_slice(args.get(1).unwrap_or_default());
+                    self.paused_key.extend_from_slice(key);
                     return Ok(ItemStep::Paused);
                 }
                 // Too late to pause (a command before it in the item is decided), or the
@@ -700,20 +700,13 @@ impl LinkRewriter {
                 if !answered {
                     // Decided as the stream suggests, which may be wrong: the next write on the
                     // key is looked up rather than decided from this guess.
-                    engine::leave_undecided(
-                        &self.table,
-                        self.state.db,
-                        args.get(1).unwrap_or_default(),
-                        kind,
-                        exec_ms,
-                    );
+                    engine::leave_undecided(&self.table, self.state.db, key, kind, exec_ms);
                 }
                 if self.replaying && !answered {
                     // A catch-up after a crash without the answer the live link had (none was
                     // found, or it was lost): the key is unknown again (looked up at its next
                     // write).
-                    self.table
-                        .mark_unknown(self.state.db, args.get(1).unwrap_or_default());
+                    self.table.mark_unknown(self.state.db, key);
                 }
             }
             first_command = false;

@@ -220,7 +220,6 @@ fn not_looked_up(argv: &Argv) -> Option<&[Bytes]> {
     let name = argv.first()?.to_ascii_lowercase();
     match name.as_slice() {
         b"set" if argv.iter().any(|a| a.eq_ignore_ascii_case(b"KEEPTTL")) => argv.get(1..2),
-        b"smove" | b"rpoplpush" | b"lmove" => argv.get(1..3),
         _ => None,
     }
 }
@@ -360,7 +359,9 @@ pub(crate) fn run_history(
                 stream = *saved_stream;
                 for (argv, exec_ms, journaled) in &since_checkpoint {
                     let replayed = engine::rewrite(argv, *exec_ms, &mut stream, &table, &policy);
-                    let (Some(kind), Some(key)) = (replayed.needs_lookup, argv.get(1)) else {
+                    let (Some(kind), Some(key)) =
+                        (replayed.needs_lookup, argv.get(replayed.lookup_key_at))
+                    else {
                         continue;
                     };
                     match journaled {
@@ -436,7 +437,11 @@ pub(crate) fn run_history(
             // The answer comes after the next step at the earliest.
             let asked_ms = steps.get(i + 1).map_or(asked_ms, |n| asked_ms.max(n.t_ms));
             if let Some(kind) = decision.needs_lookup {
-                let key = entry.argv.get(1).cloned().unwrap_or_default();
+                let key = entry
+                    .argv
+                    .get(decision.lookup_key_at)
+                    .cloned()
+                    .unwrap_or_default();
                 // The master as it answers: it has run every step up to the answer. What it
                 // logged for them on the key decides, as the relay reads its binlog: an entry the
                 // kind of answer cannot read past spoils it (`written_again`).

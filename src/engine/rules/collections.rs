@@ -123,6 +123,16 @@ impl<'a> Cx<'a, '_> {
             // Nothing to move, on the master and on any replica.
             return Proposal::passed(write.family().unwrap_or(Family::Set));
         }
+        if src != dst && self.policy.pause_on_unknown && self.undecidable(self.know(dst).0) {
+            // Asked before anything changes: the entry is decided again with the answer. The
+            // destination's TTL after the move is its TTL before if it was alive, none if the
+            // move created it (or it had none), as after any TTL-keeping write.
+            return Proposal {
+                needs_lookup: Some(LookupKind::KeepsTtl),
+                lookup_key_at: 2,
+                ..Proposal::unknown_key(write.family())
+            };
+        }
         let risk = match src_known {
             KeyKnowledge::Volatile(d) | KeyKnowledge::MaybeVolatile(d) if src != dst => {
                 self.risk(dst, d, RiskCause::TtlChangeAfterDeadline)

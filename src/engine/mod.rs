@@ -226,6 +226,10 @@ pub enum LookupKind {
     /// A write that keeps the key's TTL and creates the key when it is missing (INCR, HSET,
     /// RPUSH, SETNX…): a TTL after is the TTL it had; none after, none or gone before.
     KeepsTtl,
+    /// The destination of SMOVE/RPOPLPUSH/LMOVE: read like [`LookupKind::KeepsTtl`], except
+    /// that the move does nothing when the source lacks the element, so gone after does not
+    /// say the key was alive (it may have been absent all along): that answer does not tell.
+    MovesInto,
     /// An entry that leaves the key only if it was there (SET XX, PERSIST), giving it the
     /// deadline `sets_ms` if any: present after exactly when alive before.
     PresentIfAlive { sets_ms: Option<i64> },
@@ -373,6 +377,10 @@ pub fn resolve_unknown(
     }
     let alive = match kind {
         LookupKind::KeepsTtl => return resolve_ttl_kept(table, db, key, exec_ms, answered),
+        LookupKind::MovesInto => {
+            return !matches!(found, LookedUp::ExpiredBy(_))
+                && resolve_ttl_kept(table, db, key, exec_ms, answered)
+        }
         LookupKind::PresentIfAlive { sets_ms } => match found {
             LookedUp::ExpiredBy(by) => !before_own_deadline(by, sets_ms),
             LookedUp::Volatile(_) | LookedUp::NoTtl => true,
@@ -405,7 +413,7 @@ impl LookupKind {
     pub fn survives_ttl_keeping_writes(self) -> bool {
         matches!(
             self,
-            LookupKind::KeepsTtl | LookupKind::TtlSetIfAlive { .. }
+            LookupKind::KeepsTtl | LookupKind::MovesInto | LookupKind::TtlSetIfAlive { .. }
         )
     }
 
@@ -414,7 +422,9 @@ impl LookupKind {
     pub fn tolerates(self, args: &dyn args::Args, key: &[u8]) -> Option<Tolerated> {
         if self.survives_ttl_keeping_writes() && keeps_ttl_of(args, key) {
             Some(Tolerated::Write)
-        } else if self == LookupKind::KeepsTtl && removes_from(args, key) {
+        } else if matches!(self, LookupKind::KeepsTtl | LookupKind::MovesInto)
+            && removes_from(args, key)
+        {
             Some(Tolerated::Removal)
         } else {
             None
@@ -508,14 +518,32 @@ fn resolve_conditional_set(
         NoTtlOrAbsent,
         Absent,
     }
-    let known = table.lookup(db, key, exec_ms);
+    let known = match table.lookup(db, key, exec_ms) {
+        // As the rule reads it: past its deadline a maybe-volatile key is gone or was recreated
+        // without a TTL.
+        KeyKnowledge::MaybeVolatile(d) if d < exec_ms => KeyKnowledge::NotVolatile,
+        other => other,
+    };
     // What the stream knew: a key without a TTL (or absent), or one that had a TTL or none.
     let had_no_ttl = matches!(known, KeyKnowledge::NotVolatile | KeyKnowledge::Persistent);
     let maybe_volatile = match known {
         KeyKnowledge::MaybeVolatile(d) => Some(d),
         _ => None,
     };
-    let same_second = |a: i64, b: i64| a.div_euclid(1000) == b.div_euclid(1000);
+    let second_start = |ms: i64| ms.div_euclid(1000).saturating_mul(1000);
+    // A deadline the SET itself may have given: its own second, or the one before (a 4.0 master
+    // answers with its clock read before PTTL, and keeps the ms the entry's whole second hides).
+    let maybe_own = |d: i64, own: i64| {
+        d >= second_start(own).saturating_sub(1000) && d < second_start(own).saturating_add(1000)
+    };
+    // Gone by `by` with a TTL that ran out: the latest deadline that allows (a key lives through
+    // its deadline's second on 3.x), never before the entry.
+    let gone_by = |by: i64| {
+        maybe_volatile
+            .filter(|d| *d < by)
+            .unwrap_or(second_start(by).saturating_sub(1000))
+            .max(exec_ms)
+    };
     let before = match (kind, found) {
         // XX: present after exactly when alive before.
         (LookupKind::PresentIfAlive { sets_ms: None }, LookedUp::NoTtl)
@@ -523,13 +551,16 @@ fn resolve_conditional_set(
             Before::Alive(maybe_volatile)
         }
         (LookupKind::PresentIfAlive { sets_ms }, LookedUp::ExpiredBy(by)) => match sets_ms {
-            // Gone, and its own deadline may be why: gone on the master either way, and the
-            // rule's unconditional write leaves a replica's copy no longer.
-            Some(d) if by >= d.div_euclid(1000) * 1000 => Before::Alive(maybe_volatile),
+            // Gone after the second its own deadline falls in, which may be why: gone on the
+            // master either way, and the rule's unconditional write leaves a replica's copy no
+            // longer. Gone before (3.x keeps a key through that second), it did not happen,
+            // and the key is taken as gone for the entries after it either way.
+            Some(d) if by >= second_start(d).saturating_add(1000) => Before::Alive(maybe_volatile),
             _ => Before::Absent,
         },
         // NX without a TTL: a TTL after is the old one; none after, none or absent before
-        // (alive with a TTL would have kept it).
+        // (alive with a TTL would have kept it); gone after, it found a key whose TTL ran out
+        // since (what it would have created has none), which a late replica must not create.
         (LookupKind::CreatesIfAbsent { sets_ms: None }, LookedUp::Volatile(d)) if !had_no_ttl => {
             Before::Alive(Some(d))
         }
@@ -537,6 +568,9 @@ fn resolve_conditional_set(
             Some(_) => Before::Absent,
             None => Before::NoTtlOrAbsent,
         },
+        (LookupKind::CreatesIfAbsent { sets_ms: None }, LookedUp::ExpiredBy(by)) if !had_no_ttl => {
+            Before::Alive(Some(gone_by(by)))
+        }
         // NX with a TTL: none after, a key without one before.
         (LookupKind::CreatesIfAbsent { sets_ms: Some(_) }, LookedUp::NoTtl)
             if maybe_volatile.is_none() =>
@@ -544,12 +578,12 @@ fn resolve_conditional_set(
             Before::Alive(None)
         }
         (LookupKind::CreatesIfAbsent { sets_ms: Some(own) }, LookedUp::Volatile(d)) => {
-            match (same_second(d, own), had_no_ttl) {
-                // Another deadline than its own: the old key's.
+            match (maybe_own(d, own), had_no_ttl) {
+                // Not its own: the old key's.
                 (false, false) => Before::Alive(Some(d)),
                 // Its own, on a key that had none to keep.
                 (true, true) => Before::Absent,
-                // Its own second, or an old key's a key without a TTL cannot have.
+                // Maybe its own, or an old key's that a key without a TTL cannot have.
                 _ => return false,
             }
         }
@@ -571,8 +605,9 @@ fn resolve_conditional_set(
             table.mark_persistent(db, key, true)
         }
         // Alive through the entry with a TTL the stream does not know: the rule writes the
-        // master's outcome unconditionally.
-        Before::Alive(None) => table.set_deadline(db, key, exec_ms),
+        // master's outcome unconditionally. (The next second, so that a 4.0 rule does not take
+        // the entry for one in its key's deadline second.)
+        Before::Alive(None) => table.set_deadline(db, key, second_start(exec_ms) + 1000),
         Before::Alive(Some(d)) => table.set_deadline(db, key, d.max(exec_ms)),
         // Gone just before the entry, as the table says of a key whose TTL ran out.
         Before::Absent => table.set_deadline(db, key, exec_ms - 1),

@@ -594,6 +594,12 @@ fn a_conditional_set_on_an_unknown_key_is_decided_by_the_state_after_it() {
         set(&mut s, "SET n2 v NX", LookedUp::Volatile(T0 + 7_000)),
         (true, vec!["expireat n2 1795469991".to_string()])
     );
+    // NX without a TTL and the key gone after: it found a key whose TTL ran out since; a late
+    // replica must not create it (the latest deadline gone by then is restated).
+    assert_eq!(
+        set(&mut s, "SET n5 v NX", LookedUp::ExpiredBy(T0 + 3_500)),
+        (true, vec!["expireat n5 1795469986".to_string()])
+    );
     // NX with a TTL, and a deadline in its own second after: it may have created the key or
     // found one with that deadline; not decided.
     assert_eq!(

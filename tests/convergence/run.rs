@@ -215,11 +215,16 @@ pub(crate) fn dialect_form_violation(
 }
 
 /// The keys of an entry that look-ups leave to `unknown_key` by design, or `None` for any
-/// other command.
-fn not_looked_up(argv: &Argv) -> Option<&[Bytes]> {
+/// other command. `first_known` is what the table knew of its first key before it.
+fn not_looked_up(argv: &Argv, first_known: Option<KeyKnowledge>) -> Option<&[Bytes]> {
     let name = argv.first()?.to_ascii_lowercase();
     match name.as_slice() {
         b"set" if argv.iter().any(|a| a.eq_ignore_ascii_case(b"KEEPTTL")) => argv.get(1..2),
+        // A move out of a source of unknown state may do nothing on a late replica whatever
+        // the destination was: its destination is not looked up.
+        b"smove" | b"rpoplpush" | b"lmove" if first_known == Some(KeyKnowledge::Unknown) => {
+            argv.get(1..3)
+        }
         _ => None,
     }
 }
@@ -532,7 +537,7 @@ pub(crate) fn run_history(
                 ),
             };
             if opts.look_ups && decision.outcome == Outcome::UnknownKey && looked_up.is_empty() {
-                match not_looked_up(&entry.argv) {
+                match not_looked_up(&entry.argv, knew) {
                     // Documented (`docs/rewrites.md#where-unknown_key-still-comes-from`): their
                     // outcome depends on more than the key's TTL, so they are not looked up.
                     Some(keys) => {

@@ -551,18 +551,21 @@ fn removing_something_else_keeps_a_volatile_collection_known() {
     assert!(run.violations.is_empty(), "{}", run.trace.join("\n"));
 }
 
-/// SMOVE into a destination the proxy knows nothing of (a volatile key from before the proxy,
-/// no warm-up): the master keeps the destination's TTL; a replica applying the move after that
+/// SMOVE out of a known source into a destination the proxy knows nothing of (a volatile key
+/// from before the proxy, no warm-up): the master keeps the destination's TTL; a replica applying the move after that
 /// deadline recreates the destination without one unless the deadline is restated, which only
 /// a look-up of the destination can give. (RPOPLPUSH and LMOVE take the same path in the
 /// engine; the model does not run them.)
 #[test]
 fn a_move_into_a_destination_of_unknown_state_is_looked_up() {
     let t = START_MS;
+    // The harness answers an entry at an even index soon after it (here before the
+    // destination's deadline) and one at an odd index once the replica applied it.
     let steps = scenario(&[
         (t, "SADD st2 x", t),
         (t + 10, "EXPIRE st2 2", t + 10),
-        (t + 100, "SADD st1 a", t + 100),
+        (t + 100, "DEL st1", t + 100),
+        (t + 150, "SADD st1 a", t + 150),
         (t + 200, "SMOVE st1 st2 a", t + 9000),
     ]);
     let with = |look_ups| {

@@ -123,12 +123,19 @@ impl<'a> Cx<'a, '_> {
             // Nothing to move, on the master and on any replica.
             return Proposal::passed(write.family().unwrap_or(Family::Set));
         }
-        if src != dst && self.policy.pause_on_unknown && self.undecidable(self.know(dst).0) {
+        // Read once before anything changes: a destination whose TTL ran out on the master may
+        // live on a replica (a 4.0 one, to the end of that second), and only this read says so.
+        let (before, dst_expired) = self.know(dst);
+        // With a source of unknown state the move itself may do nothing on a late replica (a
+        // volatile source it already dropped), which no answer about the destination repairs:
+        // that stays `unknown_key`.
+        let worth_asking = src != dst && src_known != KeyKnowledge::Unknown;
+        if worth_asking && self.policy.pause_on_unknown && self.undecidable(before) {
             // Asked before anything changes: the entry is decided again with the answer. The
             // destination's TTL after the move is its TTL before if it was alive, none if the
-            // move created it (or it had none), as after any TTL-keeping write.
+            // move created it (or it had none).
             return Proposal {
-                needs_lookup: Some(LookupKind::KeepsTtl),
+                needs_lookup: Some(LookupKind::MovesInto),
                 lookup_key_at: 2,
                 ..Proposal::unknown_key(write.family())
             };
@@ -148,6 +155,28 @@ impl<'a> Cx<'a, '_> {
             self.table.loosen_witness_members(self.db, dst);
         }
         let (dst_known, _) = self.know(dst);
+        let mut decided = self.move_decision(write, dst, dst_known, dst_expired, risk);
+        let passed = decided.replacement.is_none();
+        if passed && self.pika() && src_known == KeyKnowledge::Unknown && src != dst {
+            // A volatile source a late Pika replica already dropped turns the move into a
+            // no-op there, and a destination without a TTL then lacks the element for good;
+            // the proxy cannot tell whether the source was volatile. (Into a volatile
+            // destination the deadline restated ends the difference.)
+            decided.outcome = Outcome::UnknownKey;
+        }
+        decided
+    }
+
+    /// [`Self::move_element`]'s decision from what was known of the destination.
+    fn move_decision(
+        &mut self,
+        write: Cmd,
+        dst: &'a [u8],
+        dst_known: KeyKnowledge,
+        dst_expired: bool,
+        risk: Option<AtRisk>,
+    ) -> Proposal<'a> {
+        let src = self.arg(1);
         match dst_known {
             KeyKnowledge::Volatile(_) | KeyKnowledge::MaybeVolatile(_) => {
                 let p = self.keep_ttl_write(write, 2);
@@ -160,7 +189,14 @@ impl<'a> Cx<'a, '_> {
             }
             _ => {
                 self.table.mark_not_volatile(self.db, dst);
-                Proposal::passed(write.family().unwrap_or(Family::Set)).with_risk(risk)
+                let family = write.family().unwrap_or(Family::Set);
+                if dst_expired && self.pika() && src != dst {
+                    // Gone on the master, which the move may have created anew: a replica must
+                    // drop what it may still hold first.
+                    let cmds = Commands::of([self.del(dst), self.original()]);
+                    return Proposal::rewrite(family, cmds).with_risk(risk);
+                }
+                Proposal::passed(family).with_risk(risk)
             }
         }
     }

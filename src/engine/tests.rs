@@ -619,3 +619,41 @@ fn a_conditional_set_on_an_unknown_key_is_decided_by_the_state_after_it() {
         )
     );
 }
+
+/// A stream that carries a move itself (Pika logs SMOVE as `srem` + `sadd`, so only another
+/// master would): its destination of unknown state is looked up, and gone after does not tell
+/// (a move out of a source without the member does nothing).
+#[test]
+fn a_move_into_a_destination_of_unknown_state_asks_about_the_destination() {
+    let mut s = Stream::new(Dialect::Pika);
+    s.table.reset(Baseline::Unknown);
+    s.policy.pause_on_unknown = true;
+    s.table.mark_persistent(0, b"src", true);
+    let entry = argv("SMOVE src dst m");
+    let d = rewrite(&entry, T0, &mut s.state, &s.table, &s.policy);
+    assert_eq!(d.needs_lookup, Some(LookupKind::MovesInto));
+    assert_eq!(d.lookup_key(&entry), b"dst");
+    let gone = late(LookedUp::ExpiredBy(T0 + 3_500), None);
+    assert!(!resolve_unknown(
+        &s.table,
+        0,
+        b"dst",
+        T0,
+        LookupKind::MovesInto,
+        gone
+    ));
+    let alive = late(LookedUp::Volatile(T0 + 7_000), None);
+    assert!(resolve_unknown(
+        &s.table,
+        0,
+        b"dst",
+        T0,
+        LookupKind::MovesInto,
+        alive
+    ));
+    s.policy.pause_on_unknown = false;
+    assert_eq!(
+        s.emitted("SMOVE src dst m", T0),
+        ["SMOVE src dst m", "expireat dst 1795469991"]
+    );
+}

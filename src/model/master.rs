@@ -176,6 +176,18 @@ impl Master {
             }
             PikaRelease::V3 => None,
         };
+        let logged = match name {
+            // Pika logs a move as the removal and the add it made, and nothing when the source
+            // lacked the member (`SMoveCmd::DoBinlog` in 3.5.4 and 4.0.x).
+            "SMOVE" => Some(match reply {
+                Reply::Int(1) => vec![
+                    vec![b("srem"), argv[1].clone(), argv[3].clone()],
+                    vec![b("sadd"), argv[2].clone(), argv[3].clone()],
+                ],
+                _ => Vec::new(),
+            }),
+            _ => logged,
+        };
         let entries = logged
             .unwrap_or_else(|| pika_log(name, argv, now))
             .into_iter()
@@ -444,6 +456,11 @@ mod tests {
         assert_eq!(log("DEL m1 nosuch", T0), ["DEL m1", "DEL nosuch"]);
         assert_eq!(log("GET m2", T0), Vec::<String>::new());
         assert_eq!(log("HINCRBY h3 n 1", T0), ["HINCRBY h3 n 1"]);
+        // A move is logged as the removal and the add it made, and not at all when it moved
+        // nothing (`SMoveCmd::DoBinlog`).
+        log("SADD s1 m", T0);
+        assert_eq!(log("SMOVE s1 s2 m", T0), ["srem s1 m", "sadd s2 m"]);
+        assert_eq!(log("SMOVE s1 s2 m", T0), Vec::<String>::new());
         let e = m.execute(0, &argv("INCR m2"), T0).unwrap();
         assert_eq!(e.entries[0].exec_ms, 1_795_470_051_000);
     }

@@ -530,7 +530,7 @@ fn resolve_conditional_set(
         KeyKnowledge::MaybeVolatile(d) => Some(d),
         _ => None,
     };
-    let second_start = |ms: i64| ms.div_euclid(1000).saturating_mul(1000);
+    let second_start = rules::floor_to_second;
     // A deadline the SET itself may have given: its own second, or the one before (a 4.0 master
     // answers with its clock read before PTTL, and keeps the ms the entry's whole second hides).
     let maybe_own = |d: i64, own: i64| {

@@ -146,7 +146,7 @@ fn lit(s: &'static str) -> Arg<'static> {
 }
 
 /// `ms` rounded down to a whole second (Pika's precision), saturating at the extremes.
-fn floor_to_second(ms: i64) -> i64 {
+pub(super) fn floor_to_second(ms: i64) -> i64 {
     ms.saturating_sub(ms.rem_euclid(1000))
 }
 

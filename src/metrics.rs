@@ -117,6 +117,7 @@ pub const PROTOCOL_ERROR_KINDS: &[&str] = &[
 pub const LOOKUP_RESULTS: &[&str] = &[
     "resolved",
     "written_again",
+    "superseded",
     "failed",
     "timeout",
     "behind",
@@ -204,7 +205,7 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
     ("pika_ttl_proxy_warmup_keys_scanned_total", "counter", "",
      "Keys the Pika warm-up scans of the master have read so far (its rate is the scan's progress; the Redis relay has no warm-up and keeps it at 0). /readyz answers 503 until every warm-up has merged."),
     ("pika_ttl_proxy_lookups_total", "counter", "result",
-     "Pika: writes held while the proxy asked the master for their key's TTL (by a link, or after a restart by the standby reader of a replica still away), because the stream did not tell it (a key the warm-up had not reached, a collection a removal may have emptied, Pika 4.0's deadline second), by how the look-up ended: resolved (the entry was decided with the answer), written_again (another entry on the key came before the answer's position), failed, timeout, behind (the link replays history far behind the master: writes up to the answer's position are decided without look-ups), outlived (the answer came after a TTL that decides it may have run out, e.g. a look-up of a backlog the master is seconds past); all but resolved pass the entry as unknown_key. The Redis relay keeps it at 0."),
+     "Pika: writes held while the proxy asked the master for their key's TTL (by a link, or after a restart by the standby reader of a replica still away), because the stream did not tell it (a key the warm-up had not reached, a collection a removal may have emptied, Pika 4.0's deadline second), by how the look-up ended: resolved (the entry was decided with the answer), written_again (another entry on the key came before the answer's position), superseded (written again, first by a command that redefines the key on both sides: DEL, a plain EXPIRE, a whole SET of a string; the entry passes and is not unknown_key), failed, timeout, behind (the link replays history far behind the master: writes up to the answer's position are decided without look-ups), outlived (the answer came after a TTL that decides it may have run out, e.g. a look-up of a backlog the master is seconds past); all but resolved and superseded pass the entry as unknown_key. The Redis relay keeps it at 0."),
     ("pika_ttl_proxy_state_write_bytes_total", "counter", "",
      "Bytes of offset-map state written to the state directory (written before the replication data they describe is sent, so they survive a crash of the proxy)."),
     ("pika_ttl_proxy_expiry_table_keys", "gauge", "",

@@ -7,6 +7,7 @@
 
 pub(crate) mod args;
 pub mod command;
+mod redefine;
 pub(crate) mod replacement;
 mod rules;
 
@@ -15,6 +16,7 @@ use crate::table::{ExpiryTable, KeyKnowledge};
 
 use bytes::Bytes;
 
+pub use redefine::{redefines, writes_string};
 pub use replacement::{Arg, Commands, NewCommand, OriginalFrame, Replacement};
 pub use rules::{rewrite, PIKA_MAX_TIMESTAMP_SECS};
 

@@ -91,10 +91,15 @@ pub struct LinkRewriter {
     paused_key: Vec<u8>,
     /// How the look-up's answer for that key is read.
     paused_kind: engine::LookupKind,
+    /// Whether that item writes the key's string.
+    paused_writes_string: bool,
     /// The item being rewritten is decided without pausing (its look-up is over).
     decide_next: bool,
     /// ...and its look-up's answer was recorded (else it is decided without one).
     answered_next: bool,
+    /// ...or a later command redefines its key ([`engine::redefines`]): passing it undecided
+    /// leaves nothing a replica keeps.
+    superseded_next: bool,
     /// Items ending at or before this position are decided without look-ups (the link is
     /// replaying history the master is far past).
     look_ups_after: BinlogPosition,
@@ -129,6 +134,7 @@ pub(crate) struct ResponseProgress {
     items: usize,
     decide_next: bool,
     answered_next: bool,
+    superseded_next: bool,
 }
 
 impl ResponseProgress {
@@ -153,6 +159,8 @@ pub(crate) struct PausedRewrite {
     pub db: u32,
     /// How the answer about the key is read.
     pub kind: crate::engine::LookupKind,
+    /// The item writes the string under the key ([`engine::writes_string`]).
+    pub writes_string: bool,
     /// The item's master END.
     pub end: BinlogPosition,
     /// The item's exec time, ms.
@@ -172,6 +180,8 @@ pub(crate) enum RewriteStep {
 pub(crate) struct KeyScan {
     /// A command names the key, or may touch it.
     pub named: bool,
+    /// ...and the first that does redefines it ([`engine::redefines`]).
+    pub superseded: bool,
     /// The commands naming it that the kind of answer reads past.
     pub between: engine::Between,
     /// The items reach the position asked about.
@@ -232,8 +242,10 @@ impl LinkRewriter {
             layout_spans: Vec::new(),
             paused_key: Vec::new(),
             paused_kind: engine::LookupKind::KeepsTtl,
+            paused_writes_string: false,
             decide_next: false,
             answered_next: false,
+            superseded_next: false,
             look_ups_after: BinlogPosition::default(),
             journaled: Answers::new(),
             written_spans: Vec::new(),
@@ -361,9 +373,11 @@ impl LinkRewriter {
             self.item_end = end.position();
             self.decide_next = std::mem::take(&mut p.decide_next);
             self.answered_next = std::mem::take(&mut p.answered_next);
+            self.superseded_next = std::mem::take(&mut p.superseded_next);
             let step = self.rewrite_item(body, &item, &mut p.out);
             self.decide_next = false;
             self.answered_next = false;
+            self.superseded_next = false;
             let replaced = match step? {
                 ItemStep::Paused => {
                     p.next_record = index;
@@ -373,6 +387,7 @@ impl LinkRewriter {
                         progress: p,
                         key: std::mem::take(&mut self.paused_key),
                         kind: self.paused_kind,
+                        writes_string: self.paused_writes_string,
                         db: self.state.db,
                         end: end.position(),
                         exec_ms: i64::from(item.header.exec_time) * 1000,
@@ -468,6 +483,17 @@ impl LinkRewriter {
         paused: &mut PausedRewrite,
         answered: Option<Answered>,
     ) -> bool {
+        self.resolve_paused_as(paused, answered, false)
+    }
+
+    /// [`Self::resolve_paused`]; `superseded`: a later command redefines the key
+    /// ([`engine::redefines`]), so the item passing undecided is not counted as `unknown_key`.
+    pub(crate) fn resolve_paused_as(
+        &mut self,
+        paused: &mut PausedRewrite,
+        answered: Option<Answered>,
+        superseded: bool,
+    ) -> bool {
         let used = answered.is_some_and(|answered| {
             engine::resolve_unknown(
                 &self.table,
@@ -479,6 +505,7 @@ impl LinkRewriter {
             )
         });
         paused.progress.answered_next = used;
+        paused.progress.superseded_next = superseded && !used;
         // Decided now, with the answer or without: an answer that leaves it as undecidable as
         // before (Pika 4.0's deadline second) must not pause it again.
         paused.progress.decide_next = true;
@@ -488,17 +515,18 @@ impl LinkRewriter {
     /// Whether any command of the items of `records` from `from_record` on that end at or
     /// before `until` names `key` (as any argument, or a command that may touch every key; not
     /// one the answer of `kind` reads past, [`engine::LookupKind::tolerates`], which is
-    /// collected in [`KeyScan::between`] instead), and
-    /// whether an item ending at or past `until` was seen (everything up to it is here).
+    /// collected in [`KeyScan::between`] instead; the first that does ends the scan, and
+    /// whether it redefines the key is [`KeyScan::superseded`]), and whether an item ending at
+    /// or past `until` was seen (everything up to it is here).
     pub(crate) fn items_name_key(
         &mut self,
         body: &Bytes,
         records: &[BinlogSyncRecord<'_>],
         from_record: usize,
         until: BinlogPosition,
-        key: &[u8],
-        kind: engine::LookupKind,
+        paused: &PausedRewrite,
     ) -> Result<KeyScan, MessageError> {
+        let (key, kind) = (&paused.key[..], paused.kind);
         let mut scan = KeyScan::default();
         for record in records.iter().skip(from_record) {
             let entry = &record.entry;
@@ -522,7 +550,7 @@ impl LinkRewriter {
                 &mut self.frames,
             ) {
                 scan.named = true;
-                continue;
+                break;
             }
             for frame in &self.frames.frames {
                 if !matches!(frame.kind, FrameKind::Command | FrameKind::Inline) {
@@ -537,16 +565,34 @@ impl LinkRewriter {
                     .iter()
                     .any(|n| name.eq_ignore_ascii_case(n));
                 let names = (1..args.count()).any(|i| args.get(i) == Some(key));
-                if everything {
-                    scan.named = true;
+                let spoils = if everything {
+                    true
                 } else if names {
                     match kind.tolerates(&args, key) {
-                        Some(t) => scan.between.add(t, i64::from(item.header.exec_time) * 1000),
-                        None => scan.named = true,
+                        Some(t) => {
+                            scan.between.add(t, i64::from(item.header.exec_time) * 1000);
+                            false
+                        }
+                        None => true,
                     }
+                } else {
+                    false
+                };
+                if spoils {
+                    // The first such command decides; nothing after it is read.
+                    scan.named = true;
+                    scan.superseded = engine::redefines(&args, key, paused.writes_string);
+                    tracing::debug!(
+                        key = %String::from_utf8_lossy(key),
+                        item_end = %paused.end,
+                        by = %String::from_utf8_lossy(name),
+                        superseded = scan.superseded,
+                        "look-up spoiled: a command named the key before the answer's position"
+                    );
+                    break;
                 }
             }
-            if scan.reached {
+            if scan.reached || scan.named {
                 break;
             }
         }
@@ -687,6 +733,7 @@ impl LinkRewriter {
                 let key = decision.lookup_key(&args);
                 if pausing && first_command {
                     self.paused_kind = kind;
+                    self.paused_writes_string = engine::writes_string(&args);
                     self.paused_key.clear();
                     self.paused_key.extend_from_slice(key);
                     return Ok(ItemStep::Paused);
@@ -709,13 +756,21 @@ impl LinkRewriter {
                     self.table.mark_unknown(self.state.db, key);
                 }
             }
+            if first_command
+                && self.superseded_next
+                && decision.outcome == engine::Outcome::UnknownKey
+            {
+                // Whatever it leaves on a late replica, a later command redefines the key on
+                // both sides before anything could depend on it.
+                decision.outcome = engine::Outcome::Passed;
+            }
             first_command = false;
             if !self.replaying && self.counting {
                 self.tally.count(decision.family, decision.outcome);
                 if decision.outcome == engine::Outcome::UnknownKey {
                     tracing::debug!(
                         command = %String::from_utf8_lossy(args.get(0).unwrap_or_default()),
-                        key = %String::from_utf8_lossy(args.get(1).unwrap_or_default()),
+                        key = %String::from_utf8_lossy(decision.lookup_key(&args)),
                         "entry passed unrewritten: the key's expiry or existence is unknown"
                     );
                 }

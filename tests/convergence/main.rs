@@ -39,7 +39,7 @@ use proptest::prelude::*;
 use proptest::strategy::BoxedStrategy;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// Around the clock of the captured Pika session (2026-11-23), so seconds fit in int32.
@@ -79,6 +79,7 @@ struct Totals {
     at_risk_reported: usize,
     exempted_keys: usize,
     exempted_diverged: usize,
+    superseded: usize,
 }
 
 /// Run `cases` generated histories; fail a case on the first violation `relevant` selects.
@@ -100,6 +101,7 @@ fn check_property(
         t.at_risk_reported += run.at_risk.len();
         t.exempted_keys += run.exempt.len();
         t.exempted_diverged += run.exempt_diverged;
+        t.superseded += run.superseded;
         match run.first(relevant) {
             Some(v) => Err(TestCaseError::fail(v.to_string())),
             None => Ok(()),
@@ -128,14 +130,15 @@ fn print_totals(label: &str, t: &Totals) {
     println!(
         "{label}: {} histories, {} client commands, {} entries ({} rewritten); \
          at-risk reported {} times, {} keys exempted as at-risk or unknown_key ({} of them \
-         ended different)",
+         ended different); {} look-ups superseded (checked, not exempt)",
         t.histories,
         t.client_commands,
         t.entries,
         t.rewritten,
         t.at_risk_reported,
         t.exempted_keys,
-        t.exempted_diverged
+        t.exempted_diverged,
+        t.superseded
     );
 }
 

@@ -97,6 +97,12 @@ pub(crate) struct Run {
     pub(crate) rewritten: usize,
     pub(crate) at_risk: Vec<AtRisk>,
     pub(crate) exempt: BTreeSet<(u32, Bytes)>,
+    /// Keys of `superseded` entries (passed undecided, a later command redefines the key) whose
+    /// redefinition the replica has not applied yet, and whether the entry wrote the string: an
+    /// entry on one of them may fail on the replica until then, and nothing after.
+    pub(crate) superseding: BTreeMap<(u32, Bytes), bool>,
+    /// Look-ups found `superseded`.
+    pub(crate) superseded: usize,
     /// Exempt keys whose master and replica records differ once every TTL has run out.
     pub(crate) exempt_diverged: usize,
     /// Pika 4.0: the replica holds whole seconds of deadlines its master keeps in ms.
@@ -313,6 +319,8 @@ pub(crate) fn run_history(
         rewritten: 0,
         at_risk: Vec::new(),
         exempt: BTreeSet::new(),
+        superseding: BTreeMap::new(),
+        superseded: 0,
         exempt_diverged: 0,
         pika_4_0: dialect == Dialect::Pika && opts.release == PikaRelease::V4,
     };
@@ -451,7 +459,10 @@ pub(crate) fn run_history(
                 // logged for them on the key decides, as the relay reads its binlog: an entry the
                 // kind of answer cannot read past spoils it (`written_again`).
                 let mut answering = run.master.clone();
-                let (mut spoiled, mut between) = (false, Between::default());
+                // `Some(redefines)` once a command spoils it: whether the first to do so
+                // redefines the key on both sides (`superseded`, `engine::redefines`).
+                let (mut spoiled, mut between) = (None, Between::default());
+                let string_entry = engine::writes_string(&entry.argv);
                 for later in steps[i + 1..].iter().take_while(|l| l.t_ms <= asked_ms) {
                     let logged = match &later.action {
                         ConcreteAction::Client(argv) => answering
@@ -462,27 +473,40 @@ pub(crate) fn run_history(
                             answering.active_expire(later.db, k, later.t_ms)
                         }
                     };
-                    for e in logged {
-                        let everything = ["flushdb", "flushall", "swapdb"]
-                            .iter()
-                            .any(|n| e.argv[0].eq_ignore_ascii_case(n.as_bytes()));
-                        if everything {
-                            spoiled = true;
+                    for e in &logged {
+                        if spoiled.is_some() {
+                            break;
+                        }
+                        let name = |n: &str| e.argv[0].eq_ignore_ascii_case(n.as_bytes());
+                        if name("flushall") || (name("flushdb") && later.db == s.db) {
+                            spoiled = Some(true);
+                        } else if name("flushdb") || name("swapdb") {
+                            spoiled = Some(false);
                         } else if later.db == s.db && e.argv[1..].contains(&key) {
                             match kind.tolerates(&e.argv, &key) {
                                 Some(t) => between.add(t, e.exec_ms),
-                                None => spoiled = true,
+                                None => {
+                                    spoiled = Some(engine::redefines(&e.argv, &key, string_entry))
+                                }
                             }
                         }
                     }
                 }
-                if spoiled {
+                if let Some(superseded) = spoiled {
                     decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &decide);
                     engine::leave_undecided(&table, stream.db, &key, kind, exec_ms);
-                    looked_up = " [looked up: written again]".to_string();
-                    // Passed as unknown_key, which is documented and counted: the key is exempt.
-                    if decision.outcome == Outcome::UnknownKey {
-                        run.exempt.insert((stream.db, key.clone()));
+                    if superseded {
+                        // Passed undecided, and not exempt: the key must converge all the same.
+                        looked_up = " [looked up: superseded]".to_string();
+                        run.superseding
+                            .insert((stream.db, key.clone()), string_entry);
+                        run.superseded += 1;
+                    } else {
+                        looked_up = " [looked up: written again]".to_string();
+                        // Passed as unknown_key, documented and counted: the key is exempt.
+                        if decision.outcome == Outcome::UnknownKey {
+                            run.exempt.insert((stream.db, key.clone()));
+                        }
                     }
                 } else {
                     // A 3.5 master's clock is its second (a key is alive through its deadline's).
@@ -637,7 +661,11 @@ pub(crate) fn run_history(
                     notes.push_str(&format!(" [replica: {e}]"));
                     if e.kind == ModelErrorKind::Failed {
                         let key = e.key().cloned().unwrap_or_default();
-                        failures.push((db, key, e.to_string()));
+                        if run.superseding.contains_key(&(db, key.clone())) {
+                            notes.push_str(" [before the redefinition]");
+                        } else {
+                            failures.push((db, key, e.to_string()));
+                        }
                     } else {
                         run.violations.push(Violation {
                             property: "R6 (replica rejected an emitted command)",
@@ -648,6 +676,7 @@ pub(crate) fn run_history(
                     }
                 }
             }
+            end_superseding(&mut run.superseding, stream.db, &entry.argv);
             parts.push(format!("{shown}{notes}"));
         }
         run.last_apply_ms = s.apply_ms;
@@ -687,6 +716,21 @@ pub(crate) fn run_history(
     }
     check_states(&mut run);
     run
+}
+
+/// Closes the `superseded` windows of the keys `argv` (an entry the replica has just applied
+/// in `db`) redefines.
+fn end_superseding(superseding: &mut BTreeMap<(u32, Bytes), bool>, db: u32, argv: &Argv) {
+    let flush = |name: &str| argv[0].eq_ignore_ascii_case(name.as_bytes());
+    if flush("flushall") {
+        superseding.clear();
+    } else if flush("flushdb") {
+        superseding.retain(|(d, _), _| *d != db);
+    } else {
+        superseding.retain(|(d, key), string_entry| {
+            *d != db || !engine::redefines(argv, key, *string_entry)
+        });
+    }
 }
 
 /// P1 and P2 at a_n, around every deadline after a_n, and far in the future.

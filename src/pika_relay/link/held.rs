@@ -61,6 +61,10 @@ pub(crate) enum LookupResult {
     Resolved,
     /// An entry between the item and the answer's position named the key.
     WrittenAgain,
+    /// ...and the first such entry redefines the key on both sides (DEL, a plain EXPIRE, a
+    /// whole SET of a string: [`crate::engine::redefines`]): the item passes undecided, and
+    /// whatever it leaves on a late replica is replaced before anything depends on it.
+    Superseded,
     /// The master gave no answer.
     Failed,
     /// Neither the answer nor the items up to its position came in time.
@@ -80,6 +84,7 @@ impl LookupResult {
         match self {
             LookupResult::Resolved => "resolved",
             LookupResult::WrittenAgain => "written_again",
+            LookupResult::Superseded => "superseded",
             LookupResult::Failed => "failed",
             LookupResult::Timeout => "timeout",
             LookupResult::Behind => "behind",
@@ -90,11 +95,10 @@ impl LookupResult {
 
 /// What the items held say about the paused key up to an answer's position.
 enum Scan {
-    Named,
+    /// A command the answer cannot read past names the key (`superseded`: it redefines it).
+    Named { superseded: bool },
     /// Nothing names the key but maybe commands the kind of answer reads past.
-    Clear {
-        between: Between,
-    },
+    Clear { between: Between },
     /// They end here, before the position.
     Short(BinlogPosition),
 }
@@ -147,7 +151,8 @@ impl Held {
             return Some((answered(Between::default()), LookupResult::Resolved));
         }
         match self.named_before(rewriter, master_at) {
-            Scan::Named => Some((None, LookupResult::WrittenAgain)),
+            Scan::Named { superseded: false } => Some((None, LookupResult::WrittenAgain)),
+            Scan::Named { superseded: true } => Some((None, LookupResult::Superseded)),
             Scan::Clear { between } => Some((answered(between), LookupResult::Resolved)),
             Scan::Short(last) => {
                 let behind = position::lag_bytes(master_at, last, file_size);
@@ -170,7 +175,8 @@ impl Held {
         found: Option<Answered>,
         result: LookupResult,
     ) -> (LookupResult, Option<Answer>) {
-        let used = rewriter.resolve_paused(&mut self.paused, found);
+        let superseded = result == LookupResult::Superseded;
+        let used = rewriter.resolve_paused_as(&mut self.paused, found, superseded);
         match found {
             Some(answered) if used => {
                 let answer = Answer {
@@ -198,10 +204,9 @@ impl Held {
     /// read counts as naming it. Responses already found clear up to `until` are not read again
     /// (a read-ahead queues thousands, each arrival asking again).
     fn named_before(&mut self, rewriter: &mut LinkRewriter, until: BinlogPosition) -> Scan {
-        let key = &self.paused.key;
         let first = match Response::decode(&self.body) {
             Ok(Response::BinlogSync(resp)) => resp,
-            _ => return Scan::Named,
+            _ => return Scan::Named { superseded: false },
         };
         let (mut clear, mut last, mut between) = match self.scanned {
             Some(s) if s.until == until => (s.clear, s.last, s.between),
@@ -214,11 +219,10 @@ impl Held {
                 &first.records,
                 from,
                 until,
-                key,
-                self.paused.kind,
+                &self.paused,
             ) {
                 Ok(scan) => scan,
-                Err(_) => return Scan::Named,
+                Err(_) => return Scan::Named { superseded: false },
             };
             if let Some(decided) = fold_scan(scan, &mut between, &mut last) {
                 return decided;
@@ -230,7 +234,7 @@ impl Held {
             let resp = match Response::decode(body) {
                 Ok(Response::BinlogSync(resp)) => Some(resp),
                 Ok(_) => None,
-                Err(_) => return Scan::Named,
+                Err(_) => return Scan::Named { superseded: false },
             };
             let same = |resp: &super::input::BinlogResponse<'_>| match (slot, resp.slot) {
                 (Some(a), Some(b)) => a.db_name == b.db_name && a.slot_id == b.slot_id,
@@ -238,17 +242,11 @@ impl Held {
             };
             // Another DB's keys are others; its positions are in its own binlog.
             if let Some(resp) = resp.filter(|r| same(r)) {
-                let scan = match rewriter.items_name_key(
-                    body,
-                    &resp.records,
-                    0,
-                    until,
-                    key,
-                    self.paused.kind,
-                ) {
-                    Ok(scan) => scan,
-                    Err(_) => return Scan::Named,
-                };
+                let scan =
+                    match rewriter.items_name_key(body, &resp.records, 0, until, &self.paused) {
+                        Ok(scan) => scan,
+                        Err(_) => return Scan::Named { superseded: false },
+                    };
                 if let Some(decided) = fold_scan(scan, &mut between, &mut last) {
                     return decided;
                 }
@@ -269,7 +267,9 @@ impl Held {
 /// that decides the answer (a command names the key, or the answer's position is reached).
 fn fold_scan(scan: KeyScan, between: &mut Between, last: &mut BinlogPosition) -> Option<Scan> {
     if scan.named {
-        return Some(Scan::Named);
+        return Some(Scan::Named {
+            superseded: scan.superseded,
+        });
     }
     *between = between.then(scan.between);
     if scan.reached {

@@ -113,6 +113,61 @@ fn a_key_written_again_before_the_answer_leaves_the_entry_undecided() {
     assert_eq!(sent[0], &first, "passed as it came (unknown_key)");
 }
 
+/// The entries the machine counts while `f` runs, as the metrics text.
+fn counted(f: impl FnOnce()) -> String {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, f);
+    handle.render()
+}
+
+#[test]
+fn a_key_deleted_before_the_answer_supersedes_the_entry() {
+    let mut h = joined_mid_stream();
+    let first = one(T0, 1, 1000, 1060, &["sadd", "s", "m"]);
+    let mut out = Vec::new();
+    let text = counted(|| {
+        h.response(first.clone());
+        // Read past (a removal keeps the TTL of a key it does not empty), then the DEL that
+        // spoils the answer.
+        h.response(one(T0, 2, 1060, 1080, &["srem", "s", "n"]));
+        h.response(one(T0, 3, 1080, 1100, &["del", "s"]));
+        out = h.answer(LookupAnswer::Found {
+            found: LookedUp::ExpiredBy((i64::from(T0) + 1) * 1000),
+            master_at: pos(1100),
+        });
+    });
+    assert_eq!(results(&out), vec![LookupResult::Superseded]);
+    let sent = frames_to_replica(&out);
+    assert_eq!(sent.len(), 3);
+    assert_eq!(sent[0], &first, "passed as it came");
+    assert!(
+        !text.contains(r#"family="set",outcome="unknown_key""#),
+        "a superseded entry is not unknown_key: {text}"
+    );
+    assert!(text.contains(r#"family="set",outcome="passed""#), "{text}");
+}
+
+#[test]
+fn a_string_set_does_not_supersede_another_type() {
+    let mut h = joined_mid_stream();
+    let mut out = Vec::new();
+    let text = counted(|| {
+        h.response(one(T0, 1, 1000, 1060, &["sadd", "s", "m"]));
+        h.response(one(T0, 2, 1060, 1100, &["set", "s", "v"]));
+        out = h.answer(LookupAnswer::Found {
+            found: LookedUp::NoTtl,
+            master_at: pos(1100),
+        });
+    });
+    // Pika keeps a set and a string under one name: the SET leaves the set as it was.
+    assert_eq!(results(&out), vec![LookupResult::WrittenAgain]);
+    assert!(
+        text.contains(r#"family="set",outcome="unknown_key""#),
+        "{text}"
+    );
+}
+
 #[test]
 fn an_answer_from_further_on_waits_for_the_items_up_to_it() {
     let mut h = joined_mid_stream();

@@ -650,6 +650,31 @@ impl ExpiryTable {
         self.put_marker(db, key, UNKNOWN, true);
     }
 
+    /// What the table holds of the key, if anything, is no longer known (an entry the engine
+    /// cannot follow named it); a key without an entry keeps what the baseline says of it.
+    pub fn forget(&self, db: u32, key: &[u8]) {
+        if self.get(db, key).is_some() {
+            self.mark_unknown(db, key);
+        } else {
+            self.clear_witness(db, key);
+        }
+    }
+
+    /// Everything the table holds of the DB's keys is no longer known (a command that deletes
+    /// keys the stream does not name); keys without an entry keep what the baseline says.
+    pub fn forget_db(&self, db: u32) {
+        self.clear_witnesses_where(|d| d != db);
+        // Under an unknown baseline a key without an entry is unknown already.
+        let drop = self.baseline() == Baseline::Unknown;
+        self.retain(|d, _, value| {
+            if d != db {
+                return true;
+            }
+            *value = UNKNOWN;
+            !drop
+        });
+    }
+
     /// The key has no TTL; whether it exists is not known.
     pub fn mark_not_volatile(&self, db: u32, key: &[u8]) {
         self.put_marker(db, key, NOT_VOLATILE, false);

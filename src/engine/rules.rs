@@ -54,15 +54,38 @@ pub fn rewrite<'a>(
     };
     let proposal = match spec(name) {
         Some(spec) => cx.apply(spec, state),
-        None => {
-            // It may have changed what a collection holds; forget what was known of it.
-            if let Some(key) = args.get(1) {
-                table.clear_witness(state.db, key);
-            }
+        None if name.eq_ignore_ascii_case(b"pkpatternmatchdel") => {
+            // Pika 3.5 logs the pattern, not the keys it deleted (4.0 logs a DEL per key).
+            table.forget_db(state.db);
             Proposal::unknown_command()
         }
+        None => Proposal::unknown_command(),
     };
+    if matches!(
+        proposal.outcome,
+        Outcome::UnknownCommand | Outcome::Malformed
+    ) {
+        forget_named(args, state.db, table);
+    }
     cx.finish(proposal)
+}
+
+/// An entry the engine could not follow (an unknown command, options it does not know such as
+/// Pika's `SET … VX`) may have created, deleted or changed any key it names: what the table
+/// holds of them is forgotten, and its first argument, where nearly every write names its key,
+/// becomes unknown even without an entry (the table may claim it absent). A later write on them
+/// is then looked up (Pika) or passes as `unknown_key`, never rewritten from stale knowledge.
+fn forget_named(args: &dyn Args, db: u32, table: &ExpiryTable) {
+    if let Some(first) = args.get(1) {
+        if table.baseline() == Baseline::Absent {
+            table.mark_unknown(db, first);
+        } else {
+            table.forget(db, first);
+        }
+    }
+    for key in (2..args.count()).filter_map(|i| args.get(i)) {
+        table.forget(db, key);
+    }
 }
 
 /// What a rule concluded for one entry, before the family switch is consulted.

@@ -229,6 +229,63 @@ fn unknown_keys_pass_through_and_are_counted() {
 }
 
 #[test]
+fn an_entry_the_engine_cannot_follow_forgets_the_keys_it_names() {
+    // Pika's DELVX deletes the key when its value matches; SET … VX sets it (and clears its TTL)
+    // when its value matches. Kept as "volatile until T", the next INCR would be rewritten with
+    // that deadline, and a replica would drop a key the master keeps.
+    for entry in [
+        "delvx k 1",
+        "set k 2 vx 1",
+        "bitop and k a b",
+        "pfmerge k a",
+    ] {
+        let mut s = Stream::new(Dialect::Pika);
+        s.run("pksetexat k 1795469994 1", T0);
+        let d = s.run(entry, T0 + 1000);
+        assert!(d.forwarded, "{entry}");
+        assert_eq!(
+            s.table.lookup(0, b"k", T0 + 1000),
+            KeyKnowledge::Unknown,
+            "{entry}"
+        );
+        let d = s.run("INCR k", T0 + 2000);
+        assert_eq!(d.outcome, Outcome::UnknownKey, "{entry}");
+        assert!(d.forwarded, "{entry}");
+    }
+    // A key the table claims absent may have been created by it (GEOADD is a zset write).
+    let mut s = Stream::new(Dialect::Pika);
+    s.run("geoadd g 13.3 38.1 palermo", T0);
+    assert_eq!(s.table.lookup(0, b"g", T0), KeyKnowledge::Unknown);
+    // Other keys stay known; values that name no key in the table add nothing.
+    s.run("pksetexat other 1795469994 1", T0);
+    s.run("xadd st * f v", T0);
+    assert_eq!(
+        s.table.lookup(0, b"other", T0),
+        KeyKnowledge::Volatile(1_795_469_994_000)
+    );
+    assert_eq!(s.table.lookup(0, b"f", T0), KeyKnowledge::Absent);
+}
+
+#[test]
+fn a_pattern_delete_on_pika_3_forgets_the_db() {
+    let mut s = Stream::new(Dialect::Pika);
+    s.run("pksetexat a 1795469994 1", T0);
+    s.run("set b 1", T0);
+    s.run("select 1", T0);
+    s.run("pksetexat c 1795469994 1", T0);
+    s.run("select 0", T0);
+    s.run("pkpatternmatchdel * strings", T0);
+    assert_eq!(s.table.lookup(0, b"a", T0), KeyKnowledge::Unknown);
+    assert_eq!(s.table.lookup(0, b"b", T0), KeyKnowledge::Unknown);
+    assert_eq!(
+        s.table.lookup(1, b"c", T0),
+        KeyKnowledge::Volatile(1_795_469_994_000),
+        "another DB's keys are not touched"
+    );
+    assert_eq!(s.run("INCR a", T0 + 1000).outcome, Outcome::UnknownKey);
+}
+
+#[test]
 fn rename_of_a_volatile_key_restates_the_deadline_on_the_destination() {
     let mut s = Stream::new(Dialect::Pika);
     s.run("pksetexat a 1795469990 v", T0);

@@ -68,6 +68,9 @@
 //! readers and the writer stay off that core).
 //! Needs `redis-server` on the PATH. The target is an added p99 of at most 0.2 ms at 100 k/s.
 
+#[path = "../tests/support/forwarder.rs"]
+mod forwarder;
+
 use bytes::{Buf, BytesMut};
 use pika_ttl_proxy::resp::{encode_command, CommandParser, Frame, ParserLimits};
 use std::io::{Read, Write};
@@ -102,10 +105,6 @@ const FORWARD_ENV: &str = "ADDED_LATENCY_FORWARD";
 const RT_ENV: &str = "ADDED_LATENCY_RT";
 /// Set in the re-run under `chrt`, so it does not re-run itself again.
 const RT_ACTIVE_ENV: &str = "ADDED_LATENCY_RT_ACTIVE";
-/// The proxy's read size on the master's stream (`READ_CHUNK` in `redis_relay::session`) and on
-/// the replica's side (it reserves 4 KiB per read there).
-const FORWARD_UPSTREAM_READ: usize = 64 * 1024;
-const FORWARD_DOWNSTREAM_READ: usize = 4 * 1024;
 
 fn main() {
     if let Some(status) = rerun_under_chrt() {
@@ -151,64 +150,10 @@ fn rerun_under_chrt() -> Option<i32> {
     }
 }
 
-/// The baseline hop: accepts connections on the listen address and copies bytes between each
-/// and its own connection to the upstream, both ways, without looking at them. Built like the
-/// proxy's process (`app::run_relay`: a multi-thread tokio runtime with the default worker
-/// count, one task per connection, TCP_NODELAY on both sockets), so that the proxy's own work
-/// is the only difference between the two hops.
+/// The baseline hop ([`forwarder`]) for one `<listen addr>,<upstream addr>` pair.
 fn forward(spec: &str) -> Result<(), String> {
-    let (listen, upstream) = spec
-        .split_once(',')
-        .ok_or_else(|| format!("{FORWARD_ENV}={spec:?}: expected <listen addr>,<upstream addr>"))?;
-    let parse = |addr: &str| {
-        addr.trim()
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| format!("{FORWARD_ENV}: {addr:?}: {e}"))
-    };
-    let (listen, upstream) = (parse(listen)?, parse(upstream)?);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| format!("bind {listen}: {e}"))?;
-        loop {
-            let (mut down, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    eprintln!("accept on {listen}: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            tokio::spawn(async move {
-                let mut up = match tokio::net::TcpStream::connect(upstream).await {
-                    Ok(up) => up,
-                    Err(e) => {
-                        eprintln!("{peer}: connect to {upstream}: {e}");
-                        return;
-                    }
-                };
-                for (side, sock) in [("downstream", &down), ("upstream", &up)] {
-                    if let Err(e) = sock.set_nodelay(true) {
-                        eprintln!("{peer}: TCP_NODELAY on the {side} socket: {e}");
-                    }
-                }
-                if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
-                    &mut down,
-                    &mut up,
-                    FORWARD_DOWNSTREAM_READ,
-                    FORWARD_UPSTREAM_READ,
-                )
-                .await
-                {
-                    eprintln!("{peer} <-> {upstream}: {e}");
-                }
-            });
-        }
-    })
+    let pairs = forwarder::parse_pairs(spec).map_err(|e| format!("{FORWARD_ENV}: {e}"))?;
+    forwarder::forward(&pairs)
 }
 
 /// A started server, killed and reaped when dropped, so an early return or a panic does not

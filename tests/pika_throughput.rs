@@ -1,13 +1,16 @@
 //! Pika relay throughput with the protocol peers (no real Pika can run here): the fake master
 //! streams N items to a fake replica directly and, in the same run, through the real
 //! `pika-ttl-proxy pika` process; prints items/s for both and the ratio, and, at a fixed rate, the
-//! latency from the master logging an item to the replica receiving it. `#[ignore]`: these are
+//! latency from the master logging an item to the replica receiving it, directly, through a plain
+//! TCP forwarder (the baseline of one more userspace hop, `support::forwarder`, in a process of
+//! its own) and through the proxy. `#[ignore]`: these are
 //! measurements, run by `scripts/bench.sh` (`cargo test --release --test pika_throughput --
 //! --ignored --nocapture --test-threads 1`), not tests with timed assertions.
 
 #[allow(dead_code)]
 mod support;
 
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::pika_peer::fake_master::{FakeMaster, MasterOptions};
 use support::pika_peer::fake_replica::FakeReplica;
@@ -16,18 +19,108 @@ use support::proxy::ProxyProcess;
 
 const T0: i64 = 1_795_469_984_000;
 
-/// A fake master and a fake replica, directly or through a relay process, streaming.
+/// Set, it makes the test `tcp_forwarder_process` the forwarder of these pairs
+/// (`support::forwarder::parse_pairs`).
+const FORWARD_ENV: &str = "PIKA_BENCH_FORWARD";
+
+/// What the replica is connected through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    Direct,
+    Forwarder,
+    Proxy,
+}
+
+/// The forwarder in a process of its own (this test binary running `tcp_forwarder_process`),
+/// under `PIKA_TTL_PROXY_WRAPPER` like the proxy (e.g. `taskset -c 1`); killed when dropped.
+struct ForwarderProcess {
+    child: Child,
+    port: u16,
+}
+
+impl ForwarderProcess {
+    fn start(master_port: u16) -> ForwarderProcess {
+        let port = support::pika_peer::net::free_base_port();
+        let spec = [0u16, 2000, 10001]
+            .iter()
+            .map(|o| format!("127.0.0.1:{},127.0.0.1:{}", port + o, master_port + o))
+            .collect::<Vec<_>>()
+            .join(";");
+        let exe = std::env::current_exe().unwrap();
+        let wrapper: Vec<String> = std::env::var("PIKA_TTL_PROXY_WRAPPER")
+            .map(|w| w.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut command = match wrapper.split_first() {
+            Some((tool, args)) => {
+                let mut c = Command::new(tool);
+                c.args(args).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let child = command
+            .args([
+                "tcp_forwarder_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(FORWARD_ENV, spec)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port + 2000)).is_err() {
+            assert!(Instant::now() < deadline, "the forwarder did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ForwarderProcess { child, port }
+    }
+}
+
+impl Drop for ForwarderProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Not a test: the forwarder's process (see [`ForwarderProcess`]); without `PIKA_BENCH_FORWARD`
+/// it returns at once.
+#[test]
+#[ignore = "the forwarder process of pika_relay_latency_at_a_fixed_rate"]
+fn tcp_forwarder_process() {
+    if let Ok(spec) = std::env::var(FORWARD_ENV) {
+        let pairs = support::forwarder::parse_pairs(&spec).unwrap();
+        if let Err(e) = support::forwarder::forward(&pairs) {
+            panic!("forwarder: {e}");
+        }
+    }
+}
+
+/// A fake master and a fake replica, directly or through a hop, streaming.
 struct Peers {
     master: FakeMaster,
     proxy: Option<ProxyProcess>,
+    _forwarder: Option<ForwarderProcess>,
     replica: FakeReplica,
     _dir: tempfile::TempDir,
 }
 
-async fn peers(through_proxy: bool) -> Peers {
+async fn peers(hop: Hop) -> Peers {
     let master = FakeMaster::start(MasterOptions::default(), T0).await;
     let dir = tempfile::tempdir().unwrap();
-    let proxy = if through_proxy {
+    let forwarder = if hop == Hop::Forwarder {
+        let master_port = master.port;
+        Some(
+            tokio::task::spawn_blocking(move || ForwarderProcess::start(master_port))
+                .await
+                .unwrap(),
+        )
+    } else {
+        None
+    };
+    let proxy = if hop == Hop::Proxy {
         let port = support::pika_peer::net::free_base_port();
         let master_port = master.port;
         let path = dir.path().to_path_buf();
@@ -46,12 +139,17 @@ async fn peers(through_proxy: bool) -> Peers {
     } else {
         None
     };
-    let target = proxy.as_ref().map(|p| p.port).unwrap_or(master.port);
+    let target = match (&proxy, &forwarder) {
+        (Some(p), _) => p.port,
+        (_, Some(f)) => f.port,
+        _ => master.port,
+    };
     let replica = FakeReplica::start(target, 19231, T0);
     assert!(wait_until(Duration::from_secs(60), || replica.is_streaming()).await);
     Peers {
         master,
         proxy,
+        _forwarder: forwarder,
         replica,
         _dir: dir,
     }
@@ -63,8 +161,14 @@ async fn run(n: usize, through_proxy: bool) -> (f64, usize, Option<f64>) {
         master,
         proxy,
         replica,
+        _forwarder,
         _dir,
-    } = peers(through_proxy).await;
+    } = peers(if through_proxy {
+        Hop::Proxy
+    } else {
+        Hop::Direct
+    })
+    .await;
     // Timed from the first write to the last apply (the master's own work is in both runs).
     // Half the items touch volatile keys, so through the proxy they are rewritten.
     let cpu_before = proxy.as_ref().and_then(|p| p.cpu_seconds());
@@ -155,13 +259,14 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// Writes SETEX/INCR pairs on volatile keys at `rate` items/s for `secs` (batches every
 /// millisecond on an absolute schedule) and measures log → arrival per item.
-async fn paced(rate: usize, secs: f64, through_proxy: bool) -> Latencies {
+async fn paced(rate: usize, secs: f64, hop: Hop) -> Latencies {
     let Peers {
         master,
         proxy,
         replica,
+        _forwarder,
         _dir,
-    } = peers(through_proxy).await;
+    } = peers(hop).await;
     let per_ms = (rate / 1000).max(2) / 2;
     let ticks = (secs * 1000.0) as u64;
     let start = Instant::now();
@@ -184,8 +289,9 @@ async fn paced(rate: usize, secs: f64, through_proxy: bool) -> Latencies {
         wait_until(Duration::from_secs(120), || replica.applied_items()
             >= total)
         .await,
-        "replica applied {} of {total}",
-        replica.applied_items()
+        "replica applied {} of {total}; its last events: {:?}",
+        replica.applied_items(),
+        replica.events().iter().rev().take(5).collect::<Vec<_>>()
     );
     let logged = master.logged_at();
     let arrived = replica.arrived_at();
@@ -211,8 +317,9 @@ async fn paced(rate: usize, secs: f64, through_proxy: bool) -> Latencies {
 async fn pika_relay_latency_at_a_fixed_rate() {
     let rate: usize = setting("PIKA_BENCH_RATE", 100_000);
     let secs: f64 = setting("PIKA_BENCH_SECONDS", 3.0);
-    let direct = paced(rate, secs, false).await;
-    let proxied = paced(rate, secs, true).await;
+    let direct = paced(rate, secs, Hop::Direct).await;
+    let forwarded = paced(rate, secs, Hop::Forwarder).await;
+    let proxied = paced(rate, secs, Hop::Proxy).await;
     let show = |l: &Latencies| {
         format!(
             "p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs, max {:.0} µs ({} items at {:.0}/s)",
@@ -224,13 +331,31 @@ async fn pika_relay_latency_at_a_fixed_rate() {
         show(&direct)
     );
     println!(
+        "pika relay latency (protocol peers), log → arrival, forwarded: {}",
+        show(&forwarded)
+    );
+    println!(
         "pika relay latency (protocol peers), log → arrival, proxied: {}",
         show(&proxied)
     );
+    let added = |through: &Latencies, base: &Latencies| {
+        format!(
+            "p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs",
+            through.p50 - base.p50,
+            through.p99 - base.p99,
+            through.p999 - base.p999
+        )
+    };
     println!(
-        "pika relay latency (protocol peers), added by the proxy: p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs",
-        proxied.p50 - direct.p50,
-        proxied.p99 - direct.p99,
-        proxied.p999 - direct.p999
+        "pika relay latency (protocol peers), added by the forwarder: {}",
+        added(&forwarded, &direct)
+    );
+    println!(
+        "pika relay latency (protocol peers), added by the proxy: {}",
+        added(&proxied, &direct)
+    );
+    println!(
+        "pika relay latency (protocol peers), proxy − forwarder: {}",
+        added(&proxied, &forwarded)
     );
 }

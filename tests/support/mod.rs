@@ -1,11 +1,12 @@
 //! Test support shared by every integration test: Pika protocol peers and the Pika relay process
-//! (`pika_peer`, `proxy`), real `redis-server`s and the Redis relay (`redis_server`,
+//! (`pika_peer`, `proxy`), the plain TCP forwarder of latency baselines (`forwarder`), real `redis-server`s and the Redis relay (`redis_server`,
 //! `redis_proxy`, `raw_replica`), the Redis load generator (`workload`), a live Prometheus
 //! (`prom`), Pika captures (`pika_captures`, `pika_wire_builders`), and the small helpers below.
 //!
 //! Each test file compiles this module on its own and uses part of it, so each declares it as
 //! `#[allow(dead_code)] mod support;`.
 
+pub mod forwarder;
 pub mod pika_captures;
 pub mod pika_peer;
 pub mod pika_wire_builders;

@@ -23,14 +23,6 @@ const T0: i64 = 1_795_469_984_000;
 /// (`support::forwarder::parse_pairs`).
 const FORWARD_ENV: &str = "PIKA_BENCH_FORWARD";
 
-/// What the replica is connected through.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Hop {
-    Direct,
-    Forwarder,
-    Proxy,
-}
-
 /// The forwarder in a process of its own (this test binary running `tcp_forwarder_process`),
 /// under `PIKA_TTL_PROXY_WRAPPER` like the proxy (e.g. `taskset -c 1`); killed when dropped.
 struct ForwarderProcess {
@@ -98,29 +90,18 @@ fn tcp_forwarder_process() {
     }
 }
 
-/// A fake master and a fake replica, directly or through a hop, streaming.
+/// A fake master and a fake replica, directly or through a relay process, streaming.
 struct Peers {
     master: FakeMaster,
     proxy: Option<ProxyProcess>,
-    _forwarder: Option<ForwarderProcess>,
     replica: FakeReplica,
     _dir: tempfile::TempDir,
 }
 
-async fn peers(hop: Hop) -> Peers {
+async fn peers(through_proxy: bool) -> Peers {
     let master = FakeMaster::start(MasterOptions::default(), T0).await;
     let dir = tempfile::tempdir().unwrap();
-    let forwarder = if hop == Hop::Forwarder {
-        let master_port = master.port;
-        Some(
-            tokio::task::spawn_blocking(move || ForwarderProcess::start(master_port))
-                .await
-                .unwrap(),
-        )
-    } else {
-        None
-    };
-    let proxy = if hop == Hop::Proxy {
+    let proxy = if through_proxy {
         let port = support::pika_peer::net::free_base_port();
         let master_port = master.port;
         let path = dir.path().to_path_buf();
@@ -139,17 +120,12 @@ async fn peers(hop: Hop) -> Peers {
     } else {
         None
     };
-    let target = match (&proxy, &forwarder) {
-        (Some(p), _) => p.port,
-        (_, Some(f)) => f.port,
-        _ => master.port,
-    };
+    let target = proxy.as_ref().map_or(master.port, |p| p.port);
     let replica = FakeReplica::start(target, 19231, T0);
     assert!(wait_until(Duration::from_secs(60), || replica.is_streaming()).await);
     Peers {
         master,
         proxy,
-        _forwarder: forwarder,
         replica,
         _dir: dir,
     }
@@ -161,14 +137,8 @@ async fn run(n: usize, through_proxy: bool) -> (f64, usize, Option<f64>) {
         master,
         proxy,
         replica,
-        _forwarder,
         _dir,
-    } = peers(if through_proxy {
-        Hop::Proxy
-    } else {
-        Hop::Direct
-    })
-    .await;
+    } = peers(through_proxy).await;
     // Timed from the first write to the last apply (the master's own work is in both runs).
     // Half the items touch volatile keys, so through the proxy they are rewritten.
     let cpu_before = proxy.as_ref().and_then(|p| p.cpu_seconds());
@@ -258,15 +228,37 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Writes SETEX/INCR pairs on volatile keys at `rate` items/s for `secs` (batches every
-/// millisecond on an absolute schedule) and measures log → arrival per item.
-async fn paced(rate: usize, secs: f64, hop: Hop) -> Latencies {
-    let Peers {
-        master,
-        proxy,
-        replica,
-        _forwarder,
-        _dir,
-    } = peers(hop).await;
+/// millisecond on an absolute schedule) to one master with three replicas streaming at once:
+/// directly, through the forwarder and through the proxy, so the host's noise hits the three
+/// alike; measures log → arrival per item on each, in that order.
+async fn paced(rate: usize, secs: f64) -> [Latencies; 3] {
+    let master = FakeMaster::start(MasterOptions::default(), T0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let master_port = master.port;
+    let forwarder = tokio::task::spawn_blocking(move || ForwarderProcess::start(master_port))
+        .await
+        .unwrap();
+    let port = support::pika_peer::net::free_base_port();
+    let path = dir.path().to_path_buf();
+    let extra = std::env::var("PIKA_BENCH_PROXY_ARGS").unwrap_or_default();
+    let proxy = tokio::task::spawn_blocking(move || {
+        let mut flags = vec!["--empty-at-origin"];
+        flags.extend(extra.split_whitespace());
+        ProxyProcess::start(port, master_port, &path, &flags)
+    })
+    .await
+    .unwrap();
+    let replicas = [
+        FakeReplica::start(master.port, 19231, T0),
+        FakeReplica::start(forwarder.port, 19232, T0),
+        FakeReplica::start(proxy.port, 19233, T0),
+    ];
+    assert!(
+        wait_until(Duration::from_secs(60), || replicas
+            .iter()
+            .all(FakeReplica::is_streaming))
+        .await
+    );
     let per_ms = (rate / 1000).max(2) / 2;
     let ticks = (secs * 1000.0) as u64;
     let start = Instant::now();
@@ -285,31 +277,35 @@ async fn paced(rate: usize, secs: f64, hop: Hop) -> Latencies {
     }
     let sent_for = start.elapsed().as_secs_f64();
     let total = (seq * 2) as u64;
-    assert!(
-        wait_until(Duration::from_secs(120), || replica.applied_items()
-            >= total)
-        .await,
-        "replica applied {} of {total}; its last events: {:?}",
-        replica.applied_items(),
-        replica.events().iter().rev().take(5).collect::<Vec<_>>()
-    );
-    let logged = master.logged_at();
-    let arrived = replica.arrived_at();
-    let mut lat: Vec<f64> = logged
-        .iter()
-        .zip(arrived.iter())
-        .map(|(l, a)| a.saturating_duration_since(*l).as_secs_f64() * 1e6)
-        .collect();
-    lat.sort_by(|a, b| a.total_cmp(b));
-    drop(proxy);
-    Latencies {
-        p50: percentile(&lat, 0.5),
-        p99: percentile(&lat, 0.99),
-        p999: percentile(&lat, 0.999),
-        max: lat[lat.len() - 1],
-        items: lat.len(),
-        rate: total as f64 / sent_for,
+    for replica in &replicas {
+        assert!(
+            wait_until(Duration::from_secs(120), || replica.applied_items()
+                >= total)
+            .await,
+            "replica applied {} of {total}; its last events: {:?}",
+            replica.applied_items(),
+            replica.events().iter().rev().take(5).collect::<Vec<_>>()
+        );
     }
+    let logged = master.logged_at();
+    let latencies = replicas.map(|replica| {
+        let mut lat: Vec<f64> = logged
+            .iter()
+            .zip(replica.arrived_at().iter())
+            .map(|(l, a)| a.saturating_duration_since(*l).as_secs_f64() * 1e6)
+            .collect();
+        lat.sort_by(|a, b| a.total_cmp(b));
+        Latencies {
+            p50: percentile(&lat, 0.5),
+            p99: percentile(&lat, 0.99),
+            p999: percentile(&lat, 0.999),
+            max: lat[lat.len() - 1],
+            items: lat.len(),
+            rate: total as f64 / sent_for,
+        }
+    });
+    drop((proxy, forwarder));
+    latencies
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,9 +313,7 @@ async fn paced(rate: usize, secs: f64, hop: Hop) -> Latencies {
 async fn pika_relay_latency_at_a_fixed_rate() {
     let rate: usize = setting("PIKA_BENCH_RATE", 100_000);
     let secs: f64 = setting("PIKA_BENCH_SECONDS", 3.0);
-    let direct = paced(rate, secs, Hop::Direct).await;
-    let forwarded = paced(rate, secs, Hop::Forwarder).await;
-    let proxied = paced(rate, secs, Hop::Proxy).await;
+    let [direct, forwarded, proxied] = paced(rate, secs).await;
     let show = |l: &Latencies| {
         format!(
             "p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs, max {:.0} µs ({} items at {:.0}/s)",

@@ -1181,6 +1181,44 @@ fn real_pika_expire_then_late_write_on_a_used_master() {
     expire_then_late_write(&rig, "expire-then-late-write used-master");
 }
 
+/// Commands the engine does not follow: `SET … VX` (sets the key and clears its TTL when its
+/// value matches) and `DELVX` (deletes it when its value matches), both Pika's own, logged as
+/// they are. Kept as "volatile until the SETEX's deadline", the key's next INCR would be
+/// rewritten with that deadline and the proxied replica would drop a key the master keeps; the
+/// engine forgets what it knew, so the INCR is looked up instead. No lag is needed: the wrong
+/// deadline alone loses the key.
+#[test]
+fn real_pika_commands_the_engine_cannot_follow() {
+    let Some(bin) = pika_bin() else { return };
+    let _serial = serial();
+    let rig = rig(&bin, |_| {});
+    let mut m = rig.master.conn();
+    for cmd in [
+        &["SETEX", "u:vx", "3", "1"][..],
+        &["SET", "u:vx", "5", "VX", "1"],
+        &["INCR", "u:vx"],
+        &["SETEX", "u:dv", "3", "1"],
+        &["DELVX", "u:dv", "1"],
+        &["INCR", "u:dv"],
+    ] {
+        println!("    {} -> {}", cmd.join(" "), run(&mut m, &strings(cmd)));
+    }
+    // Past the SETEX deadlines (a 4.0 replica may keep a key a second longer).
+    std::thread::sleep(Duration::from_millis(5000));
+    rig.barrier("barrier:u");
+    let master = keyspace(&rig.master, "u:*");
+    let direct = divergent(&master, &keyspace(&rig.direct, "u:*"));
+    let proxied = divergent(&master, &keyspace(&rig.proxied, "u:*"));
+    println!(
+        "real-pika unfollowed-commands pika={} master={master:?} divergent: direct={} proxied={} | proxy: {:?}",
+        rig.version,
+        direct.len(),
+        proxied.len(),
+        rig.counters()
+    );
+    assert!(proxied.is_empty(), "through the proxy: {proxied:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Warm-up over a large pre-existing keyspace (issue 15)
 // ---------------------------------------------------------------------------------------------

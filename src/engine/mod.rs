@@ -16,7 +16,7 @@ use crate::table::{ExpiryTable, KeyKnowledge};
 
 use bytes::Bytes;
 
-pub use redefine::{redefines, writes_string};
+pub use redefine::{redefines, resets_ttl, writes_string};
 pub use replacement::{Arg, Commands, NewCommand, OriginalFrame, Replacement};
 pub use rules::{rewrite, PIKA_MAX_TIMESTAMP_SECS};
 

@@ -42,6 +42,18 @@ pub fn redefines(later: &dyn Args, key: &[u8], string_entry: bool) -> bool {
     }
 }
 
+/// Whether `later`, a command naming `key` after an entry on it decided without knowing its
+/// state, gives `key` one TTL wherever it exists: a plain EXPIRE-family command (not NX/XX/GT/LT)
+/// on it. Not a redefinition (the value, and whether the key exists, may still differ), but what
+/// the entry left on a late replica cannot outlive that TTL.
+pub fn resets_ttl(later: &dyn Args, key: &[u8]) -> bool {
+    matches!(
+        later.get(0).and_then(command::classify),
+        Some(Cmd::Expire | Cmd::PExpire | Cmd::ExpireAt | Cmd::PExpireAt)
+    ) && later.get(1) == Some(key)
+        && later.count() == 3
+}
+
 /// Whether `entry` writes the string under its key (Pika keeps other types beside it).
 pub fn writes_string(entry: &dyn Args) -> bool {
     matches!(
@@ -123,6 +135,16 @@ mod tests {
             assert!(!after(later, "hincrby k n 1"), "{later}");
             assert!(!after(later, "incr k"), "{later}");
         }
+    }
+
+    #[test]
+    fn plain_expiries_reset_the_ttl() {
+        let resets = |later: &str| super::resets_ttl(&argv(later), b"k");
+        assert!(resets("expireat k 1800000000"));
+        assert!(resets("PEXPIRE k 100"));
+        assert!(!resets("expire k 10 nx"));
+        assert!(!resets("expire other 10"));
+        assert!(!resets("persist k"));
     }
 
     #[test]

@@ -180,8 +180,10 @@ pub(crate) enum RewriteStep {
 pub(crate) struct KeyScan {
     /// A command names the key, or may touch it.
     pub named: bool,
-    /// ...and the first that does redefines it ([`engine::redefines`]).
+    /// ...and the first that does redefines it ([`engine::redefines`]),
     pub superseded: bool,
+    /// ...or gives it a TTL wherever it exists ([`engine::resets_ttl`]).
+    pub ttl_reset: bool,
     /// The commands naming it that the kind of answer reads past.
     pub between: engine::Between,
     /// The items reach the position asked about.
@@ -582,6 +584,7 @@ impl LinkRewriter {
                     // The first such command decides; nothing after it is read.
                     scan.named = true;
                     scan.superseded = engine::redefines(&args, key, paused.writes_string);
+                    scan.ttl_reset = !scan.superseded && engine::resets_ttl(&args, key);
                     tracing::debug!(
                         key = %String::from_utf8_lossy(key),
                         item_end = %paused.end,

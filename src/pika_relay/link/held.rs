@@ -65,6 +65,10 @@ pub(crate) enum LookupResult {
     /// whole SET of a string: [`crate::engine::redefines`]): the item passes undecided, and
     /// whatever it leaves on a late replica is replaced before anything depends on it.
     Superseded,
+    /// ...or gives the key a TTL wherever it exists (a plain EXPIRE, [`crate::engine::resets_ttl`]):
+    /// the item passes as `unknown_key`, and what it leaves on a late replica (another value, a
+    /// key the master lacks) lasts at most until that TTL runs out.
+    TtlReset,
     /// The master gave no answer.
     Failed,
     /// Neither the answer nor the items up to its position came in time.
@@ -85,6 +89,7 @@ impl LookupResult {
             LookupResult::Resolved => "resolved",
             LookupResult::WrittenAgain => "written_again",
             LookupResult::Superseded => "superseded",
+            LookupResult::TtlReset => "ttl_reset",
             LookupResult::Failed => "failed",
             LookupResult::Timeout => "timeout",
             LookupResult::Behind => "behind",
@@ -93,10 +98,19 @@ impl LookupResult {
     }
 }
 
+impl Scan {
+    /// Named by something that neither redefines the key nor resets its TTL (or unreadable).
+    const NAMED: Scan = Scan::Named {
+        superseded: false,
+        ttl_reset: false,
+    };
+}
+
 /// What the items held say about the paused key up to an answer's position.
 enum Scan {
-    /// A command the answer cannot read past names the key (`superseded`: it redefines it).
-    Named { superseded: bool },
+    /// A command the answer cannot read past names the key (`superseded`: it redefines it;
+    /// `ttl_reset`: it gives it a TTL wherever it exists).
+    Named { superseded: bool, ttl_reset: bool },
     /// Nothing names the key but maybe commands the kind of answer reads past.
     Clear { between: Between },
     /// They end here, before the position.
@@ -151,8 +165,13 @@ impl Held {
             return Some((answered(Between::default()), LookupResult::Resolved));
         }
         match self.named_before(rewriter, master_at) {
-            Scan::Named { superseded: false } => Some((None, LookupResult::WrittenAgain)),
-            Scan::Named { superseded: true } => Some((None, LookupResult::Superseded)),
+            Scan::Named {
+                superseded: true, ..
+            } => Some((None, LookupResult::Superseded)),
+            Scan::Named {
+                ttl_reset: true, ..
+            } => Some((None, LookupResult::TtlReset)),
+            Scan::Named { .. } => Some((None, LookupResult::WrittenAgain)),
             Scan::Clear { between } => Some((answered(between), LookupResult::Resolved)),
             Scan::Short(last) => {
                 let behind = position::lag_bytes(master_at, last, file_size);
@@ -206,7 +225,7 @@ impl Held {
     fn named_before(&mut self, rewriter: &mut LinkRewriter, until: BinlogPosition) -> Scan {
         let first = match Response::decode(&self.body) {
             Ok(Response::BinlogSync(resp)) => resp,
-            _ => return Scan::Named { superseded: false },
+            _ => return Scan::NAMED,
         };
         let (mut clear, mut last, mut between) = match self.scanned {
             Some(s) if s.until == until => (s.clear, s.last, s.between),
@@ -222,7 +241,7 @@ impl Held {
                 &self.paused,
             ) {
                 Ok(scan) => scan,
-                Err(_) => return Scan::Named { superseded: false },
+                Err(_) => return Scan::NAMED,
             };
             if let Some(decided) = fold_scan(scan, &mut between, &mut last) {
                 return decided;
@@ -234,7 +253,7 @@ impl Held {
             let resp = match Response::decode(body) {
                 Ok(Response::BinlogSync(resp)) => Some(resp),
                 Ok(_) => None,
-                Err(_) => return Scan::Named { superseded: false },
+                Err(_) => return Scan::NAMED,
             };
             let same = |resp: &super::input::BinlogResponse<'_>| match (slot, resp.slot) {
                 (Some(a), Some(b)) => a.db_name == b.db_name && a.slot_id == b.slot_id,
@@ -245,7 +264,7 @@ impl Held {
                 let scan =
                     match rewriter.items_name_key(body, &resp.records, 0, until, &self.paused) {
                         Ok(scan) => scan,
-                        Err(_) => return Scan::Named { superseded: false },
+                        Err(_) => return Scan::NAMED,
                     };
                 if let Some(decided) = fold_scan(scan, &mut between, &mut last) {
                     return decided;
@@ -269,6 +288,7 @@ fn fold_scan(scan: KeyScan, between: &mut Between, last: &mut BinlogPosition) ->
     if scan.named {
         return Some(Scan::Named {
             superseded: scan.superseded,
+            ttl_reset: scan.ttl_reset,
         });
     }
     *between = between.then(scan.between);

@@ -97,7 +97,7 @@ fn a_write_on_an_unknown_key_waits_for_its_look_up_and_is_rewritten_with_the_ans
 }
 
 #[test]
-fn a_key_written_again_before_the_answer_leaves_the_entry_undecided() {
+fn a_key_given_a_ttl_before_the_answer_leaves_the_entry_undecided() {
     let mut h = joined_mid_stream();
     let first = one(T0, 1, 1000, 1060, &["sadd", "s", "m"]);
     h.response(first.clone());
@@ -107,7 +107,8 @@ fn a_key_written_again_before_the_answer_leaves_the_entry_undecided() {
         found: LookedUp::Volatile((i64::from(T0) + 100) * 1000),
         master_at: pos(1100),
     });
-    assert_eq!(results(&out), vec![LookupResult::WrittenAgain]);
+    // The EXPIRE replaces the TTL the SADD needed to know: no answer can decide it.
+    assert_eq!(results(&out), vec![LookupResult::TtlReset]);
     let sent = frames_to_replica(&out);
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[0], &first, "passed as it came (unknown_key)");
@@ -318,7 +319,7 @@ fn ttl_keeping_writes_and_removals_between_the_write_and_the_answer_do_not_spoil
         found: LookedUp::NoTtl,
         master_at: pos(1340),
     });
-    assert_eq!(results(&out), vec![LookupResult::WrittenAgain]);
+    assert_eq!(results(&out), vec![LookupResult::TtlReset]);
 
     // But no TTL after a removal and a write: the removal may have emptied the key and the
     // write created it anew, so the answer does not tell.

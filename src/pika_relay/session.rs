@@ -14,6 +14,10 @@
 //! writer, checkpoint writer and lag tracker, the replica's name and series, the link's status
 //! and its log lines and metrics.
 
+mod db;
+mod report;
+mod status;
+
 use crate::hold::HoldClock;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -25,30 +29,26 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::answer_journal::AnswerJournal;
-use super::checkpoint::{self, Checkpointing};
+use super::checkpoint;
 use super::client_port;
-use super::config::{PikaRelayConfig, WarmupMode, REPLICATION_PORT_OFFSET};
+use super::config::{PikaRelayConfig, REPLICATION_PORT_OFFSET};
 use super::error::{LinkError, Side};
 use super::frame_reader::{FrameReader, Frames};
 use super::fresh_dump::fresh_dump;
-use super::link::action::{Action, DbId, Event};
+use super::link::action::{Action, DbId};
 use super::link::input::{Request, Response};
-use super::link::{db_key, lag_seconds, LinkEnv, LinkMachine, MachineConfig};
+use super::link::{LinkEnv, LinkMachine, MachineConfig};
 use super::lookup::{Lookups, Question, Reply};
-use super::map_commit::CommittedMap;
-use super::map_store::Loaded;
 use super::passthrough::CONNECT_TIMEOUT;
-use super::registry::lock;
-use super::registry::{DbLinkStatus, LinkStatus, ParkedTable, PikaRelayShared};
+use super::registry::{ParkedTable, PikaRelayShared};
 use super::rewrite::LinkRewriter;
 use super::stats;
-use super::tip::Tracker;
 use super::warmup::{self, WarmupState};
-use crate::engine::RiskCause;
 use crate::pika::frame::{FrameCodec, FrameError};
-use crate::pika::messages::{BinlogPosition, Node, Slot};
+use crate::pika::messages::{BinlogPosition, Node};
 use crate::replica_series::{self, ReplicaHandle};
+use db::DbResources;
+use status::publish_tables;
 
 /// How long a new P+2000 connection may stay silent before it is closed unanswered (a Pika
 /// replica sends its MetaSync at once).
@@ -67,36 +67,6 @@ const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 /// At most one at-risk warning per link per this interval.
 const RISK_LOG_INTERVAL: Duration = Duration::from_secs(1);
-
-/// What the driver keeps per DB beside the machine's state (same [`DbId`]).
-struct DbResources {
-    /// The DB's offset map writer.
-    store: CommittedMap,
-    /// The last checkpoint of the table: where and when, and its write if still running.
-    checkpoint: Checkpointing,
-    /// This replica's lag tracker for the DB, shared with the tip poller (it outlives the link
-    /// so a dropped replica's lag keeps growing).
-    lag: Tracker,
-}
-
-/// A file-name-safe key for one replica's DB.
-fn store_key(node: &Node<'_>, db: &str) -> String {
-    let ip: String = String::from_utf8_lossy(node.ip)
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let db: String = db
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    format!("{ip}_{}_{db}", node.port)
-}
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -655,136 +625,6 @@ impl Link {
         restore.at(master).await;
     }
 
-    /// Logs and counts one event of the machine.
-    fn report(&mut self, event: Event) {
-        let name = &self.name;
-        let key = |db: DbId| self.machine.db(db).key();
-        match event {
-            Event::StrayAck { db } => tracing::info!(
-                replica = %name, db = %db,
-                "dropped an ack for a DB the replica has not resumed on this connection (a reconnecting replica's last ack; a Pika master ignores it too)"
-            ),
-            Event::PredictionEnded { db } => tracing::warn!(
-                replica = %name, db = %key(db),
-                "a response carries a command the replica rewrites with its own clock, so its binlog position cannot be predicted; until the replica reconnects, a proxy crash costs it a full sync"
-            ),
-            Event::Mispredicted {
-                db,
-                predicted,
-                acked,
-            } => {
-                stats::protocol_error(Side::Replica, "replica_layout");
-                tracing::warn!(
-                    replica = %name, db = %key(db), predicted = %predicted, acked = %acked,
-                    "the replica's binlog position differs from the one predicted (a replica binlog-file-size other than --binlog-file-size, or another Pika release?); until it reconnects, a proxy crash costs it a full sync"
-                );
-            }
-            Event::Release(release) => tracing::info!(
-                replica = %name, release = %release.name(),
-                "master release from its MetaSync answer; rewrites use its forms"
-            ),
-            Event::PartialSync => stats::partial_sync(),
-            Event::UnaskedTrySyncOk { db, phase } => tracing::warn!(
-                replica = %name, db = %key(db), phase,
-                "a TrySync acceptance the link did not ask for; waiting for the replica's next TrySync"
-            ),
-            Event::TrySyncRefused { db, code } => tracing::warn!(
-                replica = %name, db = %key(db), ?code, "the master refused the TrySync"
-            ),
-            Event::SnapshotIdentity { db, position } => tracing::info!(
-                replica = %name, db = %key(db), position = %position,
-                "full sync finished at the snapshot position: replica offsets equal the master's again"
-            ),
-            Event::TrySyncTranslated {
-                db,
-                replica,
-                master,
-            } => tracing::info!(
-                replica = %name, db = %key(db), replica_position = %replica, master_position = %master,
-                "replica resumes; TrySync translated"
-            ),
-            Event::AnsweredPurged { db, replica, map } => tracing::warn!(
-                replica = %name, db = %key(db), replica_position = %replica, map,
-                "the relay cannot map the replica's position to an exact master position; answering kSyncPointBePurged to force a full sync"
-            ),
-            Event::FullSync { db, reason } => {
-                stats::full_sync(reason);
-                tracing::info!(replica = %name, db = %key(db), reason, "full sync (DBSync) requested");
-            }
-            Event::TableReused { db, keys } => tracing::info!(
-                replica = %name, db = %key(db), keys,
-                "resuming exactly where the previous link stopped: its expiry table is reused"
-            ),
-            Event::UnparsableItems { db, items } => {
-                stats::protocol_error(Side::Master, "item_content");
-                tracing::warn!(
-                    replica = %name, db = %key(db), items,
-                    "items whose content is not RESP were forwarded unchanged"
-                );
-            }
-            Event::AtRisk {
-                db,
-                families,
-                first,
-            } => {
-                for family in &families {
-                    stats::at_risk(*family);
-                }
-                if let Some(count) = self.risk_log.admit(families.len() as u64) {
-                    tracing::warn!(
-                        replica = %name, db = %key(db), key = %String::from_utf8_lossy(&first.key),
-                        old_deadline_ms = first.old_deadline_ms, cause = first.cause.name(), count,
-                        "{} (count: this and the suppressed ones since the last line)",
-                        risk_message(first.cause)
-                    );
-                }
-            }
-            Event::LookedUp {
-                db,
-                result,
-                key: looked_up,
-                waited,
-                item_end,
-                found,
-            } => {
-                stats::lookup(result.name());
-                let key_text = String::from_utf8_lossy(&looked_up);
-                tracing::debug!(
-                    replica = %name, db = %key(db), key = %key_text, item_end = %item_end,
-                    result = result.name(), ?found, waited_ms = waited.as_millis() as u64,
-                    "look-up ended"
-                );
-                let undecided = result != super::link::held::LookupResult::Resolved;
-                if let Some(count) = undecided.then(|| self.lookup_log.admit(1)).flatten() {
-                    tracing::warn!(
-                        replica = %name, db = %key(db), key = %key_text, result = result.name(),
-                        waited_ms = waited.as_millis() as u64, count,
-                        "a look-up on the master could not decide an entry; it passed as unknown_key (count: this and the suppressed ones since the last line)"
-                    );
-                }
-            }
-            Event::LookUpsPaused { for_secs } => tracing::warn!(
-                replica = %name, for_secs,
-                "a look-up on the master went unanswered; the link decides without look-ups for a while (writes on keys it does not know pass as unknown_key)"
-            ),
-            Event::FirstRewrite { db, at } => tracing::info!(
-                replica = %name, db = %key(db), at = %at,
-                "first rewritten item since the last full sync: replica offsets now differ from the master's and are learned from acks"
-            ),
-            Event::AckDiverged {
-                db,
-                replica_end,
-                master_end,
-            } => tracing::warn!(
-                replica = %name, db = %key(db), replica_end = %replica_end, master_end = %master_end,
-                "the replica wrote unchanged items at a different position than the master (does it re-serialize commands differently?); learning offsets from acks from now on"
-            ),
-            // Status and lag gauges are refreshed by the tick: publishing per ack counted every
-            // shard of the expiry table and formatted the labels on the path the master waits on.
-            Event::Acked { db, at } => lock(&self.dbs[db.0].lag).set_acked(at),
-        }
-    }
-
     fn set_name(&mut self, node: &Node<'_>) {
         let name = format!("{}:{}", String::from_utf8_lossy(node.ip), node.port);
         if self.series.is_none() || name != self.name {
@@ -793,54 +633,6 @@ impl Link {
             self.series = Some(replica_series::global().attach(&name));
             self.name = name;
         }
-    }
-
-    /// Opens the offset map of the DB `slot` and adds the DB to the machine.
-    async fn open_db(&mut self, node: &Node<'_>, slot: &Slot<'_>) -> Result<(), LinkError> {
-        let key = db_key(slot.db_name, slot.slot_id);
-        let skey = store_key(node, &key);
-        let shared = self.setup.shared.clone();
-        let dir = self.setup.cfg.state_dir.clone();
-        let skey2 = skey.clone();
-        let link = self.id;
-        // Its answers must all be in the journal before this link reads it.
-        self.setup.shared.stop_standby(&skey).await;
-        let (store, loaded, map, answers) = tokio::task::spawn_blocking(move || {
-            let (store, loaded, map) = shared.map_store(&dir, &skey2, link)?;
-            let answers = AnswerJournal::open(&dir, &skey2);
-            Ok::<_, std::io::Error>((store, loaded, map, answers))
-        })
-        .await
-        .map_err(|e| LinkError::Persist(std::io::Error::other(e)))?
-        .map_err(LinkError::Persist)?;
-        let answers = answers
-            .inspect_err(|e| tracing::warn!(replica = %self.name, db = %key, error = %e,
-                "cannot open the look-up answer journal; after a crash the keys look-ups settled are unknown until looked up again"))
-            .ok();
-        match loaded {
-            Some(Loaded::Missing) => tracing::info!(
-                replica = %self.name, db = %key,
-                "no offset map yet: the replica's first resume through the relay will be a full sync"
-            ),
-            Some(Loaded::Corrupt(why)) => tracing::warn!(
-                replica = %self.name, db = %key,
-                "the offset map is corrupt ({why}); it was reset and the replica's next resume will be a full sync"
-            ),
-            Some(Loaded::State(ref s, torn)) => tracing::info!(
-                replica = %self.name, db = %key, map = s.name(), points = s.points(), torn_bytes = torn,
-                "offset map loaded"
-            ),
-            None => {}
-        }
-        let lag = self.setup.shared.lag.tracker(&self.name, &key);
-        let id = self.machine.add_db(slot, skey, map);
-        debug_assert_eq!(id.0, self.dbs.len());
-        self.dbs.push(DbResources {
-            store,
-            checkpoint: Checkpointing::new(answers),
-            lag,
-        });
-        Ok(())
     }
 
     // -----------------------------------------------------------------------------------------
@@ -853,68 +645,6 @@ impl Link {
         self.execute().await?;
         self.publish_status();
         Ok(())
-    }
-
-    fn publish_status(&self) {
-        let file_size = self.setup.cfg.binlog_file_size;
-        let now = Instant::now();
-        let now_ms = now_ms();
-        let mut dbs: Vec<DbLinkStatus> = self
-            .machine
-            .dbs()
-            .map(|(id, db)| {
-                let (table_complete, table_keys) = db
-                    .rewriter()
-                    .map(|rw| (rw.table().is_complete(), rw.table().len()))
-                    .unwrap_or((false, 0));
-                let warmup = match (db.warming_up(), self.setup.cfg.warmup) {
-                    (true, _) => "running",
-                    (false, WarmupMode::Off) => "off",
-                    (false, _) if table_complete => "done",
-                    (false, _) => "failed",
-                };
-                let (lag_b, lag_s) = {
-                    let mut lag = lock(&self.dbs[id.0].lag);
-                    lag.set_link_view(db.master_latest(), lag_seconds(db.inflight(), now_ms));
-                    lag.lag(now, file_size)
-                };
-                let points = db.map().points() + db.inflight().len();
-                DbLinkStatus {
-                    db: db.key().to_string(),
-                    phase: db.phase().name(),
-                    offset_map: db.map().name(),
-                    offset_map_points: points,
-                    table_complete,
-                    table_keys,
-                    warmup,
-                    lag_bytes: lag_b,
-                    lag_seconds: lag_s,
-                    acked_master: db.acked_master().to_string(),
-                    master_latest: db.master_latest().to_string(),
-                }
-            })
-            .collect();
-        dbs.sort_by(|a, b| a.db.cmp(&b.db));
-        // One series per replica: its most lagging DB, and the points of all its DBs.
-        let lag_b = dbs.iter().map(|d| d.lag_bytes).max().unwrap_or(0);
-        let lag_s = dbs.iter().map(|d| d.lag_seconds).fold(0.0, f64::max);
-        if let Some(series) = &self.series {
-            // A reconnecting replica names itself before it names its DBs: until it does, its
-            // gauges keep what its trackers said last (a lagging replica does not read 0).
-            if !dbs.is_empty() {
-                series.set_lag(lag_b, lag_s);
-                series.set_map_points(dbs.iter().map(|d| d.offset_map_points).sum());
-            }
-        }
-        self.setup.shared.sessions.update(LinkStatus {
-            id: self.id,
-            peer: self.peer.to_string(),
-            replica: Some(self.name.clone()),
-            // The upstream connection lives exactly as long as the link.
-            upstream_up: true,
-            dbs,
-        });
-        publish_tables(&self.setup.shared);
     }
 
     async fn close(mut self) {
@@ -932,36 +662,6 @@ impl Link {
         self.series = None;
         self.setup.shared.sessions.remove(self.id);
         publish_tables(&self.setup.shared);
-    }
-}
-
-/// The expiry-table gauges over every streaming DB of every link (each link reporting its
-/// own made the gauges show whichever link ticked last).
-fn publish_tables(shared: &PikaRelayShared) {
-    let (keys, complete) = shared
-        .sessions
-        .snapshot()
-        .iter()
-        .flat_map(|l| l.dbs.iter())
-        .filter(|d| d.phase == "streaming")
-        .fold((0, true), |(keys, complete), d| {
-            (keys + d.table_keys, complete && d.table_complete)
-        });
-    stats::expiry_tables(keys, complete);
-}
-
-/// What an at-risk entry means for the operator, by cause.
-fn risk_message(cause: RiskCause) -> &'static str {
-    match cause {
-        RiskCause::TtlChangeAfterDeadline => {
-            "a TTL change may reach the replica after the key's old deadline; the replica may have dropped the key"
-        }
-        RiskCause::ExistenceAmbiguous | RiskCause::ExistenceUntracked => {
-            "a write after an EXPIRE on a key the proxy could not tell existed passed unchanged; the replica may keep the key without its TTL"
-        }
-        RiskCause::ValueLostByMaster => {
-            "the Pika 4.0 master logged this write with an empty value (its APPEND/SETRANGE on a missing key); every replica stores \"\" for the key"
-        }
     }
 }
 

@@ -10,7 +10,7 @@
 #[allow(dead_code)]
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use support::pika_peer::fake_master::{FakeMaster, MasterOptions};
 use support::pika_peer::fake_replica::FakeReplica;
@@ -38,19 +38,7 @@ impl ForwarderProcess {
             .map(|o| format!("127.0.0.1:{},127.0.0.1:{}", port + o, master_port + o))
             .collect::<Vec<_>>()
             .join(";");
-        let exe = std::env::current_exe().unwrap();
-        let wrapper: Vec<String> = std::env::var("PIKA_TTL_PROXY_WRAPPER")
-            .map(|w| w.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_default();
-        let mut command = match wrapper.split_first() {
-            Some((tool, args)) => {
-                let mut c = Command::new(tool);
-                c.args(args).arg(exe);
-                c
-            }
-            None => Command::new(exe),
-        };
-        let child = command
+        let child = support::proxy::wrapped(std::env::current_exe().unwrap())
             .args([
                 "tcp_forwarder_process",
                 "--exact",

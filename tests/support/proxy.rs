@@ -81,20 +81,7 @@ impl ProxyProcess {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        // PIKA_TTL_PROXY_WRAPPER runs the relay under a tool, e.g.
-        // "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p" (measurements only).
-        let wrapper: Vec<String> = std::env::var("PIKA_TTL_PROXY_WRAPPER")
-            .map(|w| w.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_default();
-        let mut command = match wrapper.split_first() {
-            Some((tool, args)) => {
-                let mut c = Command::new(tool);
-                c.args(args).arg(proxy_binary());
-                c
-            }
-            None => Command::new(proxy_binary()),
-        };
-        let child = command
+        let child = wrapped(proxy_binary())
             .arg("pika")
             .arg("--admin")
             .arg(&self.admin)
@@ -238,5 +225,22 @@ impl Drop for ProxyProcess {
             return;
         }
         self.kill9();
+    }
+}
+
+/// `program` under `PIKA_TTL_PROXY_WRAPPER` when it is set: a tool and its arguments, e.g.
+/// "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p" or "taskset -c 1" (measurements
+/// only); the hops of a latency measurement all run under it alike.
+pub fn wrapped(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let wrapper: Vec<String> = std::env::var("PIKA_TTL_PROXY_WRAPPER")
+        .map(|w| w.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    match wrapper.split_first() {
+        Some((tool, args)) => {
+            let mut c = Command::new(tool);
+            c.args(args).arg(program);
+            c
+        }
+        None => Command::new(program),
     }
 }

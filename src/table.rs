@@ -395,13 +395,18 @@ impl ExpiryTable {
         self.clear_witnesses_where(|d| d != db);
         // Under an unknown baseline a key without an entry is unknown already.
         let drop = self.baseline() == Baseline::Unknown;
-        self.retain(|d, _, value| {
-            if d != db {
-                return true;
-            }
-            *value = UNKNOWN;
-            !drop
-        });
+        match (self.map_of(db), (db as usize) < FAST_DBS) {
+            (Some(map), true) if drop => map.clear(),
+            (Some(map), true) => map.alter_all(|_, _| UNKNOWN),
+            (Some(map), false) => map.retain(|k, value| {
+                if split_other_key(k).0 != db {
+                    return true;
+                }
+                *value = UNKNOWN;
+                !drop
+            }),
+            (None, _) => {}
+        }
     }
 
     /// The key has no TTL; whether it exists is not known.

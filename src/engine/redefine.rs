@@ -27,7 +27,8 @@ pub fn redefines(later: &dyn Args, key: &[u8], string_entry: bool) -> bool {
     };
     let first_is_key = later.get(1) == Some(key);
     match cmd {
-        Cmd::FlushDb | Cmd::FlushAll => true,
+        // Pika 3.5 also takes `FLUSHDB <type>`, which flushes one type (3.5.4: none).
+        Cmd::FlushDb | Cmd::FlushAll => whole_flush(later),
         Cmd::Del if is_named(later, b"getdel") => first_is_key && string_entry,
         Cmd::Del => (1..later.count()).any(|i| later.get(i) == Some(key)),
         Cmd::SetEx | Cmd::PSetEx | Cmd::PkSetExAt | Cmd::GetSet => first_is_key && string_entry,
@@ -77,12 +78,31 @@ pub fn writes_string(entry: &dyn Args) -> bool {
 /// A SET that writes its value whatever the key held: no NX/XX, and no KEEPTTL (which keeps a
 /// TTL the two sides may not share).
 fn unconditional_set(set: &dyn Args) -> bool {
-    (3..set.count()).all(|i| {
-        set.get(i).is_none_or(|option| {
-            ![&b"nx"[..], b"xx", b"keepttl"]
-                .iter()
-                .any(|name| option.eq_ignore_ascii_case(name))
-        })
+    // Only options known to set the key whatever it held: anything else (NX, XX, KEEPTTL,
+    // Pika's VX, an option of a later server) is not a redefinition.
+    let mut i = 3;
+    while i < set.count() {
+        let option = set.get(i).unwrap_or_default();
+        let is = |name: &[u8]| option.eq_ignore_ascii_case(name);
+        if is(b"ex") || is(b"px") || is(b"exat") || is(b"pxat") {
+            if i + 1 >= set.count() {
+                return false;
+            }
+            i += 1;
+        } else if !is(b"get") {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// A FLUSHDB/FLUSHALL of everything in its scope: no argument, or Redis's ASYNC/SYNC.
+pub fn whole_flush(flush: &dyn Args) -> bool {
+    (1..flush.count()).all(|i| {
+        flush
+            .get(i)
+            .is_some_and(|a| a.eq_ignore_ascii_case(b"async") || a.eq_ignore_ascii_case(b"sync"))
     })
 }
 
@@ -166,6 +186,20 @@ mod tests {
         }
         assert!(after("getdel k", "incr k"));
         assert!(!after("getdel k", "sadd k m"));
+    }
+
+    #[test]
+    fn pika_conditions_and_typed_flushes_do_not() {
+        for later in [
+            "set k v vx w",
+            "set k v ex 10 vx w",
+            "set k v ex",
+            "flushdb hash",
+        ] {
+            assert!(!after(later, "incr k"), "{later}");
+        }
+        assert!(after("set k v ex 10 get", "incr k"));
+        assert!(after("flushdb async", "incr k"));
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub fn rewrite<'a>(
     };
     let proposal = match spec(name) {
         Some(spec) => cx.apply(spec, state),
-        None if name.eq_ignore_ascii_case(b"pkpatternmatchdel") => {
+        None if is_pattern_delete(name) => {
             // Pika 3.5 logs the pattern, not the keys it deleted (4.0 logs a DEL per key).
             table.forget_db(state.db);
             Proposal::unknown_command()
@@ -77,10 +77,11 @@ pub fn rewrite<'a>(
 /// is then looked up (Pika) or passes as `unknown_key`, never rewritten from stale knowledge.
 fn forget_named(args: &dyn Args, db: u32, table: &ExpiryTable) {
     if let Some(first) = args.get(1) {
-        if table.baseline() == Baseline::Absent {
-            table.mark_unknown(db, first);
-        } else {
+        // The baseline's "no TTL" or "absent" may no longer hold (`SET k v VX old EX 10`).
+        if table.baseline() == Baseline::Unknown {
             table.forget(db, first);
+        } else {
+            table.mark_unknown(db, first);
         }
     }
     for key in (2..args.count()).filter_map(|i| args.get(i)) {
@@ -447,8 +448,13 @@ impl<'a> Cx<'a, '_> {
             Cmd::Move => self.move_key(),
             Cmd::Copy => self.copy(),
             Cmd::SwapDb => self.swapdb(),
-            Cmd::FlushDb => {
+            Cmd::FlushDb if super::whole_flush(self.args) => {
                 self.table.flush_db(self.db);
+                Proposal::pass()
+            }
+            // Pika 3.5's `FLUSHDB <type>` flushes one type (3.5.4: none, yet it is logged).
+            Cmd::FlushDb => {
+                self.table.forget_db(self.db);
                 Proposal::pass()
             }
             Cmd::FlushAll => {
@@ -472,4 +478,10 @@ impl<'a> Cx<'a, '_> {
             None => Proposal::malformed(None),
         }
     }
+}
+
+/// Pika 3.5's `PKPATTERNMATCHDEL pattern type`: deletes every key of a type matching a pattern,
+/// logged as itself (4.0 logs a `DEL` per key).
+pub fn is_pattern_delete(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"pkpatternmatchdel")
 }

@@ -267,6 +267,28 @@ fn an_entry_the_engine_cannot_follow_forgets_the_keys_it_names() {
 }
 
 #[test]
+fn a_typed_flushdb_forgets_the_db_instead_of_emptying_it() {
+    // Pika 3.5's FLUSHDB <type> flushes one type (3.5.4: none): the string keeps its deadline
+    // on the master, so the table must not say "absent".
+    let mut s = Stream::new(Dialect::Pika);
+    s.run("pksetexat k 1795469994 1", T0);
+    s.run("flushdb hash", T0);
+    assert_eq!(s.table.lookup(0, b"k", T0), KeyKnowledge::Unknown);
+    s.run("flushdb", T0);
+    assert_eq!(s.table.lookup(0, b"k", T0), KeyKnowledge::Absent);
+}
+
+#[test]
+fn an_unknown_option_on_a_key_without_an_entry_makes_it_unknown() {
+    // A merged warm-up: keys without an entry have no TTL. SET … VX … EX may have given one.
+    let mut s = Stream::new(Dialect::Pika);
+    s.table.reset(Baseline::NotVolatile);
+    s.run("set k 2 vx 1 ex 100", T0);
+    assert_eq!(s.table.lookup(0, b"k", T0), KeyKnowledge::Unknown);
+    assert_eq!(s.run("INCR k", T0 + 1000).outcome, Outcome::UnknownKey);
+}
+
+#[test]
 fn a_pattern_delete_on_pika_3_forgets_the_db() {
     let mut s = Stream::new(Dialect::Pika);
     s.run("pksetexat a 1795469994 1", T0);

@@ -565,7 +565,8 @@ impl LinkRewriter {
                 let name = args.get(0).unwrap_or_default();
                 let everything = [&b"flushdb"[..], b"flushall", b"swapdb", b"select"]
                     .iter()
-                    .any(|n| name.eq_ignore_ascii_case(n));
+                    .any(|n| name.eq_ignore_ascii_case(n))
+                    || engine::is_pattern_delete(name);
                 let names = (1..args.count()).any(|i| args.get(i) == Some(key));
                 let spoils = if everything {
                     true

@@ -498,8 +498,12 @@ pub(crate) fn run_history(
                     if superseded {
                         // Passed undecided, and not exempt: the key must converge all the same.
                         looked_up = " [looked up: superseded]".to_string();
+                        // A window opened by a write on another type stays open until a
+                        // redefinition of every type (DEL), whatever string write comes later.
                         run.superseding
-                            .insert((stream.db, key.clone()), string_entry);
+                            .entry((stream.db, key.clone()))
+                            .and_modify(|s| *s &= string_entry)
+                            .or_insert(string_entry);
                         run.superseded += 1;
                     } else {
                         looked_up = " [looked up: written again]".to_string();

@@ -61,8 +61,9 @@ pub(crate) enum LookupResult {
     Resolved,
     /// An entry between the item and the answer's position named the key.
     WrittenAgain,
-    /// ...and the first such entry redefines the key on both sides (DEL, a plain EXPIRE, a
-    /// whole SET of a string: [`crate::engine::redefines`]): the item passes undecided, and
+    /// ...and the first such entry redefines the key on both sides (DEL, FLUSHDB, or after a
+    /// write on a string an unconditional SET: [`crate::engine::redefines`]): the item passes
+    /// undecided, and
     /// whatever it leaves on a late replica is replaced before anything depends on it.
     Superseded,
     /// ...or gives the key a TTL wherever it exists (a plain EXPIRE, [`crate::engine::resets_ttl`]):

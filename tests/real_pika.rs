@@ -1185,8 +1185,9 @@ fn real_pika_expire_then_late_write_on_a_used_master() {
 /// value matches) and `DELVX` (deletes it when its value matches), both Pika's own, logged as
 /// they are. Kept as "volatile until the SETEX's deadline", the key's next INCR would be
 /// rewritten with that deadline and the proxied replica would drop a key the master keeps; the
-/// engine forgets what it knew, so the INCR is looked up instead. No lag is needed: the wrong
-/// deadline alone loses the key.
+/// engine forgets what it knew, so the INCR is looked up instead (no lag is needed: the wrong
+/// deadline alone loses the key). And a typed FLUSHDB (3.5), which flushes no string: a late
+/// INCR after it must keep the key's TTL.
 #[test]
 fn real_pika_commands_the_engine_cannot_follow() {
     let Some(bin) = pika_bin() else { return };
@@ -1203,9 +1204,26 @@ fn real_pika_commands_the_engine_cannot_follow() {
     ] {
         println!("    {} -> {}", cmd.join(" "), run(&mut m, &strings(cmd)));
     }
+    // Pika 3.5's FLUSHDB <type> is logged though it flushes one type (3.5.4: none; 4.0.1
+    // refuses it): the string keeps its TTL, and an INCR a late replica applies after it must
+    // carry it.
+    for cmd in [&["SETEX", "u:fl", "3", "1"][..], &["FLUSHDB", "hash"]] {
+        println!("    {} -> {}", cmd.join(" "), run(&mut m, &strings(cmd)));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    rig.direct.signal("-STOP");
+    rig.proxied.signal("-STOP");
+    std::thread::sleep(Duration::from_millis(500));
+    println!(
+        "    INCR u:fl -> {}",
+        run(&mut m, &strings(&["INCR", "u:fl"]))
+    );
     // Past the SETEX deadlines (a 4.0 replica may keep a key a second longer).
     std::thread::sleep(Duration::from_millis(5000));
+    rig.direct.signal("-CONT");
+    rig.proxied.signal("-CONT");
     rig.barrier("barrier:u");
+    std::thread::sleep(Duration::from_millis(1500));
     let master = keyspace(&rig.master, "u:*");
     let direct = divergent(&master, &keyspace(&rig.direct, "u:*"));
     let proxied = divergent(&master, &keyspace(&rig.proxied, "u:*"));

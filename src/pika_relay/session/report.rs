@@ -111,7 +111,9 @@ impl Link {
                     result = result.name(), ?found, waited_ms = waited.as_millis() as u64,
                     "look-up ended"
                 );
-                let undecided = result != LookupResult::Resolved;
+                // A superseded write passes too, but leaves nothing the master lacks.
+                let undecided =
+                    !matches!(result, LookupResult::Resolved | LookupResult::Superseded);
                 if let Some(count) = undecided.then(|| self.lookup_log.admit(1)).flatten() {
                     tracing::warn!(
                         replica = %name, db = %key(db), key = %key_text, result = result.name(),

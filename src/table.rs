@@ -88,9 +88,12 @@ const PERSISTENT: i64 = i64::MIN;
 const ABSENT: i64 = i64::MIN + 1;
 const NOT_VOLATILE: i64 = i64::MIN + 2;
 const UNKNOWN: i64 = i64::MIN + 3;
+/// Exists, TTL unknown: read as [`KeyKnowledge::Unknown`] by every rule but the EXPIRE's
+/// ([`ExpiryTable::is_present`]).
+const PRESENT: i64 = i64::MIN + 4;
 
 fn is_marker(v: i64) -> bool {
-    v == PERSISTENT || v == ABSENT || v == NOT_VOLATILE || v == UNKNOWN
+    v == PERSISTENT || v == ABSENT || v == NOT_VOLATILE || v == UNKNOWN || v == PRESENT
 }
 
 /// Values in `(UNKNOWN, 0)` hold a "maybe volatile" deadline, negated; positive values are
@@ -308,7 +311,7 @@ impl ExpiryTable {
             Some(PERSISTENT) => KeyKnowledge::Persistent,
             Some(ABSENT) => KeyKnowledge::Absent,
             Some(NOT_VOLATILE) => KeyKnowledge::NotVolatile,
-            Some(UNKNOWN) => KeyKnowledge::Unknown,
+            Some(UNKNOWN | PRESENT) => KeyKnowledge::Unknown,
             Some(v) if is_maybe_volatile(v) => KeyKnowledge::MaybeVolatile(-v),
             Some(deadline) if deadline < now_ms => KeyKnowledge::Expired(deadline),
             Some(deadline) => KeyKnowledge::Volatile(deadline),
@@ -377,6 +380,18 @@ impl ExpiryTable {
     /// decided from the stream, e.g. a removal that may have emptied a volatile hash).
     pub fn mark_unknown(&self, db: u32, key: &[u8]) {
         self.put_marker(db, key, UNKNOWN, true);
+    }
+
+    /// The key exists, with a TTL that is not known (a write that creates a missing key was
+    /// decided without knowing its state): nothing else is known of it, but an EXPIRE on it
+    /// sets its deadline exactly.
+    pub fn mark_present(&self, db: u32, key: &[u8]) {
+        self.put_marker(db, key, PRESENT, true);
+    }
+
+    /// Whether the key is known to exist with a TTL that is not known ([`Self::mark_present`]).
+    pub fn is_present(&self, db: u32, key: &[u8]) -> bool {
+        self.get(db, key) == Some(PRESENT)
     }
 
     /// What the table holds of the key, if anything, is no longer known (an entry the engine

@@ -472,7 +472,14 @@ pub fn keeps_ttl_of(args: &dyn args::Args, key: &[u8]) -> bool {
 /// only if it was there ([`LookupKind::PresentIfAlive`]) leaves it as the guess says or gone: a
 /// deadline becomes "that deadline, or gone", no TTL stays "no TTL, existence unknown"; one that
 /// creates the key leaves nothing known. The key's next TTL-keeping write is then looked up.
-pub fn leave_undecided(table: &ExpiryTable, db: u32, key: &[u8], kind: LookupKind, now_ms: i64) {
+pub fn leave_undecided(
+    table: &ExpiryTable,
+    db: u32,
+    key: &[u8],
+    kind: LookupKind,
+    entry: &dyn args::Args,
+    now_ms: i64,
+) {
     let guess = table.lookup(db, key, now_ms);
     match (kind, guess) {
         (
@@ -484,7 +491,38 @@ pub fn leave_undecided(table: &ExpiryTable, db: u32, key: &[u8], kind: LookupKin
             KeyKnowledge::Persistent | KeyKnowledge::NotVolatile,
         ) => table.mark_not_volatile(db, key),
         (LookupKind::PresentIfAlive { .. }, KeyKnowledge::Absent | KeyKnowledge::Expired(_)) => {}
+        // Whatever its TTL, the key exists after a write that creates it when missing: an
+        // EXPIRE next gives it that deadline exactly.
+        (LookupKind::KeepsTtl | LookupKind::CreatesIfAbsent { .. }, _)
+            if leaves_key(entry, key) =>
+        {
+            table.mark_present(db, key)
+        }
         _ => table.mark_unknown(db, key),
+    }
+}
+
+/// Whether `entry`, a write on `key`, leaves the key existing whatever it found: INCR-likes,
+/// APPEND, HSET-likes, SADD, LPUSH/RPUSH, ZADD without XX, ZINCRBY, SETNX, SET … NX (it existed,
+/// or it creates it). Not LINSERT (nothing without its pivot), SETRANGE/SETBIT (Pika may not
+/// create from an empty write), moves (nothing without the element).
+fn leaves_key(entry: &dyn args::Args, key: &[u8]) -> bool {
+    use command::Cmd;
+    if entry.get(1) != Some(key) {
+        return false;
+    }
+    let name = entry.get(0).unwrap_or_default();
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    let has_option = |o: &[u8]| {
+        (2..entry.count()).any(|i| entry.get(i).is_some_and(|a| a.eq_ignore_ascii_case(o)))
+    };
+    match command::classify(name) {
+        Some(Cmd::Counter | Cmd::HashWrite | Cmd::SetAdd | Cmd::SetNx) => true,
+        Some(Cmd::AppendLike) => is(b"append"),
+        Some(Cmd::ListPush) => is(b"lpush") || is(b"rpush"),
+        Some(Cmd::ZsetWrite) => is(b"zincrby") || !has_option(b"xx"),
+        Some(Cmd::Set) => has_option(b"nx") && !has_option(b"xx"),
+        _ => false,
     }
 }
 

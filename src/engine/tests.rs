@@ -267,6 +267,41 @@ fn an_entry_the_engine_cannot_follow_forgets_the_keys_it_names() {
 }
 
 #[test]
+fn an_expire_after_an_undecided_write_that_creates_the_key_knows_its_deadline() {
+    // Seen on real 4.0.1 after a crash: `ZADD z 97 m3` decided without its look-up, then
+    // `EXPIRE z 4`: the ZADD left the key existing, so the EXPIRE gives it that deadline (not
+    // "that deadline or absent", which made the next write's late look-up undecidable).
+    for (write, exact) in [
+        ("zadd z 97 m3", true),
+        ("sadd z m", true),
+        ("incr z", true),
+        ("zadd z xx 1 m", false),
+        ("linsert z before p v", false),
+    ] {
+        let mut s = Stream::new(Dialect::Pika);
+        s.table.reset(Baseline::Unknown);
+        let entry = argv(write);
+        leave_undecided(&s.table, 0, b"z", LookupKind::KeepsTtl, &entry, T0);
+        assert_eq!(
+            s.table.lookup(0, b"z", T0),
+            KeyKnowledge::Unknown,
+            "{write}"
+        );
+        s.run("expireat z 1795469994", T0);
+        let after = s.table.lookup(0, b"z", T0);
+        if exact {
+            assert_eq!(after, KeyKnowledge::Volatile(1_795_469_994_000), "{write}");
+        } else {
+            assert_eq!(
+                after,
+                KeyKnowledge::MaybeVolatile(1_795_469_994_000),
+                "{write}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_typed_flushdb_forgets_the_db_instead_of_emptying_it() {
     // Pika 3.5's FLUSHDB <type> flushes one type (3.5.4: none): the string keeps its deadline
     // on the master, so the table must not say "absent".

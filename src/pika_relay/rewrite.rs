@@ -751,7 +751,7 @@ impl LinkRewriter {
                 if !answered {
                     // Decided as the stream suggests, which may be wrong: the next write on the
                     // key is looked up rather than decided from this guess.
-                    engine::leave_undecided(&self.table, self.state.db, key, kind, exec_ms);
+                    engine::leave_undecided(&self.table, self.state.db, key, kind, &args, exec_ms);
                 }
                 if self.replaying && !answered {
                     // A catch-up after a crash without the answer the live link had (none was

@@ -494,7 +494,7 @@ pub(crate) fn run_history(
                 }
                 if let Some(superseded) = spoiled {
                     decision = engine::rewrite(&entry.argv, exec_ms, &mut stream, &table, &decide);
-                    engine::leave_undecided(&table, stream.db, &key, kind, exec_ms);
+                    engine::leave_undecided(&table, stream.db, &key, kind, &entry.argv, exec_ms);
                     if superseded {
                         // Passed undecided, and not exempt: the key must converge all the same.
                         looked_up = " [looked up: superseded]".to_string();
@@ -537,7 +537,14 @@ pub(crate) fn run_history(
                         journaled = Some(answered);
                     } else {
                         // An answer that does not tell (`outlived`): decided without it.
-                        engine::leave_undecided(&table, stream.db, &key, kind, exec_ms);
+                        engine::leave_undecided(
+                            &table,
+                            stream.db,
+                            &key,
+                            kind,
+                            &entry.argv,
+                            exec_ms,
+                        );
                         looked_up.push_str(" [outlived]");
                         if decision.outcome == Outcome::UnknownKey {
                             run.exempt.insert((stream.db, key.clone()));

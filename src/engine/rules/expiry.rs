@@ -35,6 +35,8 @@ impl<'a> Cx<'a, '_> {
             KeyKnowledge::Absent => Some(false),
             // Redis masters propagate expiry commands only for keys that exist.
             _ if !self.pika() => Some(true),
+            // A write decided without knowing the key's state left it existing.
+            KeyKnowledge::Unknown if self.table.is_present(self.db, key) => Some(true),
             KeyKnowledge::MaybeVolatile(old) => {
                 if deletes {
                     self.table.mark_absent(self.db, key, self.track);

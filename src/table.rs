@@ -1,8 +1,8 @@
 //! The expiry table: what the proxy knows about each key's absolute expiry.
 //!
 //! Keys are `(db, key)`; values are absolute deadlines in milliseconds since the Unix epoch, or a
-//! marker that the key is known to exist without a TTL, to be absent, not to be volatile, or to
-//! be unknown. A key with no entry means whatever the table's [`Baseline`] says: after a full
+//! marker that the key is known to exist without a TTL, to be absent, not to be volatile, to
+//! exist with a TTL not known, or to be unknown. A key with no entry means whatever the table's [`Baseline`] says: after a full
 //! sync whose snapshot the proxy scanned, "not volatile"; for a data set known to start empty,
 //! "absent"; otherwise "unknown", which is not the same as "no TTL".
 //!

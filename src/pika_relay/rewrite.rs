@@ -64,6 +64,9 @@ pub struct LinkRewriter {
     policy: Policy,
     /// Keys written by entries while a warm-up scan result waits to be merged.
     touched: Option<Touched>,
+    /// While `touched` is recorded: the end of the last entry that may have deleted keys it
+    /// does not name (FLUSHDB, FLUSHALL, SWAPDB, PKPATTERNMATCHDEL).
+    wiped: Option<BinlogPosition>,
     /// Master end position of the item being rewritten (for `touched`).
     item_end: BinlogPosition,
     entries_since_prune: u32,
@@ -230,6 +233,7 @@ impl LinkRewriter {
                 pause_on_unknown: false,
             },
             touched: None,
+            wiped: None,
             item_end: BinlogPosition::default(),
             entries_since_prune: 0,
             prune_after: PRUNE_EVERY,
@@ -279,12 +283,19 @@ impl LinkRewriter {
     /// Starts recording the keys every entry touches (a warm-up scan is running).
     pub fn start_recording_touched(&mut self) {
         self.touched = Some(Touched::new());
+        self.wiped = None;
     }
 
     /// Stops recording and returns the keys touched since [`Self::start_recording_touched`],
     /// each with the end position of the last entry that touched it.
     pub fn take_touched(&mut self) -> Touched {
         self.touched.take().unwrap_or_default()
+    }
+
+    /// The end of the last entry recorded with the touched keys that may have deleted keys it
+    /// does not name (a scan's answers from before it may no longer hold); cleared.
+    pub fn take_wiped(&mut self) -> Option<BinlogPosition> {
+        self.wiped.take()
     }
 
     /// Rewrites the entries of the BinlogSync response `body`: decodes it
@@ -709,6 +720,14 @@ impl LinkRewriter {
                 for arg in (1..args.count()).filter_map(|i| args.get(i)) {
                     let at = touched.entry((self.state.db, arg.to_vec())).or_insert(end);
                     *at = (*at).max(end);
+                }
+                let name = args.get(0).unwrap_or_default();
+                let wipes = [&b"flushdb"[..], b"flushall", b"swapdb"]
+                    .iter()
+                    .any(|n| name.eq_ignore_ascii_case(n))
+                    || engine::is_pattern_delete(name);
+                if wipes {
+                    self.wiped = Some(self.wiped.map_or(end, |w| w.max(end)));
                 }
             }
             let mut decision =

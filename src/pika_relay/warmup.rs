@@ -154,11 +154,13 @@ impl WarmupState {
                 Ok(Err(e)) => {
                     tracing::warn!(replica = %self.replica, db = %self.db, "warm-up scan failed: {e}; keys from before the relay stay unknown");
                     rewriter.take_touched();
+                    rewriter.take_wiped();
                     return true;
                 }
                 Err(oneshot::error::TryRecvError::Empty) => return false,
                 Err(oneshot::error::TryRecvError::Closed) => {
                     rewriter.take_touched();
+                    rewriter.take_wiped();
                     return true;
                 }
             }
@@ -170,6 +172,16 @@ impl WarmupState {
             return false;
         }
         let touched = rewriter.take_touched();
+        if let Some(at) = rewriter.take_wiped().filter(|at| *at > result.started_at) {
+            // The scan may list keys deleted since it read them; merged, they would be
+            // "volatile until T" again and a key recreated without a TTL would be rewritten
+            // with T. Dropped: writes on keys from before the relay are looked up instead.
+            tracing::warn!(
+                replica = %self.replica, db = %self.db, at = %at, scan_from = %result.started_at,
+                "warm-up scan dropped: a FLUSHDB, FLUSHALL, SWAPDB or PKPATTERNMATCHDEL came while it ran; keys from before the relay stay unknown (their writes are looked up on the master)"
+            );
+            return true;
+        }
         let db = rewriter.stream_state().db;
         let merged = merge(rewriter, db, result, &touched);
         let touched_during = touched

@@ -253,6 +253,34 @@ fn touched_keys_are_recorded_only_while_asked() {
     assert_eq!(touched.get(&(0, b"b".to_vec())), Some(&at));
     assert_eq!(touched.get(&(0, b"c".to_vec())), Some(&at));
     assert!(!touched.contains_key(&(0, b"a".to_vec())));
+    assert_eq!(rw.take_wiped(), None);
+}
+
+#[test]
+fn a_db_wide_delete_is_recorded_with_the_touched_keys() {
+    let table = Arc::new(ExpiryTable::new(Baseline::Unknown));
+    let mut rw = LinkRewriter::new(table, 0, FamilySwitches::all_on());
+    rw.rewrite_response(&response(&[(item(5, 1, 0, &["FLUSHDB"]), 60, 1)]))
+        .unwrap();
+    rw.start_recording_touched();
+    assert_eq!(rw.take_wiped(), None, "only while recording");
+    rw.start_recording_touched();
+    for (i, (cmd, end)) in [
+        (&["SET", "a", "1"][..], 120u64),
+        (&["pkpatternmatchdel", "*", "strings"], 200),
+    ]
+    .iter()
+    .enumerate()
+    {
+        rw.rewrite_response(&response(&[(
+            item(5, 2 + i as u64, 60, cmd),
+            *end,
+            2 + i as u64,
+        )]))
+        .unwrap();
+    }
+    assert_eq!(rw.take_wiped(), Some(BinlogPosition::new(0, 200)));
+    assert_eq!(rw.take_wiped(), None);
 }
 
 #[test]

@@ -482,6 +482,15 @@ impl<'a> Cx<'a, '_> {
 
 /// Pika 3.5's `PKPATTERNMATCHDEL pattern type`: deletes every key of a type matching a pattern,
 /// logged as itself (4.0 logs a `DEL` per key).
-pub fn is_pattern_delete(name: &[u8]) -> bool {
+fn is_pattern_delete(name: &[u8]) -> bool {
     name.eq_ignore_ascii_case(b"pkpatternmatchdel")
+}
+
+/// Whether the command `name` may delete or move keys it does not name (FLUSHDB, FLUSHALL,
+/// SWAPDB, PKPATTERNMATCHDEL).
+pub fn touches_unnamed_keys(name: &[u8]) -> bool {
+    [&b"flushdb"[..], b"flushall", b"swapdb"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
+        || is_pattern_delete(name)
 }

@@ -574,10 +574,8 @@ impl LinkRewriter {
                     spans: &self.frames.spans[frame.spans.clone()],
                 };
                 let name = args.get(0).unwrap_or_default();
-                let everything = [&b"flushdb"[..], b"flushall", b"swapdb", b"select"]
-                    .iter()
-                    .any(|n| name.eq_ignore_ascii_case(n))
-                    || engine::is_pattern_delete(name);
+                let everything =
+                    engine::touches_unnamed_keys(name) || name.eq_ignore_ascii_case(b"select");
                 let names = (1..args.count()).any(|i| args.get(i) == Some(key));
                 let spoils = if everything {
                     true
@@ -721,12 +719,7 @@ impl LinkRewriter {
                     let at = touched.entry((self.state.db, arg.to_vec())).or_insert(end);
                     *at = (*at).max(end);
                 }
-                let name = args.get(0).unwrap_or_default();
-                let wipes = [&b"flushdb"[..], b"flushall", b"swapdb"]
-                    .iter()
-                    .any(|n| name.eq_ignore_ascii_case(n))
-                    || engine::is_pattern_delete(name);
-                if wipes {
+                if engine::touches_unnamed_keys(args.get(0).unwrap_or_default()) {
                     self.wiped = Some(self.wiped.map_or(end, |w| w.max(end)));
                 }
             }

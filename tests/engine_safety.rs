@@ -47,6 +47,7 @@ const NAMES: &[&str] = &[
     "SMOVE",
     "ZADD",
     "ZINCRBY",
+    "GEOADD",
     "ZREM",
     "EXPIRE",
     "PEXPIRE",

@@ -85,6 +85,7 @@ const COMMANDS: &[(&str, Cmd, usize, usize)] = &[
     ("smove", Cmd::SetMove, 4, 4),
     ("zadd", Cmd::ZsetWrite, 4, 0),
     ("zincrby", Cmd::ZsetWrite, 4, 4),
+    ("geoadd", Cmd::ZsetWrite, 5, 0),
     ("set", Cmd::Set, 3, 0),
     ("setnx", Cmd::SetNx, 3, 3),
     ("setex", Cmd::SetEx, 4, 4),

@@ -449,7 +449,7 @@ fn names_only_first(args: &dyn args::Args, key: &[u8]) -> bool {
 }
 
 /// Whether `args` is a write that keeps the TTL of `key`, its first argument, and creates it
-/// without one when it is missing (INCR, APPEND, HSET, RPUSH, SADD, ZADD…).
+/// without one when it is missing (INCR, APPEND, HSET, RPUSH, SADD, ZADD, GEOADD…).
 pub fn keeps_ttl_of(args: &dyn args::Args, key: &[u8]) -> bool {
     use command::Cmd;
     let Some(spec) = args.get(0).and_then(command::spec) else {
@@ -503,7 +503,7 @@ pub fn leave_undecided(
 }
 
 /// Whether `entry`, a write on `key`, leaves the key existing whatever it found: INCR-likes,
-/// APPEND, HSET-likes, SADD, LPUSH/RPUSH, ZADD without XX, ZINCRBY, SETNX, SET … NX (it existed,
+/// APPEND, HSET-likes, SADD, LPUSH/RPUSH, ZADD and GEOADD without XX, ZINCRBY, SETNX, SET … NX (it existed,
 /// or it creates it). Not LINSERT (nothing without its pivot), SETRANGE/SETBIT (Pika may not
 /// create from an empty write), moves (nothing without the element).
 fn leaves_key(entry: &dyn args::Args, key: &[u8]) -> bool {

@@ -252,9 +252,9 @@ fn an_entry_the_engine_cannot_follow_forgets_the_keys_it_names() {
         assert_eq!(d.outcome, Outcome::UnknownKey, "{entry}");
         assert!(d.forwarded, "{entry}");
     }
-    // A key the table claims absent may have been created by it (GEOADD is a zset write).
+    // A key the table claims absent may have been created by it (XADD creates a stream).
     let mut s = Stream::new(Dialect::Pika);
-    s.run("geoadd g 13.3 38.1 palermo", T0);
+    s.run("xadd g * f v", T0);
     assert_eq!(s.table.lookup(0, b"g", T0), KeyKnowledge::Unknown);
     // Other keys stay known; values that name no key in the table add nothing.
     s.run("pksetexat other 1795469994 1", T0);
@@ -340,6 +340,53 @@ fn a_pattern_delete_on_pika_3_forgets_the_db() {
         "another DB's keys are not touched"
     );
     assert_eq!(s.run("INCR a", T0 + 1000).outcome, Outcome::UnknownKey);
+}
+
+#[test]
+fn geoadd_is_a_zset_write_that_keeps_the_ttl() {
+    // Pika and Redis store a geo index as a sorted set and log GEOADD as it is: on a late
+    // replica that has dropped the volatile key it would create one without a TTL.
+    let mut s = Stream::new(Dialect::Pika);
+    s.run("expireat g 1795469994", T0);
+    s.run("zadd g 1 a", T0);
+    s.run("expireat g 1795469994", T0);
+    assert_eq!(
+        s.emitted(
+            "geoadd g 13.36 38.11 palermo 15.08 37.50 catania",
+            T0 + 1000
+        ),
+        [
+            "geoadd g 13.36 38.11 palermo 15.08 37.50 catania",
+            "expireat g 1795469994"
+        ]
+    );
+    // Past the deadline the master created the key anew: a replica drops what it may hold.
+    assert_eq!(
+        s.emitted("geoadd g 13.36 38.11 palermo", T0 + 11_000),
+        ["del g", "geoadd g 13.36 38.11 palermo"]
+    );
+    // Its members are the key's witnesses: removing another one cannot have emptied it.
+    assert_eq!(
+        s.run("zrem g catania", T0 + 12_000).outcome,
+        Outcome::Passed
+    );
+    assert_eq!(
+        s.table.lookup(0, b"g", T0 + 12_000),
+        KeyKnowledge::Persistent
+    );
+    let mut r = Stream::new(Dialect::Redis);
+    r.run("SET other v PXAT 1795469994000", T0);
+    r.run("ZADD g 1 a", T0);
+    r.run("PEXPIREAT g 1795469994000", T0);
+    assert_eq!(
+        r.emitted("GEOADD g NX 13.36 38.11 palermo", T0 + 1000),
+        [
+            "MULTI",
+            "GEOADD g NX 13.36 38.11 palermo",
+            "PEXPIREAT g 1795469994000",
+            "EXEC"
+        ]
+    );
 }
 
 #[test]

@@ -325,10 +325,12 @@ impl Keyspace {
                 self.exec_string(db, name, argv, now)
             }
             "EXISTS" | "DEL" | "UNLINK" | "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT"
-            | "PERSIST" | "TTL" | "PTTL" => self.exec_key(db, name, argv, now),
+            | "PERSIST" | "TTL" | "PTTL" | "FLUSHDB" => self.exec_key(db, name, argv, now),
             "HSET" | "HMSET" | "HSETNX" | "HINCRBY" | "HINCRBYFLOAT" | "HDEL" | "HGET"
             | "LPUSH" | "RPUSH" | "LPUSHX" | "RPUSHX" | "LPOP" | "RPOP" | "SADD" | "SREM"
-            | "SMOVE" | "ZADD" | "ZINCRBY" | "ZREM" => self.exec_collection(db, name, argv, now),
+            | "SMOVE" | "ZADD" | "ZINCRBY" | "ZREM" | "GEOADD" => {
+                self.exec_collection(db, name, argv, now)
+            }
             _ => Err(Failure::Unknown(name.to_ascii_lowercase())),
         }
     }
@@ -350,6 +352,40 @@ mod tests {
 
     fn key(s: &str) -> Bytes {
         Bytes::from(s.to_string())
+    }
+
+    #[test]
+    fn geoadd_scores_are_the_servers_geohashes() {
+        let mut ks = Keyspace::new(Dialect::Redis);
+        // Scores read back from redis-server 7 after the same GEOADD.
+        let added = run(
+            &mut ks,
+            "GEOADD g 13.361389 38.115556 palermo 15.087269 37.502669 catania \
+             -180 -85.05112878 sw 180 85.05112878 ne",
+            0,
+        );
+        assert!(matches!(
+            added,
+            Ok(Effect {
+                reply: Reply::Int(4),
+                ..
+            })
+        ));
+        let Some(Record {
+            value: Value::Zset(z),
+            deadline_ms: None,
+            ..
+        }) = ks.live(0, &key("g"), 0)
+        else {
+            panic!("no zset");
+        };
+        let score = |m: &str| z.get(&key(m)).copied();
+        assert_eq!(score("palermo"), Some(3_479_099_956_230_698.0));
+        assert_eq!(score("catania"), Some(3_479_447_370_796_909.0));
+        assert_eq!(score("sw"), Some(0.0));
+        assert_eq!(score("ne"), Some(13_510_798_882_111_488.0));
+        assert!(run(&mut ks, "GEOADD g 181 0 x", 0).is_err());
+        assert!(run(&mut ks, "GEOADD g 1 2", 0).is_err());
     }
 
     #[test]

@@ -348,6 +348,17 @@ pub(crate) fn arms(dialect: Dialect) -> Vec<(u32, Build)> {
             cmd(vec![l("ZINCRBY"), l("z1"), Arg::Int(by), l(d.member())])
         }),
         (1, |d| cmd(vec![l("ZREM"), l("z1"), l(d.member())])),
+        // A geo index is a sorted set, and GEOADD is logged as it is.
+        (1, |d| {
+            let longitude = Arg::Int(d.x % 170 - 85);
+            cmd(vec![
+                l("GEOADD"),
+                l("z1"),
+                longitude,
+                l("38.1"),
+                l(d.member()),
+            ])
+        }),
     ];
     if dialect == Dialect::Redis {
         arms.extend([

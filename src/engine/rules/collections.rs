@@ -43,8 +43,13 @@ impl<'a> Cx<'a, '_> {
                     }
                     at += 1;
                 }
-                // score member [score member …]
-                Some((at + 1, 2))
+                if is(b"geoadd") {
+                    // longitude latitude member [longitude latitude member …]
+                    Some((at + 2, 3))
+                } else {
+                    // score member [score member …]
+                    Some((at + 1, 2))
+                }
             }
             // LPUSH/RPUSH (a name of another length than LINSERT's fails at once).
             Cmd::ListPush if !is(b"linsert") => {

@@ -255,6 +255,25 @@ impl Keyspace {
                 }
                 Ok(Effect::new(Reply::Int(added), changed))
             }
+            "GEOADD" => {
+                need(n >= 5 && (n - 2) % 3 == 0)?;
+                let mut pairs = Vec::with_capacity((n - 2) / 3);
+                for point in argv[2..].chunks(3) {
+                    let score = geohash_score(float_arg(&point[0])?, float_arg(&point[1])?)?;
+                    pairs.push((score, point[2].clone()));
+                }
+                let rec = self.live_or_create(db, &argv[1], now, Value::Zset(BTreeMap::new()));
+                let Value::Zset(z) = &mut rec.value else {
+                    return Err(wrong_type());
+                };
+                let mut added = 0;
+                for (score, member) in pairs {
+                    if z.insert(member, score).is_none() {
+                        added += 1;
+                    }
+                }
+                Ok(Effect::new(Reply::Int(added), true))
+            }
             "ZINCRBY" => {
                 need(n == 4)?;
                 let by = float_arg(&argv[2])?;
@@ -298,4 +317,25 @@ impl Keyspace {
             _ => Err(Failure::Unknown(name.to_ascii_lowercase())),
         }
     }
+}
+
+/// The score GEOADD stores for a point: its 52-bit geohash (26 bits of longitude and 26 of
+/// latitude, interleaved, latitude in the even bits), as both servers compute it.
+fn geohash_score(longitude: f64, latitude: f64) -> Result<f64, Failure> {
+    const LAT_LIMIT: f64 = 85.051_128_78;
+    if !(-180.0..=180.0).contains(&longitude) || !(-LAT_LIMIT..=LAT_LIMIT).contains(&latitude) {
+        return Err(rejected("invalid longitude,latitude pair"));
+    }
+    // The upper bound itself gives 2^26, one bit past the cell numbers, as on the servers.
+    let cell = |value: f64, min: f64, max: f64| {
+        ((value - min) / (max - min) * f64::from(1u32 << 26)) as u64
+    };
+    let lon = cell(longitude, -180.0, 180.0);
+    let lat = cell(latitude, -LAT_LIMIT, LAT_LIMIT);
+    let mut hash = 0u64;
+    for bit in 0..27 {
+        hash |= ((lat >> bit) & 1) << (2 * bit);
+        hash |= ((lon >> bit) & 1) << (2 * bit + 1);
+    }
+    Ok(hash as f64)
 }

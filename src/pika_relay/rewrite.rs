@@ -996,4 +996,4 @@ fn content_parser() -> CommandParser {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

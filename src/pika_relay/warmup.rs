@@ -87,6 +87,18 @@ pub struct ScanResult {
     pub unsettled: Vec<Vec<u8>>,
 }
 
+/// Where [`WarmupState::try_merge`] left a warm-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergeProgress {
+    /// The scan runs, or the link has not forwarded up to its end yet.
+    Pending,
+    /// Merged, or the scan failed: the warm-up is over.
+    Over,
+    /// Dropped because a command deleted keys it does not name while the scan ran: a new scan
+    /// is due, whose answers all come after that command.
+    ScanAgain,
+}
+
 /// A warm-up in progress for one DB of one link.
 #[derive(Debug)]
 pub struct WarmupState {
@@ -138,15 +150,14 @@ pub fn start(
 
 impl WarmupState {
     /// Merges the scan into the link's table once it is finished and the link has forwarded
-    /// everything up to the scan's end position. Returns true when the warm-up is over (merged
-    /// or failed).
+    /// everything up to the scan's end position.
     pub fn try_merge(
         &mut self,
         rewriter: Option<&mut LinkRewriter>,
         forwarded_up_to: BinlogPosition,
-    ) -> bool {
+    ) -> MergeProgress {
         let Some(rewriter) = rewriter else {
-            return true;
+            return MergeProgress::Over;
         };
         if self.result.is_none() {
             match self.rx.try_recv() {
@@ -155,32 +166,33 @@ impl WarmupState {
                     tracing::warn!(replica = %self.replica, db = %self.db, "warm-up scan failed: {e}; keys from before the relay stay unknown");
                     rewriter.take_touched();
                     rewriter.take_wiped();
-                    return true;
+                    return MergeProgress::Over;
                 }
-                Err(oneshot::error::TryRecvError::Empty) => return false,
+                Err(oneshot::error::TryRecvError::Empty) => return MergeProgress::Pending,
                 Err(oneshot::error::TryRecvError::Closed) => {
                     rewriter.take_touched();
                     rewriter.take_wiped();
-                    return true;
+                    return MergeProgress::Over;
                 }
             }
         }
         let Some(result) = self.result.as_ref() else {
-            return false;
+            return MergeProgress::Pending;
         };
         if forwarded_up_to < result.finished_at {
-            return false;
+            return MergeProgress::Pending;
         }
         let touched = rewriter.take_touched();
         if let Some(at) = rewriter.take_wiped().filter(|at| *at > result.started_at) {
             // The scan may list keys deleted since it read them; merged, they would be
             // "volatile until T" again and a key recreated without a TTL would be rewritten
-            // with T. Dropped: writes on keys from before the relay are looked up instead.
+            // with T. Dropped, and scanned again: meanwhile writes on keys from before the
+            // relay are looked up.
             tracing::warn!(
                 replica = %self.replica, db = %self.db, at = %at, scan_from = %result.started_at,
-                "warm-up scan dropped: a FLUSHDB, FLUSHALL, SWAPDB or PKPATTERNMATCHDEL came while it ran; keys from before the relay stay unknown (their writes are looked up on the master)"
+                "warm-up scan dropped: a FLUSHDB, FLUSHALL, SWAPDB or PKPATTERNMATCHDEL came while it ran; scanning again (until then writes on keys from before the relay are looked up on the master)"
             );
-            return true;
+            return MergeProgress::ScanAgain;
         }
         let db = rewriter.stream_state().db;
         let merged = merge(rewriter, db, result, &touched);
@@ -201,7 +213,7 @@ impl WarmupState {
             touched = touched.len(), touched_during, from = %result.started_at, to = %result.finished_at,
             "warm-up merged: the expiry table is complete"
         );
-        true
+        MergeProgress::Over
     }
 }
 
@@ -681,5 +693,53 @@ db0:binlog_offset=0 3898,safety_purge=none\r\n";
             KeyKnowledge::Unknown,
             "a TTL whose second the scan could not tell: not absent, not guessed"
         );
+    }
+
+    /// A warm-up whose scan saw the master before a FLUSHDB that came while it ran asks for
+    /// another scan instead of merging; one after it merges.
+    #[tokio::test]
+    async fn a_scan_overtaken_by_a_db_wide_delete_is_dropped_and_asked_again() {
+        use crate::pika::item::command_item as item;
+        use crate::pika_relay::rewrite::tests::response;
+        let table = Arc::new(ExpiryTable::new(Baseline::Unknown));
+        let mut rw = LinkRewriter::new(table.clone(), 0, FamilySwitches::all_on());
+        let scan = |started: u64, finished: u64| ScanResult {
+            volatile: vec![(b"old".to_vec(), 9_000)],
+            started_at: BinlogPosition::new(0, started),
+            finished_at: BinlogPosition::new(0, finished),
+            ..ScanResult::default()
+        };
+        let warm_up = |result: ScanResult| {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(Ok(result));
+            WarmupState {
+                replica: "r".into(),
+                db: "db0".into(),
+                rx,
+                result: None,
+                task: tokio::spawn(async {}),
+            }
+        };
+        rw.start_recording_touched();
+        rw.rewrite_response(&response(&[(item(5, 1, 0, &["FLUSHDB"]), 150, 1)]))
+            .unwrap();
+        let mut first = warm_up(scan(100, 200));
+        let at = BinlogPosition::new(0, 200);
+        assert_eq!(
+            first.try_merge(Some(&mut rw), BinlogPosition::new(0, 150)),
+            MergeProgress::Pending,
+            "not forwarded up to the scan's end yet"
+        );
+        assert_eq!(first.try_merge(Some(&mut rw), at), MergeProgress::ScanAgain);
+        assert_eq!(table.lookup(0, b"old", 0), KeyKnowledge::Unknown);
+        assert!(!table.is_complete());
+        rw.start_recording_touched();
+        let mut second = warm_up(scan(200, 260));
+        assert_eq!(
+            second.try_merge(Some(&mut rw), BinlogPosition::new(0, 260)),
+            MergeProgress::Over
+        );
+        assert_eq!(table.lookup(0, b"old", 0), KeyKnowledge::Volatile(9_000));
+        assert!(table.is_complete());
     }
 }

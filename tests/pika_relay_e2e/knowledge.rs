@@ -259,3 +259,64 @@ async fn a_look_up_answered_past_the_held_write_gets_the_items_it_waits_for() {
     );
     replica.stop();
 }
+
+/// A FLUSHDB while the warm-up scans: the scan's answers from before it may name keys it
+/// deleted, so that scan is dropped and the master scanned again, and the second one merges
+/// (before, the table stayed incomplete until the replica's next link).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_up_overtaken_by_a_flushdb_scans_again() {
+    let master = FakeMaster::start(fast_keepalives(), T0).await;
+    master.exec(&["SETEX", "old", "100", "5"]);
+    master.hold_second_info();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(master.port, dir.path(), &["--warmup", "scan"]).await;
+    let replica = FakeReplica::start(proxy.port, REPLICA_PORT, T0);
+    assert!(wait_until(PATIENCE, || replica.is_streaming()).await);
+    assert!(
+        wait_until(PATIENCE, || master.info_calls() >= 2).await,
+        "{}",
+        proxy.log()
+    );
+    // The scan has read `old`; the FLUSHDB deletes it, and `old` comes back without a TTL.
+    master.exec(&["FLUSHDB"]);
+    master.exec(&["SET", "old", "1"]);
+    assert!(wait_until(PATIENCE, || replica.applied_items() >= 2).await);
+    assert_eq!(proxy.http_status("/readyz"), 503, "still warming up");
+    master.release_info();
+    assert!(
+        wait_until(PATIENCE, || proxy.log().contains("warm-up merged")).await,
+        "{}",
+        proxy.log()
+    );
+    let log = proxy.log();
+    assert!(log.contains("warm-up scan dropped"), "{log}");
+    assert_eq!(
+        log.matches("warm-up scan of the master started").count(),
+        2,
+        "{log}"
+    );
+    assert!(
+        wait_until(PATIENCE, || proxy.http_status("/readyz") == 200).await,
+        "{log}"
+    );
+    // The second scan saw `old` without a TTL: its next write passes as it is, not as
+    // `unknown_key` and not with the deadline the first scan read.
+    master.set_clock_ms(T0 + 1000);
+    replica.set_clock_ms(T0 + 1000);
+    master.exec(&["INCR", "old"]);
+    assert!(wait_until(PATIENCE, || replica.applied_items() >= 3).await);
+    let text = proxy.metrics();
+    assert_eq!(
+        metric_sum(
+            &text,
+            "pika_ttl_proxy_entries_total",
+            &[("outcome", "unknown_key")]
+        ),
+        0.0,
+        "{text}"
+    );
+    let key = (0, Bytes::from_static(b"old"));
+    let on_replica = replica.state_at(T0 + 1000).keys.get(&key).cloned();
+    assert_eq!(on_replica.and_then(|r| r.deadline_ms), None);
+    replica.stop();
+}

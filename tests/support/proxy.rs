@@ -198,6 +198,13 @@ impl ProxyProcess {
             .unwrap_or_default()
     }
 
+    /// The status the admin API answers a GET of `path` with (0 when it does not answer).
+    pub fn http_status(&self, path: &str) -> u16 {
+        pika_ttl_proxy::cli::request(&self.admin, "GET", path, None, None)
+            .map(|r| r.status)
+            .unwrap_or(0)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

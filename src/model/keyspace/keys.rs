@@ -1,5 +1,6 @@
 //! Commands on a key whatever its type: EXISTS, DEL, the EXPIRE family with Redis 7's flags,
-//! PERSIST and TTL, and when each dialect deletes a key whose new deadline is already over.
+//! PERSIST and TTL, and when each dialect deletes a key whose new deadline is already over; and
+//! FLUSHDB, on every key of the DB.
 
 use super::*;
 
@@ -26,6 +27,12 @@ impl Keyspace {
                     .filter(|k| self.live(db, k, now).is_some())
                     .count();
                 Ok(Effect::new(Reply::Int(count as i64), false))
+            }
+            "FLUSHDB" => {
+                need(n == 1)?;
+                self.records.retain(|(d, _), _| *d != db);
+                // Both servers propagate it even on an empty DB.
+                Ok(Effect::new(Reply::Ok, true))
             }
             "DEL" | "UNLINK" => {
                 need(n >= 2)?;

@@ -15,7 +15,7 @@ use crate::pika_relay::offset_map::MapState;
 use crate::pika_relay::registry::ParkedTable;
 use crate::pika_relay::replica_layout::Prediction;
 use crate::pika_relay::rewrite::LinkRewriter;
-use crate::pika_relay::warmup::WarmupState;
+use crate::pika_relay::warmup::{MergeProgress, WarmupState};
 
 /// Handshake phase of one DB of a link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +75,8 @@ pub(crate) struct DbState {
     pub(super) prediction: Prediction,
     pub(super) rewriter: Option<LinkRewriter>,
     pub(super) warmup: Option<WarmupState>,
+    /// The last scan was dropped; the next tick starts another.
+    pub(super) warmup_again: bool,
     /// Master END of the last item forwarded (the position the engine's table reflects).
     pub(super) last_forwarded: BinlogPosition,
     /// Master END the replica last acknowledged.
@@ -176,7 +178,7 @@ impl DbState {
         self.rewriter.as_ref()
     }
     pub(crate) fn warming_up(&self) -> bool {
-        self.warmup.is_some()
+        self.warmup.is_some() || self.warmup_again
     }
     pub(crate) fn last_forwarded(&self) -> BinlogPosition {
         self.last_forwarded
@@ -195,6 +197,7 @@ impl DbState {
     /// Parks the DB's table so the next link can reuse it if it resumes at the same position.
     pub(super) fn park(&mut self, env: &dyn LinkEnv) {
         self.warmup = None;
+        self.warmup_again = false;
         if let Some(rw) = self.rewriter.take() {
             park_rewriter(env, &self.store_key, rw, self.last_forwarded);
         }
@@ -202,8 +205,25 @@ impl DbState {
 
     pub(super) fn try_merge_warmup(&mut self) {
         if let Some(warm) = self.warmup.as_mut() {
-            if warm.try_merge(self.rewriter.as_mut(), self.last_forwarded) {
-                self.warmup = None;
+            match warm.try_merge(self.rewriter.as_mut(), self.last_forwarded) {
+                MergeProgress::Pending => {}
+                MergeProgress::Over => self.warmup = None,
+                MergeProgress::ScanAgain => {
+                    self.warmup = None;
+                    self.warmup_again = true;
+                }
+            }
+        }
+    }
+
+    /// Starts the scan a dropped warm-up asked for (the table is still incomplete).
+    pub(super) fn restart_warmup(&mut self, env: &dyn LinkEnv) {
+        if !std::mem::take(&mut self.warmup_again) {
+            return;
+        }
+        if let Some(rewriter) = self.rewriter.as_mut() {
+            if !rewriter.table().is_complete() {
+                self.warmup = env.start_warmup(&self.key, rewriter);
             }
         }
     }

@@ -202,6 +202,7 @@ impl LinkMachine {
             prediction: Prediction::default(),
             rewriter: None,
             warmup: None,
+            warmup_again: false,
             last_forwarded: BinlogPosition::default(),
             acked_master: BinlogPosition::default(),
             master_latest: BinlogPosition::default(),
@@ -607,7 +608,8 @@ impl LinkMachine {
                 continue;
             }
             db.try_merge_warmup();
-            if db.phase == Phase::Streaming && db.warmup.is_none() && db.rewriter.is_some() {
+            db.restart_warmup(env);
+            if db.phase == Phase::Streaming && !db.warming_up() && db.rewriter.is_some() {
                 out.push(Action::Checkpoint { db: DbId(i) });
             }
         }

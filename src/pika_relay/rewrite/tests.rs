@@ -7,7 +7,8 @@ use crate::table::Baseline;
 
 use crate::pika::item::command_item as item;
 
-fn response(items: &[(Vec<u8>, u64, u64)]) -> Bytes {
+/// A BinlogSync response of db0 carrying `(item, end offset, index)`s.
+pub(in crate::pika_relay) fn response(items: &[(Vec<u8>, u64, u64)]) -> Bytes {
     let entries: Vec<NewBinlogSyncEntry<'_>> = items
         .iter()
         .map(|(binlog, end, index)| NewBinlogSyncEntry {

@@ -1350,7 +1350,10 @@ fn proc_kb(pid: u32, field: &str) -> Option<u64> {
 /// that the scan has not settled yet pass as `unknown_key` (README "Guarantees and limits"), so
 /// proxied divergence is reported with each key's history, not failed; a full sync fails.
 /// `#[ignore]`: minutes of wall time (`-- --ignored`). `REAL_PIKA_WARMUP_RATE` sets
-/// `--warmup-rate` (default: the proxy's).
+/// `--warmup-rate` (default: the proxy's). `REAL_PIKA_FLUSH_AFTER_SECS=s` sends a `FLUSHDB` to
+/// the master `s` seconds after the scan started (if it has not merged yet): that scan must be
+/// dropped and the master scanned again, and the writer then recreates keys without a TTL
+/// that the first scan had seen with one.
 #[test]
 #[ignore = "a measurement over 1 M keys (minutes): run with -- --ignored"]
 fn real_pika_warmup_over_a_million_keys() {
@@ -1361,6 +1364,10 @@ fn real_pika_warmup_over_a_million_keys() {
     let mut preload_deadline = 0i64;
     let mut preload_secs = 0.0;
     let rate = std::env::var("REAL_PIKA_WARMUP_RATE").ok();
+    let flush_after: Option<f64> = std::env::var("REAL_PIKA_FLUSH_AFTER_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let mut flushed_at: Option<f64> = None;
     let mut flags = Vec::new();
     if let Some(r) = rate.as_deref() {
         flags.extend(["--warmup-rate", r]);
@@ -1469,6 +1476,23 @@ fn real_pika_warmup_over_a_million_keys() {
         if merged.is_some_and(|t| t0.elapsed().as_secs_f64() > t + 10.0) {
             break;
         }
+        let since_link = t0.elapsed().as_secs_f64();
+        if let (Some(after), Some(started), None, None) =
+            (flush_after, scan_started, merged, flushed_at)
+        {
+            if since_link >= started + after && paused_until.is_none() {
+                // A 3.5 replica applies a FLUSHDB on one of its threads while the writes around
+                // it run on others (4.0 waits for those before it), so it may flush a write
+                // that follows it or apply one that preceded it after it: the writer is quiet
+                // while the replicas apply it.
+                std::thread::sleep(Duration::from_millis(1500));
+                let reply = run(&mut m, &strings(&["FLUSHDB"]));
+                events.push((t0.elapsed().as_millis(), format!("-- FLUSHDB -> {reply}")));
+                flushed_at = Some(t0.elapsed().as_secs_f64());
+                std::thread::sleep(Duration::from_millis(1500));
+                next_pause = Instant::now() + Duration::from_millis(2000);
+            }
+        }
         match paused_until {
             Some(end) if now >= end => {
                 rig.direct.signal("-CONT");
@@ -1543,7 +1567,11 @@ fn real_pika_warmup_over_a_million_keys() {
         .find(|l| l.contains("warm-up merged"))
         .map(|l| l.to_string())
         .unwrap_or_default();
-    // Every TTL runs out on every node; 3.5.4 keeps whole seconds, hence the margin.
+    // Every TTL runs out on every node; 3.5.4 keeps whole seconds, hence the margin. A
+    // FLUSHDB deleted every preloaded key.
+    if flushed_at.is_some() {
+        rig.preload_deadline_ms = 0;
+    }
     let wait = last_deadline.max(rig.preload_deadline_ms) + 2500 - now_ms();
     if wait > 0 {
         std::thread::sleep(Duration::from_millis(wait as u64));
@@ -1578,6 +1606,15 @@ fn real_pika_warmup_over_a_million_keys() {
         t_cmp.elapsed().as_secs_f64(),
     );
     println!("    {merge_line}");
+    if let Some(at) = flushed_at {
+        let log = rig.proxy.log();
+        println!(
+            "    FLUSHDB at {at:.1}s: scans started {}, dropped {}, merged {}",
+            log.matches("warm-up scan of the master started").count(),
+            log.matches("warm-up scan dropped").count(),
+            log.matches("warm-up merged").count()
+        );
+    }
     for (who, list) in [("direct", &direct), ("proxied", &proxied)] {
         for line in list.iter().take(8) {
             println!("    {who}: {line}");

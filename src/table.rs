@@ -88,18 +88,25 @@ const PERSISTENT: i64 = i64::MIN;
 const ABSENT: i64 = i64::MIN + 1;
 const NOT_VOLATILE: i64 = i64::MIN + 2;
 const UNKNOWN: i64 = i64::MIN + 3;
-/// Exists, TTL unknown: read as [`KeyKnowledge::Unknown`] by every rule but the EXPIRE's
-/// ([`ExpiryTable::is_present`]).
-const PRESENT: i64 = i64::MIN + 4;
+/// Set in a negated value: "exists, TTL unknown, until at least" this instant (ms), read as
+/// [`KeyKnowledge::Unknown`] by every rule but the EXPIRE's ([`ExpiryTable::is_present_at`]).
+/// Deadlines stay far below it (2^62 ms is 146 million years).
+const PRESENT_UNTIL: i64 = 1 << 62;
 
 fn is_marker(v: i64) -> bool {
-    v == PERSISTENT || v == ABSENT || v == NOT_VOLATILE || v == UNKNOWN || v == PRESENT
+    v == PERSISTENT || v == ABSENT || v == NOT_VOLATILE || v == UNKNOWN
 }
 
-/// Values in `(UNKNOWN, 0)` hold a "maybe volatile" deadline, negated; positive values are
+/// Values in `(UNKNOWN, 0)` hold a "maybe volatile" deadline, negated, or with
+/// [`PRESENT_UNTIL`] set, the instant until which the key surely exists; positive values are
 /// deadlines.
 fn is_maybe_volatile(v: i64) -> bool {
-    v < 0 && !is_marker(v)
+    v < 0 && !is_marker(v) && (-v) & PRESENT_UNTIL == 0
+}
+
+/// The instant until which a "present" value says the key exists.
+fn present_until(v: i64) -> Option<i64> {
+    (v < 0 && !is_marker(v) && (-v) & PRESENT_UNTIL != 0).then_some((-v) & !PRESENT_UNTIL)
 }
 
 /// foldhash rather than the default SipHash: keys come from the master's stream, not from
@@ -311,7 +318,8 @@ impl ExpiryTable {
             Some(PERSISTENT) => KeyKnowledge::Persistent,
             Some(ABSENT) => KeyKnowledge::Absent,
             Some(NOT_VOLATILE) => KeyKnowledge::NotVolatile,
-            Some(UNKNOWN | PRESENT) => KeyKnowledge::Unknown,
+            Some(UNKNOWN) => KeyKnowledge::Unknown,
+            Some(v) if present_until(v).is_some() => KeyKnowledge::Unknown,
             Some(v) if is_maybe_volatile(v) => KeyKnowledge::MaybeVolatile(-v),
             Some(deadline) if deadline < now_ms => KeyKnowledge::Expired(deadline),
             Some(deadline) => KeyKnowledge::Volatile(deadline),
@@ -382,16 +390,25 @@ impl ExpiryTable {
         self.put_marker(db, key, UNKNOWN, true);
     }
 
-    /// The key exists, with a TTL that is not known (a write that creates a missing key was
-    /// decided without knowing its state): nothing else is known of it, but an EXPIRE on it
-    /// sets its deadline exactly.
-    pub fn mark_present(&self, db: u32, key: &[u8]) {
-        self.put_marker(db, key, PRESENT, true);
+    /// The key exists, with a TTL that is not known, at least until `until_ms` (a write that
+    /// creates a missing key was decided without knowing its state, and the TTL it may have
+    /// kept does not end before then): nothing else is known of it, but an EXPIRE on it up to
+    /// then sets its deadline exactly.
+    pub fn mark_present_until(&self, db: u32, key: &[u8], until_ms: i64) {
+        self.clear_witness(db, key);
+        self.insert(
+            db,
+            key,
+            -(until_ms.clamp(1, PRESENT_UNTIL - 8) | PRESENT_UNTIL),
+        );
     }
 
-    /// Whether the key is known to exist with a TTL that is not known ([`Self::mark_present`]).
-    pub fn is_present(&self, db: u32, key: &[u8]) -> bool {
-        self.get(db, key) == Some(PRESENT)
+    /// Whether the key is known to exist at `now_ms`, with a TTL that is not known
+    /// ([`Self::mark_present_until`]).
+    pub fn is_present_at(&self, db: u32, key: &[u8], now_ms: i64) -> bool {
+        self.get(db, key)
+            .and_then(present_until)
+            .is_some_and(|until| now_ms <= until)
     }
 
     /// What the table holds of the key, if anything, is no longer known (an entry the engine
@@ -511,6 +528,18 @@ impl ExpiryTable {
         let keep_absent_marker = base == Baseline::Unknown;
         let mut pruned = 0;
         self.retain(|db, key, v| {
+            if let Some(until) = present_until(*v) {
+                if until >= now_ms {
+                    return true;
+                }
+                // Past it the key may be gone: nothing is known of it any more.
+                pruned += 1;
+                if base == Baseline::Unknown {
+                    return false;
+                }
+                *v = UNKNOWN;
+                return true;
+            }
             if is_maybe_volatile(*v) {
                 if -*v >= now_ms {
                     return true;

@@ -491,13 +491,26 @@ pub fn leave_undecided(
             KeyKnowledge::Persistent | KeyKnowledge::NotVolatile,
         ) => table.mark_not_volatile(db, key),
         (LookupKind::PresentIfAlive { .. }, KeyKnowledge::Absent | KeyKnowledge::Expired(_)) => {}
-        // Whatever its TTL, the key exists after a write that creates it when missing: an
-        // EXPIRE next gives it that deadline exactly.
-        (LookupKind::KeepsTtl | LookupKind::CreatesIfAbsent { .. }, _)
-            if leaves_key(entry, key) =>
-        {
-            table.mark_present(db, key)
+        // A write that creates the key when missing leaves it existing, with the deadline the
+        // guess names if it was alive or none if it created it: it exists at least until the
+        // second that deadline falls in (a 4.0 master drops it somewhere in it), so an EXPIRE
+        // up to then gives it that deadline exactly. A SET NX that created it gave it its own.
+        (
+            LookupKind::KeepsTtl | LookupKind::CreatesIfAbsent { .. },
+            KeyKnowledge::Volatile(deadline) | KeyKnowledge::MaybeVolatile(deadline),
+        ) if leaves_key(entry, key) => {
+            let own = match kind {
+                LookupKind::CreatesIfAbsent { sets_ms: Some(own) } => own,
+                _ => i64::MAX,
+            };
+            let until = rules::floor_to_second(deadline.min(own)).saturating_sub(1);
+            if until >= now_ms {
+                table.mark_present_until(db, key, until)
+            } else {
+                table.mark_unknown(db, key)
+            }
         }
+        // Any TTL it had is unknown and may run out at any moment: nothing is known.
         _ => table.mark_unknown(db, key),
     }
 }

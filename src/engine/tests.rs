@@ -269,8 +269,10 @@ fn an_entry_the_engine_cannot_follow_forgets_the_keys_it_names() {
 #[test]
 fn an_expire_after_an_undecided_write_that_creates_the_key_knows_its_deadline() {
     // Seen on real 4.0.1 after a crash: `ZADD z 97 m3` decided without its look-up, then
-    // `EXPIRE z 4`: the ZADD left the key existing, so the EXPIRE gives it that deadline (not
-    // "that deadline or absent", which made the next write's late look-up undecidable).
+    // `EXPIRE z 4`: the ZADD left the key existing, with the deadline the table guessed (it
+    // was alive) or none (it created it), so an EXPIRE before that deadline's second gives it
+    // the new deadline (not "that deadline or absent", which made the next write's late
+    // look-up undecidable).
     for (write, exact) in [
         ("zadd z 97 m3", true),
         ("sadd z m", true),
@@ -280,6 +282,7 @@ fn an_expire_after_an_undecided_write_that_creates_the_key_knows_its_deadline() 
     ] {
         let mut s = Stream::new(Dialect::Pika);
         s.table.reset(Baseline::Unknown);
+        s.table.set_maybe_volatile(0, b"z", T0 + 3000);
         let entry = argv(write);
         leave_undecided(&s.table, 0, b"z", LookupKind::KeepsTtl, &entry, T0);
         assert_eq!(
@@ -299,6 +302,109 @@ fn an_expire_after_an_undecided_write_that_creates_the_key_knows_its_deadline() 
             );
         }
     }
+}
+
+#[test]
+fn an_undecided_write_says_the_key_exists_only_while_its_guessed_ttl_surely_runs() {
+    let expire_after_undecided = |guess: Option<i64>, write: &str, kind, expire_at: i64| {
+        let mut s = Stream::new(Dialect::Pika);
+        s.table.reset(Baseline::Unknown);
+        if let Some(deadline) = guess {
+            s.table.set_maybe_volatile(0, b"k", deadline);
+        }
+        leave_undecided(&s.table, 0, b"k", kind, &argv(write), T0);
+        s.run("expireat k 1795469999", expire_at);
+        s.table.lookup(0, b"k", expire_at)
+    };
+    let exact = KeyKnowledge::Volatile(1_795_469_999_000);
+    let or_gone = KeyKnowledge::MaybeVolatile(1_795_469_999_000);
+    // Alive until T0 + 3 s at the latest if it was alive: up to the end of T0 + 2 s it exists.
+    let guess = Some(T0 + 3000);
+    assert_eq!(
+        expire_after_undecided(guess, "sadd k m", LookupKind::KeepsTtl, T0 + 2999),
+        exact
+    );
+    // A 4.0 master drops it somewhere in that deadline's second.
+    assert_eq!(
+        expire_after_undecided(guess, "sadd k m", LookupKind::KeepsTtl, T0 + 3000),
+        or_gone
+    );
+    // No guess: a TTL of its own, unknown, may run out before the EXPIRE (a SET … EX 1 NX
+    // decided without its answer, the EXPIRE two seconds later, in the proof).
+    assert_eq!(
+        expire_after_undecided(None, "sadd k m", LookupKind::KeepsTtl, T0),
+        or_gone
+    );
+    // A SET NX that created the key gave it its own TTL.
+    let own = LookupKind::CreatesIfAbsent {
+        sets_ms: Some(T0 + 1000),
+    };
+    assert_eq!(
+        expire_after_undecided(guess, "set k v nx px 1000", own, T0 + 999),
+        exact
+    );
+    assert_eq!(
+        expire_after_undecided(guess, "set k v nx px 1000", own, T0 + 1000),
+        or_gone
+    );
+}
+
+#[test]
+fn a_removal_after_an_undecided_write_may_have_emptied_the_key() {
+    // Seen on real 4.0.1 after a SIGKILL: `RPUSH l 94` decided without its look-up, `LPOP l`
+    // (the list is gone), `EXPIRE l 3` (0 on the master: no key), `RPUSH l x y`. The key is not
+    // known to exist after the LPOP, so the EXPIRE cannot give it that deadline, and the last
+    // RPUSH must not carry it (the replica would drop the list the master keeps).
+    for removal in [
+        "lpop l",
+        "rpop l",
+        "srem l a",
+        "hdel l f",
+        "zrem l m",
+        "ltrim l 1 0",
+        "spop l",
+        "zremrangebyrank l 0 -1",
+    ] {
+        let mut s = Stream::new(Dialect::Pika);
+        s.table.reset(Baseline::Unknown);
+        s.table.set_maybe_volatile(0, b"l", T0 + 3000);
+        leave_undecided(
+            &s.table,
+            0,
+            b"l",
+            LookupKind::KeepsTtl,
+            &argv("rpush l 94"),
+            T0,
+        );
+        s.run(removal, T0);
+        s.run("expireat l 1795469994", T0);
+        assert_eq!(
+            s.table.lookup(0, b"l", T0),
+            KeyKnowledge::MaybeVolatile(1_795_469_994_000),
+            "{removal}"
+        );
+        let d = s.run("rpush l x y", T0);
+        assert_eq!(d.outcome, Outcome::UnknownKey, "{removal}");
+        assert!(d.forwarded, "{removal}");
+    }
+    // A removal from the source of a move, too.
+    let mut s = Stream::new(Dialect::Pika);
+    s.table.reset(Baseline::Unknown);
+    s.table.set_maybe_volatile(0, b"l", T0 + 3000);
+    leave_undecided(
+        &s.table,
+        0,
+        b"l",
+        LookupKind::KeepsTtl,
+        &argv("sadd l a"),
+        T0,
+    );
+    s.run("smove l other a", T0);
+    s.run("expireat l 1795469994", T0);
+    assert_ne!(
+        s.table.lookup(0, b"l", T0),
+        KeyKnowledge::Volatile(1_795_469_994_000)
+    );
 }
 
 #[test]

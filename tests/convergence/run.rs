@@ -691,6 +691,7 @@ pub(crate) fn run_history(
             parts.push(format!("{shown}{notes}"));
         }
         run.last_apply_ms = s.apply_ms;
+        check_presence_claim(&mut run, &table, opts, s);
         let db = if dialect == Dialect::Redis {
             format!("db{} ", s.db)
         } else {
@@ -727,6 +728,36 @@ pub(crate) fn run_history(
     }
     check_states(&mut run);
     run
+}
+
+/// K1: what the table claims of a key the step wrote is true of the master. "Exists, TTL
+/// unknown" (left by a write decided without its look-up) is the one claim no other property
+/// reads directly: an EXPIRE after it gives the key that deadline, so a claim that outlives the
+/// key (a removal that emptied it) rewrites a later write with a TTL the master's new key does
+/// not have, and the key is usually exempt by then (its look-up did not settle).
+fn check_presence_claim(run: &mut Run, table: &ExpiryTable, opts: Options, s: &Concrete) {
+    let ConcreteAction::Client(argv) = &s.action else {
+        return;
+    };
+    let Some(key) = argv.get(1) else {
+        return;
+    };
+    if !table.is_present_at(s.db, key, s.t_ms) {
+        return;
+    }
+    // A 3.5 master's clock is its second (a key is alive through its deadline's).
+    let clock_ms = match opts.release {
+        PikaRelease::V3 => s.t_ms.div_euclid(1000) * 1000,
+        PikaRelease::V4 => s.t_ms,
+    };
+    if run.master.record_at(s.db, key, clock_ms).is_none() {
+        run.violations.push(Violation {
+            property: "K1 (the table holds a key present that the master does not have)",
+            key: Some((s.db, key.clone())),
+            at_ms: Some(s.t_ms),
+            detail: "a later EXPIRE would give it a deadline as if it existed".to_string(),
+        });
+    }
 }
 
 /// Closes the `superseded` windows of the keys `argv` (an entry the replica has just applied

@@ -228,6 +228,12 @@ impl<'a> Cx<'a, '_> {
                 self.table.set_maybe_volatile(self.db, key, deadline)
             }
             KeyKnowledge::Persistent => self.table.mark_not_volatile(self.db, key),
+            // "Exists, TTL unknown" (after a write decided without its look-up) no longer
+            // holds: the removal may have emptied the key, and an EXPIRE after it must not
+            // give it a deadline as if it existed.
+            KeyKnowledge::Unknown if self.table.is_present_at(self.db, key, self.now) => {
+                self.table.mark_unknown(self.db, key)
+            }
             _ => {}
         }
         Proposal::pass()

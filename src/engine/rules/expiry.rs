@@ -36,7 +36,7 @@ impl<'a> Cx<'a, '_> {
             // Redis masters propagate expiry commands only for keys that exist.
             _ if !self.pika() => Some(true),
             // A write decided without knowing the key's state left it existing.
-            KeyKnowledge::Unknown if self.table.is_present(self.db, key) => Some(true),
+            KeyKnowledge::Unknown if self.table.is_present_at(self.db, key, self.now) => Some(true),
             KeyKnowledge::MaybeVolatile(old) => {
                 if deletes {
                     self.table.mark_absent(self.db, key, self.track);

@@ -106,7 +106,8 @@ fn is_maybe_volatile(v: i64) -> bool {
 
 /// The instant until which a "present" value says the key exists.
 fn present_until(v: i64) -> Option<i64> {
-    (v < 0 && !is_marker(v) && (-v) & PRESENT_UNTIL != 0).then_some((-v) & !PRESENT_UNTIL)
+    // Markers are near i64::MIN, which has no negation: test before negating.
+    (v < 0 && !is_marker(v) && (-v) & PRESENT_UNTIL != 0).then(|| (-v) & !PRESENT_UNTIL)
 }
 
 /// foldhash rather than the default SipHash: keys come from the master's stream, not from
@@ -608,6 +609,31 @@ impl ExpiryTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_present_claim_reads_as_unknown_and_ends_at_its_instant() {
+        let t = ExpiryTable::new(Baseline::Unknown);
+        t.mark_absent(0, b"gone", true);
+        t.mark_unknown(0, b"unknown");
+        t.mark_persistent(0, b"kept", true);
+        t.set_maybe_volatile(0, b"maybe", 5_000);
+        for key in [&b"gone"[..], b"unknown", b"kept", b"maybe", b"none"] {
+            assert!(!t.is_present_at(0, key, 0), "{key:?}");
+        }
+        t.mark_present_until(0, b"k", 2_000);
+        assert_eq!(t.lookup(0, b"k", 1_000), KeyKnowledge::Unknown);
+        assert!(t.is_present_at(0, b"k", 2_000));
+        assert!(!t.is_present_at(0, b"k", 2_001));
+        // The extremes stay clear of the markers and of "maybe volatile".
+        for until in [i64::MIN, -1, 0, i64::MAX] {
+            t.mark_present_until(0, b"x", until);
+            assert_eq!(t.lookup(0, b"x", 0), KeyKnowledge::Unknown, "{until}");
+        }
+        assert_eq!(t.prune(2_001), 1);
+        assert!(!t.is_present_at(0, b"k", 0));
+        assert_eq!(t.lookup(0, b"k", 0), KeyKnowledge::Unknown);
+        assert_eq!(t.lookup(0, b"maybe", 0), KeyKnowledge::MaybeVolatile(5_000));
+    }
 
     #[test]
     fn deadlines_expire_at_the_boundary() {

@@ -516,9 +516,9 @@ pub fn leave_undecided(
 }
 
 /// Whether `entry`, a write on `key`, leaves the key existing whatever it found: INCR-likes,
-/// APPEND, HSET-likes, SADD, LPUSH/RPUSH, ZADD and GEOADD without XX, ZINCRBY, SETNX, SET … NX (it existed,
-/// or it creates it). Not LINSERT (nothing without its pivot), SETRANGE/SETBIT (Pika may not
-/// create from an empty write), moves (nothing without the element).
+/// APPEND, HSET-likes, SADD, LPUSH/RPUSH, ZADD and GEOADD without XX, ZINCRBY, SETNX, SET … NX
+/// (it existed, or it creates it). Not LINSERT (nothing without its pivot), SETRANGE/SETBIT
+/// (Pika may not create from an empty write), moves (nothing without the element).
 fn leaves_key(entry: &dyn args::Args, key: &[u8]) -> bool {
     use command::Cmd;
     if entry.get(1) != Some(key) {

@@ -584,10 +584,15 @@ impl Workload {
         let n = self.rng.random_range(0..100).to_string();
         let k = key.to_string();
         let member = format!("m{}", self.rng.random_range(0..6));
-        let v: Vec<&str> = match (kind, self.rng.random_range(0..4)) {
+        // Another key of the same type, for moves.
+        let other = self.key(kind);
+        let v: Vec<&str> = match (kind, self.rng.random_range(0..7)) {
             ('s', 0) => vec!["SET", &k, &n],
             ('s', 1) => vec!["INCR", &k],
             ('s', 2) => vec!["INCRBY", &k, "3"],
+            ('s', 4) => vec!["SETNX", &k, &n],
+            ('s', 5) => vec!["DECR", &k],
+            ('s', 6) => vec!["GETSET", &k, &n],
             // A 4.0.1 master logs APPEND on a missing key with an empty value, so every
             // replica would store "" (a master bug no relay can repair): no APPEND on 4.x.
             ('s', _) if self.major >= 4 => vec!["SET", &k, &n, "XX"],
@@ -595,18 +600,31 @@ impl Workload {
             ('h', 0) => vec!["HSET", &k, "f", &n],
             ('h', 1) => vec!["HINCRBY", &k, "n", "1"],
             ('h', 2) => vec!["HMSET", &k, "a", &n, "b", "x"],
+            ('h', 4) => vec!["HSETNX", &k, "g", &n],
+            ('h', 5) => vec!["HINCRBYFLOAT", &k, "r", "1.5"],
             ('h', _) => vec!["HDEL", &k, "a"],
             ('l', 0) => vec!["RPUSH", &k, &n],
             ('l', 1) => vec!["LPUSH", &k, &n],
             ('l', 2) => vec!["LPOP", &k],
+            ('l', 4) => vec!["LINSERT", &k, "BEFORE", "x", &n],
+            ('l', 5) => vec!["RPUSHX", &k, &n],
+            // Logged by Pika as the RPOP and the LPUSH it made.
+            ('l', 6) => vec!["RPOPLPUSH", &k, &other],
             ('l', _) => vec!["RPUSH", &k, "x", "y"],
             ('t', 0 | 1) => vec!["SADD", &k, &member],
             ('t', 2) => vec!["SREM", &k, &member],
+            // Logged by Pika as the SREM and the SADD it made. Not onto itself: Pika (3.5.4,
+            // 4.0.1) answers 1 without a change and still logs `srem k m` + `sadd k m`, so
+            // every replica adds a member the master lacks (README).
+            ('t', 4) if other != k => vec!["SMOVE", &k, &other, &member],
+            ('t', 5) => vec!["SPOP", &k],
             ('t', _) => vec!["SADD", &k, &n, &member],
             ('z', 0) => vec!["ZADD", &k, &n, &member],
             ('z', 1) => vec!["ZINCRBY", &k, "1", &member],
             // A geo index is a sorted set; GEOADD is logged as it is.
             ('z', 2) => vec!["GEOADD", &k, "13.361389", "38.115556", &member],
+            ('z', 4) => vec!["ZREMRANGEBYSCORE", &k, "0", "50"],
+            ('z', 5) => vec!["ZADD", &k, &n, &member, "1", "w"],
             (_, _) => vec!["ZREM", &k, &member],
         };
         v.into_iter().map(str::to_string).collect()

@@ -924,3 +924,39 @@ fn a_move_into_a_destination_of_unknown_state_asks_about_the_destination() {
         ["SMOVE src dst m", "expireat dst 1795469991"]
     );
 }
+
+#[test]
+fn a_write_that_may_create_nothing_does_not_make_an_absent_key_exist() {
+    // Seen on real 3.5.4 and 4.0.1: `LINSERT l BEFORE x 60` on a missing list (0, logged all
+    // the same), `EXPIRE l 2` (0: no key), `RPUSH l 50` (a new list without a TTL). Taking the
+    // LINSERT as creating the list gave it the EXPIRE's deadline, and the RPUSH carried it: the
+    // replica dropped a list the master keeps.
+    for write in [
+        "LINSERT l BEFORE x 60",
+        "zadd l xx 1 m",
+        "geoadd l xx 13 38 m",
+    ] {
+        let mut s = Stream::new(Dialect::Pika);
+        s.run(write, T0);
+        assert_ne!(
+            s.table.lookup(0, b"l", T0),
+            KeyKnowledge::Persistent,
+            "{write}"
+        );
+        s.run("expireat l 1795469986", T0);
+        assert_ne!(
+            s.table.lookup(0, b"l", T0),
+            KeyKnowledge::Volatile(1_795_469_986_000),
+            "{write}"
+        );
+        let out = s.emitted("RPUSH l 50", T0);
+        assert!(
+            !out.iter().any(|c| c.starts_with("expireat")),
+            "{write}: {out:?}"
+        );
+    }
+    // Writes that surely create the key still know it exists.
+    let mut s = Stream::new(Dialect::Pika);
+    s.run("RPUSH l 1", T0);
+    assert_eq!(s.table.lookup(0, b"l", T0), KeyKnowledge::Persistent);
+}

@@ -327,8 +327,8 @@ impl Keyspace {
             "EXISTS" | "DEL" | "UNLINK" | "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT"
             | "PERSIST" | "TTL" | "PTTL" | "FLUSHDB" => self.exec_key(db, name, argv, now),
             "HSET" | "HMSET" | "HSETNX" | "HINCRBY" | "HINCRBYFLOAT" | "HDEL" | "HGET"
-            | "LPUSH" | "RPUSH" | "LPUSHX" | "RPUSHX" | "LPOP" | "RPOP" | "SADD" | "SREM"
-            | "SMOVE" | "ZADD" | "ZINCRBY" | "ZREM" | "GEOADD" => {
+            | "LPUSH" | "RPUSH" | "LPUSHX" | "RPUSHX" | "LINSERT" | "LPOP" | "RPOP" | "SADD"
+            | "SREM" | "SMOVE" | "ZADD" | "ZINCRBY" | "ZREM" | "GEOADD" => {
                 self.exec_collection(db, name, argv, now)
             }
             _ => Err(Failure::Unknown(name.to_ascii_lowercase())),

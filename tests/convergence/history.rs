@@ -319,6 +319,17 @@ pub(crate) fn arms(dialect: Dialect) -> Vec<(u32, Build)> {
             cmd(vec![l(c), l("l1"), l(d.member())])
         }),
         (1, |_| cmd(vec![l("LPOP"), l("l1")])),
+        // Logged even when the list is missing (nothing inserted).
+        (1, |d| {
+            let side = if d.flag { "BEFORE" } else { "AFTER" };
+            cmd(vec![
+                l("LINSERT"),
+                l("l1"),
+                l(side),
+                l(d.member()),
+                l(d.member()),
+            ])
+        }),
         // Sets.
         (3, |d| {
             cmd(vec![l("SADD"), l(d.of(SET_KEYS, d.a)), l(d.member())])

@@ -39,11 +39,19 @@ impl<'a> Cx<'a, '_> {
     }
 
     /// [`Self::keep_ttl_write`]'s effect on the key's entry: a key that was not volatile now
-    /// exists (a volatile one keeps its deadline; an unknown one stays unknown). The entry is
-    /// left alone when it already says so.
+    /// exists (a volatile one keeps its deadline; an unknown one stays unknown), unless the
+    /// write may leave a missing key missing (LINSERT, `ZADD … XX`, SETRANGE): then it has no
+    /// TTL and may or may not exist. The entry is left alone when it already says so.
     fn keep_ttl_record(&self, key: &[u8], known: KeyKnowledge) {
         match known {
             KeyKnowledge::Volatile(_) | KeyKnowledge::Unknown | KeyKnowledge::MaybeVolatile(_) => {}
+            KeyKnowledge::Absent | KeyKnowledge::Expired(_) | KeyKnowledge::NotVolatile
+                if self.may_leave_missing() =>
+            {
+                if known != KeyKnowledge::NotVolatile {
+                    self.table.mark_not_volatile(self.db, key);
+                }
+            }
             _ => {
                 let recorded = known == KeyKnowledge::Persistent
                     || (known == KeyKnowledge::NotVolatile && !self.track);
@@ -52,6 +60,17 @@ impl<'a> Cx<'a, '_> {
                 }
             }
         }
+    }
+
+    /// Whether this TTL-keeping write can leave a missing key missing: LINSERT (nothing without
+    /// its pivot), `ZADD`/`GEOADD … XX`, SETRANGE of an empty value. Pika logs them all the same.
+    fn may_leave_missing(&self) -> bool {
+        let name = self.arg(0);
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        let has_xx = (2..self.args.count()).any(|i| self.arg(i).eq_ignore_ascii_case(b"xx"));
+        is(b"linsert")
+            || ((is(b"zadd") || is(b"geoadd")) && has_xx)
+            || (is(b"setrange") && self.arg(3).is_empty())
     }
 
     /// [`Self::keep_ttl_write`]'s decision, from what was known of the key before the write

@@ -153,6 +153,29 @@ impl Keyspace {
                 }
                 Ok(Effect::new(Reply::Int(l.len() as i64), true))
             }
+            "LINSERT" => {
+                need(n == 5)?;
+                let before = if argv[2].eq_ignore_ascii_case(b"BEFORE") {
+                    true
+                } else if argv[2].eq_ignore_ascii_case(b"AFTER") {
+                    false
+                } else {
+                    return Err(rejected("syntax error"));
+                };
+                // A missing list stays missing (0), a missing pivot inserts nothing (-1): Redis
+                // propagates neither, Pika logs both.
+                let Some(rec) = self.live_mut(db, &argv[1], now) else {
+                    return Ok(Effect::new(Reply::Int(0), false));
+                };
+                let Value::List(l) = &mut rec.value else {
+                    return Err(wrong_type());
+                };
+                let Some(at) = l.iter().position(|v| v == &argv[3]) else {
+                    return Ok(Effect::new(Reply::Int(-1), false));
+                };
+                l.insert(if before { at } else { at + 1 }, argv[4].clone());
+                Ok(Effect::new(Reply::Int(l.len() as i64), true))
+            }
             "LPOP" | "RPOP" => {
                 need(n == 2)?;
                 let Some(rec) = self.live_mut(db, &argv[1], now) else {

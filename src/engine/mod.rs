@@ -515,6 +515,20 @@ pub fn leave_undecided(
     }
 }
 
+/// Whether `entry`, a TTL-keeping write, can leave a missing key missing: LINSERT (nothing
+/// without its pivot), `ZADD`/`GEOADD … XX`, SETRANGE of an empty value; Pika logs them all
+/// the same. The other side of [`leaves_key`], which also leaves out writes that create their
+/// key but are not relied on to (SETRANGE, SETBIT).
+fn may_leave_missing(entry: &dyn args::Args) -> bool {
+    let name = entry.get(0).unwrap_or_default();
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    let has_xx =
+        (2..entry.count()).any(|i| entry.get(i).is_some_and(|a| a.eq_ignore_ascii_case(b"xx")));
+    is(b"linsert")
+        || ((is(b"zadd") || is(b"geoadd")) && has_xx)
+        || (is(b"setrange") && entry.get(3).is_some_and(<[u8]>::is_empty))
+}
+
 /// Whether `entry`, a write on `key`, leaves the key existing whatever it found: INCR-likes,
 /// APPEND, HSET-likes, SADD, LPUSH/RPUSH, ZADD and GEOADD without XX, ZINCRBY, SETNX, SET … NX
 /// (it existed, or it creates it). Not LINSERT (nothing without its pivot), SETRANGE/SETBIT

@@ -42,6 +42,17 @@ impl Stream {
             state: StreamState::default(),
         }
     }
+    /// A Pika stream that knows nothing of `key` but `guess` ("that deadline or gone"), after
+    /// `write` on it was decided without its look-up at `T0`.
+    fn after_undecided(key: &[u8], guess: Option<i64>, write: &str, kind: LookupKind) -> Self {
+        let s = Stream::new(Dialect::Pika);
+        s.table.reset(Baseline::Unknown);
+        if let Some(deadline) = guess {
+            s.table.set_maybe_volatile(0, key, deadline);
+        }
+        leave_undecided(&s.table, 0, key, kind, &argv(write), T0);
+        s
+    }
     fn run(&mut self, cmd: &str, exec_ms: i64) -> Ran {
         let entry = argv(cmd);
         let decision = rewrite(&entry, exec_ms, &mut self.state, &self.table, &self.policy);
@@ -280,11 +291,7 @@ fn an_expire_after_an_undecided_write_that_creates_the_key_knows_its_deadline() 
         ("zadd z xx 1 m", false),
         ("linsert z before p v", false),
     ] {
-        let mut s = Stream::new(Dialect::Pika);
-        s.table.reset(Baseline::Unknown);
-        s.table.set_maybe_volatile(0, b"z", T0 + 3000);
-        let entry = argv(write);
-        leave_undecided(&s.table, 0, b"z", LookupKind::KeepsTtl, &entry, T0);
+        let mut s = Stream::after_undecided(b"z", Some(T0 + 3000), write, LookupKind::KeepsTtl);
         assert_eq!(
             s.table.lookup(0, b"z", T0),
             KeyKnowledge::Unknown,
@@ -307,12 +314,7 @@ fn an_expire_after_an_undecided_write_that_creates_the_key_knows_its_deadline() 
 #[test]
 fn an_undecided_write_says_the_key_exists_only_while_its_guessed_ttl_surely_runs() {
     let expire_after_undecided = |guess: Option<i64>, write: &str, kind, expire_at: i64| {
-        let mut s = Stream::new(Dialect::Pika);
-        s.table.reset(Baseline::Unknown);
-        if let Some(deadline) = guess {
-            s.table.set_maybe_volatile(0, b"k", deadline);
-        }
-        leave_undecided(&s.table, 0, b"k", kind, &argv(write), T0);
+        let mut s = Stream::after_undecided(b"k", guess, write, kind);
         s.run("expireat k 1795469999", expire_at);
         s.table.lookup(0, b"k", expire_at)
     };
@@ -365,17 +367,8 @@ fn a_removal_after_an_undecided_write_may_have_emptied_the_key() {
         "spop l",
         "zremrangebyrank l 0 -1",
     ] {
-        let mut s = Stream::new(Dialect::Pika);
-        s.table.reset(Baseline::Unknown);
-        s.table.set_maybe_volatile(0, b"l", T0 + 3000);
-        leave_undecided(
-            &s.table,
-            0,
-            b"l",
-            LookupKind::KeepsTtl,
-            &argv("rpush l 94"),
-            T0,
-        );
+        let mut s =
+            Stream::after_undecided(b"l", Some(T0 + 3000), "rpush l 94", LookupKind::KeepsTtl);
         s.run(removal, T0);
         s.run("expireat l 1795469994", T0);
         assert_eq!(
@@ -388,17 +381,7 @@ fn a_removal_after_an_undecided_write_may_have_emptied_the_key() {
         assert!(d.forwarded, "{removal}");
     }
     // A removal from the source of a move, too.
-    let mut s = Stream::new(Dialect::Pika);
-    s.table.reset(Baseline::Unknown);
-    s.table.set_maybe_volatile(0, b"l", T0 + 3000);
-    leave_undecided(
-        &s.table,
-        0,
-        b"l",
-        LookupKind::KeepsTtl,
-        &argv("sadd l a"),
-        T0,
-    );
+    let mut s = Stream::after_undecided(b"l", Some(T0 + 3000), "sadd l a", LookupKind::KeepsTtl);
     s.run("smove l other a", T0);
     s.run("expireat l 1795469994", T0);
     assert_ne!(

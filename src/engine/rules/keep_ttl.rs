@@ -46,7 +46,7 @@ impl<'a> Cx<'a, '_> {
         match known {
             KeyKnowledge::Volatile(_) | KeyKnowledge::Unknown | KeyKnowledge::MaybeVolatile(_) => {}
             KeyKnowledge::Absent | KeyKnowledge::Expired(_) | KeyKnowledge::NotVolatile
-                if self.may_leave_missing() =>
+                if crate::engine::may_leave_missing(self.args) =>
             {
                 if known != KeyKnowledge::NotVolatile {
                     self.table.mark_not_volatile(self.db, key);
@@ -60,17 +60,6 @@ impl<'a> Cx<'a, '_> {
                 }
             }
         }
-    }
-
-    /// Whether this TTL-keeping write can leave a missing key missing: LINSERT (nothing without
-    /// its pivot), `ZADD`/`GEOADD … XX`, SETRANGE of an empty value. Pika logs them all the same.
-    fn may_leave_missing(&self) -> bool {
-        let name = self.arg(0);
-        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
-        let has_xx = (2..self.args.count()).any(|i| self.arg(i).eq_ignore_ascii_case(b"xx"));
-        is(b"linsert")
-            || ((is(b"zadd") || is(b"geoadd")) && has_xx)
-            || (is(b"setrange") && self.arg(3).is_empty())
     }
 
     /// [`Self::keep_ttl_write`]'s decision, from what was known of the key before the write

@@ -26,6 +26,7 @@ pub mod names {
     pub const STATE_WRITE_SECONDS: &str = "pika_ttl_proxy_state_write_seconds";
     pub const STATE_WRITE_BYTES: &str = "pika_ttl_proxy_state_write_bytes_total";
     pub const WARMUP_KEYS_SCANNED: &str = "pika_ttl_proxy_warmup_keys_scanned_total";
+    pub const WARMUP_SHARED_NAMES: &str = "pika_ttl_proxy_warmup_shared_names_total";
     pub const LOOKUPS: &str = "pika_ttl_proxy_lookups_total";
     pub const TABLE_KEYS: &str = "pika_ttl_proxy_expiry_table_keys";
     pub const TABLE_COMPLETE: &str = "pika_ttl_proxy_expiry_table_complete";
@@ -169,6 +170,7 @@ pub fn register_zeroes(dialect: &'static str) {
     }
     counter!(names::STATE_WRITE_BYTES).absolute(0);
     counter!(names::WARMUP_KEYS_SCANNED).absolute(0);
+    counter!(names::WARMUP_SHARED_NAMES).absolute(0);
     for result in LOOKUP_RESULTS {
         counter!(names::LOOKUPS, "result" => *result).absolute(0);
     }
@@ -205,6 +207,8 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
      "Time to sync the offset-map state written since the last sync to disk (one fdatasync, coalescing every write meanwhile; a slow disk shows here first; Redis replica ACKs and some Pika map transitions wait for these syncs)."),
     ("pika_ttl_proxy_warmup_keys_scanned_total", "counter", "",
      "Keys the Pika warm-up scans of the master have read so far (its rate is the scan's progress; the Redis relay has no warm-up and keeps it at 0). /readyz answers 503 until every warm-up has merged."),
+    ("pika_ttl_proxy_warmup_shared_names_total", "counter", "",
+     "Names a Pika 3.x warm-up scan found holding values of several types (a 3.x master keeps a string, a hash, a list, a set and a zset apart under one name, each with its own TTL): entries on them pass unrewritten as unknown_key until the name is deleted whole, since a deadline or a del added for one type would reach all of them on the replica. The Redis relay keeps it at 0."),
     ("pika_ttl_proxy_lookups_total", "counter", "result",
      "Pika: writes held while the proxy asked the master for their key's TTL (by a link, or after a restart by the standby reader of a replica still away), because the stream did not tell it (a key the warm-up had not reached, a collection a removal may have emptied, Pika 4.0's deadline second), by how the look-up ended: resolved (the entry was decided with the answer), written_again (another entry on the key came before the answer's position), superseded (written again, first by a command that redefines the key on both sides: DEL, FLUSHDB, or after a write on a string an unconditional SET-family write; the entry passes and is not unknown_key), ttl_reset (written again, first by a plain EXPIRE: the entry passes as unknown_key, and what it leaves on a late replica lasts at most until that TTL runs out), failed, timeout, behind (the link replays history far behind the master: writes up to the answer's position are decided without look-ups), outlived (the answer came after a TTL that decides it may have run out, e.g. a look-up of a backlog the master is seconds past); all but resolved and superseded pass the entry as unknown_key. The Redis relay keeps it at 0."),
     ("pika_ttl_proxy_state_write_bytes_total", "counter", "",

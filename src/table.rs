@@ -17,7 +17,7 @@ mod witness;
 
 use dashmap::DashMap;
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use stored_key::StoredKey;
 use witness::WitnessMap;
@@ -88,13 +88,16 @@ const PERSISTENT: i64 = i64::MIN;
 const ABSENT: i64 = i64::MIN + 1;
 const NOT_VOLATILE: i64 = i64::MIN + 2;
 const UNKNOWN: i64 = i64::MIN + 3;
+/// The name holds values of several types (Pika 3.x keeps one per type under a name, each with
+/// its own TTL): read as [`KeyKnowledge::Unknown`]; see [`ExpiryTable::mark_shared`].
+const SHARED: i64 = i64::MIN + 4;
 /// Set in a negated value: "exists, TTL unknown, until at least" this instant (ms), read as
 /// [`KeyKnowledge::Unknown`] by every rule but the EXPIRE's ([`ExpiryTable::is_present_at`]).
 /// Deadlines stay far below it (2^62 ms is 146 million years).
 const PRESENT_UNTIL: i64 = 1 << 62;
 
 fn is_marker(v: i64) -> bool {
-    v == PERSISTENT || v == ABSENT || v == NOT_VOLATILE || v == UNKNOWN
+    v == PERSISTENT || v == ABSENT || v == NOT_VOLATILE || v == UNKNOWN || v == SHARED
 }
 
 /// Values in `(UNKNOWN, 0)` hold a "maybe volatile" deadline, negated, or with
@@ -141,6 +144,8 @@ pub struct ExpiryTable {
     /// `db ‖ key` for the rest.
     witness_fast: Box<[OnceLock<WitnessMap>]>,
     witness_other: OnceLock<WitnessMap>,
+    /// Set once any key was marked [`SHARED`]: until then no entry needs that test.
+    has_shared: AtomicBool,
 }
 
 impl Default for ExpiryTable {
@@ -171,6 +176,7 @@ impl ExpiryTable {
             baseline: AtomicU8::new(baseline.to_u8()),
             witness_fast: (0..FAST_DBS).map(|_| OnceLock::new()).collect(),
             witness_other: OnceLock::new(),
+            has_shared: AtomicBool::new(false),
         }
     }
 
@@ -319,7 +325,7 @@ impl ExpiryTable {
             Some(PERSISTENT) => KeyKnowledge::Persistent,
             Some(ABSENT) => KeyKnowledge::Absent,
             Some(NOT_VOLATILE) => KeyKnowledge::NotVolatile,
-            Some(UNKNOWN) => KeyKnowledge::Unknown,
+            Some(UNKNOWN | SHARED) => KeyKnowledge::Unknown,
             Some(v) if present_until(v).is_some() => KeyKnowledge::Unknown,
             Some(v) if is_maybe_volatile(v) => KeyKnowledge::MaybeVolatile(-v),
             Some(deadline) if deadline < now_ms => KeyKnowledge::Expired(deadline),
@@ -412,10 +418,32 @@ impl ExpiryTable {
             .is_some_and(|until| now_ms <= until)
     }
 
+    /// The name holds values of several types (a Pika 3.x master keeps a string, a hash, a list,
+    /// a set and a zset apart under one name, each with its own TTL, and answers `PTTL`/`TYPE`
+    /// for the first it finds): no rule can tell which of them a deadline is about, and the
+    /// `expireat`/`del` a rewrite adds would reach them all. Read as unknown; the engine passes
+    /// writes on it unchanged ([`Self::is_shared`]) until a `DEL` or a flush removes the name.
+    pub fn mark_shared(&self, db: u32, key: &[u8]) {
+        self.has_shared.store(true, Ordering::Release);
+        self.clear_witness(db, key);
+        self.insert(db, key, SHARED);
+    }
+
+    /// Whether [`Self::mark_shared`] holds for the key (one relaxed load while no key was ever
+    /// marked).
+    pub fn is_shared(&self, db: u32, key: &[u8]) -> bool {
+        self.has_shared.load(Ordering::Acquire) && self.get(db, key) == Some(SHARED)
+    }
+
     /// What the table holds of the key, if anything, is no longer known (an entry the engine
     /// cannot follow named it); a key without an entry keeps what the baseline says of it.
     pub fn forget(&self, db: u32, key: &[u8]) {
-        if self.get(db, key).is_some() {
+        let current = self.get(db, key);
+        if current == Some(SHARED) {
+            // Still several types under one name: whatever changed, no deadline describes it.
+            return;
+        }
+        if current.is_some() {
             self.mark_unknown(db, key);
         } else {
             self.clear_witness(db, key);
@@ -428,15 +456,25 @@ impl ExpiryTable {
         self.clear_witnesses_where(|d| d != db);
         // Under an unknown baseline a key without an entry is unknown already.
         let drop = self.baseline() == Baseline::Unknown;
+        // A name holding several types stays so: a typed flush (Pika 3.5) may leave some.
+        let keep_shared = self.has_shared.load(Ordering::Acquire);
+        let forgotten = |v: i64| {
+            if keep_shared && v == SHARED {
+                SHARED
+            } else {
+                UNKNOWN
+            }
+        };
         match (self.map_of(db), (db as usize) < FAST_DBS) {
-            (Some(map), true) if drop => map.clear(),
-            (Some(map), true) => map.alter_all(|_, _| UNKNOWN),
+            (Some(map), true) if drop && !keep_shared => map.clear(),
+            (Some(map), true) if drop => map.retain(|_, value| *value == SHARED),
+            (Some(map), true) => map.alter_all(|_, v| forgotten(v)),
             (Some(map), false) => map.retain(|k, value| {
                 if split_other_key(k).0 != db {
                     return true;
                 }
-                *value = UNKNOWN;
-                !drop
+                *value = forgotten(*value);
+                !drop || *value == SHARED
             }),
             (None, _) => {}
         }
@@ -578,6 +616,9 @@ impl ExpiryTable {
 
     /// Restores one entry written by [`Self::for_each_raw`].
     pub fn insert_raw(&self, db: u32, key: &[u8], value: i64) {
+        if value == SHARED {
+            self.has_shared.store(true, Ordering::Release);
+        }
         self.insert(db, key, value);
     }
 

@@ -4,18 +4,22 @@
 //! `redis_relay::table_snapshot` and `pika_relay::table_store`); this module owns the rest
 //! (the file is written with [`crate::state_dir::replace_file`]).
 //!
-//! Layout, little-endian: magic `PTPTB003`, header length u32, header, baseline u8, entry count
+//! Layout, little-endian: magic `PTPTB004`, header length u32, header, baseline u8, entry count
 //! u64, then per entry db u32, key length u32, key, value i64 (the table's own encoding, see
 //! [`ExpiryTable::for_each_raw`]); then the collection witnesses: count u64, per witness db u32,
 //! key length u32, key, kind u8 (0: some members, 3: all of them, then their count u8 and each
 //! as length u32 and bytes; 1: at least, 2: exactly that many list elements, then u64); last a
 //! CRC-32 of
 //! everything before it. A file that is short, long, or fails its checksum is rejected. Files
-//! of the previous layout (`PTPTB002`, no witnesses) are still read.
+//! of the previous layouts are still read: `PTPTB003` (the same, before the "several types under
+//! one name" value existed, so an older proxy never reads one it would misread) and `PTPTB002`
+//! (no witnesses).
 
 use crate::table::{Baseline, ExpiryTable, Witness};
 
-const MAGIC: &[u8; 8] = b"PTPTB003";
+const MAGIC: &[u8; 8] = b"PTPTB004";
+/// The same layout, written before the shared-name value ([`ExpiryTable::mark_shared`]).
+const MAGIC_BEFORE_SHARED: &[u8; 8] = b"PTPTB003";
 /// The layout before witnesses were saved.
 const MAGIC_NO_WITNESSES: &[u8; 8] = b"PTPTB002";
 
@@ -80,7 +84,7 @@ pub fn decode(bytes: &[u8]) -> Result<(&[u8], ExpiryTable), String> {
     }
     let mut r = Fields::new(body);
     let with_witnesses = match r.take(MAGIC.len())? {
-        m if m == MAGIC => true,
+        m if m == MAGIC || m == MAGIC_BEFORE_SHARED => true,
         m if m == MAGIC_NO_WITNESSES => false,
         _ => return Err("not a saved expiry table (magic)".into()),
     };

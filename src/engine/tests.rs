@@ -943,3 +943,49 @@ fn a_write_that_may_create_nothing_does_not_make_an_absent_key_exist() {
     s.run("RPUSH l 1", T0);
     assert_eq!(s.table.lookup(0, b"l", T0), KeyKnowledge::Persistent);
 }
+
+/// Pika 3.x keeps one value per type under a name, each with its own TTL: on a name the warm-up
+/// found holding several, nothing may add an `expireat` or a `del` (they reach every type).
+#[test]
+fn a_name_holding_several_types_passes_writes_unchanged_until_deleted() {
+    let mut s = Stream::new(Dialect::Pika);
+    s.table.set_deadline(0, b"k", T0 + 3_000);
+    s.table.mark_shared(0, b"k");
+    for write in [
+        "hset k g w",
+        "incr k",
+        "rpush k b",
+        "sadd k m",
+        "zadd k 1 m",
+    ] {
+        assert_eq!(
+            s.emitted(write, T0 + 1_000),
+            vec![write.to_string()],
+            "{write}"
+        );
+        let ran = s.run(write, T0 + 5_000);
+        assert!(ran.forwarded, "{write}");
+        assert_eq!(ran.outcome, Outcome::UnknownKey, "{write}");
+    }
+    // Relative or millisecond TTLs still become absolute (the master's reach every type too).
+    assert_eq!(
+        s.emitted("pexpireat k 1795470000123", T0),
+        vec!["expireat k 1795470000".to_string()]
+    );
+    assert_eq!(
+        s.emitted("pksetexat k 1795470000000 v", T0),
+        vec!["pksetexat k 1795470000 v".to_string()]
+    );
+    assert!(s.table.is_shared(0, b"k"));
+    // Forgetting (an entry the engine cannot follow) keeps it shared.
+    s.run("delvx k v", T0);
+    assert!(s.table.is_shared(0, b"k"));
+    // A DEL removes every type: the name is like any other again.
+    s.run("del k", T0);
+    assert!(!s.table.is_shared(0, b"k"));
+    s.run("pksetexat k 1795469990 1", T0);
+    assert_eq!(
+        s.emitted("incr k", T0 + 1_000),
+        vec!["incr k".to_string(), "expireat k 1795469990".to_string()]
+    );
+}

@@ -85,6 +85,10 @@ pub struct ScanResult {
     /// the next second during every try of their batch): left unknown, so their next write is
     /// looked up.
     pub unsettled: Vec<Vec<u8>>,
+    /// Names the scan listed more than once: a 3.x master keeps a string, a hash, a list, a
+    /// set and a zset apart under one name and lists each type's keys in turn (see
+    /// [`crate::table::ExpiryTable::mark_shared`]). Complete only with `existence_complete`.
+    pub shared: Vec<Vec<u8>>,
 }
 
 /// Where [`WarmupState::try_merge`] left a warm-up.
@@ -206,6 +210,20 @@ impl WarmupState {
                 "warm-up: more keys without a TTL than --warmup-max-keys; only volatile keys are kept, so an EXPIRE followed by a write on a key that had no TTL passes as unknown_key"
             );
         }
+        if !result.shared.is_empty() {
+            let examples: Vec<String> = result
+                .shared
+                .iter()
+                .take(5)
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect();
+            tracing::warn!(
+                replica = %self.replica, db = %self.db, names = result.shared.len(), ?examples,
+                "warm-up: names holding values of several types (a Pika 3.x master keeps one per type under a name, each with its own TTL); writes on them pass unrewritten as unknown_key, as to a direct replica"
+            );
+        }
+        metrics::counter!(crate::metrics::names::WARMUP_SHARED_NAMES)
+            .increment(result.shared.len() as u64);
         tracing::info!(
             replica = %self.replica, db = %self.db,
             scanned = result.scanned, volatile = result.volatile.len(),
@@ -313,6 +331,10 @@ pub fn merge(rewriter: &LinkRewriter, db: u32, result: &ScanResult, touched: &To
     for key in unknown.into_iter().chain(unsettled) {
         table.mark_unknown(db, key);
     }
+    // Whatever the stream did with such a name since, it still holds the other types.
+    for key in &result.shared {
+        table.mark_shared(db, key);
+    }
     merged
 }
 
@@ -413,7 +435,29 @@ async fn scan(
         cursor = next;
     }
     result.finished_at = client.binlog_offset(db_name).await?;
+    if whole_seconds {
+        result.shared = listed_twice(&result);
+    }
     Ok(result)
+}
+
+/// The names a scan listed more than once (each once, sorted).
+fn listed_twice(result: &ScanResult) -> Vec<Vec<u8>> {
+    let mut names: Vec<&[u8]> = result
+        .volatile
+        .iter()
+        .map(|(k, _)| k.as_slice())
+        .chain(result.persistent.iter().map(Vec::as_slice))
+        .chain(result.unsettled.iter().map(Vec::as_slice))
+        .collect();
+    names.sort_unstable();
+    let mut shared: Vec<Vec<u8>> = Vec::new();
+    for pair in names.windows(2) {
+        if pair[0] == pair[1] && shared.last().map(Vec::as_slice) != Some(pair[0]) {
+            shared.push(pair[0].to_vec());
+        }
+    }
+    shared
 }
 
 /// How many times a batch of `PTTL`s is asked before its keys are left unknown.
@@ -606,6 +650,32 @@ db0:binlog_offset=0 3898,safety_purge=none\r\n";
     }
 
     #[test]
+    fn a_name_listed_twice_holds_several_types_and_is_marked_so() {
+        let table = Arc::new(ExpiryTable::new(Baseline::Unknown));
+        let rw = LinkRewriter::new(table.clone(), 0, FamilySwitches::all_on());
+        let mut result = ScanResult {
+            // A 3.x scan lists the strings, then the hashes, …: `both` is a string and a hash.
+            volatile: vec![(b"both".to_vec(), 9_000), (b"one".to_vec(), 9_000)],
+            persistent: vec![b"both".to_vec(), b"plain".to_vec()],
+            existence_complete: true,
+            started_at: BinlogPosition::new(0, 100),
+            ..ScanResult::default()
+        };
+        result.shared = listed_twice(&result);
+        assert_eq!(result.shared, vec![b"both".to_vec()]);
+        merge(&rw, 0, &result, &Touched::new());
+        assert!(table.is_shared(0, b"both"));
+        assert_eq!(table.lookup(0, b"both", 0), KeyKnowledge::Unknown);
+        assert_eq!(table.lookup(0, b"one", 0), KeyKnowledge::Volatile(9_000));
+        assert_eq!(table.lookup(0, b"plain", 0), KeyKnowledge::Persistent);
+        // A flush of one type (Pika 3.5) forgets the rest, not that the name is shared.
+        table.forget_db(0);
+        assert!(table.is_shared(0, b"both"));
+        assert_eq!(table.prune(i64::MAX), 0);
+        assert!(table.is_shared(0, b"both"));
+    }
+
+    #[test]
     fn merge_with_every_key_listed_knows_existence() {
         let table = Arc::new(ExpiryTable::new(Baseline::Unknown));
         let rw = LinkRewriter::new(table.clone(), 0, FamilySwitches::all_on());
@@ -669,6 +739,7 @@ db0:binlog_offset=0 3898,safety_purge=none\r\n";
                 (b"raced".to_vec(), Witness::ExactLen(3)),
             ],
             unsettled: vec![b"unsure".to_vec()],
+            shared: Vec::new(),
         };
         let before = BinlogPosition::new(0, 100);
         let mut touched: Touched = [&b"h"[..], b"gone", b"listed", b"exact", b"raced"]

@@ -91,13 +91,93 @@ const UNKNOWN: i64 = i64::MIN + 3;
 /// The name holds values of several types (Pika 3.x keeps one per type under a name, each with
 /// its own TTL): read as [`KeyKnowledge::Unknown`]; see [`ExpiryTable::mark_shared`].
 const SHARED: i64 = i64::MIN + 4;
+/// `PERSISTENT_TYPED + t`: the key exists without a TTL and holds only values of type `t`
+/// ([`ValueType::code`], 1–5; see [`ExpiryTable::set_type`]).
+const PERSISTENT_TYPED: i64 = i64::MIN + 16;
+/// Where a deadline's type is kept in a table that tracks types: deadlines stay below it.
+const TYPE_SHIFT: u32 = 56;
+const TYPE_BITS: i64 = 0b111 << TYPE_SHIFT;
+/// The largest deadline a table that tracks types holds (2^56 ms, 2.28 million years).
+const MAX_TYPED_DEADLINE: i64 = (1 << TYPE_SHIFT) - 1;
 /// Set in a negated value: "exists, TTL unknown, until at least" this instant (ms), read as
 /// [`KeyKnowledge::Unknown`] by every rule but the EXPIRE's ([`ExpiryTable::is_present_at`]).
 /// Deadlines stay far below it (2^62 ms is 146 million years).
 const PRESENT_UNTIL: i64 = 1 << 62;
 
 fn is_marker(v: i64) -> bool {
-    v == PERSISTENT || v == ABSENT || v == NOT_VOLATILE || v == UNKNOWN || v == SHARED
+    v == PERSISTENT
+        || v == ABSENT
+        || v == NOT_VOLATILE
+        || v == UNKNOWN
+        || v == SHARED
+        || typed_persistent(v).is_some()
+}
+
+fn typed_persistent(v: i64) -> Option<ValueType> {
+    v.checked_sub(PERSISTENT_TYPED)
+        .and_then(ValueType::from_code)
+}
+
+/// The kind of value a Pika 3.x name holds: that release keeps one of each type apart under a
+/// name, each with its own TTL (4.0 and Redis refuse a second type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueType {
+    /// String (also what INCR, APPEND, SETRANGE write).
+    String,
+    /// Hash.
+    Hash,
+    /// List.
+    List,
+    /// Set.
+    Set,
+    /// Sorted set (also a geo index).
+    Zset,
+}
+
+impl ValueType {
+    const fn code(self) -> i64 {
+        match self {
+            ValueType::String => 1,
+            ValueType::Hash => 2,
+            ValueType::List => 3,
+            ValueType::Set => 4,
+            ValueType::Zset => 5,
+        }
+    }
+
+    fn from_code(code: i64) -> Option<ValueType> {
+        Some(match code {
+            1 => ValueType::String,
+            2 => ValueType::Hash,
+            3 => ValueType::List,
+            4 => ValueType::Set,
+            5 => ValueType::Zset,
+            _ => return None,
+        })
+    }
+
+    /// The type `TYPE` answers with this name (`string`, `hash`, `list`, `set`, `zset`).
+    pub fn from_type_reply(reply: &[u8]) -> Option<ValueType> {
+        Some(match reply {
+            b"string" => ValueType::String,
+            b"hash" => ValueType::Hash,
+            b"list" => ValueType::List,
+            b"set" => ValueType::Set,
+            b"zset" => ValueType::Zset,
+            _ => return None,
+        })
+    }
+}
+
+/// What the table says of the types under a name, for a table that tracks them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameTypes {
+    /// It holds values of this one type only, alive (`alive`) or gone by expiry.
+    Only { of: ValueType, alive: bool },
+    /// It holds nothing.
+    Nothing,
+    /// Not known.
+    Unknown,
 }
 
 /// Values in `(UNKNOWN, 0)` hold a "maybe volatile" deadline, negated, or with
@@ -146,6 +226,8 @@ pub struct ExpiryTable {
     witness_other: OnceLock<WitnessMap>,
     /// Set once any key was marked [`SHARED`]: until then no entry needs that test.
     has_shared: AtomicBool,
+    /// Deadlines carry their type ([`Self::track_types`]).
+    typed: AtomicBool,
 }
 
 impl Default for ExpiryTable {
@@ -177,6 +259,7 @@ impl ExpiryTable {
             witness_fast: (0..FAST_DBS).map(|_| OnceLock::new()).collect(),
             witness_other: OnceLock::new(),
             has_shared: AtomicBool::new(false),
+            typed: AtomicBool::new(false),
         }
     }
 
@@ -308,7 +391,7 @@ impl ExpiryTable {
         deadline_ms: i64,
         now_ms: i64,
     ) -> KeyKnowledge {
-        let value = deadline_ms.max(1);
+        let value = self.deadline_value(deadline_ms);
         let (map, k) = (self.map_of_or_make(db), Self::map_key(db, key));
         if let Some(mut current) = map.get_mut(k.as_ref()) {
             let before = self.knowledge(Some(*current), now_ms);
@@ -326,10 +409,13 @@ impl ExpiryTable {
             Some(ABSENT) => KeyKnowledge::Absent,
             Some(NOT_VOLATILE) => KeyKnowledge::NotVolatile,
             Some(UNKNOWN | SHARED) => KeyKnowledge::Unknown,
+            Some(v) if typed_persistent(v).is_some() => KeyKnowledge::Persistent,
             Some(v) if present_until(v).is_some() => KeyKnowledge::Unknown,
             Some(v) if is_maybe_volatile(v) => KeyKnowledge::MaybeVolatile(-v),
-            Some(deadline) if deadline < now_ms => KeyKnowledge::Expired(deadline),
-            Some(deadline) => KeyKnowledge::Volatile(deadline),
+            Some(v) => match self.deadline_of(v) {
+                deadline if deadline < now_ms => KeyKnowledge::Expired(deadline),
+                deadline => KeyKnowledge::Volatile(deadline),
+            },
             None => match self.baseline() {
                 Baseline::Unknown => KeyKnowledge::Unknown,
                 Baseline::NotVolatile => KeyKnowledge::NotVolatile,
@@ -340,14 +426,89 @@ impl ExpiryTable {
 
     /// The key has a TTL ending at `deadline_ms`.
     pub fn set_deadline(&self, db: u32, key: &[u8], deadline_ms: i64) {
+        self.insert(db, key, self.deadline_value(deadline_ms));
+    }
+
+    /// How a deadline is stored (untyped).
+    fn deadline_value(&self, deadline_ms: i64) -> i64 {
         // Deadlines ≤ 0 mean "delete" on every server; keep them out of the marker range.
-        self.insert(db, key, deadline_ms.max(1));
+        if self.typed.load(Ordering::Relaxed) {
+            deadline_ms.clamp(1, MAX_TYPED_DEADLINE)
+        } else {
+            deadline_ms.max(1)
+        }
+    }
+
+    /// The deadline of a positive value (its type bits off in a table that tracks types).
+    fn deadline_of(&self, v: i64) -> i64 {
+        if self.typed.load(Ordering::Relaxed) {
+            v & !TYPE_BITS
+        } else {
+            v
+        }
+    }
+
+    /// From now on deadlines and persistent keys carry the type of value they are about (Pika
+    /// 3.x, where one name may hold a value of each type: see [`Self::set_type`]). Deadlines
+    /// stored before must be below 2^56 ms (every Pika deadline is).
+    pub fn track_types(&self) {
+        if !self.typed.load(Ordering::Relaxed) {
+            self.typed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether [`Self::track_types`] was called.
+    pub fn tracks_types(&self) -> bool {
+        self.typed.load(Ordering::Relaxed)
+    }
+
+    /// Records that the name holds values of type `of` only: kept in a deadline or a "no TTL"
+    /// entry (other entries say nothing of types and are left alone), until the entry is
+    /// replaced. Only in a table that tracks types.
+    pub fn set_type(&self, db: u32, key: &[u8], of: ValueType) {
+        if !self.typed.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(map) = self.map_of(db) else {
+            return;
+        };
+        if let Some(mut v) = map.get_mut(Self::map_key(db, key).as_ref()) {
+            if *v > 0 {
+                *v = (*v & !TYPE_BITS) | (of.code() << TYPE_SHIFT);
+            } else if *v == PERSISTENT || typed_persistent(*v).is_some() {
+                *v = PERSISTENT_TYPED + of.code();
+            }
+        }
+    }
+
+    /// What the table says of the types under the name at `now_ms` (see [`Self::set_type`]):
+    /// a name absent, or known to hold one type only.
+    pub fn name_types(&self, db: u32, key: &[u8], now_ms: i64) -> NameTypes {
+        let value = self.get(db, key);
+        if let Some(of) = value.and_then(typed_persistent) {
+            return NameTypes::Only { of, alive: true };
+        }
+        match value {
+            Some(v) if v > 0 && self.typed.load(Ordering::Relaxed) => {
+                match ValueType::from_code((v & TYPE_BITS) >> TYPE_SHIFT) {
+                    Some(of) => NameTypes::Only {
+                        of,
+                        alive: v & !TYPE_BITS >= now_ms,
+                    },
+                    None => NameTypes::Unknown,
+                }
+            }
+            _ => match self.knowledge(value, now_ms) {
+                KeyKnowledge::Absent => NameTypes::Nothing,
+                _ => NameTypes::Unknown,
+            },
+        }
     }
 
     /// The key has the TTL ending at `deadline_ms`, or no longer exists.
     pub fn set_maybe_volatile(&self, db: u32, key: &[u8], deadline_ms: i64) {
         self.clear_witness(db, key);
-        self.insert(db, key, -deadline_ms.max(1));
+        self.insert(db, key, -self.deadline_value(deadline_ms));
     }
 
     /// Store a marker, or drop the entry when the baseline already implies it. Nothing is
@@ -591,7 +752,7 @@ impl ExpiryTable {
                 *v = NOT_VOLATILE;
                 return true;
             }
-            if is_marker(*v) || *v >= now_ms {
+            if is_marker(*v) || self.deadline_of(*v) >= now_ms {
                 return true;
             }
             pruned += 1;
@@ -640,7 +801,7 @@ impl ExpiryTable {
         let mut out = Vec::new();
         self.for_each_db_entry(|db, key, v| {
             if v > 0 {
-                out.push((db, key.to_vec(), v));
+                out.push((db, key.to_vec(), self.deadline_of(v)));
             }
         });
         out

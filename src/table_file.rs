@@ -4,7 +4,8 @@
 //! `redis_relay::table_snapshot` and `pika_relay::table_store`); this module owns the rest
 //! (the file is written with [`crate::state_dir::replace_file`]).
 //!
-//! Layout, little-endian: magic `PTPTB004`, header length u32, header, baseline u8, entry count
+//! Layout, little-endian: magic `PTPTB004`, header length u32, header, baseline u8 (its high bit
+//! set when the table tracks types, [`ExpiryTable::track_types`]), entry count
 //! u64, then per entry db u32, key length u32, key, value i64 (the table's own encoding, see
 //! [`ExpiryTable::for_each_raw`]); then the collection witnesses: count u64, per witness db u32,
 //! key length u32, key, kind u8 (0: some members, 3: all of them, then their count u8 and each
@@ -28,7 +29,13 @@ pub fn encode(header: &[u8], table: &ExpiryTable) -> Vec<u8> {
     let mut out = Vec::with_capacity(32 + header.len() + table.len() * 48);
     out.extend_from_slice(MAGIC);
     put_bytes(&mut out, header);
-    out.push(baseline_code(table.baseline()));
+    // The high bit: the table tracks types (its deadlines carry them, PTPTB004 only).
+    let typed = if table.tracks_types() {
+        TRACKS_TYPES
+    } else {
+        0
+    };
+    out.push(baseline_code(table.baseline()) | typed);
     let count_at = out.len();
     out.extend_from_slice(&0u64.to_le_bytes());
     let mut count = 0u64;
@@ -89,9 +96,13 @@ pub fn decode(bytes: &[u8]) -> Result<(&[u8], ExpiryTable), String> {
         _ => return Err("not a saved expiry table (magic)".into()),
     };
     let header = r.bytes()?;
-    let baseline = baseline_from(r.u8()?).ok_or("unknown baseline")?;
+    let code = r.u8()?;
+    let baseline = baseline_from(code & !TRACKS_TYPES).ok_or("unknown baseline")?;
     let count = r.u64()?;
     let table = ExpiryTable::new(baseline);
+    if code & TRACKS_TYPES != 0 {
+        table.track_types();
+    }
     for _ in 0..count {
         let db = r.u32()?;
         let key = r.bytes()?;
@@ -219,6 +230,9 @@ impl<'a> Fields<'a> {
         }
     }
 }
+
+/// Set in the baseline byte of a table whose deadlines carry types.
+const TRACKS_TYPES: u8 = 0x80;
 
 fn baseline_code(baseline: Baseline) -> u8 {
     match baseline {

@@ -1297,12 +1297,13 @@ fn values_of_every_type(node: &Pika, pattern: &str) -> BTreeMap<String, String> 
     out
 }
 
-/// Names that hold several types on a 3.x master from before the proxy (Pika 3.x keeps one
-/// value per type under a name, each with its own TTL; 4.0 refuses it). The warm-up lists
-/// such a name once per type; a deadline the table held for it would be one type's, and the
-/// `expireat`/`del` a rewrite adds reaches every type on the replica: the hash, list and set
-/// below were lost through the proxy (none through a direct replica) until the warm-up marked
-/// the names and their writes passed unchanged. No lag is needed.
+/// Names that hold several types on a 3.x master, from before the proxy (`y:a`–`y:d`) or
+/// made while it runs (`y:f`–`y:h`): Pika 3.x keeps one value per type under a name, each with
+/// its own TTL (4.0 refuses it). A deadline the table held for such a name would be one
+/// type's, and the `expireat`/`del` a rewrite adds reaches every type on the replica: the
+/// hashes, lists and sets below were lost through the proxy (none through a direct replica)
+/// until the warm-up marked names it lists twice, the table followed which type a name holds,
+/// and writes on shared names passed unchanged. No lag is needed.
 #[test]
 fn real_pika_names_holding_several_types() {
     let Some(bin) = pika_bin() else { return };
@@ -1340,9 +1341,25 @@ fn real_pika_names_holding_several_types() {
         &["SETEX", "y:d", "3", "2"],
         &["INCR", "y:d"],
         &["SADD", "y:d", "n"],
+        // Names that come to hold a second type while the proxy follows them.
+        &["HSET", "y:f", "f", "v"],
+        &["SETEX", "y:f", "3", "5"],
+        &["HSET", "y:f", "g", "w"],
+        &["INCR", "y:f"],
+        &["SET", "y:g", "1"],
+        &["EXPIRE", "y:g", "3"],
+        &["HSET", "y:g", "f", "v"],
+        &["RPUSH", "y:h", "a"],
+        &["SETEX", "y:h", "1", "s"],
+        // One type only, for contrast: rewritten as ever.
+        &["SETEX", "y:i", "3", "1"],
+        &["INCR", "y:i"],
     ] {
         println!("    {} -> {}", cmd.join(" "), run(&mut m, &strings(cmd)));
     }
+    std::thread::sleep(Duration::from_millis(2100));
+    let late = strings(&["RPUSH", "y:h", "b"]);
+    println!("    {} -> {}", late.join(" "), run(&mut m, &late));
     // Past every deadline.
     std::thread::sleep(Duration::from_millis(8000));
     rig.barrier("barrier:y");

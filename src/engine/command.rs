@@ -243,6 +243,25 @@ fn by_name() -> &'static [Option<NameEntry>; SLOTS] {
 }
 
 impl Cmd {
+    /// Whether the command writes the string under its key (MSET: under each of its keys);
+    /// Pika 3.x keeps other types beside it.
+    pub fn writes_string(self) -> bool {
+        matches!(
+            self,
+            Cmd::Counter
+                | Cmd::AppendLike
+                | Cmd::Set
+                | Cmd::SetNx
+                | Cmd::SetEx
+                | Cmd::PSetEx
+                | Cmd::GetSet
+                | Cmd::MSet
+                | Cmd::MSetNx
+                | Cmd::PkSetExAt
+                | Cmd::GetEx
+        )
+    }
+
     /// The family whose switch governs this command's rewrites.
     pub fn family(self) -> Option<Family> {
         Some(match self {

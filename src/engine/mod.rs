@@ -172,6 +172,11 @@ pub enum RiskCause {
     /// missing key records an empty value, so every replica stores `""` where the master
     /// holds the appended bytes. The stream does not carry the value; nothing can repair it.
     ValueLostByMaster,
+    /// A Pika 3.x name came to hold values of two types (a write of one while the other
+    /// lives): each has its own TTL, and an `expireat` or `del` added for one would reach both,
+    /// so entries on the name pass unrewritten from here on (as to a direct replica, which a
+    /// late apply can leave different).
+    SeveralTypes,
 }
 
 impl RiskCause {
@@ -182,6 +187,7 @@ impl RiskCause {
             RiskCause::ExistenceAmbiguous => "existence_ambiguous",
             RiskCause::ExistenceUntracked => "existence_untracked",
             RiskCause::ValueLostByMaster => "value_lost_by_master",
+            RiskCause::SeveralTypes => "several_types",
         }
     }
 }

@@ -57,22 +57,10 @@ pub fn resets_ttl(later: &dyn Args, key: &[u8]) -> bool {
 
 /// Whether `entry` writes the string under its key (Pika keeps other types beside it).
 pub fn writes_string(entry: &dyn Args) -> bool {
-    matches!(
-        entry.get(0).and_then(command::classify),
-        Some(
-            Cmd::Counter
-                | Cmd::AppendLike
-                | Cmd::Set
-                | Cmd::SetNx
-                | Cmd::SetEx
-                | Cmd::PSetEx
-                | Cmd::GetSet
-                | Cmd::MSet
-                | Cmd::MSetNx
-                | Cmd::PkSetExAt
-                | Cmd::GetEx
-        )
-    )
+    entry
+        .get(0)
+        .and_then(command::classify)
+        .is_some_and(Cmd::writes_string)
 }
 
 /// A SET that writes its value whatever the key held: no NX/XX, and no KEEPTTL (which keeps a

@@ -26,6 +26,7 @@ mod expiry;
 mod keep_ttl;
 mod keys;
 mod strings;
+mod types;
 
 use strings::SetCondition;
 
@@ -54,6 +55,7 @@ pub fn rewrite<'a>(
     };
     let proposal = match spec(name) {
         Some(spec) if cx.on_shared_name(spec.cmd) => cx.shared_name(spec, state),
+        Some(spec) if cx.tracks_types() => cx.apply_typed(spec, state),
         Some(spec) => cx.apply(spec, state),
         None if is_pattern_delete(name) => {
             // Pika 3.5 logs the pattern, not the keys it deleted (4.0 logs a DEL per key).
@@ -373,57 +375,6 @@ impl<'a> Cx<'a, '_> {
             at_risk: p.at_risk,
             needs_lookup: None,
             lookup_key_at: 1,
-        }
-    }
-
-    /// Whether the entry names first a key [`ExpiryTable::mark_shared`] holds as several types
-    /// under one name (Pika 3.x), and is not a command that removes the name whole.
-    fn on_shared_name(&self, cmd: Cmd) -> bool {
-        self.pika()
-            && !matches!(
-                cmd,
-                Cmd::Del
-                    | Cmd::FlushDb
-                    | Cmd::FlushAll
-                    | Cmd::SwapDb
-                    | Cmd::Select
-                    | Cmd::Multi
-                    | Cmd::Exec
-                    | Cmd::Discard
-                    | Cmd::NoOp
-            )
-            && self
-                .args
-                .get(1)
-                .is_some_and(|key| self.table.is_shared(self.db, key))
-    }
-
-    /// An entry on a name that holds several types: a deadline the table could hold would be
-    /// one type's, and the `expireat`/`del` a rewrite adds would reach every type on the
-    /// replica (the lists, hashes and sets under a string's name lost with it, seen on real
-    /// 3.5.4). Such entries pass unchanged, as to a direct replica, except that an absolute
-    /// form still replaces a relative or millisecond TTL (the master's `EXPIRE` reaches every
-    /// type too, `pksetexat` only the string). The name stays shared until removed whole.
-    fn shared_name(&mut self, spec: Spec, state: &mut StreamState) -> Proposal<'a> {
-        let key = self.arg(1);
-        match spec.cmd {
-            Cmd::Expire | Cmd::PExpire | Cmd::ExpireAt | Cmd::PExpireAt | Cmd::PkSetExAt => {
-                let proposal = self.apply(spec, state);
-                // An EXPIRE that deleted the name (a past deadline) removed every type.
-                let removed = spec.cmd != Cmd::PkSetExAt
-                    && self.table.lookup(self.db, key, self.now) == KeyKnowledge::Absent;
-                if !removed {
-                    self.table.mark_shared(self.db, key);
-                }
-                proposal
-            }
-            cmd => {
-                // Other keys it names (RENAME's destination, a move's) may have changed.
-                for other in (2..self.args.count()).filter_map(|i| self.args.get(i)) {
-                    self.table.forget(self.db, other);
-                }
-                Proposal::unknown_key(cmd.family())
-            }
         }
     }
 

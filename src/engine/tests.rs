@@ -989,3 +989,76 @@ fn a_name_holding_several_types_passes_writes_unchanged_until_deleted() {
         vec!["incr k".to_string(), "expireat k 1795469990".to_string()]
     );
 }
+
+/// Names that come to hold a second type while the proxy follows them (Pika 3.x): the table
+/// knows which type a name holds from the write that created it, and a write of another type
+/// while that one lives marks the name shared instead of adding a deadline or a `del` that
+/// would reach both (each case lost the collection on a real 3.5.4 replica).
+#[test]
+fn a_write_of_a_second_type_under_a_name_marks_it_shared() {
+    let mut s = Stream::new(Dialect::Pika);
+    // A persistent hash, then a volatile string beside it.
+    s.run("hset a f v", T0);
+    let marked = s.run("pksetexat a 1795469990 5", T0);
+    assert!(s.table.is_shared(0, b"a"));
+    // Reported once, with the key, whatever the replica's lag.
+    let risk = marked.at_risk.expect("the marking entry is reported");
+    assert_eq!(
+        (risk.cause, risk.old_deadline_ms),
+        (RiskCause::SeveralTypes, i64::MIN)
+    );
+    assert_eq!(s.run("hset a h x", T0).at_risk, None);
+    assert_eq!(
+        s.emitted("hset a g w", T0 + 1_000),
+        vec!["hset a g w".to_string()]
+    );
+    assert_eq!(s.emitted("incr a", T0 + 1_000), vec!["incr a".to_string()]);
+    // A string given a TTL, then a hash created beside it (it has none).
+    s.run("set b 1", T0);
+    s.run("expireat b 1795469990", T0);
+    assert_eq!(
+        s.emitted("hset b f v", T0 + 1_000),
+        vec!["hset b f v".to_string()]
+    );
+    assert!(s.table.is_shared(0, b"b"));
+    // One type only: rewritten as before, also after the first type is gone.
+    s.run("pksetexat c 1795469990 1", T0);
+    assert_eq!(
+        s.emitted("incr c", T0 + 1_000),
+        vec!["incr c".to_string(), "expireat c 1795469990".to_string()]
+    );
+    assert_eq!(
+        s.emitted("rpush c x", T0 + 7_000),
+        vec!["del c".to_string(), "rpush c x".to_string()]
+    );
+    assert!(!s.table.is_shared(0, b"c"));
+    s.run("expireat c 1795470000", T0 + 7_000);
+    assert_eq!(
+        s.emitted("rpush c y", T0 + 8_000),
+        vec!["rpush c y".to_string(), "expireat c 1795470000".to_string()]
+    );
+    // A removal of a type the name does not hold removes nothing and changes nothing.
+    let ran = s.run("hdel c f", T0 + 8_000);
+    assert!(ran.forwarded);
+    assert!(!s.table.is_shared(0, b"c"));
+    assert_eq!(
+        s.table.lookup(0, b"c", T0 + 8_000),
+        KeyKnowledge::Volatile(1_795_470_000_000)
+    );
+    // Strings set together by MSET beside a live hash.
+    s.run("hset d f v", T0);
+    s.run("mset d 1 e 2", T0);
+    assert!(s.table.is_shared(0, b"d"));
+    assert!(!s.table.is_shared(0, b"e"));
+}
+
+/// Pika 4.0 refuses a second type under a name, so nothing is tracked.
+#[test]
+fn pika_4_0_tracks_no_types() {
+    let mut s = Stream::new(Dialect::Pika);
+    s.policy.pika_release = PikaRelease::V4;
+    s.run("hset a f v", T0);
+    s.run("set a 1", T0);
+    assert!(!s.table.is_shared(0, b"a"));
+    assert!(!s.table.tracks_types());
+}

@@ -58,7 +58,7 @@ use super::config::{PikaRelayConfig, WarmupMode};
 use super::rewrite::{LinkRewriter, Touched};
 use crate::engine::PikaRelease;
 use crate::pika::messages::BinlogPosition;
-use crate::table::{Baseline, KeyKnowledge, Witness, WitnessRef};
+use crate::table::{Baseline, KeyKnowledge, ValueType, Witness, WitnessRef};
 
 /// Keys asked for per `SCAN`.
 const SCAN_COUNT: usize = 512;
@@ -89,6 +89,10 @@ pub struct ScanResult {
     /// set and a zset apart under one name and lists each type's keys in turn (see
     /// [`crate::table::ExpiryTable::mark_shared`]). Complete only with `existence_complete`.
     pub shared: Vec<Vec<u8>>,
+    /// The type `TYPE` answered for each of `volatile`, then of `persistent`, in their order
+    /// (a 3.x master: see [`crate::table::ExpiryTable::set_type`]; empty for 4.0).
+    pub volatile_types: Vec<Option<ValueType>>,
+    pub persistent_types: Vec<Option<ValueType>>,
 }
 
 /// Where [`WarmupState::try_merge`] left a warm-up.
@@ -280,18 +284,29 @@ pub fn merge(rewriter: &LinkRewriter, db: u32, result: &ScanResult, touched: &To
             !during(k) && undecided(k)
         })
         .collect();
-    for (key, deadline) in &result.volatile {
+    // A 3.x name listed once holds that one type (names listed twice are marked below).
+    if !result.volatile_types.is_empty() || !result.persistent_types.is_empty() {
+        table.track_types();
+    }
+    let typed = |key: &[u8], of: Option<&Option<ValueType>>| {
+        if let Some(Some(of)) = of {
+            table.set_type(db, key, *of);
+        }
+    };
+    for (i, (key, deadline)) in result.volatile.iter().enumerate() {
         settled_by_scan.remove(key.as_slice());
         if !during(key) && undecided(key) {
             table.set_deadline(db, key, *deadline);
+            typed(key, result.volatile_types.get(i));
             merged += 1;
         }
     }
     if result.existence_complete {
-        for key in &result.persistent {
+        for (i, key) in result.persistent.iter().enumerate() {
             settled_by_scan.remove(key.as_slice());
             if !during(key) && undecided(key) {
                 table.mark_persistent(db, key, true);
+                typed(key, result.persistent_types.get(i));
                 merged += 1;
             }
         }
@@ -385,11 +400,11 @@ async fn scan(
             .await?;
         let (next, keys) = scan_reply(reply)?;
         metrics::counter!(crate::metrics::names::WARMUP_KEYS_SCANNED).increment(keys.len() as u64);
-        result
-            .witnesses
-            .extend(witnesses_of(&mut client, &keys).await?);
+        let (witnesses, types) = witnesses_of(&mut client, &keys).await?;
+        result.witnesses.extend(witnesses);
         let (replies, second) = ttls_of(&mut client, &keys, whole_seconds).await?;
-        for (key, (reply, read_at)) in keys.into_iter().zip(replies) {
+        for ((key, (reply, read_at)), of) in keys.into_iter().zip(replies).zip(types) {
+            let of = of.filter(|_| whole_seconds);
             let asked_at = match second {
                 Some(Some(second)) => second,
                 Some(None) => {
@@ -402,16 +417,25 @@ async fn scan(
                 None => read_at + skew_ms,
             };
             match reply {
-                BytesFrame::Integer(ms) if ms > 0 => result
-                    .volatile
-                    .push((key.to_vec(), asked_at.saturating_add(ms))),
+                BytesFrame::Integer(ms) if ms > 0 => {
+                    result
+                        .volatile
+                        .push((key.to_vec(), asked_at.saturating_add(ms)));
+                    if whole_seconds {
+                        result.volatile_types.push(of);
+                    }
+                }
                 // -1: no TTL. (-2: gone since SCAN listed it; it stays absent.)
                 BytesFrame::Integer(-1) if result.existence_complete => {
                     if result.persistent.len() as u64 >= max_keys {
                         result.existence_complete = false;
                         result.persistent = Vec::new();
+                        result.persistent_types = Vec::new();
                     } else {
                         result.persistent.push(key.to_vec());
+                        if whole_seconds {
+                            result.persistent_types.push(of);
+                        }
                     }
                 }
                 BytesFrame::Integer(_) => {}
@@ -513,10 +537,7 @@ async fn ttls_of(
 /// What each collection among `keys` is known to hold (see [`Witness`]): its type, then one
 /// member (a set's or zset's), one field (a hash's) or its length (a list's), each in one
 /// pipelined round. Anything the master does not answer usefully gives no witness.
-async fn witnesses_of(
-    client: &mut Client,
-    keys: &[Bytes],
-) -> std::io::Result<Vec<(Vec<u8>, Witness)>> {
+async fn witnesses_of(client: &mut Client, keys: &[Bytes]) -> std::io::Result<WitnessesAndTypes> {
     for key in keys {
         client.queue(&[b"TYPE", key]);
     }
@@ -568,8 +589,15 @@ async fn witnesses_of(
             out.push((key.to_vec(), w));
         }
     }
-    Ok(out)
+    let types = types
+        .iter()
+        .map(|t| ValueType::from_type_reply(t))
+        .collect();
+    Ok((out, types))
 }
+
+/// What [`witnesses_of`] read: the witnesses, and each key's type in the order asked.
+type WitnessesAndTypes = (Vec<(Vec<u8>, Witness)>, Vec<Option<ValueType>>);
 
 fn scan_reply(frame: BytesFrame) -> std::io::Result<(Bytes, Vec<Bytes>)> {
     let bad = || std::io::Error::other("unexpected SCAN reply");
@@ -657,6 +685,8 @@ db0:binlog_offset=0 3898,safety_purge=none\r\n";
             // A 3.x scan lists the strings, then the hashes, …: `both` is a string and a hash.
             volatile: vec![(b"both".to_vec(), 9_000), (b"one".to_vec(), 9_000)],
             persistent: vec![b"both".to_vec(), b"plain".to_vec()],
+            volatile_types: vec![Some(ValueType::String), Some(ValueType::List)],
+            persistent_types: vec![Some(ValueType::Hash), Some(ValueType::Set)],
             existence_complete: true,
             started_at: BinlogPosition::new(0, 100),
             ..ScanResult::default()
@@ -668,6 +698,22 @@ db0:binlog_offset=0 3898,safety_purge=none\r\n";
         assert_eq!(table.lookup(0, b"both", 0), KeyKnowledge::Unknown);
         assert_eq!(table.lookup(0, b"one", 0), KeyKnowledge::Volatile(9_000));
         assert_eq!(table.lookup(0, b"plain", 0), KeyKnowledge::Persistent);
+        // Names listed once hold the type TYPE answered, and nothing else.
+        use crate::table::NameTypes;
+        assert_eq!(
+            table.name_types(0, b"plain", 0),
+            NameTypes::Only {
+                of: ValueType::Set,
+                alive: true
+            }
+        );
+        assert_eq!(
+            table.name_types(0, b"one", 0),
+            NameTypes::Only {
+                of: ValueType::List,
+                alive: true
+            }
+        );
         // A flush of one type (Pika 3.5) forgets the rest, not that the name is shared.
         table.forget_db(0);
         assert!(table.is_shared(0, b"both"));
@@ -740,6 +786,8 @@ db0:binlog_offset=0 3898,safety_purge=none\r\n";
             ],
             unsettled: vec![b"unsure".to_vec()],
             shared: Vec::new(),
+            volatile_types: Vec::new(),
+            persistent_types: Vec::new(),
         };
         let before = BinlogPosition::new(0, 100);
         let mut touched: Touched = [&b"h"[..], b"gone", b"listed", b"exact", b"raced"]

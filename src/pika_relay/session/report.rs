@@ -157,5 +157,8 @@ fn risk_message(cause: RiskCause) -> &'static str {
         RiskCause::ValueLostByMaster => {
             "the Pika 4.0 master logged this write with an empty value (its APPEND/SETRANGE on a missing key); every replica stores \"\" for the key"
         }
+        RiskCause::SeveralTypes => {
+            "a Pika 3.x name now holds values of several types (a write of another type while one lived); entries on it pass unrewritten until it is deleted, as to a direct replica"
+        }
     }
 }

@@ -1,0 +1,184 @@
+//! Pika 3.x names and the types under them. That release keeps a string, a hash, a list, a
+//! set and a zset apart under one name, each with its own TTL (`TTL`/`TYPE` answer for the
+//! first found; `EXPIRE`, `DEL` and `expireat` reach them all; 4.0 and Redis refuse a second
+//! type). The table holds one state per name, and the `expireat`/`del` a rewrite adds reach
+//! every type on the replica, so a rule may only add them while the name is known to hold the
+//! type it writes and nothing else. These rules keep that known
+//! ([`ExpiryTable::set_type`]), and mark a name that comes to hold a second type shared
+//! ([`ExpiryTable::mark_shared`]): entries on it then pass unchanged until it is removed whole.
+
+use super::*;
+use crate::table::{NameTypes, ValueType};
+
+impl<'a> Cx<'a, '_> {
+    /// Whether this stream's names may hold several types (Pika 3.x).
+    pub(super) fn tracks_types(&self) -> bool {
+        if self.pika() && !self.pika_4_0() {
+            self.table.track_types();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the entry names first a key [`ExpiryTable::mark_shared`] holds as several types
+    /// under one name, and is not a command that removes the name whole.
+    pub(super) fn on_shared_name(&self, cmd: Cmd) -> bool {
+        self.pika()
+            && !matches!(
+                cmd,
+                Cmd::Del
+                    | Cmd::FlushDb
+                    | Cmd::FlushAll
+                    | Cmd::SwapDb
+                    | Cmd::Select
+                    | Cmd::Multi
+                    | Cmd::Exec
+                    | Cmd::Discard
+                    | Cmd::NoOp
+            )
+            && self
+                .args
+                .get(1)
+                .is_some_and(|key| self.table.is_shared(self.db, key))
+    }
+
+    /// An entry on a name that holds several types: a deadline the table could hold would be
+    /// one type's, and the `expireat`/`del` a rewrite adds would reach every type on the
+    /// replica (the lists, hashes and sets under a string's name lost with it, seen on real
+    /// 3.5.4). Such entries pass unchanged, as to a direct replica, except that an absolute
+    /// form still replaces a relative or millisecond TTL (the master's `EXPIRE` reaches every
+    /// type too, `pksetexat` only the string). The name stays shared until removed whole.
+    pub(super) fn shared_name(&mut self, spec: Spec, state: &mut StreamState) -> Proposal<'a> {
+        let key = self.arg(1);
+        match spec.cmd {
+            Cmd::Expire | Cmd::PExpire | Cmd::ExpireAt | Cmd::PExpireAt | Cmd::PkSetExAt => {
+                let proposal = self.apply(spec, state);
+                // An EXPIRE that deleted the name (a past deadline) removed every type.
+                let removed = spec.cmd != Cmd::PkSetExAt
+                    && self.table.lookup(self.db, key, self.now) == KeyKnowledge::Absent;
+                if !removed {
+                    self.table.mark_shared(self.db, key);
+                }
+                proposal
+            }
+            cmd => {
+                // Other keys it names (RENAME's destination, a move's) may have changed.
+                for other in (2..self.args.count()).filter_map(|i| self.args.get(i)) {
+                    self.table.forget(self.db, other);
+                }
+                Proposal::unknown_key(cmd.family())
+            }
+        }
+    }
+
+    /// [`Self::apply`] on Pika 3.x: a write of one type on a name that holds another (alive)
+    /// marks it shared and passes unchanged; otherwise the rule runs, and the name keeps or
+    /// takes the type written when it held that type only, or nothing before.
+    pub(super) fn apply_typed(&mut self, spec: Spec, state: &mut StreamState) -> Proposal<'a> {
+        if matches!(spec.cmd, Cmd::MSet | Cmd::MSetNx) {
+            return self.apply_typed_mset(spec, state);
+        }
+        let Some((written, removal)) = value_type(spec.cmd, self.args.get(0).unwrap_or_default())
+        else {
+            return self.keeping_types(spec, state);
+        };
+        let Some(key) = self.args.get(1) else {
+            return self.apply(spec, state);
+        };
+        let before = self.table.name_types(self.db, key, self.now);
+        match before {
+            NameTypes::Only { of, alive: true } if of != written => {
+                if removal {
+                    // Nothing of that type is there: the master removed nothing.
+                    return spec
+                        .cmd
+                        .family()
+                        .map_or_else(Proposal::pass, Proposal::passed);
+                }
+                self.table.mark_shared(self.db, key);
+                let risk = self.risk(key, i64::MIN, RiskCause::SeveralTypes);
+                return self.shared_name(spec, state).with_risk(risk);
+            }
+            _ => {}
+        }
+        let proposal = self.apply(spec, state);
+        let alone = match before {
+            NameTypes::Only { of, alive } => of == written || !alive,
+            NameTypes::Nothing => true,
+            NameTypes::Unknown => false,
+        };
+        if alone {
+            self.table.set_type(self.db, key, written);
+        }
+        proposal
+    }
+
+    /// MSET/MSETNX write strings under every other argument.
+    fn apply_typed_mset(&mut self, spec: Spec, state: &mut StreamState) -> Proposal<'a> {
+        let keys: Vec<(&'a [u8], NameTypes)> = (1..self.args.count())
+            .step_by(2)
+            .filter_map(|i| self.args.get(i))
+            .map(|key| (key, self.table.name_types(self.db, key, self.now)))
+            .collect();
+        let proposal = self.apply(spec, state);
+        for (key, before) in keys {
+            match before {
+                NameTypes::Only {
+                    of: ValueType::String,
+                    ..
+                }
+                | NameTypes::Only { alive: false, .. }
+                | NameTypes::Nothing => self.table.set_type(self.db, key, ValueType::String),
+                NameTypes::Only { .. } => self.table.mark_shared(self.db, key),
+                NameTypes::Unknown => {}
+            }
+        }
+        proposal
+    }
+
+    /// A command that reaches every type under its name (EXPIRE, PERSIST, …) or whose type
+    /// its name does not tell: what the name held before, it holds after.
+    fn keeping_types(&mut self, spec: Spec, state: &mut StreamState) -> Proposal<'a> {
+        let key = self.args.get(1);
+        let before = key.map(|k| self.table.name_types(self.db, k, self.now));
+        let proposal = self.apply(spec, state);
+        if let (Some(key), Some(NameTypes::Only { of, .. })) = (key, before) {
+            let name_wide = matches!(
+                spec.cmd,
+                Cmd::Expire | Cmd::PExpire | Cmd::ExpireAt | Cmd::PExpireAt | Cmd::Persist
+            );
+            if name_wide {
+                self.table.set_type(self.db, key, of);
+            }
+        }
+        proposal
+    }
+}
+
+/// The type of value `cmd` (called `name`) writes under its first key on Pika 3.x, and
+/// whether it only removes from it; `None` for commands that reach every type under a name
+/// or whose type is not told by them (moves, RESTORE, DEL…).
+fn value_type(cmd: Cmd, name: &[u8]) -> Option<(ValueType, bool)> {
+    let first = name.first().map(u8::to_ascii_lowercase);
+    Some(match cmd {
+        cmd if cmd.writes_string() => (ValueType::String, false),
+        Cmd::HashWrite => (ValueType::Hash, false),
+        Cmd::ListPush | Cmd::ListPushIfExists => (ValueType::List, false),
+        Cmd::SetAdd => (ValueType::Set, false),
+        Cmd::ZsetWrite => (ValueType::Zset, false),
+        Cmd::Removal => match first {
+            Some(b'h') => (ValueType::Hash, true),
+            Some(b'l' | b'r') => (ValueType::List, true),
+            Some(b's') => (ValueType::Set, true),
+            Some(b'z') => (ValueType::Zset, true),
+            _ => return None,
+        },
+        Cmd::StoreInto => match first {
+            Some(b's') => (ValueType::Set, false),
+            Some(b'z') => (ValueType::Zset, false),
+            _ => return None,
+        },
+        _ => return None,
+    })
+}

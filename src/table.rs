@@ -176,6 +176,8 @@ pub enum NameTypes {
     Only { of: ValueType, alive: bool },
     /// It holds nothing.
     Nothing,
+    /// It holds several ([`ExpiryTable::mark_shared`]).
+    Several,
     /// Not known.
     Unknown,
 }
@@ -395,7 +397,7 @@ impl ExpiryTable {
         let (map, k) = (self.map_of_or_make(db), Self::map_key(db, key));
         if let Some(mut current) = map.get_mut(k.as_ref()) {
             let before = self.knowledge(Some(*current), now_ms);
-            *current = value;
+            *current = self.keeping_type(*current, value);
             return before;
         }
         map.insert(StoredKey::new(&k), value);
@@ -426,7 +428,32 @@ impl ExpiryTable {
 
     /// The key has a TTL ending at `deadline_ms`.
     pub fn set_deadline(&self, db: u32, key: &[u8], deadline_ms: i64) {
-        self.insert(db, key, self.deadline_value(deadline_ms));
+        let value = self.deadline_value(deadline_ms);
+        let (map, k) = (self.map_of_or_make(db), Self::map_key(db, key));
+        if let Some(mut current) = map.get_mut(k.as_ref()) {
+            *current = self.keeping_type(*current, value);
+            return;
+        }
+        map.insert(StoredKey::new(&k), value);
+    }
+
+    /// The type an entry's value says its name holds ([`Self::set_type`]).
+    fn type_in(&self, v: i64) -> Option<ValueType> {
+        if v > 0 && self.typed.load(Ordering::Relaxed) {
+            ValueType::from_code((v & TYPE_BITS) >> TYPE_SHIFT)
+        } else {
+            typed_persistent(v)
+        }
+    }
+
+    /// `value` (a deadline or "no TTL") replacing `current`, with the type `current` names: a
+    /// new deadline or the loss of one changes no type (the rules that change it say so).
+    fn keeping_type(&self, current: i64, value: i64) -> i64 {
+        match self.type_in(current) {
+            Some(of) if value > 0 => (value & !TYPE_BITS) | (of.code() << TYPE_SHIFT),
+            Some(of) if value == PERSISTENT => PERSISTENT_TYPED + of.code(),
+            _ => value,
+        }
     }
 
     /// How a deadline is stored (untyped).
@@ -485,23 +512,18 @@ impl ExpiryTable {
     /// a name absent, or known to hold one type only.
     pub fn name_types(&self, db: u32, key: &[u8], now_ms: i64) -> NameTypes {
         let value = self.get(db, key);
-        if let Some(of) = value.and_then(typed_persistent) {
-            return NameTypes::Only { of, alive: true };
-        }
         match value {
-            Some(v) if v > 0 && self.typed.load(Ordering::Relaxed) => {
-                match ValueType::from_code((v & TYPE_BITS) >> TYPE_SHIFT) {
-                    Some(of) => NameTypes::Only {
-                        of,
-                        alive: v & !TYPE_BITS >= now_ms,
-                    },
-                    None => NameTypes::Unknown,
-                }
-            }
-            _ => match self.knowledge(value, now_ms) {
-                KeyKnowledge::Absent => NameTypes::Nothing,
-                _ => NameTypes::Unknown,
+            Some(SHARED) => NameTypes::Several,
+            Some(v) => match self.type_in(v) {
+                Some(of) => NameTypes::Only {
+                    of,
+                    alive: v < 0 || self.deadline_of(v) >= now_ms,
+                },
+                None if self.knowledge(value, now_ms) == KeyKnowledge::Absent => NameTypes::Nothing,
+                None => NameTypes::Unknown,
             },
+            None if self.baseline() == Baseline::Absent => NameTypes::Nothing,
+            None => NameTypes::Unknown,
         }
     }
 
@@ -536,7 +558,10 @@ impl ExpiryTable {
             if current.is_some() {
                 self.remove(db, key);
             }
-        } else if current != Some(marker) {
+            return;
+        }
+        let marker = current.map_or(marker, |c| self.keeping_type(c, marker));
+        if current != Some(marker) {
             self.insert(db, key, marker);
         }
     }

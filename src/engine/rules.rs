@@ -54,8 +54,8 @@ pub fn rewrite<'a>(
         track: policy.tracks_existence(),
     };
     let proposal = match spec(name) {
-        Some(spec) if cx.on_shared_name(spec.cmd) => cx.shared_name(spec, state),
         Some(spec) if cx.tracks_types() => cx.apply_typed(spec, state),
+        Some(spec) if cx.on_shared_name(spec.cmd) => cx.shared_name(spec, state),
         Some(spec) => cx.apply(spec, state),
         None if is_pattern_delete(name) => {
             // Pika 3.5 logs the pattern, not the keys it deleted (4.0 logs a DEL per key).

@@ -5,7 +5,8 @@
 //! used), so the worker answers fast or not at all: every question has a deadline, and a
 //! connection that failed is opened again for the next question only.
 //!
-//! One question is one pipelined round trip: `TIME`, `PTTL key`, `TIME`, `INFO replication`.
+//! One question is one pipelined round trip: `TIME`, `PTTL key`, (`EXISTS key` on 3.x, which
+//! counts the types under the name), `TIME`, `INFO replication`.
 //! Pika 3.5 keeps deadlines in whole seconds and answers `PTTL` as whole seconds × 1000 from
 //! its clock's second, so the deadline is exact when both `TIME`s fall in the same second
 //! (otherwise the question is asked again); Pika 4.0 answers in milliseconds.
@@ -127,11 +128,19 @@ async fn ask(
     for _ in 0..TRIES {
         client.queue(&[b"TIME"]);
         client.queue(&[b"PTTL", &q.key]);
+        let count_types = release == PikaRelease::V3;
+        if count_types {
+            client.queue(&[b"EXISTS", &q.key]);
+        }
         client.queue(&[b"TIME"]);
         client.queue(&[b"INFO", b"replication"]);
         client.flush().await?;
         let before = clock_ms(&client.reply().await?);
         let ttl = client.reply().await?;
+        // A 3.x master keeps a value of each type apart under a name and answers `PTTL` for
+        // the first it finds; `EXISTS` counts them.
+        let several_types =
+            count_types && matches!(client.reply().await?, BytesFrame::Integer(types) if types > 1);
         let after = clock_ms(&client.reply().await?);
         let info = client.reply().await?;
         let (Some(before), Some(after)) = (before, after) else {
@@ -157,6 +166,9 @@ async fn ask(
                 q.db_name
             )));
         };
+        if several_types {
+            return Ok(LookupAnswer::SeveralTypes { master_at });
+        }
         let found = match ttl {
             -1 => LookedUp::NoTtl,
             -2 => LookedUp::ExpiredBy(after),

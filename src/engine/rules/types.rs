@@ -25,18 +25,7 @@ impl<'a> Cx<'a, '_> {
     /// under one name, and is not a command that removes the name whole.
     pub(super) fn on_shared_name(&self, cmd: Cmd) -> bool {
         self.pika()
-            && !matches!(
-                cmd,
-                Cmd::Del
-                    | Cmd::FlushDb
-                    | Cmd::FlushAll
-                    | Cmd::SwapDb
-                    | Cmd::Select
-                    | Cmd::Multi
-                    | Cmd::Exec
-                    | Cmd::Discard
-                    | Cmd::NoOp
-            )
+            && !removes_names_whole(cmd)
             && self
                 .args
                 .get(1)
@@ -72,22 +61,30 @@ impl<'a> Cx<'a, '_> {
         }
     }
 
-    /// [`Self::apply`] on Pika 3.x: a write of one type on a name that holds another (alive)
-    /// marks it shared and passes unchanged; otherwise the rule runs, and the name keeps or
-    /// takes the type written when it held that type only, or nothing before.
+    /// [`Self::apply`] on Pika 3.x, with one read of the name's entry: an entry on a shared
+    /// name passes ([`Self::shared_name`]); a write of one type on a name that holds another
+    /// (alive) marks it shared and passes; otherwise the rule runs, and a name that held the
+    /// written type only, or nothing, holds that type after it (the table's own updates keep a
+    /// type they do not change).
     pub(super) fn apply_typed(&mut self, spec: Spec, state: &mut StreamState) -> Proposal<'a> {
+        if removes_names_whole(spec.cmd) {
+            return self.apply(spec, state);
+        }
         if matches!(spec.cmd, Cmd::MSet | Cmd::MSetNx) {
             return self.apply_typed_mset(spec, state);
         }
-        let Some((written, removal)) = value_type(spec.cmd, self.args.get(0).unwrap_or_default())
-        else {
-            return self.keeping_types(spec, state);
-        };
         let Some(key) = self.args.get(1) else {
             return self.apply(spec, state);
         };
         let before = self.table.name_types(self.db, key, self.now);
-        match before {
+        if before == NameTypes::Several {
+            return self.shared_name(spec, state);
+        }
+        let Some((written, removal)) = value_type(spec.cmd, self.args.get(0).unwrap_or_default())
+        else {
+            return self.apply(spec, state);
+        };
+        let alone = match before {
             NameTypes::Only { of, alive: true } if of != written => {
                 if removal {
                     // Nothing of that type is there: the master removed nothing.
@@ -100,14 +97,12 @@ impl<'a> Cx<'a, '_> {
                 let risk = self.risk(key, i64::MIN, RiskCause::SeveralTypes);
                 return self.shared_name(spec, state).with_risk(risk);
             }
-            _ => {}
-        }
-        let proposal = self.apply(spec, state);
-        let alone = match before {
-            NameTypes::Only { of, alive } => of == written || !alive,
-            NameTypes::Nothing => true,
-            NameTypes::Unknown => false,
+            // Already so: the rule's updates keep the type.
+            NameTypes::Only { alive: true, .. } => false,
+            NameTypes::Only { alive: false, .. } | NameTypes::Nothing => true,
+            NameTypes::Unknown | NameTypes::Several => false,
         };
+        let proposal = self.apply(spec, state);
         if alone {
             self.table.set_type(self.db, key, written);
         }
@@ -130,30 +125,28 @@ impl<'a> Cx<'a, '_> {
                 }
                 | NameTypes::Only { alive: false, .. }
                 | NameTypes::Nothing => self.table.set_type(self.db, key, ValueType::String),
-                NameTypes::Only { .. } => self.table.mark_shared(self.db, key),
+                NameTypes::Only { .. } | NameTypes::Several => self.table.mark_shared(self.db, key),
                 NameTypes::Unknown => {}
             }
         }
         proposal
     }
+}
 
-    /// A command that reaches every type under its name (EXPIRE, PERSIST, …) or whose type
-    /// its name does not tell: what the name held before, it holds after.
-    fn keeping_types(&mut self, spec: Spec, state: &mut StreamState) -> Proposal<'a> {
-        let key = self.args.get(1);
-        let before = key.map(|k| self.table.name_types(self.db, k, self.now));
-        let proposal = self.apply(spec, state);
-        if let (Some(key), Some(NameTypes::Only { of, .. })) = (key, before) {
-            let name_wide = matches!(
-                spec.cmd,
-                Cmd::Expire | Cmd::PExpire | Cmd::ExpireAt | Cmd::PExpireAt | Cmd::Persist
-            );
-            if name_wide {
-                self.table.set_type(self.db, key, of);
-            }
-        }
-        proposal
-    }
+/// Commands that remove a name with every type under it, or name no key.
+fn removes_names_whole(cmd: Cmd) -> bool {
+    matches!(
+        cmd,
+        Cmd::Del
+            | Cmd::FlushDb
+            | Cmd::FlushAll
+            | Cmd::SwapDb
+            | Cmd::Select
+            | Cmd::Multi
+            | Cmd::Exec
+            | Cmd::Discard
+            | Cmd::NoOp
+    )
 }
 
 /// The type of value `cmd` (called `name`) writes under its first key on Pika 3.x, and

@@ -49,6 +49,10 @@ pub(crate) enum LookupAnswer {
         found: LookedUp,
         master_at: BinlogPosition,
     },
+    /// Pika 3.x: the name holds values of several types (`EXISTS` counted more than one),
+    /// each with its own TTL, so the `PTTL` answer may be another type's: the name is marked
+    /// shared ([`crate::table::ExpiryTable::mark_shared`]) and the write passes unchanged.
+    SeveralTypes { master_at: BinlogPosition },
     /// No answer (connection, authentication, a command the master lacks…).
     Failed(String),
 }
@@ -158,6 +162,9 @@ impl Held {
             None if late => return Some((None, LookupResult::Timeout)),
             None => return None,
             Some(LookupAnswer::Failed(_)) => return Some((None, LookupResult::Failed)),
+            // Whatever named the key since, it holds several types now: passing every entry
+            // on it unchanged from the paused one on is what a direct replica gets.
+            Some(LookupAnswer::SeveralTypes { .. }) => return Some((None, LookupResult::Resolved)),
             Some(LookupAnswer::Found { found, master_at }) => (*found, *master_at),
         };
         let answered = |between| Some(Answered { found, between });
@@ -195,6 +202,11 @@ impl Held {
         found: Option<Answered>,
         result: LookupResult,
     ) -> (LookupResult, Option<Answer>) {
+        if matches!(self.answer, Some(LookupAnswer::SeveralTypes { .. })) {
+            rewriter
+                .table()
+                .mark_shared(self.paused.db, &self.paused.key);
+        }
         let superseded = result == LookupResult::Superseded;
         let used = rewriter.resolve_paused_as(&mut self.paused, found, superseded);
         match found {
@@ -214,7 +226,9 @@ impl Held {
     /// The answer's master position (the end of the history a `Behind` result skips).
     pub(crate) fn answered_at(&self) -> Option<BinlogPosition> {
         match &self.answer {
-            Some(LookupAnswer::Found { master_at, .. }) => Some(*master_at),
+            Some(
+                LookupAnswer::Found { master_at, .. } | LookupAnswer::SeveralTypes { master_at },
+            ) => Some(*master_at),
             _ => None,
         }
     }

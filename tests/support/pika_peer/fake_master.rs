@@ -917,6 +917,16 @@ async fn serve_resp(mut stream: TcpStream, shared: Arc<Shared>, cancel: Cancella
                 };
                 out.extend_from_slice(format!(":{v}\r\n").as_bytes());
             }
+            // 3.x counts each type under a name; the model keeps one value per name.
+            "EXISTS" => {
+                let st = lock(&shared);
+                let now = st.clock_ms;
+                let n = (1..cmd.len())
+                    .filter_map(|i| cmd.arg(i))
+                    .filter(|k| st.model.record_at(0, k, now).is_some())
+                    .count();
+                out.extend_from_slice(format!(":{n}\r\n").as_bytes());
+            }
             _ => out.extend_from_slice(b"-ERR unknown command\r\n"),
         }
         if stream.write_all(&out).await.is_err() {

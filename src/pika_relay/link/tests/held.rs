@@ -491,3 +491,22 @@ fn an_answer_is_journaled_before_its_item_and_a_catch_up_decides_the_item_with_i
         "without the journal the key is unknown again"
     );
 }
+
+/// Pika 3.x keeps a value of each type under a name, and `PTTL` answers for the first: a look-up
+/// that finds several types passes the write unchanged and marks the name, so nothing on it
+/// is rewritten from a deadline that may be another type's.
+#[test]
+fn a_look_up_that_finds_several_types_under_the_name_passes_the_write_and_marks_it() {
+    let mut h = joined_mid_stream();
+    let first = one(T0, 1, 1000, 1060, &["hincrby", "h", "n", "1"]);
+    h.response(first.clone());
+    let out = h.answer(LookupAnswer::SeveralTypes {
+        master_at: pos(1060),
+    });
+    assert_eq!(results(&out), vec![LookupResult::Resolved]);
+    assert_eq!(frames_to_replica(&out), vec![&first]);
+    let second = one(T0 + 1, 2, 1060, 1120, &["hincrby", "h", "n", "1"]);
+    let out = h.response(second.clone());
+    assert!(looked_up(&out).is_empty(), "a shared name is not looked up");
+    assert_eq!(frames_to_replica(&out), vec![&second]);
+}

@@ -178,6 +178,8 @@ pub enum NameTypes {
     Nothing,
     /// It holds several ([`ExpiryTable::mark_shared`]).
     Several,
+    /// It has a deadline (passed or not) the table learned without the type it is about.
+    Untyped,
     /// Not known.
     Unknown,
 }
@@ -519,6 +521,7 @@ impl ExpiryTable {
                     of,
                     alive: v < 0 || self.deadline_of(v) >= now_ms,
                 },
+                None if v > 0 => NameTypes::Untyped,
                 None if self.knowledge(value, now_ms) == KeyKnowledge::Absent => NameTypes::Nothing,
                 None => NameTypes::Unknown,
             },

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 pub use redefine::{redefines, resets_ttl, whole_flush, writes_string};
 pub use replacement::{Arg, Commands, NewCommand, OriginalFrame, Replacement};
-pub use rules::{rewrite, touches_unnamed_keys, PIKA_MAX_TIMESTAMP_SECS};
+pub use rules::{record_single_type, rewrite, touches_unnamed_keys, PIKA_MAX_TIMESTAMP_SECS};
 
 /// How absolute expiries are written downstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,6 +28,8 @@ mod keys;
 mod strings;
 mod types;
 
+pub use types::record_single_type;
+
 use strings::SetCondition;
 
 /// Largest timestamp a Pika replica accepts in `pksetexat` (it rejects `ts >= INT32_MAX`).

@@ -100,6 +100,10 @@ pub struct LinkRewriter {
     decide_next: bool,
     /// ...and its look-up's answer was recorded (else it is decided without one).
     answered_next: bool,
+    /// ...and no removal came between the item and the answer: a Pika 3.x answer (which
+    /// counted at most one type under the name) then also says the name holds the one type
+    /// the item writes, which nothing since removed (see `engine::record_single_type`).
+    answered_one_type_next: bool,
     /// ...or a later command redefines its key ([`engine::redefines`]): passing it undecided
     /// leaves nothing a replica keeps.
     superseded_next: bool,
@@ -137,6 +141,7 @@ pub(crate) struct ResponseProgress {
     items: usize,
     decide_next: bool,
     answered_next: bool,
+    answered_one_type_next: bool,
     superseded_next: bool,
 }
 
@@ -251,6 +256,7 @@ impl LinkRewriter {
             paused_writes_string: false,
             decide_next: false,
             answered_next: false,
+            answered_one_type_next: false,
             superseded_next: false,
             look_ups_after: BinlogPosition::default(),
             journaled: Answers::new(),
@@ -386,10 +392,12 @@ impl LinkRewriter {
             self.item_end = end.position();
             self.decide_next = std::mem::take(&mut p.decide_next);
             self.answered_next = std::mem::take(&mut p.answered_next);
+            self.answered_one_type_next = std::mem::take(&mut p.answered_one_type_next);
             self.superseded_next = std::mem::take(&mut p.superseded_next);
             let step = self.rewrite_item(body, &item, &mut p.out);
             self.decide_next = false;
             self.answered_next = false;
+            self.answered_one_type_next = false;
             self.superseded_next = false;
             let replaced = match step? {
                 ItemStep::Paused => {
@@ -518,6 +526,8 @@ impl LinkRewriter {
             )
         });
         paused.progress.answered_next = used;
+        paused.progress.answered_one_type_next =
+            used && answered.is_some_and(|a| !a.between.removal);
         paused.progress.superseded_next = superseded && !used;
         // Decided now, with the answer or without: an answer that leaves it as undecidable as
         // before (Pika 4.0's deadline second) must not pause it again.
@@ -771,6 +781,14 @@ impl LinkRewriter {
                     // write).
                     self.table.mark_unknown(self.state.db, key);
                 }
+            }
+            if first_command && answered && self.answered_one_type_next {
+                engine::record_single_type(
+                    &self.table,
+                    self.state.db,
+                    decision.lookup_key(&args),
+                    &args,
+                );
             }
             if first_command
                 && self.superseded_next

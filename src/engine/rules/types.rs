@@ -100,7 +100,16 @@ impl<'a> Cx<'a, '_> {
             // Already so: the rule's updates keep the type.
             NameTypes::Only { alive: true, .. } => false,
             NameTypes::Only { alive: false, .. } | NameTypes::Nothing => true,
-            NameTypes::Unknown | NameTypes::Several => false,
+            // A deadline of unknown type: the rule would add an `expireat` or a `del` for
+            // it. The master tells whether the name holds this type only (a look-up asks
+            // `EXISTS` beside `PTTL`; [`record_single_type`] notes the answer).
+            NameTypes::Untyped if self.policy.pause_on_unknown && adds_name_wide(spec.cmd) => {
+                return Proposal {
+                    needs_lookup: Some(LookupKind::KeepsTtl),
+                    ..Proposal::unknown_key(spec.cmd.family())
+                };
+            }
+            NameTypes::Untyped | NameTypes::Unknown | NameTypes::Several => false,
         };
         let proposal = self.apply(spec, state);
         if alone {
@@ -126,10 +135,33 @@ impl<'a> Cx<'a, '_> {
                 | NameTypes::Only { alive: false, .. }
                 | NameTypes::Nothing => self.table.set_type(self.db, key, ValueType::String),
                 NameTypes::Only { .. } | NameTypes::Several => self.table.mark_shared(self.db, key),
-                NameTypes::Unknown => {}
+                NameTypes::Unknown | NameTypes::Untyped => {}
             }
         }
         proposal
+    }
+}
+
+/// TTL-keeping writes, which a rule follows with an `expireat` (or precedes with a `del`)
+/// for the name's deadline.
+fn adds_name_wide(cmd: Cmd) -> bool {
+    matches!(
+        cmd,
+        Cmd::Counter
+            | Cmd::AppendLike
+            | Cmd::HashWrite
+            | Cmd::ListPush
+            | Cmd::SetAdd
+            | Cmd::ZsetWrite
+    )
+}
+
+/// After a look-up found one type under `key` on a Pika 3.x master (no other command on the
+/// key between `entry` and the answer), the name holds the type `entry` writes.
+pub fn record_single_type(table: &ExpiryTable, db: u32, key: &[u8], entry: &dyn Args) {
+    let name = entry.get(0).unwrap_or_default();
+    if let Some((written, false)) = spec(name).and_then(|s| value_type(s.cmd, name)) {
+        table.set_type(db, key, written);
     }
 }
 

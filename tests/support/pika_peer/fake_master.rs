@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use pika_ttl_proxy::engine::{Dialect, PikaRelease};
-use pika_ttl_proxy::model::{Master, Reply, State};
+use pika_ttl_proxy::model::{Master, Reply, State, Value};
 use pika_ttl_proxy::pika::binlog_file::BinlogFileWriter;
 use pika_ttl_proxy::pika::item::{build_item, ItemHeader};
 use pika_ttl_proxy::pika::messages::{
@@ -916,6 +916,19 @@ async fn serve_resp(mut stream: TcpStream, shared: Arc<Shared>, cancel: Cancella
                     },
                 };
                 out.extend_from_slice(format!(":{v}\r\n").as_bytes());
+            }
+            "TYPE" => {
+                let key = cmd.arg(1).cloned().unwrap_or_default();
+                let st = lock(&shared);
+                let kind = match st.model.record_at(0, &key, st.clock_ms).map(|r| &r.value) {
+                    None => "none",
+                    Some(Value::Str(_)) => "string",
+                    Some(Value::Hash(_)) => "hash",
+                    Some(Value::List(_)) => "list",
+                    Some(Value::Set(_)) => "set",
+                    Some(Value::Zset(_)) => "zset",
+                };
+                out.extend_from_slice(format!("+{kind}\r\n").as_bytes());
             }
             // 3.x counts each type under a name; the model keeps one value per name.
             "EXISTS" => {

@@ -513,7 +513,22 @@ impl ExpiryTable {
     /// What the table says of the types under the name at `now_ms` (see [`Self::set_type`]):
     /// a name absent, or known to hold one type only.
     pub fn name_types(&self, db: u32, key: &[u8], now_ms: i64) -> NameTypes {
-        let value = self.get(db, key);
+        self.name_types_of(self.get(db, key), now_ms)
+    }
+
+    /// The key's entry as stored (for [`Self::name_types_of`] and [`Self::knowledge_of`],
+    /// which read one entry twice without a second map access).
+    pub fn entry(&self, db: u32, key: &[u8]) -> Option<i64> {
+        self.get(db, key)
+    }
+
+    /// What [`Self::lookup`] says of a key whose entry is `value` ([`Self::entry`]).
+    pub fn knowledge_of(&self, value: Option<i64>, now_ms: i64) -> KeyKnowledge {
+        self.knowledge(value, now_ms)
+    }
+
+    /// [`Self::name_types`] of a key whose entry is `value` ([`Self::entry`]).
+    pub fn name_types_of(&self, value: Option<i64>, now_ms: i64) -> NameTypes {
         match value {
             Some(SHARED) => NameTypes::Several,
             Some(v) => match self.type_in(v) {

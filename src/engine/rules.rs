@@ -54,6 +54,7 @@ pub fn rewrite<'a>(
         table,
         policy,
         track: policy.tracks_existence(),
+        first_entry: std::cell::Cell::new(None),
     };
     let proposal = match spec(name) {
         Some(spec) if cx.tracks_types() => cx.apply_typed(spec, state),
@@ -166,6 +167,9 @@ struct Cx<'a, 'c> {
     table: &'c ExpiryTable,
     policy: &'c Policy,
     track: bool,
+    /// The entry of the first key as read before the rule ran ([`Self::apply_typed`]), for the
+    /// rule's own first read of it ([`Self::know_first`]): one map access, not two.
+    first_entry: std::cell::Cell<Option<Option<i64>>>,
 }
 
 use crate::engine::args::arg_i64;
@@ -212,7 +216,21 @@ impl<'a> Cx<'a, '_> {
     /// finds a key expired, and the Redis exec time is only the proxy's receive time: there a
     /// past deadline still means "alive until the master's DEL arrives".
     fn know(&self, key: &[u8]) -> (KeyKnowledge, bool) {
-        match self.table.lookup(self.db, key, self.now) {
+        self.known(key, self.table.lookup(self.db, key, self.now))
+    }
+
+    /// [`Self::know`] of the entry's first key, from the read made before the rule when there
+    /// was one and nothing since wrote the table (the rule's first access to the key).
+    fn know_first(&self, key: &[u8]) -> (KeyKnowledge, bool) {
+        let first = self.args.get(1).is_some_and(|k| std::ptr::eq(k, key));
+        match self.first_entry.take() {
+            Some(value) if first => self.known(key, self.table.knowledge_of(value, self.now)),
+            _ => self.know(key),
+        }
+    }
+
+    fn known(&self, key: &[u8], knowledge: KeyKnowledge) -> (KeyKnowledge, bool) {
+        match knowledge {
             KeyKnowledge::Expired(deadline) if !self.pika() => {
                 (KeyKnowledge::Volatile(deadline), false)
             }

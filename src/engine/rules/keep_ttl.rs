@@ -9,7 +9,7 @@ impl<'a> Cx<'a, '_> {
     pub(super) fn keep_ttl_write(&mut self, cmd: Cmd, key_at: usize) -> Proposal<'a> {
         let family = cmd.family();
         let key = self.arg(key_at);
-        let (known, expired) = self.know(key);
+        let (known, expired) = self.know_first(key);
         if key_at == 1 && self.policy.pause_on_unknown && self.undecidable(known) {
             return Proposal {
                 needs_lookup: Some(LookupKind::KeepsTtl),

@@ -160,7 +160,7 @@ impl<'a> Cx<'a, '_> {
         };
         let key = self.arg(1);
         let value = self.arg(2);
-        let (known, expired) = self.know(key);
+        let (known, expired) = self.know_first(key);
         let family = match (cond, ttl) {
             (SetCondition::Always, SetTtl::Relative(_)) => Family::Expire,
             (SetCondition::Always, SetTtl::Clear | SetTtl::Absolute(_)) => {
@@ -361,7 +361,7 @@ impl<'a> Cx<'a, '_> {
     /// GETSET and friends: overwrite with no TTL whatever the key was; deterministic.
     pub(super) fn plain_overwrite(&mut self, key_at: usize) -> Proposal<'a> {
         let key = self.arg(key_at);
-        let (known, _) = self.know(key);
+        let (known, _) = self.know_first(key);
         self.record_persistent(key, known);
         Proposal::passed(Family::StringSet)
     }
@@ -387,7 +387,7 @@ impl<'a> Cx<'a, '_> {
         let Some(ts) = arg_i64(self.arg(2)) else {
             return Proposal::malformed(Some(Family::Expire));
         };
-        let (known, _) = self.know(key);
+        let (known, _) = self.know_first(key);
         let v4 = self.pika_4_0();
         if ts == 0 {
             self.table.mark_persistent(self.db, key, self.track);

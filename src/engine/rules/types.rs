@@ -76,7 +76,8 @@ impl<'a> Cx<'a, '_> {
         let Some(key) = self.args.get(1) else {
             return self.apply(spec, state);
         };
-        let before = self.table.name_types(self.db, key, self.now);
+        let entry = self.table.entry(self.db, key);
+        let before = self.table.name_types_of(entry, self.now);
         if before == NameTypes::Several {
             return self.shared_name(spec, state);
         }
@@ -111,7 +112,11 @@ impl<'a> Cx<'a, '_> {
             }
             NameTypes::Untyped | NameTypes::Unknown | NameTypes::Several => false,
         };
+        if reads_key_first(spec.cmd) {
+            self.first_entry.set(Some(entry));
+        }
         let proposal = self.apply(spec, state);
+        self.first_entry.set(None);
         if alone {
             self.table.set_type(self.db, key, written);
         }
@@ -154,6 +159,12 @@ fn adds_name_wide(cmd: Cmd) -> bool {
             | Cmd::SetAdd
             | Cmd::ZsetWrite
     )
+}
+
+/// Commands whose rule reads their first key before it writes the table
+/// ([`Cx::know_first`]): the read made before the rule serves it.
+fn reads_key_first(cmd: Cmd) -> bool {
+    adds_name_wide(cmd) || matches!(cmd, Cmd::Set | Cmd::GetSet | Cmd::PkSetExAt)
 }
 
 /// After a look-up found one type under `key` on a Pika 3.x master (no other command on the

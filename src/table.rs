@@ -415,7 +415,7 @@ impl ExpiryTable {
             Some(UNKNOWN | SHARED) => KeyKnowledge::Unknown,
             Some(v) if typed_persistent(v).is_some() => KeyKnowledge::Persistent,
             Some(v) if present_until(v).is_some() => KeyKnowledge::Unknown,
-            Some(v) if is_maybe_volatile(v) => KeyKnowledge::MaybeVolatile(-v),
+            Some(v) if is_maybe_volatile(v) => KeyKnowledge::MaybeVolatile(self.deadline_of(-v)),
             Some(v) => match self.deadline_of(v) {
                 deadline if deadline < now_ms => KeyKnowledge::Expired(deadline),
                 deadline => KeyKnowledge::Volatile(deadline),
@@ -430,7 +430,12 @@ impl ExpiryTable {
 
     /// The key has a TTL ending at `deadline_ms`.
     pub fn set_deadline(&self, db: u32, key: &[u8], deadline_ms: i64) {
-        let value = self.deadline_value(deadline_ms);
+        self.insert_keeping_type(db, key, self.deadline_value(deadline_ms));
+    }
+
+    /// Stores `value` (a deadline, "no TTL", "maybe volatile" or "present") with the type the
+    /// current entry names, if any (see [`Self::keeping_type`]).
+    fn insert_keeping_type(&self, db: u32, key: &[u8], value: i64) {
         let (map, k) = (self.map_of_or_make(db), Self::map_key(db, key));
         if let Some(mut current) = map.get_mut(k.as_ref()) {
             *current = self.keeping_type(*current, value);
@@ -441,11 +446,11 @@ impl ExpiryTable {
 
     /// The type an entry's value says its name holds ([`Self::set_type`]).
     fn type_in(&self, v: i64) -> Option<ValueType> {
-        if v > 0 && self.typed.load(Ordering::Relaxed) {
-            ValueType::from_code((v & TYPE_BITS) >> TYPE_SHIFT)
-        } else {
-            typed_persistent(v)
+        if is_marker(v) || !self.typed.load(Ordering::Relaxed) {
+            return typed_persistent(v);
         }
+        // A deadline, or (negated) a "maybe volatile" deadline or a "present" instant.
+        ValueType::from_code((v.abs() & TYPE_BITS) >> TYPE_SHIFT)
     }
 
     /// `value` (a deadline or "no TTL") replacing `current`, with the type `current` names: a
@@ -454,6 +459,9 @@ impl ExpiryTable {
         match self.type_in(current) {
             Some(of) if value > 0 => (value & !TYPE_BITS) | (of.code() << TYPE_SHIFT),
             Some(of) if value == PERSISTENT => PERSISTENT_TYPED + of.code(),
+            Some(of) if value < 0 && !is_marker(value) => {
+                -((-value & !TYPE_BITS) | (of.code() << TYPE_SHIFT))
+            }
             _ => value,
         }
     }
@@ -506,6 +514,8 @@ impl ExpiryTable {
                 *v = (*v & !TYPE_BITS) | (of.code() << TYPE_SHIFT);
             } else if *v == PERSISTENT || typed_persistent(*v).is_some() {
                 *v = PERSISTENT_TYPED + of.code();
+            } else if !is_marker(*v) {
+                *v = -((-*v & !TYPE_BITS) | (of.code() << TYPE_SHIFT));
             }
         }
     }
@@ -548,7 +558,7 @@ impl ExpiryTable {
     /// The key has the TTL ending at `deadline_ms`, or no longer exists.
     pub fn set_maybe_volatile(&self, db: u32, key: &[u8], deadline_ms: i64) {
         self.clear_witness(db, key);
-        self.insert(db, key, -self.deadline_value(deadline_ms));
+        self.insert_keeping_type(db, key, -self.deadline_value(deadline_ms));
     }
 
     /// Store a marker, or drop the entry when the baseline already implies it. Nothing is
@@ -607,11 +617,12 @@ impl ExpiryTable {
     /// then sets its deadline exactly.
     pub fn mark_present_until(&self, db: u32, key: &[u8], until_ms: i64) {
         self.clear_witness(db, key);
-        self.insert(
-            db,
-            key,
-            -(until_ms.clamp(1, PRESENT_UNTIL - 8) | PRESENT_UNTIL),
-        );
+        let until = if self.typed.load(Ordering::Relaxed) {
+            until_ms.clamp(1, MAX_TYPED_DEADLINE)
+        } else {
+            until_ms.clamp(1, PRESENT_UNTIL - 8)
+        };
+        self.insert_keeping_type(db, key, -(until | PRESENT_UNTIL));
     }
 
     /// Whether the key is known to exist at `now_ms`, with a TTL that is not known
@@ -619,7 +630,7 @@ impl ExpiryTable {
     pub fn is_present_at(&self, db: u32, key: &[u8], now_ms: i64) -> bool {
         self.get(db, key)
             .and_then(present_until)
-            .is_some_and(|until| now_ms <= until)
+            .is_some_and(|until| now_ms <= self.deadline_of(until))
     }
 
     /// The name holds values of several types (a Pika 3.x master keeps a string, a hash, a list,
@@ -771,7 +782,7 @@ impl ExpiryTable {
         let keep_absent_marker = base == Baseline::Unknown;
         let mut pruned = 0;
         self.retain(|db, key, v| {
-            if let Some(until) = present_until(*v) {
+            if let Some(until) = present_until(*v).map(|u| self.deadline_of(u)) {
                 if until >= now_ms {
                     return true;
                 }
@@ -784,7 +795,7 @@ impl ExpiryTable {
                 return true;
             }
             if is_maybe_volatile(*v) {
-                if -*v >= now_ms {
+                if self.deadline_of(-*v) >= now_ms {
                     return true;
                 }
                 // Past its deadline the key is gone or was recreated without a TTL.
@@ -878,6 +889,40 @@ mod tests {
         assert!(!t.is_present_at(0, b"k", 0));
         assert_eq!(t.lookup(0, b"k", 0), KeyKnowledge::Unknown);
         assert_eq!(t.lookup(0, b"maybe", 0), KeyKnowledge::MaybeVolatile(5_000));
+    }
+
+    #[test]
+    fn a_type_rides_through_every_deadline_form_until_a_marker_replaces_it() {
+        let t = ExpiryTable::new(Baseline::Absent);
+        t.track_types();
+        t.mark_persistent(0, b"l", true);
+        t.set_type(0, b"l", ValueType::List);
+        let list = NameTypes::Only {
+            of: ValueType::List,
+            alive: true,
+        };
+        t.set_deadline(0, b"l", 5_000);
+        assert_eq!(t.name_types(0, b"l", 1_000), list);
+        assert_eq!(t.lookup(0, b"l", 1_000), KeyKnowledge::Volatile(5_000));
+        // A removal may have emptied it: the deadline or nothing, still of that type.
+        t.set_maybe_volatile(0, b"l", 6_000);
+        assert_eq!(t.lookup(0, b"l", 1_000), KeyKnowledge::MaybeVolatile(6_000));
+        assert_eq!(t.name_types(0, b"l", 1_000), list);
+        t.mark_present_until(0, b"l", 4_000);
+        assert!(t.is_present_at(0, b"l", 4_000) && !t.is_present_at(0, b"l", 4_001));
+        assert_eq!(t.name_types(0, b"l", 1_000), list);
+        t.set_deadline(0, b"l", 7_000);
+        assert_eq!(t.lookup(0, b"l", 1_000), KeyKnowledge::Volatile(7_000));
+        assert_eq!(
+            t.name_types(0, b"l", 8_000),
+            NameTypes::Only {
+                of: ValueType::List,
+                alive: false
+            }
+        );
+        assert_eq!(t.prune(8_000), 1);
+        t.mark_unknown(0, b"l");
+        assert_eq!(t.name_types(0, b"l", 1_000), NameTypes::Unknown);
     }
 
     #[test]

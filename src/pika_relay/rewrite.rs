@@ -736,6 +736,7 @@ impl LinkRewriter {
             let mut decision =
                 engine::rewrite(&args, exec_ms, &mut self.state, &self.table, &self.policy);
             let mut answered = self.answered_next;
+            let mut one_type = self.answered_one_type_next;
             if let (Some(kind), true) = (
                 decision.needs_lookup,
                 first_command && !self.journaled.is_empty(),
@@ -743,6 +744,7 @@ impl LinkRewriter {
                 // A link (or a standby reader) asked the master here: this takes what it found.
                 let key = decision.lookup_key(&args);
                 if let Some(found) = take_journaled(&mut self.journaled, self.item_end, key) {
+                    one_type = !found.between.removal;
                     answered = engine::resolve_unknown(
                         &self.table,
                         self.state.db,
@@ -782,7 +784,7 @@ impl LinkRewriter {
                     self.table.mark_unknown(self.state.db, key);
                 }
             }
-            if first_command && answered && self.answered_one_type_next {
+            if first_command && answered && one_type {
                 engine::record_single_type(
                     &self.table,
                     self.state.db,

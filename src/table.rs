@@ -363,6 +363,7 @@ impl ExpiryTable {
             map.clear();
         }
         self.clear_witnesses_where(|_| false);
+        self.has_shared.store(false, Ordering::Release);
         self.baseline.store(baseline.to_u8(), Ordering::Release);
     }
 
@@ -472,7 +473,8 @@ impl ExpiryTable {
         if self.typed.load(Ordering::Relaxed) {
             deadline_ms.clamp(1, MAX_TYPED_DEADLINE)
         } else {
-            deadline_ms.max(1)
+            // Negated ("maybe volatile"), the largest stay clear of the markers near i64::MIN.
+            deadline_ms.clamp(1, i64::MAX - 64)
         }
     }
 
@@ -544,7 +546,12 @@ impl ExpiryTable {
             Some(v) => match self.type_in(v) {
                 Some(of) => NameTypes::Only {
                     of,
-                    alive: v < 0 || self.deadline_of(v) >= now_ms,
+                    alive: if is_maybe_volatile(v) {
+                        // "That deadline or gone": gone once it passed.
+                        self.deadline_of(-v) >= now_ms
+                    } else {
+                        v < 0 || self.deadline_of(v) >= now_ms
+                    },
                 },
                 None if v > 0 => NameTypes::Untyped,
                 None if self.knowledge(value, now_ms) == KeyKnowledge::Absent => NameTypes::Nothing,

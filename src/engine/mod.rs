@@ -525,7 +525,7 @@ pub fn leave_undecided(
 /// without its pivot), `ZADD`/`GEOADD … XX`, SETRANGE of an empty value; Pika logs them all
 /// the same. The other side of [`leaves_key`], which also leaves out writes that create their
 /// key but are not relied on to (SETRANGE, SETBIT).
-fn may_leave_missing(entry: &dyn args::Args) -> bool {
+pub(crate) fn may_leave_missing(entry: &dyn args::Args) -> bool {
     let name = entry.get(0).unwrap_or_default();
     let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
     let has_xx =

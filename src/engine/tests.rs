@@ -818,6 +818,10 @@ fn a_conditional_set_on_an_unknown_key_is_decided_by_the_state_after_it() {
         let kind = d.needs_lookup.expect("a look-up");
         let answered = late(found, None);
         let used = resolve_unknown(&s.table, 0, &entry[1], T0, kind, answered);
+        if used {
+            // As the link does with a 3.x answer (one type under the name).
+            record_single_type(&s.table, 0, &entry[1], &entry);
+        }
         s.policy.pause_on_unknown = false;
         let out = s.emitted(cmd, T0);
         s.policy.pause_on_unknown = true;
@@ -1061,4 +1065,44 @@ fn pika_4_0_tracks_no_types() {
     s.run("set a 1", T0);
     assert!(!s.table.is_shared(0, b"a"));
     assert!(!s.table.tracks_types());
+}
+
+/// Review findings on the Pika 3.x type tracking: writes that can create nothing do not mark a
+/// name shared; a list whose "deadline or gone" passed is gone; a shared name's entries forget
+/// only real keys; a move into a name of another type marks the destination.
+#[test]
+fn several_types_edge_cases_from_the_review() {
+    let mut s = Stream::new(Dialect::Pika);
+    s.run("hset h f v", T0);
+    for write in [
+        "lpushx h a",
+        "linsert h before p x",
+        "zadd h xx 1 m",
+        "set h v xx",
+    ] {
+        assert!(s.run(write, T0).forwarded, "{write}");
+        assert!(!s.table.is_shared(0, b"h"), "{write}");
+    }
+    // A list emptied maybe, its deadline passed: a string there starts the name again.
+    s.run("rpush l a", T0);
+    s.run("expireat l 1795469990", T0);
+    s.run("lpop l", T0);
+    s.run("set l v", T0 + 7_000);
+    assert!(!s.table.is_shared(0, b"l"));
+    // Writes on a shared name forget no field or value that is also a key.
+    s.run("pksetexat v 1795470100 1", T0);
+    s.table.mark_shared(0, b"k");
+    s.run("hset k f v", T0);
+    assert_eq!(
+        s.table.lookup(0, b"v", T0),
+        KeyKnowledge::Volatile(1_795_470_100_000)
+    );
+    // SMOVE into a name holding a string.
+    s.run("pksetexat d 1795470100 x", T0);
+    s.run("sadd src m", T0);
+    assert_eq!(
+        s.emitted("smove src d m", T0),
+        vec!["smove src d m".to_string()]
+    );
+    assert!(s.table.is_shared(0, b"d"));
 }

@@ -733,10 +733,14 @@ impl LinkRewriter {
                     self.wiped = Some(self.wiped.map_or(end, |w| w.max(end)));
                 }
             }
+            if first_command && self.answered_next && self.answered_one_type_next {
+                // Before the rule: what the answer recorded is of the type written, so the
+                // rule may add an `expireat` or a `del` for it.
+                self.record_single_type(&args);
+            }
             let mut decision =
                 engine::rewrite(&args, exec_ms, &mut self.state, &self.table, &self.policy);
             let mut answered = self.answered_next;
-            let mut one_type = self.answered_one_type_next;
             if let (Some(kind), true) = (
                 decision.needs_lookup,
                 first_command && !self.journaled.is_empty(),
@@ -744,7 +748,6 @@ impl LinkRewriter {
                 // A link (or a standby reader) asked the master here: this takes what it found.
                 let key = decision.lookup_key(&args);
                 if let Some(found) = take_journaled(&mut self.journaled, self.item_end, key) {
-                    one_type = !found.between.removal;
                     answered = engine::resolve_unknown(
                         &self.table,
                         self.state.db,
@@ -753,6 +756,9 @@ impl LinkRewriter {
                         kind,
                         found,
                     );
+                    if answered && !found.between.removal {
+                        self.record_single_type(&args);
+                    }
                     decision =
                         engine::rewrite(&args, exec_ms, &mut self.state, &self.table, &self.policy);
                 }
@@ -783,14 +789,6 @@ impl LinkRewriter {
                     // write).
                     self.table.mark_unknown(self.state.db, key);
                 }
-            }
-            if first_command && answered && one_type {
-                engine::record_single_type(
-                    &self.table,
-                    self.state.db,
-                    decision.lookup_key(&args),
-                    &args,
-                );
             }
             if first_command
                 && self.superseded_next
@@ -875,6 +873,16 @@ impl LinkRewriter {
         self.item.clear();
         put_item(&item.header, &self.content, &mut self.item).map_err(MessageError::Item)?;
         Ok(ItemStep::Changed)
+    }
+}
+
+impl LinkRewriter {
+    /// A Pika 3.x look-up found at most one type under the entry's first key, which nothing
+    /// removed since: the name holds the type the entry writes (`engine::record_single_type`).
+    fn record_single_type(&self, args: &FrameArgs<'_>) {
+        if let Some(key) = args.get(1) {
+            engine::record_single_type(&self.table, self.state.db, key, args);
+        }
     }
 }
 

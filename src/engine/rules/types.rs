@@ -52,9 +52,14 @@ impl<'a> Cx<'a, '_> {
                 proposal
             }
             cmd => {
-                // Other keys it names (RENAME's destination, a move's) may have changed.
-                for other in (2..self.args.count()).filter_map(|i| self.args.get(i)) {
-                    self.table.forget(self.db, other);
+                // The other key it names (RENAME's destination, a move's) may have changed.
+                if matches!(
+                    cmd,
+                    Cmd::Rename | Cmd::RenameNx | Cmd::Copy | Cmd::SetMove | Cmd::PopPush
+                ) {
+                    if let Some(other) = self.args.get(2) {
+                        self.table.forget(self.db, other);
+                    }
                 }
                 Proposal::unknown_key(cmd.family())
             }
@@ -81,14 +86,17 @@ impl<'a> Cx<'a, '_> {
         if before == NameTypes::Several {
             return self.shared_name(spec, state);
         }
+        if let Some(moved) = self.move_into_another_type(spec) {
+            return moved;
+        }
         let Some((written, removal)) = value_type(spec.cmd, self.args.get(0).unwrap_or_default())
         else {
             return self.apply(spec, state);
         };
         let alone = match before {
             NameTypes::Only { of, alive: true } if of != written => {
-                if removal {
-                    // Nothing of that type is there: the master removed nothing.
+                if removal || creates_nothing_when_missing(spec.cmd, self.args) {
+                    // Nothing of that type is there: the master changed nothing.
                     return spec
                         .cmd
                         .family()
@@ -121,6 +129,29 @@ impl<'a> Cx<'a, '_> {
             self.table.set_type(self.db, key, written);
         }
         proposal
+    }
+
+    /// SMOVE/RPOPLPUSH/LMOVE into a name that holds another type (alive) or several: the
+    /// destination is marked shared and the move passes unchanged, its source forgotten (a
+    /// 3.x master logs moves as their removal and add, so its streams never carry one).
+    fn move_into_another_type(&mut self, spec: Spec) -> Option<Proposal<'a>> {
+        let moved = match spec.cmd {
+            Cmd::SetMove => ValueType::Set,
+            Cmd::PopPush => ValueType::List,
+            _ => return None,
+        };
+        let dst = self.args.get(2)?;
+        match self.table.name_types(self.db, dst, self.now) {
+            NameTypes::Only { of, alive: true } if of != moved => {}
+            NameTypes::Several => {}
+            _ => return None,
+        }
+        self.table.mark_shared(self.db, dst);
+        if let Some(src) = self.args.get(1) {
+            self.table.forget(self.db, src);
+        }
+        let risk = self.risk(dst, i64::MIN, RiskCause::SeveralTypes);
+        Some(Proposal::unknown_key(spec.cmd.family()).with_risk(risk))
     }
 
     /// MSET/MSETNX write strings under every other argument.
@@ -171,9 +202,26 @@ fn reads_key_first(cmd: Cmd) -> bool {
 /// key between `entry` and the answer), the name holds the type `entry` writes.
 pub fn record_single_type(table: &ExpiryTable, db: u32, key: &[u8], entry: &dyn Args) {
     let name = entry.get(0).unwrap_or_default();
-    if let Some((written, false)) = spec(name).and_then(|s| value_type(s.cmd, name)) {
+    let Some(cmd) = spec(name).map(|s| s.cmd) else {
+        return;
+    };
+    // A write that may have done nothing tells nothing of the type that is there.
+    if creates_nothing_when_missing(cmd, entry) {
+        return;
+    }
+    if let Some((written, false)) = value_type(cmd, name) {
         table.set_type(db, key, written);
     }
+}
+
+/// Writes that leave a missing value missing (LPUSHX, LINSERT without its pivot, `ZADD … XX`,
+/// an empty SETRANGE, `SET … XX`, GETEX): on a name that holds another type they do nothing.
+fn creates_nothing_when_missing(cmd: Cmd, entry: &dyn Args) -> bool {
+    let has_xx =
+        || (3..entry.count()).any(|i| entry.get(i).is_some_and(|a| a.eq_ignore_ascii_case(b"xx")));
+    matches!(cmd, Cmd::ListPushIfExists | Cmd::GetEx)
+        || (cmd == Cmd::Set && has_xx())
+        || crate::engine::may_leave_missing(entry)
 }
 
 /// Commands that remove a name with every type under it, or name no key.

@@ -243,6 +243,21 @@ fn by_name() -> &'static [Option<NameEntry>; SLOTS] {
 }
 
 impl Cmd {
+    /// Whether the command writes its first key keeping that key's TTL, creating it without
+    /// one when missing (INCR, APPEND, HSET, RPUSH, SADD, ZADD…): the writes the engine follows
+    /// with the key's deadline.
+    pub fn keeps_ttl(self) -> bool {
+        matches!(
+            self,
+            Cmd::Counter
+                | Cmd::AppendLike
+                | Cmd::HashWrite
+                | Cmd::ListPush
+                | Cmd::SetAdd
+                | Cmd::ZsetWrite
+        )
+    }
+
     /// Whether the command writes the string under its key (MSET: under each of its keys);
     /// Pika 3.x keeps other types beside it.
     pub fn writes_string(self) -> bool {

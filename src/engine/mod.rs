@@ -457,19 +457,10 @@ fn names_only_first(args: &dyn args::Args, key: &[u8]) -> bool {
 /// Whether `args` is a write that keeps the TTL of `key`, its first argument, and creates it
 /// without one when it is missing (INCR, APPEND, HSET, RPUSH, SADD, ZADD, GEOADD…).
 pub fn keeps_ttl_of(args: &dyn args::Args, key: &[u8]) -> bool {
-    use command::Cmd;
-    let Some(spec) = args.get(0).and_then(command::spec) else {
-        return false;
-    };
-    matches!(
-        spec.cmd,
-        Cmd::Counter
-            | Cmd::AppendLike
-            | Cmd::HashWrite
-            | Cmd::ListPush
-            | Cmd::SetAdd
-            | Cmd::ZsetWrite
-    ) && names_only_first(args, key)
+    args.get(0)
+        .and_then(command::spec)
+        .is_some_and(|spec| spec.cmd.keeps_ttl())
+        && names_only_first(args, key)
 }
 
 /// After an entry [`Decision::needs_lookup`] named was decided without an answer (written

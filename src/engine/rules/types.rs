@@ -112,7 +112,7 @@ impl<'a> Cx<'a, '_> {
             // A deadline of unknown type: the rule would add an `expireat` or a `del` for
             // it. The master tells whether the name holds this type only (a look-up asks
             // `EXISTS` beside `PTTL`; [`record_single_type`] notes the answer).
-            NameTypes::Untyped if self.policy.pause_on_unknown && adds_name_wide(spec.cmd) => {
+            NameTypes::Untyped if self.policy.pause_on_unknown && spec.cmd.keeps_ttl() => {
                 return Proposal {
                     needs_lookup: Some(LookupKind::KeepsTtl),
                     ..Proposal::unknown_key(spec.cmd.family())
@@ -178,24 +178,10 @@ impl<'a> Cx<'a, '_> {
     }
 }
 
-/// TTL-keeping writes, which a rule follows with an `expireat` (or precedes with a `del`)
-/// for the name's deadline.
-fn adds_name_wide(cmd: Cmd) -> bool {
-    matches!(
-        cmd,
-        Cmd::Counter
-            | Cmd::AppendLike
-            | Cmd::HashWrite
-            | Cmd::ListPush
-            | Cmd::SetAdd
-            | Cmd::ZsetWrite
-    )
-}
-
 /// Commands whose rule reads their first key before it writes the table
 /// ([`Cx::know_first`]): the read made before the rule serves it.
 fn reads_key_first(cmd: Cmd) -> bool {
-    adds_name_wide(cmd) || matches!(cmd, Cmd::Set | Cmd::GetSet | Cmd::PkSetExAt)
+    cmd.keeps_ttl() || matches!(cmd, Cmd::Set | Cmd::GetSet | Cmd::PkSetExAt)
 }
 
 /// After a look-up found one type under `key` on a Pika 3.x master (no other command on the
